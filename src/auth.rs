@@ -1,0 +1,229 @@
+//! Tokens: JWT (HS256) signed with the app secret. The integrator's backend mints them with
+//! any JWT library, `callbox token` mints them by hand, and an engine in AppSign mode mints its
+//! own short-lived ones. The server verifies them with [`verify_login`] and [`verify_admin`].
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::proto::ErrorCode;
+
+/// Privilege names a token may carry.
+pub const PRIVILEGES: &[&str] = &["login", "publish", "play", "admin", "door"];
+
+/// The claims of a callbox token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The app the token belongs to.
+    pub app_id: u32,
+    /// The user it was issued to (`*` in an admin token means any).
+    pub user_id: String,
+    /// Restricts the token to one room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<String>,
+    /// Granted privileges: `login`, `publish`, `play`, `admin`, `door`.
+    pub privileges: Vec<String>,
+    /// Restricts publishing and playing to these stream IDs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<Vec<String>>,
+    /// Issued at, Unix seconds.
+    pub iat: u64,
+    /// Expires at, Unix seconds.
+    pub exp: u64,
+}
+
+impl Claims {
+    /// Whether the token grants `privilege`.
+    pub fn has(&self, privilege: &str) -> bool {
+        self.privileges.iter().any(|p| p == privilege)
+    }
+
+    /// Whether the token allows publishing or playing `stream_id`.
+    pub fn allows_stream(&self, stream_id: &str) -> bool {
+        self.streams
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|x| x == stream_id))
+    }
+}
+
+/// Errors of secret parsing and minting.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The secret is not 64 hex characters.
+    #[error("app secret must be 64 hex characters (32 bytes)")]
+    BadSecret,
+    /// A privilege name is unknown.
+    #[error("unknown privilege {0:?} (known: login, publish, play, admin, door)")]
+    UnknownPrivilege(String),
+    /// Signing failed.
+    #[error("signing the token failed: {0}")]
+    Sign(String),
+}
+
+/// Parses a 64-hex-character app secret into its 32 key bytes.
+pub fn parse_secret(hex_secret: &str) -> Result<Vec<u8>, AuthError> {
+    let bytes = hex::decode(hex_secret.trim()).map_err(|_| AuthError::BadSecret)?;
+    if bytes.len() != 32 {
+        return Err(AuthError::BadSecret);
+    }
+    Ok(bytes)
+}
+
+/// Checks privilege names.
+pub fn check_privileges(privs: &[String]) -> Result<(), AuthError> {
+    match privs.iter().find(|p| !PRIVILEGES.contains(&p.as_str())) {
+        Some(p) => Err(AuthError::UnknownPrivilege(p.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Signs `claims` with the secret's key bytes.
+pub fn mint(key: &[u8], claims: &Claims) -> Result<String, AuthError> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(key),
+    )
+    .map_err(|e| AuthError::Sign(e.to_string()))
+}
+
+/// Reads the claims without checking the signature: only to find the app and expiry of a
+/// token the caller holds itself, never to trust it.
+pub fn peek(token: &str) -> Option<Claims> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Verifies the signature and expiry; returns the claims. `now` is Unix seconds.
+pub fn verify(key: &[u8], token: &str, now: u64) -> Result<Claims, ErrorCode> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    // Expiry is checked below against the caller's clock, to give it its own code.
+    validation.validate_exp = false;
+    validation.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(key), &validation)
+        .map_err(|_| ErrorCode::TOKEN_INVALID)?;
+    if data.claims.exp <= now {
+        return Err(ErrorCode::TOKEN_EXPIRED);
+    }
+    Ok(data.claims)
+}
+
+/// Full login check: the token is for `app_id`, signed by its secret, unexpired, for this
+/// user and (if it names one) this room, with the `login` privilege. `secret` is `None` when
+/// the server does not know the app.
+pub fn verify_login(
+    secret: Option<&[u8]>,
+    app_id: u32,
+    token: &str,
+    user_id: &str,
+    room_id: &str,
+    now: u64,
+) -> Result<Claims, ErrorCode> {
+    let peeked = peek(token).ok_or(ErrorCode::TOKEN_INVALID)?;
+    if peeked.app_id != app_id {
+        return Err(ErrorCode::APP_ID_MISMATCH);
+    }
+    let key = secret.ok_or(ErrorCode::APP_ID_MISMATCH)?;
+    let claims = verify(key, token, now)?;
+    if claims.user_id != user_id {
+        return Err(ErrorCode::TOKEN_USER_MISMATCH);
+    }
+    if claims.room_id.as_deref().is_some_and(|r| r != room_id) {
+        return Err(ErrorCode::TOKEN_ROOM_MISMATCH);
+    }
+    if !claims.has("login") {
+        return Err(ErrorCode::NO_LOGIN_PRIVILEGE);
+    }
+    Ok(claims)
+}
+
+/// Admin API check: signed by the app's secret, unexpired, for this app, with `admin`.
+pub fn verify_admin(
+    secret: &[u8],
+    app_id: u32,
+    token: &str,
+    now: u64,
+) -> Result<Claims, ErrorCode> {
+    let claims = verify(secret, token, now).map_err(|_| ErrorCode::ADMIN_UNAUTHORIZED)?;
+    if claims.app_id != app_id || !claims.has("admin") {
+        return Err(ErrorCode::ADMIN_UNAUTHORIZED);
+    }
+    Ok(claims)
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            app_id: 7,
+            user_id: "door".into(),
+            room_id: Some("lobby".into()),
+            privileges: vec!["login".into(), "publish".into()],
+            streams: None,
+            iat: 100,
+            exp,
+        }
+    }
+
+    #[test]
+    fn login_checks_have_distinct_codes() {
+        let key = parse_secret(SECRET).unwrap();
+        let t = mint(&key, &claims(1000)).unwrap();
+        assert!(verify_login(Some(&key), 7, &t, "door", "lobby", 500).is_ok());
+        assert_eq!(
+            verify_login(Some(&key), 7, &t, "door", "lobby", 1000),
+            Err(ErrorCode::TOKEN_EXPIRED)
+        );
+        assert_eq!(
+            verify_login(Some(&key), 8, &t, "door", "lobby", 500),
+            Err(ErrorCode::APP_ID_MISMATCH)
+        );
+        assert_eq!(
+            verify_login(Some(&key), 7, &t, "flat", "lobby", 500),
+            Err(ErrorCode::TOKEN_USER_MISMATCH)
+        );
+        assert_eq!(
+            verify_login(Some(&key), 7, &t, "door", "hall", 500),
+            Err(ErrorCode::TOKEN_ROOM_MISMATCH)
+        );
+        assert_eq!(
+            verify_login(Some(&key), 7, "garbage", "door", "lobby", 500),
+            Err(ErrorCode::TOKEN_INVALID)
+        );
+        let other = parse_secret(&SECRET.replace('0', "1")).unwrap();
+        assert_eq!(
+            verify_login(Some(&other), 7, &t, "door", "lobby", 500),
+            Err(ErrorCode::TOKEN_INVALID)
+        );
+        let mut c = claims(1000);
+        c.privileges = vec!["play".into()];
+        let t2 = mint(&key, &c).unwrap();
+        assert_eq!(
+            verify_login(Some(&key), 7, &t2, "door", "lobby", 500),
+            Err(ErrorCode::NO_LOGIN_PRIVILEGE)
+        );
+    }
+
+    #[test]
+    fn secrets_and_privileges_validated() {
+        assert!(parse_secret("abc").is_err());
+        assert!(parse_secret(&"zz".repeat(32)).is_err());
+        assert!(check_privileges(&["login".into(), "fly".into()]).is_err());
+        assert!(claims(1).allows_stream("anything"));
+    }
+}

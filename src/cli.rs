@@ -1,0 +1,152 @@
+//! The subcommands' bodies (kept out of `main.rs` so it stays a table of contents).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use callbox::auth::{self, Claims};
+use callbox::server::ServerConfig;
+
+/// Exit code for an invalid configuration (sysexits EX_CONFIG), which systemd and
+/// integrators can tell apart from a crash.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// `callbox server`.
+pub fn server(config: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<ExitCode> {
+    let mut cfg = match ServerConfig::load(config.as_deref(), &callbox::config_file::callbox_env())
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("callbox server: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    if let Some(l) = listen {
+        cfg.listen = l;
+        if let Err(e) = cfg.validate() {
+            eprintln!("callbox server: {e}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    }
+    if cfg.apps.is_empty() {
+        tracing::warn!("no [[apps]] configured: every login will fail with APP_ID_MISMATCH");
+    }
+    runtime()?.block_on(callbox::server::run(cfg))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `callbox token`.
+#[derive(clap::Args)]
+pub struct TokenArgs {
+    /// The AppID.
+    #[arg(long)]
+    app_id: u32,
+    /// The app secret, 64 hex characters.
+    #[arg(long, env = "CALLBOX_APP_SECRET", hide_env_values = true)]
+    secret: String,
+    /// The user the token is for (`*` with the admin privilege: any).
+    #[arg(long)]
+    user: String,
+    /// Restrict to one room.
+    #[arg(long)]
+    room: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Comma-separated: login, publish, play, admin, door.
+    #[arg(long, value_delimiter = ',', default_value = "login,publish,play")]
+    privileges: Vec<String>,
+    /// Comma-separated stream IDs the token may publish or play (default: any).
+    #[arg(long, value_delimiter = ',')]
+    streams: Option<Vec<String>>,
+}
+
+/// `callbox token`.
+pub fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
+    let key = auth::parse_secret(&a.secret)?;
+    auth::check_privileges(&a.privileges)?;
+    if a.user != "*" {
+        callbox::proto::ids::check_user_id(&a.user)
+            .map_err(|c| anyhow::anyhow!("--user: invalid user ID ({c})"))?;
+    }
+    if let Some(r) = &a.room {
+        callbox::proto::ids::check_room_id(r)
+            .map_err(|c| anyhow::anyhow!("--room: invalid room ID ({c})"))?;
+    }
+    if a.ttl == 0 {
+        anyhow::bail!("--ttl must be at least 1 second");
+    }
+    let now = auth::unix_now();
+    let claims = Claims {
+        app_id: a.app_id,
+        user_id: a.user,
+        room_id: a.room,
+        privileges: a.privileges,
+        streams: a.streams,
+        iat: now,
+        exp: now + a.ttl,
+    };
+    println!("{}", auth::mint(&key, &claims)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Which config file `check-config` validates.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ConfigKind {
+    /// `callbox server` config.
+    Server,
+}
+
+/// `callbox check-config`.
+pub fn check_config(file: &Path, kind: ConfigKind) -> anyhow::Result<ExitCode> {
+    let result = match kind {
+        ConfigKind::Server => {
+            ServerConfig::load(Some(file), &callbox::config_file::callbox_env()).map(|_| ())
+        }
+    };
+    match result {
+        Ok(()) => {
+            println!("{}: valid", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// Arguments of `callbox bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {}
+
+/// `callbox bench`.
+pub fn bench(_a: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("not yet")
+}
+
+/// Arguments of `callbox demo`.
+#[derive(clap::Args)]
+pub struct DemoArgs {}
+
+/// `callbox demo`.
+pub fn demo(_a: DemoArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("not yet")
+}

@@ -1,0 +1,164 @@
+//! Numeric error codes, stable and documented in `docs/protocol.md`.
+//!
+//! Where a meaning matches a code of the Express SDKs the same number is used, so integrators
+//! recognise it (e.g. 1002033 login authentication failure, 1002050 kicked out by a login
+//! elsewhere, 1003028 stream ID in use). The ranges follow the same scheme: 1000xxx general,
+//! 1001xxx protocol, 1002xxx room, 1003xxx publish, 1004xxx play, 1005xxx admin.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $name:ident = $num:expr ),* $(,)?) => {
+        /// A numeric error code carried by events, protocol messages and HTTP bodies.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct ErrorCode(pub u32);
+
+        impl ErrorCode {
+            $( $(#[$doc])* pub const $name: ErrorCode = ErrorCode($num); )*
+
+            /// Every defined code with its constant name (for docs and tests).
+            pub const ALL: &'static [(ErrorCode, &'static str)] = &[ $( (ErrorCode($num), stringify!($name)) ),* ];
+
+            /// The constant name of this code, or `"UNKNOWN"`.
+            pub fn name(self) -> &'static str {
+                Self::ALL.iter().find(|(c, _)| *c == self).map(|(_, n)| *n).unwrap_or("UNKNOWN")
+            }
+        }
+    };
+}
+
+codes! {
+    /// Success.
+    OK = 0,
+    /// The request needs a logged-in room session.
+    NOT_LOGGED_IN = 1000002,
+    /// The stream ID is 256 bytes or longer.
+    STREAM_ID_TOO_LONG = 1000014,
+    /// The stream ID is empty.
+    STREAM_ID_EMPTY = 1000015,
+    /// The stream ID has characters outside printable ASCII or a space.
+    STREAM_ID_INVALID = 1000016,
+    /// The engine was destroyed; the request was not carried out.
+    ENGINE_DESTROYED = 1000020,
+    /// The message is not valid JSON or not a known message.
+    MALFORMED_MESSAGE = 1001001,
+    /// The protocol version is not supported by this server.
+    UNSUPPORTED_VERSION = 1001002,
+    /// The message is larger than the server's limit.
+    MESSAGE_TOO_LARGE = 1001003,
+    /// Too many messages per second from this session.
+    RATE_LIMITED = 1001004,
+    /// The message is not valid in the session's current state (e.g. publish before login).
+    UNEXPECTED_MESSAGE = 1001005,
+    /// The server failed internally; retry later.
+    SERVER_INTERNAL = 1001006,
+    /// The server is shutting down; reconnect later.
+    SERVER_SHUTTING_DOWN = 1001007,
+    /// The session (or engine) is already logged in to a room.
+    ALREADY_LOGGED_IN = 1002001,
+    /// Too many logins per second for this app; retry later.
+    LOGIN_RATE_LIMITED = 1002005,
+    /// The room ID is empty.
+    ROOM_ID_EMPTY = 1002011,
+    /// The room ID has characters outside printable ASCII or a space.
+    ROOM_ID_INVALID = 1002012,
+    /// The room ID is 128 bytes or longer.
+    ROOM_ID_TOO_LONG = 1002013,
+    /// The user ID is empty.
+    USER_ID_EMPTY = 1002014,
+    /// The user ID has characters outside printable ASCII or a space.
+    USER_ID_INVALID = 1002015,
+    /// The user ID is 64 bytes or longer.
+    USER_ID_TOO_LONG = 1002016,
+    /// The user name is 256 bytes or longer.
+    USER_NAME_TOO_LONG = 1002017,
+    /// The room is full.
+    ROOM_FULL = 1002018,
+    /// The login got no answer in time (engine side).
+    LOGIN_TIMEOUT = 1002030,
+    /// The server could not be reached (engine side).
+    NETWORK_UNREACHABLE = 1002031,
+    /// The token is malformed or its signature is wrong.
+    TOKEN_INVALID = 1002033,
+    /// The token has expired.
+    TOKEN_EXPIRED = 1002034,
+    /// The app ID is unknown to the server, or the token is for another app.
+    APP_ID_MISMATCH = 1002035,
+    /// The token is for another room.
+    TOKEN_ROOM_MISMATCH = 1002036,
+    /// The token is for another user.
+    TOKEN_USER_MISMATCH = 1002037,
+    /// The token lacks the `login` privilege.
+    NO_LOGIN_PRIVILEGE = 1002038,
+    /// Kicked out: the same user ID logged in elsewhere.
+    KICKED_DUPLICATE_LOGIN = 1002050,
+    /// The engine gave up reconnecting after its configured limit.
+    RECONNECT_FAILED = 1002051,
+    /// The session to resume no longer exists (grace period over or server restarted).
+    SESSION_EXPIRED = 1002052,
+    /// The connection to the server was interrupted; the engine is retrying.
+    NETWORK_INTERRUPTED = 1002053,
+    /// Kicked out by an administrator.
+    KICKED_BY_ADMIN = 1002055,
+    /// The user was removed because its heartbeats stopped for longer than the grace period.
+    HEARTBEAT_TIMEOUT = 1002056,
+    /// The user logged out.
+    USER_LOGGED_OUT = 1002057,
+    /// Room extra info key or value too long, or too many keys.
+    EXTRA_INFO_TOO_LARGE = 1002060,
+    /// A broadcast message is empty or larger than 1 KB.
+    BROADCAST_TOO_LARGE = 1002061,
+    /// Broadcast messages are sent too fast.
+    BROADCAST_RATE_LIMITED = 1002062,
+    /// The renewed token is for another app, user or room.
+    RENEW_TOKEN_MISMATCH = 1002063,
+    /// The stream ID is already published by another user in this app.
+    STREAM_ID_IN_USE = 1003028,
+    /// The token lacks the `publish` privilege.
+    NO_PUBLISH_PRIVILEGE = 1003029,
+    /// The token does not allow this stream ID.
+    STREAM_NOT_ALLOWED = 1003030,
+    /// The user publishes too many streams.
+    TOO_MANY_STREAMS = 1003031,
+    /// This channel already publishes another stream.
+    CHANNEL_BUSY = 1003032,
+    /// The stream is not published (yet); the engine waits for it.
+    STREAM_NOT_FOUND = 1004025,
+    /// The token lacks the `play` privilege.
+    NO_PLAY_PRIVILEGE = 1004026,
+    /// The stream was stopped by its publisher or removed with its user.
+    STREAM_DELETED = 1004027,
+    /// The admin request has no valid token with the `admin` privilege.
+    ADMIN_UNAUTHORIZED = 1005001,
+    /// The app, room or user named in the admin request does not exist.
+    ADMIN_NOT_FOUND = 1005002,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.0, self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique() {
+        let mut nums: Vec<u32> = ErrorCode::ALL.iter().map(|(c, _)| c.0).collect();
+        nums.sort_unstable();
+        let before = nums.len();
+        nums.dedup();
+        assert_eq!(before, nums.len());
+    }
+
+    #[test]
+    fn express_numbers_kept() {
+        assert_eq!(ErrorCode::TOKEN_INVALID.0, 1002033);
+        assert_eq!(ErrorCode::KICKED_DUPLICATE_LOGIN.0, 1002050);
+        assert_eq!(ErrorCode::STREAM_ID_IN_USE.0, 1003028);
+        assert_eq!(ErrorCode(1003028).name(), "STREAM_ID_IN_USE");
+    }
+}

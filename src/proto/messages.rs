@@ -1,0 +1,386 @@
+//! The signalling messages: JSON objects with a `"type"` tag, over WebSocket at `/ws/v1`.
+//!
+//! Unknown fields are ignored (newer peers may add fields within a protocol version); an
+//! unknown `type` is an error. Requests carry a client-chosen `req` number echoed by the
+//! answer (`ok`, `login_ok`, `resumed`, `broadcast_ok` or `error`).
+
+use serde::{Deserialize, Serialize};
+
+use super::ErrorCode;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A user as seen by the room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UserInfo {
+    /// Unique within the app.
+    pub user_id: String,
+    /// Display name, free text.
+    #[serde(default)]
+    pub user_name: String,
+}
+
+/// A published stream as seen by the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    /// Unique within the app.
+    pub stream_id: String,
+    /// The user publishing it.
+    pub user: UserInfo,
+    /// Free text set by the publisher.
+    #[serde(default)]
+    pub extra_info: String,
+}
+
+/// One key of the room's extra info.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraInfo {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+    /// Who set it last.
+    pub update_user: UserInfo,
+    /// When it was set, Unix milliseconds (server clock).
+    pub update_time_ms: u64,
+}
+
+/// What a room looks like, sent on login and resume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSnapshot {
+    /// The room.
+    pub room_id: String,
+    /// Other users in the room (never yourself). Empty unless the session asked for user
+    /// updates (`user_status_notify`).
+    pub users: Vec<UserInfo>,
+    /// Every stream published in the room, your own included.
+    pub streams: Vec<StreamInfo>,
+    /// The room's extra info.
+    pub extra_info: Vec<ExtraInfo>,
+}
+
+/// Add or delete, for user and stream updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateType {
+    /// Appeared.
+    Add,
+    /// Went away.
+    Delete,
+}
+
+/// Network quality level, from best to worst, plus Unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityLevel {
+    /// RTT < 100 ms and no loss.
+    Excellent,
+    /// RTT < 200 ms and loss < 5 %.
+    Good,
+    /// RTT < 400 ms and loss < 10 %.
+    Medium,
+    /// Worse than Medium.
+    Bad,
+    /// No answer for several heartbeats.
+    Die,
+    /// Not measured yet.
+    Unknown,
+}
+
+/// One user's network quality, as reported by its own engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserQuality {
+    /// The user.
+    pub user_id: String,
+    /// Its quality level.
+    pub quality: QualityLevel,
+}
+
+/// Messages from a client (engine, browser) to the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Log in to a room. Answer: `login_ok` or `error`.
+    Login {
+        /// Request number.
+        req: u64,
+        /// Protocol version, must be [`PROTOCOL_VERSION`].
+        version: u32,
+        /// The app.
+        app_id: u32,
+        /// A JWT signed with the app secret.
+        token: String,
+        /// The room to join (created if absent).
+        room_id: String,
+        /// Who is logging in.
+        user: UserInfo,
+        /// Whether this session wants `user_update` messages.
+        #[serde(default)]
+        user_status_notify: bool,
+    },
+    /// Re-attach to a session after a dropped connection. Answer: `resumed` or `error`.
+    Resume {
+        /// Request number.
+        req: u64,
+        /// Protocol version.
+        version: u32,
+        /// From `login_ok`.
+        session_id: String,
+        /// From `login_ok`.
+        resume_token: String,
+    },
+    /// Leave the room. Answer: `ok`, then the server closes the connection.
+    Logout {
+        /// Request number.
+        req: u64,
+    },
+    /// Heartbeat; answered by `pong`. Carries the sender's own network quality.
+    Ping {
+        /// Sequence number, echoed.
+        seq: u64,
+        /// The client's measured quality level.
+        #[serde(default = "unknown_quality")]
+        quality: QualityLevel,
+    },
+    /// Announce a stream. Answer: `ok` or `error`.
+    Publish {
+        /// Request number.
+        req: u64,
+        /// The stream.
+        stream_id: String,
+        /// Free text for players.
+        #[serde(default)]
+        extra_info: String,
+    },
+    /// Withdraw a stream. Answer: `ok`.
+    Unpublish {
+        /// Request number.
+        req: u64,
+        /// The stream.
+        stream_id: String,
+    },
+    /// Subscribe to a stream. Answer: `ok` (it is published) or `error` 1004025 (not yet; the
+    /// subscription is kept and `play_available` follows when it is published).
+    Play {
+        /// Request number.
+        req: u64,
+        /// The stream.
+        stream_id: String,
+    },
+    /// Unsubscribe. Answer: `ok`.
+    StopPlay {
+        /// Request number.
+        req: u64,
+        /// The stream.
+        stream_id: String,
+    },
+    /// Set one key of the room's extra info. Answer: `ok`; others get `extra_info_update`.
+    SetRoomExtraInfo {
+        /// Request number.
+        req: u64,
+        /// Key, < 128 bytes.
+        key: String,
+        /// Value, < 1024 bytes.
+        value: String,
+    },
+    /// Send a text to everyone else in the room. Answer: `broadcast_ok`.
+    Broadcast {
+        /// Request number.
+        req: u64,
+        /// Text, 1..=1024 bytes.
+        message: String,
+    },
+    /// Replace the session's token before it expires. Answer: `ok` or `error`.
+    RenewToken {
+        /// Request number.
+        req: u64,
+        /// The new token (same app, user and room).
+        token: String,
+    },
+}
+
+fn unknown_quality() -> QualityLevel {
+    QualityLevel::Unknown
+}
+
+/// Messages from the server to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Login accepted.
+    LoginOk {
+        /// Echo of the request number.
+        req: u64,
+        /// Identifies the session for `resume`.
+        session_id: String,
+        /// Secret needed to resume.
+        resume_token: String,
+        /// The room as it is now.
+        room: RoomSnapshot,
+        /// Send a `ping` this often.
+        heartbeat_ms: u64,
+        /// The session survives this long without messages.
+        grace_secs: u64,
+        /// Server clock, Unix milliseconds.
+        server_time_ms: u64,
+    },
+    /// Resume accepted: the session, its streams and subscriptions are as they were.
+    Resumed {
+        /// Echo of the request number.
+        req: u64,
+        /// The room as it is now.
+        room: RoomSnapshot,
+    },
+    /// A request succeeded.
+    Ok {
+        /// Echo of the request number.
+        req: u64,
+    },
+    /// A broadcast was delivered to the room.
+    BroadcastOk {
+        /// Echo of the request number.
+        req: u64,
+        /// Server-assigned message number.
+        message_id: u64,
+    },
+    /// A request failed, or a message could not be understood (then `req` is absent).
+    Error {
+        /// Echo of the request number, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        /// Numeric code (see docs/protocol.md).
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// Heartbeat answer.
+    Pong {
+        /// Echo of `ping.seq`.
+        seq: u64,
+        /// Server clock, Unix milliseconds.
+        server_time_ms: u64,
+    },
+    /// Users joined or left (only to sessions with `user_status_notify`).
+    UserUpdate {
+        /// The room.
+        room_id: String,
+        /// Add or delete.
+        update: UpdateType,
+        /// Who.
+        users: Vec<UserInfo>,
+        /// Why (delete only): USER_LOGGED_OUT, HEARTBEAT_TIMEOUT, KICKED_*; 0 for add.
+        reason: ErrorCode,
+    },
+    /// Streams were published or withdrawn.
+    StreamUpdate {
+        /// The room.
+        room_id: String,
+        /// Add or delete.
+        update: UpdateType,
+        /// Which streams.
+        streams: Vec<StreamInfo>,
+        /// Why (delete only); 0 for add and for a plain unpublish.
+        reason: ErrorCode,
+    },
+    /// A subscribed stream that was not published is now published.
+    PlayAvailable {
+        /// The stream.
+        stream_id: String,
+    },
+    /// A subscribed stream went away; the subscription is dropped.
+    PlayStopped {
+        /// The stream.
+        stream_id: String,
+        /// Why (STREAM_DELETED).
+        code: ErrorCode,
+    },
+    /// A key of the room extra info changed (not sent to the user who set it).
+    ExtraInfoUpdate {
+        /// The room.
+        room_id: String,
+        /// The new value.
+        info: ExtraInfo,
+    },
+    /// A broadcast from another user in the room.
+    BroadcastMessage {
+        /// The room.
+        room_id: String,
+        /// Server-assigned message number.
+        message_id: u64,
+        /// The sender.
+        from: UserInfo,
+        /// The text.
+        message: String,
+        /// Server clock, Unix milliseconds.
+        send_time_ms: u64,
+    },
+    /// Network quality of the other users in the room, every 2 s.
+    NetworkQuality {
+        /// The room.
+        room_id: String,
+        /// One entry per other user.
+        users: Vec<UserQuality>,
+    },
+    /// The session's token expires soon; send `renew_token`.
+    TokenWillExpire {
+        /// The room.
+        room_id: String,
+        /// Seconds left.
+        remaining_secs: u64,
+    },
+    /// The session was ended by the server; the connection closes next. Do not reconnect.
+    Kicked {
+        /// KICKED_DUPLICATE_LOGIN or KICKED_BY_ADMIN.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+impl ServerMsg {
+    /// Builds an error answer.
+    pub fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            req,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_shape() {
+        let m: ClientMsg = serde_json::from_str(
+            r#"{"type":"login","req":1,"version":1,"app_id":7,"token":"t","room_id":"r",
+                "user":{"user_id":"u"},"future_field":true}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            m,
+            ClientMsg::Login {
+                user_status_notify: false,
+                ..
+            }
+        ));
+        let s = serde_json::to_string(&ServerMsg::error(Some(3), ErrorCode::STREAM_ID_IN_USE, "x"))
+            .unwrap();
+        assert_eq!(
+            s,
+            r#"{"type":"error","req":3,"code":1003028,"message":"x"}"#
+        );
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
+        let p: ClientMsg = serde_json::from_str(r#"{"type":"ping","seq":4}"#).unwrap();
+        assert_eq!(
+            p,
+            ClientMsg::Ping {
+                seq: 4,
+                quality: QualityLevel::Unknown
+            }
+        );
+    }
+}

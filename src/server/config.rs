@@ -1,0 +1,185 @@
+//! `callbox server` configuration: what the operator set (see `configs/server.toml`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config_file::{self, ConfigError};
+
+/// Default listen address for HTTP and WebSocket.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7880";
+
+/// The server configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// HTTP + WebSocket listen address.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The apps this server hosts.
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+    /// Session timing.
+    #[serde(default)]
+    pub session: SessionConfig,
+    /// Abuse limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// One app: its ID and secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The AppID.
+    pub app_id: u32,
+    /// 64 hex characters; signs the app's tokens.
+    pub secret: String,
+}
+
+/// Session timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// How long a silent session is kept before its user and streams are deleted.
+    pub grace_secs: u64,
+    /// How often clients are asked to send a heartbeat.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            grace_secs: 90,
+            heartbeat_ms: 2000,
+        }
+    }
+}
+
+/// Limits that keep one client from disturbing the others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest signalling message accepted, bytes.
+    pub max_message_bytes: usize,
+    /// Sustained messages per second per session.
+    pub messages_per_sec: f64,
+    /// Burst of messages per session.
+    pub message_burst: f64,
+    /// Sustained logins per second per app.
+    pub logins_per_sec: f64,
+    /// Burst of logins per app.
+    pub login_burst: f64,
+    /// Users per room.
+    pub max_users_per_room: usize,
+    /// Streams per user.
+    pub max_streams_per_user: usize,
+    /// Sustained broadcast messages per second per session.
+    pub broadcasts_per_sec: f64,
+    /// Burst of broadcast messages per session.
+    pub broadcast_burst: f64,
+    /// Room extra info keys per room.
+    pub max_extra_info_keys: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 16 * 1024,
+            messages_per_sec: 50.0,
+            message_burst: 100.0,
+            logins_per_sec: 50.0,
+            login_burst: 100.0,
+            max_users_per_room: 64,
+            max_streams_per_user: 4,
+            broadcasts_per_sec: 5.0,
+            broadcast_burst: 10.0,
+            max_extra_info_keys: 16,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    DEFAULT_LISTEN.to_string()
+}
+
+impl ServerConfig {
+    /// Loads and validates: file (optional), then `CALLBOX_...` environment overrides.
+    pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let cfg: ServerConfig = config_file::load(path, env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            crate::auth::parse_secret(&app.secret)
+                .map_err(|e| ConfigError::value(&format!("apps[{i}].secret"), e.to_string()))?;
+            if !seen.insert(app.app_id) {
+                return Err(ConfigError::value(
+                    &format!("apps[{i}].app_id"),
+                    format!("app_id {} appears twice", app.app_id),
+                ));
+            }
+        }
+        if self.session.grace_secs == 0 {
+            return Err(ConfigError::value(
+                "session.grace_secs",
+                "must be at least 1",
+            ));
+        }
+        if !(100..=60_000).contains(&self.session.heartbeat_ms) {
+            return Err(ConfigError::value(
+                "session.heartbeat_ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        let l = &self.limits;
+        let positive = [
+            ("limits.messages_per_sec", l.messages_per_sec),
+            ("limits.message_burst", l.message_burst),
+            ("limits.logins_per_sec", l.logins_per_sec),
+            ("limits.login_burst", l.login_burst),
+            ("limits.broadcasts_per_sec", l.broadcasts_per_sec),
+            ("limits.broadcast_burst", l.broadcast_burst),
+        ];
+        for (key, v) in positive {
+            if !(v.is_finite() && v >= 1.0) {
+                return Err(ConfigError::value(key, "must be a number >= 1"));
+            }
+        }
+        if l.max_message_bytes < 1024 {
+            return Err(ConfigError::value(
+                "limits.max_message_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if l.max_users_per_room == 0 || l.max_streams_per_user == 0 {
+            return Err(ConfigError::value(
+                "limits.max_users_per_room",
+                "limits must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parsed listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            ConfigError::value(
+                "listen",
+                format!("{:?} is not an IP:port address", self.listen),
+            )
+        })
+    }
+
+    /// Grace period as a duration.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.session.grace_secs)
+    }
+}

@@ -1,0 +1,162 @@
+//! HTTP routes: `/ws/v1` (signalling), `/healthz`, `/metrics` and the admin API under
+//! `/api/v1/apps/{app_id}/...` (bearer token with the `admin` privilege).
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use serde_json::json;
+
+use super::hub::Hub;
+use super::ws;
+use crate::auth;
+use crate::proto::ErrorCode;
+
+/// Builds the router.
+pub fn router(hub: Hub) -> Router {
+    Router::new()
+        .route("/ws/v1", get(signalling))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/apps/{app_id}/rooms", get(list_rooms))
+        .route("/api/v1/apps/{app_id}/rooms/{room_id}", get(room))
+        .route(
+            "/api/v1/apps/{app_id}/rooms/{room_id}/users/{user_id}",
+            delete(kick),
+        )
+        .with_state(hub)
+}
+
+async fn signalling(upgrade: WebSocketUpgrade, State(hub): State<Hub>) -> Response {
+    upgrade
+        .max_message_size(ws::MAX_FRAME_BYTES)
+        .max_frame_size(ws::MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| ws::serve(socket, hub))
+}
+
+async fn metrics(State(hub): State<Hub>) -> Response {
+    let text = hub
+        .with(|reg, _| {
+            let (rooms, connected, detached, streams) = reg.gauges();
+            reg.metrics.render(rooms, connected, detached, streams)
+        })
+        .await
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"code": code.0, "name": code.name(), "message": message})),
+    )
+        .into_response()
+}
+
+/// Checks the bearer token against the app; returns the app ID.
+async fn authorize(hub: &Hub, app_id: &str, headers: &HeaderMap) -> Result<u32, Response> {
+    let not_found = || {
+        error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::ADMIN_NOT_FOUND,
+            "no such app",
+        )
+    };
+    let app_id: u32 = app_id.parse().map_err(|_| not_found())?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            error(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::ADMIN_UNAUTHORIZED,
+                "missing bearer token",
+            )
+        })?;
+    let key = hub
+        .with(move |reg, _| reg.app_key(app_id).map(<[u8]>::to_vec))
+        .await
+        .flatten()
+        .ok_or_else(not_found)?;
+    auth::verify_admin(&key, app_id, &token, auth::unix_now()).map_err(|_| {
+        error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::ADMIN_UNAUTHORIZED,
+            "token invalid, expired or without the admin privilege",
+        )
+    })?;
+    Ok(app_id)
+}
+
+async fn list_rooms(
+    State(hub): State<Hub>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let app_id = match authorize(&hub, &app_id, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let rooms = hub
+        .with(move |reg, _| reg.list_rooms(app_id))
+        .await
+        .flatten()
+        .unwrap_or_default();
+    let rooms: Vec<_> = rooms
+        .into_iter()
+        .map(|(room_id, users, streams)| json!({"room_id": room_id, "user_count": users, "stream_count": streams}))
+        .collect();
+    Json(json!({"app_id": app_id, "rooms": rooms})).into_response()
+}
+
+async fn room(
+    State(hub): State<Hub>,
+    Path((app_id, room_id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let app_id = match authorize(&hub, &app_id, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match hub
+        .with(move |reg, _| reg.room_view(app_id, &room_id))
+        .await
+        .flatten()
+    {
+        Some(view) => Json(view).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::ADMIN_NOT_FOUND,
+            "no such room",
+        ),
+    }
+}
+
+async fn kick(
+    State(hub): State<Hub>,
+    Path((app_id, room_id, user_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let app_id = match authorize(&hub, &app_id, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let (r, u) = (room_id.clone(), user_id.clone());
+    if hub
+        .with(move |reg, now| reg.kick(app_id, &r, &u, now))
+        .await
+        .unwrap_or(false)
+    {
+        Json(json!({"kicked": true, "room_id": room_id, "user_id": user_id})).into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::ADMIN_NOT_FOUND,
+            "no such user in this room",
+        )
+    }
+}

@@ -1,0 +1,184 @@
+//! The hub: the one task that owns the [`Registry`]. Connections send it what they read; it
+//! feeds the registry and delivers the registry's outputs to each connection's bounded write
+//! queue. A connection whose queue is full is closed (its session stays in its grace period
+//! and can resume), so a slow client never holds up the others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::config::ServerConfig;
+use super::registry::{ConnId, Now, Output, Registry};
+use crate::proto::{ClientMsg, ErrorCode};
+
+/// Messages waiting to be written to one connection.
+pub const CONN_QUEUE: usize = 256;
+const HUB_QUEUE: usize = 4096;
+const TICK: Duration = Duration::from_millis(250);
+
+/// What the hub tells a connection's writer.
+#[derive(Debug)]
+pub enum ToConn {
+    /// A serialized message.
+    Text(String),
+    /// Close the socket.
+    Close,
+}
+
+type Job = Box<dyn FnOnce(&mut Registry, Now) + Send>;
+
+enum Cmd {
+    Connect(ConnId, mpsc::Sender<ToConn>),
+    Message(ConnId, ClientMsg),
+    Invalid(ConnId, ErrorCode, String),
+    Disconnect(ConnId),
+    With(Job),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cheap handle to the hub task.
+#[derive(Clone)]
+pub struct Hub {
+    tx: mpsc::Sender<Cmd>,
+    next_conn: Arc<AtomicU64>,
+    max_message_bytes: usize,
+}
+
+impl Hub {
+    /// Starts the hub task for `cfg`.
+    pub fn spawn(cfg: &ServerConfig) -> Hub {
+        let (tx, rx) = mpsc::channel(HUB_QUEUE);
+        let registry = Registry::new(cfg, std::time::Instant::now());
+        let max_message_bytes = registry.max_message_bytes();
+        tokio::spawn(run(registry, rx));
+        Hub {
+            tx,
+            next_conn: Arc::new(AtomicU64::new(1)),
+            max_message_bytes,
+        }
+    }
+
+    /// The largest text message accepted.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// Registers a new connection; returns its ID and its write queue.
+    pub async fn connect(&self) -> (ConnId, mpsc::Receiver<ToConn>) {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        let _ = self.tx.send(Cmd::Connect(id, tx)).await;
+        (id, rx)
+    }
+
+    /// Delivers a decoded message.
+    pub async fn message(&self, conn: ConnId, msg: ClientMsg) {
+        let _ = self.tx.send(Cmd::Message(conn, msg)).await;
+    }
+
+    /// Reports an undecodable message.
+    pub async fn invalid(&self, conn: ConnId, code: ErrorCode, message: String) {
+        let _ = self.tx.send(Cmd::Invalid(conn, code, message)).await;
+    }
+
+    /// Reports a closed connection.
+    pub async fn disconnect(&self, conn: ConnId) {
+        let _ = self.tx.send(Cmd::Disconnect(conn)).await;
+    }
+
+    /// Runs `f` on the registry (admin API, metrics) and returns its result.
+    pub async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Registry, Now) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |reg, now| {
+            let _ = tx.send(f(reg, now));
+        });
+        self.tx.send(Cmd::With(job)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Tells every client the server is going away and closes every connection.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn run(mut reg: Registry, mut rx: mpsc::Receiver<Cmd>) {
+    let mut conns: HashMap<ConnId, mpsc::Sender<ToConn>> = HashMap::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let mut done = None;
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { break };
+                let now = Now::system();
+                match cmd {
+                    Cmd::Connect(id, tx) => {
+                        conns.insert(id, tx);
+                        reg.handle_connect(id, now);
+                    }
+                    Cmd::Message(id, msg) => reg.handle_message(id, msg, now),
+                    Cmd::Invalid(id, code, text) => reg.handle_invalid(id, code, text),
+                    Cmd::Disconnect(id) => {
+                        conns.remove(&id);
+                        reg.handle_disconnect(id, now);
+                    }
+                    Cmd::With(job) => job(&mut reg, now),
+                    Cmd::Shutdown(reply) => {
+                        reg.shutdown();
+                        done = Some(reply);
+                    }
+                }
+            }
+            _ = tick.tick() => reg.handle_tick(Now::system()),
+        }
+        deliver(&mut reg, &mut conns);
+        if let Some(reply) = done {
+            let _ = reply.send(());
+        }
+    }
+}
+
+fn deliver(reg: &mut Registry, conns: &mut HashMap<ConnId, mpsc::Sender<ToConn>>) {
+    let mut overflowed = Vec::new();
+    while let Some(out) = reg.poll_output() {
+        match out {
+            Output::Send(id, msg) => {
+                let Some(tx) = conns.get(&id) else { continue };
+                let text = match serde_json::to_string(&msg) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot serialize a message");
+                        continue;
+                    }
+                };
+                if tx.try_send(ToConn::Text(text)).is_err() {
+                    overflowed.push(id);
+                }
+            }
+            Output::Close(id) => {
+                if let Some(tx) = conns.remove(&id) {
+                    let _ = tx.try_send(ToConn::Close);
+                }
+            }
+        }
+    }
+    for id in overflowed {
+        if conns.remove(&id).is_some() {
+            tracing::warn!(
+                conn = id,
+                "client does not read its messages; closing its connection (it may resume)"
+            );
+            reg.handle_disconnect(id, Now::system());
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Counters for Prometheus `/metrics`, owned by the registry (one owner, no atomics needed).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::proto::ErrorCode;
+
+/// Monotonic counters since start.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    /// Successful logins.
+    pub logins: u64,
+    /// Successful resumes.
+    pub resumes: u64,
+    /// Sessions kicked (duplicate login or admin).
+    pub kicks: u64,
+    /// Sessions removed after the grace period.
+    pub heartbeat_timeouts: u64,
+    /// Messages received.
+    pub messages: u64,
+    /// Error answers by code.
+    pub errors: BTreeMap<u32, u64>,
+}
+
+impl Metrics {
+    /// Counts one error answer.
+    pub fn error(&mut self, code: ErrorCode) {
+        *self.errors.entry(code.0).or_default() += 1;
+    }
+
+    /// Renders the Prometheus text format with the given gauges.
+    pub fn render(
+        &self,
+        rooms: usize,
+        connected: usize,
+        detached: usize,
+        streams: usize,
+    ) -> String {
+        let mut s = String::new();
+        let mut gauge = |name: &str, help: &str, v: usize| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge("callbox_rooms", "Rooms with at least one user.", rooms);
+        gauge(
+            "callbox_sessions_connected",
+            "Sessions with a live connection.",
+            connected,
+        );
+        gauge(
+            "callbox_sessions_detached",
+            "Sessions in their grace period.",
+            detached,
+        );
+        gauge("callbox_streams", "Published streams.", streams);
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            "callbox_logins_total",
+            "Successful room logins.",
+            self.logins,
+        );
+        counter(
+            "callbox_resumes_total",
+            "Sessions resumed after a dropped connection.",
+            self.resumes,
+        );
+        counter("callbox_kicks_total", "Sessions kicked out.", self.kicks);
+        counter(
+            "callbox_heartbeat_timeouts_total",
+            "Sessions removed after the grace period.",
+            self.heartbeat_timeouts,
+        );
+        counter(
+            "callbox_messages_total",
+            "Signalling messages received.",
+            self.messages,
+        );
+        let _ = writeln!(
+            s,
+            "# HELP callbox_errors_total Error answers by code.\n# TYPE callbox_errors_total counter"
+        );
+        for (code, n) in &self.errors {
+            let _ = writeln!(
+                s,
+                "callbox_errors_total{{code=\"{code}\",name=\"{}\"}} {n}",
+                ErrorCode(*code).name()
+            );
+        }
+        s
+    }
+}

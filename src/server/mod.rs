@@ -1,0 +1,100 @@
+//! `callbox server`: rooms, users, streams and authentication over WebSocket signalling, with
+//! health, metrics and admin HTTP endpoints.
+//!
+//! Layers: [`registry`] is the sans-IO room logic; [`hub`] is the one task that owns it and
+//! turns its outputs into socket writes; [`ws`] reads and writes one WebSocket; [`http`]
+//! serves health, metrics and the admin API. [`run`] wires them to a listener.
+
+pub mod config;
+mod http;
+mod hub;
+mod limits;
+mod metrics;
+pub mod registry;
+mod ws;
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+pub use config::ServerConfig;
+pub use hub::Hub;
+
+/// A running server: its address and a handle to stop it.
+pub struct RunningServer {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, tells every client the server is going away, and waits for the end.
+    pub async fn stop(self) -> std::io::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Binds `cfg.listen` and serves until [`RunningServer::stop`].
+pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
+    let addr = cfg
+        .listen_addr()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let hub = Hub::spawn(&cfg);
+    let app = http::router(hub.clone());
+    let (shutdown, mut rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let hub_for_stop = hub.clone();
+        let signal = async move {
+            let _ = rx.wait_for(|v| *v).await;
+            tracing::info!("shutting down: closing every session");
+            hub_for_stop.shutdown().await;
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await
+    });
+    tracing::info!(%addr, "callbox server listening");
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    let apps = cfg.apps.len();
+    let server = start(cfg).await?;
+    // One plain line on stdout so scripts and tests can find the address.
+    println!(
+        "callbox server listening on http://{} ({apps} apps)",
+        server.addr
+    );
+    wait_for_signal().await;
+    server.stop().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,1256 @@
+//! The room registry: every app, room, user, session, stream and subscription of one server,
+//! as a sans-IO state machine. The WebSocket driver feeds it messages, connects, disconnects
+//! and ticks with the time, and carries out what [`Registry::poll_output`] returns.
+//!
+//! A session outlives its connection: when the connection drops, the session is detached and
+//! kept for the grace period, so a client that comes back with `resume` continues with no
+//! change seen by the others. Silence for longer than the grace period deletes its user and
+//! streams with the reason HEARTBEAT_TIMEOUT.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::config::{Limits, ServerConfig};
+use super::limits::Bucket;
+use super::metrics::Metrics;
+use crate::auth::{self, Claims};
+use crate::proto::{
+    ClientMsg, ErrorCode, ExtraInfo, PROTOCOL_VERSION, QualityLevel, RoomSnapshot, ServerMsg,
+    StreamInfo, UpdateType, UserInfo, UserQuality, ids,
+};
+
+/// Identifies one WebSocket connection, chosen by the driver.
+pub type ConnId = u64;
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send a message on a connection.
+    Send(ConnId, ServerMsg),
+    /// Close a connection after what was queued for it.
+    Close(ConnId),
+}
+
+/// The time, as the registry sees it: monotonic for timers, wall clock for tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic instant.
+    pub at: Instant,
+    /// Unix time in milliseconds.
+    pub unix_ms: u64,
+}
+
+impl Now {
+    /// The system's current time.
+    pub fn system() -> Self {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Now {
+            at: Instant::now(),
+            unix_ms,
+        }
+    }
+    fn unix_secs(&self) -> u64 {
+        self.unix_ms / 1000
+    }
+}
+
+/// Extra info key limit, bytes.
+const EXTRA_KEY_MAX: usize = 128;
+/// Extra info value limit, bytes.
+const EXTRA_VALUE_MAX: usize = 1024;
+/// Broadcast message limit, bytes.
+const BROADCAST_MAX: usize = 1024;
+/// Warn this long before a token expires.
+const TOKEN_WARN_SECS: u64 = 30;
+/// Network quality is pushed to rooms this often.
+const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
+/// A kicked session is remembered this long, so it is told "kicked" if it tries to resume.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
+/// Messages kept for a detached session and replayed on resume.
+const DETACHED_BACKLOG: usize = 64;
+
+struct Conn {
+    session: Option<String>,
+    bucket: Bucket,
+}
+
+struct Session {
+    resume_token: String,
+    app_id: u32,
+    room_id: String,
+    user: UserInfo,
+    claims: Claims,
+    notify: bool,
+    conn: Option<ConnId>,
+    last_seen: Instant,
+    quality: QualityLevel,
+    /// stream_id -> extra info
+    published: BTreeMap<String, String>,
+    subscriptions: BTreeSet<String>,
+    warned_expiry: bool,
+    broadcasts: Bucket,
+    backlog: VecDeque<ServerMsg>,
+}
+
+struct Room {
+    sessions: BTreeSet<String>,
+    extra_info: BTreeMap<String, ExtraInfo>,
+}
+
+struct App {
+    key: Vec<u8>,
+    rooms: BTreeMap<String, Room>,
+    /// user_id -> session_id
+    users: HashMap<String, String>,
+    /// stream_id -> session_id
+    streams: HashMap<String, String>,
+    logins: Bucket,
+}
+
+/// A room as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoomView {
+    /// The room.
+    pub room_id: String,
+    /// Users with their connection state.
+    pub users: Vec<UserView>,
+    /// Published streams.
+    pub streams: Vec<StreamInfo>,
+}
+
+/// A user as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserView {
+    /// The user.
+    pub user_id: String,
+    /// Display name.
+    pub user_name: String,
+    /// Whether its connection is up (false during the grace period).
+    pub connected: bool,
+    /// Last reported network quality.
+    pub quality: QualityLevel,
+}
+
+/// The registry. See the module docs.
+pub struct Registry {
+    grace: Duration,
+    heartbeat_ms: u64,
+    limits: Limits,
+    apps: HashMap<u32, App>,
+    sessions: HashMap<String, Session>,
+    conns: HashMap<ConnId, Conn>,
+    tombstones: HashMap<String, (ErrorCode, Instant)>,
+    out: VecDeque<Output>,
+    next_quality: Option<Instant>,
+    next_message_id: u64,
+    /// Counters for `/metrics`.
+    pub metrics: Metrics,
+}
+
+impl Registry {
+    /// A registry for the apps and limits of `cfg`. Secrets must have been validated.
+    pub fn new(cfg: &ServerConfig, now: Instant) -> Self {
+        let limits = cfg.limits.clone();
+        let apps = cfg
+            .apps
+            .iter()
+            .map(|a| {
+                let key = auth::parse_secret(&a.secret).unwrap_or_default();
+                let app = App {
+                    key,
+                    rooms: BTreeMap::new(),
+                    users: HashMap::new(),
+                    streams: HashMap::new(),
+                    logins: Bucket::new(limits.logins_per_sec, limits.login_burst, now),
+                };
+                (a.app_id, app)
+            })
+            .collect();
+        Registry {
+            grace: cfg.grace(),
+            heartbeat_ms: cfg.session.heartbeat_ms,
+            limits,
+            apps,
+            sessions: HashMap::new(),
+            conns: HashMap::new(),
+            tombstones: HashMap::new(),
+            out: VecDeque::new(),
+            next_quality: None,
+            next_message_id: 1,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The largest message accepted, bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.limits.max_message_bytes
+    }
+
+    /// A connection opened.
+    pub fn handle_connect(&mut self, conn: ConnId, now: Now) {
+        let bucket = Bucket::new(
+            self.limits.messages_per_sec,
+            self.limits.message_burst,
+            now.at,
+        );
+        self.conns.insert(
+            conn,
+            Conn {
+                session: None,
+                bucket,
+            },
+        );
+    }
+
+    /// A connection closed (by either side). Its session, if any, is kept for the grace period.
+    pub fn handle_disconnect(&mut self, conn: ConnId, now: Now) {
+        if let Some(c) = self.conns.remove(&conn)
+            && let Some(sid) = c.session
+            && let Some(s) = self.sessions.get_mut(&sid)
+            && s.conn == Some(conn)
+        {
+            s.conn = None;
+            tracing::info!(session = %short(&sid), user_id = %s.user.user_id, room_id = %s.room_id,
+                grace_secs = self.grace.as_secs(), "connection lost; session kept for the grace period");
+            let _ = now;
+        }
+    }
+
+    /// A message the driver could not decode (too large, not JSON, unknown type).
+    pub fn handle_invalid(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        self.metrics.error(code);
+        self.send(conn, ServerMsg::error(None, code, message));
+    }
+
+    /// A decoded message from a connection.
+    pub fn handle_message(&mut self, conn: ConnId, msg: ClientMsg, now: Now) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        self.metrics.messages += 1;
+        if !c.bucket.take(now.at) {
+            let req = request_number(&msg);
+            self.fail(
+                conn,
+                req,
+                ErrorCode::RATE_LIMITED,
+                "too many messages per second; slow down",
+            );
+            return;
+        }
+        let session = c.session.clone();
+        if let Some(sid) = &session
+            && let Some(s) = self.sessions.get_mut(sid)
+        {
+            s.last_seen = now.at;
+        }
+        match (msg, session) {
+            (
+                ClientMsg::Login {
+                    req,
+                    version,
+                    app_id,
+                    token,
+                    room_id,
+                    user,
+                    user_status_notify,
+                },
+                None,
+            ) => self.login(
+                conn,
+                req,
+                version,
+                app_id,
+                &token,
+                room_id,
+                user,
+                user_status_notify,
+                now,
+            ),
+            (
+                ClientMsg::Resume {
+                    req,
+                    version,
+                    session_id,
+                    resume_token,
+                },
+                None,
+            ) => self.resume(conn, req, version, &session_id, &resume_token, now),
+            (ClientMsg::Login { req, .. } | ClientMsg::Resume { req, .. }, Some(_)) => self.fail(
+                conn,
+                Some(req),
+                ErrorCode::ALREADY_LOGGED_IN,
+                "this connection is already logged in",
+            ),
+            (ClientMsg::Ping { seq, quality }, sid) => {
+                if let Some(s) = sid.and_then(|sid| self.sessions.get_mut(&sid)) {
+                    s.quality = quality;
+                }
+                self.send(
+                    conn,
+                    ServerMsg::Pong {
+                        seq,
+                        server_time_ms: now.unix_ms,
+                    },
+                );
+            }
+            (other, None) => self.fail(
+                conn,
+                request_number(&other),
+                ErrorCode::NOT_LOGGED_IN,
+                "log in first",
+            ),
+            (ClientMsg::Logout { req }, Some(sid)) => {
+                self.send(conn, ServerMsg::Ok { req });
+                self.remove_session(&sid, ErrorCode::USER_LOGGED_OUT);
+                self.out.push_back(Output::Close(conn));
+            }
+            (
+                ClientMsg::Publish {
+                    req,
+                    stream_id,
+                    extra_info,
+                },
+                Some(sid),
+            ) => self.publish(conn, req, &sid, stream_id, extra_info),
+            (ClientMsg::Unpublish { req, stream_id }, Some(sid)) => {
+                self.unpublish(&sid, &stream_id, ErrorCode::OK);
+                self.send(conn, ServerMsg::Ok { req });
+            }
+            (ClientMsg::Play { req, stream_id }, Some(sid)) => {
+                self.play(conn, req, &sid, stream_id)
+            }
+            (ClientMsg::StopPlay { req, stream_id }, Some(sid)) => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.subscriptions.remove(&stream_id);
+                }
+                self.send(conn, ServerMsg::Ok { req });
+            }
+            (ClientMsg::SetRoomExtraInfo { req, key, value }, Some(sid)) => {
+                self.set_extra_info(conn, req, &sid, key, value, now)
+            }
+            (ClientMsg::Broadcast { req, message }, Some(sid)) => {
+                self.broadcast(conn, req, &sid, message, now)
+            }
+            (ClientMsg::RenewToken { req, token }, Some(sid)) => {
+                self.renew_token(conn, req, &sid, &token, now)
+            }
+        }
+    }
+
+    /// Timers: grace expiry, token expiry warnings, network quality. Call every ~250 ms.
+    pub fn handle_tick(&mut self, now: Now) {
+        let expired: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.at.saturating_duration_since(s.last_seen) > self.grace)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for sid in expired {
+            if let Some(s) = self.sessions.get(&sid) {
+                tracing::warn!(user_id = %s.user.user_id, room_id = %s.room_id, grace_secs = self.grace.as_secs(),
+                    "no heartbeat for the grace period; removing the user and its streams");
+                if let Some(conn) = s.conn {
+                    self.out.push_back(Output::Close(conn));
+                }
+            }
+            self.metrics.heartbeat_timeouts += 1;
+            self.remove_session(&sid, ErrorCode::HEARTBEAT_TIMEOUT);
+        }
+        let unix = now.unix_secs();
+        let mut warnings = Vec::new();
+        for (sid, s) in self.sessions.iter_mut() {
+            if !s.warned_expiry && s.claims.exp.saturating_sub(unix) <= TOKEN_WARN_SECS {
+                s.warned_expiry = true;
+                let remaining_secs = s.claims.exp.saturating_sub(unix);
+                warnings.push((
+                    sid.clone(),
+                    ServerMsg::TokenWillExpire {
+                        room_id: s.room_id.clone(),
+                        remaining_secs,
+                    },
+                ));
+            }
+        }
+        for (sid, msg) in warnings {
+            self.send_session(&sid, msg);
+        }
+        self.tombstones
+            .retain(|_, (_, at)| now.at.saturating_duration_since(*at) < TOMBSTONE_TTL);
+        let due = self.next_quality.is_none_or(|t| now.at >= t);
+        if due {
+            self.next_quality = Some(now.at + QUALITY_INTERVAL);
+            self.push_network_quality(now);
+        }
+    }
+
+    /// Whether nothing is connected or kept (for tests and shutdown).
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Connections currently open.
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns.keys().copied()
+    }
+
+    // ---------------------------------------------------------------- admin
+
+    /// The app's key bytes, when the app exists.
+    pub fn app_key(&self, app_id: u32) -> Option<&[u8]> {
+        self.apps.get(&app_id).map(|a| a.key.as_slice())
+    }
+
+    /// Room IDs with user counts; `None` if the app is unknown.
+    pub fn list_rooms(&self, app_id: u32) -> Option<Vec<(String, usize, usize)>> {
+        let app = self.apps.get(&app_id)?;
+        Some(
+            app.rooms
+                .iter()
+                .map(|(id, r)| {
+                    let streams = r
+                        .sessions
+                        .iter()
+                        .filter_map(|s| self.sessions.get(s))
+                        .map(|s| s.published.len())
+                        .sum();
+                    (id.clone(), r.sessions.len(), streams)
+                })
+                .collect(),
+        )
+    }
+
+    /// One room's users and streams.
+    pub fn room_view(&self, app_id: u32, room_id: &str) -> Option<RoomView> {
+        let room = self.apps.get(&app_id)?.rooms.get(room_id)?;
+        let mut users = Vec::new();
+        let mut streams = Vec::new();
+        for s in room
+            .sessions
+            .iter()
+            .filter_map(|sid| self.sessions.get(sid))
+        {
+            users.push(UserView {
+                user_id: s.user.user_id.clone(),
+                user_name: s.user.user_name.clone(),
+                connected: s.conn.is_some(),
+                quality: s.quality,
+            });
+            streams.extend(s.published.iter().map(|(id, extra)| StreamInfo {
+                stream_id: id.clone(),
+                user: s.user.clone(),
+                extra_info: extra.clone(),
+            }));
+        }
+        Some(RoomView {
+            room_id: room_id.to_string(),
+            users,
+            streams,
+        })
+    }
+
+    /// Kicks a user out of a room (admin API). Returns false if there is no such user there.
+    pub fn kick(&mut self, app_id: u32, room_id: &str, user_id: &str, now: Now) -> bool {
+        let Some(sid) = self
+            .apps
+            .get(&app_id)
+            .and_then(|a| a.users.get(user_id))
+            .cloned()
+        else {
+            return false;
+        };
+        if self.sessions.get(&sid).is_none_or(|s| s.room_id != room_id) {
+            return false;
+        }
+        self.kick_session(
+            &sid,
+            ErrorCode::KICKED_BY_ADMIN,
+            "kicked out by an administrator",
+            now,
+        );
+        true
+    }
+
+    /// Gauges for `/metrics`: (rooms, sessions connected, sessions detached, streams).
+    pub fn gauges(&self) -> (usize, usize, usize, usize) {
+        let rooms = self.apps.values().map(|a| a.rooms.len()).sum();
+        let connected = self.sessions.values().filter(|s| s.conn.is_some()).count();
+        let streams = self.apps.values().map(|a| a.streams.len()).sum();
+        (rooms, connected, self.sessions.len() - connected, streams)
+    }
+
+    /// Tells every connection the server is going away and closes it.
+    pub fn shutdown(&mut self) {
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for c in conns {
+            self.send(
+                c,
+                ServerMsg::error(
+                    None,
+                    ErrorCode::SERVER_SHUTTING_DOWN,
+                    "server shutting down",
+                ),
+            );
+            self.out.push_back(Output::Close(c));
+        }
+    }
+
+    // ---------------------------------------------------------------- login / resume
+
+    #[allow(clippy::too_many_arguments)]
+    fn login(
+        &mut self,
+        conn: ConnId,
+        req: u64,
+        version: u32,
+        app_id: u32,
+        token: &str,
+        room_id: String,
+        user: UserInfo,
+        notify: bool,
+        now: Now,
+    ) {
+        if version != PROTOCOL_VERSION {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::UNSUPPORTED_VERSION,
+                format!("protocol version {version} is not supported; use {PROTOCOL_VERSION}"),
+            );
+        }
+        let checked = ids::check_room_id(&room_id)
+            .and_then(|_| ids::check_user_id(&user.user_id))
+            .and_then(|_| ids::check_user_name(&user.user_name));
+        if let Err(code) = checked {
+            return self.fail(
+                conn,
+                Some(req),
+                code,
+                "invalid room ID, user ID or user name",
+            );
+        }
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::APP_ID_MISMATCH,
+                format!("unknown app_id {app_id}"),
+            );
+        };
+        if !app.logins.take(now.at) {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::LOGIN_RATE_LIMITED,
+                "too many logins for this app; retry later",
+            );
+        }
+        let claims = match auth::verify_login(
+            Some(&app.key),
+            app_id,
+            token,
+            &user.user_id,
+            &room_id,
+            now.unix_secs(),
+        ) {
+            Ok(c) => c,
+            Err(code) => return self.fail(conn, Some(req), code, "token rejected"),
+        };
+        let previous = app.users.get(&user.user_id).cloned();
+        let occupied = app
+            .rooms
+            .get(&room_id)
+            .map(|r| r.sessions.len())
+            .unwrap_or(0);
+        let same_room_prev = previous
+            .as_ref()
+            .and_then(|p| self.sessions.get(p))
+            .is_some_and(|s| s.room_id == room_id);
+        if occupied - usize::from(same_room_prev) >= self.limits.max_users_per_room {
+            return self.fail(conn, Some(req), ErrorCode::ROOM_FULL, "the room is full");
+        }
+        if let Some(prev) = previous {
+            self.kick_session(
+                &prev,
+                ErrorCode::KICKED_DUPLICATE_LOGIN,
+                "the same user ID logged in elsewhere",
+                now,
+            );
+        }
+        let session_id = random_hex(16);
+        let resume_token = random_hex(16);
+        let session = Session {
+            resume_token: resume_token.clone(),
+            app_id,
+            room_id: room_id.clone(),
+            user: user.clone(),
+            claims,
+            notify,
+            conn: Some(conn),
+            last_seen: now.at,
+            quality: QualityLevel::Unknown,
+            published: BTreeMap::new(),
+            subscriptions: BTreeSet::new(),
+            warned_expiry: false,
+            broadcasts: Bucket::new(
+                self.limits.broadcasts_per_sec,
+                self.limits.broadcast_burst,
+                now.at,
+            ),
+            backlog: VecDeque::new(),
+        };
+        let app = self.apps.get_mut(&app_id).expect("checked above");
+        app.users.insert(user.user_id.clone(), session_id.clone());
+        let room = app.rooms.entry(room_id.clone()).or_insert_with(|| Room {
+            sessions: BTreeSet::new(),
+            extra_info: BTreeMap::new(),
+        });
+        let others: Vec<String> = room.sessions.iter().cloned().collect();
+        room.sessions.insert(session_id.clone());
+        self.sessions.insert(session_id.clone(), session);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(session_id.clone());
+        }
+        self.metrics.logins += 1;
+        tracing::info!(app_id, room_id = %room_id, user_id = %user.user_id, session = %short(&session_id), "user logged in");
+        let room_snapshot = self.snapshot(&session_id);
+        self.send(
+            conn,
+            ServerMsg::LoginOk {
+                req,
+                session_id,
+                resume_token,
+                room: room_snapshot,
+                heartbeat_ms: self.heartbeat_ms,
+                grace_secs: self.grace.as_secs(),
+                server_time_ms: now.unix_ms,
+            },
+        );
+        for other in others {
+            self.send_user_update(&other, &room_id, UpdateType::Add, &user, ErrorCode::OK);
+        }
+    }
+
+    fn resume(
+        &mut self,
+        conn: ConnId,
+        req: u64,
+        version: u32,
+        session_id: &str,
+        token: &str,
+        now: Now,
+    ) {
+        if version != PROTOCOL_VERSION {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::UNSUPPORTED_VERSION,
+                "unsupported protocol version",
+            );
+        }
+        let valid = self
+            .sessions
+            .get(session_id)
+            .is_some_and(|s| constant_eq(&s.resume_token, token));
+        if !valid {
+            if let Some((code, _)) = self.tombstones.get(session_id) {
+                let code = *code;
+                self.send(
+                    conn,
+                    ServerMsg::Kicked {
+                        code,
+                        message: "this session was kicked out".into(),
+                    },
+                );
+                self.out.push_back(Output::Close(conn));
+                return;
+            }
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::SESSION_EXPIRED,
+                "session not found; log in again",
+            );
+        }
+        let s = self.sessions.get_mut(session_id).expect("checked above");
+        let old = s.conn.replace(conn);
+        s.last_seen = now.at;
+        let backlog: Vec<ServerMsg> = s.backlog.drain(..).collect();
+        tracing::info!(user_id = %s.user.user_id, room_id = %s.room_id, session = %short(session_id), "session resumed");
+        if let Some(old) = old {
+            if let Some(c) = self.conns.get_mut(&old) {
+                c.session = None;
+            }
+            self.out.push_back(Output::Close(old));
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(session_id.to_string());
+        }
+        self.metrics.resumes += 1;
+        let room = self.snapshot(session_id);
+        self.send(conn, ServerMsg::Resumed { req, room });
+        for m in backlog {
+            self.send(conn, m);
+        }
+    }
+
+    fn renew_token(&mut self, conn: ConnId, req: u64, sid: &str, token: &str, now: Now) {
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        let key = self.apps.get(&s.app_id).map(|a| a.key.clone());
+        match auth::verify_login(
+            key.as_deref(),
+            s.app_id,
+            token,
+            &s.user.user_id,
+            &s.room_id,
+            now.unix_secs(),
+        ) {
+            Ok(claims) => {
+                let s = self.sessions.get_mut(sid).expect("present");
+                s.claims = claims;
+                s.warned_expiry = false;
+                self.send(conn, ServerMsg::Ok { req });
+            }
+            Err(code) => {
+                let code = match code {
+                    ErrorCode::TOKEN_USER_MISMATCH
+                    | ErrorCode::TOKEN_ROOM_MISMATCH
+                    | ErrorCode::APP_ID_MISMATCH => ErrorCode::RENEW_TOKEN_MISMATCH,
+                    c => c,
+                };
+                self.fail(
+                    conn,
+                    Some(req),
+                    code,
+                    "renewed token rejected; the old one stays in force",
+                )
+            }
+        }
+    }
+
+    fn kick_session(&mut self, sid: &str, code: ErrorCode, why: &str, now: Now) {
+        if let Some(s) = self.sessions.get(sid) {
+            tracing::info!(user_id = %s.user.user_id, room_id = %s.room_id, code = code.0, "{why}");
+            if let Some(c) = s.conn {
+                self.send(
+                    c,
+                    ServerMsg::Kicked {
+                        code,
+                        message: why.to_string(),
+                    },
+                );
+                self.out.push_back(Output::Close(c));
+                if let Some(conn) = self.conns.get_mut(&c) {
+                    conn.session = None;
+                }
+            }
+        }
+        self.metrics.kicks += 1;
+        self.tombstones.insert(sid.to_string(), (code, now.at));
+        self.remove_session(sid, code);
+    }
+
+    /// Removes a session: its streams (Delete to the room, PlayStopped to their players), then
+    /// its user (Delete to sessions that asked), then the room if it is empty.
+    fn remove_session(&mut self, sid: &str, reason: ErrorCode) {
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        let streams: Vec<String> = s.published.keys().cloned().collect();
+        for stream in streams {
+            self.unpublish(sid, &stream, reason);
+        }
+        let s = self.sessions.remove(sid).expect("present");
+        if let Some(c) = s.conn
+            && let Some(conn) = self.conns.get_mut(&c)
+        {
+            conn.session = None;
+        }
+        let Some(app) = self.apps.get_mut(&s.app_id) else {
+            return;
+        };
+        if app.users.get(&s.user.user_id).is_some_and(|x| x == sid) {
+            app.users.remove(&s.user.user_id);
+        }
+        let mut others = Vec::new();
+        if let Some(room) = app.rooms.get_mut(&s.room_id) {
+            room.sessions.remove(sid);
+            others.extend(room.sessions.iter().cloned());
+            if room.sessions.is_empty() {
+                app.rooms.remove(&s.room_id);
+                tracing::info!(room_id = %s.room_id, "room empty; removed");
+            }
+        }
+        for other in others {
+            self.send_user_update(&other, &s.room_id, UpdateType::Delete, &s.user, reason);
+        }
+    }
+
+    // ---------------------------------------------------------------- streams
+
+    fn publish(
+        &mut self,
+        conn: ConnId,
+        req: u64,
+        sid: &str,
+        stream_id: String,
+        extra_info: String,
+    ) {
+        if let Err(code) = ids::check_stream_id(&stream_id) {
+            return self.fail(conn, Some(req), code, "invalid stream ID");
+        }
+        if extra_info.len() > EXTRA_VALUE_MAX {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::EXTRA_INFO_TOO_LARGE,
+                "stream extra info over 1024 bytes",
+            );
+        }
+        let s = self.sessions.get(sid).expect("logged in");
+        if !s.claims.has("publish") {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::NO_PUBLISH_PRIVILEGE,
+                "token lacks the publish privilege",
+            );
+        }
+        if !s.claims.allows_stream(&stream_id) {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::STREAM_NOT_ALLOWED,
+                "token does not allow this stream ID",
+            );
+        }
+        if s.published.contains_key(&stream_id) {
+            return self.send(conn, ServerMsg::Ok { req });
+        }
+        if s.published.len() >= self.limits.max_streams_per_user {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::TOO_MANY_STREAMS,
+                "too many streams for one user",
+            );
+        }
+        let app = self.apps.get_mut(&s.app_id).expect("app of a session");
+        if app.streams.contains_key(&stream_id) {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::STREAM_ID_IN_USE,
+                "stream ID already published by another user",
+            );
+        }
+        app.streams.insert(stream_id.clone(), sid.to_string());
+        let room_id = s.room_id.clone();
+        let info = StreamInfo {
+            stream_id: stream_id.clone(),
+            user: s.user.clone(),
+            extra_info: extra_info.clone(),
+        };
+        self.sessions
+            .get_mut(sid)
+            .expect("present")
+            .published
+            .insert(stream_id.clone(), extra_info);
+        tracing::info!(room_id = %room_id, stream_id = %stream_id, user_id = %info.user.user_id, "stream published");
+        self.send(conn, ServerMsg::Ok { req });
+        for other in self.room_others(sid) {
+            let subscribed = self
+                .sessions
+                .get(&other)
+                .is_some_and(|o| o.subscriptions.contains(&stream_id));
+            self.send_session(
+                &other,
+                ServerMsg::StreamUpdate {
+                    room_id: room_id.clone(),
+                    update: UpdateType::Add,
+                    streams: vec![info.clone()],
+                    reason: ErrorCode::OK,
+                },
+            );
+            if subscribed {
+                self.send_session(
+                    &other,
+                    ServerMsg::PlayAvailable {
+                        stream_id: stream_id.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn unpublish(&mut self, sid: &str, stream_id: &str, reason: ErrorCode) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let Some(extra_info) = s.published.remove(stream_id) else {
+            return;
+        };
+        let info = StreamInfo {
+            stream_id: stream_id.to_string(),
+            user: s.user.clone(),
+            extra_info,
+        };
+        let room_id = s.room_id.clone();
+        if let Some(app) = self.apps.get_mut(&s.app_id) {
+            app.streams.remove(stream_id);
+        }
+        tracing::info!(room_id = %room_id, stream_id = %stream_id, reason = reason.0, "stream deleted");
+        for other in self.room_others(sid) {
+            self.send_session(
+                &other,
+                ServerMsg::StreamUpdate {
+                    room_id: room_id.clone(),
+                    update: UpdateType::Delete,
+                    streams: vec![info.clone()],
+                    reason,
+                },
+            );
+            let o = self.sessions.get_mut(&other).expect("room member");
+            if o.subscriptions.remove(stream_id) {
+                self.send_session(
+                    &other,
+                    ServerMsg::PlayStopped {
+                        stream_id: stream_id.to_string(),
+                        code: ErrorCode::STREAM_DELETED,
+                    },
+                );
+            }
+        }
+    }
+
+    fn play(&mut self, conn: ConnId, req: u64, sid: &str, stream_id: String) {
+        if let Err(code) = ids::check_stream_id(&stream_id) {
+            return self.fail(conn, Some(req), code, "invalid stream ID");
+        }
+        let s = self.sessions.get(sid).expect("logged in");
+        if !s.claims.has("play") {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::NO_PLAY_PRIVILEGE,
+                "token lacks the play privilege",
+            );
+        }
+        if !s.claims.allows_stream(&stream_id) {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::STREAM_NOT_ALLOWED,
+                "token does not allow this stream ID",
+            );
+        }
+        let app = self.apps.get(&s.app_id).expect("app of a session");
+        let published_here = app
+            .streams
+            .get(&stream_id)
+            .and_then(|owner| self.sessions.get(owner))
+            .is_some_and(|o| o.room_id == s.room_id);
+        self.sessions
+            .get_mut(sid)
+            .expect("present")
+            .subscriptions
+            .insert(stream_id);
+        if published_here {
+            self.send(conn, ServerMsg::Ok { req });
+        } else {
+            self.fail(
+                conn,
+                Some(req),
+                ErrorCode::STREAM_NOT_FOUND,
+                "stream not published in this room (yet); waiting for it",
+            );
+        }
+    }
+
+    // ---------------------------------------------------------------- room messages
+
+    fn set_extra_info(
+        &mut self,
+        conn: ConnId,
+        req: u64,
+        sid: &str,
+        key: String,
+        value: String,
+        now: Now,
+    ) {
+        if key.is_empty() || key.len() >= EXTRA_KEY_MAX || value.len() > EXTRA_VALUE_MAX {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::EXTRA_INFO_TOO_LARGE,
+                "key must be 1..127 bytes, value <= 1024 bytes",
+            );
+        }
+        let s = self.sessions.get(sid).expect("logged in");
+        let (app_id, room_id, user) = (s.app_id, s.room_id.clone(), s.user.clone());
+        let max_keys = self.limits.max_extra_info_keys;
+        let room = self
+            .apps
+            .get_mut(&app_id)
+            .and_then(|a| a.rooms.get_mut(&room_id))
+            .expect("room of a session");
+        if !room.extra_info.contains_key(&key) && room.extra_info.len() >= max_keys {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::EXTRA_INFO_TOO_LARGE,
+                "too many extra info keys in this room",
+            );
+        }
+        let info = ExtraInfo {
+            key: key.clone(),
+            value,
+            update_user: user,
+            update_time_ms: now.unix_ms,
+        };
+        room.extra_info.insert(key, info.clone());
+        self.send(conn, ServerMsg::Ok { req });
+        for other in self.room_others(sid) {
+            self.send_session(
+                &other,
+                ServerMsg::ExtraInfoUpdate {
+                    room_id: room_id.clone(),
+                    info: info.clone(),
+                },
+            );
+        }
+    }
+
+    fn broadcast(&mut self, conn: ConnId, req: u64, sid: &str, message: String, now: Now) {
+        if message.is_empty() || message.len() > BROADCAST_MAX {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::BROADCAST_TOO_LARGE,
+                "broadcast must be 1..=1024 bytes",
+            );
+        }
+        let s = self.sessions.get_mut(sid).expect("logged in");
+        if !s.broadcasts.take(now.at) {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::BROADCAST_RATE_LIMITED,
+                "broadcast messages sent too fast",
+            );
+        }
+        let (room_id, from) = (s.room_id.clone(), s.user.clone());
+        let message_id = self.next_message_id;
+        self.next_message_id += 1;
+        self.send(conn, ServerMsg::BroadcastOk { req, message_id });
+        for other in self.room_others(sid) {
+            let msg = ServerMsg::BroadcastMessage {
+                room_id: room_id.clone(),
+                message_id,
+                from: from.clone(),
+                message: message.clone(),
+                send_time_ms: now.unix_ms,
+            };
+            self.send_session(&other, msg);
+        }
+    }
+
+    fn push_network_quality(&mut self, now: Now) {
+        let stale = Duration::from_millis(self.heartbeat_ms * 3);
+        let mut sends = Vec::new();
+        for app in self.apps.values() {
+            for (room_id, room) in &app.rooms {
+                if room.sessions.len() < 2 {
+                    continue;
+                }
+                let all: Vec<UserQuality> = room
+                    .sessions
+                    .iter()
+                    .filter_map(|sid| self.sessions.get(sid))
+                    .map(|s| UserQuality {
+                        user_id: s.user.user_id.clone(),
+                        quality: if now.at.saturating_duration_since(s.last_seen) > stale {
+                            QualityLevel::Die
+                        } else {
+                            s.quality
+                        },
+                    })
+                    .collect();
+                for sid in &room.sessions {
+                    let Some(s) = self.sessions.get(sid) else {
+                        continue;
+                    };
+                    let Some(conn) = s.conn else { continue };
+                    let users = all
+                        .iter()
+                        .filter(|q| q.user_id != s.user.user_id)
+                        .cloned()
+                        .collect();
+                    sends.push((
+                        conn,
+                        ServerMsg::NetworkQuality {
+                            room_id: room_id.clone(),
+                            users,
+                        },
+                    ));
+                }
+            }
+        }
+        for (conn, msg) in sends {
+            self.send(conn, msg);
+        }
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    fn snapshot(&self, sid: &str) -> RoomSnapshot {
+        let s = &self.sessions[sid];
+        let room = &self.apps[&s.app_id].rooms[&s.room_id];
+        let mut snap = RoomSnapshot {
+            room_id: s.room_id.clone(),
+            ..Default::default()
+        };
+        for o in room
+            .sessions
+            .iter()
+            .filter(|o| o.as_str() != sid)
+            .filter_map(|o| self.sessions.get(o))
+        {
+            if s.notify {
+                snap.users.push(o.user.clone());
+            }
+            snap.streams
+                .extend(o.published.iter().map(|(id, extra)| StreamInfo {
+                    stream_id: id.clone(),
+                    user: o.user.clone(),
+                    extra_info: extra.clone(),
+                }));
+        }
+        snap.extra_info = room.extra_info.values().cloned().collect();
+        snap
+    }
+
+    fn room_others(&self, sid: &str) -> Vec<String> {
+        let Some(s) = self.sessions.get(sid) else {
+            return Vec::new();
+        };
+        self.apps
+            .get(&s.app_id)
+            .and_then(|a| a.rooms.get(&s.room_id))
+            .map(|r| {
+                r.sessions
+                    .iter()
+                    .filter(|o| o.as_str() != sid)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn send_user_update(
+        &mut self,
+        to: &str,
+        room_id: &str,
+        update: UpdateType,
+        user: &UserInfo,
+        reason: ErrorCode,
+    ) {
+        if self.sessions.get(to).is_some_and(|s| s.notify) {
+            let msg = ServerMsg::UserUpdate {
+                room_id: room_id.to_string(),
+                update,
+                users: vec![user.clone()],
+                reason,
+            };
+            self.send_session(to, msg);
+        }
+    }
+
+    /// Sends to a session's connection; a detached session keeps broadcast and token messages
+    /// for its resume (room and stream changes reach it through the resume snapshot instead).
+    fn send_session(&mut self, sid: &str, msg: ServerMsg) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        match s.conn {
+            Some(c) => self.out.push_back(Output::Send(c, msg)),
+            None => {
+                if matches!(
+                    msg,
+                    ServerMsg::BroadcastMessage { .. } | ServerMsg::TokenWillExpire { .. }
+                ) {
+                    if s.backlog.len() >= DETACHED_BACKLOG {
+                        s.backlog.pop_front();
+                    }
+                    s.backlog.push_back(msg);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: ServerMsg) {
+        self.out.push_back(Output::Send(conn, msg));
+    }
+
+    fn fail(
+        &mut self,
+        conn: ConnId,
+        req: Option<u64>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) {
+        self.metrics.error(code);
+        self.send(conn, ServerMsg::error(req, code, message));
+    }
+}
+
+fn request_number(msg: &ClientMsg) -> Option<u64> {
+    match msg {
+        ClientMsg::Login { req, .. }
+        | ClientMsg::Resume { req, .. }
+        | ClientMsg::Logout { req }
+        | ClientMsg::Publish { req, .. }
+        | ClientMsg::Unpublish { req, .. }
+        | ClientMsg::Play { req, .. }
+        | ClientMsg::StopPlay { req, .. }
+        | ClientMsg::SetRoomExtraInfo { req, .. }
+        | ClientMsg::Broadcast { req, .. }
+        | ClientMsg::RenewToken { req, .. } => Some(*req),
+        ClientMsg::Ping { .. } => None,
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut rng = rand::rng();
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
+
+fn constant_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn short(sid: &str) -> &str {
+    &sid[..sid.len().min(8)]
+}
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

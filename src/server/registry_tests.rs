@@ -1,0 +1,590 @@
+//! Registry unit tests: several clients driven in memory with virtual time.
+
+use super::*;
+use crate::server::config::{AppConfig, ServerConfig};
+
+const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+struct World {
+    reg: Registry,
+    now: Now,
+    outbox: HashMap<ConnId, Vec<ServerMsg>>,
+    closed: Vec<ConnId>,
+}
+
+impl World {
+    fn new(grace_secs: u64) -> Self {
+        let mut cfg: ServerConfig = toml::from_str("").unwrap();
+        cfg.apps = vec![
+            AppConfig {
+                app_id: 1,
+                secret: SECRET.into(),
+            },
+            AppConfig {
+                app_id: 2,
+                secret: SECRET.into(),
+            },
+        ];
+        cfg.session.grace_secs = grace_secs;
+        let now = Now {
+            at: Instant::now(),
+            unix_ms: 1_000_000_000,
+        };
+        World {
+            reg: Registry::new(&cfg, now.at),
+            now,
+            outbox: HashMap::new(),
+            closed: vec![],
+        }
+    }
+
+    fn token(&self, app_id: u32, user: &str, privileges: &[&str], exp_in: u64) -> String {
+        let claims = Claims {
+            app_id,
+            user_id: user.into(),
+            room_id: None,
+            privileges: privileges.iter().map(|s| s.to_string()).collect(),
+            streams: None,
+            iat: self.now.unix_secs(),
+            exp: self.now.unix_secs() + exp_in,
+        };
+        auth::mint(&auth::parse_secret(SECRET).unwrap(), &claims).unwrap()
+    }
+
+    fn pump(&mut self) {
+        while let Some(o) = self.reg.poll_output() {
+            match o {
+                Output::Send(c, m) => self.outbox.entry(c).or_default().push(m),
+                Output::Close(c) => self.closed.push(c),
+            }
+        }
+    }
+
+    fn msg(&mut self, conn: ConnId, m: ClientMsg) {
+        self.reg.handle_message(conn, m, self.now);
+        self.pump();
+    }
+
+    fn take(&mut self, conn: ConnId) -> Vec<ServerMsg> {
+        self.outbox.remove(&conn).unwrap_or_default()
+    }
+
+    fn login_app(
+        &mut self,
+        conn: ConnId,
+        app_id: u32,
+        user: &str,
+        room: &str,
+        notify: bool,
+    ) -> (String, String) {
+        self.reg.handle_connect(conn, self.now);
+        let token = self.token(app_id, user, &["login", "publish", "play"], 3600);
+        let m = ClientMsg::Login {
+            req: 1,
+            version: 1,
+            app_id,
+            token,
+            room_id: room.into(),
+            user: UserInfo {
+                user_id: user.into(),
+                user_name: user.to_uppercase(),
+            },
+            user_status_notify: notify,
+        };
+        self.msg(conn, m);
+        match self.take(conn).into_iter().next() {
+            Some(ServerMsg::LoginOk {
+                session_id,
+                resume_token,
+                ..
+            }) => (session_id, resume_token),
+            other => panic!("login failed: {other:?}"),
+        }
+    }
+
+    fn login(&mut self, conn: ConnId, user: &str, room: &str, notify: bool) -> (String, String) {
+        self.login_app(conn, 1, user, room, notify)
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now.at += d;
+        self.now.unix_ms += d.as_millis() as u64;
+        self.reg.handle_tick(self.now);
+        self.pump();
+    }
+}
+
+fn user_updates(msgs: &[ServerMsg]) -> Vec<(UpdateType, String, ErrorCode)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ServerMsg::UserUpdate {
+                update,
+                users,
+                reason,
+                ..
+            } => Some((*update, users[0].user_id.clone(), *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stream_updates(msgs: &[ServerMsg]) -> Vec<(UpdateType, String, ErrorCode)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ServerMsg::StreamUpdate {
+                update,
+                streams,
+                reason,
+                ..
+            } => Some((*update, streams[0].stream_id.clone(), *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn error_code(msgs: &[ServerMsg]) -> Option<ErrorCode> {
+    msgs.iter().find_map(|m| match m {
+        ServerMsg::Error { code, .. } => Some(*code),
+        _ => None,
+    })
+}
+
+#[test]
+fn user_updates_only_with_notify_and_never_about_self() {
+    let mut w = World::new(90);
+    w.login(1, "a", "r", true);
+    w.login(2, "b", "r", false);
+    assert_eq!(
+        user_updates(&w.take(1)),
+        vec![(UpdateType::Add, "b".into(), ErrorCode::OK)]
+    );
+    w.login(3, "c", "r", true);
+    assert_eq!(
+        user_updates(&w.take(1)),
+        vec![(UpdateType::Add, "c".into(), ErrorCode::OK)]
+    );
+    assert!(w.take(2).is_empty(), "b did not ask for user updates");
+    assert!(user_updates(&w.take(3)).is_empty());
+    w.msg(2, ClientMsg::Logout { req: 9 });
+    assert_eq!(
+        user_updates(&w.take(1)),
+        vec![(UpdateType::Delete, "b".into(), ErrorCode::USER_LOGGED_OUT)]
+    );
+    assert!(w.closed.contains(&2));
+}
+
+#[test]
+fn streams_unique_per_app_and_isolated_between_apps() {
+    let mut w = World::new(90);
+    w.login(1, "a", "r", false);
+    w.login(2, "b", "r", false);
+    w.login_app(3, 2, "a", "r", false); // same IDs, other app
+    w.msg(
+        1,
+        ClientMsg::Publish {
+            req: 2,
+            stream_id: "s".into(),
+            extra_info: "cam".into(),
+        },
+    );
+    assert_eq!(w.take(1), vec![ServerMsg::Ok { req: 2 }]);
+    assert_eq!(
+        stream_updates(&w.take(2)),
+        vec![(UpdateType::Add, "s".into(), ErrorCode::OK)]
+    );
+    assert!(w.take(3).is_empty(), "app 2 must not hear app 1");
+    w.msg(
+        2,
+        ClientMsg::Publish {
+            req: 3,
+            stream_id: "s".into(),
+            extra_info: String::new(),
+        },
+    );
+    assert_eq!(error_code(&w.take(2)), Some(ErrorCode::STREAM_ID_IN_USE));
+    w.msg(
+        3,
+        ClientMsg::Publish {
+            req: 3,
+            stream_id: "s".into(),
+            extra_info: String::new(),
+        },
+    );
+    assert_eq!(
+        w.take(3),
+        vec![ServerMsg::Ok { req: 3 }],
+        "stream IDs are per app"
+    );
+}
+
+#[test]
+fn play_waits_for_stream_and_is_stopped_with_it() {
+    let mut w = World::new(90);
+    w.login(1, "a", "r", false);
+    w.login(2, "b", "r", false);
+    w.msg(
+        2,
+        ClientMsg::Play {
+            req: 2,
+            stream_id: "s".into(),
+        },
+    );
+    assert_eq!(error_code(&w.take(2)), Some(ErrorCode::STREAM_NOT_FOUND));
+    w.msg(
+        1,
+        ClientMsg::Publish {
+            req: 2,
+            stream_id: "s".into(),
+            extra_info: String::new(),
+        },
+    );
+    let got = w.take(2);
+    assert!(
+        got.contains(&ServerMsg::PlayAvailable {
+            stream_id: "s".into()
+        }),
+        "{got:?}"
+    );
+    w.msg(
+        1,
+        ClientMsg::Unpublish {
+            req: 3,
+            stream_id: "s".into(),
+        },
+    );
+    let got = w.take(2);
+    assert_eq!(
+        stream_updates(&got),
+        vec![(UpdateType::Delete, "s".into(), ErrorCode::OK)]
+    );
+    assert!(got.contains(&ServerMsg::PlayStopped {
+        stream_id: "s".into(),
+        code: ErrorCode::STREAM_DELETED
+    }));
+}
+
+#[test]
+fn duplicate_login_kicks_older_and_resume_is_refused() {
+    let mut w = World::new(90);
+    let (sid, tok) = w.login(1, "a", "r", false);
+    w.login(2, "watch", "r", true);
+    w.take(2);
+    w.login(3, "a", "r", false);
+    let got = w.take(1);
+    assert!(
+        matches!(
+            got[0],
+            ServerMsg::Kicked {
+                code: ErrorCode::KICKED_DUPLICATE_LOGIN,
+                ..
+            }
+        ),
+        "{got:?}"
+    );
+    assert!(w.closed.contains(&1));
+    w.reg.handle_disconnect(1, w.now);
+    // The kicked client must be told it was kicked, not "session expired" (no kick-back).
+    w.reg.handle_connect(4, w.now);
+    w.msg(
+        4,
+        ClientMsg::Resume {
+            req: 1,
+            version: 1,
+            session_id: sid,
+            resume_token: tok,
+        },
+    );
+    assert!(matches!(w.take(4)[0], ServerMsg::Kicked { .. }));
+    let ups = user_updates(&w.take(2));
+    assert_eq!(
+        ups,
+        vec![
+            (
+                UpdateType::Delete,
+                "a".into(),
+                ErrorCode::KICKED_DUPLICATE_LOGIN
+            ),
+            (UpdateType::Add, "a".into(), ErrorCode::OK)
+        ]
+    );
+}
+
+#[test]
+fn resume_within_grace_is_invisible_and_grace_expiry_deletes() {
+    let mut w = World::new(10);
+    let (sid, tok) = w.login(1, "a", "r", false);
+    w.msg(
+        1,
+        ClientMsg::Publish {
+            req: 2,
+            stream_id: "s".into(),
+            extra_info: String::new(),
+        },
+    );
+    w.login(2, "b", "r", true);
+    w.take(1);
+    w.take(2);
+    w.reg.handle_disconnect(1, w.now);
+    w.advance(Duration::from_secs(5));
+    w.msg(
+        2,
+        ClientMsg::Broadcast {
+            req: 5,
+            message: "while you were away".into(),
+        },
+    );
+    w.reg.handle_connect(3, w.now);
+    w.msg(
+        3,
+        ClientMsg::Resume {
+            req: 1,
+            version: 1,
+            session_id: sid.clone(),
+            resume_token: tok.clone(),
+        },
+    );
+    let got = w.take(3);
+    assert!(matches!(got[0], ServerMsg::Resumed { .. }), "{got:?}");
+    assert!(
+        matches!(got[1], ServerMsg::BroadcastMessage { .. }),
+        "backlog replayed: {got:?}"
+    );
+    let seen_by_b = w.take(2);
+    assert!(
+        user_updates(&seen_by_b).is_empty() && stream_updates(&seen_by_b).is_empty(),
+        "{seen_by_b:?}"
+    );
+    // Now go silent for longer than the grace period.
+    w.reg.handle_disconnect(3, w.now);
+    for _ in 0..11 {
+        w.msg(
+            2,
+            ClientMsg::Ping {
+                seq: 1,
+                quality: QualityLevel::Good,
+            },
+        );
+        w.advance(Duration::from_secs(1));
+    }
+    let seen_by_b = w.take(2);
+    assert_eq!(
+        stream_updates(&seen_by_b),
+        vec![(UpdateType::Delete, "s".into(), ErrorCode::HEARTBEAT_TIMEOUT)]
+    );
+    assert_eq!(
+        user_updates(&seen_by_b),
+        vec![(UpdateType::Delete, "a".into(), ErrorCode::HEARTBEAT_TIMEOUT)]
+    );
+    w.reg.handle_connect(4, w.now);
+    w.msg(
+        4,
+        ClientMsg::Resume {
+            req: 1,
+            version: 1,
+            session_id: sid,
+            resume_token: tok,
+        },
+    );
+    assert_eq!(error_code(&w.take(4)), Some(ErrorCode::SESSION_EXPIRED));
+}
+
+#[test]
+fn bad_input_answers_codes_without_touching_others() {
+    let mut w = World::new(90);
+    w.login(1, "a", "r", true);
+    w.reg.handle_connect(2, w.now);
+    let bad = |room: &str, user: &str| ClientMsg::Login {
+        req: 1,
+        version: 1,
+        app_id: 1,
+        token: "x".into(),
+        room_id: room.into(),
+        user: UserInfo {
+            user_id: user.into(),
+            user_name: String::new(),
+        },
+        user_status_notify: false,
+    };
+    w.msg(2, bad("r", ""));
+    assert_eq!(error_code(&w.take(2)), Some(ErrorCode::USER_ID_EMPTY));
+    w.msg(2, bad("r r", "u"));
+    assert_eq!(error_code(&w.take(2)), Some(ErrorCode::ROOM_ID_INVALID));
+    w.msg(2, bad("r", "u"));
+    assert_eq!(error_code(&w.take(2)), Some(ErrorCode::TOKEN_INVALID));
+    w.msg(
+        2,
+        ClientMsg::Publish {
+            req: 3,
+            stream_id: "s".into(),
+            extra_info: String::new(),
+        },
+    );
+    assert_eq!(error_code(&w.take(2)), Some(ErrorCode::NOT_LOGGED_IN));
+    let mut limited = 0;
+    for i in 0..200 {
+        w.msg(
+            2,
+            ClientMsg::Ping {
+                seq: i,
+                quality: QualityLevel::Unknown,
+            },
+        );
+        limited += usize::from(error_code(&w.take(2)) == Some(ErrorCode::RATE_LIMITED));
+    }
+    assert!(limited > 50, "rate limit applied ({limited})");
+    assert!(w.take(1).is_empty(), "a saw nothing");
+    w.msg(
+        1,
+        ClientMsg::Broadcast {
+            req: 4,
+            message: "x".repeat(1025),
+        },
+    );
+    assert_eq!(error_code(&w.take(1)), Some(ErrorCode::BROADCAST_TOO_LARGE));
+}
+
+#[test]
+fn token_expiry_warned_and_renewed() {
+    let mut w = World::new(90);
+    w.reg.handle_connect(1, w.now);
+    let token = w.token(1, "a", &["login"], 40);
+    w.msg(
+        1,
+        ClientMsg::Login {
+            req: 1,
+            version: 1,
+            app_id: 1,
+            token,
+            room_id: "r".into(),
+            user: UserInfo {
+                user_id: "a".into(),
+                user_name: String::new(),
+            },
+            user_status_notify: false,
+        },
+    );
+    w.take(1);
+    w.advance(Duration::from_secs(5));
+    assert!(
+        !w.take(1)
+            .iter()
+            .any(|m| matches!(m, ServerMsg::TokenWillExpire { .. }))
+    );
+    w.advance(Duration::from_secs(6));
+    assert!(w.take(1).iter().any(|m| matches!(
+        m,
+        ServerMsg::TokenWillExpire {
+            remaining_secs: 29,
+            ..
+        }
+    )));
+    let other_user = w.token(1, "b", &["login"], 3600);
+    w.msg(
+        1,
+        ClientMsg::RenewToken {
+            req: 2,
+            token: other_user,
+        },
+    );
+    assert_eq!(
+        error_code(&w.take(1)),
+        Some(ErrorCode::RENEW_TOKEN_MISMATCH)
+    );
+    let fresh = w.token(1, "a", &["login"], 3600);
+    w.msg(
+        1,
+        ClientMsg::RenewToken {
+            req: 3,
+            token: fresh,
+        },
+    );
+    assert_eq!(w.take(1), vec![ServerMsg::Ok { req: 3 }]);
+}
+
+#[test]
+fn privileges_enforced_and_admin_kick() {
+    let mut w = World::new(90);
+    w.reg.handle_connect(1, w.now);
+    let token = w.token(1, "viewer", &["login", "play"], 3600);
+    w.msg(
+        1,
+        ClientMsg::Login {
+            req: 1,
+            version: 1,
+            app_id: 1,
+            token,
+            room_id: "r".into(),
+            user: UserInfo {
+                user_id: "viewer".into(),
+                user_name: String::new(),
+            },
+            user_status_notify: false,
+        },
+    );
+    w.take(1);
+    w.msg(
+        1,
+        ClientMsg::Publish {
+            req: 2,
+            stream_id: "s".into(),
+            extra_info: String::new(),
+        },
+    );
+    assert_eq!(
+        error_code(&w.take(1)),
+        Some(ErrorCode::NO_PUBLISH_PRIVILEGE)
+    );
+    w.login(2, "b", "r", true);
+    assert!(w.reg.kick(1, "r", "viewer", w.now));
+    w.pump();
+    assert!(matches!(
+        w.take(1)[0],
+        ServerMsg::Kicked {
+            code: ErrorCode::KICKED_BY_ADMIN,
+            ..
+        }
+    ));
+    assert_eq!(
+        user_updates(&w.take(2)),
+        vec![(
+            UpdateType::Delete,
+            "viewer".into(),
+            ErrorCode::KICKED_BY_ADMIN
+        )]
+    );
+    assert!(!w.reg.kick(1, "r", "viewer", w.now));
+    assert_eq!(w.reg.room_view(1, "r").unwrap().users.len(), 1);
+    w.msg(2, ClientMsg::Logout { req: 3 });
+    assert!(w.reg.room_view(1, "r").is_none(), "empty room removed");
+}
+
+#[test]
+fn network_quality_of_others_every_two_seconds() {
+    let mut w = World::new(90);
+    w.login(1, "a", "r", false);
+    w.login(2, "b", "r", false);
+    w.msg(
+        2,
+        ClientMsg::Ping {
+            seq: 1,
+            quality: QualityLevel::Good,
+        },
+    );
+    w.take(1);
+    w.advance(Duration::from_millis(100));
+    let q: Vec<_> = w
+        .take(1)
+        .into_iter()
+        .filter(|m| matches!(m, ServerMsg::NetworkQuality { .. }))
+        .collect();
+    assert_eq!(
+        q,
+        vec![ServerMsg::NetworkQuality {
+            room_id: "r".into(),
+            users: vec![UserQuality {
+                user_id: "b".into(),
+                quality: QualityLevel::Good
+            }]
+        }]
+    );
+}
