@@ -1,1 +1,20 @@
-//! The engine.
+//! The engine: the Express call model as an async Rust API.
+//!
+//! [`Engine::create`] returns the engine and its event receiver; calls are async and return
+//! when the server answered. Inside, [`session::Session`] is the sans-IO state machine and
+//! [`driver`] the tokio task that connects it to the WebSocket.
+
+mod driver;
+mod error;
+mod event;
+mod quality;
+mod reconnect;
+pub mod session;
+
+pub use crate::proto::{ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
+pub use driver::{Auth, Engine, EngineProfile, RoomConfig};
+pub use error::EngineError;
+pub use event::{
+    EngineEvent, PlayerState, PublishChannel, PublisherState, RoomState, RoomStateReason,
+};
+pub use reconnect::ReconnectPolicy;

@@ -1,0 +1,505 @@
+//! The engine's tokio side: the public [`Engine`] handle and the one task that drives the
+//! sans-IO [`Session`] with a WebSocket, timers and the application's calls.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::error::EngineError;
+use super::event::{EngineEvent, PublishChannel};
+use super::reconnect::ReconnectPolicy;
+use super::session::{CmdId, Output, Reply, Session, SessionConfig};
+use crate::proto::{ClientMsg, ServerMsg, UserInfo};
+
+/// Events waiting in the channel before the engine holds them back in its own queue.
+pub const EVENT_CHANNEL: usize = 256;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DESTROY_CMD: CmdId = u64::MAX;
+
+/// How the engine proves who it is.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// AppSign: the device holds the app secret (64 hex) and signs its own short-lived tokens.
+    AppSign(String),
+    /// A token from the integrator's backend (renew it with [`Engine::renew_token`]).
+    Token(String),
+}
+
+/// What [`Engine::create`] needs.
+#[derive(Debug, Clone)]
+pub struct EngineProfile {
+    /// The AppID.
+    pub app_id: u32,
+    /// AppSign or token.
+    pub auth: Auth,
+    /// The server's base URL: `ws://host:port` (`http://` is accepted as the same); the
+    /// signalling path `/ws/v1` is added when the URL has no path.
+    pub server: String,
+    /// Reconnect backoff and limit (library default: give up after 20 minutes).
+    pub reconnect: ReconnectPolicy,
+}
+
+impl EngineProfile {
+    /// A profile with the default reconnect policy.
+    pub fn new(app_id: u32, auth: Auth, server: impl Into<String>) -> Self {
+        EngineProfile {
+            app_id,
+            auth,
+            server: server.into(),
+            reconnect: ReconnectPolicy::default(),
+        }
+    }
+}
+
+/// Per-login options.
+#[derive(Debug, Clone, Default)]
+pub struct RoomConfig {
+    /// A token for this login (overrides the profile's).
+    pub token: Option<String>,
+    /// Receive [`EngineEvent::RoomUserUpdate`].
+    pub is_user_status_notify: bool,
+}
+
+type Call = Box<dyn FnOnce(&mut Session, Instant, CmdId) + Send>;
+
+enum DriverCmd {
+    Call(Call, oneshot::Sender<Reply>),
+    Destroy(oneshot::Sender<()>),
+}
+
+/// The engine handle. Cheap to share behind an `Arc`; every call is async.
+pub struct Engine {
+    tx: mpsc::Sender<DriverCmd>,
+}
+
+impl Engine {
+    /// Creates the engine and its event receiver. Nothing is missed: events are queued from
+    /// this moment. Must be called inside a tokio runtime.
+    pub fn create(
+        profile: EngineProfile,
+    ) -> Result<(Engine, mpsc::Receiver<EngineEvent>), EngineError> {
+        let url = signalling_url(&profile.server)?;
+        let (app_sign_key, token) = match &profile.auth {
+            Auth::AppSign(secret) => (
+                Some(
+                    crate::auth::parse_secret(secret)
+                        .map_err(|e| EngineError::Profile(e.to_string()))?,
+                ),
+                None,
+            ),
+            Auth::Token(t) => (None, Some(t.clone())),
+        };
+        let cfg = SessionConfig {
+            app_id: profile.app_id,
+            app_sign_key,
+            policy: profile.reconnect.clone(),
+            login_timeout: Duration::from_secs(10),
+            seed: rand::random(),
+        };
+        let session = Session::new(cfg, Instant::now());
+        let (tx, rx) = mpsc::channel(64);
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
+        tokio::spawn(Driver::new(session, url, token, ev_tx).run(rx));
+        Ok((Engine { tx }, ev_rx))
+    }
+
+    async fn call(&self, f: impl FnOnce(&mut Session, Instant, CmdId) + Send + 'static) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(DriverCmd::Call(Box::new(f), tx))
+            .await
+            .map_err(|_| EngineError::Destroyed)?;
+        rx.await.map_err(|_| EngineError::Destroyed)?
+    }
+
+    /// Logs in to `room_id` (created if it does not exist). Returns once logged in, or with
+    /// the reason it never will be (bad IDs, token refused, network gone for longer than the
+    /// reconnect policy allows). While the server is unreachable it keeps trying; wrap it in
+    /// a timeout if you want to stop waiting (the login carries on in the background).
+    pub async fn login_room(
+        &self,
+        room_id: &str,
+        user: UserInfo,
+        config: RoomConfig,
+    ) -> Result<(), EngineError> {
+        let room_id = room_id.to_string();
+        self.call(move |s, now, cmd| {
+            s.login(
+                now,
+                cmd,
+                room_id,
+                user,
+                config.token,
+                config.is_user_status_notify,
+            )
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Leaves the room; the others see the user leave at once.
+    pub async fn logout_room(&self) -> Result<(), EngineError> {
+        self.call(|s, now, cmd| s.logout(now, cmd))
+            .await
+            .map(|_| ())
+    }
+
+    /// Publishes `stream_id` on `channel`. Returns once the server accepted it (Publishing).
+    pub async fn start_publishing_stream(
+        &self,
+        stream_id: &str,
+        channel: PublishChannel,
+    ) -> Result<(), EngineError> {
+        self.start_publishing_stream_with_extra_info(stream_id, channel, "")
+            .await
+    }
+
+    /// Like [`Engine::start_publishing_stream`], with extra info the players see.
+    pub async fn start_publishing_stream_with_extra_info(
+        &self,
+        stream_id: &str,
+        channel: PublishChannel,
+        extra_info: &str,
+    ) -> Result<(), EngineError> {
+        let (id, extra) = (stream_id.to_string(), extra_info.to_string());
+        self.call(move |s, _, cmd| s.publish(cmd, channel, id, extra))
+            .await
+            .map(|_| ())
+    }
+
+    /// Stops publishing on `channel`.
+    pub async fn stop_publishing_stream(&self, channel: PublishChannel) -> Result<(), EngineError> {
+        self.call(move |s, _, cmd| s.stop_publish(cmd, channel))
+            .await
+            .map(|_| ())
+    }
+
+    /// Plays `stream_id`. Returns once Playing, or once the server is waiting for the stream to
+    /// be published (PlayRequesting with 1004025; Playing follows when it appears).
+    pub async fn start_playing_stream(&self, stream_id: &str) -> Result<(), EngineError> {
+        let id = stream_id.to_string();
+        self.call(move |s, _, cmd| s.play(cmd, id))
+            .await
+            .map(|_| ())
+    }
+
+    /// Stops playing `stream_id`.
+    pub async fn stop_playing_stream(&self, stream_id: &str) -> Result<(), EngineError> {
+        let id = stream_id.to_string();
+        self.call(move |s, _, cmd| s.stop_play(cmd, &id))
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets one key of the room's extra info; the others get [`EngineEvent::RoomExtraInfoUpdate`].
+    pub async fn set_room_extra_info(&self, key: &str, value: &str) -> Result<(), EngineError> {
+        let (k, v) = (key.to_string(), value.to_string());
+        self.call(move |s, _, cmd| s.set_extra_info(cmd, k, v))
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends a text (<= 1 KB, rate-limited) to everyone else in the room; returns its ID.
+    pub async fn send_broadcast_message(&self, message: &str) -> Result<u64, EngineError> {
+        let m = message.to_string();
+        self.call(move |s, _, cmd| s.broadcast(cmd, m)).await
+    }
+
+    /// Replaces the token (after [`EngineEvent::RoomTokenWillExpire`]).
+    pub async fn renew_token(&self, token: &str) -> Result<(), EngineError> {
+        let t = token.to_string();
+        self.call(move |s, _, cmd| s.renew_token(cmd, t))
+            .await
+            .map(|_| ())
+    }
+
+    /// Logs out (waiting for the server's confirmation, at most ~2 s) and stops the engine,
+    /// so a process that exits right after leaves no ghost user behind.
+    pub async fn destroy(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(DriverCmd::Destroy(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+    }
+}
+
+/// Turns the configured server URL into the signalling URL.
+pub fn signalling_url(server: &str) -> Result<String, EngineError> {
+    let s = server.trim();
+    let rest = if let Some(r) = s
+        .strip_prefix("ws://")
+        .or_else(|| s.strip_prefix("http://"))
+    {
+        r
+    } else if s.starts_with("wss://") || s.starts_with("https://") {
+        return Err(EngineError::Profile(format!(
+            "{s}: TLS (wss://) is not supported by this build yet; use ws:// behind a TLS proxy"
+        )));
+    } else {
+        return Err(EngineError::Profile(format!(
+            "{s}: server must be a ws:// or http:// URL"
+        )));
+    };
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if host.is_empty() {
+        return Err(EngineError::Profile(format!(
+            "{s}: no host in the server URL"
+        )));
+    }
+    let path = if path.is_empty() || path == "/" {
+        "/ws/v1"
+    } else {
+        path
+    };
+    Ok(format!("ws://{host}{path}"))
+}
+
+enum Incoming {
+    Up,
+    Msg(ServerMsg),
+    Down,
+}
+
+struct Driver {
+    s: Session,
+    url: String,
+    profile_token: Option<String>,
+    events: mpsc::Sender<EngineEvent>,
+    queue: VecDeque<EngineEvent>,
+    replies: HashMap<CmdId, oneshot::Sender<Reply>>,
+    next_cmd: CmdId,
+    conn: Option<(u64, mpsc::Sender<ClientMsg>, tokio::task::JoinHandle<()>)>,
+    in_tx: mpsc::Sender<(u64, Incoming)>,
+    in_rx: mpsc::Receiver<(u64, Incoming)>,
+    destroying: Option<oneshot::Sender<()>>,
+}
+
+impl Driver {
+    fn new(
+        s: Session,
+        url: String,
+        profile_token: Option<String>,
+        events: mpsc::Sender<EngineEvent>,
+    ) -> Self {
+        let (in_tx, in_rx) = mpsc::channel(1024);
+        Driver {
+            s,
+            url,
+            profile_token,
+            events,
+            queue: VecDeque::new(),
+            replies: HashMap::new(),
+            next_cmd: 1,
+            conn: None,
+            in_tx,
+            in_rx,
+            destroying: None,
+        }
+    }
+
+    async fn run(mut self, mut calls: mpsc::Receiver<DriverCmd>) {
+        let mut calls_open = true;
+        loop {
+            if self.drain() {
+                break;
+            }
+            let deadline = self.s.poll_timeout();
+            let events = self.events.clone();
+            tokio::select! {
+                cmd = calls.recv(), if calls_open && self.destroying.is_none() => match cmd {
+                    Some(DriverCmd::Call(f, reply)) => {
+                        let cmd = self.next_cmd;
+                        self.next_cmd += 1;
+                        self.replies.insert(cmd, reply);
+                        let token = self.profile_token.clone();
+                        // The profile's token applies unless the call carries its own.
+                        let f: Call = Box::new(move |s, now, cmd| {
+                            s.set_default_token(token);
+                            f(s, now, cmd)
+                        });
+                        f(&mut self.s, Instant::now(), cmd);
+                    }
+                    Some(DriverCmd::Destroy(reply)) => self.destroy(reply),
+                    None => {
+                        // The Engine was dropped without destroy(): log out all the same.
+                        calls_open = false;
+                        let (tx, _rx) = oneshot::channel();
+                        self.destroy(tx);
+                    }
+                },
+                Some((epoch, inc)) = self.in_rx.recv() => {
+                    let now = Instant::now();
+                    match inc {
+                        Incoming::Up => self.s.handle_connected(now, epoch, crate::auth::unix_now()),
+                        Incoming::Msg(m) => self.s.handle_message(now, epoch, m),
+                        Incoming::Down => {
+                            if self.conn.as_ref().is_some_and(|c| c.0 == epoch) {
+                                self.conn = None;
+                            }
+                            self.s.handle_disconnected(now, epoch)
+                        }
+                    }
+                }
+                _ = sleep_until(deadline) => self.s.handle_timeout(Instant::now()),
+                permit = events.reserve(), if !self.queue.is_empty() => match permit {
+                    Ok(p) => p.send(self.queue.pop_front().expect("non-empty")),
+                    Err(_) => self.queue.clear(), // nobody listens any more
+                },
+            }
+        }
+    }
+
+    fn destroy(&mut self, reply: oneshot::Sender<()>) {
+        self.destroying = Some(reply);
+        self.s.logout(Instant::now(), DESTROY_CMD);
+    }
+
+    /// Carries out the session's outputs. Returns true when the engine is finished.
+    fn drain(&mut self) -> bool {
+        let mut finished = false;
+        while let Some(o) = self.s.poll_output() {
+            match o {
+                Output::Connect { epoch } => self.open(epoch),
+                Output::Send { epoch, msg } => {
+                    if let Some((g, tx, _)) = &self.conn
+                        && *g == epoch
+                        && tx.try_send(msg).is_err()
+                    {
+                        tracing::warn!("signalling write queue full; reconnecting");
+                        self.conn = None;
+                        self.s.handle_disconnected(Instant::now(), epoch);
+                    }
+                }
+                Output::Close { epoch } => {
+                    if self.conn.as_ref().is_some_and(|c| c.0 == epoch) {
+                        // Dropping the sender lets the writer flush what is queued, then close.
+                        self.conn = None;
+                    }
+                }
+                Output::Event(e) => {
+                    if let Err(mpsc::error::TrySendError::Full(e)) = self.events.try_send(e) {
+                        self.queue.push_back(e);
+                    }
+                }
+                Output::Done {
+                    cmd: DESTROY_CMD, ..
+                } => finished = true,
+                Output::Done { cmd, result } => {
+                    if let Some(r) = self.replies.remove(&cmd) {
+                        let _ = r.send(result);
+                    }
+                }
+            }
+        }
+        if finished {
+            let conn = self.conn.take();
+            let reply = self.destroying.take();
+            tokio::spawn(async move {
+                if let Some((_, tx, task)) = conn {
+                    drop(tx);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+                }
+                if let Some(r) = reply {
+                    let _ = r.send(());
+                }
+            });
+        }
+        finished
+    }
+
+    fn open(&mut self, epoch: u64) {
+        let (tx, rx) = mpsc::channel(256);
+        let task = tokio::spawn(connection(self.url.clone(), epoch, rx, self.in_tx.clone()));
+        self.conn = Some((epoch, tx, task));
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One WebSocket connection: connects, then pumps messages both ways until either side ends.
+async fn connection(
+    url: String,
+    epoch: u64,
+    mut out: mpsc::Receiver<ClientMsg>,
+    into: mpsc::Sender<(u64, Incoming)>,
+) {
+    let ws = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async(url.as_str()),
+    )
+    .await
+    {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!(%url, error = %e, "cannot connect to the server");
+            let _ = into.send((epoch, Incoming::Down)).await;
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%url, "connecting to the server timed out");
+            let _ = into.send((epoch, Incoming::Down)).await;
+            return;
+        }
+    };
+    if into.send((epoch, Incoming::Up)).await.is_err() {
+        return;
+    }
+    let (mut sink, mut stream) = ws.split();
+    loop {
+        tokio::select! {
+            m = out.recv() => match m {
+                Some(msg) => {
+                    let text = serde_json::to_string(&msg).unwrap_or_default();
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                None => {
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
+            },
+            f = stream.next() => match f {
+                Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMsg>(t.as_str()) {
+                    Ok(m) => {
+                        if into.send((epoch, Incoming::Msg(m))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "ignoring a server message this version does not know"),
+                },
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = into.send((epoch, Incoming::Down)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls() {
+        assert_eq!(signalling_url("ws://h:7880").unwrap(), "ws://h:7880/ws/v1");
+        assert_eq!(
+            signalling_url("http://h:7880/").unwrap(),
+            "ws://h:7880/ws/v1"
+        );
+        assert_eq!(signalling_url("ws://h/custom").unwrap(), "ws://h/custom");
+        assert!(signalling_url("ftp://h").is_err());
+        assert!(signalling_url("ws://").is_err());
+    }
+}

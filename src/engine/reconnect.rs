@@ -1,0 +1,103 @@
+//! Reconnect policy: exponential backoff with full jitter, as small pure functions.
+
+use std::time::Duration;
+
+/// How the engine retries after a network fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconnectPolicy {
+    /// Upper bound of the first delay.
+    pub initial: Duration,
+    /// Upper bound of any delay.
+    pub max: Duration,
+    /// Give up (ReconnectFailed) after this long; `None` = never (the device daemon).
+    pub give_up_after: Option<Duration>,
+}
+
+impl Default for ReconnectPolicy {
+    /// The library default: 0.5 s doubling up to 10 s, giving up after 20 minutes.
+    fn default() -> Self {
+        ReconnectPolicy {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(10),
+            give_up_after: Some(Duration::from_secs(20 * 60)),
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// Never gives up (what a device wants).
+    pub fn forever() -> Self {
+        ReconnectPolicy {
+            give_up_after: None,
+            ..Default::default()
+        }
+    }
+
+    /// The delay before retry number `attempt` (0-based): uniform in
+    /// `[0, min(max, initial * 2^attempt)]`, `unit` being a uniform sample in `[0, 1)`.
+    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        let cap = self
+            .initial
+            .saturating_mul(1u32 << attempt.min(20))
+            .min(self.max);
+        cap.mul_f64(unit.clamp(0.0, 1.0))
+    }
+
+    /// Whether retrying for `elapsed` is past the limit.
+    pub fn exhausted(&self, elapsed: Duration) -> bool {
+        self.give_up_after.is_some_and(|limit| elapsed >= limit)
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so the session core needs no global RNG
+/// and tests can seed it.
+#[derive(Debug, Clone)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    /// Seeded; a zero seed is replaced.
+    pub fn new(seed: u64) -> Self {
+        Jitter(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_capped_with_jitter() {
+        let p = ReconnectPolicy::default();
+        assert_eq!(p.delay(0, 1.0), Duration::from_millis(500));
+        assert_eq!(p.delay(3, 1.0), Duration::from_secs(4));
+        assert_eq!(p.delay(30, 1.0), Duration::from_secs(10));
+        assert_eq!(p.delay(5, 0.0), Duration::ZERO);
+        let mut j = Jitter::new(7);
+        let samples: Vec<f64> = (0..1000).map(|_| j.unit()).collect();
+        assert!(samples.iter().all(|u| (0.0..1.0).contains(u)));
+        let mean = samples.iter().sum::<f64>() / 1000.0;
+        assert!((0.4..0.6).contains(&mean), "{mean}");
+    }
+
+    #[test]
+    fn gives_up_only_when_limited() {
+        let p = ReconnectPolicy::default();
+        assert!(!p.exhausted(Duration::from_secs(1199)));
+        assert!(p.exhausted(Duration::from_secs(1200)));
+        assert!(!ReconnectPolicy::forever().exhausted(Duration::from_secs(1 << 30)));
+    }
+}

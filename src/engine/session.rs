@@ -1,0 +1,1199 @@
+//! The room session as a sans-IO state machine: login, resume, re-login, publish/play
+//! bookkeeping, heartbeats and the events they produce. Time and connection outcomes are
+//! inputs; connects, sends, events and command results come out of [`Session::poll_output`].
+//!
+//! Reconnect escalates, never the other way: after a drop it first tries to `resume` the
+//! server session (the others see nothing); if the server no longer has it, it logs in again
+//! and re-announces every published and played stream.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::error::EngineError;
+use super::event::{
+    EngineEvent, PlayerState, PublishChannel, PublisherState, RoomState, RoomStateReason,
+};
+use super::quality::PingTracker;
+use super::reconnect::{Jitter, ReconnectPolicy};
+use crate::auth::{self, Claims};
+use crate::proto::{
+    ClientMsg, ErrorCode, ExtraInfo, PROTOCOL_VERSION, QualityLevel, RoomSnapshot, ServerMsg,
+    StreamInfo, UpdateType, UserInfo, ids,
+};
+
+/// Identifies an application call waiting for its result.
+pub type CmdId = u64;
+/// A call's result: the broadcast message ID for broadcasts, 0 otherwise.
+pub type Reply = Result<u64, EngineError>;
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Open connection number `epoch` (closing any older one).
+    Connect {
+        /// Connection generation.
+        epoch: u64,
+    },
+    /// Send a message on connection `epoch`.
+    Send {
+        /// Connection generation.
+        epoch: u64,
+        /// The message.
+        msg: ClientMsg,
+    },
+    /// Close connection `epoch` after what was queued.
+    Close {
+        /// Connection generation.
+        epoch: u64,
+    },
+    /// Tell the application.
+    Event(EngineEvent),
+    /// Complete an application call.
+    Done {
+        /// The call.
+        cmd: CmdId,
+        /// Its result.
+        result: Reply,
+    },
+}
+
+/// Session settings derived from the engine profile.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The app.
+    pub app_id: u32,
+    /// AppSign key: the engine mints its own tokens when set.
+    pub app_sign_key: Option<Vec<u8>>,
+    /// Reconnect backoff and limit.
+    pub policy: ReconnectPolicy,
+    /// How long to wait for the answer to login/resume.
+    pub login_timeout: Duration,
+    /// Seed for the backoff jitter.
+    pub seed: u64,
+}
+
+/// Lifetime of self-minted (AppSign) tokens.
+const APP_SIGN_TTL: u64 = 3600;
+/// How long logout waits for the server's confirmation.
+const LOGOUT_WAIT: Duration = Duration::from_secs(2);
+/// Network quality events interval.
+const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Logining,
+    Connected,
+    Reconnecting,
+    LoggingOut,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Down,
+    Connecting,
+    Up,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Login,
+    Resume,
+    Logout(CmdId),
+    Publish(PublishChannel, String),
+    Play(String),
+    Simple(CmdId),
+}
+
+struct Room {
+    room_id: String,
+    user: UserInfo,
+    token: Option<String>,
+    notify: bool,
+}
+
+struct Publish {
+    stream_id: String,
+    extra_info: String,
+    state: PublisherState,
+    cmd: Option<CmdId>,
+}
+
+struct Play {
+    state: PlayerState,
+    cmd: Option<CmdId>,
+}
+
+/// The session core. See the module docs.
+pub struct Session {
+    cfg: SessionConfig,
+    phase: Phase,
+    room: Option<Room>,
+    resume: Option<(String, String)>,
+    epoch: u64,
+    link: Link,
+    heartbeat: Duration,
+    next_req: u64,
+    pending: HashMap<u64, Pending>,
+    publishes: BTreeMap<PublishChannel, Publish>,
+    plays: BTreeMap<String, Play>,
+    users: BTreeMap<String, UserInfo>,
+    streams: BTreeMap<String, StreamInfo>,
+    extra: BTreeMap<String, ExtraInfo>,
+    login_cmd: Option<CmdId>,
+    attempt: u32,
+    retry_since: Option<Instant>,
+    retry_at: Option<Instant>,
+    handshake_deadline: Option<Instant>,
+    last_rx: Instant,
+    next_ping: Option<Instant>,
+    next_quality: Option<Instant>,
+    logout_deadline: Option<Instant>,
+    pings: PingTracker,
+    jitter: Jitter,
+    unix_base: (Instant, u64),
+    default_token: Option<String>,
+    out: VecDeque<Output>,
+}
+
+impl Session {
+    /// A session that is not in any room.
+    pub fn new(cfg: SessionConfig, now: Instant) -> Self {
+        let jitter = Jitter::new(cfg.seed);
+        Session {
+            cfg,
+            phase: Phase::Idle,
+            room: None,
+            resume: None,
+            epoch: 0,
+            link: Link::Down,
+            heartbeat: Duration::from_secs(2),
+            next_req: 1,
+            pending: HashMap::new(),
+            publishes: BTreeMap::new(),
+            plays: BTreeMap::new(),
+            users: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            extra: BTreeMap::new(),
+            login_cmd: None,
+            attempt: 0,
+            retry_since: None,
+            retry_at: None,
+            handshake_deadline: None,
+            last_rx: now,
+            next_ping: None,
+            next_quality: None,
+            logout_deadline: None,
+            pings: PingTracker::default(),
+            jitter,
+            unix_base: (now, 0),
+            default_token: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let liveness = (self.link == Link::Up && self.phase == Phase::Connected)
+            .then(|| self.last_rx + self.dead_after());
+        [
+            self.retry_at,
+            self.handshake_deadline,
+            self.next_ping,
+            self.next_quality,
+            self.logout_deadline,
+            liveness,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether the session is in no room and has nothing in flight.
+    pub fn is_idle(&self) -> bool {
+        self.phase == Phase::Idle
+    }
+
+    // ------------------------------------------------------------ application calls
+
+    /// The token used when a login gives none (the profile's token mode).
+    pub fn set_default_token(&mut self, token: Option<String>) {
+        self.default_token = token;
+    }
+
+    /// `login_room`: completes when logged in, or with the reason it never will be.
+    pub fn login(
+        &mut self,
+        now: Instant,
+        cmd: CmdId,
+        room_id: String,
+        user: UserInfo,
+        token: Option<String>,
+        notify: bool,
+    ) {
+        if self.phase != Phase::Idle {
+            return self.done(cmd, Err(EngineError::Invalid(ErrorCode::ALREADY_LOGGED_IN)));
+        }
+        let checked = ids::check_room_id(&room_id)
+            .and_then(|_| ids::check_user_id(&user.user_id))
+            .and_then(|_| ids::check_user_name(&user.user_name));
+        if let Err(code) = checked {
+            return self.done(cmd, Err(EngineError::Invalid(code)));
+        }
+        let token = token.or_else(|| self.default_token.clone());
+        if token.is_none() && self.cfg.app_sign_key.is_none() {
+            return self.done(
+                cmd,
+                Err(EngineError::Profile(
+                    "no token given and no app_sign in the profile".into(),
+                )),
+            );
+        }
+        self.room = Some(Room {
+            room_id,
+            user,
+            token,
+            notify,
+        });
+        self.login_cmd = Some(cmd);
+        self.phase = Phase::Logining;
+        self.attempt = 0;
+        self.retry_since = None;
+        self.room_state(RoomStateReason::Logining, ErrorCode::OK);
+        self.connect(now);
+    }
+
+    /// `logout_room`: completes once the server confirmed (or after a short wait).
+    pub fn logout(&mut self, now: Instant, cmd: CmdId) {
+        if matches!(self.phase, Phase::Idle) {
+            return self.done(cmd, Ok(0));
+        }
+        if self.phase == Phase::LoggingOut {
+            return self.done(cmd, Ok(0));
+        }
+        let was_connected = self.phase == Phase::Connected && self.link == Link::Up;
+        self.stop_all(ErrorCode::OK);
+        self.room_state(RoomStateReason::Logout, ErrorCode::OK);
+        if let Some(c) = self.login_cmd.take() {
+            self.done(c, Err(EngineError::Invalid(ErrorCode::USER_LOGGED_OUT)));
+        }
+        if was_connected {
+            let req = self.request(Pending::Logout(cmd));
+            self.send(ClientMsg::Logout { req });
+            self.phase = Phase::LoggingOut;
+            self.logout_deadline = Some(now + LOGOUT_WAIT);
+        } else {
+            self.reset_to_idle();
+            self.done(cmd, Ok(0));
+        }
+    }
+
+    /// `start_publishing_stream`: completes when Publishing or refused.
+    pub fn publish(
+        &mut self,
+        cmd: CmdId,
+        channel: PublishChannel,
+        stream_id: String,
+        extra_info: String,
+    ) {
+        if let Err(e) = self
+            .check_in_room()
+            .and_then(|_| ids::check_stream_id(&stream_id).map_err(EngineError::Invalid))
+        {
+            return self.done(cmd, Err(e));
+        }
+        if let Some(p) = self.publishes.get(&channel) {
+            let r = if p.stream_id == stream_id {
+                Ok(0)
+            } else {
+                Err(EngineError::Invalid(ErrorCode::CHANNEL_BUSY))
+            };
+            return self.done(cmd, r);
+        }
+        if self.publishes.values().any(|p| p.stream_id == stream_id) {
+            return self.done(cmd, Err(EngineError::Invalid(ErrorCode::STREAM_ID_IN_USE)));
+        }
+        let entry = Publish {
+            stream_id: stream_id.clone(),
+            extra_info,
+            state: PublisherState::NoPublish,
+            cmd: Some(cmd),
+        };
+        self.publishes.insert(channel, entry);
+        self.publisher_state(channel, PublisherState::PublishRequesting, ErrorCode::OK);
+        if self.phase == Phase::Connected {
+            self.send_publish(channel);
+        }
+    }
+
+    /// `stop_publishing_stream`.
+    pub fn stop_publish(&mut self, cmd: CmdId, channel: PublishChannel) {
+        if let Some(p) = self.publishes.remove(&channel) {
+            self.emit(EngineEvent::PublisherStateUpdate {
+                stream_id: p.stream_id.clone(),
+                state: PublisherState::NoPublish,
+                error_code: ErrorCode::OK,
+            });
+            if let Some(c) = p.cmd {
+                self.done(c, Err(EngineError::Invalid(ErrorCode::OK)));
+            }
+            if self.phase == Phase::Connected {
+                let req = self.request(Pending::Simple(0));
+                self.send(ClientMsg::Unpublish {
+                    req,
+                    stream_id: p.stream_id,
+                });
+            }
+        }
+        self.done(cmd, Ok(0));
+    }
+
+    /// `start_playing_stream`: completes when Playing, when waiting for the stream to be
+    /// published (PlayRequesting with 1004025), or refused.
+    pub fn play(&mut self, cmd: CmdId, stream_id: String) {
+        if let Err(e) = self
+            .check_in_room()
+            .and_then(|_| ids::check_stream_id(&stream_id).map_err(EngineError::Invalid))
+        {
+            return self.done(cmd, Err(e));
+        }
+        if self.plays.contains_key(&stream_id) {
+            return self.done(cmd, Ok(0));
+        }
+        self.plays.insert(
+            stream_id.clone(),
+            Play {
+                state: PlayerState::NoPlay,
+                cmd: Some(cmd),
+            },
+        );
+        self.player_state(&stream_id, PlayerState::PlayRequesting, ErrorCode::OK);
+        if self.phase == Phase::Connected {
+            self.send_play(&stream_id);
+        }
+    }
+
+    /// `stop_playing_stream`.
+    pub fn stop_play(&mut self, cmd: CmdId, stream_id: &str) {
+        if let Some(p) = self.plays.remove(stream_id) {
+            self.emit(EngineEvent::PlayerStateUpdate {
+                stream_id: stream_id.to_string(),
+                state: PlayerState::NoPlay,
+                error_code: ErrorCode::OK,
+            });
+            if let Some(c) = p.cmd {
+                self.done(c, Err(EngineError::Invalid(ErrorCode::OK)));
+            }
+            if self.phase == Phase::Connected {
+                let req = self.request(Pending::Simple(0));
+                self.send(ClientMsg::StopPlay {
+                    req,
+                    stream_id: stream_id.to_string(),
+                });
+            }
+        }
+        self.done(cmd, Ok(0));
+    }
+
+    /// `set_room_extra_info`.
+    pub fn set_extra_info(&mut self, cmd: CmdId, key: String, value: String) {
+        if let Err(e) = self.check_connected() {
+            return self.done(cmd, Err(e));
+        }
+        let req = self.request(Pending::Simple(cmd));
+        self.send(ClientMsg::SetRoomExtraInfo { req, key, value });
+    }
+
+    /// `send_broadcast_message`: completes with the message ID.
+    pub fn broadcast(&mut self, cmd: CmdId, message: String) {
+        if let Err(e) = self.check_connected() {
+            return self.done(cmd, Err(e));
+        }
+        let req = self.request(Pending::Simple(cmd));
+        self.send(ClientMsg::Broadcast { req, message });
+    }
+
+    /// `renew_token`: kept for later logins, and sent to the server when connected.
+    pub fn renew_token(&mut self, cmd: CmdId, token: String) {
+        let Some(room) = self.room.as_mut() else {
+            return self.done(cmd, Err(EngineError::Invalid(ErrorCode::NOT_LOGGED_IN)));
+        };
+        room.token = Some(token.clone());
+        if self.phase == Phase::Connected {
+            let req = self.request(Pending::Simple(cmd));
+            self.send(ClientMsg::RenewToken { req, token });
+        } else {
+            self.done(cmd, Ok(0));
+        }
+    }
+
+    // ------------------------------------------------------------ connection events
+
+    /// Connection `epoch` is open. `unix_secs` is the wall clock, for AppSign tokens.
+    pub fn handle_connected(&mut self, now: Instant, epoch: u64, unix_secs: u64) {
+        if epoch != self.epoch || self.link != Link::Connecting {
+            return;
+        }
+        self.link = Link::Up;
+        self.last_rx = now;
+        self.unix_base = (now, unix_secs);
+        self.pings.reset();
+        self.handshake_deadline = Some(now + self.cfg.login_timeout);
+        self.handshake(unix_secs);
+    }
+
+    /// Connection `epoch` could not be opened or was lost.
+    pub fn handle_disconnected(&mut self, now: Instant, epoch: u64) {
+        if epoch != self.epoch || self.link == Link::Down {
+            return;
+        }
+        self.link = Link::Down;
+        self.link_lost(now, ErrorCode::NETWORK_INTERRUPTED);
+    }
+
+    /// A message arrived on connection `epoch`.
+    pub fn handle_message(&mut self, now: Instant, epoch: u64, msg: ServerMsg) {
+        if epoch != self.epoch || self.link != Link::Up {
+            return;
+        }
+        self.last_rx = now;
+        match msg {
+            ServerMsg::LoginOk {
+                req,
+                session_id,
+                resume_token,
+                room,
+                heartbeat_ms,
+                ..
+            } => {
+                if matches!(self.pending.remove(&req), Some(Pending::Login)) {
+                    self.resume = Some((session_id, resume_token));
+                    self.heartbeat = Duration::from_millis(heartbeat_ms.clamp(100, 60_000));
+                    self.joined(now, room);
+                }
+            }
+            ServerMsg::Resumed { req, room } => {
+                if matches!(self.pending.remove(&req), Some(Pending::Resume)) {
+                    self.joined(now, room);
+                }
+            }
+            ServerMsg::Ok { req } => self.answer(now, req, Ok(0)),
+            ServerMsg::BroadcastOk { req, message_id } => self.answer(now, req, Ok(message_id)),
+            ServerMsg::Error {
+                req: Some(req),
+                code,
+                message,
+            } => {
+                tracing::debug!(req, code = code.0, %message, "request refused");
+                self.answer(now, req, Err(code))
+            }
+            ServerMsg::Error {
+                req: None,
+                code,
+                message,
+            } => {
+                tracing::warn!(code = code.0, %message, "server reported an error");
+            }
+            ServerMsg::Pong { seq, .. } => self.pings.pong(seq, now),
+            ServerMsg::UserUpdate { update, users, .. } => self.apply_users(update, users),
+            ServerMsg::StreamUpdate {
+                update,
+                streams,
+                reason,
+                ..
+            } => self.apply_streams(update, streams, reason),
+            ServerMsg::PlayAvailable { stream_id } => {
+                if self.plays.contains_key(&stream_id) {
+                    self.player_state(&stream_id, PlayerState::Playing, ErrorCode::OK);
+                }
+            }
+            ServerMsg::PlayStopped { stream_id, code } => {
+                if let Some(p) = self.plays.remove(&stream_id) {
+                    self.emit(EngineEvent::PlayerStateUpdate {
+                        stream_id,
+                        state: PlayerState::NoPlay,
+                        error_code: code,
+                    });
+                    if let Some(c) = p.cmd {
+                        self.done(c, Err(EngineError::Rejected(code)));
+                    }
+                }
+            }
+            ServerMsg::ExtraInfoUpdate { room_id, info } => {
+                self.extra.insert(info.key.clone(), info.clone());
+                self.emit(EngineEvent::RoomExtraInfoUpdate {
+                    room_id,
+                    infos: vec![info],
+                });
+            }
+            ServerMsg::BroadcastMessage {
+                room_id,
+                message_id,
+                from,
+                message,
+                send_time_ms,
+            } => {
+                self.emit(EngineEvent::BroadcastMessage {
+                    room_id,
+                    from,
+                    message,
+                    message_id,
+                    send_time_ms,
+                });
+            }
+            ServerMsg::NetworkQuality { room_id, users } => {
+                for u in users {
+                    self.emit(EngineEvent::NetworkQuality {
+                        room_id: room_id.clone(),
+                        user_id: u.user_id,
+                        is_local: false,
+                        upstream: u.quality,
+                        downstream: u.quality,
+                    });
+                }
+            }
+            ServerMsg::TokenWillExpire {
+                room_id,
+                remaining_secs,
+            } => {
+                self.emit(EngineEvent::RoomTokenWillExpire {
+                    room_id,
+                    remaining_secs,
+                });
+            }
+            ServerMsg::Kicked { code, message } => {
+                tracing::warn!(code = code.0, %message, "kicked out of the room; not reconnecting");
+                self.fail_room(RoomStateReason::KickOut, code);
+            }
+        }
+    }
+
+    /// Timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.retry_at.is_some_and(|t| t <= now) {
+            self.retry_at = None;
+            self.connect(now);
+        }
+        if self.handshake_deadline.is_some_and(|t| t <= now) {
+            self.handshake_deadline = None;
+            tracing::warn!("no answer to login in time; reconnecting");
+            self.drop_link(now, ErrorCode::LOGIN_TIMEOUT);
+        }
+        if self.link == Link::Up
+            && self.phase == Phase::Connected
+            && self.last_rx + self.dead_after() <= now
+        {
+            tracing::warn!(
+                silent_ms = now.saturating_duration_since(self.last_rx).as_millis() as u64,
+                "server silent; reconnecting"
+            );
+            self.drop_link(now, ErrorCode::NETWORK_INTERRUPTED);
+        }
+        if self.next_ping.is_some_and(|t| t <= now) {
+            self.next_ping = Some(now + self.heartbeat);
+            if self.link == Link::Up {
+                let quality = self.local_quality(now);
+                let seq = self.pings.sent(now);
+                self.send(ClientMsg::Ping { seq, quality });
+            }
+        }
+        if self.next_quality.is_some_and(|t| t <= now) {
+            self.next_quality = Some(now + QUALITY_INTERVAL);
+            if let Some(room) = &self.room {
+                let (room_id, user_id) = (room.room_id.clone(), room.user.user_id.clone());
+                let q = self.local_quality(now);
+                self.emit(EngineEvent::NetworkQuality {
+                    room_id,
+                    user_id,
+                    is_local: true,
+                    upstream: q,
+                    downstream: q,
+                });
+            }
+        }
+        if self.logout_deadline.is_some_and(|t| t <= now) {
+            self.finish_logout(None);
+        }
+    }
+
+    // ------------------------------------------------------------ internals
+
+    fn unix_at(&self, now: Instant) -> u64 {
+        self.unix_base.1 + now.saturating_duration_since(self.unix_base.0).as_secs()
+    }
+
+    fn dead_after(&self) -> Duration {
+        self.heartbeat * 3 + Duration::from_secs(1)
+    }
+
+    fn local_quality(&self, now: Instant) -> QualityLevel {
+        if self.link != Link::Up || self.phase != Phase::Connected {
+            return QualityLevel::Die;
+        }
+        self.pings.level(now, self.heartbeat)
+    }
+
+    fn connect(&mut self, _now: Instant) {
+        if self.link != Link::Down {
+            self.out.push_back(Output::Close { epoch: self.epoch });
+        }
+        self.epoch += 1;
+        self.link = Link::Connecting;
+        self.out.push_back(Output::Connect { epoch: self.epoch });
+    }
+
+    fn handshake(&mut self, unix_secs: u64) {
+        if let Some((session_id, resume_token)) = self.resume.clone() {
+            let req = self.request(Pending::Resume);
+            return self.send(ClientMsg::Resume {
+                req,
+                version: PROTOCOL_VERSION,
+                session_id,
+                resume_token,
+            });
+        }
+        let Some(room) = &self.room else { return };
+        let (room_id, user, user_status_notify) =
+            (room.room_id.clone(), room.user.clone(), room.notify);
+        let token = match (&room.token, &self.cfg.app_sign_key) {
+            (Some(t), _) => t.clone(),
+            (None, Some(key)) => {
+                let claims = Claims {
+                    app_id: self.cfg.app_id,
+                    user_id: user.user_id.clone(),
+                    room_id: Some(room_id.clone()),
+                    privileges: vec!["login".into(), "publish".into(), "play".into()],
+                    streams: None,
+                    iat: unix_secs,
+                    exp: unix_secs + APP_SIGN_TTL,
+                };
+                auth::mint(key, &claims).unwrap_or_default()
+            }
+            (None, None) => String::new(),
+        };
+        let req = self.request(Pending::Login);
+        let app_id = self.cfg.app_id;
+        self.send(ClientMsg::Login {
+            req,
+            version: PROTOCOL_VERSION,
+            app_id,
+            token,
+            room_id,
+            user,
+            user_status_notify,
+        });
+    }
+
+    /// Login or resume answered: we are in the room.
+    fn joined(&mut self, now: Instant, room: RoomSnapshot) {
+        self.handshake_deadline = None;
+        self.retry_since = None;
+        self.attempt = 0;
+        self.next_ping = Some(now + self.heartbeat);
+        self.next_quality.get_or_insert(now + QUALITY_INTERVAL);
+        let reason = if self.phase == Phase::Logining {
+            RoomStateReason::Logined
+        } else {
+            RoomStateReason::Reconnected
+        };
+        self.phase = Phase::Connected;
+        self.room_state(reason, ErrorCode::OK);
+        if let Some(c) = self.login_cmd.take() {
+            self.done(c, Ok(0));
+        }
+        self.apply_snapshot(room);
+        let channels: Vec<PublishChannel> = self.publishes.keys().copied().collect();
+        for ch in channels {
+            self.send_publish(ch);
+        }
+        let streams: Vec<String> = self.plays.keys().cloned().collect();
+        for s in streams {
+            self.send_play(&s);
+        }
+    }
+
+    fn answer(&mut self, now: Instant, req: u64, result: Result<u64, ErrorCode>) {
+        let Some(pending) = self.pending.remove(&req) else {
+            return;
+        };
+        match (pending, result) {
+            (Pending::Login | Pending::Resume, Ok(_)) => {}
+            (Pending::Resume, Err(ErrorCode::SESSION_EXPIRED)) => {
+                tracing::info!("server no longer has our session; logging in again");
+                self.resume = None;
+                let unix = self.unix_at(now);
+                self.handshake(unix);
+            }
+            (Pending::Login | Pending::Resume, Err(code)) => {
+                if retryable(code) {
+                    self.drop_link(now, code);
+                } else {
+                    let reason = if self.phase == Phase::Logining {
+                        RoomStateReason::LoginFailed
+                    } else {
+                        RoomStateReason::ReconnectFailed
+                    };
+                    self.fail_room(reason, code);
+                }
+            }
+            (Pending::Logout(cmd), _) => self.finish_logout(Some(cmd)),
+            (Pending::Publish(ch, stream_id), result) => {
+                let Some(p) = self
+                    .publishes
+                    .get_mut(&ch)
+                    .filter(|p| p.stream_id == stream_id)
+                else {
+                    return;
+                };
+                let cmd = p.cmd.take();
+                match result {
+                    Ok(_) => {
+                        self.publisher_state(ch, PublisherState::Publishing, ErrorCode::OK);
+                        if let Some(c) = cmd {
+                            self.done(c, Ok(0));
+                        }
+                    }
+                    Err(code) => {
+                        self.publisher_state(ch, PublisherState::NoPublish, code);
+                        self.publishes.remove(&ch);
+                        if let Some(c) = cmd {
+                            self.done(c, Err(EngineError::Rejected(code)));
+                        }
+                    }
+                }
+            }
+            (Pending::Play(stream_id), result) => {
+                let Some(p) = self.plays.get_mut(&stream_id) else {
+                    return;
+                };
+                let cmd = p.cmd.take();
+                let outcome = match result {
+                    Ok(_) => {
+                        self.player_state(&stream_id, PlayerState::Playing, ErrorCode::OK);
+                        Ok(0)
+                    }
+                    Err(ErrorCode::STREAM_NOT_FOUND) => {
+                        self.player_state(
+                            &stream_id,
+                            PlayerState::PlayRequesting,
+                            ErrorCode::STREAM_NOT_FOUND,
+                        );
+                        Ok(0)
+                    }
+                    Err(code) => {
+                        self.player_state(&stream_id, PlayerState::NoPlay, code);
+                        self.plays.remove(&stream_id);
+                        Err(EngineError::Rejected(code))
+                    }
+                };
+                if let Some(c) = cmd {
+                    self.done(c, outcome);
+                }
+            }
+            (Pending::Simple(cmd), result) => {
+                if cmd != 0 {
+                    self.done(cmd, result.map_err(EngineError::Rejected));
+                }
+            }
+        }
+    }
+
+    fn drop_link(&mut self, now: Instant, code: ErrorCode) {
+        if self.link != Link::Down {
+            self.out.push_back(Output::Close { epoch: self.epoch });
+            self.link = Link::Down;
+        }
+        self.link_lost(now, code);
+    }
+
+    fn link_lost(&mut self, now: Instant, code: ErrorCode) {
+        self.handshake_deadline = None;
+        self.next_ping = None;
+        for (_, p) in self.pending.drain() {
+            if let Pending::Simple(cmd) = p
+                && cmd != 0
+            {
+                self.out.push_back(Output::Done {
+                    cmd,
+                    result: Err(EngineError::Network(ErrorCode::NETWORK_INTERRUPTED)),
+                });
+            }
+            if let Pending::Logout(cmd) = p {
+                self.out.push_back(Output::Done { cmd, result: Ok(0) });
+                self.phase = Phase::LoggingOut;
+            }
+        }
+        match self.phase {
+            Phase::Idle => {}
+            Phase::LoggingOut => self.finish_logout(None),
+            Phase::Connected => {
+                tracing::warn!(code = code.0, "connection to the server lost; reconnecting");
+                self.phase = Phase::Reconnecting;
+                self.room_state(RoomStateReason::Reconnecting, code);
+                let chans: Vec<PublishChannel> = self.publishes.keys().copied().collect();
+                for ch in chans {
+                    self.publisher_state(ch, PublisherState::PublishRequesting, code);
+                }
+                let plays: Vec<String> = self.plays.keys().cloned().collect();
+                for s in plays {
+                    self.player_state(&s, PlayerState::PlayRequesting, code);
+                }
+                self.retry_since = Some(now);
+                self.attempt = 0;
+                self.schedule_retry(now);
+            }
+            Phase::Logining | Phase::Reconnecting => {
+                self.retry_since.get_or_insert(now);
+                self.schedule_retry(now);
+            }
+        }
+    }
+
+    fn schedule_retry(&mut self, now: Instant) {
+        let since = self.retry_since.unwrap_or(now);
+        if self
+            .cfg
+            .policy
+            .exhausted(now.saturating_duration_since(since))
+        {
+            let (reason, code) = if self.phase == Phase::Logining {
+                (RoomStateReason::LoginFailed, ErrorCode::NETWORK_UNREACHABLE)
+            } else {
+                (
+                    RoomStateReason::ReconnectFailed,
+                    ErrorCode::RECONNECT_FAILED,
+                )
+            };
+            tracing::error!(
+                code = code.0,
+                "giving up reconnecting after the configured limit"
+            );
+            return self.fail_room(reason, code);
+        }
+        let delay = self.cfg.policy.delay(self.attempt, self.jitter.unit());
+        self.attempt = self.attempt.saturating_add(1);
+        tracing::debug!(
+            attempt = self.attempt,
+            delay_ms = delay.as_millis() as u64,
+            "retrying"
+        );
+        self.retry_at = Some(now + delay);
+    }
+
+    /// The room is lost for good (login refused, kicked, gave up): report and go idle.
+    fn fail_room(&mut self, reason: RoomStateReason, code: ErrorCode) {
+        self.stop_all(code);
+        self.room_state(reason, code);
+        if let Some(c) = self.login_cmd.take() {
+            let err = if code == ErrorCode::NETWORK_UNREACHABLE {
+                EngineError::Network(code)
+            } else {
+                EngineError::Rejected(code)
+            };
+            self.done(c, Err(err));
+        }
+        if self.link != Link::Down {
+            self.out.push_back(Output::Close { epoch: self.epoch });
+        }
+        self.reset_to_idle();
+    }
+
+    fn finish_logout(&mut self, cmd: Option<CmdId>) {
+        if let Some(c) = cmd {
+            self.done(c, Ok(0));
+        }
+        // A logout whose answer never came still completes its call.
+        let waiting: Vec<CmdId> = self
+            .pending
+            .drain()
+            .filter_map(|(_, p)| {
+                if let Pending::Logout(c) = p {
+                    Some(c)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for c in waiting {
+            self.done(c, Ok(0));
+        }
+        if self.link != Link::Down {
+            self.out.push_back(Output::Close { epoch: self.epoch });
+        }
+        self.reset_to_idle();
+    }
+
+    fn reset_to_idle(&mut self) {
+        self.phase = Phase::Idle;
+        self.link = Link::Down;
+        self.room = None;
+        self.resume = None;
+        self.pending.clear();
+        self.users.clear();
+        self.streams.clear();
+        self.extra.clear();
+        self.retry_at = None;
+        self.retry_since = None;
+        self.handshake_deadline = None;
+        self.next_ping = None;
+        self.next_quality = None;
+        self.logout_deadline = None;
+    }
+
+    /// Every publish and play ends (logout, kick, failure), with its event.
+    fn stop_all(&mut self, code: ErrorCode) {
+        for (_, p) in std::mem::take(&mut self.publishes) {
+            if p.state != PublisherState::NoPublish {
+                self.emit(EngineEvent::PublisherStateUpdate {
+                    stream_id: p.stream_id,
+                    state: PublisherState::NoPublish,
+                    error_code: code,
+                });
+            }
+            if let Some(c) = p.cmd {
+                self.done(c, Err(EngineError::Rejected(code)));
+            }
+        }
+        for (stream_id, p) in std::mem::take(&mut self.plays) {
+            if p.state != PlayerState::NoPlay {
+                self.emit(EngineEvent::PlayerStateUpdate {
+                    stream_id,
+                    state: PlayerState::NoPlay,
+                    error_code: code,
+                });
+            }
+            if let Some(c) = p.cmd {
+                self.done(c, Err(EngineError::Rejected(code)));
+            }
+        }
+    }
+
+    fn apply_snapshot(&mut self, snap: RoomSnapshot) {
+        let notify = self.room.as_ref().is_some_and(|r| r.notify);
+        if notify {
+            let fresh: BTreeMap<String, UserInfo> = snap
+                .users
+                .into_iter()
+                .map(|u| (u.user_id.clone(), u))
+                .collect();
+            let gone: Vec<UserInfo> = self
+                .users
+                .values()
+                .filter(|u| !fresh.contains_key(&u.user_id))
+                .cloned()
+                .collect();
+            let new: Vec<UserInfo> = fresh
+                .values()
+                .filter(|u| !self.users.contains_key(&u.user_id))
+                .cloned()
+                .collect();
+            self.apply_users(UpdateType::Delete, gone);
+            self.apply_users(UpdateType::Add, new);
+        }
+        let fresh: BTreeMap<String, StreamInfo> = snap
+            .streams
+            .into_iter()
+            .map(|s| (s.stream_id.clone(), s))
+            .collect();
+        let gone: Vec<StreamInfo> = self
+            .streams
+            .values()
+            .filter(|s| !fresh.contains_key(&s.stream_id))
+            .cloned()
+            .collect();
+        let new: Vec<StreamInfo> = fresh
+            .values()
+            .filter(|s| !self.streams.contains_key(&s.stream_id))
+            .cloned()
+            .collect();
+        self.apply_streams(UpdateType::Delete, gone, ErrorCode::OK);
+        self.apply_streams(UpdateType::Add, new, ErrorCode::OK);
+        let changed: Vec<ExtraInfo> = snap
+            .extra_info
+            .into_iter()
+            .filter(|e| self.extra.get(&e.key) != Some(e))
+            .collect();
+        if !changed.is_empty() {
+            for e in &changed {
+                self.extra.insert(e.key.clone(), e.clone());
+            }
+            let room_id = snap.room_id;
+            self.emit(EngineEvent::RoomExtraInfoUpdate {
+                room_id,
+                infos: changed,
+            });
+        }
+    }
+
+    fn apply_users(&mut self, update: UpdateType, users: Vec<UserInfo>) {
+        let users: Vec<UserInfo> = users
+            .into_iter()
+            .filter(|u| match update {
+                UpdateType::Add => self.users.insert(u.user_id.clone(), u.clone()).is_none(),
+                UpdateType::Delete => self.users.remove(&u.user_id).is_some(),
+            })
+            .collect();
+        if !users.is_empty() {
+            let room_id = self.room_id();
+            self.emit(EngineEvent::RoomUserUpdate {
+                room_id,
+                update,
+                users,
+            });
+        }
+    }
+
+    fn apply_streams(&mut self, update: UpdateType, streams: Vec<StreamInfo>, reason: ErrorCode) {
+        let streams: Vec<StreamInfo> = streams
+            .into_iter()
+            .filter(|s| match update {
+                UpdateType::Add => self
+                    .streams
+                    .insert(s.stream_id.clone(), s.clone())
+                    .is_none(),
+                UpdateType::Delete => self.streams.remove(&s.stream_id).is_some(),
+            })
+            .collect();
+        if !streams.is_empty() {
+            let room_id = self.room_id();
+            self.emit(EngineEvent::RoomStreamUpdate {
+                room_id,
+                update,
+                streams,
+                reason,
+            });
+        }
+    }
+
+    fn send_publish(&mut self, ch: PublishChannel) {
+        let Some(p) = self.publishes.get(&ch) else {
+            return;
+        };
+        let (stream_id, extra_info) = (p.stream_id.clone(), p.extra_info.clone());
+        let req = self.request(Pending::Publish(ch, stream_id.clone()));
+        self.send(ClientMsg::Publish {
+            req,
+            stream_id,
+            extra_info,
+        });
+    }
+
+    fn send_play(&mut self, stream_id: &str) {
+        let req = self.request(Pending::Play(stream_id.to_string()));
+        self.send(ClientMsg::Play {
+            req,
+            stream_id: stream_id.to_string(),
+        });
+    }
+
+    fn publisher_state(&mut self, ch: PublishChannel, state: PublisherState, code: ErrorCode) {
+        let Some(p) = self.publishes.get_mut(&ch) else {
+            return;
+        };
+        if p.state == state && code == ErrorCode::OK {
+            return;
+        }
+        p.state = state;
+        let stream_id = p.stream_id.clone();
+        self.emit(EngineEvent::PublisherStateUpdate {
+            stream_id,
+            state,
+            error_code: code,
+        });
+    }
+
+    fn player_state(&mut self, stream_id: &str, state: PlayerState, code: ErrorCode) {
+        let Some(p) = self.plays.get_mut(stream_id) else {
+            return;
+        };
+        if p.state == state && code == ErrorCode::OK {
+            return;
+        }
+        p.state = state;
+        self.emit(EngineEvent::PlayerStateUpdate {
+            stream_id: stream_id.to_string(),
+            state,
+            error_code: code,
+        });
+    }
+
+    fn room_state(&mut self, reason: RoomStateReason, code: ErrorCode) {
+        let room_id = self.room_id();
+        let state: RoomState = reason.state();
+        tracing::info!(room_id = %room_id, ?state, ?reason, error_code = code.0, "room state");
+        self.emit(EngineEvent::RoomStateChanged {
+            room_id,
+            state,
+            reason,
+            error_code: code,
+        });
+    }
+
+    fn check_in_room(&self) -> Result<(), EngineError> {
+        match self.phase {
+            Phase::Idle | Phase::LoggingOut => Err(EngineError::Invalid(ErrorCode::NOT_LOGGED_IN)),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_connected(&self) -> Result<(), EngineError> {
+        match self.phase {
+            Phase::Connected => Ok(()),
+            Phase::Logining | Phase::Reconnecting => {
+                Err(EngineError::Network(ErrorCode::NETWORK_INTERRUPTED))
+            }
+            _ => Err(EngineError::Invalid(ErrorCode::NOT_LOGGED_IN)),
+        }
+    }
+
+    fn room_id(&self) -> String {
+        self.room
+            .as_ref()
+            .map(|r| r.room_id.clone())
+            .unwrap_or_default()
+    }
+
+    fn request(&mut self, p: Pending) -> u64 {
+        let req = self.next_req;
+        self.next_req += 1;
+        self.pending.insert(req, p);
+        req
+    }
+
+    fn send(&mut self, msg: ClientMsg) {
+        if self.link == Link::Up {
+            self.out.push_back(Output::Send {
+                epoch: self.epoch,
+                msg,
+            });
+        }
+    }
+
+    fn emit(&mut self, e: EngineEvent) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn done(&mut self, cmd: CmdId, result: Reply) {
+        self.out.push_back(Output::Done { cmd, result });
+    }
+}
+
+/// Login/resume refusals worth retrying (the others are final).
+fn retryable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::LOGIN_RATE_LIMITED
+            | ErrorCode::SERVER_SHUTTING_DOWN
+            | ErrorCode::SERVER_INTERNAL
+            | ErrorCode::RATE_LIMITED
+    )
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
