@@ -1,0 +1,386 @@
+//! Shared helpers for integration tests: the real `callbox server` process, a TCP proxy that
+//! can cut connections, a raw WebSocket client, a minimal HTTP client and event waiting.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use callbox::auth::{self, Claims};
+use callbox::engine::{
+    Auth, Engine, EngineEvent, EngineProfile, ReconnectPolicy, RoomConfig, UserInfo,
+};
+use callbox::proto::{ClientMsg, ServerMsg};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+
+pub const APP: u32 = 1234;
+pub const SECRET: &str = "6b1c1f0e2d3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344";
+pub const OTHER_APP: u32 = 99;
+pub const OTHER_SECRET: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The real `callbox server` binary, killed on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    child: Child,
+    dir: tempfile::TempDir,
+    extra: String,
+}
+
+impl Server {
+    /// Starts a server on a free loopback port; `extra` is appended to the config.
+    pub fn start(extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, addr) = spawn(&dir, extra, "127.0.0.1:0");
+        Server {
+            addr,
+            child,
+            dir,
+            extra: extra.to_string(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    pub fn http(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// kill -9, then start again on the same port (all state is lost).
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(&self.dir, &self.extra, &self.addr.to_string());
+        assert_eq!(addr, self.addr);
+        self.child = child;
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), 15);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+fn spawn(dir: &tempfile::TempDir, extra: &str, listen: &str) -> (Child, SocketAddr) {
+    let cfg = dir.path().join("server.toml");
+    let text = format!(
+        "[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[[apps]]\napp_id = {OTHER_APP}\nsecret = \"{OTHER_SECRET}\"\n{extra}\n"
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callbox"))
+        .args([
+            "server",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            listen,
+        ])
+        .env("RUST_LOG", "callbox=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    // Retry binding the same port briefly after a restart (the old socket may linger).
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("server did not start: {line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+pub fn token(
+    app_id: u32,
+    secret: &str,
+    user: &str,
+    room: Option<&str>,
+    privileges: &[&str],
+    ttl: i64,
+) -> String {
+    let now = auth::unix_now();
+    let claims = Claims {
+        app_id,
+        user_id: user.into(),
+        room_id: room.map(String::from),
+        privileges: privileges.iter().map(|s| s.to_string()).collect(),
+        streams: None,
+        iat: now,
+        exp: (now as i64 + ttl) as u64,
+    };
+    auth::mint(&auth::parse_secret(secret).unwrap(), &claims).unwrap()
+}
+
+pub fn fast_policy() -> ReconnectPolicy {
+    ReconnectPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_millis(500),
+        give_up_after: None,
+    }
+}
+
+/// An engine in AppSign mode with fast retries.
+pub fn engine(url: &str) -> (Engine, Events) {
+    let mut p = EngineProfile::new(APP, Auth::AppSign(SECRET.into()), url);
+    p.reconnect = fast_policy();
+    let (e, rx) = Engine::create(p).unwrap();
+    (
+        e,
+        Events {
+            rx,
+            seen: Vec::new(),
+        },
+    )
+}
+
+pub fn user(id: &str) -> UserInfo {
+    UserInfo {
+        user_id: id.into(),
+        user_name: format!("{id} name"),
+    }
+}
+
+pub fn notify() -> RoomConfig {
+    RoomConfig {
+        token: None,
+        is_user_status_notify: true,
+    }
+}
+
+/// An engine's event receiver with a log of everything seen.
+pub struct Events {
+    pub rx: mpsc::Receiver<EngineEvent>,
+    pub seen: Vec<EngineEvent>,
+}
+
+impl Events {
+    /// Waits for an event matching `pred` (up to [`WAIT`]).
+    pub async fn wait(&mut self, what: &str, pred: impl Fn(&EngineEvent) -> bool) -> EngineEvent {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(e)) => {
+                    self.seen.push(e.clone());
+                    if pred(&e) {
+                        return e;
+                    }
+                }
+                Ok(None) => panic!("event channel closed while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Everything that arrives within `d` (used to check that nothing of a kind happened,
+    /// over a window bounded by other awaited events).
+    pub async fn drain_for(&mut self, d: Duration) -> Vec<EngineEvent> {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(e)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            self.seen.push(e.clone());
+            got.push(e);
+        }
+        got
+    }
+}
+
+/// A raw WebSocket client speaking the protocol by hand.
+pub struct Raw {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+}
+
+impl Raw {
+    pub async fn connect(server: &Server) -> Raw {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/v1", server.addr))
+            .await
+            .unwrap();
+        Raw { ws }
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        let t: String = text.into();
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(t.into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send(&mut self, m: &ClientMsg) {
+        self.send_text(serde_json::to_string(m).unwrap()).await;
+    }
+
+    pub async fn send_binary(&mut self, b: Vec<u8>) {
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Binary(b.into()))
+            .await
+            .unwrap();
+    }
+
+    /// The next protocol message (skipping pongs and quality pushes).
+    pub async fn recv(&mut self) -> ServerMsg {
+        loop {
+            let f = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out")
+                .expect("closed")
+                .unwrap();
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = f {
+                let m: ServerMsg = serde_json::from_str(t.as_str()).unwrap();
+                if !matches!(m, ServerMsg::Pong { .. } | ServerMsg::NetworkQuality { .. }) {
+                    return m;
+                }
+            }
+        }
+    }
+
+    pub async fn login(&mut self, user_id: &str, room: &str) -> ServerMsg {
+        let t = token(
+            APP,
+            SECRET,
+            user_id,
+            None,
+            &["login", "publish", "play"],
+            3600,
+        );
+        self.send(&ClientMsg::Login {
+            req: 1,
+            version: 1,
+            app_id: APP,
+            token: t,
+            room_id: room.into(),
+            user: user(user_id),
+            user_status_notify: true,
+        })
+        .await;
+        self.recv().await
+    }
+}
+
+/// A TCP proxy in front of the server whose connections can be cut and refused.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: broadcast::Sender<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = broadcast::channel(4);
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    let _ = client.shutdown().await;
+                    continue; // refused: closed before the WebSocket handshake
+                }
+                let mut stop = cut2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = stop.recv() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, up, cut }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Drops every live connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        let _ = self.cut.send(());
+    }
+
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A minimal HTTP/1.1 request; returns (status, body).
+pub async fn http(addr: &str, method: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, dechunk(&body))
+}
+
+fn dechunk(body: &str) -> String {
+    // axum answers small bodies with Content-Length, but handle chunked just in case.
+    if !body.contains("\r\n") {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            return body.to_string();
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
