@@ -132,21 +132,3 @@ pub fn check_config(file: &Path, kind: ConfigKind) -> anyhow::Result<ExitCode> {
         }
     }
 }
-
-/// Arguments of `callbox bench`.
-#[derive(clap::Args)]
-pub struct BenchArgs {}
-
-/// `callbox bench`.
-pub fn bench(_a: BenchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet")
-}
-
-/// Arguments of `callbox demo`.
-#[derive(clap::Args)]
-pub struct DemoArgs {}
-
-/// `callbox demo`.
-pub fn demo(_a: DemoArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet")
-}

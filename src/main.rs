@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod cli;
+mod demo;
 
 /// Room-based real-time calls for Linux single-board computers.
 #[derive(Parser)]
@@ -37,9 +39,9 @@ enum Command {
         kind: cli::ConfigKind,
     },
     /// Print benchmark figures (login time on loopback).
-    Bench(cli::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Run the demo: a local server and engines in room `demo`.
-    Demo(cli::DemoArgs),
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,8 +51,8 @@ fn main() -> ExitCode {
         Command::Server { config, listen } => cli::server(config, listen),
         Command::Token(args) => cli::token(args),
         Command::CheckConfig { file, kind } => cli::check_config(&file, kind),
-        Command::Bench(args) => cli::bench(args),
-        Command::Demo(args) => cli::demo(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,102 @@
+//! `callbox bench`: figures printed by a program, not asserted by timed tests.
+//! Login time: from the `login_room` call to its return (Logined), on loopback against an
+//! embedded server (or `--server`).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use callbox::engine::{
+    Auth, Engine, EngineEvent, EngineProfile, RoomConfig, RoomStateReason, UserInfo,
+};
+use callbox::server::ServerConfig;
+use callbox::server::config::AppConfig;
+
+use crate::demo::{DEMO_APP_ID, DEMO_SECRET};
+
+/// Arguments of `callbox bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Logins to time.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Use this server (ws://host:port, app 1234 with the demo secret) instead of an embedded one.
+    #[arg(long)]
+    server: Option<String>,
+}
+
+/// `callbox bench`.
+pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(bench(a))
+}
+
+async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    let (url, server) = match a.server {
+        Some(u) => (u, None),
+        None => {
+            let mut cfg: ServerConfig = toml::from_str("")?;
+            cfg.listen = "127.0.0.1:0".into();
+            cfg.apps = vec![AppConfig {
+                app_id: DEMO_APP_ID,
+                secret: DEMO_SECRET.into(),
+            }];
+            cfg.limits.logins_per_sec = 10_000.0;
+            cfg.limits.login_burst = 10_000.0;
+            let s = callbox::server::start(cfg).await?;
+            (format!("ws://{}", s.addr), Some(s))
+        }
+    };
+    let mut login = Vec::with_capacity(a.iterations);
+    let mut resume = Vec::new();
+    for i in 0..a.iterations.max(1) {
+        let profile =
+            EngineProfile::new(DEMO_APP_ID, Auth::AppSign(DEMO_SECRET.into()), url.clone());
+        let (engine, mut events) = Engine::create(profile)?;
+        let user = UserInfo {
+            user_id: format!("bench-{i}"),
+            user_name: String::new(),
+        };
+        let t0 = Instant::now();
+        engine
+            .login_room("bench", user, RoomConfig::default())
+            .await?;
+        login.push(t0.elapsed());
+        // Logined is the event the application sees; it is queued before the call returns.
+        while let Some(e) = events.recv().await {
+            if matches!(
+                e,
+                EngineEvent::RoomStateChanged {
+                    reason: RoomStateReason::Logined,
+                    ..
+                }
+            ) {
+                break;
+            }
+        }
+        let t1 = Instant::now();
+        engine.logout_room().await?;
+        resume.push(t1.elapsed());
+        engine.destroy().await;
+    }
+    print_stats("login (login_room call -> Logined)", &mut login);
+    print_stats("logout (logout_room call -> confirmed)", &mut resume);
+    if let Some(s) = server {
+        s.stop().await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_stats(what: &str, v: &mut [Duration]) {
+    v.sort();
+    let pick = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    println!(
+        "{what}: n={} min={:.2} ms median={:.2} ms p95={:.2} ms max={:.2} ms",
+        v.len(),
+        pick(0.0),
+        pick(0.5),
+        pick(0.95),
+        pick(1.0)
+    );
+}
