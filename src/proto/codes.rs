@@ -8,21 +8,30 @@
 use serde::{Deserialize, Serialize};
 
 macro_rules! codes {
-    ($( $(#[$doc:meta])* $name:ident = $num:expr ),* $(,)?) => {
+    ($( #[doc = $doc:literal] $name:ident = $num:expr ),* $(,)?) => {
         /// A numeric error code carried by events, protocol messages and HTTP bodies.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct ErrorCode(pub u32);
 
         impl ErrorCode {
-            $( $(#[$doc])* pub const $name: ErrorCode = ErrorCode($num); )*
+            $( #[doc = $doc] pub const $name: ErrorCode = ErrorCode($num); )*
 
-            /// Every defined code with its constant name (for docs and tests).
-            pub const ALL: &'static [(ErrorCode, &'static str)] = &[ $( (ErrorCode($num), stringify!($name)) ),* ];
+            /// Every defined code with its constant name and meaning (for docs and tests).
+            pub const ALL: &'static [(ErrorCode, &'static str, &'static str)] = &[ $( (ErrorCode($num), stringify!($name), $doc.trim_ascii()) ),* ];
 
             /// The constant name of this code, or `"UNKNOWN"`.
             pub fn name(self) -> &'static str {
-                Self::ALL.iter().find(|(c, _)| *c == self).map(|(_, n)| *n).unwrap_or("UNKNOWN")
+                Self::ALL.iter().find(|(c, _, _)| *c == self).map(|(_, n, _)| *n).unwrap_or("UNKNOWN")
+            }
+
+            /// The Markdown table of every code, as in `docs/protocol.md`.
+            pub fn markdown_table() -> String {
+                let mut s = String::from("| code | name | meaning |\n|---|---|---|\n");
+                for (c, n, d) in Self::ALL {
+                    s.push_str(&format!("| {} | `{}` | {} |\n", c.0, n, d));
+                }
+                s
             }
         }
     };
@@ -147,11 +156,27 @@ mod tests {
 
     #[test]
     fn codes_are_unique() {
-        let mut nums: Vec<u32> = ErrorCode::ALL.iter().map(|(c, _)| c.0).collect();
+        let mut nums: Vec<u32> = ErrorCode::ALL.iter().map(|(c, _, _)| c.0).collect();
         nums.sort_unstable();
         let before = nums.len();
         nums.dedup();
         assert_eq!(before, nums.len());
+    }
+
+    /// The table in docs/protocol.md is generated from the codes; `CALLBOX_BLESS=1 cargo test`
+    /// rewrites it.
+    #[test]
+    fn protocol_doc_lists_every_code() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let (head, rest) = doc.split_once("<!-- codes:begin -->\n").expect("begin marker");
+        let (current, tail) = rest.split_once("<!-- codes:end -->").expect("end marker");
+        let table = ErrorCode::markdown_table();
+        if std::env::var_os("CALLBOX_BLESS").is_some() {
+            std::fs::write(path, format!("{head}<!-- codes:begin -->\n{table}<!-- codes:end -->{tail}")).unwrap();
+            return;
+        }
+        assert_eq!(current, table, "docs/protocol.md is stale: run CALLBOX_BLESS=1 cargo test --lib protocol_doc");
     }
 
     #[test]
