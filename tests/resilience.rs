@@ -29,6 +29,8 @@ async fn vanished_client_is_removed_after_grace_with_reason() {
         raw.login("door", "lobby").await,
         ServerMsg::LoginOk { .. }
     ));
+    // The server last hears from this client no earlier than now.
+    let last_message = Instant::now();
     raw.send(&ClientMsg::Publish {
         req: 2,
         stream_id: "door-main".into(),
@@ -46,7 +48,6 @@ async fn vanished_client_is_removed_after_grace_with_reason() {
         )
     })
     .await;
-    let cut_at = Instant::now();
     drop(raw); // power cut: no logout
     let del = ew
         .wait("stream delete", |e| {
@@ -83,9 +84,9 @@ async fn vanished_client_is_removed_after_grace_with_reason() {
     assert!(
         matches!(gone, EngineEvent::RoomUserUpdate { ref users, .. } if users[0].user_id == "door")
     );
-    let waited = cut_at.elapsed();
+    let waited = last_message.elapsed();
     assert!(
-        waited >= Duration::from_millis(1900),
+        waited >= Duration::from_secs(2),
         "kept for the grace period, removed after {waited:?}"
     );
     watch.destroy().await;
