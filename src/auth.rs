@@ -40,9 +40,7 @@ impl Claims {
 
     /// Whether the token allows publishing or playing `stream_id`.
     pub fn allows_stream(&self, stream_id: &str) -> bool {
-        self.streams
-            .as_ref()
-            .is_none_or(|s| s.iter().any(|x| x == stream_id))
+        self.streams.as_ref().is_none_or(|s| s.iter().any(|x| x == stream_id))
     }
 }
 
@@ -79,21 +77,15 @@ pub fn check_privileges(privs: &[String]) -> Result<(), AuthError> {
 
 /// Signs `claims` with the secret's key bytes.
 pub fn mint(key: &[u8], claims: &Claims) -> Result<String, AuthError> {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        claims,
-        &EncodingKey::from_secret(key),
-    )
-    .map_err(|e| AuthError::Sign(e.to_string()))
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(key))
+        .map_err(|e| AuthError::Sign(e.to_string()))
 }
 
 /// Reads the claims without checking the signature: only to find the app and expiry of a
 /// token the caller holds itself, never to trust it.
 pub fn peek(token: &str) -> Option<Claims> {
     let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -141,12 +133,7 @@ pub fn verify_login(
 }
 
 /// Admin API check: signed by the app's secret, unexpired, for this app, with `admin`.
-pub fn verify_admin(
-    secret: &[u8],
-    app_id: u32,
-    token: &str,
-    now: u64,
-) -> Result<Claims, ErrorCode> {
+pub fn verify_admin(secret: &[u8], app_id: u32, token: &str, now: u64) -> Result<Claims, ErrorCode> {
     let claims = verify(secret, token, now).map_err(|_| ErrorCode::ADMIN_UNAUTHORIZED)?;
     if claims.app_id != app_id || !claims.has("admin") {
         return Err(ErrorCode::ADMIN_UNAUTHORIZED);
@@ -156,10 +143,7 @@ pub fn verify_admin(
 
 /// Current Unix time in seconds.
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -185,38 +169,17 @@ mod tests {
         let key = parse_secret(SECRET).unwrap();
         let t = mint(&key, &claims(1000)).unwrap();
         assert!(verify_login(Some(&key), 7, &t, "door", "lobby", 500).is_ok());
-        assert_eq!(
-            verify_login(Some(&key), 7, &t, "door", "lobby", 1000),
-            Err(ErrorCode::TOKEN_EXPIRED)
-        );
-        assert_eq!(
-            verify_login(Some(&key), 8, &t, "door", "lobby", 500),
-            Err(ErrorCode::APP_ID_MISMATCH)
-        );
-        assert_eq!(
-            verify_login(Some(&key), 7, &t, "flat", "lobby", 500),
-            Err(ErrorCode::TOKEN_USER_MISMATCH)
-        );
-        assert_eq!(
-            verify_login(Some(&key), 7, &t, "door", "hall", 500),
-            Err(ErrorCode::TOKEN_ROOM_MISMATCH)
-        );
-        assert_eq!(
-            verify_login(Some(&key), 7, "garbage", "door", "lobby", 500),
-            Err(ErrorCode::TOKEN_INVALID)
-        );
+        assert_eq!(verify_login(Some(&key), 7, &t, "door", "lobby", 1000), Err(ErrorCode::TOKEN_EXPIRED));
+        assert_eq!(verify_login(Some(&key), 8, &t, "door", "lobby", 500), Err(ErrorCode::APP_ID_MISMATCH));
+        assert_eq!(verify_login(Some(&key), 7, &t, "flat", "lobby", 500), Err(ErrorCode::TOKEN_USER_MISMATCH));
+        assert_eq!(verify_login(Some(&key), 7, &t, "door", "hall", 500), Err(ErrorCode::TOKEN_ROOM_MISMATCH));
+        assert_eq!(verify_login(Some(&key), 7, "garbage", "door", "lobby", 500), Err(ErrorCode::TOKEN_INVALID));
         let other = parse_secret(&SECRET.replace('0', "1")).unwrap();
-        assert_eq!(
-            verify_login(Some(&other), 7, &t, "door", "lobby", 500),
-            Err(ErrorCode::TOKEN_INVALID)
-        );
+        assert_eq!(verify_login(Some(&other), 7, &t, "door", "lobby", 500), Err(ErrorCode::TOKEN_INVALID));
         let mut c = claims(1000);
         c.privileges = vec!["play".into()];
         let t2 = mint(&key, &c).unwrap();
-        assert_eq!(
-            verify_login(Some(&key), 7, &t2, "door", "lobby", 500),
-            Err(ErrorCode::NO_LOGIN_PRIVILEGE)
-        );
+        assert_eq!(verify_login(Some(&key), 7, &t2, "door", "lobby", 500), Err(ErrorCode::NO_LOGIN_PRIVILEGE));
     }
 
     #[test]

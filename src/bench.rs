@@ -5,9 +5,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use callbox::engine::{
-    Auth, Engine, EngineEvent, EngineProfile, RoomConfig, RoomStateReason, UserInfo,
-};
+use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, RoomConfig, RoomStateReason, UserInfo};
 use callbox::server::ServerConfig;
 use callbox::server::config::AppConfig;
 
@@ -26,9 +24,7 @@ pub struct BenchArgs {
 
 /// `callbox bench`.
 pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(bench(a))
 }
 
@@ -38,10 +34,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         None => {
             let mut cfg: ServerConfig = toml::from_str("")?;
             cfg.listen = "127.0.0.1:0".into();
-            cfg.apps = vec![AppConfig {
-                app_id: DEMO_APP_ID,
-                secret: DEMO_SECRET.into(),
-            }];
+            cfg.apps = vec![AppConfig { app_id: DEMO_APP_ID, secret: DEMO_SECRET.into() }];
             cfg.limits.logins_per_sec = 10_000.0;
             cfg.limits.login_burst = 10_000.0;
             let s = callbox::server::start(cfg).await?;
@@ -51,27 +44,15 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut login = Vec::with_capacity(a.iterations);
     let mut resume = Vec::new();
     for i in 0..a.iterations.max(1) {
-        let profile =
-            EngineProfile::new(DEMO_APP_ID, Auth::AppSign(DEMO_SECRET.into()), url.clone());
+        let profile = EngineProfile::new(DEMO_APP_ID, Auth::AppSign(DEMO_SECRET.into()), url.clone());
         let (engine, mut events) = Engine::create(profile)?;
-        let user = UserInfo {
-            user_id: format!("bench-{i}"),
-            user_name: String::new(),
-        };
+        let user = UserInfo { user_id: format!("bench-{i}"), user_name: String::new() };
         let t0 = Instant::now();
-        engine
-            .login_room("bench", user, RoomConfig::default())
-            .await?;
+        engine.login_room("bench", user, RoomConfig::default()).await?;
         login.push(t0.elapsed());
         // Logined is the event the application sees; it is queued before the call returns.
         while let Some(e) = events.recv().await {
-            if matches!(
-                e,
-                EngineEvent::RoomStateChanged {
-                    reason: RoomStateReason::Logined,
-                    ..
-                }
-            ) {
+            if matches!(e, EngineEvent::RoomStateChanged { reason: RoomStateReason::Logined, .. }) {
                 break;
             }
         }

@@ -15,23 +15,16 @@ pub const EXIT_CONFIG: u8 = 78;
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
 }
 
 /// `callbox server`.
 pub fn server(config: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<ExitCode> {
-    let mut cfg = match ServerConfig::load(config.as_deref(), &callbox::config_file::callbox_env())
-    {
+    let mut cfg = match ServerConfig::load(config.as_deref(), &callbox::config_file::callbox_env()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("callbox server: {e}");
@@ -83,12 +76,10 @@ pub fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
     let key = auth::parse_secret(&a.secret)?;
     auth::check_privileges(&a.privileges)?;
     if a.user != "*" {
-        callbox::proto::ids::check_user_id(&a.user)
-            .map_err(|c| anyhow::anyhow!("--user: invalid user ID ({c})"))?;
+        callbox::proto::ids::check_user_id(&a.user).map_err(|c| anyhow::anyhow!("--user: invalid user ID ({c})"))?;
     }
     if let Some(r) = &a.room {
-        callbox::proto::ids::check_room_id(r)
-            .map_err(|c| anyhow::anyhow!("--room: invalid room ID ({c})"))?;
+        callbox::proto::ids::check_room_id(r).map_err(|c| anyhow::anyhow!("--room: invalid room ID ({c})"))?;
     }
     if a.ttl == 0 {
         anyhow::bail!("--ttl must be at least 1 second");
@@ -117,9 +108,7 @@ pub enum ConfigKind {
 /// `callbox check-config`.
 pub fn check_config(file: &Path, kind: ConfigKind) -> anyhow::Result<ExitCode> {
     let result = match kind {
-        ConfigKind::Server => {
-            ServerConfig::load(Some(file), &callbox::config_file::callbox_env()).map(|_| ())
-        }
+        ConfigKind::Server => ServerConfig::load(Some(file), &callbox::config_file::callbox_env()).map(|_| ()),
     };
     match result {
         Ok(()) => {

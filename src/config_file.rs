@@ -36,34 +36,23 @@ pub enum ConfigError {
 impl ConfigError {
     /// Builds a value error for `key`.
     pub fn value(key: &str, message: impl Into<String>) -> Self {
-        ConfigError::Value {
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError::Value { key: key.into(), message: message.into() }
     }
 }
 
 /// Reads `path` (or an empty document when `None`), applies environment overrides and
 /// deserializes. `CALLBOX_SESSION__GRACE_SECS=5` sets `session.grace_secs`; values are parsed
 /// as TOML (numbers, booleans, arrays) and fall back to strings.
-pub fn load<T: serde::de::DeserializeOwned>(
-    path: Option<&Path>,
-    env: &[(String, String)],
-) -> Result<T, ConfigError> {
+pub fn load<T: serde::de::DeserializeOwned>(path: Option<&Path>, env: &[(String, String)]) -> Result<T, ConfigError> {
     let (text, origin) = match path {
         Some(p) => (
-            std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                path: p.display().to_string(),
-                source,
-            })?,
+            std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?,
             p.display().to_string(),
         ),
         None => (String::new(), "(defaults)".to_string()),
     };
-    let mut doc: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-        origin: origin.clone(),
-        message: e.to_string(),
-    })?;
+    let mut doc: toml::Table =
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid { origin: origin.clone(), message: e.to_string() })?;
     let mut applied = Vec::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("CALLBOX_") else {
@@ -78,33 +67,23 @@ pub fn load<T: serde::de::DeserializeOwned>(
     }
     if applied.is_empty() {
         // Straight from the text, so the error carries the line and column.
-        return toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-            origin,
-            message: e.to_string(),
-        });
+        return toml::from_str(&text).map_err(|e| ConfigError::Invalid { origin, message: e.to_string() });
     }
     let origin = format!("{origin} with environment {}", applied.join(", "));
-    T::deserialize(toml::Value::Table(doc)).map_err(|e| ConfigError::Invalid {
-        origin,
-        message: e.to_string(),
-    })
+    T::deserialize(toml::Value::Table(doc)).map_err(|e| ConfigError::Invalid { origin, message: e.to_string() })
 }
 
 /// The process environment's `CALLBOX_` variables, except the ones the CLI itself reads.
 pub fn callbox_env() -> Vec<(String, String)> {
     std::env::vars()
-        .filter(|(k, _)| {
-            k.starts_with("CALLBOX_") && k != "CALLBOX_CONFIG" && k != "CALLBOX_SOCKET"
-        })
+        .filter(|(k, _)| k.starts_with("CALLBOX_") && k != "CALLBOX_CONFIG" && k != "CALLBOX_SOCKET")
         .collect()
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
     let probe = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&probe) {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -113,9 +92,7 @@ fn set_path(doc: &mut toml::Table, keys: &[String], value: toml::Value) {
     let (last, parents) = keys.split_last().expect("non-empty");
     let mut table = doc;
     for k in parents {
-        let entry = table
-            .entry(k.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = table.entry(k.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
@@ -154,10 +131,7 @@ mod tests {
         std::fs::write(&f, "listen = \"x\"\n[session]\ngrace_sec = 9\n").unwrap();
         let e = load::<Demo>(Some(&f), &[]).unwrap_err().to_string();
         assert!(e.contains("grace_sec") && e.contains("line 3"), "{e}");
-        let env = vec![(
-            "CALLBOX_SESSION__GRACE_SECS".to_string(),
-            "soon".to_string(),
-        )];
+        let env = vec![("CALLBOX_SESSION__GRACE_SECS".to_string(), "soon".to_string())];
         std::fs::write(&f, "listen = \"x\"\n").unwrap();
         let e = load::<Demo>(Some(&f), &env).unwrap_err().to_string();
         assert!(e.contains("CALLBOX_SESSION__GRACE_SECS"), "{e}");

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use callbox::engine::{
-    Auth, Engine, EngineEvent, EngineProfile, PlayerState, PublishChannel, RoomConfig, UpdateType,
-    UserInfo,
+    Auth, Engine, EngineEvent, EngineProfile, PlayerState, PublishChannel, RoomConfig, UpdateType, UserInfo,
 };
 use callbox::server::ServerConfig;
 use callbox::server::config::AppConfig;
@@ -36,19 +35,14 @@ pub fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     if a.peers == 0 || a.peers > 16 {
         anyhow::bail!("--peers must be between 1 and 16");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(demo(a))
 }
 
 async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut cfg: ServerConfig = toml::from_str("")?;
     cfg.listen = a.listen.clone();
-    cfg.apps = vec![AppConfig {
-        app_id: DEMO_APP_ID,
-        secret: DEMO_SECRET.into(),
-    }];
+    cfg.apps = vec![AppConfig { app_id: DEMO_APP_ID, secret: DEMO_SECRET.into() }];
     cfg.validate()?;
     let server = callbox::server::start(cfg).await?;
     let url = format!("ws://{}", server.addr);
@@ -64,8 +58,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut engines = Vec::new();
     let started = Instant::now();
     for i in 0..a.peers {
-        let profile =
-            EngineProfile::new(DEMO_APP_ID, Auth::AppSign(DEMO_SECRET.into()), url.clone());
+        let profile = EngineProfile::new(DEMO_APP_ID, Auth::AppSign(DEMO_SECRET.into()), url.clone());
         let (engine, mut events) = Engine::create(profile)?;
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -75,33 +68,15 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         });
-        let user = UserInfo {
-            user_id: format!("device-{i}"),
-            user_name: format!("Virtual device {i}"),
-        };
+        let user = UserInfo { user_id: format!("device-{i}"), user_name: format!("Virtual device {i}") };
         let t0 = Instant::now();
-        engine
-            .login_room(
-                "demo",
-                user,
-                RoomConfig {
-                    token: None,
-                    is_user_status_notify: true,
-                },
-            )
-            .await?;
-        println!(
-            "device-{i}: logged in to `demo` in {:.1} ms",
-            t0.elapsed().as_secs_f64() * 1e3
-        );
-        engine
-            .start_publishing_stream(&format!("device-{i}-main"), PublishChannel::Main)
-            .await?;
+        engine.login_room("demo", user, RoomConfig { token: None, is_user_status_notify: true }).await?;
+        println!("device-{i}: logged in to `demo` in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+        engine.start_publishing_stream(&format!("device-{i}-main"), PublishChannel::Main).await?;
         engines.push(engine);
     }
     let mut playing = vec![0usize; a.peers];
-    let deadline =
-        (a.duration > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(a.duration));
+    let deadline = (a.duration > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(a.duration));
     loop {
         let next = async {
             match deadline {
@@ -114,47 +89,24 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         };
         let Some((i, e)) = next.await else { break };
         match &e {
-            EngineEvent::RoomStreamUpdate {
-                update: UpdateType::Add,
-                streams,
-                ..
-            } => {
+            EngineEvent::RoomStreamUpdate { update: UpdateType::Add, streams, .. } => {
                 for s in streams {
-                    println!(
-                        "device-{i}: stream {} from {} added; playing it",
-                        s.stream_id, s.user.user_id
-                    );
+                    println!("device-{i}: stream {} from {} added; playing it", s.stream_id, s.user.user_id);
                     engines[i].start_playing_stream(&s.stream_id).await?;
                 }
             }
-            EngineEvent::RoomStreamUpdate {
-                update: UpdateType::Delete,
-                streams,
-                ..
-            } => {
+            EngineEvent::RoomStreamUpdate { update: UpdateType::Delete, streams, .. } => {
                 for s in streams {
                     engines[i].stop_playing_stream(&s.stream_id).await?;
                 }
             }
-            EngineEvent::PlayerStateUpdate {
-                stream_id,
-                state,
-                error_code,
-            } => {
-                println!(
-                    "device-{i}: player {stream_id} -> {state:?} (code {})",
-                    error_code.0
-                );
+            EngineEvent::PlayerStateUpdate { stream_id, state, error_code } => {
+                println!("device-{i}: player {stream_id} -> {state:?} (code {})", error_code.0);
                 if *state == PlayerState::Playing {
                     playing[i] += 1;
                 }
             }
-            EngineEvent::NetworkQuality {
-                user_id,
-                upstream,
-                is_local,
-                ..
-            } => {
+            EngineEvent::NetworkQuality { user_id, upstream, is_local, .. } => {
                 println!(
                     "device-{i}: network quality of {user_id}{} {upstream:?}",
                     if *is_local { " (self)" } else { "" }
@@ -173,9 +125,5 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
         e.destroy().await;
     }
     server.stop().await?;
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

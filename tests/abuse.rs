@@ -23,46 +23,19 @@ async fn garbage_oversized_and_out_of_order_get_codes_and_disturb_nobody() {
     b.login_room("lobby", user("flat"), notify()).await.unwrap();
     let mut raw = Raw::connect(&server).await;
     raw.send_text("this is not json").await;
-    assert_eq!(
-        code_of(&raw.recv().await),
-        Some(ErrorCode::MALFORMED_MESSAGE)
-    );
+    assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::MALFORMED_MESSAGE));
     raw.send_text(r#"{"type":"teleport","req":1}"#).await;
-    assert_eq!(
-        code_of(&raw.recv().await),
-        Some(ErrorCode::MALFORMED_MESSAGE)
-    );
+    assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::MALFORMED_MESSAGE));
     raw.send_text(r#"{"type":"login","req":"one"}"#).await;
-    assert_eq!(
-        code_of(&raw.recv().await),
-        Some(ErrorCode::MALFORMED_MESSAGE)
-    );
-    raw.send_text(format!(
-        r#"{{"type":"broadcast","req":1,"message":"{}"}}"#,
-        "x".repeat(20_000)
-    ))
-    .await;
-    assert_eq!(
-        code_of(&raw.recv().await),
-        Some(ErrorCode::MESSAGE_TOO_LARGE)
-    );
+    assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::MALFORMED_MESSAGE));
+    raw.send_text(format!(r#"{{"type":"broadcast","req":1,"message":"{}"}}"#, "x".repeat(20_000))).await;
+    assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::MESSAGE_TOO_LARGE));
     raw.send_binary(vec![0, 159, 146, 150]).await;
-    assert_eq!(
-        code_of(&raw.recv().await),
-        Some(ErrorCode::MALFORMED_MESSAGE)
-    );
-    raw.send(&ClientMsg::Publish {
-        req: 7,
-        stream_id: "s".into(),
-        extra_info: String::new(),
-    })
-    .await;
+    assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::MALFORMED_MESSAGE));
+    raw.send(&ClientMsg::Publish { req: 7, stream_id: "s".into(), extra_info: String::new() }).await;
     let m = raw.recv().await;
     assert_eq!(code_of(&m), Some(ErrorCode::NOT_LOGGED_IN));
-    assert!(
-        matches!(m, ServerMsg::Error { req: Some(7), .. }),
-        "the request number is echoed"
-    );
+    assert!(matches!(m, ServerMsg::Error { req: Some(7), .. }), "the request number is echoed");
     raw.send(&ClientMsg::Login {
         req: 8,
         version: 99,
@@ -73,32 +46,13 @@ async fn garbage_oversized_and_out_of_order_get_codes_and_disturb_nobody() {
         user_status_notify: false,
     })
     .await;
-    assert_eq!(
-        code_of(&raw.recv().await),
-        Some(ErrorCode::UNSUPPORTED_VERSION)
-    );
-    assert!(matches!(
-        raw.login("intruder", "lobby").await,
-        ServerMsg::LoginOk { .. }
-    ));
-    raw.send(&ClientMsg::Resume {
-        req: 9,
-        version: 1,
-        session_id: "x".into(),
-        resume_token: "y".into(),
-    })
-    .await;
-    assert_eq!(
-        code_of(&raw.recv().await),
-        Some(ErrorCode::ALREADY_LOGGED_IN)
-    );
+    assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::UNSUPPORTED_VERSION));
+    assert!(matches!(raw.login("intruder", "lobby").await, ServerMsg::LoginOk { .. }));
+    raw.send(&ClientMsg::Resume { req: 9, version: 1, session_id: "x".into(), resume_token: "y".into() }).await;
+    assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::ALREADY_LOGGED_IN));
     // A flood is rate-limited for the flooder only.
     for i in 0..300 {
-        raw.send(&ClientMsg::Ping {
-            seq: i,
-            quality: callbox::proto::QualityLevel::Good,
-        })
-        .await;
+        raw.send(&ClientMsg::Ping { seq: i, quality: callbox::proto::QualityLevel::Good }).await;
     }
     let mut limited = false;
     for _ in 0..300 {
@@ -110,18 +64,13 @@ async fn garbage_oversized_and_out_of_order_get_codes_and_disturb_nobody() {
     assert!(limited);
     // Meanwhile the others carry on.
     a.send_broadcast_message("still fine").await.unwrap();
-    eb.wait(
-        "broadcast",
-        |e| matches!(e, EngineEvent::BroadcastMessage { message, .. } if message == "still fine"),
-    )
-    .await;
-    assert!(!eb.seen.iter().any(|e| matches!(
-        e,
-        EngineEvent::RoomStateChanged {
-            reason: RoomStateReason::Reconnecting,
-            ..
-        }
-    )));
+    eb.wait("broadcast", |e| matches!(e, EngineEvent::BroadcastMessage { message, .. } if message == "still fine"))
+        .await;
+    assert!(
+        !eb.seen
+            .iter()
+            .any(|e| matches!(e, EngineEvent::RoomStateChanged { reason: RoomStateReason::Reconnecting, .. }))
+    );
     a.destroy().await;
     b.destroy().await;
 }
@@ -132,9 +81,7 @@ async fn admin_api_lists_and_kicks_with_an_admin_token() {
     let (a, mut ea) = engine(&server.url());
     let (b, mut eb) = engine(&server.url());
     a.login_room("lobby", user("door"), notify()).await.unwrap();
-    a.start_publishing_stream("door-main", Default::default())
-        .await
-        .unwrap();
+    a.start_publishing_stream("door-main", Default::default()).await.unwrap();
     b.login_room("lobby", user("flat"), notify()).await.unwrap();
     let admin = token(APP, SECRET, "*", None, &["admin"], 60);
     let h = server.http();
@@ -147,12 +94,7 @@ async fn admin_api_lists_and_kicks_with_an_admin_token() {
     let (s, body) = http(&h, "GET", "/api/v1/apps/1234/rooms/lobby", Some(&admin)).await;
     assert_eq!(s, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let users: Vec<&str> = v["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["user_id"].as_str().unwrap())
-        .collect();
+    let users: Vec<&str> = v["users"].as_array().unwrap().iter().map(|u| u["user_id"].as_str().unwrap()).collect();
     assert_eq!(users.len(), 2);
     assert!(users.contains(&"door") && users.contains(&"flat"));
     // Unauthorized: none, a non-admin token, another app's admin token.
@@ -167,49 +109,14 @@ async fn admin_api_lists_and_kicks_with_an_admin_token() {
     assert_eq!(s, 404);
     let (s, _) = http(&h, "GET", "/api/v1/apps/notanumber/rooms", Some(&admin)).await;
     assert_eq!(s, 404);
-    let (s, body) = http(
-        &h,
-        "DELETE",
-        "/api/v1/apps/1234/rooms/lobby/users/door",
-        Some(&admin),
-    )
-    .await;
+    let (s, body) = http(&h, "DELETE", "/api/v1/apps/1234/rooms/lobby/users/door", Some(&admin)).await;
     assert_eq!(s, 200, "{body}");
     let k = ea
-        .wait("KickOut", |e| {
-            matches!(
-                e,
-                EngineEvent::RoomStateChanged {
-                    reason: RoomStateReason::KickOut,
-                    ..
-                }
-            )
-        })
+        .wait("KickOut", |e| matches!(e, EngineEvent::RoomStateChanged { reason: RoomStateReason::KickOut, .. }))
         .await;
-    assert!(matches!(
-        k,
-        EngineEvent::RoomStateChanged {
-            error_code: ErrorCode::KICKED_BY_ADMIN,
-            ..
-        }
-    ));
-    eb.wait("door deleted", |e| {
-        matches!(
-            e,
-            EngineEvent::RoomUserUpdate {
-                update: UpdateType::Delete,
-                ..
-            }
-        )
-    })
-    .await;
-    let (s, _) = http(
-        &h,
-        "DELETE",
-        "/api/v1/apps/1234/rooms/lobby/users/door",
-        Some(&admin),
-    )
-    .await;
+    assert!(matches!(k, EngineEvent::RoomStateChanged { error_code: ErrorCode::KICKED_BY_ADMIN, .. }));
+    eb.wait("door deleted", |e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, .. })).await;
+    let (s, _) = http(&h, "DELETE", "/api/v1/apps/1234/rooms/lobby/users/door", Some(&admin)).await;
     assert_eq!(s, 404);
     let (s, body) = http(&h, "GET", "/healthz", None).await;
     assert_eq!((s, body.contains("ok")), (200, true));

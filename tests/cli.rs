@@ -7,10 +7,7 @@ use std::process::Command;
 use common::*;
 
 fn callbox(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_callbox"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_callbox")).args(args).output().unwrap()
 }
 
 #[test]
@@ -32,39 +29,18 @@ fn token_command_mints_a_verifiable_token() {
         "--streams",
         "a,b",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let t = String::from_utf8(out.stdout).unwrap();
     let key = callbox::auth::parse_secret(SECRET).unwrap();
-    let c = callbox::auth::verify_login(
-        Some(&key),
-        1234,
-        t.trim(),
-        "door",
-        "lobby",
-        callbox::auth::unix_now(),
-    )
-    .unwrap();
+    let c =
+        callbox::auth::verify_login(Some(&key), 1234, t.trim(), "door", "lobby", callbox::auth::unix_now()).unwrap();
     assert_eq!(c.privileges, vec!["login", "publish"]);
     assert_eq!(c.streams, Some(vec!["a".to_string(), "b".to_string()]));
     assert!(c.exp <= callbox::auth::unix_now() + 60);
     let bad = callbox(&["token", "--app-id", "1", "--secret", "abc", "--user", "u"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("64 hex"));
-    let bad = callbox(&[
-        "token",
-        "--app-id",
-        "1",
-        "--secret",
-        SECRET,
-        "--user",
-        "u",
-        "--privileges",
-        "login,fly",
-    ]);
+    let bad = callbox(&["token", "--app-id", "1", "--secret", SECRET, "--user", "u", "--privileges", "login,fly"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("fly"));
 }
 
@@ -73,23 +49,13 @@ fn check_config_names_the_key_and_exits_78() {
     let dir = tempfile::tempdir().unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/server.toml");
     let ok = callbox(&["check-config", example]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let cases = [
         ("[session]\ngrace_sec = 5\n", "grace_sec"),
         ("[session]\ngrace_secs = \"soon\"\n", "grace_secs"),
-        (
-            "[[apps]]\napp_id = 1\nsecret = \"short\"\n",
-            "apps[0].secret",
-        ),
+        ("[[apps]]\napp_id = 1\nsecret = \"short\"\n", "apps[0].secret"),
         ("listen = \"nowhere\"\n", "listen"),
-        (
-            "[limits]\nmessages_per_sec = 0\n",
-            "limits.messages_per_sec",
-        ),
+        ("[limits]\nmessages_per_sec = 0\n", "limits.messages_per_sec"),
     ];
     for (text, key) in cases {
         let f = dir.path().join("bad.toml");
@@ -107,45 +73,20 @@ fn check_config_names_the_key_and_exits_78() {
 async fn server_exits_cleanly_on_sigterm_and_tells_clients() {
     let mut server = Server::start("");
     let mut raw = Raw::connect(&server).await;
-    assert!(matches!(
-        raw.login("door", "lobby").await,
-        callbox::proto::ServerMsg::LoginOk { .. }
-    ));
+    assert!(matches!(raw.login("door", "lobby").await, callbox::proto::ServerMsg::LoginOk { .. }));
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
     let m = raw.recv().await;
     assert!(
-        matches!(
-            m,
-            callbox::proto::ServerMsg::Error {
-                code: callbox::proto::ErrorCode::SERVER_SHUTTING_DOWN,
-                ..
-            }
-        ),
+        matches!(m, callbox::proto::ServerMsg::Error { code: callbox::proto::ErrorCode::SERVER_SHUTTING_DOWN, .. }),
         "{m:?}"
     );
 }
 
 #[test]
 fn demo_runs_two_devices_that_play_each_other() {
-    let out = callbox(&[
-        "demo",
-        "--peers",
-        "2",
-        "--duration",
-        "3",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let out = callbox(&["demo", "--peers", "2", "--duration", "3", "--listen", "127.0.0.1:0"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        text.matches("playing 1 of 1 other streams").count(),
-        2,
-        "{text}"
-    );
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(text.matches("playing 1 of 1 other streams").count(), 2, "{text}");
 }

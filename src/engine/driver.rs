@@ -45,12 +45,7 @@ pub struct EngineProfile {
 impl EngineProfile {
     /// A profile with the default reconnect policy.
     pub fn new(app_id: u32, auth: Auth, server: impl Into<String>) -> Self {
-        EngineProfile {
-            app_id,
-            auth,
-            server: server.into(),
-            reconnect: ReconnectPolicy::default(),
-        }
+        EngineProfile { app_id, auth, server: server.into(), reconnect: ReconnectPolicy::default() }
     }
 }
 
@@ -78,18 +73,12 @@ pub struct Engine {
 impl Engine {
     /// Creates the engine and its event receiver. Nothing is missed: events are queued from
     /// this moment. Must be called inside a tokio runtime.
-    pub fn create(
-        profile: EngineProfile,
-    ) -> Result<(Engine, mpsc::Receiver<EngineEvent>), EngineError> {
+    pub fn create(profile: EngineProfile) -> Result<(Engine, mpsc::Receiver<EngineEvent>), EngineError> {
         let url = signalling_url(&profile.server)?;
         let (app_sign_key, token) = match &profile.auth {
-            Auth::AppSign(secret) => (
-                Some(
-                    crate::auth::parse_secret(secret)
-                        .map_err(|e| EngineError::Profile(e.to_string()))?,
-                ),
-                None,
-            ),
+            Auth::AppSign(secret) => {
+                (Some(crate::auth::parse_secret(secret).map_err(|e| EngineError::Profile(e.to_string()))?), None)
+            }
             Auth::Token(t) => (None, Some(t.clone())),
         };
         let cfg = SessionConfig {
@@ -108,10 +97,7 @@ impl Engine {
 
     async fn call(&self, f: impl FnOnce(&mut Session, Instant, CmdId) + Send + 'static) -> Reply {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(DriverCmd::Call(Box::new(f), tx))
-            .await
-            .map_err(|_| EngineError::Destroyed)?;
+        self.tx.send(DriverCmd::Call(Box::new(f), tx)).await.map_err(|_| EngineError::Destroyed)?;
         rx.await.map_err(|_| EngineError::Destroyed)?
     }
 
@@ -119,42 +105,21 @@ impl Engine {
     /// the reason it never will be (bad IDs, token refused, network gone for longer than the
     /// reconnect policy allows). While the server is unreachable it keeps trying; wrap it in
     /// a timeout if you want to stop waiting (the login carries on in the background).
-    pub async fn login_room(
-        &self,
-        room_id: &str,
-        user: UserInfo,
-        config: RoomConfig,
-    ) -> Result<(), EngineError> {
+    pub async fn login_room(&self, room_id: &str, user: UserInfo, config: RoomConfig) -> Result<(), EngineError> {
         let room_id = room_id.to_string();
-        self.call(move |s, now, cmd| {
-            s.login(
-                now,
-                cmd,
-                room_id,
-                user,
-                config.token,
-                config.is_user_status_notify,
-            )
-        })
-        .await?;
+        self.call(move |s, now, cmd| s.login(now, cmd, room_id, user, config.token, config.is_user_status_notify))
+            .await?;
         Ok(())
     }
 
     /// Leaves the room; the others see the user leave at once.
     pub async fn logout_room(&self) -> Result<(), EngineError> {
-        self.call(|s, now, cmd| s.logout(now, cmd))
-            .await
-            .map(|_| ())
+        self.call(|s, now, cmd| s.logout(now, cmd)).await.map(|_| ())
     }
 
     /// Publishes `stream_id` on `channel`. Returns once the server accepted it (Publishing).
-    pub async fn start_publishing_stream(
-        &self,
-        stream_id: &str,
-        channel: PublishChannel,
-    ) -> Result<(), EngineError> {
-        self.start_publishing_stream_with_extra_info(stream_id, channel, "")
-            .await
+    pub async fn start_publishing_stream(&self, stream_id: &str, channel: PublishChannel) -> Result<(), EngineError> {
+        self.start_publishing_stream_with_extra_info(stream_id, channel, "").await
     }
 
     /// Like [`Engine::start_publishing_stream`], with extra info the players see.
@@ -165,41 +130,31 @@ impl Engine {
         extra_info: &str,
     ) -> Result<(), EngineError> {
         let (id, extra) = (stream_id.to_string(), extra_info.to_string());
-        self.call(move |s, _, cmd| s.publish(cmd, channel, id, extra))
-            .await
-            .map(|_| ())
+        self.call(move |s, _, cmd| s.publish(cmd, channel, id, extra)).await.map(|_| ())
     }
 
     /// Stops publishing on `channel`.
     pub async fn stop_publishing_stream(&self, channel: PublishChannel) -> Result<(), EngineError> {
-        self.call(move |s, _, cmd| s.stop_publish(cmd, channel))
-            .await
-            .map(|_| ())
+        self.call(move |s, _, cmd| s.stop_publish(cmd, channel)).await.map(|_| ())
     }
 
     /// Plays `stream_id`. Returns once Playing, or once the server is waiting for the stream to
     /// be published (PlayRequesting with 1004025; Playing follows when it appears).
     pub async fn start_playing_stream(&self, stream_id: &str) -> Result<(), EngineError> {
         let id = stream_id.to_string();
-        self.call(move |s, _, cmd| s.play(cmd, id))
-            .await
-            .map(|_| ())
+        self.call(move |s, _, cmd| s.play(cmd, id)).await.map(|_| ())
     }
 
     /// Stops playing `stream_id`.
     pub async fn stop_playing_stream(&self, stream_id: &str) -> Result<(), EngineError> {
         let id = stream_id.to_string();
-        self.call(move |s, _, cmd| s.stop_play(cmd, &id))
-            .await
-            .map(|_| ())
+        self.call(move |s, _, cmd| s.stop_play(cmd, &id)).await.map(|_| ())
     }
 
     /// Sets one key of the room's extra info; the others get [`EngineEvent::RoomExtraInfoUpdate`].
     pub async fn set_room_extra_info(&self, key: &str, value: &str) -> Result<(), EngineError> {
         let (k, v) = (key.to_string(), value.to_string());
-        self.call(move |s, _, cmd| s.set_extra_info(cmd, k, v))
-            .await
-            .map(|_| ())
+        self.call(move |s, _, cmd| s.set_extra_info(cmd, k, v)).await.map(|_| ())
     }
 
     /// Sends a text (<= 1 KB, rate-limited) to everyone else in the room; returns its ID.
@@ -211,9 +166,7 @@ impl Engine {
     /// Replaces the token (after [`EngineEvent::RoomTokenWillExpire`]).
     pub async fn renew_token(&self, token: &str) -> Result<(), EngineError> {
         let t = token.to_string();
-        self.call(move |s, _, cmd| s.renew_token(cmd, t))
-            .await
-            .map(|_| ())
+        self.call(move |s, _, cmd| s.renew_token(cmd, t)).await.map(|_| ())
     }
 
     /// Logs out (waiting for the server's confirmation, at most ~2 s) and stops the engine,
@@ -229,34 +182,23 @@ impl Engine {
 /// Turns the configured server URL into the signalling URL.
 pub fn signalling_url(server: &str) -> Result<String, EngineError> {
     let s = server.trim();
-    let rest = if let Some(r) = s
-        .strip_prefix("ws://")
-        .or_else(|| s.strip_prefix("http://"))
-    {
+    let rest = if let Some(r) = s.strip_prefix("ws://").or_else(|| s.strip_prefix("http://")) {
         r
     } else if s.starts_with("wss://") || s.starts_with("https://") {
         return Err(EngineError::Profile(format!(
             "{s}: TLS (wss://) is not supported by this build yet; use ws:// behind a TLS proxy"
         )));
     } else {
-        return Err(EngineError::Profile(format!(
-            "{s}: server must be a ws:// or http:// URL"
-        )));
+        return Err(EngineError::Profile(format!("{s}: server must be a ws:// or http:// URL")));
     };
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
     if host.is_empty() {
-        return Err(EngineError::Profile(format!(
-            "{s}: no host in the server URL"
-        )));
+        return Err(EngineError::Profile(format!("{s}: no host in the server URL")));
     }
-    let path = if path.is_empty() || path == "/" {
-        "/ws/v1"
-    } else {
-        path
-    };
+    let path = if path.is_empty() || path == "/" { "/ws/v1" } else { path };
     Ok(format!("ws://{host}{path}"))
 }
 
@@ -281,12 +223,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(
-        s: Session,
-        url: String,
-        profile_token: Option<String>,
-        events: mpsc::Sender<EngineEvent>,
-    ) -> Self {
+    fn new(s: Session, url: String, profile_token: Option<String>, events: mpsc::Sender<EngineEvent>) -> Self {
         let (in_tx, in_rx) = mpsc::channel(1024);
         Driver {
             s,
@@ -387,9 +324,7 @@ impl Driver {
                         self.queue.push_back(e);
                     }
                 }
-                Output::Done {
-                    cmd: DESTROY_CMD, ..
-                } => finished = true,
+                Output::Done { cmd: DESTROY_CMD, .. } => finished = true,
                 Output::Done { cmd, result } => {
                     if let Some(r) = self.replies.remove(&cmd) {
                         let _ = r.send(result);
@@ -428,18 +363,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// One WebSocket connection: connects, then pumps messages both ways until either side ends.
-async fn connection(
-    url: String,
-    epoch: u64,
-    mut out: mpsc::Receiver<ClientMsg>,
-    into: mpsc::Sender<(u64, Incoming)>,
-) {
-    let ws = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio_tungstenite::connect_async(url.as_str()),
-    )
-    .await
-    {
+async fn connection(url: String, epoch: u64, mut out: mpsc::Receiver<ClientMsg>, into: mpsc::Sender<(u64, Incoming)>) {
+    let ws = match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url.as_str())).await {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(e)) => {
             tracing::debug!(%url, error = %e, "cannot connect to the server");
@@ -494,10 +419,7 @@ mod tests {
     #[test]
     fn server_urls() {
         assert_eq!(signalling_url("ws://h:7880").unwrap(), "ws://h:7880/ws/v1");
-        assert_eq!(
-            signalling_url("http://h:7880/").unwrap(),
-            "ws://h:7880/ws/v1"
-        );
+        assert_eq!(signalling_url("http://h:7880/").unwrap(), "ws://h:7880/ws/v1");
         assert_eq!(signalling_url("ws://h/custom").unwrap(), "ws://h/custom");
         assert!(signalling_url("ftp://h").is_err());
         assert!(signalling_url("ws://").is_err());

@@ -43,9 +43,7 @@ impl RoomStateReason {
         match self {
             Logining | Reconnecting => RoomState::Connecting,
             Logined | Reconnected => RoomState::Connected,
-            LoginFailed | ReconnectFailed | KickOut | Logout | LogoutFailed => {
-                RoomState::Disconnected
-            }
+            LoginFailed | ReconnectFailed | KickOut | Logout | LogoutFailed => RoomState::Disconnected,
         }
     }
 }

@@ -14,7 +14,5 @@ pub mod session;
 pub use crate::proto::{ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
 pub use driver::{Auth, Engine, EngineProfile, RoomConfig};
 pub use error::EngineError;
-pub use event::{
-    EngineEvent, PlayerState, PublishChannel, PublisherState, RoomState, RoomStateReason,
-};
+pub use event::{EngineEvent, PlayerState, PublishChannel, PublisherState, RoomState, RoomStateReason};
 pub use reconnect::ReconnectPolicy;

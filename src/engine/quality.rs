@@ -53,11 +53,8 @@ impl PingTracker {
 
     /// The level now: pings younger than `patience` are not counted as lost yet.
     pub fn level(&self, now: Instant, patience: Duration) -> QualityLevel {
-        let judged: Vec<_> = self
-            .sent
-            .iter()
-            .filter(|e| e.2.is_some() || now.saturating_duration_since(e.1) > patience)
-            .collect();
+        let judged: Vec<_> =
+            self.sent.iter().filter(|e| e.2.is_some() || now.saturating_duration_since(e.1) > patience).collect();
         if judged.is_empty() {
             return QualityLevel::Unknown;
         }
@@ -78,10 +75,7 @@ mod tests {
 
     #[test]
     fn levels_from_rtt_and_loss() {
-        assert_eq!(
-            level(Duration::from_millis(20), 0.0),
-            QualityLevel::Excellent
-        );
+        assert_eq!(level(Duration::from_millis(20), 0.0), QualityLevel::Excellent);
         assert_eq!(level(Duration::from_millis(150), 0.0), QualityLevel::Good);
         assert_eq!(level(Duration::from_millis(20), 0.08), QualityLevel::Medium);
         assert_eq!(level(Duration::from_millis(500), 0.0), QualityLevel::Bad);
@@ -94,9 +88,6 @@ mod tests {
         for i in 1..5 {
             p.sent(t0 + Duration::from_secs(i));
         }
-        assert_eq!(
-            p.level(t0 + Duration::from_secs(10), Duration::from_secs(1)),
-            QualityLevel::Bad
-        );
+        assert_eq!(p.level(t0 + Duration::from_secs(10), Duration::from_secs(1)), QualityLevel::Bad);
     }
 }

@@ -27,19 +27,13 @@ impl Default for ReconnectPolicy {
 impl ReconnectPolicy {
     /// Never gives up (what a device wants).
     pub fn forever() -> Self {
-        ReconnectPolicy {
-            give_up_after: None,
-            ..Default::default()
-        }
+        ReconnectPolicy { give_up_after: None, ..Default::default() }
     }
 
     /// The delay before retry number `attempt` (0-based): uniform in
     /// `[0, min(max, initial * 2^attempt)]`, `unit` being a uniform sample in `[0, 1)`.
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
-        let cap = self
-            .initial
-            .saturating_mul(1u32 << attempt.min(20))
-            .min(self.max);
+        let cap = self.initial.saturating_mul(1u32 << attempt.min(20)).min(self.max);
         cap.mul_f64(unit.clamp(0.0, 1.0))
     }
 
@@ -57,11 +51,7 @@ pub struct Jitter(u64);
 impl Jitter {
     /// Seeded; a zero seed is replaced.
     pub fn new(seed: u64) -> Self {
-        Jitter(if seed == 0 {
-            0x9E37_79B9_7F4A_7C15
-        } else {
-            seed
-        })
+        Jitter(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
     }
 
     /// Uniform in `[0, 1)`.

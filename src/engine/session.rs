@@ -10,15 +10,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::error::EngineError;
-use super::event::{
-    EngineEvent, PlayerState, PublishChannel, PublisherState, RoomState, RoomStateReason,
-};
+use super::event::{EngineEvent, PlayerState, PublishChannel, PublisherState, RoomState, RoomStateReason};
 use super::quality::PingTracker;
 use super::reconnect::{Jitter, ReconnectPolicy};
 use crate::auth::{self, Claims};
 use crate::proto::{
-    ClientMsg, ErrorCode, ExtraInfo, PROTOCOL_VERSION, QualityLevel, RoomSnapshot, ServerMsg,
-    StreamInfo, UpdateType, UserInfo, ids,
+    ClientMsg, ErrorCode, ExtraInfo, PROTOCOL_VERSION, QualityLevel, RoomSnapshot, ServerMsg, StreamInfo, UpdateType,
+    UserInfo, ids,
 };
 
 /// Identifies an application call waiting for its result.
@@ -199,19 +197,12 @@ impl Session {
 
     /// When [`Session::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let liveness = (self.link == Link::Up && self.phase == Phase::Connected)
-            .then(|| self.last_rx + self.dead_after());
-        [
-            self.retry_at,
-            self.handshake_deadline,
-            self.next_ping,
-            self.next_quality,
-            self.logout_deadline,
-            liveness,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let liveness =
+            (self.link == Link::Up && self.phase == Phase::Connected).then(|| self.last_rx + self.dead_after());
+        [self.retry_at, self.handshake_deadline, self.next_ping, self.next_quality, self.logout_deadline, liveness]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether the session is in no room and has nothing in flight.
@@ -247,19 +238,9 @@ impl Session {
         }
         let token = token.or_else(|| self.default_token.clone());
         if token.is_none() && self.cfg.app_sign_key.is_none() {
-            return self.done(
-                cmd,
-                Err(EngineError::Profile(
-                    "no token given and no app_sign in the profile".into(),
-                )),
-            );
+            return self.done(cmd, Err(EngineError::Profile("no token given and no app_sign in the profile".into())));
         }
-        self.room = Some(Room {
-            room_id,
-            user,
-            token,
-            notify,
-        });
+        self.room = Some(Room { room_id, user, token, notify });
         self.login_cmd = Some(cmd);
         self.phase = Phase::Logining;
         self.attempt = 0;
@@ -294,36 +275,21 @@ impl Session {
     }
 
     /// `start_publishing_stream`: completes when Publishing or refused.
-    pub fn publish(
-        &mut self,
-        cmd: CmdId,
-        channel: PublishChannel,
-        stream_id: String,
-        extra_info: String,
-    ) {
-        if let Err(e) = self
-            .check_in_room()
-            .and_then(|_| ids::check_stream_id(&stream_id).map_err(EngineError::Invalid))
+    pub fn publish(&mut self, cmd: CmdId, channel: PublishChannel, stream_id: String, extra_info: String) {
+        if let Err(e) =
+            self.check_in_room().and_then(|_| ids::check_stream_id(&stream_id).map_err(EngineError::Invalid))
         {
             return self.done(cmd, Err(e));
         }
         if let Some(p) = self.publishes.get(&channel) {
-            let r = if p.stream_id == stream_id {
-                Ok(0)
-            } else {
-                Err(EngineError::Invalid(ErrorCode::CHANNEL_BUSY))
-            };
+            let r = if p.stream_id == stream_id { Ok(0) } else { Err(EngineError::Invalid(ErrorCode::CHANNEL_BUSY)) };
             return self.done(cmd, r);
         }
         if self.publishes.values().any(|p| p.stream_id == stream_id) {
             return self.done(cmd, Err(EngineError::Invalid(ErrorCode::STREAM_ID_IN_USE)));
         }
-        let entry = Publish {
-            stream_id: stream_id.clone(),
-            extra_info,
-            state: PublisherState::NoPublish,
-            cmd: Some(cmd),
-        };
+        let entry =
+            Publish { stream_id: stream_id.clone(), extra_info, state: PublisherState::NoPublish, cmd: Some(cmd) };
         self.publishes.insert(channel, entry);
         self.publisher_state(channel, PublisherState::PublishRequesting, ErrorCode::OK);
         if self.phase == Phase::Connected {
@@ -344,10 +310,7 @@ impl Session {
             }
             if self.phase == Phase::Connected {
                 let req = self.request(Pending::Simple(0));
-                self.send(ClientMsg::Unpublish {
-                    req,
-                    stream_id: p.stream_id,
-                });
+                self.send(ClientMsg::Unpublish { req, stream_id: p.stream_id });
             }
         }
         self.done(cmd, Ok(0));
@@ -356,22 +319,15 @@ impl Session {
     /// `start_playing_stream`: completes when Playing, when waiting for the stream to be
     /// published (PlayRequesting with 1004025), or refused.
     pub fn play(&mut self, cmd: CmdId, stream_id: String) {
-        if let Err(e) = self
-            .check_in_room()
-            .and_then(|_| ids::check_stream_id(&stream_id).map_err(EngineError::Invalid))
+        if let Err(e) =
+            self.check_in_room().and_then(|_| ids::check_stream_id(&stream_id).map_err(EngineError::Invalid))
         {
             return self.done(cmd, Err(e));
         }
         if self.plays.contains_key(&stream_id) {
             return self.done(cmd, Ok(0));
         }
-        self.plays.insert(
-            stream_id.clone(),
-            Play {
-                state: PlayerState::NoPlay,
-                cmd: Some(cmd),
-            },
-        );
+        self.plays.insert(stream_id.clone(), Play { state: PlayerState::NoPlay, cmd: Some(cmd) });
         self.player_state(&stream_id, PlayerState::PlayRequesting, ErrorCode::OK);
         if self.phase == Phase::Connected {
             self.send_play(&stream_id);
@@ -391,10 +347,7 @@ impl Session {
             }
             if self.phase == Phase::Connected {
                 let req = self.request(Pending::Simple(0));
-                self.send(ClientMsg::StopPlay {
-                    req,
-                    stream_id: stream_id.to_string(),
-                });
+                self.send(ClientMsg::StopPlay { req, stream_id: stream_id.to_string() });
             }
         }
         self.done(cmd, Ok(0));
@@ -463,14 +416,7 @@ impl Session {
         }
         self.last_rx = now;
         match msg {
-            ServerMsg::LoginOk {
-                req,
-                session_id,
-                resume_token,
-                room,
-                heartbeat_ms,
-                ..
-            } => {
+            ServerMsg::LoginOk { req, session_id, resume_token, room, heartbeat_ms, .. } => {
                 if matches!(self.pending.remove(&req), Some(Pending::Login)) {
                     self.resume = Some((session_id, resume_token));
                     self.heartbeat = Duration::from_millis(heartbeat_ms.clamp(100, 60_000));
@@ -484,29 +430,16 @@ impl Session {
             }
             ServerMsg::Ok { req } => self.answer(now, req, Ok(0)),
             ServerMsg::BroadcastOk { req, message_id } => self.answer(now, req, Ok(message_id)),
-            ServerMsg::Error {
-                req: Some(req),
-                code,
-                message,
-            } => {
+            ServerMsg::Error { req: Some(req), code, message } => {
                 tracing::debug!(req, code = code.0, %message, "request refused");
                 self.answer(now, req, Err(code))
             }
-            ServerMsg::Error {
-                req: None,
-                code,
-                message,
-            } => {
+            ServerMsg::Error { req: None, code, message } => {
                 tracing::warn!(code = code.0, %message, "server reported an error");
             }
             ServerMsg::Pong { seq, .. } => self.pings.pong(seq, now),
             ServerMsg::UserUpdate { update, users, .. } => self.apply_users(update, users),
-            ServerMsg::StreamUpdate {
-                update,
-                streams,
-                reason,
-                ..
-            } => self.apply_streams(update, streams, reason),
+            ServerMsg::StreamUpdate { update, streams, reason, .. } => self.apply_streams(update, streams, reason),
             ServerMsg::PlayAvailable { stream_id } => {
                 if self.plays.contains_key(&stream_id) {
                     self.player_state(&stream_id, PlayerState::Playing, ErrorCode::OK);
@@ -526,25 +459,10 @@ impl Session {
             }
             ServerMsg::ExtraInfoUpdate { room_id, info } => {
                 self.extra.insert(info.key.clone(), info.clone());
-                self.emit(EngineEvent::RoomExtraInfoUpdate {
-                    room_id,
-                    infos: vec![info],
-                });
+                self.emit(EngineEvent::RoomExtraInfoUpdate { room_id, infos: vec![info] });
             }
-            ServerMsg::BroadcastMessage {
-                room_id,
-                message_id,
-                from,
-                message,
-                send_time_ms,
-            } => {
-                self.emit(EngineEvent::BroadcastMessage {
-                    room_id,
-                    from,
-                    message,
-                    message_id,
-                    send_time_ms,
-                });
+            ServerMsg::BroadcastMessage { room_id, message_id, from, message, send_time_ms } => {
+                self.emit(EngineEvent::BroadcastMessage { room_id, from, message, message_id, send_time_ms });
             }
             ServerMsg::NetworkQuality { room_id, users } => {
                 for u in users {
@@ -557,14 +475,8 @@ impl Session {
                     });
                 }
             }
-            ServerMsg::TokenWillExpire {
-                room_id,
-                remaining_secs,
-            } => {
-                self.emit(EngineEvent::RoomTokenWillExpire {
-                    room_id,
-                    remaining_secs,
-                });
+            ServerMsg::TokenWillExpire { room_id, remaining_secs } => {
+                self.emit(EngineEvent::RoomTokenWillExpire { room_id, remaining_secs });
             }
             ServerMsg::Kicked { code, message } => {
                 tracing::warn!(code = code.0, %message, "kicked out of the room; not reconnecting");
@@ -584,10 +496,7 @@ impl Session {
             tracing::warn!("no answer to login in time; reconnecting");
             self.drop_link(now, ErrorCode::LOGIN_TIMEOUT);
         }
-        if self.link == Link::Up
-            && self.phase == Phase::Connected
-            && self.last_rx + self.dead_after() <= now
-        {
+        if self.link == Link::Up && self.phase == Phase::Connected && self.last_rx + self.dead_after() <= now {
             tracing::warn!(
                 silent_ms = now.saturating_duration_since(self.last_rx).as_millis() as u64,
                 "server silent; reconnecting"
@@ -607,13 +516,7 @@ impl Session {
             if let Some(room) = &self.room {
                 let (room_id, user_id) = (room.room_id.clone(), room.user.user_id.clone());
                 let q = self.local_quality(now);
-                self.emit(EngineEvent::NetworkQuality {
-                    room_id,
-                    user_id,
-                    is_local: true,
-                    upstream: q,
-                    downstream: q,
-                });
+                self.emit(EngineEvent::NetworkQuality { room_id, user_id, is_local: true, upstream: q, downstream: q });
             }
         }
         if self.logout_deadline.is_some_and(|t| t <= now) {
@@ -650,16 +553,10 @@ impl Session {
     fn handshake(&mut self, unix_secs: u64) {
         if let Some((session_id, resume_token)) = self.resume.clone() {
             let req = self.request(Pending::Resume);
-            return self.send(ClientMsg::Resume {
-                req,
-                version: PROTOCOL_VERSION,
-                session_id,
-                resume_token,
-            });
+            return self.send(ClientMsg::Resume { req, version: PROTOCOL_VERSION, session_id, resume_token });
         }
         let Some(room) = &self.room else { return };
-        let (room_id, user, user_status_notify) =
-            (room.room_id.clone(), room.user.clone(), room.notify);
+        let (room_id, user, user_status_notify) = (room.room_id.clone(), room.user.clone(), room.notify);
         let token = match (&room.token, &self.cfg.app_sign_key) {
             (Some(t), _) => t.clone(),
             (None, Some(key)) => {
@@ -696,11 +593,8 @@ impl Session {
         self.attempt = 0;
         self.next_ping = Some(now + self.heartbeat);
         self.next_quality.get_or_insert(now + QUALITY_INTERVAL);
-        let reason = if self.phase == Phase::Logining {
-            RoomStateReason::Logined
-        } else {
-            RoomStateReason::Reconnected
-        };
+        let reason =
+            if self.phase == Phase::Logining { RoomStateReason::Logined } else { RoomStateReason::Reconnected };
         self.phase = Phase::Connected;
         self.room_state(reason, ErrorCode::OK);
         if let Some(c) = self.login_cmd.take() {
@@ -743,11 +637,7 @@ impl Session {
             }
             (Pending::Logout(cmd), _) => self.finish_logout(Some(cmd)),
             (Pending::Publish(ch, stream_id), result) => {
-                let Some(p) = self
-                    .publishes
-                    .get_mut(&ch)
-                    .filter(|p| p.stream_id == stream_id)
-                else {
+                let Some(p) = self.publishes.get_mut(&ch).filter(|p| p.stream_id == stream_id) else {
                     return;
                 };
                 let cmd = p.cmd.take();
@@ -778,11 +668,7 @@ impl Session {
                         Ok(0)
                     }
                     Err(ErrorCode::STREAM_NOT_FOUND) => {
-                        self.player_state(
-                            &stream_id,
-                            PlayerState::PlayRequesting,
-                            ErrorCode::STREAM_NOT_FOUND,
-                        );
+                        self.player_state(&stream_id, PlayerState::PlayRequesting, ErrorCode::STREAM_NOT_FOUND);
                         Ok(0)
                     }
                     Err(code) => {
@@ -818,10 +704,8 @@ impl Session {
             if let Pending::Simple(cmd) = p
                 && cmd != 0
             {
-                self.out.push_back(Output::Done {
-                    cmd,
-                    result: Err(EngineError::Network(ErrorCode::NETWORK_INTERRUPTED)),
-                });
+                self.out
+                    .push_back(Output::Done { cmd, result: Err(EngineError::Network(ErrorCode::NETWORK_INTERRUPTED)) });
             }
             if let Pending::Logout(cmd) = p {
                 self.out.push_back(Output::Done { cmd, result: Ok(0) });
@@ -856,32 +740,18 @@ impl Session {
 
     fn schedule_retry(&mut self, now: Instant) {
         let since = self.retry_since.unwrap_or(now);
-        if self
-            .cfg
-            .policy
-            .exhausted(now.saturating_duration_since(since))
-        {
+        if self.cfg.policy.exhausted(now.saturating_duration_since(since)) {
             let (reason, code) = if self.phase == Phase::Logining {
                 (RoomStateReason::LoginFailed, ErrorCode::NETWORK_UNREACHABLE)
             } else {
-                (
-                    RoomStateReason::ReconnectFailed,
-                    ErrorCode::RECONNECT_FAILED,
-                )
+                (RoomStateReason::ReconnectFailed, ErrorCode::RECONNECT_FAILED)
             };
-            tracing::error!(
-                code = code.0,
-                "giving up reconnecting after the configured limit"
-            );
+            tracing::error!(code = code.0, "giving up reconnecting after the configured limit");
             return self.fail_room(reason, code);
         }
         let delay = self.cfg.policy.delay(self.attempt, self.jitter.unit());
         self.attempt = self.attempt.saturating_add(1);
-        tracing::debug!(
-            attempt = self.attempt,
-            delay_ms = delay.as_millis() as u64,
-            "retrying"
-        );
+        tracing::debug!(attempt = self.attempt, delay_ms = delay.as_millis() as u64, "retrying");
         self.retry_at = Some(now + delay);
     }
 
@@ -908,17 +778,8 @@ impl Session {
             self.done(c, Ok(0));
         }
         // A logout whose answer never came still completes its call.
-        let waiting: Vec<CmdId> = self
-            .pending
-            .drain()
-            .filter_map(|(_, p)| {
-                if let Pending::Logout(c) = p {
-                    Some(c)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let waiting: Vec<CmdId> =
+            self.pending.drain().filter_map(|(_, p)| if let Pending::Logout(c) = p { Some(c) } else { None }).collect();
         for c in waiting {
             self.done(c, Ok(0));
         }
@@ -961,11 +822,7 @@ impl Session {
         }
         for (stream_id, p) in std::mem::take(&mut self.plays) {
             if p.state != PlayerState::NoPlay {
-                self.emit(EngineEvent::PlayerStateUpdate {
-                    stream_id,
-                    state: PlayerState::NoPlay,
-                    error_code: code,
-                });
+                self.emit(EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::NoPlay, error_code: code });
             }
             if let Some(c) = p.cmd {
                 self.done(c, Err(EngineError::Rejected(code)));
@@ -976,57 +833,28 @@ impl Session {
     fn apply_snapshot(&mut self, snap: RoomSnapshot) {
         let notify = self.room.as_ref().is_some_and(|r| r.notify);
         if notify {
-            let fresh: BTreeMap<String, UserInfo> = snap
-                .users
-                .into_iter()
-                .map(|u| (u.user_id.clone(), u))
-                .collect();
-            let gone: Vec<UserInfo> = self
-                .users
-                .values()
-                .filter(|u| !fresh.contains_key(&u.user_id))
-                .cloned()
-                .collect();
-            let new: Vec<UserInfo> = fresh
-                .values()
-                .filter(|u| !self.users.contains_key(&u.user_id))
-                .cloned()
-                .collect();
+            let fresh: BTreeMap<String, UserInfo> = snap.users.into_iter().map(|u| (u.user_id.clone(), u)).collect();
+            let gone: Vec<UserInfo> =
+                self.users.values().filter(|u| !fresh.contains_key(&u.user_id)).cloned().collect();
+            let new: Vec<UserInfo> = fresh.values().filter(|u| !self.users.contains_key(&u.user_id)).cloned().collect();
             self.apply_users(UpdateType::Delete, gone);
             self.apply_users(UpdateType::Add, new);
         }
-        let fresh: BTreeMap<String, StreamInfo> = snap
-            .streams
-            .into_iter()
-            .map(|s| (s.stream_id.clone(), s))
-            .collect();
-        let gone: Vec<StreamInfo> = self
-            .streams
-            .values()
-            .filter(|s| !fresh.contains_key(&s.stream_id))
-            .cloned()
-            .collect();
-        let new: Vec<StreamInfo> = fresh
-            .values()
-            .filter(|s| !self.streams.contains_key(&s.stream_id))
-            .cloned()
-            .collect();
+        let fresh: BTreeMap<String, StreamInfo> = snap.streams.into_iter().map(|s| (s.stream_id.clone(), s)).collect();
+        let gone: Vec<StreamInfo> =
+            self.streams.values().filter(|s| !fresh.contains_key(&s.stream_id)).cloned().collect();
+        let new: Vec<StreamInfo> =
+            fresh.values().filter(|s| !self.streams.contains_key(&s.stream_id)).cloned().collect();
         self.apply_streams(UpdateType::Delete, gone, ErrorCode::OK);
         self.apply_streams(UpdateType::Add, new, ErrorCode::OK);
-        let changed: Vec<ExtraInfo> = snap
-            .extra_info
-            .into_iter()
-            .filter(|e| self.extra.get(&e.key) != Some(e))
-            .collect();
+        let changed: Vec<ExtraInfo> =
+            snap.extra_info.into_iter().filter(|e| self.extra.get(&e.key) != Some(e)).collect();
         if !changed.is_empty() {
             for e in &changed {
                 self.extra.insert(e.key.clone(), e.clone());
             }
             let room_id = snap.room_id;
-            self.emit(EngineEvent::RoomExtraInfoUpdate {
-                room_id,
-                infos: changed,
-            });
+            self.emit(EngineEvent::RoomExtraInfoUpdate { room_id, infos: changed });
         }
     }
 
@@ -1040,11 +868,7 @@ impl Session {
             .collect();
         if !users.is_empty() {
             let room_id = self.room_id();
-            self.emit(EngineEvent::RoomUserUpdate {
-                room_id,
-                update,
-                users,
-            });
+            self.emit(EngineEvent::RoomUserUpdate { room_id, update, users });
         }
     }
 
@@ -1052,21 +876,13 @@ impl Session {
         let streams: Vec<StreamInfo> = streams
             .into_iter()
             .filter(|s| match update {
-                UpdateType::Add => self
-                    .streams
-                    .insert(s.stream_id.clone(), s.clone())
-                    .is_none(),
+                UpdateType::Add => self.streams.insert(s.stream_id.clone(), s.clone()).is_none(),
                 UpdateType::Delete => self.streams.remove(&s.stream_id).is_some(),
             })
             .collect();
         if !streams.is_empty() {
             let room_id = self.room_id();
-            self.emit(EngineEvent::RoomStreamUpdate {
-                room_id,
-                update,
-                streams,
-                reason,
-            });
+            self.emit(EngineEvent::RoomStreamUpdate { room_id, update, streams, reason });
         }
     }
 
@@ -1076,19 +892,12 @@ impl Session {
         };
         let (stream_id, extra_info) = (p.stream_id.clone(), p.extra_info.clone());
         let req = self.request(Pending::Publish(ch, stream_id.clone()));
-        self.send(ClientMsg::Publish {
-            req,
-            stream_id,
-            extra_info,
-        });
+        self.send(ClientMsg::Publish { req, stream_id, extra_info });
     }
 
     fn send_play(&mut self, stream_id: &str) {
         let req = self.request(Pending::Play(stream_id.to_string()));
-        self.send(ClientMsg::Play {
-            req,
-            stream_id: stream_id.to_string(),
-        });
+        self.send(ClientMsg::Play { req, stream_id: stream_id.to_string() });
     }
 
     fn publisher_state(&mut self, ch: PublishChannel, state: PublisherState, code: ErrorCode) {
@@ -1100,11 +909,7 @@ impl Session {
         }
         p.state = state;
         let stream_id = p.stream_id.clone();
-        self.emit(EngineEvent::PublisherStateUpdate {
-            stream_id,
-            state,
-            error_code: code,
-        });
+        self.emit(EngineEvent::PublisherStateUpdate { stream_id, state, error_code: code });
     }
 
     fn player_state(&mut self, stream_id: &str, state: PlayerState, code: ErrorCode) {
@@ -1115,23 +920,14 @@ impl Session {
             return;
         }
         p.state = state;
-        self.emit(EngineEvent::PlayerStateUpdate {
-            stream_id: stream_id.to_string(),
-            state,
-            error_code: code,
-        });
+        self.emit(EngineEvent::PlayerStateUpdate { stream_id: stream_id.to_string(), state, error_code: code });
     }
 
     fn room_state(&mut self, reason: RoomStateReason, code: ErrorCode) {
         let room_id = self.room_id();
         let state: RoomState = reason.state();
         tracing::info!(room_id = %room_id, ?state, ?reason, error_code = code.0, "room state");
-        self.emit(EngineEvent::RoomStateChanged {
-            room_id,
-            state,
-            reason,
-            error_code: code,
-        });
+        self.emit(EngineEvent::RoomStateChanged { room_id, state, reason, error_code: code });
     }
 
     fn check_in_room(&self) -> Result<(), EngineError> {
@@ -1144,18 +940,13 @@ impl Session {
     fn check_connected(&self) -> Result<(), EngineError> {
         match self.phase {
             Phase::Connected => Ok(()),
-            Phase::Logining | Phase::Reconnecting => {
-                Err(EngineError::Network(ErrorCode::NETWORK_INTERRUPTED))
-            }
+            Phase::Logining | Phase::Reconnecting => Err(EngineError::Network(ErrorCode::NETWORK_INTERRUPTED)),
             _ => Err(EngineError::Invalid(ErrorCode::NOT_LOGGED_IN)),
         }
     }
 
     fn room_id(&self) -> String {
-        self.room
-            .as_ref()
-            .map(|r| r.room_id.clone())
-            .unwrap_or_default()
+        self.room.as_ref().map(|r| r.room_id.clone()).unwrap_or_default()
     }
 
     fn request(&mut self, p: Pending) -> u64 {
@@ -1167,10 +958,7 @@ impl Session {
 
     fn send(&mut self, msg: ClientMsg) {
         if self.link == Link::Up {
-            self.out.push_back(Output::Send {
-                epoch: self.epoch,
-                msg,
-            });
+            self.out.push_back(Output::Send { epoch: self.epoch, msg });
         }
     }
 

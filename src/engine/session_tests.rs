@@ -39,32 +39,18 @@ impl Net {
     fn new(grace_secs: u64) -> Self {
         let at = Instant::now();
         let reg = Self::registry(grace_secs, at);
-        Net {
-            reg,
-            at,
-            unix_ms: 2_000_000_000_000,
-            clients: vec![],
-            next_conn: 1,
-            next_cmd: 1,
-            grace_secs,
-        }
+        Net { reg, at, unix_ms: 2_000_000_000_000, clients: vec![], next_conn: 1, next_cmd: 1, grace_secs }
     }
 
     fn registry(grace_secs: u64, at: Instant) -> Registry {
         let mut cfg: ServerConfig = toml::from_str("").unwrap();
-        cfg.apps = vec![AppConfig {
-            app_id: 1,
-            secret: SECRET.into(),
-        }];
+        cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }];
         cfg.session.grace_secs = grace_secs;
         Registry::new(&cfg, at)
     }
 
     fn now(&self) -> Now {
-        Now {
-            at: self.at,
-            unix_ms: self.unix_ms,
-        }
+        Now { at: self.at, unix_ms: self.unix_ms }
     }
 
     fn add(&mut self, policy: ReconnectPolicy) -> usize {
@@ -93,10 +79,7 @@ impl Net {
     fn login(&mut self, i: usize, user: &str, room: &str) -> CmdId {
         let cmd = self.cmd();
         let at = self.at;
-        let u = UserInfo {
-            user_id: user.into(),
-            user_name: user.into(),
-        };
+        let u = UserInfo { user_id: user.into(), user_name: user.into() };
         self.clients[i].s.login(at, cmd, room.into(), u, None, true);
         cmd
     }
@@ -142,9 +125,7 @@ impl Net {
     }
 
     fn client_of(&self, conn: ConnId) -> Option<usize> {
-        self.clients
-            .iter()
-            .position(|c| c.conn.is_some_and(|(_, x)| x == conn))
+        self.clients.iter().position(|c| c.conn.is_some_and(|(_, x)| x == conn))
     }
 
     fn client_output(&mut self, i: usize, o: Output) {
@@ -159,9 +140,7 @@ impl Net {
                 self.next_conn += 1;
                 self.reg.handle_connect(conn, now);
                 self.clients[i].conn = Some((epoch, conn));
-                self.clients[i]
-                    .s
-                    .handle_connected(now.at, epoch, now.unix_ms / 1000);
+                self.clients[i].s.handle_connected(now.at, epoch, now.unix_ms / 1000);
             }
             Output::Send { epoch, msg } => {
                 if let Some((g, conn)) = self.clients[i].conn
@@ -236,9 +215,7 @@ impl Net {
 fn room_reasons(ev: &[EngineEvent]) -> Vec<(RoomStateReason, ErrorCode)> {
     ev.iter()
         .filter_map(|e| match e {
-            EngineEvent::RoomStateChanged {
-                reason, error_code, ..
-            } => Some((*reason, *error_code)),
+            EngineEvent::RoomStateChanged { reason, error_code, .. } => Some((*reason, *error_code)),
             _ => None,
         })
         .collect()
@@ -246,12 +223,7 @@ fn room_reasons(ev: &[EngineEvent]) -> Vec<(RoomStateReason, ErrorCode)> {
 
 fn churn(ev: &[EngineEvent]) -> Vec<EngineEvent> {
     ev.iter()
-        .filter(|e| {
-            matches!(
-                e,
-                EngineEvent::RoomUserUpdate { .. } | EngineEvent::RoomStreamUpdate { .. }
-            )
-        })
+        .filter(|e| matches!(e, EngineEvent::RoomUserUpdate { .. } | EngineEvent::RoomStreamUpdate { .. }))
         .cloned()
         .collect()
 }
@@ -259,9 +231,7 @@ fn churn(ev: &[EngineEvent]) -> Vec<EngineEvent> {
 fn stream_events(ev: &[EngineEvent]) -> Vec<(UpdateType, String)> {
     ev.iter()
         .filter_map(|e| match e {
-            EngineEvent::RoomStreamUpdate {
-                update, streams, ..
-            } => Some((*update, streams[0].stream_id.clone())),
+            EngineEvent::RoomStreamUpdate { update, streams, .. } => Some((*update, streams[0].stream_id.clone())),
             _ => None,
         })
         .collect()
@@ -295,35 +265,15 @@ fn login_events_then_publish_and_play() {
     let ev = net.take(a);
     assert_eq!(
         room_reasons(&ev),
-        vec![
-            (RoomStateReason::Logining, ErrorCode::OK),
-            (RoomStateReason::Logined, ErrorCode::OK)
-        ]
+        vec![(RoomStateReason::Logining, ErrorCode::OK), (RoomStateReason::Logined, ErrorCode::OK)]
     );
-    assert!(matches!(
-        &churn(&ev)[..],
-        [EngineEvent::RoomUserUpdate {
-            update: UpdateType::Add,
-            ..
-        }]
-    ));
+    assert!(matches!(&churn(&ev)[..], [EngineEvent::RoomUserUpdate { update: UpdateType::Add, .. }]));
     let p = net.cmd();
-    net.clients[a]
-        .s
-        .publish(p, PublishChannel::Main, "door-main".into(), "cam".into());
+    net.clients[a].s.publish(p, PublishChannel::Main, "door-main".into(), "cam".into());
     net.run(Duration::from_millis(100));
     assert_eq!(net.clients[a].done[&p], Ok(0));
-    assert_eq!(
-        publisher_states(&net.take(a)),
-        vec![
-            PublisherState::PublishRequesting,
-            PublisherState::Publishing
-        ]
-    );
-    assert_eq!(
-        stream_events(&net.take(b)),
-        vec![(UpdateType::Add, "door-main".into())]
-    );
+    assert_eq!(publisher_states(&net.take(a)), vec![PublisherState::PublishRequesting, PublisherState::Publishing]);
+    assert_eq!(stream_events(&net.take(b)), vec![(UpdateType::Add, "door-main".into())]);
     let q = net.cmd();
     net.clients[b].s.play(q, "door-main".into());
     net.run(Duration::from_millis(100));
@@ -339,9 +289,7 @@ fn blip_within_grace_resumes_without_churn() {
     let mut net = Net::new(90);
     let (a, b) = two_in_room(&mut net);
     let p = net.cmd();
-    net.clients[a]
-        .s
-        .publish(p, PublishChannel::Main, "door-main".into(), String::new());
+    net.clients[a].s.publish(p, PublishChannel::Main, "door-main".into(), String::new());
     net.run(Duration::from_millis(100));
     net.take(a);
     net.take(b);
@@ -353,24 +301,12 @@ fn blip_within_grace_resumes_without_churn() {
     assert_eq!(
         room_reasons(&ev),
         vec![
-            (
-                RoomStateReason::Reconnecting,
-                ErrorCode::NETWORK_INTERRUPTED
-            ),
+            (RoomStateReason::Reconnecting, ErrorCode::NETWORK_INTERRUPTED),
             (RoomStateReason::Reconnected, ErrorCode::OK)
         ]
     );
-    assert_eq!(
-        publisher_states(&ev),
-        vec![
-            PublisherState::PublishRequesting,
-            PublisherState::Publishing
-        ]
-    );
-    assert!(
-        churn(&net.take(b)).is_empty(),
-        "the peer must see no Delete/Add"
-    );
+    assert_eq!(publisher_states(&ev), vec![PublisherState::PublishRequesting, PublisherState::Publishing]);
+    assert!(churn(&net.take(b)).is_empty(), "the peer must see no Delete/Add");
 }
 
 #[test]
@@ -381,10 +317,7 @@ fn silent_outage_is_detected_and_resumed() {
     net.take(b);
     net.cut(a, Cut::Silent);
     net.run(Duration::from_secs(12));
-    assert!(room_reasons(&net.take(a)).contains(&(
-        RoomStateReason::Reconnecting,
-        ErrorCode::NETWORK_INTERRUPTED
-    )));
+    assert!(room_reasons(&net.take(a)).contains(&(RoomStateReason::Reconnecting, ErrorCode::NETWORK_INTERRUPTED)));
     net.cut(a, Cut::None);
     net.run(Duration::from_secs(15));
     assert!(room_reasons(&net.take(a)).contains(&(RoomStateReason::Reconnected, ErrorCode::OK)));
@@ -396,27 +329,17 @@ fn outage_longer_than_grace_relogs_and_republishes() {
     let mut net = Net::new(10);
     let (a, b) = two_in_room(&mut net);
     let p = net.cmd();
-    net.clients[a]
-        .s
-        .publish(p, PublishChannel::Main, "door-main".into(), String::new());
+    net.clients[a].s.publish(p, PublishChannel::Main, "door-main".into(), String::new());
     net.run(Duration::from_millis(100));
     net.take(b);
     net.cut(a, Cut::Reset);
     net.run(Duration::from_secs(20));
     let seen = stream_events(&net.take(b));
-    assert_eq!(
-        seen,
-        vec![(UpdateType::Delete, "door-main".into())],
-        "deleted after grace"
-    );
+    assert_eq!(seen, vec![(UpdateType::Delete, "door-main".into())], "deleted after grace");
     net.cut(a, Cut::None);
     net.run(Duration::from_secs(15));
     assert!(room_reasons(&net.take(a)).contains(&(RoomStateReason::Reconnected, ErrorCode::OK)));
-    assert_eq!(
-        stream_events(&net.take(b)),
-        vec![(UpdateType::Add, "door-main".into())],
-        "announced again"
-    );
+    assert_eq!(stream_events(&net.take(b)), vec![(UpdateType::Add, "door-main".into())], "announced again");
 }
 
 #[test]
@@ -424,9 +347,7 @@ fn server_restart_relogs_everyone_and_replays() {
     let mut net = Net::new(90);
     let (a, b) = two_in_room(&mut net);
     let p = net.cmd();
-    net.clients[a]
-        .s
-        .publish(p, PublishChannel::Main, "door-main".into(), String::new());
+    net.clients[a].s.publish(p, PublishChannel::Main, "door-main".into(), String::new());
     net.run(Duration::from_millis(100));
     let q = net.cmd();
     net.clients[b].s.play(q, "door-main".into());
@@ -454,17 +375,11 @@ fn kicked_session_does_not_kick_back() {
     net.run(Duration::from_millis(100));
     net.login(a2, "door", "lobby");
     net.run(Duration::from_secs(60));
-    assert!(
-        room_reasons(&net.take(a))
-            .contains(&(RoomStateReason::KickOut, ErrorCode::KICKED_DUPLICATE_LOGIN))
-    );
+    assert!(room_reasons(&net.take(a)).contains(&(RoomStateReason::KickOut, ErrorCode::KICKED_DUPLICATE_LOGIN)));
     assert!(net.clients[a].s.is_idle());
     assert_eq!(
         room_reasons(&net.take(a2)),
-        vec![
-            (RoomStateReason::Logining, ErrorCode::OK),
-            (RoomStateReason::Logined, ErrorCode::OK)
-        ]
+        vec![(RoomStateReason::Logining, ErrorCode::OK), (RoomStateReason::Logined, ErrorCode::OK)]
     );
 }
 
@@ -479,23 +394,12 @@ fn gives_up_after_twenty_minutes_by_default_and_never_when_told() {
     net.cut(a, Cut::Reset);
     net.cut(d, Cut::Reset);
     net.run(Duration::from_secs(19 * 60));
-    assert!(
-        !room_reasons(&net.take(a))
-            .iter()
-            .any(|r| r.0 == RoomStateReason::ReconnectFailed)
-    );
+    assert!(!room_reasons(&net.take(a)).iter().any(|r| r.0 == RoomStateReason::ReconnectFailed));
     net.run(Duration::from_secs(2 * 60));
     assert_eq!(net.clients[a].done[&la], Ok(0));
-    assert!(room_reasons(&net.take(a)).contains(&(
-        RoomStateReason::ReconnectFailed,
-        ErrorCode::RECONNECT_FAILED
-    )));
+    assert!(room_reasons(&net.take(a)).contains(&(RoomStateReason::ReconnectFailed, ErrorCode::RECONNECT_FAILED)));
     net.run(Duration::from_secs(60 * 60));
-    assert!(
-        !room_reasons(&net.take(d))
-            .iter()
-            .any(|r| r.0 == RoomStateReason::ReconnectFailed)
-    );
+    assert!(!room_reasons(&net.take(d)).iter().any(|r| r.0 == RoomStateReason::ReconnectFailed));
     net.cut(d, Cut::None);
     net.run(Duration::from_secs(15));
     assert!(room_reasons(&net.take(d)).contains(&(RoomStateReason::Reconnected, ErrorCode::OK)));
@@ -524,50 +428,23 @@ fn bad_ids_and_bad_tokens_fail_without_retry() {
         at,
         cmd,
         "lobby".into(),
-        UserInfo {
-            user_id: String::new(),
-            user_name: String::new(),
-        },
+        UserInfo { user_id: String::new(), user_name: String::new() },
         None,
         false,
     );
     net.settle();
-    assert_eq!(
-        net.clients[a].done[&cmd],
-        Err(EngineError::Invalid(ErrorCode::USER_ID_EMPTY))
-    );
+    assert_eq!(net.clients[a].done[&cmd], Err(EngineError::Invalid(ErrorCode::USER_ID_EMPTY)));
     let cmd = net.cmd();
-    let u = UserInfo {
-        user_id: "door".into(),
-        user_name: String::new(),
-    };
-    net.clients[a].s.login(
-        at,
-        cmd,
-        "lobby".into(),
-        u,
-        Some("not-a-token".into()),
-        false,
-    );
+    let u = UserInfo { user_id: "door".into(), user_name: String::new() };
+    net.clients[a].s.login(at, cmd, "lobby".into(), u, Some("not-a-token".into()), false);
     net.run(Duration::from_secs(10));
-    assert_eq!(
-        net.clients[a].done[&cmd],
-        Err(EngineError::Rejected(ErrorCode::TOKEN_INVALID))
-    );
-    assert_eq!(
-        room_reasons(&net.take(a)).last(),
-        Some(&(RoomStateReason::LoginFailed, ErrorCode::TOKEN_INVALID))
-    );
+    assert_eq!(net.clients[a].done[&cmd], Err(EngineError::Rejected(ErrorCode::TOKEN_INVALID)));
+    assert_eq!(room_reasons(&net.take(a)).last(), Some(&(RoomStateReason::LoginFailed, ErrorCode::TOKEN_INVALID)));
     let p = net.cmd();
-    net.clients[a]
-        .s
-        .publish(p, PublishChannel::Main, "s".into(), String::new());
+    net.clients[a].s.publish(p, PublishChannel::Main, "s".into(), String::new());
     assert_eq!(
         net.clients[a].s.poll_output(),
-        Some(Output::Done {
-            cmd: p,
-            result: Err(EngineError::Invalid(ErrorCode::NOT_LOGGED_IN))
-        })
+        Some(Output::Done { cmd: p, result: Err(EngineError::Invalid(ErrorCode::NOT_LOGGED_IN)) })
     );
 }
 
@@ -581,17 +458,8 @@ fn logout_is_immediate_for_others() {
     net.clients[a].s.logout(at, cmd);
     net.settle();
     assert_eq!(net.clients[a].done[&cmd], Ok(0));
-    assert!(matches!(
-        &churn(&net.take(b))[..],
-        [EngineEvent::RoomUserUpdate {
-            update: UpdateType::Delete,
-            ..
-        }]
-    ));
-    assert_eq!(
-        room_reasons(&net.take(a)).last(),
-        Some(&(RoomStateReason::Logout, ErrorCode::OK))
-    );
+    assert!(matches!(&churn(&net.take(b))[..], [EngineEvent::RoomUserUpdate { update: UpdateType::Delete, .. }]));
+    assert_eq!(room_reasons(&net.take(a)).last(), Some(&(RoomStateReason::Logout, ErrorCode::OK)));
 }
 
 #[test]
@@ -601,27 +469,16 @@ fn network_quality_for_self_and_others() {
     net.take(a);
     net.run(Duration::from_secs(7));
     let ev = net.take(a);
-    let local = ev
-        .iter()
-        .filter(|e| matches!(e, EngineEvent::NetworkQuality { is_local: true, .. }))
-        .count();
+    let local = ev.iter().filter(|e| matches!(e, EngineEvent::NetworkQuality { is_local: true, .. })).count();
     let remote: Vec<_> = ev
         .iter()
         .filter_map(|e| match e {
-            EngineEvent::NetworkQuality {
-                is_local: false,
-                user_id,
-                upstream,
-                ..
-            } => Some((user_id.clone(), *upstream)),
+            EngineEvent::NetworkQuality { is_local: false, user_id, upstream, .. } => {
+                Some((user_id.clone(), *upstream))
+            }
             _ => None,
         })
         .collect();
     assert!((3..=4).contains(&local), "{local}");
-    assert!(
-        remote
-            .iter()
-            .any(|(u, q)| u == "flat" && *q == QualityLevel::Excellent),
-        "{remote:?}"
-    );
+    assert!(remote.iter().any(|(u, q)| u == "flat" && *q == QualityLevel::Excellent), "{remote:?}");
 }

@@ -169,23 +169,14 @@ mod tests {
     fn protocol_doc_lists_every_code() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol.md");
         let doc = std::fs::read_to_string(path).unwrap();
-        let (head, rest) = doc
-            .split_once("<!-- codes:begin -->\n")
-            .expect("begin marker");
+        let (head, rest) = doc.split_once("<!-- codes:begin -->\n").expect("begin marker");
         let (current, tail) = rest.split_once("<!-- codes:end -->").expect("end marker");
         let table = ErrorCode::markdown_table();
         if std::env::var_os("CALLBOX_BLESS").is_some() {
-            std::fs::write(
-                path,
-                format!("{head}<!-- codes:begin -->\n{table}<!-- codes:end -->{tail}"),
-            )
-            .unwrap();
+            std::fs::write(path, format!("{head}<!-- codes:begin -->\n{table}<!-- codes:end -->{tail}")).unwrap();
             return;
         }
-        assert_eq!(
-            current, table,
-            "docs/protocol.md is stale: run CALLBOX_BLESS=1 cargo test --lib protocol_doc"
-        );
+        assert_eq!(current, table, "docs/protocol.md is stale: run CALLBOX_BLESS=1 cargo test --lib protocol_doc");
     }
 
     #[test]

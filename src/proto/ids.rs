@@ -12,13 +12,7 @@ pub const STREAM_ID_MAX: usize = 256;
 /// A user name must be shorter than this many bytes.
 pub const USER_NAME_MAX: usize = 256;
 
-fn check(
-    id: &str,
-    max: usize,
-    empty: ErrorCode,
-    long: ErrorCode,
-    bad: ErrorCode,
-) -> Result<(), ErrorCode> {
+fn check(id: &str, max: usize, empty: ErrorCode, long: ErrorCode, bad: ErrorCode) -> Result<(), ErrorCode> {
     if id.is_empty() {
         return Err(empty);
     }
@@ -34,35 +28,17 @@ fn check(
 
 /// Checks a room ID: non-empty, shorter than 128 bytes, printable ASCII without spaces.
 pub fn check_room_id(id: &str) -> Result<(), ErrorCode> {
-    check(
-        id,
-        ROOM_ID_MAX,
-        ErrorCode::ROOM_ID_EMPTY,
-        ErrorCode::ROOM_ID_TOO_LONG,
-        ErrorCode::ROOM_ID_INVALID,
-    )
+    check(id, ROOM_ID_MAX, ErrorCode::ROOM_ID_EMPTY, ErrorCode::ROOM_ID_TOO_LONG, ErrorCode::ROOM_ID_INVALID)
 }
 
 /// Checks a user ID: non-empty, shorter than 64 bytes, printable ASCII without spaces.
 pub fn check_user_id(id: &str) -> Result<(), ErrorCode> {
-    check(
-        id,
-        USER_ID_MAX,
-        ErrorCode::USER_ID_EMPTY,
-        ErrorCode::USER_ID_TOO_LONG,
-        ErrorCode::USER_ID_INVALID,
-    )
+    check(id, USER_ID_MAX, ErrorCode::USER_ID_EMPTY, ErrorCode::USER_ID_TOO_LONG, ErrorCode::USER_ID_INVALID)
 }
 
 /// Checks a stream ID: non-empty, shorter than 256 bytes, printable ASCII without spaces.
 pub fn check_stream_id(id: &str) -> Result<(), ErrorCode> {
-    check(
-        id,
-        STREAM_ID_MAX,
-        ErrorCode::STREAM_ID_EMPTY,
-        ErrorCode::STREAM_ID_TOO_LONG,
-        ErrorCode::STREAM_ID_INVALID,
-    )
+    check(id, STREAM_ID_MAX, ErrorCode::STREAM_ID_EMPTY, ErrorCode::STREAM_ID_TOO_LONG, ErrorCode::STREAM_ID_INVALID)
 }
 
 /// Checks a user name: any UTF-8, shorter than 256 bytes, no control characters.
@@ -81,28 +57,16 @@ mod tests {
     fn limits_and_charset() {
         assert_eq!(check_user_id(""), Err(ErrorCode::USER_ID_EMPTY));
         assert_eq!(check_user_id(&"u".repeat(63)), Ok(()));
-        assert_eq!(
-            check_user_id(&"u".repeat(64)),
-            Err(ErrorCode::USER_ID_TOO_LONG)
-        );
+        assert_eq!(check_user_id(&"u".repeat(64)), Err(ErrorCode::USER_ID_TOO_LONG));
         assert_eq!(check_user_id("a b"), Err(ErrorCode::USER_ID_INVALID));
         assert_eq!(check_user_id("é"), Err(ErrorCode::USER_ID_INVALID));
         assert_eq!(check_room_id(&"r".repeat(127)), Ok(()));
-        assert_eq!(
-            check_room_id(&"r".repeat(128)),
-            Err(ErrorCode::ROOM_ID_TOO_LONG)
-        );
+        assert_eq!(check_room_id(&"r".repeat(128)), Err(ErrorCode::ROOM_ID_TOO_LONG));
         assert_eq!(check_room_id("lobby\n"), Err(ErrorCode::ROOM_ID_INVALID));
         assert_eq!(check_stream_id(&"s".repeat(255)), Ok(()));
-        assert_eq!(
-            check_stream_id(&"s".repeat(256)),
-            Err(ErrorCode::STREAM_ID_TOO_LONG)
-        );
+        assert_eq!(check_stream_id(&"s".repeat(256)), Err(ErrorCode::STREAM_ID_TOO_LONG));
         assert_eq!(check_stream_id("door-1_main.cam~!"), Ok(()));
         assert_eq!(check_user_name("Flat 3 — Müller"), Ok(()));
-        assert_eq!(
-            check_user_name("a\u{7}"),
-            Err(ErrorCode::USER_NAME_TOO_LONG)
-        );
+        assert_eq!(check_user_name("a\u{7}"), Err(ErrorCode::USER_NAME_TOO_LONG));
     }
 }

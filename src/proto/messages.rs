@@ -341,11 +341,7 @@ pub enum ServerMsg {
 impl ServerMsg {
     /// Builds an error answer.
     pub fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerMsg::Error {
-            req,
-            code,
-            message: message.into(),
-        }
+        ServerMsg::Error { req, code, message: message.into() }
     }
 }
 
@@ -360,27 +356,11 @@ mod tests {
                 "user":{"user_id":"u"},"future_field":true}"#,
         )
         .unwrap();
-        assert!(matches!(
-            m,
-            ClientMsg::Login {
-                user_status_notify: false,
-                ..
-            }
-        ));
-        let s = serde_json::to_string(&ServerMsg::error(Some(3), ErrorCode::STREAM_ID_IN_USE, "x"))
-            .unwrap();
-        assert_eq!(
-            s,
-            r#"{"type":"error","req":3,"code":1003028,"message":"x"}"#
-        );
+        assert!(matches!(m, ClientMsg::Login { user_status_notify: false, .. }));
+        let s = serde_json::to_string(&ServerMsg::error(Some(3), ErrorCode::STREAM_ID_IN_USE, "x")).unwrap();
+        assert_eq!(s, r#"{"type":"error","req":3,"code":1003028,"message":"x"}"#);
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
         let p: ClientMsg = serde_json::from_str(r#"{"type":"ping","seq":4}"#).unwrap();
-        assert_eq!(
-            p,
-            ClientMsg::Ping {
-                seq: 4,
-                quality: QualityLevel::Unknown
-            }
-        );
+        assert_eq!(p, ClientMsg::Ping { seq: 4, quality: QualityLevel::Unknown });
     }
 }

@@ -51,10 +51,7 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig {
-            grace_secs: 90,
-            heartbeat_ms: 2000,
-        }
+        SessionConfig { grace_secs: 90, heartbeat_ms: 2000 }
     }
 }
 
@@ -128,16 +125,10 @@ impl ServerConfig {
             }
         }
         if self.session.grace_secs == 0 {
-            return Err(ConfigError::value(
-                "session.grace_secs",
-                "must be at least 1",
-            ));
+            return Err(ConfigError::value("session.grace_secs", "must be at least 1"));
         }
         if !(100..=60_000).contains(&self.session.heartbeat_ms) {
-            return Err(ConfigError::value(
-                "session.heartbeat_ms",
-                "must be between 100 and 60000",
-            ));
+            return Err(ConfigError::value("session.heartbeat_ms", "must be between 100 and 60000"));
         }
         let l = &self.limits;
         let positive = [
@@ -154,28 +145,19 @@ impl ServerConfig {
             }
         }
         if l.max_message_bytes < 1024 {
-            return Err(ConfigError::value(
-                "limits.max_message_bytes",
-                "must be at least 1024",
-            ));
+            return Err(ConfigError::value("limits.max_message_bytes", "must be at least 1024"));
         }
         if l.max_users_per_room == 0 || l.max_streams_per_user == 0 {
-            return Err(ConfigError::value(
-                "limits.max_users_per_room",
-                "limits must be at least 1",
-            ));
+            return Err(ConfigError::value("limits.max_users_per_room", "limits must be at least 1"));
         }
         Ok(())
     }
 
     /// The parsed listen address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|_| {
-            ConfigError::value(
-                "listen",
-                format!("{:?} is not an IP:port address", self.listen),
-            )
-        })
+        self.listen
+            .parse()
+            .map_err(|_| ConfigError::value("listen", format!("{:?} is not an IP:port address", self.listen)))
     }
 
     /// Grace period as a duration.

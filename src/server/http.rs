@@ -22,10 +22,7 @@ pub fn router(hub: Hub) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/apps/{app_id}/rooms", get(list_rooms))
         .route("/api/v1/apps/{app_id}/rooms/{room_id}", get(room))
-        .route(
-            "/api/v1/apps/{app_id}/rooms/{room_id}/users/{user_id}",
-            delete(kick),
-        )
+        .route("/api/v1/apps/{app_id}/rooms/{room_id}/users/{user_id}", delete(kick))
         .with_state(hub)
 }
 
@@ -48,40 +45,20 @@ async fn metrics(State(hub): State<Hub>) -> Response {
 }
 
 fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"code": code.0, "name": code.name(), "message": message})),
-    )
-        .into_response()
+    (status, Json(json!({"code": code.0, "name": code.name(), "message": message}))).into_response()
 }
 
 /// Checks the bearer token against the app; returns the app ID.
 async fn authorize(hub: &Hub, app_id: &str, headers: &HeaderMap) -> Result<u32, Response> {
-    let not_found = || {
-        error(
-            StatusCode::NOT_FOUND,
-            ErrorCode::ADMIN_NOT_FOUND,
-            "no such app",
-        )
-    };
+    let not_found = || error(StatusCode::NOT_FOUND, ErrorCode::ADMIN_NOT_FOUND, "no such app");
     let app_id: u32 = app_id.parse().map_err(|_| not_found())?;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string)
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                ErrorCode::ADMIN_UNAUTHORIZED,
-                "missing bearer token",
-            )
-        })?;
-    let key = hub
-        .with(move |reg, _| reg.app_key(app_id).map(<[u8]>::to_vec))
-        .await
-        .flatten()
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, ErrorCode::ADMIN_UNAUTHORIZED, "missing bearer token"))?;
+    let key = hub.with(move |reg, _| reg.app_key(app_id).map(<[u8]>::to_vec)).await.flatten().ok_or_else(not_found)?;
     auth::verify_admin(&key, app_id, &token, auth::unix_now()).map_err(|_| {
         error(
             StatusCode::UNAUTHORIZED,
@@ -92,20 +69,12 @@ async fn authorize(hub: &Hub, app_id: &str, headers: &HeaderMap) -> Result<u32, 
     Ok(app_id)
 }
 
-async fn list_rooms(
-    State(hub): State<Hub>,
-    Path(app_id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn list_rooms(State(hub): State<Hub>, Path(app_id): Path<String>, headers: HeaderMap) -> Response {
     let app_id = match authorize(&hub, &app_id, &headers).await {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let rooms = hub
-        .with(move |reg, _| reg.list_rooms(app_id))
-        .await
-        .flatten()
-        .unwrap_or_default();
+    let rooms = hub.with(move |reg, _| reg.list_rooms(app_id)).await.flatten().unwrap_or_default();
     let rooms: Vec<_> = rooms
         .into_iter()
         .map(|(room_id, users, streams)| json!({"room_id": room_id, "user_count": users, "stream_count": streams}))
@@ -113,26 +82,14 @@ async fn list_rooms(
     Json(json!({"app_id": app_id, "rooms": rooms})).into_response()
 }
 
-async fn room(
-    State(hub): State<Hub>,
-    Path((app_id, room_id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
+async fn room(State(hub): State<Hub>, Path((app_id, room_id)): Path<(String, String)>, headers: HeaderMap) -> Response {
     let app_id = match authorize(&hub, &app_id, &headers).await {
         Ok(a) => a,
         Err(r) => return r,
     };
-    match hub
-        .with(move |reg, _| reg.room_view(app_id, &room_id))
-        .await
-        .flatten()
-    {
+    match hub.with(move |reg, _| reg.room_view(app_id, &room_id)).await.flatten() {
         Some(view) => Json(view).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            ErrorCode::ADMIN_NOT_FOUND,
-            "no such room",
-        ),
+        None => error(StatusCode::NOT_FOUND, ErrorCode::ADMIN_NOT_FOUND, "no such room"),
     }
 }
 
@@ -146,17 +103,9 @@ async fn kick(
         Err(r) => return r,
     };
     let (r, u) = (room_id.clone(), user_id.clone());
-    if hub
-        .with(move |reg, now| reg.kick(app_id, &r, &u, now))
-        .await
-        .unwrap_or(false)
-    {
+    if hub.with(move |reg, now| reg.kick(app_id, &r, &u, now)).await.unwrap_or(false) {
         Json(json!({"kicked": true, "room_id": room_id, "user_id": user_id})).into_response()
     } else {
-        error(
-            StatusCode::NOT_FOUND,
-            ErrorCode::ADMIN_NOT_FOUND,
-            "no such user in this room",
-        )
+        error(StatusCode::NOT_FOUND, ErrorCode::ADMIN_NOT_FOUND, "no such user in this room")
     }
 }

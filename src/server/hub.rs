@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::config::ServerConfig;
 use super::registry::{ConnId, Now, Output, Registry};
@@ -45,6 +45,17 @@ pub struct Hub {
     tx: mpsc::Sender<Cmd>,
     next_conn: Arc<AtomicU64>,
     max_message_bytes: usize,
+    live: Arc<(AtomicUsize, Notify)>,
+}
+
+/// Counts a connection as live until dropped, so shutdown can wait for writers to flush.
+pub struct LiveGuard(Arc<(AtomicUsize, Notify)>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.1.notify_waiters();
+    }
 }
 
 impl Hub {
@@ -54,11 +65,8 @@ impl Hub {
         let registry = Registry::new(cfg, std::time::Instant::now());
         let max_message_bytes = registry.max_message_bytes();
         tokio::spawn(run(registry, rx));
-        Hub {
-            tx,
-            next_conn: Arc::new(AtomicU64::new(1)),
-            max_message_bytes,
-        }
+        let live = Arc::new((AtomicUsize::new(0), Notify::new()));
+        Hub { tx, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, live }
     }
 
     /// The largest text message accepted.
@@ -66,12 +74,15 @@ impl Hub {
         self.max_message_bytes
     }
 
-    /// Registers a new connection; returns its ID and its write queue.
-    pub async fn connect(&self) -> (ConnId, mpsc::Receiver<ToConn>) {
+    /// Registers a new connection; returns its ID, its write queue and a guard to hold
+    /// until the socket is closed.
+    pub async fn connect(&self) -> (ConnId, mpsc::Receiver<ToConn>, LiveGuard) {
+        self.live.0.fetch_add(1, Ordering::SeqCst);
+        let guard = LiveGuard(self.live.clone());
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CONN_QUEUE);
         let _ = self.tx.send(Cmd::Connect(id, tx)).await;
-        (id, rx)
+        (id, rx, guard)
     }
 
     /// Delivers a decoded message.
@@ -90,10 +101,7 @@ impl Hub {
     }
 
     /// Runs `f` on the registry (admin API, metrics) and returns its result.
-    pub async fn with<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Registry, Now) -> R + Send + 'static,
-    ) -> Option<R> {
+    pub async fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut Registry, Now) -> R + Send + 'static) -> Option<R> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |reg, now| {
             let _ = tx.send(f(reg, now));
@@ -102,11 +110,24 @@ impl Hub {
         rx.await.ok()
     }
 
-    /// Tells every client the server is going away and closes every connection.
+    /// Tells every client the server is going away, closes every connection and waits
+    /// (at most 2 s) until their last messages are written.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Cmd::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
+        }
+        let drained = async {
+            loop {
+                let notified = self.live.1.notified();
+                if self.live.0.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(2), drained).await.is_err() {
+            tracing::warn!("some connections did not close in time");
         }
     }
 }
@@ -174,10 +195,7 @@ fn deliver(reg: &mut Registry, conns: &mut HashMap<ConnId, mpsc::Sender<ToConn>>
     }
     for id in overflowed {
         if conns.remove(&id).is_some() {
-            tracing::warn!(
-                conn = id,
-                "client does not read its messages; closing its connection (it may resume)"
-            );
+            tracing::warn!(conn = id, "client does not read its messages; closing its connection (it may resume)");
             reg.handle_disconnect(id, Now::system());
         }
     }

@@ -14,12 +14,7 @@ pub struct Bucket {
 impl Bucket {
     /// A full bucket.
     pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
-        Bucket {
-            tokens: burst,
-            rate,
-            burst,
-            last: now,
-        }
+        Bucket { tokens: burst, rate, burst, last: now }
     }
 
     /// Takes one token if there is one.

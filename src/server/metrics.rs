@@ -29,63 +29,30 @@ impl Metrics {
     }
 
     /// Renders the Prometheus text format with the given gauges.
-    pub fn render(
-        &self,
-        rooms: usize,
-        connected: usize,
-        detached: usize,
-        streams: usize,
-    ) -> String {
+    pub fn render(&self, rooms: usize, connected: usize, detached: usize, streams: usize) -> String {
         let mut s = String::new();
         let mut gauge = |name: &str, help: &str, v: usize| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
         gauge("callbox_rooms", "Rooms with at least one user.", rooms);
-        gauge(
-            "callbox_sessions_connected",
-            "Sessions with a live connection.",
-            connected,
-        );
-        gauge(
-            "callbox_sessions_detached",
-            "Sessions in their grace period.",
-            detached,
-        );
+        gauge("callbox_sessions_connected", "Sessions with a live connection.", connected);
+        gauge("callbox_sessions_detached", "Sessions in their grace period.", detached);
         gauge("callbox_streams", "Published streams.", streams);
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(
-            "callbox_logins_total",
-            "Successful room logins.",
-            self.logins,
-        );
-        counter(
-            "callbox_resumes_total",
-            "Sessions resumed after a dropped connection.",
-            self.resumes,
-        );
+        counter("callbox_logins_total", "Successful room logins.", self.logins);
+        counter("callbox_resumes_total", "Sessions resumed after a dropped connection.", self.resumes);
         counter("callbox_kicks_total", "Sessions kicked out.", self.kicks);
         counter(
             "callbox_heartbeat_timeouts_total",
             "Sessions removed after the grace period.",
             self.heartbeat_timeouts,
         );
-        counter(
-            "callbox_messages_total",
-            "Signalling messages received.",
-            self.messages,
-        );
-        let _ = writeln!(
-            s,
-            "# HELP callbox_errors_total Error answers by code.\n# TYPE callbox_errors_total counter"
-        );
+        counter("callbox_messages_total", "Signalling messages received.", self.messages);
+        let _ = writeln!(s, "# HELP callbox_errors_total Error answers by code.\n# TYPE callbox_errors_total counter");
         for (code, n) in &self.errors {
-            let _ = writeln!(
-                s,
-                "callbox_errors_total{{code=\"{code}\",name=\"{}\"}} {n}",
-                ErrorCode(*code).name()
-            );
+            let _ = writeln!(s, "callbox_errors_total{{code=\"{code}\",name=\"{}\"}} {n}", ErrorCode(*code).name());
         }
         s
     }

@@ -38,9 +38,7 @@ impl RunningServer {
 
 /// Binds `cfg.listen` and serves until [`RunningServer::stop`].
 pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
-    let addr = cfg
-        .listen_addr()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let addr = cfg.listen_addr().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let hub = Hub::spawn(&cfg);
@@ -53,16 +51,10 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
             tracing::info!("shutting down: closing every session");
             hub_for_stop.shutdown().await;
         };
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await
+        axum::serve(listener, app).with_graceful_shutdown(signal).await
     });
     tracing::info!(%addr, "callbox server listening");
-    Ok(RunningServer {
-        addr,
-        shutdown,
-        task,
-    })
+    Ok(RunningServer { addr, shutdown, task })
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -70,10 +62,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let apps = cfg.apps.len();
     let server = start(cfg).await?;
     // One plain line on stdout so scripts and tests can find the address.
-    println!(
-        "callbox server listening on http://{} ({apps} apps)",
-        server.addr
-    );
+    println!("callbox server listening on http://{} ({apps} apps)", server.addr);
     wait_for_signal().await;
     server.stop().await?;
     tracing::info!("stopped");
@@ -83,10 +72,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
 /// Waits for SIGTERM or SIGINT.
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}

@@ -17,8 +17,8 @@ use super::limits::Bucket;
 use super::metrics::Metrics;
 use crate::auth::{self, Claims};
 use crate::proto::{
-    ClientMsg, ErrorCode, ExtraInfo, PROTOCOL_VERSION, QualityLevel, RoomSnapshot, ServerMsg,
-    StreamInfo, UpdateType, UserInfo, UserQuality, ids,
+    ClientMsg, ErrorCode, ExtraInfo, PROTOCOL_VERSION, QualityLevel, RoomSnapshot, ServerMsg, StreamInfo, UpdateType,
+    UserInfo, UserQuality, ids,
 };
 
 /// Identifies one WebSocket connection, chosen by the driver.
@@ -49,10 +49,7 @@ impl Now {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        Now {
-            at: Instant::now(),
-            unix_ms,
-        }
+        Now { at: Instant::now(), unix_ms }
     }
     fn unix_secs(&self) -> u64 {
         self.unix_ms / 1000
@@ -198,18 +195,8 @@ impl Registry {
 
     /// A connection opened.
     pub fn handle_connect(&mut self, conn: ConnId, now: Now) {
-        let bucket = Bucket::new(
-            self.limits.messages_per_sec,
-            self.limits.message_burst,
-            now.at,
-        );
-        self.conns.insert(
-            conn,
-            Conn {
-                session: None,
-                bucket,
-            },
-        );
+        let bucket = Bucket::new(self.limits.messages_per_sec, self.limits.message_burst, now.at);
+        self.conns.insert(conn, Conn { session: None, bucket });
     }
 
     /// A connection closed (by either side). Its session, if any, is kept for the grace period.
@@ -240,12 +227,7 @@ impl Registry {
         self.metrics.messages += 1;
         if !c.bucket.take(now.at) {
             let req = request_number(&msg);
-            self.fail(
-                conn,
-                req,
-                ErrorCode::RATE_LIMITED,
-                "too many messages per second; slow down",
-            );
+            self.fail(conn, req, ErrorCode::RATE_LIMITED, "too many messages per second; slow down");
             return;
         }
         let session = c.session.clone();
@@ -255,81 +237,35 @@ impl Registry {
             s.last_seen = now.at;
         }
         match (msg, session) {
-            (
-                ClientMsg::Login {
-                    req,
-                    version,
-                    app_id,
-                    token,
-                    room_id,
-                    user,
-                    user_status_notify,
-                },
-                None,
-            ) => self.login(
-                conn,
-                req,
-                version,
-                app_id,
-                &token,
-                room_id,
-                user,
-                user_status_notify,
-                now,
-            ),
-            (
-                ClientMsg::Resume {
-                    req,
-                    version,
-                    session_id,
-                    resume_token,
-                },
-                None,
-            ) => self.resume(conn, req, version, &session_id, &resume_token, now),
-            (ClientMsg::Login { req, .. } | ClientMsg::Resume { req, .. }, Some(_)) => self.fail(
-                conn,
-                Some(req),
-                ErrorCode::ALREADY_LOGGED_IN,
-                "this connection is already logged in",
-            ),
+            (ClientMsg::Login { req, version, app_id, token, room_id, user, user_status_notify }, None) => {
+                self.login(conn, req, version, app_id, &token, room_id, user, user_status_notify, now)
+            }
+            (ClientMsg::Resume { req, version, session_id, resume_token }, None) => {
+                self.resume(conn, req, version, &session_id, &resume_token, now)
+            }
+            (ClientMsg::Login { req, .. } | ClientMsg::Resume { req, .. }, Some(_)) => {
+                self.fail(conn, Some(req), ErrorCode::ALREADY_LOGGED_IN, "this connection is already logged in")
+            }
             (ClientMsg::Ping { seq, quality }, sid) => {
                 if let Some(s) = sid.and_then(|sid| self.sessions.get_mut(&sid)) {
                     s.quality = quality;
                 }
-                self.send(
-                    conn,
-                    ServerMsg::Pong {
-                        seq,
-                        server_time_ms: now.unix_ms,
-                    },
-                );
+                self.send(conn, ServerMsg::Pong { seq, server_time_ms: now.unix_ms });
             }
-            (other, None) => self.fail(
-                conn,
-                request_number(&other),
-                ErrorCode::NOT_LOGGED_IN,
-                "log in first",
-            ),
+            (other, None) => self.fail(conn, request_number(&other), ErrorCode::NOT_LOGGED_IN, "log in first"),
             (ClientMsg::Logout { req }, Some(sid)) => {
                 self.send(conn, ServerMsg::Ok { req });
                 self.remove_session(&sid, ErrorCode::USER_LOGGED_OUT);
                 self.out.push_back(Output::Close(conn));
             }
-            (
-                ClientMsg::Publish {
-                    req,
-                    stream_id,
-                    extra_info,
-                },
-                Some(sid),
-            ) => self.publish(conn, req, &sid, stream_id, extra_info),
+            (ClientMsg::Publish { req, stream_id, extra_info }, Some(sid)) => {
+                self.publish(conn, req, &sid, stream_id, extra_info)
+            }
             (ClientMsg::Unpublish { req, stream_id }, Some(sid)) => {
                 self.unpublish(&sid, &stream_id, ErrorCode::OK);
                 self.send(conn, ServerMsg::Ok { req });
             }
-            (ClientMsg::Play { req, stream_id }, Some(sid)) => {
-                self.play(conn, req, &sid, stream_id)
-            }
+            (ClientMsg::Play { req, stream_id }, Some(sid)) => self.play(conn, req, &sid, stream_id),
             (ClientMsg::StopPlay { req, stream_id }, Some(sid)) => {
                 if let Some(s) = self.sessions.get_mut(&sid) {
                     s.subscriptions.remove(&stream_id);
@@ -339,12 +275,8 @@ impl Registry {
             (ClientMsg::SetRoomExtraInfo { req, key, value }, Some(sid)) => {
                 self.set_extra_info(conn, req, &sid, key, value, now)
             }
-            (ClientMsg::Broadcast { req, message }, Some(sid)) => {
-                self.broadcast(conn, req, &sid, message, now)
-            }
-            (ClientMsg::RenewToken { req, token }, Some(sid)) => {
-                self.renew_token(conn, req, &sid, &token, now)
-            }
+            (ClientMsg::Broadcast { req, message }, Some(sid)) => self.broadcast(conn, req, &sid, message, now),
+            (ClientMsg::RenewToken { req, token }, Some(sid)) => self.renew_token(conn, req, &sid, &token, now),
         }
     }
 
@@ -373,20 +305,13 @@ impl Registry {
             if !s.warned_expiry && s.claims.exp.saturating_sub(unix) <= TOKEN_WARN_SECS {
                 s.warned_expiry = true;
                 let remaining_secs = s.claims.exp.saturating_sub(unix);
-                warnings.push((
-                    sid.clone(),
-                    ServerMsg::TokenWillExpire {
-                        room_id: s.room_id.clone(),
-                        remaining_secs,
-                    },
-                ));
+                warnings.push((sid.clone(), ServerMsg::TokenWillExpire { room_id: s.room_id.clone(), remaining_secs }));
             }
         }
         for (sid, msg) in warnings {
             self.send_session(&sid, msg);
         }
-        self.tombstones
-            .retain(|_, (_, at)| now.at.saturating_duration_since(*at) < TOMBSTONE_TTL);
+        self.tombstones.retain(|_, (_, at)| now.at.saturating_duration_since(*at) < TOMBSTONE_TTL);
         let due = self.next_quality.is_none_or(|t| now.at >= t);
         if due {
             self.next_quality = Some(now.at + QUALITY_INTERVAL);
@@ -418,12 +343,8 @@ impl Registry {
             app.rooms
                 .iter()
                 .map(|(id, r)| {
-                    let streams = r
-                        .sessions
-                        .iter()
-                        .filter_map(|s| self.sessions.get(s))
-                        .map(|s| s.published.len())
-                        .sum();
+                    let streams =
+                        r.sessions.iter().filter_map(|s| self.sessions.get(s)).map(|s| s.published.len()).sum();
                     (id.clone(), r.sessions.len(), streams)
                 })
                 .collect(),
@@ -435,11 +356,7 @@ impl Registry {
         let room = self.apps.get(&app_id)?.rooms.get(room_id)?;
         let mut users = Vec::new();
         let mut streams = Vec::new();
-        for s in room
-            .sessions
-            .iter()
-            .filter_map(|sid| self.sessions.get(sid))
-        {
+        for s in room.sessions.iter().filter_map(|sid| self.sessions.get(sid)) {
             users.push(UserView {
                 user_id: s.user.user_id.clone(),
                 user_name: s.user.user_name.clone(),
@@ -452,32 +369,18 @@ impl Registry {
                 extra_info: extra.clone(),
             }));
         }
-        Some(RoomView {
-            room_id: room_id.to_string(),
-            users,
-            streams,
-        })
+        Some(RoomView { room_id: room_id.to_string(), users, streams })
     }
 
     /// Kicks a user out of a room (admin API). Returns false if there is no such user there.
     pub fn kick(&mut self, app_id: u32, room_id: &str, user_id: &str, now: Now) -> bool {
-        let Some(sid) = self
-            .apps
-            .get(&app_id)
-            .and_then(|a| a.users.get(user_id))
-            .cloned()
-        else {
+        let Some(sid) = self.apps.get(&app_id).and_then(|a| a.users.get(user_id)).cloned() else {
             return false;
         };
         if self.sessions.get(&sid).is_none_or(|s| s.room_id != room_id) {
             return false;
         }
-        self.kick_session(
-            &sid,
-            ErrorCode::KICKED_BY_ADMIN,
-            "kicked out by an administrator",
-            now,
-        );
+        self.kick_session(&sid, ErrorCode::KICKED_BY_ADMIN, "kicked out by an administrator", now);
         true
     }
 
@@ -493,14 +396,7 @@ impl Registry {
     pub fn shutdown(&mut self) {
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for c in conns {
-            self.send(
-                c,
-                ServerMsg::error(
-                    None,
-                    ErrorCode::SERVER_SHUTTING_DOWN,
-                    "server shutting down",
-                ),
-            );
+            self.send(c, ServerMsg::error(None, ErrorCode::SERVER_SHUTTING_DOWN, "server shutting down"));
             self.out.push_back(Output::Close(c));
         }
     }
@@ -532,20 +428,10 @@ impl Registry {
             .and_then(|_| ids::check_user_id(&user.user_id))
             .and_then(|_| ids::check_user_name(&user.user_name));
         if let Err(code) = checked {
-            return self.fail(
-                conn,
-                Some(req),
-                code,
-                "invalid room ID, user ID or user name",
-            );
+            return self.fail(conn, Some(req), code, "invalid room ID, user ID or user name");
         }
         let Some(app) = self.apps.get_mut(&app_id) else {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::APP_ID_MISMATCH,
-                format!("unknown app_id {app_id}"),
-            );
+            return self.fail(conn, Some(req), ErrorCode::APP_ID_MISMATCH, format!("unknown app_id {app_id}"));
         };
         if !app.logins.take(now.at) {
             return self.fail(
@@ -555,37 +441,18 @@ impl Registry {
                 "too many logins for this app; retry later",
             );
         }
-        let claims = match auth::verify_login(
-            Some(&app.key),
-            app_id,
-            token,
-            &user.user_id,
-            &room_id,
-            now.unix_secs(),
-        ) {
+        let claims = match auth::verify_login(Some(&app.key), app_id, token, &user.user_id, &room_id, now.unix_secs()) {
             Ok(c) => c,
             Err(code) => return self.fail(conn, Some(req), code, "token rejected"),
         };
         let previous = app.users.get(&user.user_id).cloned();
-        let occupied = app
-            .rooms
-            .get(&room_id)
-            .map(|r| r.sessions.len())
-            .unwrap_or(0);
-        let same_room_prev = previous
-            .as_ref()
-            .and_then(|p| self.sessions.get(p))
-            .is_some_and(|s| s.room_id == room_id);
+        let occupied = app.rooms.get(&room_id).map(|r| r.sessions.len()).unwrap_or(0);
+        let same_room_prev = previous.as_ref().and_then(|p| self.sessions.get(p)).is_some_and(|s| s.room_id == room_id);
         if occupied - usize::from(same_room_prev) >= self.limits.max_users_per_room {
             return self.fail(conn, Some(req), ErrorCode::ROOM_FULL, "the room is full");
         }
         if let Some(prev) = previous {
-            self.kick_session(
-                &prev,
-                ErrorCode::KICKED_DUPLICATE_LOGIN,
-                "the same user ID logged in elsewhere",
-                now,
-            );
+            self.kick_session(&prev, ErrorCode::KICKED_DUPLICATE_LOGIN, "the same user ID logged in elsewhere", now);
         }
         let session_id = random_hex(16);
         let resume_token = random_hex(16);
@@ -602,19 +469,15 @@ impl Registry {
             published: BTreeMap::new(),
             subscriptions: BTreeSet::new(),
             warned_expiry: false,
-            broadcasts: Bucket::new(
-                self.limits.broadcasts_per_sec,
-                self.limits.broadcast_burst,
-                now.at,
-            ),
+            broadcasts: Bucket::new(self.limits.broadcasts_per_sec, self.limits.broadcast_burst, now.at),
             backlog: VecDeque::new(),
         };
         let app = self.apps.get_mut(&app_id).expect("checked above");
         app.users.insert(user.user_id.clone(), session_id.clone());
-        let room = app.rooms.entry(room_id.clone()).or_insert_with(|| Room {
-            sessions: BTreeSet::new(),
-            extra_info: BTreeMap::new(),
-        });
+        let room = app
+            .rooms
+            .entry(room_id.clone())
+            .or_insert_with(|| Room { sessions: BTreeSet::new(), extra_info: BTreeMap::new() });
         let others: Vec<String> = room.sessions.iter().cloned().collect();
         room.sessions.insert(session_id.clone());
         self.sessions.insert(session_id.clone(), session);
@@ -641,46 +504,19 @@ impl Registry {
         }
     }
 
-    fn resume(
-        &mut self,
-        conn: ConnId,
-        req: u64,
-        version: u32,
-        session_id: &str,
-        token: &str,
-        now: Now,
-    ) {
+    fn resume(&mut self, conn: ConnId, req: u64, version: u32, session_id: &str, token: &str, now: Now) {
         if version != PROTOCOL_VERSION {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::UNSUPPORTED_VERSION,
-                "unsupported protocol version",
-            );
+            return self.fail(conn, Some(req), ErrorCode::UNSUPPORTED_VERSION, "unsupported protocol version");
         }
-        let valid = self
-            .sessions
-            .get(session_id)
-            .is_some_and(|s| constant_eq(&s.resume_token, token));
+        let valid = self.sessions.get(session_id).is_some_and(|s| constant_eq(&s.resume_token, token));
         if !valid {
             if let Some((code, _)) = self.tombstones.get(session_id) {
                 let code = *code;
-                self.send(
-                    conn,
-                    ServerMsg::Kicked {
-                        code,
-                        message: "this session was kicked out".into(),
-                    },
-                );
+                self.send(conn, ServerMsg::Kicked { code, message: "this session was kicked out".into() });
                 self.out.push_back(Output::Close(conn));
                 return;
             }
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::SESSION_EXPIRED,
-                "session not found; log in again",
-            );
+            return self.fail(conn, Some(req), ErrorCode::SESSION_EXPIRED, "session not found; log in again");
         }
         let s = self.sessions.get_mut(session_id).expect("checked above");
         let old = s.conn.replace(conn);
@@ -709,14 +545,7 @@ impl Registry {
             return;
         };
         let key = self.apps.get(&s.app_id).map(|a| a.key.clone());
-        match auth::verify_login(
-            key.as_deref(),
-            s.app_id,
-            token,
-            &s.user.user_id,
-            &s.room_id,
-            now.unix_secs(),
-        ) {
+        match auth::verify_login(key.as_deref(), s.app_id, token, &s.user.user_id, &s.room_id, now.unix_secs()) {
             Ok(claims) => {
                 let s = self.sessions.get_mut(sid).expect("present");
                 s.claims = claims;
@@ -725,17 +554,12 @@ impl Registry {
             }
             Err(code) => {
                 let code = match code {
-                    ErrorCode::TOKEN_USER_MISMATCH
-                    | ErrorCode::TOKEN_ROOM_MISMATCH
-                    | ErrorCode::APP_ID_MISMATCH => ErrorCode::RENEW_TOKEN_MISMATCH,
+                    ErrorCode::TOKEN_USER_MISMATCH | ErrorCode::TOKEN_ROOM_MISMATCH | ErrorCode::APP_ID_MISMATCH => {
+                        ErrorCode::RENEW_TOKEN_MISMATCH
+                    }
                     c => c,
                 };
-                self.fail(
-                    conn,
-                    Some(req),
-                    code,
-                    "renewed token rejected; the old one stays in force",
-                )
+                self.fail(conn, Some(req), code, "renewed token rejected; the old one stays in force")
             }
         }
     }
@@ -744,13 +568,7 @@ impl Registry {
         if let Some(s) = self.sessions.get(sid) {
             tracing::info!(user_id = %s.user.user_id, room_id = %s.room_id, code = code.0, "{why}");
             if let Some(c) = s.conn {
-                self.send(
-                    c,
-                    ServerMsg::Kicked {
-                        code,
-                        message: why.to_string(),
-                    },
-                );
+                self.send(c, ServerMsg::Kicked { code, message: why.to_string() });
                 self.out.push_back(Output::Close(c));
                 if let Some(conn) = self.conns.get_mut(&c) {
                     conn.session = None;
@@ -800,52 +618,25 @@ impl Registry {
 
     // ---------------------------------------------------------------- streams
 
-    fn publish(
-        &mut self,
-        conn: ConnId,
-        req: u64,
-        sid: &str,
-        stream_id: String,
-        extra_info: String,
-    ) {
+    fn publish(&mut self, conn: ConnId, req: u64, sid: &str, stream_id: String, extra_info: String) {
         if let Err(code) = ids::check_stream_id(&stream_id) {
             return self.fail(conn, Some(req), code, "invalid stream ID");
         }
         if extra_info.len() > EXTRA_VALUE_MAX {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::EXTRA_INFO_TOO_LARGE,
-                "stream extra info over 1024 bytes",
-            );
+            return self.fail(conn, Some(req), ErrorCode::EXTRA_INFO_TOO_LARGE, "stream extra info over 1024 bytes");
         }
         let s = self.sessions.get(sid).expect("logged in");
         if !s.claims.has("publish") {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::NO_PUBLISH_PRIVILEGE,
-                "token lacks the publish privilege",
-            );
+            return self.fail(conn, Some(req), ErrorCode::NO_PUBLISH_PRIVILEGE, "token lacks the publish privilege");
         }
         if !s.claims.allows_stream(&stream_id) {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::STREAM_NOT_ALLOWED,
-                "token does not allow this stream ID",
-            );
+            return self.fail(conn, Some(req), ErrorCode::STREAM_NOT_ALLOWED, "token does not allow this stream ID");
         }
         if s.published.contains_key(&stream_id) {
             return self.send(conn, ServerMsg::Ok { req });
         }
         if s.published.len() >= self.limits.max_streams_per_user {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::TOO_MANY_STREAMS,
-                "too many streams for one user",
-            );
+            return self.fail(conn, Some(req), ErrorCode::TOO_MANY_STREAMS, "too many streams for one user");
         }
         let app = self.apps.get_mut(&s.app_id).expect("app of a session");
         if app.streams.contains_key(&stream_id) {
@@ -858,23 +649,12 @@ impl Registry {
         }
         app.streams.insert(stream_id.clone(), sid.to_string());
         let room_id = s.room_id.clone();
-        let info = StreamInfo {
-            stream_id: stream_id.clone(),
-            user: s.user.clone(),
-            extra_info: extra_info.clone(),
-        };
-        self.sessions
-            .get_mut(sid)
-            .expect("present")
-            .published
-            .insert(stream_id.clone(), extra_info);
+        let info = StreamInfo { stream_id: stream_id.clone(), user: s.user.clone(), extra_info: extra_info.clone() };
+        self.sessions.get_mut(sid).expect("present").published.insert(stream_id.clone(), extra_info);
         tracing::info!(room_id = %room_id, stream_id = %stream_id, user_id = %info.user.user_id, "stream published");
         self.send(conn, ServerMsg::Ok { req });
         for other in self.room_others(sid) {
-            let subscribed = self
-                .sessions
-                .get(&other)
-                .is_some_and(|o| o.subscriptions.contains(&stream_id));
+            let subscribed = self.sessions.get(&other).is_some_and(|o| o.subscriptions.contains(&stream_id));
             self.send_session(
                 &other,
                 ServerMsg::StreamUpdate {
@@ -885,12 +665,7 @@ impl Registry {
                 },
             );
             if subscribed {
-                self.send_session(
-                    &other,
-                    ServerMsg::PlayAvailable {
-                        stream_id: stream_id.clone(),
-                    },
-                );
+                self.send_session(&other, ServerMsg::PlayAvailable { stream_id: stream_id.clone() });
             }
         }
     }
@@ -902,11 +677,7 @@ impl Registry {
         let Some(extra_info) = s.published.remove(stream_id) else {
             return;
         };
-        let info = StreamInfo {
-            stream_id: stream_id.to_string(),
-            user: s.user.clone(),
-            extra_info,
-        };
+        let info = StreamInfo { stream_id: stream_id.to_string(), user: s.user.clone(), extra_info };
         let room_id = s.room_id.clone();
         if let Some(app) = self.apps.get_mut(&s.app_id) {
             app.streams.remove(stream_id);
@@ -926,10 +697,7 @@ impl Registry {
             if o.subscriptions.remove(stream_id) {
                 self.send_session(
                     &other,
-                    ServerMsg::PlayStopped {
-                        stream_id: stream_id.to_string(),
-                        code: ErrorCode::STREAM_DELETED,
-                    },
+                    ServerMsg::PlayStopped { stream_id: stream_id.to_string(), code: ErrorCode::STREAM_DELETED },
                 );
             }
         }
@@ -941,20 +709,10 @@ impl Registry {
         }
         let s = self.sessions.get(sid).expect("logged in");
         if !s.claims.has("play") {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::NO_PLAY_PRIVILEGE,
-                "token lacks the play privilege",
-            );
+            return self.fail(conn, Some(req), ErrorCode::NO_PLAY_PRIVILEGE, "token lacks the play privilege");
         }
         if !s.claims.allows_stream(&stream_id) {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::STREAM_NOT_ALLOWED,
-                "token does not allow this stream ID",
-            );
+            return self.fail(conn, Some(req), ErrorCode::STREAM_NOT_ALLOWED, "token does not allow this stream ID");
         }
         let app = self.apps.get(&s.app_id).expect("app of a session");
         let published_here = app
@@ -962,11 +720,7 @@ impl Registry {
             .get(&stream_id)
             .and_then(|owner| self.sessions.get(owner))
             .is_some_and(|o| o.room_id == s.room_id);
-        self.sessions
-            .get_mut(sid)
-            .expect("present")
-            .subscriptions
-            .insert(stream_id);
+        self.sessions.get_mut(sid).expect("present").subscriptions.insert(stream_id);
         if published_here {
             self.send(conn, ServerMsg::Ok { req });
         } else {
@@ -981,15 +735,7 @@ impl Registry {
 
     // ---------------------------------------------------------------- room messages
 
-    fn set_extra_info(
-        &mut self,
-        conn: ConnId,
-        req: u64,
-        sid: &str,
-        key: String,
-        value: String,
-        now: Now,
-    ) {
+    fn set_extra_info(&mut self, conn: ConnId, req: u64, sid: &str, key: String, value: String, now: Now) {
         if key.is_empty() || key.len() >= EXTRA_KEY_MAX || value.len() > EXTRA_VALUE_MAX {
             return self.fail(
                 conn,
@@ -1001,11 +747,7 @@ impl Registry {
         let s = self.sessions.get(sid).expect("logged in");
         let (app_id, room_id, user) = (s.app_id, s.room_id.clone(), s.user.clone());
         let max_keys = self.limits.max_extra_info_keys;
-        let room = self
-            .apps
-            .get_mut(&app_id)
-            .and_then(|a| a.rooms.get_mut(&room_id))
-            .expect("room of a session");
+        let room = self.apps.get_mut(&app_id).and_then(|a| a.rooms.get_mut(&room_id)).expect("room of a session");
         if !room.extra_info.contains_key(&key) && room.extra_info.len() >= max_keys {
             return self.fail(
                 conn,
@@ -1014,42 +756,21 @@ impl Registry {
                 "too many extra info keys in this room",
             );
         }
-        let info = ExtraInfo {
-            key: key.clone(),
-            value,
-            update_user: user,
-            update_time_ms: now.unix_ms,
-        };
+        let info = ExtraInfo { key: key.clone(), value, update_user: user, update_time_ms: now.unix_ms };
         room.extra_info.insert(key, info.clone());
         self.send(conn, ServerMsg::Ok { req });
         for other in self.room_others(sid) {
-            self.send_session(
-                &other,
-                ServerMsg::ExtraInfoUpdate {
-                    room_id: room_id.clone(),
-                    info: info.clone(),
-                },
-            );
+            self.send_session(&other, ServerMsg::ExtraInfoUpdate { room_id: room_id.clone(), info: info.clone() });
         }
     }
 
     fn broadcast(&mut self, conn: ConnId, req: u64, sid: &str, message: String, now: Now) {
         if message.is_empty() || message.len() > BROADCAST_MAX {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::BROADCAST_TOO_LARGE,
-                "broadcast must be 1..=1024 bytes",
-            );
+            return self.fail(conn, Some(req), ErrorCode::BROADCAST_TOO_LARGE, "broadcast must be 1..=1024 bytes");
         }
         let s = self.sessions.get_mut(sid).expect("logged in");
         if !s.broadcasts.take(now.at) {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::BROADCAST_RATE_LIMITED,
-                "broadcast messages sent too fast",
-            );
+            return self.fail(conn, Some(req), ErrorCode::BROADCAST_RATE_LIMITED, "broadcast messages sent too fast");
         }
         let (room_id, from) = (s.room_id.clone(), s.user.clone());
         let message_id = self.next_message_id;
@@ -1093,18 +814,8 @@ impl Registry {
                         continue;
                     };
                     let Some(conn) = s.conn else { continue };
-                    let users = all
-                        .iter()
-                        .filter(|q| q.user_id != s.user.user_id)
-                        .cloned()
-                        .collect();
-                    sends.push((
-                        conn,
-                        ServerMsg::NetworkQuality {
-                            room_id: room_id.clone(),
-                            users,
-                        },
-                    ));
+                    let users = all.iter().filter(|q| q.user_id != s.user.user_id).cloned().collect();
+                    sends.push((conn, ServerMsg::NetworkQuality { room_id: room_id.clone(), users }));
                 }
             }
         }
@@ -1118,25 +829,16 @@ impl Registry {
     fn snapshot(&self, sid: &str) -> RoomSnapshot {
         let s = &self.sessions[sid];
         let room = &self.apps[&s.app_id].rooms[&s.room_id];
-        let mut snap = RoomSnapshot {
-            room_id: s.room_id.clone(),
-            ..Default::default()
-        };
-        for o in room
-            .sessions
-            .iter()
-            .filter(|o| o.as_str() != sid)
-            .filter_map(|o| self.sessions.get(o))
-        {
+        let mut snap = RoomSnapshot { room_id: s.room_id.clone(), ..Default::default() };
+        for o in room.sessions.iter().filter(|o| o.as_str() != sid).filter_map(|o| self.sessions.get(o)) {
             if s.notify {
                 snap.users.push(o.user.clone());
             }
-            snap.streams
-                .extend(o.published.iter().map(|(id, extra)| StreamInfo {
-                    stream_id: id.clone(),
-                    user: o.user.clone(),
-                    extra_info: extra.clone(),
-                }));
+            snap.streams.extend(o.published.iter().map(|(id, extra)| StreamInfo {
+                stream_id: id.clone(),
+                user: o.user.clone(),
+                extra_info: extra.clone(),
+            }));
         }
         snap.extra_info = room.extra_info.values().cloned().collect();
         snap
@@ -1149,31 +851,13 @@ impl Registry {
         self.apps
             .get(&s.app_id)
             .and_then(|a| a.rooms.get(&s.room_id))
-            .map(|r| {
-                r.sessions
-                    .iter()
-                    .filter(|o| o.as_str() != sid)
-                    .cloned()
-                    .collect()
-            })
+            .map(|r| r.sessions.iter().filter(|o| o.as_str() != sid).cloned().collect())
             .unwrap_or_default()
     }
 
-    fn send_user_update(
-        &mut self,
-        to: &str,
-        room_id: &str,
-        update: UpdateType,
-        user: &UserInfo,
-        reason: ErrorCode,
-    ) {
+    fn send_user_update(&mut self, to: &str, room_id: &str, update: UpdateType, user: &UserInfo, reason: ErrorCode) {
         if self.sessions.get(to).is_some_and(|s| s.notify) {
-            let msg = ServerMsg::UserUpdate {
-                room_id: room_id.to_string(),
-                update,
-                users: vec![user.clone()],
-                reason,
-            };
+            let msg = ServerMsg::UserUpdate { room_id: room_id.to_string(), update, users: vec![user.clone()], reason };
             self.send_session(to, msg);
         }
     }
@@ -1187,10 +871,7 @@ impl Registry {
         match s.conn {
             Some(c) => self.out.push_back(Output::Send(c, msg)),
             None => {
-                if matches!(
-                    msg,
-                    ServerMsg::BroadcastMessage { .. } | ServerMsg::TokenWillExpire { .. }
-                ) {
+                if matches!(msg, ServerMsg::BroadcastMessage { .. } | ServerMsg::TokenWillExpire { .. }) {
                     if s.backlog.len() >= DETACHED_BACKLOG {
                         s.backlog.pop_front();
                     }
@@ -1204,13 +885,7 @@ impl Registry {
         self.out.push_back(Output::Send(conn, msg));
     }
 
-    fn fail(
-        &mut self,
-        conn: ConnId,
-        req: Option<u64>,
-        code: ErrorCode,
-        message: impl Into<String>,
-    ) {
+    fn fail(&mut self, conn: ConnId, req: Option<u64>, code: ErrorCode, message: impl Into<String>) {
         self.metrics.error(code);
         self.send(conn, ServerMsg::error(req, code, message));
     }
@@ -1234,17 +909,11 @@ fn request_number(msg: &ClientMsg) -> Option<u64> {
 
 fn random_hex(bytes: usize) -> String {
     let mut rng = rand::rng();
-    (0..bytes)
-        .map(|_| format!("{:02x}", rng.random::<u8>()))
-        .collect()
+    (0..bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
 }
 
 fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn short(sid: &str) -> &str {

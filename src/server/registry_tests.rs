@@ -15,27 +15,10 @@ struct World {
 impl World {
     fn new(grace_secs: u64) -> Self {
         let mut cfg: ServerConfig = toml::from_str("").unwrap();
-        cfg.apps = vec![
-            AppConfig {
-                app_id: 1,
-                secret: SECRET.into(),
-            },
-            AppConfig {
-                app_id: 2,
-                secret: SECRET.into(),
-            },
-        ];
+        cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }, AppConfig { app_id: 2, secret: SECRET.into() }];
         cfg.session.grace_secs = grace_secs;
-        let now = Now {
-            at: Instant::now(),
-            unix_ms: 1_000_000_000,
-        };
-        World {
-            reg: Registry::new(&cfg, now.at),
-            now,
-            outbox: HashMap::new(),
-            closed: vec![],
-        }
+        let now = Now { at: Instant::now(), unix_ms: 1_000_000_000 };
+        World { reg: Registry::new(&cfg, now.at), now, outbox: HashMap::new(), closed: vec![] }
     }
 
     fn token(&self, app_id: u32, user: &str, privileges: &[&str], exp_in: u64) -> String {
@@ -69,14 +52,7 @@ impl World {
         self.outbox.remove(&conn).unwrap_or_default()
     }
 
-    fn login_app(
-        &mut self,
-        conn: ConnId,
-        app_id: u32,
-        user: &str,
-        room: &str,
-        notify: bool,
-    ) -> (String, String) {
+    fn login_app(&mut self, conn: ConnId, app_id: u32, user: &str, room: &str, notify: bool) -> (String, String) {
         self.reg.handle_connect(conn, self.now);
         let token = self.token(app_id, user, &["login", "publish", "play"], 3600);
         let m = ClientMsg::Login {
@@ -85,19 +61,12 @@ impl World {
             app_id,
             token,
             room_id: room.into(),
-            user: UserInfo {
-                user_id: user.into(),
-                user_name: user.to_uppercase(),
-            },
+            user: UserInfo { user_id: user.into(), user_name: user.to_uppercase() },
             user_status_notify: notify,
         };
         self.msg(conn, m);
         match self.take(conn).into_iter().next() {
-            Some(ServerMsg::LoginOk {
-                session_id,
-                resume_token,
-                ..
-            }) => (session_id, resume_token),
+            Some(ServerMsg::LoginOk { session_id, resume_token, .. }) => (session_id, resume_token),
             other => panic!("login failed: {other:?}"),
         }
     }
@@ -117,12 +86,7 @@ impl World {
 fn user_updates(msgs: &[ServerMsg]) -> Vec<(UpdateType, String, ErrorCode)> {
     msgs.iter()
         .filter_map(|m| match m {
-            ServerMsg::UserUpdate {
-                update,
-                users,
-                reason,
-                ..
-            } => Some((*update, users[0].user_id.clone(), *reason)),
+            ServerMsg::UserUpdate { update, users, reason, .. } => Some((*update, users[0].user_id.clone(), *reason)),
             _ => None,
         })
         .collect()
@@ -131,12 +95,9 @@ fn user_updates(msgs: &[ServerMsg]) -> Vec<(UpdateType, String, ErrorCode)> {
 fn stream_updates(msgs: &[ServerMsg]) -> Vec<(UpdateType, String, ErrorCode)> {
     msgs.iter()
         .filter_map(|m| match m {
-            ServerMsg::StreamUpdate {
-                update,
-                streams,
-                reason,
-                ..
-            } => Some((*update, streams[0].stream_id.clone(), *reason)),
+            ServerMsg::StreamUpdate { update, streams, reason, .. } => {
+                Some((*update, streams[0].stream_id.clone(), *reason))
+            }
             _ => None,
         })
         .collect()
@@ -154,22 +115,13 @@ fn user_updates_only_with_notify_and_never_about_self() {
     let mut w = World::new(90);
     w.login(1, "a", "r", true);
     w.login(2, "b", "r", false);
-    assert_eq!(
-        user_updates(&w.take(1)),
-        vec![(UpdateType::Add, "b".into(), ErrorCode::OK)]
-    );
+    assert_eq!(user_updates(&w.take(1)), vec![(UpdateType::Add, "b".into(), ErrorCode::OK)]);
     w.login(3, "c", "r", true);
-    assert_eq!(
-        user_updates(&w.take(1)),
-        vec![(UpdateType::Add, "c".into(), ErrorCode::OK)]
-    );
+    assert_eq!(user_updates(&w.take(1)), vec![(UpdateType::Add, "c".into(), ErrorCode::OK)]);
     assert!(w.take(2).is_empty(), "b did not ask for user updates");
     assert!(user_updates(&w.take(3)).is_empty());
     w.msg(2, ClientMsg::Logout { req: 9 });
-    assert_eq!(
-        user_updates(&w.take(1)),
-        vec![(UpdateType::Delete, "b".into(), ErrorCode::USER_LOGGED_OUT)]
-    );
+    assert_eq!(user_updates(&w.take(1)), vec![(UpdateType::Delete, "b".into(), ErrorCode::USER_LOGGED_OUT)]);
     assert!(w.closed.contains(&2));
 }
 
@@ -179,42 +131,14 @@ fn streams_unique_per_app_and_isolated_between_apps() {
     w.login(1, "a", "r", false);
     w.login(2, "b", "r", false);
     w.login_app(3, 2, "a", "r", false); // same IDs, other app
-    w.msg(
-        1,
-        ClientMsg::Publish {
-            req: 2,
-            stream_id: "s".into(),
-            extra_info: "cam".into(),
-        },
-    );
+    w.msg(1, ClientMsg::Publish { req: 2, stream_id: "s".into(), extra_info: "cam".into() });
     assert_eq!(w.take(1), vec![ServerMsg::Ok { req: 2 }]);
-    assert_eq!(
-        stream_updates(&w.take(2)),
-        vec![(UpdateType::Add, "s".into(), ErrorCode::OK)]
-    );
+    assert_eq!(stream_updates(&w.take(2)), vec![(UpdateType::Add, "s".into(), ErrorCode::OK)]);
     assert!(w.take(3).is_empty(), "app 2 must not hear app 1");
-    w.msg(
-        2,
-        ClientMsg::Publish {
-            req: 3,
-            stream_id: "s".into(),
-            extra_info: String::new(),
-        },
-    );
+    w.msg(2, ClientMsg::Publish { req: 3, stream_id: "s".into(), extra_info: String::new() });
     assert_eq!(error_code(&w.take(2)), Some(ErrorCode::STREAM_ID_IN_USE));
-    w.msg(
-        3,
-        ClientMsg::Publish {
-            req: 3,
-            stream_id: "s".into(),
-            extra_info: String::new(),
-        },
-    );
-    assert_eq!(
-        w.take(3),
-        vec![ServerMsg::Ok { req: 3 }],
-        "stream IDs are per app"
-    );
+    w.msg(3, ClientMsg::Publish { req: 3, stream_id: "s".into(), extra_info: String::new() });
+    assert_eq!(w.take(3), vec![ServerMsg::Ok { req: 3 }], "stream IDs are per app");
 }
 
 #[test]
@@ -222,45 +146,15 @@ fn play_waits_for_stream_and_is_stopped_with_it() {
     let mut w = World::new(90);
     w.login(1, "a", "r", false);
     w.login(2, "b", "r", false);
-    w.msg(
-        2,
-        ClientMsg::Play {
-            req: 2,
-            stream_id: "s".into(),
-        },
-    );
+    w.msg(2, ClientMsg::Play { req: 2, stream_id: "s".into() });
     assert_eq!(error_code(&w.take(2)), Some(ErrorCode::STREAM_NOT_FOUND));
-    w.msg(
-        1,
-        ClientMsg::Publish {
-            req: 2,
-            stream_id: "s".into(),
-            extra_info: String::new(),
-        },
-    );
+    w.msg(1, ClientMsg::Publish { req: 2, stream_id: "s".into(), extra_info: String::new() });
     let got = w.take(2);
-    assert!(
-        got.contains(&ServerMsg::PlayAvailable {
-            stream_id: "s".into()
-        }),
-        "{got:?}"
-    );
-    w.msg(
-        1,
-        ClientMsg::Unpublish {
-            req: 3,
-            stream_id: "s".into(),
-        },
-    );
+    assert!(got.contains(&ServerMsg::PlayAvailable { stream_id: "s".into() }), "{got:?}");
+    w.msg(1, ClientMsg::Unpublish { req: 3, stream_id: "s".into() });
     let got = w.take(2);
-    assert_eq!(
-        stream_updates(&got),
-        vec![(UpdateType::Delete, "s".into(), ErrorCode::OK)]
-    );
-    assert!(got.contains(&ServerMsg::PlayStopped {
-        stream_id: "s".into(),
-        code: ErrorCode::STREAM_DELETED
-    }));
+    assert_eq!(stream_updates(&got), vec![(UpdateType::Delete, "s".into(), ErrorCode::OK)]);
+    assert!(got.contains(&ServerMsg::PlayStopped { stream_id: "s".into(), code: ErrorCode::STREAM_DELETED }));
 }
 
 #[test]
@@ -271,39 +165,18 @@ fn duplicate_login_kicks_older_and_resume_is_refused() {
     w.take(2);
     w.login(3, "a", "r", false);
     let got = w.take(1);
-    assert!(
-        matches!(
-            got[0],
-            ServerMsg::Kicked {
-                code: ErrorCode::KICKED_DUPLICATE_LOGIN,
-                ..
-            }
-        ),
-        "{got:?}"
-    );
+    assert!(matches!(got[0], ServerMsg::Kicked { code: ErrorCode::KICKED_DUPLICATE_LOGIN, .. }), "{got:?}");
     assert!(w.closed.contains(&1));
     w.reg.handle_disconnect(1, w.now);
     // The kicked client must be told it was kicked, not "session expired" (no kick-back).
     w.reg.handle_connect(4, w.now);
-    w.msg(
-        4,
-        ClientMsg::Resume {
-            req: 1,
-            version: 1,
-            session_id: sid,
-            resume_token: tok,
-        },
-    );
+    w.msg(4, ClientMsg::Resume { req: 1, version: 1, session_id: sid, resume_token: tok });
     assert!(matches!(w.take(4)[0], ServerMsg::Kicked { .. }));
     let ups = user_updates(&w.take(2));
     assert_eq!(
         ups,
         vec![
-            (
-                UpdateType::Delete,
-                "a".into(),
-                ErrorCode::KICKED_DUPLICATE_LOGIN
-            ),
+            (UpdateType::Delete, "a".into(), ErrorCode::KICKED_DUPLICATE_LOGIN),
             (UpdateType::Add, "a".into(), ErrorCode::OK)
         ]
     );
@@ -313,78 +186,31 @@ fn duplicate_login_kicks_older_and_resume_is_refused() {
 fn resume_within_grace_is_invisible_and_grace_expiry_deletes() {
     let mut w = World::new(10);
     let (sid, tok) = w.login(1, "a", "r", false);
-    w.msg(
-        1,
-        ClientMsg::Publish {
-            req: 2,
-            stream_id: "s".into(),
-            extra_info: String::new(),
-        },
-    );
+    w.msg(1, ClientMsg::Publish { req: 2, stream_id: "s".into(), extra_info: String::new() });
     w.login(2, "b", "r", true);
     w.take(1);
     w.take(2);
     w.reg.handle_disconnect(1, w.now);
     w.advance(Duration::from_secs(5));
-    w.msg(
-        2,
-        ClientMsg::Broadcast {
-            req: 5,
-            message: "while you were away".into(),
-        },
-    );
+    w.msg(2, ClientMsg::Broadcast { req: 5, message: "while you were away".into() });
     w.reg.handle_connect(3, w.now);
-    w.msg(
-        3,
-        ClientMsg::Resume {
-            req: 1,
-            version: 1,
-            session_id: sid.clone(),
-            resume_token: tok.clone(),
-        },
-    );
+    w.msg(3, ClientMsg::Resume { req: 1, version: 1, session_id: sid.clone(), resume_token: tok.clone() });
     let got = w.take(3);
     assert!(matches!(got[0], ServerMsg::Resumed { .. }), "{got:?}");
-    assert!(
-        matches!(got[1], ServerMsg::BroadcastMessage { .. }),
-        "backlog replayed: {got:?}"
-    );
+    assert!(matches!(got[1], ServerMsg::BroadcastMessage { .. }), "backlog replayed: {got:?}");
     let seen_by_b = w.take(2);
-    assert!(
-        user_updates(&seen_by_b).is_empty() && stream_updates(&seen_by_b).is_empty(),
-        "{seen_by_b:?}"
-    );
+    assert!(user_updates(&seen_by_b).is_empty() && stream_updates(&seen_by_b).is_empty(), "{seen_by_b:?}");
     // Now go silent for longer than the grace period.
     w.reg.handle_disconnect(3, w.now);
     for _ in 0..11 {
-        w.msg(
-            2,
-            ClientMsg::Ping {
-                seq: 1,
-                quality: QualityLevel::Good,
-            },
-        );
+        w.msg(2, ClientMsg::Ping { seq: 1, quality: QualityLevel::Good });
         w.advance(Duration::from_secs(1));
     }
     let seen_by_b = w.take(2);
-    assert_eq!(
-        stream_updates(&seen_by_b),
-        vec![(UpdateType::Delete, "s".into(), ErrorCode::HEARTBEAT_TIMEOUT)]
-    );
-    assert_eq!(
-        user_updates(&seen_by_b),
-        vec![(UpdateType::Delete, "a".into(), ErrorCode::HEARTBEAT_TIMEOUT)]
-    );
+    assert_eq!(stream_updates(&seen_by_b), vec![(UpdateType::Delete, "s".into(), ErrorCode::HEARTBEAT_TIMEOUT)]);
+    assert_eq!(user_updates(&seen_by_b), vec![(UpdateType::Delete, "a".into(), ErrorCode::HEARTBEAT_TIMEOUT)]);
     w.reg.handle_connect(4, w.now);
-    w.msg(
-        4,
-        ClientMsg::Resume {
-            req: 1,
-            version: 1,
-            session_id: sid,
-            resume_token: tok,
-        },
-    );
+    w.msg(4, ClientMsg::Resume { req: 1, version: 1, session_id: sid, resume_token: tok });
     assert_eq!(error_code(&w.take(4)), Some(ErrorCode::SESSION_EXPIRED));
 }
 
@@ -399,10 +225,7 @@ fn bad_input_answers_codes_without_touching_others() {
         app_id: 1,
         token: "x".into(),
         room_id: room.into(),
-        user: UserInfo {
-            user_id: user.into(),
-            user_name: String::new(),
-        },
+        user: UserInfo { user_id: user.into(), user_name: String::new() },
         user_status_notify: false,
     };
     w.msg(2, bad("r", ""));
@@ -411,35 +234,16 @@ fn bad_input_answers_codes_without_touching_others() {
     assert_eq!(error_code(&w.take(2)), Some(ErrorCode::ROOM_ID_INVALID));
     w.msg(2, bad("r", "u"));
     assert_eq!(error_code(&w.take(2)), Some(ErrorCode::TOKEN_INVALID));
-    w.msg(
-        2,
-        ClientMsg::Publish {
-            req: 3,
-            stream_id: "s".into(),
-            extra_info: String::new(),
-        },
-    );
+    w.msg(2, ClientMsg::Publish { req: 3, stream_id: "s".into(), extra_info: String::new() });
     assert_eq!(error_code(&w.take(2)), Some(ErrorCode::NOT_LOGGED_IN));
     let mut limited = 0;
     for i in 0..200 {
-        w.msg(
-            2,
-            ClientMsg::Ping {
-                seq: i,
-                quality: QualityLevel::Unknown,
-            },
-        );
+        w.msg(2, ClientMsg::Ping { seq: i, quality: QualityLevel::Unknown });
         limited += usize::from(error_code(&w.take(2)) == Some(ErrorCode::RATE_LIMITED));
     }
     assert!(limited > 50, "rate limit applied ({limited})");
     assert!(w.take(1).is_empty(), "a saw nothing");
-    w.msg(
-        1,
-        ClientMsg::Broadcast {
-            req: 4,
-            message: "x".repeat(1025),
-        },
-    );
+    w.msg(1, ClientMsg::Broadcast { req: 4, message: "x".repeat(1025) });
     assert_eq!(error_code(&w.take(1)), Some(ErrorCode::BROADCAST_TOO_LARGE));
 }
 
@@ -456,48 +260,20 @@ fn token_expiry_warned_and_renewed() {
             app_id: 1,
             token,
             room_id: "r".into(),
-            user: UserInfo {
-                user_id: "a".into(),
-                user_name: String::new(),
-            },
+            user: UserInfo { user_id: "a".into(), user_name: String::new() },
             user_status_notify: false,
         },
     );
     w.take(1);
     w.advance(Duration::from_secs(5));
-    assert!(
-        !w.take(1)
-            .iter()
-            .any(|m| matches!(m, ServerMsg::TokenWillExpire { .. }))
-    );
+    assert!(!w.take(1).iter().any(|m| matches!(m, ServerMsg::TokenWillExpire { .. })));
     w.advance(Duration::from_secs(6));
-    assert!(w.take(1).iter().any(|m| matches!(
-        m,
-        ServerMsg::TokenWillExpire {
-            remaining_secs: 29,
-            ..
-        }
-    )));
+    assert!(w.take(1).iter().any(|m| matches!(m, ServerMsg::TokenWillExpire { remaining_secs: 29, .. })));
     let other_user = w.token(1, "b", &["login"], 3600);
-    w.msg(
-        1,
-        ClientMsg::RenewToken {
-            req: 2,
-            token: other_user,
-        },
-    );
-    assert_eq!(
-        error_code(&w.take(1)),
-        Some(ErrorCode::RENEW_TOKEN_MISMATCH)
-    );
+    w.msg(1, ClientMsg::RenewToken { req: 2, token: other_user });
+    assert_eq!(error_code(&w.take(1)), Some(ErrorCode::RENEW_TOKEN_MISMATCH));
     let fresh = w.token(1, "a", &["login"], 3600);
-    w.msg(
-        1,
-        ClientMsg::RenewToken {
-            req: 3,
-            token: fresh,
-        },
-    );
+    w.msg(1, ClientMsg::RenewToken { req: 3, token: fresh });
     assert_eq!(w.take(1), vec![ServerMsg::Ok { req: 3 }]);
 }
 
@@ -514,44 +290,18 @@ fn privileges_enforced_and_admin_kick() {
             app_id: 1,
             token,
             room_id: "r".into(),
-            user: UserInfo {
-                user_id: "viewer".into(),
-                user_name: String::new(),
-            },
+            user: UserInfo { user_id: "viewer".into(), user_name: String::new() },
             user_status_notify: false,
         },
     );
     w.take(1);
-    w.msg(
-        1,
-        ClientMsg::Publish {
-            req: 2,
-            stream_id: "s".into(),
-            extra_info: String::new(),
-        },
-    );
-    assert_eq!(
-        error_code(&w.take(1)),
-        Some(ErrorCode::NO_PUBLISH_PRIVILEGE)
-    );
+    w.msg(1, ClientMsg::Publish { req: 2, stream_id: "s".into(), extra_info: String::new() });
+    assert_eq!(error_code(&w.take(1)), Some(ErrorCode::NO_PUBLISH_PRIVILEGE));
     w.login(2, "b", "r", true);
     assert!(w.reg.kick(1, "r", "viewer", w.now));
     w.pump();
-    assert!(matches!(
-        w.take(1)[0],
-        ServerMsg::Kicked {
-            code: ErrorCode::KICKED_BY_ADMIN,
-            ..
-        }
-    ));
-    assert_eq!(
-        user_updates(&w.take(2)),
-        vec![(
-            UpdateType::Delete,
-            "viewer".into(),
-            ErrorCode::KICKED_BY_ADMIN
-        )]
-    );
+    assert!(matches!(w.take(1)[0], ServerMsg::Kicked { code: ErrorCode::KICKED_BY_ADMIN, .. }));
+    assert_eq!(user_updates(&w.take(2)), vec![(UpdateType::Delete, "viewer".into(), ErrorCode::KICKED_BY_ADMIN)]);
     assert!(!w.reg.kick(1, "r", "viewer", w.now));
     assert_eq!(w.reg.room_view(1, "r").unwrap().users.len(), 1);
     w.msg(2, ClientMsg::Logout { req: 3 });
@@ -563,28 +313,15 @@ fn network_quality_of_others_every_two_seconds() {
     let mut w = World::new(90);
     w.login(1, "a", "r", false);
     w.login(2, "b", "r", false);
-    w.msg(
-        2,
-        ClientMsg::Ping {
-            seq: 1,
-            quality: QualityLevel::Good,
-        },
-    );
+    w.msg(2, ClientMsg::Ping { seq: 1, quality: QualityLevel::Good });
     w.take(1);
     w.advance(Duration::from_millis(100));
-    let q: Vec<_> = w
-        .take(1)
-        .into_iter()
-        .filter(|m| matches!(m, ServerMsg::NetworkQuality { .. }))
-        .collect();
+    let q: Vec<_> = w.take(1).into_iter().filter(|m| matches!(m, ServerMsg::NetworkQuality { .. })).collect();
     assert_eq!(
         q,
         vec![ServerMsg::NetworkQuality {
             room_id: "r".into(),
-            users: vec![UserQuality {
-                user_id: "b".into(),
-                quality: QualityLevel::Good
-            }]
+            users: vec![UserQuality { user_id: "b".into(), quality: QualityLevel::Good }]
         }]
     );
 }

@@ -12,7 +12,7 @@ pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
 /// Serves one upgraded socket until it closes.
 pub async fn serve(socket: WebSocket, hub: Hub) {
-    let (conn, mut queue) = hub.connect().await;
+    let (conn, mut queue, _live) = hub.connect().await;
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
         while let Some(item) = queue.recv().await {
@@ -38,36 +38,21 @@ pub async fn serve(socket: WebSocket, hub: Hub) {
         let text = match frame {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(_))) => {
-                hub.invalid(
-                    conn,
-                    ErrorCode::MALFORMED_MESSAGE,
-                    "binary frames are not part of the protocol".into(),
-                )
-                .await;
+                hub.invalid(conn, ErrorCode::MALFORMED_MESSAGE, "binary frames are not part of the protocol".into())
+                    .await;
                 continue;
             }
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             Some(Ok(_)) => continue, // ping/pong are answered by the library
         };
         if text.len() > max {
-            hub.invalid(
-                conn,
-                ErrorCode::MESSAGE_TOO_LARGE,
-                format!("message of {} bytes exceeds {max}", text.len()),
-            )
-            .await;
+            hub.invalid(conn, ErrorCode::MESSAGE_TOO_LARGE, format!("message of {} bytes exceeds {max}", text.len()))
+                .await;
             continue;
         }
         match serde_json::from_str::<ClientMsg>(text.as_str()) {
             Ok(msg) => hub.message(conn, msg).await,
-            Err(e) => {
-                hub.invalid(
-                    conn,
-                    ErrorCode::MALFORMED_MESSAGE,
-                    format!("cannot decode message: {e}"),
-                )
-                .await
-            }
+            Err(e) => hub.invalid(conn, ErrorCode::MALFORMED_MESSAGE, format!("cannot decode message: {e}")).await,
         }
     }
     hub.disconnect(conn).await;

@@ -10,9 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use callbox::auth::{self, Claims};
-use callbox::engine::{
-    Auth, Engine, EngineEvent, EngineProfile, ReconnectPolicy, RoomConfig, UserInfo,
-};
+use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, ReconnectPolicy, RoomConfig, UserInfo};
 use callbox::proto::{ClientMsg, ServerMsg};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -38,12 +36,7 @@ impl Server {
     pub fn start(extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let (child, addr) = spawn(&dir, extra, "127.0.0.1:0");
-        Server {
-            addr,
-            child,
-            dir,
-            extra: extra.to_string(),
-        }
+        Server { addr, child, dir, extra: extra.to_string() }
     }
 
     pub fn url(&self) -> String {
@@ -81,10 +74,7 @@ impl Drop for Server {
 }
 
 fn unsafe_kill(pid: u32, sig: i32) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
 }
 
 fn spawn(dir: &tempfile::TempDir, extra: &str, listen: &str) -> (Child, SocketAddr) {
@@ -94,13 +84,7 @@ fn spawn(dir: &tempfile::TempDir, extra: &str, listen: &str) -> (Child, SocketAd
     );
     std::fs::write(&cfg, text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_callbox"))
-        .args([
-            "server",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--listen",
-            listen,
-        ])
+        .args(["server", "--config", cfg.to_str().unwrap(), "--listen", listen])
         .env("RUST_LOG", "callbox=debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -120,14 +104,7 @@ fn spawn(dir: &tempfile::TempDir, extra: &str, listen: &str) -> (Child, SocketAd
     (child, addr)
 }
 
-pub fn token(
-    app_id: u32,
-    secret: &str,
-    user: &str,
-    room: Option<&str>,
-    privileges: &[&str],
-    ttl: i64,
-) -> String {
+pub fn token(app_id: u32, secret: &str, user: &str, room: Option<&str>, privileges: &[&str], ttl: i64) -> String {
     let now = auth::unix_now();
     let claims = Claims {
         app_id,
@@ -142,11 +119,7 @@ pub fn token(
 }
 
 pub fn fast_policy() -> ReconnectPolicy {
-    ReconnectPolicy {
-        initial: Duration::from_millis(100),
-        max: Duration::from_millis(500),
-        give_up_after: None,
-    }
+    ReconnectPolicy { initial: Duration::from_millis(100), max: Duration::from_millis(500), give_up_after: None }
 }
 
 /// An engine in AppSign mode with fast retries.
@@ -154,27 +127,15 @@ pub fn engine(url: &str) -> (Engine, Events) {
     let mut p = EngineProfile::new(APP, Auth::AppSign(SECRET.into()), url);
     p.reconnect = fast_policy();
     let (e, rx) = Engine::create(p).unwrap();
-    (
-        e,
-        Events {
-            rx,
-            seen: Vec::new(),
-        },
-    )
+    (e, Events { rx, seen: Vec::new() })
 }
 
 pub fn user(id: &str) -> UserInfo {
-    UserInfo {
-        user_id: id.into(),
-        user_name: format!("{id} name"),
-    }
+    UserInfo { user_id: id.into(), user_name: format!("{id} name") }
 }
 
 pub fn notify() -> RoomConfig {
-    RoomConfig {
-        token: None,
-        is_user_status_notify: true,
-    }
+    RoomConfig { token: None, is_user_status_notify: true }
 }
 
 /// An engine's event receiver with a log of everything seen.
@@ -221,18 +182,13 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(server: &Server) -> Raw {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/v1", server.addr))
-            .await
-            .unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/v1", server.addr)).await.unwrap();
         Raw { ws }
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {
         let t: String = text.into();
-        self.ws
-            .send(tokio_tungstenite::tungstenite::Message::Text(t.into()))
-            .await
-            .unwrap();
+        self.ws.send(tokio_tungstenite::tungstenite::Message::Text(t.into())).await.unwrap();
     }
 
     pub async fn send(&mut self, m: &ClientMsg) {
@@ -240,20 +196,13 @@ impl Raw {
     }
 
     pub async fn send_binary(&mut self, b: Vec<u8>) {
-        self.ws
-            .send(tokio_tungstenite::tungstenite::Message::Binary(b.into()))
-            .await
-            .unwrap();
+        self.ws.send(tokio_tungstenite::tungstenite::Message::Binary(b.into())).await.unwrap();
     }
 
     /// The next protocol message (skipping pongs and quality pushes).
     pub async fn recv(&mut self) -> ServerMsg {
         loop {
-            let f = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out")
-                .expect("closed")
-                .unwrap();
+            let f = tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out").expect("closed").unwrap();
             if let tokio_tungstenite::tungstenite::Message::Text(t) = f {
                 let m: ServerMsg = serde_json::from_str(t.as_str()).unwrap();
                 if !matches!(m, ServerMsg::Pong { .. } | ServerMsg::NetworkQuality { .. }) {
@@ -264,14 +213,7 @@ impl Raw {
     }
 
     pub async fn login(&mut self, user_id: &str, room: &str) -> ServerMsg {
-        let t = token(
-            APP,
-            SECRET,
-            user_id,
-            None,
-            &["login", "publish", "play"],
-            3600,
-        );
+        let t = token(APP, SECRET, user_id, None, &["login", "publish", "play"], 3600);
         self.send(&ClientMsg::Login {
             req: 1,
             version: 1,
@@ -343,25 +285,15 @@ impl Proxy {
 pub async fn http(addr: &str, method: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
     use tokio::io::AsyncReadExt;
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n"
-    );
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, dechunk(&body))
 }
 
