@@ -46,7 +46,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging();
+    // The demo and bench print their own lines; their logs stay quiet unless RUST_LOG asks.
+    let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
+    cli::init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Server { config, listen } => cli::server(config, listen),
         Command::Token(args) => cli::token(args),
