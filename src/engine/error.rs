@@ -18,6 +18,9 @@ pub enum EngineError {
     /// The engine was destroyed.
     #[error("the engine was destroyed")]
     Destroyed,
+    /// A start call was superseded by the matching stop call before it completed.
+    #[error("cancelled by a later stop call")]
+    Cancelled,
     /// The profile is unusable.
     #[error("invalid engine profile: {0}")]
     Profile(String),
@@ -29,6 +32,7 @@ impl EngineError {
         match self {
             EngineError::Invalid(c) | EngineError::Rejected(c) | EngineError::Network(c) => *c,
             EngineError::Destroyed => ErrorCode::ENGINE_DESTROYED,
+            EngineError::Cancelled => ErrorCode::REQUEST_CANCELLED,
             EngineError::Profile(_) => ErrorCode::TOKEN_INVALID,
         }
     }

@@ -306,7 +306,7 @@ impl Session {
                 error_code: ErrorCode::OK,
             });
             if let Some(c) = p.cmd {
-                self.done(c, Err(EngineError::Invalid(ErrorCode::OK)));
+                self.done(c, Err(EngineError::Cancelled));
             }
             if self.phase == Phase::Connected {
                 let req = self.request(Pending::Simple(0));
@@ -343,7 +343,7 @@ impl Session {
                 error_code: ErrorCode::OK,
             });
             if let Some(c) = p.cmd {
-                self.done(c, Err(EngineError::Invalid(ErrorCode::OK)));
+                self.done(c, Err(EngineError::Cancelled));
             }
             if self.phase == Phase::Connected {
                 let req = self.request(Pending::Simple(0));

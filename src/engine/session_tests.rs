@@ -482,3 +482,20 @@ fn network_quality_for_self_and_others() {
     assert!((3..=4).contains(&local), "{local}");
     assert!(remote.iter().any(|(u, q)| u == "flat" && *q == QualityLevel::Excellent), "{remote:?}");
 }
+
+#[test]
+fn stop_before_start_completes_cancels_the_start() {
+    let mut net = Net::new(90);
+    let a = net.add(ReconnectPolicy::default());
+    net.clients[a].cut = Cut::Reset; // server unreachable: the publish stays queued
+    net.login(a, "door", "lobby");
+    net.run(Duration::from_millis(200));
+    let p = net.cmd();
+    net.clients[a].s.publish(p, PublishChannel::Main, "door-main".into(), String::new());
+    let s = net.cmd();
+    net.clients[a].s.stop_publish(s, PublishChannel::Main);
+    net.settle();
+    assert_eq!(net.clients[a].done[&p], Err(EngineError::Cancelled));
+    assert_eq!(net.clients[a].done[&s], Ok(0));
+    assert_eq!(EngineError::Cancelled.code(), ErrorCode::REQUEST_CANCELLED);
+}

@@ -50,6 +50,8 @@ codes! {
     STREAM_ID_INVALID = 1000016,
     /// The engine was destroyed; the request was not carried out.
     ENGINE_DESTROYED = 1000020,
+    /// The call was superseded by a stop call before it completed.
+    REQUEST_CANCELLED = 1000021,
     /// The message is not valid JSON or not a known message.
     MALFORMED_MESSAGE = 1001001,
     /// The protocol version is not supported by this server.
