@@ -6,13 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use callbox::engine::{EngineEvent, ErrorCode, PlayerState, PublishChannel, RoomStateReason, UpdateType};
+use callbox::engine::{EngineEvent, ErrorCode, PlayerState, RoomStateReason, UpdateType};
 use callbox::proto::{ClientMsg, ServerMsg};
 use common::*;
-
-fn is_reason(r: RoomStateReason) -> impl Fn(&EngineEvent) -> bool {
-    move |e| matches!(e, EngineEvent::RoomStateChanged { reason, .. } if *reason == r)
-}
 
 #[tokio::test]
 async fn vanished_client_is_removed_after_grace_with_reason() {
@@ -43,13 +39,7 @@ async fn vanished_client_is_removed_after_grace_with_reason() {
 async fn cut_connection_restored_within_grace_resumes_without_churn() {
     let server = Server::start("");
     let proxy = Proxy::start(server.addr).await;
-    let (a, mut ea) = engine(&proxy.url());
-    let (b, mut eb) = engine(&server.url());
-    a.login_room("lobby", user("door"), notify()).await.unwrap();
-    a.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
-    b.login_room("lobby", user("flat"), notify()).await.unwrap();
-    b.start_playing_stream("door-main").await.unwrap();
-    eb.wait("Playing", |e| matches!(e, EngineEvent::PlayerStateUpdate { state: PlayerState::Playing, .. })).await;
+    let ((a, mut ea), (b, mut eb)) = door_and_flat(&proxy.url(), &server.url()).await;
     let before = eb.seen.len();
     proxy.cut();
     ea.wait("Reconnecting", is_reason(RoomStateReason::Reconnecting)).await;
@@ -84,13 +74,7 @@ async fn cut_connection_restored_within_grace_resumes_without_churn() {
 #[tokio::test]
 async fn server_killed_and_restarted_clients_come_back_by_themselves() {
     let mut server = Server::start("");
-    let (a, mut ea) = engine(&server.url());
-    let (b, mut eb) = engine(&server.url());
-    a.login_room("lobby", user("door"), notify()).await.unwrap();
-    a.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
-    b.login_room("lobby", user("flat"), notify()).await.unwrap();
-    b.start_playing_stream("door-main").await.unwrap();
-    eb.wait("Playing", |e| matches!(e, EngineEvent::PlayerStateUpdate { state: PlayerState::Playing, .. })).await;
+    let ((a, mut ea), (b, mut eb)) = door_and_flat(&server.url(), &server.url()).await;
     let killed = Instant::now();
     server.restart();
     ea.wait("a Reconnected", is_reason(RoomStateReason::Reconnected)).await;

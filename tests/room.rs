@@ -9,10 +9,6 @@ use callbox::engine::{
 };
 use common::*;
 
-fn is_reason(r: RoomStateReason) -> impl Fn(&EngineEvent) -> bool {
-    move |e| matches!(e, EngineEvent::RoomStateChanged { reason, .. } if *reason == r)
-}
-
 #[tokio::test]
 async fn login_logout_and_user_updates_only_with_the_flag() {
     let server = Server::start("");

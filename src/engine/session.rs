@@ -859,13 +859,7 @@ impl Session {
     }
 
     fn apply_users(&mut self, update: UpdateType, users: Vec<UserInfo>) {
-        let users: Vec<UserInfo> = users
-            .into_iter()
-            .filter(|u| match update {
-                UpdateType::Add => self.users.insert(u.user_id.clone(), u.clone()).is_none(),
-                UpdateType::Delete => self.users.remove(&u.user_id).is_some(),
-            })
-            .collect();
+        let users = apply_keyed(&mut self.users, update, users, |u| &u.user_id);
         if !users.is_empty() {
             let room_id = self.room_id();
             self.emit(EngineEvent::RoomUserUpdate { room_id, update, users });
@@ -873,13 +867,7 @@ impl Session {
     }
 
     fn apply_streams(&mut self, update: UpdateType, streams: Vec<StreamInfo>, reason: ErrorCode) {
-        let streams: Vec<StreamInfo> = streams
-            .into_iter()
-            .filter(|s| match update {
-                UpdateType::Add => self.streams.insert(s.stream_id.clone(), s.clone()).is_none(),
-                UpdateType::Delete => self.streams.remove(&s.stream_id).is_some(),
-            })
-            .collect();
+        let streams = apply_keyed(&mut self.streams, update, streams, |s| &s.stream_id);
         if !streams.is_empty() {
             let room_id = self.room_id();
             self.emit(EngineEvent::RoomStreamUpdate { room_id, update, streams, reason });
@@ -969,6 +957,23 @@ impl Session {
     fn done(&mut self, cmd: CmdId, result: Reply) {
         self.out.push_back(Output::Done { cmd, result });
     }
+}
+
+/// Applies an Add/Delete to a keyed view; returns only the items that changed it, so a
+/// repeated Add or a Delete of something unknown is not reported again.
+fn apply_keyed<T: Clone>(
+    view: &mut BTreeMap<String, T>,
+    update: UpdateType,
+    items: Vec<T>,
+    key: impl Fn(&T) -> &String,
+) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|item| match update {
+            UpdateType::Add => view.insert(key(item).clone(), item.clone()).is_none(),
+            UpdateType::Delete => view.remove(key(item)).is_some(),
+        })
+        .collect()
 }
 
 /// Login/resume refusals worth retrying (the others are final).

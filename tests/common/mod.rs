@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use callbox::auth::{self, Claims};
-use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, ReconnectPolicy, RoomConfig, UserInfo};
+use callbox::engine::{
+    Auth, Engine, EngineEvent, EngineProfile, PlayerState, PublishChannel, ReconnectPolicy, RoomConfig,
+    RoomStateReason, UserInfo,
+};
 use callbox::proto::{ClientMsg, ServerMsg};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -136,6 +139,24 @@ pub fn user(id: &str) -> UserInfo {
 
 pub fn notify() -> RoomConfig {
     RoomConfig { token: None, is_user_status_notify: true }
+}
+
+/// Matches a room state change with this reason.
+pub fn is_reason(r: RoomStateReason) -> impl Fn(&EngineEvent) -> bool {
+    move |e| matches!(e, EngineEvent::RoomStateChanged { reason, .. } if *reason == r)
+}
+
+/// `door` (via `url_a`) publishes `door-main` in `lobby`; `flat` (via `url_b`) plays it.
+/// Returns once the player reports Playing.
+pub async fn door_and_flat(url_a: &str, url_b: &str) -> ((Engine, Events), (Engine, Events)) {
+    let (a, ea) = engine(url_a);
+    let (b, mut eb) = engine(url_b);
+    a.login_room("lobby", user("door"), notify()).await.unwrap();
+    a.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
+    b.login_room("lobby", user("flat"), notify()).await.unwrap();
+    b.start_playing_stream("door-main").await.unwrap();
+    eb.wait("Playing", |e| matches!(e, EngineEvent::PlayerStateUpdate { state: PlayerState::Playing, .. })).await;
+    ((a, ea), (b, eb))
 }
 
 /// An engine's event receiver with a log of everything seen.
