@@ -3,8 +3,14 @@
 # missing (idempotent; uses sudo when not root). Safe to run on every `make`.
 set -euo pipefail
 
-# Build: pkg-config for -sys crates. Tests: procps (kill), iproute2 (fault tests, later).
-PACKAGES=(pkg-config ca-certificates procps)
+# Build: pkg-config and the GStreamer/ALSA headers for -sys crates. Run: the GStreamer plugins
+# callbox's pipelines use (x264enc is in -ugly, openh264enc/webrtcdsp/compositor in -bad,
+# avdec_h264 in -libav). Tests: procps (kill), iproute2 (fault tests).
+PACKAGES=(pkg-config ca-certificates procps iproute2
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-alsa
+  libasound2-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -18,4 +18,5 @@ pub mod auth;
 pub mod config_file;
 pub mod engine;
 pub mod proto;
+pub mod rtc;
 pub mod server;

@@ -1,0 +1,342 @@
+//! A device's connection to the SFU for one stream: a publish connection sends the
+//! stream's video and audio, a play connection receives them. Each has its own UDP socket
+//! and a small task that pumps the sans-IO peer connection. The task reports through a
+//! bounded event channel; RTP to send arrives on its own bounded channel (dropped, and
+//! counted, when full), RTP received goes straight to an [`RtpSink`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
+use tokio::sync::mpsc;
+
+use super::peer::{self, PeerOpts, RtcError};
+use super::{Kind, peer::codec};
+
+/// Which way media flows on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Device to server.
+    Publish,
+    /// Server to device.
+    Play,
+}
+
+/// Where received RTP goes (the play pipeline's sources). Called from the connection task:
+/// must not block.
+pub trait RtpSink: Send + 'static {
+    /// One RTP packet (header and payload, decrypted) of `kind`.
+    fn rtp(&mut self, kind: Kind, packet: &[u8]);
+}
+
+/// What a connection reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The offer to send to the server (`media_offer`).
+    Offer(String),
+    /// ICE and DTLS are up: media flows.
+    Connected,
+    /// The link is gone (ICE consent lost, or failed); renegotiate to recover.
+    Disconnected,
+    /// The server asks for a keyframe (PLI or FIR).
+    KeyframeRequested,
+    /// Counters, every second.
+    Stats(LinkStats),
+}
+
+/// Cumulative counters of one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LinkStats {
+    /// RTP packets sent (publish) or received (play), per kind: video, audio.
+    pub packets: [u64; 2],
+    /// RTP payload bytes sent or received, per kind.
+    pub bytes: [u64; 2],
+    /// Packets the publisher's pipeline produced that the link could not take.
+    pub dropped: u64,
+    /// Round-trip time to the server, ms (from ICE checks).
+    pub rtt_ms: Option<f64>,
+    /// Packets lost, as counted by the receiver (play) or reported back (publish).
+    pub lost: u64,
+    /// Keyframe requests received (publish).
+    pub keyframe_requests: u64,
+}
+
+/// Commands to a connection.
+#[derive(Debug)]
+pub enum ClientCmd {
+    /// The server's answer to our offer.
+    Answer(String),
+}
+
+/// A running connection. Dropping it closes the connection.
+pub struct ClientConn {
+    cmds: mpsc::Sender<ClientCmd>,
+    rtp: mpsc::Sender<(Kind, Bytes)>,
+    task: tokio::task::JoinHandle<()>,
+    /// The socket's local address.
+    pub local: SocketAddr,
+}
+
+impl ClientConn {
+    /// Starts a connection bound to `bind` (an IP with port 0, or a fixed port). The first
+    /// event is [`ClientEvent::Offer`].
+    pub fn start(
+        role: Role,
+        bind: SocketAddr,
+        sink: Option<Box<dyn RtpSink>>,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> Result<ClientConn, RtcError> {
+        let socket = peer::bind_udp(bind)?;
+        let local = socket.local_addr()?;
+        let now = Instant::now();
+        let mut pc = peer::build(now, PeerOpts { lite: false, credentials: None })?;
+        for kind in Kind::ALL {
+            let init = match role {
+                Role::Publish => RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    streams: vec![],
+                    send_encodings: vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(rand::random::<u32>() | 1),
+                            ..Default::default()
+                        },
+                        codec: codec(kind),
+                        ..Default::default()
+                    }],
+                },
+                Role::Play => RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                },
+            };
+            pc.add_transceiver_from_kind(peer::codec_kind(kind), Some(init))?;
+        }
+        peer::add_host_candidate(&mut pc, local)?;
+        let offer = pc.create_offer(None)?;
+        pc.set_local_description(now, offer)?;
+        let sdp = pc.local_description().map(|d| d.sdp).unwrap_or_default();
+        if !peer::sdp_has_candidate(&sdp) {
+            return Err(RtcError::Webrtc("the offer has no ICE candidate".into()));
+        }
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (rtp_tx, rtp_rx) = mpsc::channel(1024);
+        let _ = events.try_send(ClientEvent::Offer(sdp));
+        let task = Pump { pc, socket, local, role, events, sink, senders: HashMap::new(), tracks: HashMap::new() };
+        let task = tokio::spawn(task.run(cmd_rx, rtp_rx));
+        Ok(ClientConn { cmds: cmd_tx, rtp: rtp_tx, task, local })
+    }
+
+    /// Gives the connection the server's answer.
+    pub fn answer(&self, sdp: String) {
+        let _ = self.cmds.try_send(ClientCmd::Answer(sdp));
+    }
+
+    /// A sender for RTP to publish (from the encoder pipeline's thread: `try_send`).
+    pub fn rtp_sender(&self) -> mpsc::Sender<(Kind, Bytes)> {
+        self.rtp.clone()
+    }
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Pump {
+    pc: RTCPeerConnection,
+    socket: tokio::net::UdpSocket,
+    local: SocketAddr,
+    role: Role,
+    events: mpsc::Sender<ClientEvent>,
+    sink: Option<Box<dyn RtpSink>>,
+    /// Publish: kind -> (sender id, ssrc, negotiated payload type).
+    senders: HashMap<Kind, (rtc::rtp_transceiver::RTCRtpSenderId, u32, u8)>,
+    /// Play: track id -> kind.
+    tracks: HashMap<String, Kind>,
+}
+
+fn kind_of(k: RtpCodecKind) -> Kind {
+    if k == RtpCodecKind::Audio { Kind::Audio } else { Kind::Video }
+}
+
+impl Pump {
+    async fn run(mut self, mut cmds: mpsc::Receiver<ClientCmd>, mut rtp: mpsc::Receiver<(Kind, Bytes)>) {
+        let mut stats = LinkStats::default();
+        let mut next_stats = Instant::now() + Duration::from_secs(1);
+        let mut last_key_request = None::<Instant>;
+        let mut buf = vec![0u8; 2048];
+        let mut answered = false;
+        loop {
+            peer::flush(&mut self.pc, &self.socket);
+            if !self.drain_events() {
+                let _ = self.events.try_send(ClientEvent::Disconnected);
+                return;
+            }
+            while let Some(m) = self.pc.poll_read() {
+                match m.message {
+                    RTCMessage::RtpPacket(track, packet) => {
+                        let Some(kind) = self.tracks.get(&track).copied() else { continue };
+                        let i = kind as usize;
+                        stats.packets[i] += 1;
+                        stats.bytes[i] += packet.payload.len() as u64;
+                        if let (Some(sink), Ok(raw)) = (self.sink.as_mut(), packet.marshal()) {
+                            sink.rtp(kind, &raw);
+                        }
+                    }
+                    RTCMessage::RtcpPacket(_, packets) => {
+                        let wants_key = super::keyframe::wants_keyframe(&packets);
+                        let now = Instant::now();
+                        if wants_key && self.role == Role::Publish {
+                            stats.keyframe_requests += 1;
+                            if last_key_request.is_none_or(|t| now.duration_since(t) > Duration::from_millis(300)) {
+                                last_key_request = Some(now);
+                                let _ = self.events.try_send(ClientEvent::KeyframeRequested);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let now = Instant::now();
+            if now >= next_stats {
+                next_stats = now + Duration::from_secs(1);
+                self.read_stats(now, &mut stats);
+                let _ = self.events.try_send(ClientEvent::Stats(stats));
+            }
+            let deadline = self.pc.poll_timeout().map_or(next_stats, |t| t.min(next_stats));
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => {
+                        if let Err(e) = peer::feed(&mut self.pc, Instant::now(), self.local, from, &buf[..n]) {
+                            tracing::trace!(error = %e, "dropping a media datagram");
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "media socket error"),
+                },
+                cmd = cmds.recv() => match cmd {
+                    Some(ClientCmd::Answer(sdp)) if !answered => {
+                        answered = true;
+                        if let Err(e) = self.set_answer(sdp) {
+                            tracing::warn!(error = %e, "the server's answer is unusable");
+                            let _ = self.events.try_send(ClientEvent::Disconnected);
+                            return;
+                        }
+                    }
+                    Some(ClientCmd::Answer(_)) => {}
+                    None => return,
+                },
+                Some((kind, raw)) = rtp.recv() => {
+                    self.send_rtp(kind, &raw, &mut stats);
+                    // Take what else is queued in one go, then flush once.
+                    while let Ok((kind, raw)) = rtp.try_recv() {
+                        self.send_rtp(kind, &raw, &mut stats);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let _ = self.pc.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn set_answer(&mut self, sdp: String) -> Result<(), RtcError> {
+        let desc = RTCSessionDescription::answer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        self.pc.set_remote_description(Instant::now(), desc).map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        if self.role == Role::Publish {
+            let ids: Vec<_> = self.pc.get_senders().collect();
+            for id in ids {
+                let Some(mut s) = self.pc.rtp_sender(id) else { continue };
+                let kind = kind_of(s.track().kind());
+                let ssrc = s.track().ssrcs().last().unwrap_or(0);
+                let pt = s.get_parameters().rtp_parameters.codecs.first().map(|c| c.payload_type);
+                if let Some(pt) = pt {
+                    self.senders.insert(kind, (id, ssrc, pt));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send_rtp(&mut self, kind: Kind, raw: &[u8], stats: &mut LinkStats) {
+        let Some(&(id, ssrc, pt)) = self.senders.get(&kind) else {
+            stats.dropped += 1;
+            return;
+        };
+        let Ok(mut packet) = rtc::rtp::Packet::unmarshal(&mut &raw[..]) else {
+            return;
+        };
+        packet.header.ssrc = ssrc;
+        packet.header.payload_type = pt;
+        let len = packet.payload.len() as u64;
+        if let Some(mut s) = self.pc.rtp_sender(id)
+            && s.write_rtp(Instant::now(), packet).is_ok()
+        {
+            stats.packets[kind as usize] += 1;
+            stats.bytes[kind as usize] += len;
+        } else {
+            stats.dropped += 1;
+        }
+    }
+
+    /// Handles the connection's events; false once it is closed or failed for good.
+    fn drain_events(&mut self) -> bool {
+        while let Some(e) = self.pc.poll_event() {
+            match e {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                    tracing::debug!(role = ?self.role, %state, "media connection state");
+                    match state {
+                        RTCPeerConnectionState::Connected => {
+                            let _ = self.events.try_send(ClientEvent::Connected);
+                        }
+                        RTCPeerConnectionState::Disconnected => {
+                            let _ = self.events.try_send(ClientEvent::Disconnected);
+                        }
+                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => return false,
+                        _ => {}
+                    }
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    let kind = self.pc.rtp_receiver(init.receiver_id).map(|r| kind_of(r.track().kind()));
+                    if let Some(kind) = kind {
+                        self.tracks.insert(init.track_id, kind);
+                    }
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+
+    fn read_stats(&mut self, now: Instant, stats: &mut LinkStats) {
+        let report = self.pc.get_stats(now, StatsSelector::None);
+        let mut lost = 0u64;
+        for entry in report.iter() {
+            match entry {
+                RTCStatsReportEntry::IceCandidatePair(p) if p.nominated && p.current_round_trip_time > 0.0 => {
+                    stats.rtt_ms = Some(p.current_round_trip_time * 1000.0);
+                }
+                RTCStatsReportEntry::InboundRtp(s) => lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64,
+                RTCStatsReportEntry::RemoteInboundRtp(s) => {
+                    lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64
+                }
+                _ => {}
+            }
+        }
+        stats.lost = lost;
+    }
+}

@@ -1,0 +1,53 @@
+//! WebRTC for callbox: the only module that uses the `rtc` crate (the sans-IO core of
+//! webrtc-rs). It owns the peer connections on both sides:
+//!
+//! - [`client`]: one connection per published or played stream on a device, each with its
+//!   own UDP socket, driven by a small tokio task;
+//! - [`sfu`]: the server's selective forwarding unit, every connection on **one** UDP
+//!   socket (one firewall rule), demultiplexed by the ICE username and then by address.
+//!
+//! Both sides use the same codecs: H.264 constrained baseline (packetization-mode 1) and
+//! Opus 48 kHz stereo with in-band FEC, with NACK, PLI and RTCP reports from the default
+//! interceptors. Candidates are host candidates only, carried in the SDP (no trickle).
+
+pub mod client;
+mod keyframe;
+mod peer;
+pub mod sfu;
+mod stun;
+
+pub use peer::{RtcError, sdp_has_candidate};
+
+/// The two kinds of media a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// H.264 video.
+    Video,
+    /// Opus audio.
+    Audio,
+}
+
+impl Kind {
+    /// Both kinds, video first (the m-line order in callbox's offers).
+    pub const ALL: [Kind; 2] = [Kind::Video, Kind::Audio];
+
+    /// "video" or "audio".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Video => "video",
+            Kind::Audio => "audio",
+        }
+    }
+}
+
+/// The RTP payload type callbox's own pipelines produce for H.264.
+pub const H264_PT: u8 = 102;
+/// The RTP payload type callbox's own pipelines produce for Opus.
+pub const OPUS_PT: u8 = 111;
+/// H.264 fmtp: constrained baseline level 3.1, packetization-mode 1.
+pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// Opus fmtp: in-band FEC on.
+pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
+
+#[cfg(test)]
+mod loopback_tests;

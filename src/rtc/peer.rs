@@ -1,0 +1,186 @@
+//! Building and pumping one sans-IO peer connection: the codecs, the interceptors (NACK,
+//! RTCP reports), ICE settings, host candidates, and moving datagrams in and out.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rand::Rng;
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::net::UdpSocket;
+
+use super::{H264_FMTP, H264_PT, Kind, OPUS_FMTP, OPUS_PT};
+
+/// What can go wrong in the WebRTC layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RtcError {
+    /// The WebRTC stack refused an operation (bad state, bad parameters).
+    #[error("webrtc: {0}")]
+    Webrtc(String),
+    /// The remote SDP could not be used.
+    #[error("unusable SDP: {0}")]
+    BadSdp(String),
+    /// A socket could not be bound or used.
+    #[error("media socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<rtc::shared::error::Error> for RtcError {
+    fn from(e: rtc::shared::error::Error) -> Self {
+        RtcError::Webrtc(e.to_string())
+    }
+}
+
+/// How a connection is set up.
+pub(crate) struct PeerOpts {
+    /// ICE-lite (the server: it only answers checks, which makes it connect sooner).
+    pub lite: bool,
+    /// Fixed local ICE credentials (the server routes datagrams by its ufrag).
+    pub credentials: Option<(String, String)>,
+}
+
+/// The codec callbox sends and accepts for `kind`.
+pub(crate) fn codec(kind: Kind) -> RTCRtpCodec {
+    match kind {
+        Kind::Video => RTCRtpCodec {
+            mime_type: MIME_TYPE_H264.to_owned(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: H264_FMTP.to_owned(),
+            rtcp_feedback: vec![],
+        },
+        Kind::Audio => RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: OPUS_FMTP.to_owned(),
+            rtcp_feedback: vec![],
+        },
+    }
+}
+
+pub(crate) fn codec_kind(kind: Kind) -> RtpCodecKind {
+    match kind {
+        Kind::Video => RtpCodecKind::Video,
+        Kind::Audio => RtpCodecKind::Audio,
+    }
+}
+
+/// A new peer connection with callbox's codecs and interceptors.
+pub(crate) fn build(now: Instant, opts: PeerOpts) -> Result<RTCPeerConnection, RtcError> {
+    let mut media = MediaEngine::default();
+    for (kind, pt) in [(Kind::Video, H264_PT), (Kind::Audio, OPUS_PT)] {
+        let params = RTCRtpCodecParameters { rtp_codec: codec(kind), payload_type: pt, ..Default::default() };
+        media.register_codec(params, codec_kind(kind))?;
+    }
+    // Application-most (after the NACK and report interceptors), before the terminus.
+    let registry = Registry::new().with(Slot::Custom(9_500), super::keyframe::KeyframeRequests::default());
+    let registry = register_default_interceptors(registry, &mut media)?;
+    let mut settings = SettingEngineBuilder::new()
+        .with_lite(opts.lite)
+        // Loopback and LAN links: declare a link dead after 2 s of silence, failed after 5 s.
+        .with_ice_timeouts(Some(Duration::from_secs(2)), Some(Duration::from_secs(5)), Some(Duration::from_millis(500)))
+        .with_include_loopback_candidate(true);
+    if let Some((ufrag, pwd)) = opts.credentials {
+        settings = settings.with_ice_credentials(ufrag, pwd);
+    }
+    let pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(settings.build())
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .build(now)?;
+    Ok(pc)
+}
+
+/// Adds a UDP host candidate for `addr`.
+pub(crate) fn add_host_candidate(pc: &mut RTCPeerConnection, addr: SocketAddr) -> Result<(), RtcError> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    let init = RTCIceCandidate::from(&candidate).to_json()?;
+    pc.add_local_candidate(init)?;
+    Ok(())
+}
+
+/// Hands one received datagram to the connection.
+pub(crate) fn feed(
+    pc: &mut RTCPeerConnection,
+    now: Instant,
+    local: SocketAddr,
+    peer: SocketAddr,
+    data: &[u8],
+) -> Result<(), RtcError> {
+    pc.handle_read(TaggedBytesMut {
+        now,
+        transport: TransportContext {
+            local_addr: local,
+            peer_addr: peer,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        },
+        message: BytesMut::from(data),
+    })?;
+    Ok(())
+}
+
+/// Sends everything the connection has queued. A full socket buffer drops the datagram
+/// (media is loss-tolerant; NACK and the next keyframe repair it). Returns datagrams sent.
+pub(crate) fn flush(pc: &mut RTCPeerConnection, socket: &UdpSocket) -> usize {
+    let mut sent = 0;
+    while let Some(out) = pc.poll_write() {
+        match socket.try_send_to(&out.message, out.transport.peer_addr) {
+            Ok(_) => sent += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => tracing::trace!(error = %e, peer = %out.transport.peer_addr, "media send failed"),
+        }
+    }
+    sent
+}
+
+/// True if the SDP carries at least one ICE candidate.
+pub fn sdp_has_candidate(sdp: &str) -> bool {
+    sdp.lines().any(|l| l.starts_with("a=candidate:"))
+}
+
+/// A random string of ASCII letters and digits (ICE credentials, track IDs).
+pub(crate) fn random_token(n: usize) -> String {
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(n).map(char::from).collect()
+}
+
+/// A UDP socket on `ip` (port 0) that can hold a burst of video.
+pub(crate) fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let std = std::net::UdpSocket::bind(addr)?;
+    std.set_nonblocking(true)?;
+    UdpSocket::from_std(std)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdp_helpers() {
+        let sdp = "v=0\r\na=ice-ufrag:abcd\r\na=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\n";
+        assert!(sdp_has_candidate(sdp));
+        assert!(!sdp_has_candidate("v=0\r\n"));
+        assert_eq!(random_token(16).len(), 16);
+    }
+}
