@@ -14,7 +14,9 @@ pub const EXIT_CONFIG: u8 = 78;
 /// Logs to stderr, filtered by `RUST_LOG` (default `default_level`).
 pub fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+        // The DTLS layer warns about a missing server name on every connection; that is expected
+        // for WebRTC (peers are identified by certificate fingerprints), so it stays quiet.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default_level},rtc_dtls=error")));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

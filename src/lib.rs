@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod config_file;
 pub mod engine;
+pub mod media;
 pub mod proto;
 pub mod rtc;
 pub mod server;

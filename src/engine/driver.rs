@@ -10,6 +10,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::error::EngineError;
 use super::event::{EngineEvent, PublishChannel};
+pub use super::media::EngineMedia;
+use super::media::MediaManager;
 use super::reconnect::ReconnectPolicy;
 use super::session::{CmdId, Output, Reply, Session, SessionConfig};
 use crate::proto::{ClientMsg, ServerMsg, UserInfo};
@@ -40,12 +42,20 @@ pub struct EngineProfile {
     pub server: String,
     /// Reconnect backoff and limit (library default: give up after 20 minutes).
     pub reconnect: ReconnectPolicy,
+    /// Media (capture, encoding, WebRTC, playback). `None`: signalling only, no GStreamer.
+    pub media: Option<EngineMedia>,
 }
 
 impl EngineProfile {
     /// A profile with the default reconnect policy.
     pub fn new(app_id: u32, auth: Auth, server: impl Into<String>) -> Self {
-        EngineProfile { app_id, auth, server: server.into(), reconnect: ReconnectPolicy::default() }
+        EngineProfile { app_id, auth, server: server.into(), reconnect: ReconnectPolicy::default(), media: None }
+    }
+
+    /// With media: published streams carry video and audio, played streams are decoded.
+    pub fn with_media(mut self, config: crate::media::MediaConfig) -> Self {
+        self.media = Some(EngineMedia { config, bind: None });
+        self
     }
 }
 
@@ -62,6 +72,7 @@ type Call = Box<dyn FnOnce(&mut Session, Instant, CmdId) + Send>;
 
 enum DriverCmd {
     Call(Call, oneshot::Sender<Reply>),
+    Fault(String, oneshot::Sender<bool>),
     Destroy(oneshot::Sender<()>),
 }
 
@@ -91,7 +102,11 @@ impl Engine {
         let session = Session::new(cfg, Instant::now());
         let (tx, rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
-        tokio::spawn(Driver::new(session, url, token, ev_tx).run(rx));
+        let media = profile.media.clone().map(|m| MediaManager::new(m, &url));
+        if let Some(m) = &profile.media {
+            m.config.validate().map_err(EngineError::Profile)?;
+        }
+        tokio::spawn(Driver::new(session, url, token, ev_tx, media).run(rx));
         Ok((Engine { tx }, ev_rx))
     }
 
@@ -169,6 +184,17 @@ impl Engine {
         self.call(move |s, _, cmd| s.renew_token(cmd, t)).await.map(|_| ())
     }
 
+    /// Makes the encoder of published stream `stream_id` post an error, as a failing
+    /// hardware encoder would, to exercise recovery (tests, field diagnosis). False if the
+    /// stream has no running publish pipeline.
+    pub async fn inject_media_fault(&self, stream_id: &str) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(DriverCmd::Fault(stream_id.to_string(), tx)).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
     /// Logs out (waiting for the server's confirmation, at most ~2 s) and stops the engine,
     /// so a process that exits right after leaves no ghost user behind.
     pub async fn destroy(self) {
@@ -220,10 +246,17 @@ struct Driver {
     in_tx: mpsc::Sender<(u64, Incoming)>,
     in_rx: mpsc::Receiver<(u64, Incoming)>,
     destroying: Option<oneshot::Sender<()>>,
+    media: Option<MediaManager>,
 }
 
 impl Driver {
-    fn new(s: Session, url: String, profile_token: Option<String>, events: mpsc::Sender<EngineEvent>) -> Self {
+    fn new(
+        s: Session,
+        url: String,
+        profile_token: Option<String>,
+        events: mpsc::Sender<EngineEvent>,
+        media: Option<MediaManager>,
+    ) -> Self {
         let (in_tx, in_rx) = mpsc::channel(1024);
         Driver {
             s,
@@ -237,6 +270,7 @@ impl Driver {
             in_tx,
             in_rx,
             destroying: None,
+            media,
         }
     }
 
@@ -247,7 +281,9 @@ impl Driver {
                 break;
             }
             let deadline = self.s.poll_timeout();
+            let media_deadline = self.media.as_ref().and_then(|m| m.poll_timeout());
             let events = self.events.clone();
+            let mut fault = None;
             tokio::select! {
                 cmd = calls.recv(), if calls_open && self.destroying.is_none() => match cmd {
                     Some(DriverCmd::Call(f, reply)) => {
@@ -262,6 +298,7 @@ impl Driver {
                         });
                         f(&mut self.s, Instant::now(), cmd);
                     }
+                    Some(DriverCmd::Fault(stream, reply)) => fault = Some((stream, reply)),
                     Some(DriverCmd::Destroy(reply)) => self.destroy(reply),
                     None => {
                         // The Engine was dropped without destroy(): log out all the same.
@@ -284,10 +321,19 @@ impl Driver {
                     }
                 }
                 _ = sleep_until(deadline) => self.s.handle_timeout(Instant::now()),
+                Some(()) = next_note(&mut self.media) => {}
+                _ = sleep_until(media_deadline) => {
+                    if let Some(m) = &mut self.media {
+                        m.tick(Instant::now());
+                    }
+                }
                 permit = events.reserve(), if !self.queue.is_empty() => match permit {
                     Ok(p) => p.send(self.queue.pop_front().expect("non-empty")),
                     Err(_) => self.queue.clear(), // nobody listens any more
                 },
+            }
+            if let Some((stream, reply)) = fault {
+                let _ = reply.send(self.media.as_ref().is_some_and(|m| m.inject_fault(&stream)));
             }
         }
     }
@@ -297,8 +343,39 @@ impl Driver {
         self.s.logout(Instant::now(), DESTROY_CMD);
     }
 
-    /// Carries out the session's outputs. Returns true when the engine is finished.
+    /// Carries out the session's and the media's outputs. Returns true when the engine is
+    /// finished.
     fn drain(&mut self) -> bool {
+        let mut finished = self.drain_session();
+        while let Some(m) = &mut self.media {
+            let offers = m.take_offers();
+            for e in m.take_events() {
+                self.emit(e);
+            }
+            if offers.is_empty() || finished {
+                break;
+            }
+            for (stream, role, sdp) in offers {
+                if !self.s.media_offer(stream.clone(), role, sdp.clone())
+                    && let Some(m) = &mut self.media
+                {
+                    m.unsent(stream, role, sdp);
+                }
+            }
+            finished |= self.drain_session();
+        }
+        finished
+    }
+
+    fn emit(&mut self, e: EngineEvent) {
+        if !self.queue.is_empty() {
+            self.queue.push_back(e);
+        } else if let Err(mpsc::error::TrySendError::Full(e)) = self.events.try_send(e) {
+            self.queue.push_back(e);
+        }
+    }
+
+    fn drain_session(&mut self) -> bool {
         let mut finished = false;
         while let Some(o) = self.s.poll_output() {
             match o {
@@ -320,8 +397,19 @@ impl Driver {
                     }
                 }
                 Output::Event(e) => {
-                    if let Err(mpsc::error::TrySendError::Full(e)) = self.events.try_send(e) {
-                        self.queue.push_back(e);
+                    if let Some(m) = &mut self.media {
+                        m.observe(&e, Instant::now());
+                    }
+                    self.emit(e);
+                }
+                Output::Joined { fresh } => {
+                    if let Some(m) = &mut self.media {
+                        m.joined(fresh, Instant::now());
+                    }
+                }
+                Output::MediaAnswer { stream_id, role, result } => {
+                    if let Some(m) = &mut self.media {
+                        m.answer(&stream_id, role, result, Instant::now());
                     }
                 }
                 Output::Done { cmd: DESTROY_CMD, .. } => finished = true,
@@ -352,6 +440,13 @@ impl Driver {
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(connection(self.url.clone(), epoch, rx, self.in_tx.clone()));
         self.conn = Some((epoch, tx, task));
+    }
+}
+
+async fn next_note(media: &mut Option<MediaManager>) -> Option<()> {
+    match media {
+        Some(m) => m.next_note().await,
+        None => std::future::pending().await,
     }
 }
 

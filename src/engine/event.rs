@@ -173,4 +173,122 @@ pub enum EngineEvent {
         /// Seconds left.
         remaining_secs: u64,
     },
+    /// Publishing quality, every 3 s while a stream is published with media.
+    PublisherQualityUpdate {
+        /// The stream.
+        stream_id: String,
+        /// The figures.
+        quality: PublishQuality,
+    },
+    /// Playing quality, every 3 s while a stream is played with media.
+    PlayerQualityUpdate {
+        /// The stream.
+        stream_id: String,
+        /// The figures.
+        quality: PlayQuality,
+    },
+    /// A first-frame or stall/resume moment of a stream's media.
+    MediaEvent {
+        /// The stream.
+        stream_id: String,
+        /// What happened.
+        event: MediaEventKind,
+    },
+    /// The publish pipeline failed (element error, device gone, encoder stall) and is being
+    /// rebuilt; after repeated hardware encoder failures the next encoder is tried.
+    PublisherMediaError {
+        /// The stream.
+        stream_id: String,
+        /// MEDIA_PIPELINE_FAILED or MEDIA_ENCODER_STALLED.
+        error_code: ErrorCode,
+        /// What failed.
+        message: String,
+    },
+    /// The encoder chosen for a published stream, and why.
+    PublisherEncoder {
+        /// The stream.
+        stream_id: String,
+        /// GStreamer element name.
+        encoder: String,
+        /// A hardware encoder.
+        hardware: bool,
+        /// Why this one.
+        reason: String,
+    },
+}
+
+/// Media moments of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MediaEventKind {
+    /// Publisher: the first video frame was captured.
+    CapturedFirstFrame,
+    /// Player: the first video frame arrived.
+    ReceivedFirstFrame,
+    /// Player: the first video frame was decoded and rendered.
+    RenderedFirstFrame,
+    /// Player: no video frame for 500 ms.
+    VideoStall,
+    /// Player: video flows again after a stall.
+    VideoResume,
+    /// Player: no audio for 500 ms.
+    AudioStall,
+    /// Player: audio flows again.
+    AudioResume,
+}
+
+/// Publishing figures over the last interval.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PublishQuality {
+    /// Frames captured per second.
+    pub capture_fps: f64,
+    /// Frames encoded per second.
+    pub encode_fps: f64,
+    /// Frames sent per second.
+    pub send_fps: f64,
+    /// Video bitrate sent, kbit/s.
+    pub video_kbps: f64,
+    /// Audio bitrate sent, kbit/s.
+    pub audio_kbps: f64,
+    /// Round trip to the server, ms.
+    pub rtt_ms: f64,
+    /// Fraction of packets lost, 0..1.
+    pub packet_loss: f64,
+    /// Overall level.
+    pub level: QualityLevel,
+    /// A hardware encoder is in use.
+    pub hardware_encoder: bool,
+    /// The encoder element.
+    pub encoder: String,
+}
+
+/// Playing figures over the last interval.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlayQuality {
+    /// Frames received per second.
+    pub receive_fps: f64,
+    /// Frames decoded per second.
+    pub decode_fps: f64,
+    /// Frames rendered per second.
+    pub render_fps: f64,
+    /// Video bitrate received, kbit/s.
+    pub video_kbps: f64,
+    /// Audio bitrate received, kbit/s.
+    pub audio_kbps: f64,
+    /// Round trip to the server, ms.
+    pub rtt_ms: f64,
+    /// Fraction of packets lost, 0..1.
+    pub packet_loss: f64,
+    /// Jitter buffer target delay, ms.
+    pub jitter_buffer_ms: f64,
+    /// Video stalls (500 ms without a frame) so far.
+    pub stall_count: u64,
+    /// Time spent stalled so far, ms.
+    pub stall_ms: u64,
+    /// Frames decoded since playing started.
+    pub frames_decoded: u64,
+    /// Audio buffers decoded since playing started.
+    pub audio_decoded: u64,
+    /// Overall level.
+    pub level: QualityLevel,
 }

@@ -7,6 +7,7 @@
 mod driver;
 mod error;
 mod event;
+mod media;
 mod quality;
 mod reconnect;
 pub mod session;
@@ -14,5 +15,8 @@ pub mod session;
 pub use crate::proto::{ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
 pub use driver::{Auth, Engine, EngineProfile, RoomConfig};
 pub use error::EngineError;
-pub use event::{EngineEvent, PlayerState, PublishChannel, PublisherState, RoomState, RoomStateReason};
+pub use event::{
+    EngineEvent, MediaEventKind, PlayQuality, PlayerState, PublishChannel, PublishQuality, PublisherState, RoomState,
+    RoomStateReason,
+};
 pub use reconnect::ReconnectPolicy;

@@ -15,8 +15,8 @@ use super::quality::PingTracker;
 use super::reconnect::{Jitter, ReconnectPolicy};
 use crate::auth::{self, Claims};
 use crate::proto::{
-    ClientMsg, ErrorCode, ExtraInfo, PROTOCOL_VERSION, QualityLevel, RoomSnapshot, ServerMsg, StreamInfo, UpdateType,
-    UserInfo, ids,
+    ClientMsg, ErrorCode, ExtraInfo, MediaRole, PROTOCOL_VERSION, QualityLevel, RoomSnapshot, ServerMsg, StreamInfo,
+    UpdateType, UserInfo, ids,
 };
 
 /// Identifies an application call waiting for its result.
@@ -52,6 +52,21 @@ pub enum Output {
         cmd: CmdId,
         /// Its result.
         result: Reply,
+    },
+    /// The server answered (or refused) a media offer.
+    MediaAnswer {
+        /// The stream.
+        stream_id: String,
+        /// Publish or play.
+        role: MediaRole,
+        /// The SDP answer, or why not.
+        result: Result<String, ErrorCode>,
+    },
+    /// In the room again. `fresh`: a new server session (first login or re-login after the
+    /// server forgot us), so no media connection of ours exists on the server any more.
+    Joined {
+        /// A new server session.
+        fresh: bool,
     },
 }
 
@@ -101,6 +116,7 @@ enum Pending {
     Publish(PublishChannel, String),
     Play(String),
     Simple(CmdId),
+    Media(String, MediaRole),
 }
 
 struct Room {
@@ -274,6 +290,17 @@ impl Session {
         }
     }
 
+    /// Sends a media offer if the room connection is up; false if it is not (try again
+    /// after the next [`Output::Joined`]).
+    pub fn media_offer(&mut self, stream_id: String, role: MediaRole, sdp: String) -> bool {
+        if self.phase != Phase::Connected || self.link != Link::Up {
+            return false;
+        }
+        let req = self.request(Pending::Media(stream_id.clone(), role));
+        self.send(ClientMsg::MediaOffer { req, stream_id, role, sdp });
+        true
+    }
+
     /// `start_publishing_stream`: completes when Publishing or refused.
     pub fn publish(&mut self, cmd: CmdId, channel: PublishChannel, stream_id: String, extra_info: String) {
         if let Err(e) =
@@ -420,11 +447,13 @@ impl Session {
                 if matches!(self.pending.remove(&req), Some(Pending::Login)) {
                     self.resume = Some((session_id, resume_token));
                     self.heartbeat = Duration::from_millis(heartbeat_ms.clamp(100, 60_000));
+                    self.out.push_back(Output::Joined { fresh: true });
                     self.joined(now, room);
                 }
             }
             ServerMsg::Resumed { req, room } => {
                 if matches!(self.pending.remove(&req), Some(Pending::Resume)) {
+                    self.out.push_back(Output::Joined { fresh: false });
                     self.joined(now, room);
                 }
             }
@@ -477,6 +506,11 @@ impl Session {
             }
             ServerMsg::TokenWillExpire { room_id, remaining_secs } => {
                 self.emit(EngineEvent::RoomTokenWillExpire { room_id, remaining_secs });
+            }
+            ServerMsg::MediaAnswer { req, stream_id, sdp } => {
+                if let Some(Pending::Media(_, role)) = self.pending.remove(&req) {
+                    self.out.push_back(Output::MediaAnswer { stream_id, role, result: Ok(sdp) });
+                }
             }
             ServerMsg::Kicked { code, message } => {
                 tracing::warn!(code = code.0, %message, "kicked out of the room; not reconnecting");
@@ -680,6 +714,13 @@ impl Session {
                 if let Some(c) = cmd {
                     self.done(c, outcome);
                 }
+            }
+            (Pending::Media(stream_id, role), result) => {
+                let result = match result {
+                    Ok(_) => Err(ErrorCode::MALFORMED_MESSAGE),
+                    Err(code) => Err(code),
+                };
+                self.out.push_back(Output::MediaAnswer { stream_id, role, result });
             }
             (Pending::Simple(cmd), result) => {
                 if cmd != 0 {

@@ -134,12 +134,24 @@ codes! {
     TOO_MANY_STREAMS = 1003031,
     /// This channel already publishes another stream.
     CHANNEL_BUSY = 1003032,
+    /// A media offer for a stream this session does not publish.
+    MEDIA_NOT_PUBLISHING = 1003033,
+    /// The media offer (SDP) could not be used: no H.264/Opus, malformed, or no candidate.
+    MEDIA_OFFER_REJECTED = 1003034,
+    /// The server has no media relay (`[media] enabled = false`) or it stopped.
+    MEDIA_UNAVAILABLE = 1003035,
+    /// The publish pipeline failed (element error, device gone); it is being rebuilt.
+    MEDIA_PIPELINE_FAILED = 1003036,
+    /// The encoder produced nothing for `stall_secs`; the pipeline is being rebuilt.
+    MEDIA_ENCODER_STALLED = 1003037,
     /// The stream is not published (yet); the engine waits for it.
     STREAM_NOT_FOUND = 1004025,
     /// The token lacks the `play` privilege.
     NO_PLAY_PRIVILEGE = 1004026,
     /// The stream was stopped by its publisher or removed with its user.
     STREAM_DELETED = 1004027,
+    /// A media offer to play a stream this session does not play (send `play` first).
+    MEDIA_NOT_PLAYING = 1004028,
     /// The admin request has no valid token with the `admin` privilege.
     ADMIN_UNAUTHORIZED = 1005001,
     /// The app, room or user named in the admin request does not exist.

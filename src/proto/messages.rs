@@ -71,7 +71,7 @@ pub enum UpdateType {
 }
 
 /// Network quality level, from best to worst, plus Unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum QualityLevel {
     /// RTT < 100 ms and no loss.
@@ -85,6 +85,7 @@ pub enum QualityLevel {
     /// No answer for several heartbeats.
     Die,
     /// Not measured yet.
+    #[default]
     Unknown,
 }
 
@@ -198,6 +199,30 @@ pub enum ClientMsg {
         /// The new token (same app, user and room).
         token: String,
     },
+    /// A WebRTC offer for one stream: to send it (`publish`, after `publish` was accepted)
+    /// or to receive it (`play`, after `play` was accepted). Candidates are in the SDP.
+    /// Answer: `media_answer` or `error`. A new offer replaces the session's earlier media
+    /// connection for the same stream and role.
+    MediaOffer {
+        /// Request number.
+        req: u64,
+        /// The stream.
+        stream_id: String,
+        /// Which way media flows.
+        role: MediaRole,
+        /// The SDP offer.
+        sdp: String,
+    },
+}
+
+/// Which way media flows on a media connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaRole {
+    /// Client to server.
+    Publish,
+    /// Server to client.
+    Play,
 }
 
 fn unknown_quality() -> QualityLevel {
@@ -328,6 +353,15 @@ pub enum ServerMsg {
         room_id: String,
         /// Seconds left.
         remaining_secs: u64,
+    },
+    /// The server's WebRTC answer to a `media_offer`.
+    MediaAnswer {
+        /// Echo of the request number.
+        req: u64,
+        /// The stream.
+        stream_id: String,
+        /// The SDP answer (ICE-lite, host candidates on the server's one media port).
+        sdp: String,
     },
     /// The session was ended by the server; the connection closes next. Do not reconnect.
     Kicked {

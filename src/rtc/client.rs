@@ -53,6 +53,8 @@ pub enum ClientEvent {
     Disconnected,
     /// The server asks for a keyframe (PLI or FIR).
     KeyframeRequested,
+    /// The first complete video frame arrived (play).
+    FirstVideoFrame,
     /// Counters, every second.
     Stats(LinkStats),
 }
@@ -64,6 +66,8 @@ pub struct LinkStats {
     pub packets: [u64; 2],
     /// RTP payload bytes sent or received, per kind.
     pub bytes: [u64; 2],
+    /// Video frames sent or received (RTP packets with the marker bit).
+    pub frames: u64,
     /// Packets the publisher's pipeline produced that the link could not take.
     pub dropped: u64,
     /// Round-trip time to the server, ms (from ICE checks).
@@ -135,7 +139,17 @@ impl ClientConn {
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (rtp_tx, rtp_rx) = mpsc::channel(1024);
         let _ = events.try_send(ClientEvent::Offer(sdp));
-        let task = Pump { pc, socket, local, role, events, sink, senders: HashMap::new(), tracks: HashMap::new() };
+        let task = Pump {
+            pc,
+            socket,
+            local,
+            role,
+            events,
+            sink,
+            senders: HashMap::new(),
+            tracks: HashMap::new(),
+            connected: false,
+        };
         let task = tokio::spawn(task.run(cmd_rx, rtp_rx));
         Ok(ClientConn { cmds: cmd_tx, rtp: rtp_tx, task, local })
     }
@@ -168,6 +182,8 @@ struct Pump {
     senders: HashMap<Kind, (rtc::rtp_transceiver::RTCRtpSenderId, u32, u8)>,
     /// Play: track id -> kind.
     tracks: HashMap<String, Kind>,
+    /// DTLS is up (SRTP keys exist): media may be sent.
+    connected: bool,
 }
 
 fn kind_of(k: RtpCodecKind) -> Kind {
@@ -194,6 +210,12 @@ impl Pump {
                         let i = kind as usize;
                         stats.packets[i] += 1;
                         stats.bytes[i] += packet.payload.len() as u64;
+                        if kind == Kind::Video && packet.header.marker {
+                            stats.frames += 1;
+                            if stats.frames == 1 {
+                                let _ = self.events.try_send(ClientEvent::FirstVideoFrame);
+                            }
+                        }
                         if let (Some(sink), Ok(raw)) = (self.sink.as_mut(), packet.marshal()) {
                             sink.rtp(kind, &raw);
                         }
@@ -273,7 +295,7 @@ impl Pump {
     }
 
     fn send_rtp(&mut self, kind: Kind, raw: &[u8], stats: &mut LinkStats) {
-        let Some(&(id, ssrc, pt)) = self.senders.get(&kind) else {
+        let Some(&(id, ssrc, pt)) = self.senders.get(&kind).filter(|_| self.connected) else {
             stats.dropped += 1;
             return;
         };
@@ -283,11 +305,13 @@ impl Pump {
         packet.header.ssrc = ssrc;
         packet.header.payload_type = pt;
         let len = packet.payload.len() as u64;
+        let end_of_frame = kind == Kind::Video && packet.header.marker;
         if let Some(mut s) = self.pc.rtp_sender(id)
             && s.write_rtp(Instant::now(), packet).is_ok()
         {
             stats.packets[kind as usize] += 1;
             stats.bytes[kind as usize] += len;
+            stats.frames += end_of_frame as u64;
         } else {
             stats.dropped += 1;
         }
@@ -301,9 +325,11 @@ impl Pump {
                     tracing::debug!(role = ?self.role, %state, "media connection state");
                     match state {
                         RTCPeerConnectionState::Connected => {
+                            self.connected = true;
                             let _ = self.events.try_send(ClientEvent::Connected);
                         }
                         RTCPeerConnectionState::Disconnected => {
+                            self.connected = false;
                             let _ = self.events.try_send(ClientEvent::Disconnected);
                         }
                         RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => return false,

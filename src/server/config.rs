@@ -1,6 +1,6 @@
 //! `callbox server` configuration: what the operator set (see `configs/server.toml`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,7 +27,34 @@ pub struct ServerConfig {
     /// Abuse limits.
     #[serde(default)]
     pub limits: Limits,
+    /// The media relay (SFU).
+    #[serde(default)]
+    pub media: MediaConfig,
 }
+
+/// The media relay: every WebRTC connection on one UDP port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Relay media at all (off: signalling only; media offers get 1003035).
+    pub enabled: bool,
+    /// IP to bind the media socket to.
+    pub bind: String,
+    /// The one UDP port for all media (0: any free port).
+    pub port: u16,
+    /// Addresses clients reach the media port at (put in every answer). Empty: the bind
+    /// address, or, when that is 0.0.0.0, this host's address on its default route.
+    pub announce: Vec<String>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig { enabled: true, bind: "0.0.0.0".into(), port: DEFAULT_MEDIA_PORT, announce: vec![] }
+    }
+}
+
+/// Default UDP port for media.
+pub const DEFAULT_MEDIA_PORT: u16 = 7882;
 
 /// One app: its ID and secret.
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +125,13 @@ impl Default for Limits {
     }
 }
 
+/// This host's address on its default route (no packet is sent), if it has one.
+pub fn default_route_ip() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    s.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+}
+
 fn default_listen() -> String {
     DEFAULT_LISTEN.to_string()
 }
@@ -150,7 +184,39 @@ impl ServerConfig {
         if l.max_users_per_room == 0 || l.max_streams_per_user == 0 {
             return Err(ConfigError::value("limits.max_users_per_room", "limits must be at least 1"));
         }
+        self.media_bind()?;
+        self.media_announce()?;
         Ok(())
+    }
+
+    /// The media socket address.
+    pub fn media_bind(&self) -> Result<SocketAddr, ConfigError> {
+        let ip: IpAddr = self
+            .media
+            .bind
+            .parse()
+            .map_err(|_| ConfigError::value("media.bind", format!("{:?} is not an IP address", self.media.bind)))?;
+        Ok(SocketAddr::new(ip, self.media.port))
+    }
+
+    /// The addresses announced to clients (see [`MediaConfig::announce`]).
+    pub fn media_announce(&self) -> Result<Vec<IpAddr>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, a) in self.media.announce.iter().enumerate() {
+            out.push(
+                a.parse()
+                    .map_err(|_| ConfigError::value(&format!("media.announce[{i}]"), format!("{a:?} is not an IP")))?,
+            );
+        }
+        let bind = self.media_bind()?.ip();
+        if out.is_empty() {
+            out.push(if bind.is_unspecified() {
+                default_route_ip().unwrap_or(IpAddr::from([127, 0, 0, 1]))
+            } else {
+                bind
+            });
+        }
+        Ok(out)
     }
 
     /// The parsed listen address.

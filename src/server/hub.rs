@@ -11,8 +11,11 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::config::ServerConfig;
+use super::registry::MediaOut;
 use super::registry::{ConnId, Now, Output, Registry};
-use crate::proto::{ClientMsg, ErrorCode};
+use crate::proto::{ClientMsg, ErrorCode, MediaRole, ServerMsg};
+use crate::rtc::client::Role;
+use crate::rtc::sfu::Sfu;
 
 /// Messages waiting to be written to one connection.
 pub const CONN_QUEUE: usize = 256;
@@ -36,6 +39,7 @@ enum Cmd {
     Invalid(ConnId, ErrorCode, String),
     Disconnect(ConnId),
     With(Job),
+    Reply(ConnId, ServerMsg),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -59,12 +63,12 @@ impl Drop for LiveGuard {
 }
 
 impl Hub {
-    /// Starts the hub task for `cfg`.
-    pub fn spawn(cfg: &ServerConfig) -> Hub {
+    /// Starts the hub task for `cfg`, with the media relay `sfu` (if media is enabled).
+    pub fn spawn(cfg: &ServerConfig, sfu: Option<Sfu>) -> Hub {
         let (tx, rx) = mpsc::channel(HUB_QUEUE);
         let registry = Registry::new(cfg, std::time::Instant::now());
         let max_message_bytes = registry.max_message_bytes();
-        tokio::spawn(run(registry, rx));
+        tokio::spawn(run(registry, rx, tx.clone(), sfu));
         let live = Arc::new((AtomicUsize::new(0), Notify::new()));
         Hub { tx, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, live }
     }
@@ -132,7 +136,7 @@ impl Hub {
     }
 }
 
-async fn run(mut reg: Registry, mut rx: mpsc::Receiver<Cmd>) {
+async fn run(mut reg: Registry, mut rx: mpsc::Receiver<Cmd>, me: mpsc::Sender<Cmd>, sfu: Option<Sfu>) {
     let mut conns: HashMap<ConnId, mpsc::Sender<ToConn>> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,6 +158,7 @@ async fn run(mut reg: Registry, mut rx: mpsc::Receiver<Cmd>) {
                         reg.handle_disconnect(id, now);
                     }
                     Cmd::With(job) => job(&mut reg, now),
+                    Cmd::Reply(id, msg) => reg.reply(id, msg),
                     Cmd::Shutdown(reply) => {
                         reg.shutdown();
                         done = Some(reply);
@@ -162,14 +167,19 @@ async fn run(mut reg: Registry, mut rx: mpsc::Receiver<Cmd>) {
             }
             _ = tick.tick() => reg.handle_tick(Now::system()),
         }
-        deliver(&mut reg, &mut conns);
+        deliver(&mut reg, &mut conns, &me, sfu.as_ref());
         if let Some(reply) = done {
             let _ = reply.send(());
         }
     }
 }
 
-fn deliver(reg: &mut Registry, conns: &mut HashMap<ConnId, mpsc::Sender<ToConn>>) {
+fn deliver(
+    reg: &mut Registry,
+    conns: &mut HashMap<ConnId, mpsc::Sender<ToConn>>,
+    me: &mpsc::Sender<Cmd>,
+    sfu: Option<&Sfu>,
+) {
     let mut overflowed = Vec::new();
     while let Some(out) = reg.poll_output() {
         match out {
@@ -191,6 +201,7 @@ fn deliver(reg: &mut Registry, conns: &mut HashMap<ConnId, mpsc::Sender<ToConn>>
                     let _ = tx.try_send(ToConn::Close);
                 }
             }
+            Output::Media(m) => media(m, me, sfu),
         }
     }
     for id in overflowed {
@@ -198,5 +209,36 @@ fn deliver(reg: &mut Registry, conns: &mut HashMap<ConnId, mpsc::Sender<ToConn>>
             tracing::warn!(conn = id, "client does not read its messages; closing its connection (it may resume)");
             reg.handle_disconnect(id, Now::system());
         }
+    }
+}
+
+/// Hands registry decisions to the media relay. Offers are answered off the hub task and
+/// the answer comes back as a reply, so the hub never waits on the relay.
+fn media(m: MediaOut, me: &mpsc::Sender<Cmd>, sfu: Option<&Sfu>) {
+    let Some(sfu) = sfu else { return };
+    match m {
+        MediaOut::Offer { conn, req, session, stream, role, sdp } => {
+            let (sfu, me) = (sfu.clone(), me.clone());
+            tokio::spawn(async move {
+                let stream_id = stream.stream_id.clone();
+                let role = match role {
+                    MediaRole::Publish => Role::Publish,
+                    MediaRole::Play => Role::Play,
+                };
+                let msg = match sfu.offer(&session, stream, role, sdp).await {
+                    Ok(sdp) => ServerMsg::MediaAnswer { req, stream_id, sdp },
+                    Err(crate::rtc::RtcError::BadSdp(e)) => ServerMsg::error(
+                        Some(req),
+                        ErrorCode::MEDIA_OFFER_REJECTED,
+                        format!("media offer refused: {e}"),
+                    ),
+                    Err(e) => ServerMsg::error(Some(req), ErrorCode::MEDIA_UNAVAILABLE, e.to_string()),
+                };
+                let _ = me.send(Cmd::Reply(conn, msg)).await;
+            });
+        }
+        MediaOut::EndStream(key) => sfu.end_stream(key),
+        MediaOut::EndPlay(session, key) => sfu.end_play(&session, key),
+        MediaOut::EndSession(session) => sfu.end_session(&session),
     }
 }

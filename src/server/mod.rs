@@ -24,6 +24,8 @@ pub use hub::Hub;
 pub struct RunningServer {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The media relay's UDP address, when media is enabled.
+    pub media_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -41,7 +43,20 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
     let addr = cfg.listen_addr().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let hub = Hub::spawn(&cfg);
+    let sfu = if cfg.media.enabled {
+        let bind =
+            cfg.media_bind().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let announce =
+            cfg.media_announce().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let sfu = crate::rtc::sfu::Sfu::start(bind, announce.clone())
+            .map_err(|e| std::io::Error::other(format!("media port {bind}: {e}")))?;
+        tracing::info!(addr = %sfu.addr, ?announce, "media relay listening (UDP)");
+        Some(sfu)
+    } else {
+        None
+    };
+    let media_addr = sfu.as_ref().map(|s| s.addr);
+    let hub = Hub::spawn(&cfg, sfu);
     let app = http::router(hub.clone());
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
@@ -54,7 +69,7 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
         axum::serve(listener, app).with_graceful_shutdown(signal).await
     });
     tracing::info!(%addr, "callbox server listening");
-    Ok(RunningServer { addr, shutdown, task })
+    Ok(RunningServer { addr, media_addr, shutdown, task })
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -63,6 +78,9 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let server = start(cfg).await?;
     // One plain line on stdout so scripts and tests can find the address.
     println!("callbox server listening on http://{} ({apps} apps)", server.addr);
+    if let Some(m) = server.media_addr {
+        println!("callbox media relay on udp://{m}");
+    }
     wait_for_signal().await;
     server.stop().await?;
     tracing::info!("stopped");

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+mod media;
+
+pub use media::MediaOut;
+
 use super::config::{Limits, ServerConfig};
 use super::limits::Bucket;
 use super::metrics::Metrics;
@@ -31,6 +35,8 @@ pub enum Output {
     Send(ConnId, ServerMsg),
     /// Close a connection after what was queued for it.
     Close(ConnId),
+    /// Work for the media relay.
+    Media(MediaOut),
 }
 
 /// The time, as the registry sees it: monotonic for timers, wall clock for tokens.
@@ -138,6 +144,7 @@ pub struct Registry {
     grace: Duration,
     heartbeat_ms: u64,
     limits: Limits,
+    media_enabled: bool,
     apps: HashMap<u32, App>,
     sessions: HashMap<String, Session>,
     conns: HashMap<ConnId, Conn>,
@@ -172,6 +179,7 @@ impl Registry {
             grace: cfg.grace(),
             heartbeat_ms: cfg.session.heartbeat_ms,
             limits,
+            media_enabled: cfg.media.enabled,
             apps,
             sessions: HashMap::new(),
             conns: HashMap::new(),
@@ -267,8 +275,11 @@ impl Registry {
             }
             (ClientMsg::Play { req, stream_id }, Some(sid)) => self.play(conn, req, &sid, stream_id),
             (ClientMsg::StopPlay { req, stream_id }, Some(sid)) => {
-                if let Some(s) = self.sessions.get_mut(&sid) {
-                    s.subscriptions.remove(&stream_id);
+                if let Some(s) = self.sessions.get_mut(&sid)
+                    && s.subscriptions.remove(&stream_id)
+                    && let Some(key) = self.stream_key(&sid, &stream_id)
+                {
+                    self.media_out(MediaOut::EndPlay(sid.clone(), key));
                 }
                 self.send(conn, ServerMsg::Ok { req });
             }
@@ -277,6 +288,9 @@ impl Registry {
             }
             (ClientMsg::Broadcast { req, message }, Some(sid)) => self.broadcast(conn, req, &sid, message, now),
             (ClientMsg::RenewToken { req, token }, Some(sid)) => self.renew_token(conn, req, &sid, &token, now),
+            (ClientMsg::MediaOffer { req, stream_id, role, sdp }, Some(sid)) => {
+                self.media_offer(conn, req, &sid, stream_id, role, sdp)
+            }
         }
     }
 
@@ -591,6 +605,7 @@ impl Registry {
             self.unpublish(sid, &stream, reason);
         }
         let s = self.sessions.remove(sid).expect("present");
+        self.media_out(MediaOut::EndSession(sid.to_string()));
         if let Some(c) = s.conn
             && let Some(conn) = self.conns.get_mut(&c)
         {
@@ -683,6 +698,9 @@ impl Registry {
             app.streams.remove(stream_id);
         }
         tracing::info!(room_id = %room_id, stream_id = %stream_id, reason = reason.0, "stream deleted");
+        if let Some(key) = self.stream_key(sid, stream_id) {
+            self.media_out(MediaOut::EndStream(key));
+        }
         for other in self.room_others(sid) {
             self.send_session(
                 &other,
@@ -902,7 +920,8 @@ fn request_number(msg: &ClientMsg) -> Option<u64> {
         | ClientMsg::StopPlay { req, .. }
         | ClientMsg::SetRoomExtraInfo { req, .. }
         | ClientMsg::Broadcast { req, .. }
-        | ClientMsg::RenewToken { req, .. } => Some(*req),
+        | ClientMsg::RenewToken { req, .. }
+        | ClientMsg::MediaOffer { req, .. } => Some(*req),
         ClientMsg::Ping { .. } => None,
     }
 }

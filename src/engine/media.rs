@@ -1,0 +1,662 @@
+//! The engine's media: for every stream the session publishes, a publish pipeline and a
+//! publish connection; for every stream it plays, a play connection and a play pipeline.
+//! Driven by the session's state (Publishing / Playing start media, NoPublish / NoPlay
+//! stop it), kept alive without the application acting:
+//!
+//! - a media connection that drops (ICE consent lost) is replaced by a new one, offered
+//!   again over signalling, with back-off; after a re-login (the server forgot us) every
+//!   connection is renegotiated at once;
+//! - a publish pipeline that fails (element error, encoder stall) is rebuilt with back-off;
+//!   after three failures of a hardware encoder the next encoder of the chain is used;
+//! - quality every 3 s, first-frame and stall/resume events.
+//!
+//! It runs inside the driver task: notes from connections and pipelines arrive on one
+//! bounded channel, and the driver polls [`MediaManager::poll_timeout`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::event::{EngineEvent, MediaEventKind, PlayQuality, PublishQuality, PublisherState};
+use super::{PlayerState, QualityLevel};
+use crate::media::encoder::{self, Encoder};
+use crate::media::{MediaConfig, MediaError, Player, Publisher, RtpOut, has_element};
+use crate::proto::{ErrorCode, MediaRole};
+use crate::rtc::Kind;
+use crate::rtc::client::{ClientConn, ClientEvent, LinkStats, Role};
+
+const TICK: Duration = Duration::from_millis(100);
+const QUALITY_EVERY: Duration = Duration::from_secs(3);
+const STALL: Duration = Duration::from_millis(500);
+const HW_FAILURES_BEFORE_FALLBACK: u32 = 3;
+
+/// Media settings of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineMedia {
+    /// Capture, encoding and playback.
+    pub config: MediaConfig,
+    /// Local IP for media sockets; `None`: the address that routes to the server.
+    pub bind: Option<IpAddr>,
+}
+
+enum Note {
+    Link(MediaRole, String, u64, ClientEvent),
+    Pipeline(MediaRole, String, u64, MediaError),
+}
+
+#[derive(Default)]
+struct Link {
+    conn: Option<ClientConn>,
+    epoch: u64,
+    unsent: Option<String>,
+    connected: bool,
+    retry_at: Option<Instant>,
+    failures: u32,
+    stats: LinkStats,
+    prev: LinkStats,
+    since: Option<Instant>,
+}
+
+struct Pub {
+    link: Link,
+    pipeline: Option<Publisher>,
+    pipeline_epoch: u64,
+    rtp: Arc<Mutex<Option<mpsc::Sender<(Kind, Bytes)>>>>,
+    failures: u32,
+    failed_encoders: Vec<Encoder>,
+    rebuild_at: Option<Instant>,
+    prev: [u64; 3],
+    last_encoded: u64,
+    encoded_at: Instant,
+    first_reported: bool,
+}
+
+struct Play {
+    link: Link,
+    player: Option<Player>,
+    prev: [u64; 3],
+    received_first: bool,
+    rendered_first: bool,
+    video_stalled: Option<Instant>,
+    audio_stalled: bool,
+    audio_at: Instant,
+    stalls: u64,
+    stall_ms: u64,
+}
+
+/// See the module docs.
+pub(crate) struct MediaManager {
+    cfg: EngineMedia,
+    server: String,
+    pubs: HashMap<String, Pub>,
+    plays: HashMap<String, Play>,
+    tx: mpsc::Sender<Note>,
+    rx: mpsc::Receiver<Note>,
+    offers: Vec<(String, MediaRole, String)>,
+    events: Vec<EngineEvent>,
+    epoch: u64,
+    next_quality: Instant,
+}
+
+impl MediaManager {
+    pub(crate) fn new(cfg: EngineMedia, server_url: &str) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        MediaManager {
+            cfg,
+            server: server_url.to_string(),
+            pubs: HashMap::new(),
+            plays: HashMap::new(),
+            tx,
+            rx,
+            offers: Vec::new(),
+            events: Vec::new(),
+            epoch: 0,
+            next_quality: Instant::now() + QUALITY_EVERY,
+        }
+    }
+
+    /// Reacts to the session's publisher and player states.
+    pub(crate) fn observe(&mut self, e: &EngineEvent, now: Instant) {
+        match e {
+            EngineEvent::PublisherStateUpdate { stream_id, state: PublisherState::Publishing, .. } => {
+                if !self.pubs.contains_key(stream_id) {
+                    self.start_publish(stream_id, now);
+                }
+            }
+            EngineEvent::PublisherStateUpdate { stream_id, state: PublisherState::NoPublish, .. } => {
+                self.pubs.remove(stream_id);
+            }
+            EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::Playing, .. } => {
+                if !self.plays.contains_key(stream_id) {
+                    self.start_play(stream_id, now);
+                }
+            }
+            EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::NoPlay, .. } => {
+                self.plays.remove(stream_id);
+            }
+            EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::PlayRequesting, error_code }
+                if *error_code == ErrorCode::STREAM_NOT_FOUND =>
+            {
+                // The stream is gone (or not there yet): nothing to receive until it is back.
+                self.plays.remove(stream_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// In the room again; `fresh` means the server has none of our media connections.
+    pub(crate) fn joined(&mut self, fresh: bool, now: Instant) {
+        if fresh {
+            let pubs: Vec<String> = self.pubs.keys().cloned().collect();
+            for s in pubs {
+                self.relink(MediaRole::Publish, &s, now);
+            }
+            let plays: Vec<String> = self.plays.keys().cloned().collect();
+            for s in plays {
+                self.relink(MediaRole::Play, &s, now);
+            }
+        }
+        for (stream, p) in &mut self.pubs {
+            if let Some(sdp) = p.link.unsent.take() {
+                self.offers.push((stream.clone(), MediaRole::Publish, sdp));
+            }
+        }
+        for (stream, p) in &mut self.plays {
+            if let Some(sdp) = p.link.unsent.take() {
+                self.offers.push((stream.clone(), MediaRole::Play, sdp));
+            }
+        }
+    }
+
+    /// Offers to send over signalling.
+    pub(crate) fn take_offers(&mut self) -> Vec<(String, MediaRole, String)> {
+        std::mem::take(&mut self.offers)
+    }
+
+    /// An offer could not be sent (signalling down): keep it for the next join.
+    pub(crate) fn unsent(&mut self, stream: String, role: MediaRole, sdp: String) {
+        if let Some(l) = self.link_mut(role, &stream) {
+            l.unsent = Some(sdp);
+        }
+    }
+
+    /// Events for the application.
+    pub(crate) fn take_events(&mut self) -> Vec<EngineEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// The server's answer to an offer.
+    pub(crate) fn answer(&mut self, stream: &str, role: MediaRole, result: Result<String, ErrorCode>, now: Instant) {
+        let Some(l) = self.link_mut(role, stream) else { return };
+        match result {
+            Ok(sdp) => {
+                if let Some(c) = &l.conn {
+                    c.answer(sdp);
+                }
+            }
+            Err(code) => {
+                tracing::warn!(stream, ?role, code = code.0, "media offer refused; retrying");
+                l.conn = None;
+                l.failures += 1;
+                l.retry_at = Some(now + backoff(l.failures));
+            }
+        }
+    }
+
+    /// Simulates an encoder failure on a published stream (tests and diagnosis).
+    pub(crate) fn inject_fault(&self, stream: &str) -> bool {
+        self.pubs.get(stream).and_then(|p| p.pipeline.as_ref()).map(|p| p.simulate_failure()).is_some()
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        (!self.pubs.is_empty() || !self.plays.is_empty()).then(|| Instant::now() + TICK)
+    }
+
+    pub(crate) async fn next_note(&mut self) -> Option<()> {
+        let note = self.rx.recv().await?;
+        self.note(note, Instant::now());
+        Some(())
+    }
+
+    fn note(&mut self, note: Note, now: Instant) {
+        match note {
+            Note::Link(role, stream, epoch, ev) => {
+                let Some(l) = self.link_mut(role, &stream).filter(|l| l.epoch == epoch) else { return };
+                match ev {
+                    ClientEvent::Offer(sdp) => self.offers.push((stream, role, sdp)),
+                    ClientEvent::Connected => {
+                        l.connected = true;
+                        l.failures = 0;
+                        tracing::info!(stream, ?role, "media connected");
+                        if let Some(p) = self.pubs.get(&stream).and_then(|p| p.pipeline.as_ref()) {
+                            p.force_keyframe();
+                        }
+                    }
+                    ClientEvent::Disconnected => {
+                        tracing::warn!(stream, ?role, "media connection lost; renegotiating");
+                        l.connected = false;
+                        l.conn = None;
+                        l.failures += 1;
+                        l.retry_at = Some(now + backoff(l.failures));
+                    }
+                    ClientEvent::KeyframeRequested => {
+                        if let Some(p) = self.pubs.get(&stream).and_then(|p| p.pipeline.as_ref()) {
+                            p.force_keyframe();
+                        }
+                    }
+                    ClientEvent::Stats(s) => l.stats = s,
+                    ClientEvent::FirstVideoFrame => {
+                        if let Some(p) = self.plays.get_mut(&stream).filter(|p| !p.received_first) {
+                            p.received_first = true;
+                            self.events.push(EngineEvent::MediaEvent {
+                                stream_id: stream,
+                                event: MediaEventKind::ReceivedFirstFrame,
+                            });
+                        }
+                    }
+                }
+            }
+            Note::Pipeline(MediaRole::Publish, stream, epoch, err) => {
+                if self.pubs.get(&stream).is_some_and(|p| p.pipeline_epoch == epoch) {
+                    self.pipeline_failed(&stream, ErrorCode::MEDIA_PIPELINE_FAILED, err.to_string(), now);
+                }
+            }
+            Note::Pipeline(MediaRole::Play, stream, _, err) => {
+                tracing::warn!(stream, error = %err, "play pipeline failed; rebuilding");
+                if self.plays.remove(&stream).is_some() {
+                    self.start_play(&stream, now);
+                }
+            }
+        }
+    }
+
+    /// Timers: retries, rebuilds, stalls, quality.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        let due: Vec<(MediaRole, String)> = self
+            .pubs
+            .iter()
+            .filter(|(_, p)| p.link.retry_at.is_some_and(|t| t <= now))
+            .map(|(s, _)| (MediaRole::Publish, s.clone()))
+            .chain(
+                self.plays
+                    .iter()
+                    .filter(|(_, p)| p.link.retry_at.is_some_and(|t| t <= now))
+                    .map(|(s, _)| (MediaRole::Play, s.clone())),
+            )
+            .collect();
+        for (role, s) in due {
+            self.relink(role, &s, now);
+        }
+        let rebuild: Vec<String> =
+            self.pubs.iter().filter(|(_, p)| p.rebuild_at.is_some_and(|t| t <= now)).map(|(s, _)| s.clone()).collect();
+        for s in rebuild {
+            self.build_pipeline(&s, now);
+        }
+        self.watch_publishers(now);
+        self.watch_players(now);
+        if now >= self.next_quality {
+            let secs = (now - self.next_quality + QUALITY_EVERY).as_secs_f64();
+            self.next_quality = now + QUALITY_EVERY;
+            self.quality(secs);
+        }
+    }
+
+    fn link_mut(&mut self, role: MediaRole, stream: &str) -> Option<&mut Link> {
+        match role {
+            MediaRole::Publish => self.pubs.get_mut(stream).map(|p| &mut p.link),
+            MediaRole::Play => self.plays.get_mut(stream).map(|p| &mut p.link),
+        }
+    }
+
+    fn bind_addr(&self) -> SocketAddr {
+        let ip = self.cfg.bind.unwrap_or_else(|| route_to(&self.server));
+        SocketAddr::new(ip, 0)
+    }
+
+    fn start_publish(&mut self, stream: &str, now: Instant) {
+        let p = Pub {
+            link: Link::default(),
+            pipeline: None,
+            pipeline_epoch: 0,
+            rtp: Arc::new(Mutex::new(None)),
+            failures: 0,
+            failed_encoders: Vec::new(),
+            rebuild_at: None,
+            prev: [0; 3],
+            last_encoded: 0,
+            encoded_at: now,
+            first_reported: false,
+        };
+        self.pubs.insert(stream.to_string(), p);
+        self.build_pipeline(stream, now);
+        self.relink(MediaRole::Publish, stream, now);
+    }
+
+    fn build_pipeline(&mut self, stream: &str, now: Instant) {
+        let configured = Encoder::from_element(&self.cfg.config.encoder);
+        let Some(p) = self.pubs.get_mut(stream) else { return };
+        p.rebuild_at = None;
+        p.pipeline = None;
+        let Some(choice) = encoder::choose(configured, &p.failed_encoders, has_element) else {
+            let msg = MediaError::NoEncoder.to_string();
+            self.events.push(EngineEvent::PublisherMediaError {
+                stream_id: stream.to_string(),
+                error_code: ErrorCode::MEDIA_PIPELINE_FAILED,
+                message: msg,
+            });
+            return;
+        };
+        tracing::info!(stream, encoder = %choice.encoder, reason = %choice.reason, "encoder chosen");
+        self.events.push(EngineEvent::PublisherEncoder {
+            stream_id: stream.to_string(),
+            encoder: choice.encoder.to_string(),
+            hardware: choice.encoder.is_hardware(),
+            reason: choice.reason.clone(),
+        });
+        let slot = p.rtp.clone();
+        let out: RtpOut = Arc::new(move |kind, bytes| {
+            if let Ok(g) = slot.lock()
+                && let Some(tx) = g.as_ref()
+            {
+                let _ = tx.try_send((kind, bytes));
+            }
+        });
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let errors = self.pipeline_errors(MediaRole::Publish, stream, epoch);
+        let Some(p) = self.pubs.get_mut(stream) else { return };
+        match Publisher::start(&self.cfg.config, choice, out, errors) {
+            Ok(pl) => {
+                p.pipeline = Some(pl);
+                p.pipeline_epoch = epoch;
+                p.encoded_at = now;
+                p.prev = [0; 3];
+                p.last_encoded = 0;
+            }
+            Err(e) => self.pipeline_failed(stream, ErrorCode::MEDIA_PIPELINE_FAILED, e.to_string(), now),
+        }
+    }
+
+    fn pipeline_failed(&mut self, stream: &str, code: ErrorCode, message: String, now: Instant) {
+        let Some(p) = self.pubs.get_mut(stream) else { return };
+        let encoder = p.pipeline.take().map(|pl| pl.encoder.encoder);
+        p.failures += 1;
+        if let Some(e) = encoder
+            && e.is_hardware()
+            && p.failures >= HW_FAILURES_BEFORE_FALLBACK
+        {
+            tracing::warn!(stream, encoder = %e, "hardware encoder keeps failing; trying the next encoder");
+            p.failed_encoders.push(e);
+            p.failures = 0;
+        }
+        let delay = backoff(p.failures);
+        p.rebuild_at = Some(now + delay);
+        tracing::warn!(stream, code = code.0, %message, delay_ms = delay.as_millis() as u64, "publish pipeline failed");
+        self.events.push(EngineEvent::PublisherMediaError { stream_id: stream.to_string(), error_code: code, message });
+    }
+
+    fn pipeline_errors(&self, role: MediaRole, stream: &str, epoch: u64) -> mpsc::Sender<MediaError> {
+        let (tx, mut rx) = mpsc::channel::<MediaError>(8);
+        let notes = self.tx.clone();
+        let stream = stream.to_string();
+        tokio::spawn(async move {
+            if let Some(e) = rx.recv().await {
+                let _ = notes.send(Note::Pipeline(role, stream, epoch, e)).await;
+            }
+        });
+        tx
+    }
+
+    fn start_play(&mut self, stream: &str, now: Instant) {
+        let play = Play {
+            link: Link::default(),
+            player: None,
+            prev: [0; 3],
+            received_first: false,
+            rendered_first: false,
+            video_stalled: None,
+            audio_stalled: false,
+            audio_at: now,
+            stalls: 0,
+            stall_ms: 0,
+        };
+        self.plays.insert(stream.to_string(), play);
+        self.relink(MediaRole::Play, stream, now);
+    }
+
+    /// Replaces a stream's media connection (and, for a player, its pipeline) with a new one.
+    fn relink(&mut self, role: MediaRole, stream: &str, now: Instant) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let bind = self.bind_addr();
+        let (tx, mut rx) = mpsc::channel(64);
+        let notes = self.tx.clone();
+        let s = stream.to_string();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if notes.send(Note::Link(role, s.clone(), epoch, ev)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let result = match role {
+            MediaRole::Publish => {
+                let Some(p) = self.pubs.get_mut(stream) else { return };
+                p.link.conn = None;
+                ClientConn::start(Role::Publish, bind, None, tx).map(|c| {
+                    if let Ok(mut g) = p.rtp.lock() {
+                        *g = Some(c.rtp_sender());
+                    }
+                    c
+                })
+            }
+            MediaRole::Play => {
+                let errors = self.pipeline_errors(MediaRole::Play, stream, epoch);
+                let Some(p) = self.plays.get_mut(stream) else { return };
+                p.link.conn = None;
+                p.player = None;
+                match Player::start(&self.cfg.config, errors).and_then(|pl| pl.sink().map(|s| (pl, s))) {
+                    Ok((player, sink)) => {
+                        p.player = Some(player);
+                        p.prev = [0; 3];
+                        ClientConn::start(Role::Play, bind, Some(Box::new(sink)), tx)
+                    }
+                    Err(e) => {
+                        tracing::error!(stream, error = %e, "cannot build the play pipeline");
+                        p.link.failures += 1;
+                        p.link.retry_at = Some(now + backoff(p.link.failures));
+                        return;
+                    }
+                }
+            }
+        };
+        let Some(l) = self.link_mut(role, stream) else { return };
+        l.epoch = epoch;
+        l.connected = false;
+        l.unsent = None;
+        l.retry_at = None;
+        l.prev = LinkStats::default();
+        l.stats = LinkStats::default();
+        l.since = Some(now);
+        match result {
+            Ok(c) => l.conn = Some(c),
+            Err(e) => {
+                tracing::error!(stream, ?role, error = %e, "cannot open a media connection");
+                l.failures += 1;
+                l.retry_at = Some(now + backoff(l.failures));
+            }
+        }
+    }
+
+    fn watch_publishers(&mut self, now: Instant) {
+        let stall = Duration::from_secs(self.cfg.config.stall_secs.max(1));
+        let mut stalled = Vec::new();
+        for (stream, p) in &mut self.pubs {
+            let Some(pl) = &p.pipeline else { continue };
+            let c = pl.counters.snapshot();
+            if !p.first_reported && c[0] > 0 {
+                p.first_reported = true;
+                self.events.push(EngineEvent::MediaEvent {
+                    stream_id: stream.clone(),
+                    event: MediaEventKind::CapturedFirstFrame,
+                });
+            }
+            if c[1] != p.last_encoded {
+                p.encoded_at = now;
+                p.last_encoded = c[1];
+            } else if now.duration_since(p.encoded_at) > stall {
+                stalled.push(stream.clone());
+            }
+        }
+        for s in stalled {
+            let msg = format!("no encoded frame for {} s", stall.as_secs());
+            self.pipeline_failed(&s, ErrorCode::MEDIA_ENCODER_STALLED, msg, now);
+        }
+    }
+
+    fn watch_players(&mut self, now: Instant) {
+        for (stream, p) in &mut self.plays {
+            let Some(pl) = &p.player else { continue };
+            let c = pl.counters.snapshot();
+            let mut ev = |e| self.events.push(EngineEvent::MediaEvent { stream_id: stream.clone(), event: e });
+            if !p.rendered_first && c[1] > 0 {
+                p.rendered_first = true;
+                ev(MediaEventKind::RenderedFirstFrame);
+            }
+            if p.rendered_first {
+                let last = pl.counters.last_video().unwrap_or(now);
+                match p.video_stalled {
+                    None if now.duration_since(last) >= STALL => {
+                        p.video_stalled = Some(last);
+                        p.stalls += 1;
+                        ev(MediaEventKind::VideoStall);
+                    }
+                    Some(since) if now.duration_since(last) < STALL => {
+                        p.stall_ms += last.duration_since(since).as_millis() as u64;
+                        p.video_stalled = None;
+                        ev(MediaEventKind::VideoResume);
+                    }
+                    _ => {}
+                }
+            }
+            if c[2] != p.prev[2] {
+                p.audio_at = now;
+                if p.audio_stalled {
+                    p.audio_stalled = false;
+                    ev(MediaEventKind::AudioResume);
+                }
+            } else if c[2] > 0 && !p.audio_stalled && now.duration_since(p.audio_at) >= STALL {
+                p.audio_stalled = true;
+                ev(MediaEventKind::AudioStall);
+            }
+            p.prev[2] = c[2];
+        }
+    }
+
+    fn quality(&mut self, secs: f64) {
+        let secs = secs.max(0.001);
+        for (stream, p) in &mut self.pubs {
+            let Some(pl) = &p.pipeline else { continue };
+            let c = pl.counters.snapshot();
+            let (s, q) = (p.link.stats, p.link.prev);
+            let loss = loss(s.lost - q.lost.min(s.lost), s.packets[0] + s.packets[1] - q.packets[0] - q.packets[1]);
+            let rtt = s.rtt_ms.unwrap_or(0.0);
+            let quality = PublishQuality {
+                capture_fps: (c[0] - p.prev[0]) as f64 / secs,
+                encode_fps: (c[1] - p.prev[1]) as f64 / secs,
+                send_fps: (s.frames - q.frames) as f64 / secs,
+                video_kbps: (s.bytes[0] - q.bytes[0]) as f64 * 8.0 / 1000.0 / secs,
+                audio_kbps: (s.bytes[1] - q.bytes[1]) as f64 * 8.0 / 1000.0 / secs,
+                rtt_ms: rtt,
+                packet_loss: loss,
+                level: level(rtt, loss, p.link.connected),
+                hardware_encoder: pl.encoder.encoder.is_hardware(),
+                encoder: pl.encoder.encoder.to_string(),
+            };
+            p.prev = [c[0], c[1], c[2]];
+            p.link.prev = s;
+            self.events.push(EngineEvent::PublisherQualityUpdate { stream_id: stream.clone(), quality });
+        }
+        for (stream, p) in &mut self.plays {
+            let Some(pl) = &p.player else { continue };
+            let c = pl.counters.snapshot();
+            let (s, q) = (p.link.stats, p.link.prev);
+            let loss = loss(s.lost - q.lost.min(s.lost), s.packets[0] + s.packets[1] - q.packets[0] - q.packets[1]);
+            let rtt = s.rtt_ms.unwrap_or(0.0);
+            let quality = PlayQuality {
+                receive_fps: (s.frames - q.frames) as f64 / secs,
+                decode_fps: (c[0] - p.prev[0]) as f64 / secs,
+                render_fps: (c[1] - p.prev[1]) as f64 / secs,
+                video_kbps: (s.bytes[0] - q.bytes[0]) as f64 * 8.0 / 1000.0 / secs,
+                audio_kbps: (s.bytes[1] - q.bytes[1]) as f64 * 8.0 / 1000.0 / secs,
+                rtt_ms: rtt,
+                packet_loss: loss,
+                jitter_buffer_ms: 80.0,
+                stall_count: p.stalls,
+                stall_ms: p.stall_ms,
+                frames_decoded: c[0],
+                audio_decoded: c[2],
+                level: level(rtt, loss, p.link.connected),
+            };
+            p.prev = [c[0], c[1], p.prev[2]];
+            p.link.prev = s;
+            self.events.push(EngineEvent::PlayerQualityUpdate { stream_id: stream.clone(), quality });
+        }
+    }
+}
+
+fn loss(lost: u64, sent: u64) -> f64 {
+    if lost + sent == 0 { 0.0 } else { lost as f64 / (lost + sent) as f64 }
+}
+
+fn level(rtt_ms: f64, loss: f64, connected: bool) -> QualityLevel {
+    if !connected {
+        QualityLevel::Die
+    } else if rtt_ms < 100.0 && loss < 0.01 {
+        QualityLevel::Excellent
+    } else if rtt_ms < 200.0 && loss < 0.05 {
+        QualityLevel::Good
+    } else if rtt_ms < 400.0 && loss < 0.1 {
+        QualityLevel::Medium
+    } else {
+        QualityLevel::Bad
+    }
+}
+
+/// 0.5 s, 1 s, 2 s ... at most 10 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << failures.saturating_sub(1).min(5))).min(Duration::from_secs(10))
+}
+
+/// The local IP that routes to the server in `url` (no packet is sent); loopback if unknown.
+fn route_to(url: &str) -> IpAddr {
+    let host = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
+    let guess = (|| {
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next()?;
+        let s = std::net::UdpSocket::bind(if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
+        s.connect(addr).ok()?;
+        s.local_addr().ok().map(|a| a.ip())
+    })();
+    guess.unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_and_levels() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(3), Duration::from_secs(2));
+        assert_eq!(backoff(30), Duration::from_secs(10));
+        assert_eq!(level(20.0, 0.0, true), QualityLevel::Excellent);
+        assert_eq!(level(150.0, 0.02, true), QualityLevel::Good);
+        assert_eq!(level(20.0, 0.0, false), QualityLevel::Die);
+        assert_eq!(loss(1, 99), 0.01);
+        assert_eq!(route_to("ws://127.0.0.1:7880/ws/v1"), IpAddr::from([127, 0, 0, 1]));
+    }
+}

@@ -1,0 +1,73 @@
+//! A running play pipeline: RTP in through jitter buffers, decode, render. Frames decoded
+//! and rendered and audio buffers decoded are counted for quality events.
+
+use std::sync::Arc;
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app::AppSrc;
+use tokio::sync::mpsc;
+
+use super::publisher::{launch, watch_bus};
+use super::{Counters, MediaConfig, MediaError, count_buffers, has_element, pipeline};
+use crate::rtc::Kind;
+use crate::rtc::client::RtpSink;
+
+/// A running play pipeline. Dropping it stops the pipeline.
+pub struct Player {
+    pipeline: gst::Pipeline,
+    /// Decoded (0) and rendered (1) video frames, decoded audio buffers (2).
+    pub counters: Arc<Counters>,
+    /// The H.264 decoder in use.
+    pub decoder: &'static str,
+    bus: tokio::task::JoinHandle<()>,
+}
+
+/// Feeds received RTP into a [`Player`]'s sources.
+pub struct PlayerSink {
+    video: AppSrc,
+    audio: AppSrc,
+}
+
+impl RtpSink for PlayerSink {
+    fn rtp(&mut self, kind: Kind, packet: &[u8]) {
+        let src = if kind == Kind::Video { &self.video } else { &self.audio };
+        let _ = src.push_buffer(gst::Buffer::from_slice(packet.to_vec()));
+    }
+}
+
+impl Player {
+    /// Builds and starts the pipeline; runtime errors go to `errors`.
+    pub fn start(cfg: &MediaConfig, errors: mpsc::Sender<MediaError>) -> Result<Player, MediaError> {
+        super::init()?;
+        let decoder = pipeline::decoder(has_element);
+        let pipeline = launch(&pipeline::play(cfg, decoder))?;
+        let counters = Arc::new(Counters::default());
+        count_buffers(&pipeline, "vdec", "src", &counters, 0);
+        count_buffers(&pipeline, "vout", "sink", &counters, 1);
+        count_buffers(&pipeline, "adec", "src", &counters, 2);
+        let bus = watch_bus(&pipeline, errors);
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| MediaError::Build(format!("the pipeline does not start: {e}")))?;
+        Ok(Player { pipeline, counters, decoder, bus })
+    }
+
+    /// The RTP entry points, for the play connection.
+    pub fn sink(&self) -> Result<PlayerSink, MediaError> {
+        let get = |name: &str| {
+            self.pipeline
+                .by_name(name)
+                .and_then(|e| e.downcast::<AppSrc>().ok())
+                .ok_or_else(|| MediaError::Build(format!("no appsrc {name}")))
+        };
+        Ok(PlayerSink { video: get("vsrc")?, audio: get("asrc")? })
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        self.bus.abort();
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}

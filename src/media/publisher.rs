@@ -1,0 +1,129 @@
+//! A running publish pipeline: capture, encode, payload to RTP, hand packets to the
+//! publish connection. Errors from any element arrive on the error channel; the engine's
+//! supervisor decides to rebuild (see `engine::media`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app::AppSink;
+use tokio::sync::mpsc;
+
+use super::encoder::Choice;
+use super::{Counters, MediaConfig, MediaError, count_buffers, has_element, pipeline};
+use crate::rtc::Kind;
+
+/// Where a publish pipeline's RTP packets go (called on GStreamer's streaming threads).
+pub type RtpOut = Arc<dyn Fn(Kind, Bytes) + Send + Sync>;
+
+/// A running publish pipeline. Dropping it stops the pipeline.
+pub struct Publisher {
+    pipeline: gst::Pipeline,
+    /// Captured (0), encoded (1) video frames and encoded audio buffers (2).
+    pub counters: Arc<Counters>,
+    /// The encoder in use and why.
+    pub encoder: Choice,
+    bus: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    /// Builds and starts the pipeline. RTP packets go to `rtp`;
+    /// runtime errors go to `errors`.
+    pub fn start(
+        cfg: &MediaConfig,
+        encoder: Choice,
+        rtp: RtpOut,
+        errors: mpsc::Sender<MediaError>,
+    ) -> Result<Publisher, MediaError> {
+        super::init()?;
+        let desc = pipeline::publish(cfg, encoder.encoder, has_element("timeoverlay"));
+        tracing::debug!(pipeline = %desc, "publish pipeline");
+        let pipeline = launch(&desc)?;
+        for (name, kind) in [("vsink", Kind::Video), ("asink", Kind::Audio)] {
+            let sink = pipeline
+                .by_name(name)
+                .and_then(|e| e.downcast::<AppSink>().ok())
+                .ok_or_else(|| MediaError::Build(format!("no appsink {name}")))?;
+            let out = rtp.clone();
+            sink.set_callbacks(
+                gstreamer_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        if let Some(buf) = sample.buffer()
+                            && let Ok(map) = buf.map_readable()
+                        {
+                            out(kind, Bytes::copy_from_slice(map.as_slice()));
+                        }
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+        }
+        let counters = Arc::new(Counters::default());
+        count_buffers(&pipeline, "vcaps", "src", &counters, 0);
+        count_buffers(&pipeline, "venc", "src", &counters, 1);
+        count_buffers(&pipeline, "aenc", "src", &counters, 2);
+        let bus = watch_bus(&pipeline, errors);
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| MediaError::Build(format!("the pipeline does not start: {e}")))?;
+        Ok(Publisher { pipeline, counters, encoder, bus })
+    }
+
+    /// Asks the encoder for a keyframe (with SPS/PPS) now.
+    pub fn force_keyframe(&self) {
+        if let Some(sink) = self.pipeline.by_name("vsink") {
+            let ev = gstreamer_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
+            sink.send_event(ev);
+        }
+    }
+
+    /// Makes the encoder post an error, as a failing hardware encoder would (tests, doctor).
+    pub fn simulate_failure(&self) {
+        if let Some(enc) = self.pipeline.by_name("venc") {
+            let msg =
+                gst::message::Error::builder(gst::CoreError::Failed, "simulated encoder failure").src(&enc).build();
+            let _ = enc.post_message(msg);
+        }
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.bus.abort();
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Parses a description into a pipeline.
+pub(super) fn launch(desc: &str) -> Result<gst::Pipeline, MediaError> {
+    gst::parse::launch(desc)
+        .map_err(|e| MediaError::Build(e.to_string()))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| MediaError::Build("not a pipeline".into()))
+}
+
+/// Forwards the pipeline's errors (and an unexpected end of stream) to `errors`.
+pub(super) fn watch_bus(pipeline: &gst::Pipeline, errors: mpsc::Sender<MediaError>) -> tokio::task::JoinHandle<()> {
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    tokio::spawn(async move {
+        let mut messages = bus.stream();
+        while let Some(msg) = messages.next().await {
+            let err = match msg.view() {
+                gst::MessageView::Error(e) => MediaError::Runtime {
+                    element: e.src().map(|s| s.name().to_string()).unwrap_or_default(),
+                    message: e.error().to_string(),
+                },
+                gst::MessageView::Eos(_) => {
+                    MediaError::Runtime { element: "pipeline".into(), message: "source ended".into() }
+                }
+                _ => continue,
+            };
+            if errors.send(err).await.is_err() {
+                return;
+            }
+        }
+    })
+}
