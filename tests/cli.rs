@@ -84,9 +84,11 @@ async fn server_exits_cleanly_on_sigterm_and_tells_clients() {
 }
 
 #[test]
-fn demo_runs_two_devices_that_play_each_other() {
-    let out = callbox(&["demo", "--peers", "2", "--duration", "3", "--listen", "127.0.0.1:0"]);
+fn demo_runs_two_devices_that_see_and_hear_each_other() {
+    let out = callbox(&["demo", "--peers", "2", "--duration", "7", "--listen", "127.0.0.1:0"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(text.matches("playing 1 of 1 other streams").count(), 2, "{text}");
+    assert_eq!(text.matches("media flowing from 1 of 1 other devices").count(), 2, "{text}");
+    assert!(text.contains("encodes with x264enc"), "{text}");
+    assert_eq!(text.matches("first frame").count(), 2, "{text}");
 }

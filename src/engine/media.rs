@@ -65,7 +65,7 @@ struct Pub {
     link: Link,
     pipeline: Option<Publisher>,
     pipeline_epoch: u64,
-    rtp: Arc<Mutex<Option<mpsc::Sender<(Kind, Bytes)>>>>,
+    rtp: Arc<Mutex<RtpSlot>>,
     failures: u32,
     failed_encoders: Vec<Encoder>,
     rebuild_at: Option<Instant>,
@@ -122,18 +122,18 @@ impl MediaManager {
     /// Reacts to the session's publisher and player states.
     pub(crate) fn observe(&mut self, e: &EngineEvent, now: Instant) {
         match e {
-            EngineEvent::PublisherStateUpdate { stream_id, state: PublisherState::Publishing, .. } => {
-                if !self.pubs.contains_key(stream_id) {
-                    self.start_publish(stream_id, now);
-                }
+            EngineEvent::PublisherStateUpdate { stream_id, state: PublisherState::Publishing, .. }
+                if !self.pubs.contains_key(stream_id) =>
+            {
+                self.start_publish(stream_id, now);
             }
             EngineEvent::PublisherStateUpdate { stream_id, state: PublisherState::NoPublish, .. } => {
                 self.pubs.remove(stream_id);
             }
-            EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::Playing, .. } => {
-                if !self.plays.contains_key(stream_id) {
-                    self.start_play(stream_id, now);
-                }
+            EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::Playing, .. }
+                if !self.plays.contains_key(stream_id) =>
+            {
+                self.start_play(stream_id, now);
             }
             EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::NoPlay, .. } => {
                 self.plays.remove(stream_id);
@@ -322,7 +322,7 @@ impl MediaManager {
             link: Link::default(),
             pipeline: None,
             pipeline_epoch: 0,
-            rtp: Arc::new(Mutex::new(None)),
+            rtp: Arc::new(Mutex::new(RtpSlot::default())),
             failures: 0,
             failed_encoders: Vec::new(),
             rebuild_at: None,
@@ -357,16 +357,14 @@ impl MediaManager {
             hardware: choice.encoder.is_hardware(),
             reason: choice.reason.clone(),
         });
-        let slot = p.rtp.clone();
-        let out: RtpOut = Arc::new(move |kind, bytes| {
-            if let Ok(g) = slot.lock()
-                && let Some(tx) = g.as_ref()
-            {
-                let _ = tx.try_send((kind, bytes));
-            }
-        });
         self.epoch += 1;
         let epoch = self.epoch;
+        let slot = p.rtp.clone();
+        let out: RtpOut = Arc::new(move |kind, bytes| {
+            if let Ok(mut g) = slot.lock() {
+                g.send(epoch, kind, bytes);
+            }
+        });
         let errors = self.pipeline_errors(MediaRole::Publish, stream, epoch);
         let Some(p) = self.pubs.get_mut(stream) else { return };
         match Publisher::start(&self.cfg.config, choice, out, errors) {
@@ -447,11 +445,10 @@ impl MediaManager {
             MediaRole::Publish => {
                 let Some(p) = self.pubs.get_mut(stream) else { return };
                 p.link.conn = None;
-                ClientConn::start(Role::Publish, bind, None, tx).map(|c| {
+                ClientConn::start(Role::Publish, bind, None, tx).inspect(|c| {
                     if let Ok(mut g) = p.rtp.lock() {
-                        *g = Some(c.rtp_sender());
+                        g.tx = Some(c.rtp_sender());
                     }
-                    c
                 })
             }
             MediaRole::Play => {
@@ -463,6 +460,10 @@ impl MediaManager {
                     Ok((player, sink)) => {
                         p.player = Some(player);
                         p.prev = [0; 3];
+                        // A new connection and pipeline: first-frame events report when media is back.
+                        p.received_first = false;
+                        p.rendered_first = false;
+                        p.video_stalled = None;
                         ClientConn::start(Role::Play, bind, Some(Box::new(sink)), tx)
                     }
                     Err(e) => {
@@ -609,6 +610,50 @@ impl MediaManager {
     }
 }
 
+/// Where a publisher's RTP goes, with sequence numbers and timestamps kept continuous
+/// across pipeline rebuilds (a new pipeline starts both at random values; players' jitter
+/// buffers would take the jump for a new stream and wait).
+#[derive(Default)]
+struct RtpSlot {
+    tx: Option<mpsc::Sender<(Kind, Bytes)>>,
+    kinds: [Continuity; 2],
+}
+
+#[derive(Default)]
+struct Continuity {
+    epoch: u64,
+    seq_offset: u16,
+    ts_offset: u32,
+    last: Option<(u16, u32, Instant)>,
+}
+
+impl RtpSlot {
+    fn send(&mut self, epoch: u64, kind: Kind, bytes: Bytes) {
+        let Some(tx) = &self.tx else { return };
+        if bytes.len() < 12 {
+            return;
+        }
+        let c = &mut self.kinds[kind as usize];
+        let seq = u16::from_be_bytes([bytes[2], bytes[3]]);
+        let ts = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        if c.epoch != epoch {
+            c.epoch = epoch;
+            if let Some((last_seq, last_ts, at)) = c.last {
+                let clock = if kind == Kind::Video { 90_000.0 } else { 48_000.0 };
+                let gap = (at.elapsed().as_secs_f64() * clock) as u32;
+                c.seq_offset = last_seq.wrapping_add(1).wrapping_sub(seq);
+                c.ts_offset = last_ts.wrapping_add(gap.max(1)).wrapping_sub(ts);
+            }
+        }
+        let (seq, ts) = (seq.wrapping_add(c.seq_offset), ts.wrapping_add(c.ts_offset));
+        c.last = Some((seq, ts, Instant::now()));
+        let mut out = bytes::BytesMut::from(&bytes[..]);
+        out[2..4].copy_from_slice(&seq.to_be_bytes());
+        out[4..8].copy_from_slice(&ts.to_be_bytes());
+        let _ = tx.try_send((kind, out.freeze()));
+    }
+}
+
 fn loss(lost: u64, sent: u64) -> f64 {
     if lost + sent == 0 { 0.0 } else { lost as f64 / (lost + sent) as f64 }
 }
@@ -647,6 +692,33 @@ fn route_to(url: &str) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rtp(seq: u16, ts: u32) -> Bytes {
+        let mut b = vec![0x80, 102];
+        b.extend_from_slice(&seq.to_be_bytes());
+        b.extend_from_slice(&ts.to_be_bytes());
+        b.extend_from_slice(&[0; 8]);
+        Bytes::from(b)
+    }
+
+    #[test]
+    fn rtp_stays_continuous_across_pipeline_rebuilds() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut slot = RtpSlot { tx: Some(tx), ..Default::default() };
+        slot.send(1, Kind::Video, rtp(100, 5000));
+        slot.send(1, Kind::Video, rtp(101, 8000));
+        slot.send(2, Kind::Video, rtp(40000, 777)); // a rebuilt pipeline starts elsewhere
+        slot.send(2, Kind::Video, rtp(40001, 3777));
+        let mut got = Vec::new();
+        while let Ok((_, b)) = rx.try_recv() {
+            got.push((u16::from_be_bytes([b[2], b[3]]), u32::from_be_bytes([b[4], b[5], b[6], b[7]])));
+        }
+        assert_eq!(got[0], (100, 5000));
+        assert_eq!(got[1], (101, 8000));
+        assert_eq!(got[2].0, 102);
+        assert!(got[2].1 > 8000 && got[2].1 < 8000 + 90_000, "{got:?}");
+        assert_eq!((got[3].0, got[3].1 - got[2].1), (103, 3000));
+    }
 
     #[test]
     fn backoff_and_levels() {

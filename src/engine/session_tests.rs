@@ -106,6 +106,7 @@ impl Net {
                             self.clients[i].s.handle_message(at, epoch, msg);
                         }
                     }
+                    SrvOut::Media(_) => {}
                     SrvOut::Close(conn) => {
                         if let Some(i) = self.client_of(conn) {
                             let epoch = self.clients[i].conn.take().unwrap().0;
@@ -164,6 +165,7 @@ impl Net {
             Output::Done { cmd, result } => {
                 self.clients[i].done.insert(cmd, result);
             }
+            Output::MediaAnswer { .. } | Output::Joined { .. } => {}
         }
     }
 

@@ -79,7 +79,7 @@ pub(crate) fn codec_kind(kind: Kind) -> RtpCodecKind {
 pub(crate) fn build(now: Instant, opts: PeerOpts) -> Result<RTCPeerConnection, RtcError> {
     let mut media = MediaEngine::default();
     for (kind, pt) in [(Kind::Video, H264_PT), (Kind::Audio, OPUS_PT)] {
-        let params = RTCRtpCodecParameters { rtp_codec: codec(kind), payload_type: pt, ..Default::default() };
+        let params = RTCRtpCodecParameters { rtp_codec: codec(kind), payload_type: pt };
         media.register_codec(params, codec_kind(kind))?;
     }
     // Application-most (after the NACK and report interceptors), before the terminus.

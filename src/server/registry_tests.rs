@@ -1,6 +1,8 @@
 //! Registry unit tests: several clients driven in memory with virtual time.
 
 use super::*;
+use crate::proto::MediaRole;
+use crate::rtc::sfu::StreamKey;
 use crate::server::config::{AppConfig, ServerConfig};
 
 const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -10,6 +12,7 @@ struct World {
     now: Now,
     outbox: HashMap<ConnId, Vec<ServerMsg>>,
     closed: Vec<ConnId>,
+    media: Vec<MediaOut>,
 }
 
 impl World {
@@ -18,7 +21,7 @@ impl World {
         cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }, AppConfig { app_id: 2, secret: SECRET.into() }];
         cfg.session.grace_secs = grace_secs;
         let now = Now { at: Instant::now(), unix_ms: 1_000_000_000 };
-        World { reg: Registry::new(&cfg, now.at), now, outbox: HashMap::new(), closed: vec![] }
+        World { reg: Registry::new(&cfg, now.at), now, outbox: HashMap::new(), closed: vec![], media: vec![] }
     }
 
     fn token(&self, app_id: u32, user: &str, privileges: &[&str], exp_in: u64) -> String {
@@ -39,6 +42,7 @@ impl World {
             match o {
                 Output::Send(c, m) => self.outbox.entry(c).or_default().push(m),
                 Output::Close(c) => self.closed.push(c),
+                Output::Media(m) => self.media.push(m),
             }
         }
     }
@@ -324,4 +328,45 @@ fn network_quality_of_others_every_two_seconds() {
             users: vec![UserQuality { user_id: "b".into(), quality: QualityLevel::Good }]
         }]
     );
+}
+
+fn offer(req: u64, stream: &str, role: MediaRole) -> ClientMsg {
+    ClientMsg::MediaOffer { req, stream_id: stream.into(), role, sdp: "v=0".into() }
+}
+
+#[test]
+fn media_offers_need_publish_or_play_first_and_stay_in_the_room() {
+    let mut w = World::new(90);
+    w.login(1, "a", "r", false);
+    w.login(2, "b", "r", false);
+    w.login(3, "c", "other-room", false);
+    w.msg(1, offer(2, "s", MediaRole::Publish));
+    assert_eq!(error_code(&w.take(1)), Some(ErrorCode::MEDIA_NOT_PUBLISHING));
+    w.msg(1, ClientMsg::Publish { req: 3, stream_id: "s".into(), extra_info: String::new() });
+    w.take(1);
+    w.msg(1, offer(4, "s", MediaRole::Publish));
+    let key = StreamKey { app_id: 1, room_id: "r".into(), stream_id: "s".into() };
+    assert!(
+        matches!(&w.media[..], [MediaOut::Offer { conn: 1, req: 4, stream, role: MediaRole::Publish, .. }] if *stream == key)
+    );
+    w.media.clear();
+    // Playing needs `play` first, and only streams of one's own room are reachable.
+    w.msg(2, offer(2, "s", MediaRole::Play));
+    assert_eq!(error_code(&w.take(2)), Some(ErrorCode::MEDIA_NOT_PLAYING));
+    w.msg(3, ClientMsg::Play { req: 2, stream_id: "s".into() });
+    w.take(3);
+    w.msg(3, offer(3, "s", MediaRole::Play));
+    assert_eq!(error_code(&w.take(3)), Some(ErrorCode::STREAM_NOT_FOUND), "another room's stream");
+    assert!(w.media.is_empty());
+    w.msg(2, ClientMsg::Play { req: 3, stream_id: "s".into() });
+    w.msg(2, offer(4, "s", MediaRole::Play));
+    assert!(matches!(&w.media[..], [MediaOut::Offer { conn: 2, role: MediaRole::Play, stream, .. }] if *stream == key));
+    w.media.clear();
+    // Stop playing, unpublish, leave: the relay is told each time.
+    w.msg(2, ClientMsg::StopPlay { req: 5, stream_id: "s".into() });
+    assert!(matches!(&w.media[..], [MediaOut::EndPlay(_, k)] if *k == key));
+    w.msg(1, ClientMsg::Unpublish { req: 5, stream_id: "s".into() });
+    assert!(w.media.contains(&MediaOut::EndStream(key.clone())));
+    w.msg(1, ClientMsg::Logout { req: 6 });
+    assert!(matches!(w.media.last(), Some(MediaOut::EndSession(_))));
 }

@@ -14,6 +14,7 @@ use callbox::engine::{
     Auth, Engine, EngineEvent, EngineProfile, PlayerState, PublishChannel, ReconnectPolicy, RoomConfig,
     RoomStateReason, UserInfo,
 };
+use callbox::media::MediaConfig;
 use callbox::proto::{ClientMsg, ServerMsg};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -29,6 +30,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// The real `callbox server` binary, killed on drop.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The media relay's UDP address (None when the config disables media).
+    pub media: Option<SocketAddr>,
     child: Child,
     dir: tempfile::TempDir,
     extra: String,
@@ -38,8 +41,8 @@ impl Server {
     /// Starts a server on a free loopback port; `extra` is appended to the config.
     pub fn start(extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let (child, addr) = spawn(&dir, extra, "127.0.0.1:0");
-        Server { addr, child, dir, extra: extra.to_string() }
+        let (child, addr, media) = spawn(&dir, extra, "127.0.0.1:0", 0);
+        Server { addr, media, child, dir, extra: extra.to_string() }
     }
 
     pub fn url(&self) -> String {
@@ -50,11 +53,13 @@ impl Server {
         self.addr.to_string()
     }
 
-    /// kill -9, then start again on the same port (all state is lost).
+    /// kill -9, then start again on the same ports (all state is lost).
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(&self.dir, &self.extra, &self.addr.to_string());
+        let port = self.media.map_or(0, |m| m.port());
+        let (child, addr, media) = spawn(&self.dir, &self.extra, &self.addr.to_string(), port);
         assert_eq!(addr, self.addr);
+        assert_eq!(media, self.media);
         self.child = child;
     }
 
@@ -80,10 +85,21 @@ fn unsafe_kill(pid: u32, sig: i32) {
     let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
 }
 
-fn spawn(dir: &tempfile::TempDir, extra: &str, listen: &str) -> (Child, SocketAddr) {
+fn spawn(
+    dir: &tempfile::TempDir,
+    extra: &str,
+    listen: &str,
+    media_port: u16,
+) -> (Child, SocketAddr, Option<SocketAddr>) {
     let cfg = dir.path().join("server.toml");
+    // Media on loopback only, on a free port (kept across restarts).
+    let media = if extra.contains("[media]") {
+        String::new()
+    } else {
+        format!("[media]\nbind = \"127.0.0.1\"\nport = {media_port}\n")
+    };
     let text = format!(
-        "[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[[apps]]\napp_id = {OTHER_APP}\nsecret = \"{OTHER_SECRET}\"\n{extra}\n"
+        "[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[[apps]]\napp_id = {OTHER_APP}\nsecret = \"{OTHER_SECRET}\"\n{media}{extra}\n"
     );
     std::fs::write(&cfg, text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_callbox"))
@@ -94,9 +110,14 @@ fn spawn(dir: &tempfile::TempDir, extra: &str, listen: &str) -> (Child, SocketAd
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
     let mut line = String::new();
-    // Retry binding the same port briefly after a restart (the old socket may linger).
-    BufReader::new(stdout).read_line(&mut line).unwrap();
+    reader.read_line(&mut line).unwrap();
+    let mut media_line = String::new();
+    if !extra.contains("enabled = false") {
+        reader.read_line(&mut media_line).unwrap();
+    }
+    let media = media_line.split("udp://").nth(1).and_then(|r| r.trim().parse().ok());
     let addr = line
         .split("http://")
         .nth(1)
@@ -104,7 +125,7 @@ fn spawn(dir: &tempfile::TempDir, extra: &str, listen: &str) -> (Child, SocketAd
         .unwrap_or_else(|| panic!("server did not start: {line:?}"))
         .parse()
         .unwrap();
-    (child, addr)
+    (child, addr, media)
 }
 
 pub fn token(app_id: u32, secret: &str, user: &str, room: Option<&str>, privileges: &[&str], ttl: i64) -> String {
@@ -129,6 +150,21 @@ pub fn fast_policy() -> ReconnectPolicy {
 pub fn engine(url: &str) -> (Engine, Events) {
     let mut p = EngineProfile::new(APP, Auth::AppSign(SECRET.into()), url);
     p.reconnect = fast_policy();
+    let (e, rx) = Engine::create(p).unwrap();
+    (e, Events { rx, seen: Vec::new() })
+}
+
+/// An engine with media: test pattern and tone at 320x240@15, sockets on 127.0.0.1.
+pub fn media_engine(url: &str) -> (Engine, Events) {
+    // Engine logs in tests only when asked (RUST_LOG=callbox=debug cargo test ...).
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    }
+    let mut p = EngineProfile::new(APP, Auth::AppSign(SECRET.into()), url).with_media(MediaConfig::small());
+    p.reconnect = fast_policy();
+    if let Some(m) = &mut p.media {
+        m.bind = Some([127, 0, 0, 1].into());
+    }
     let (e, rx) = Engine::create(p).unwrap();
     (e, Events { rx, seen: Vec::new() })
 }

@@ -1,0 +1,203 @@
+//! Media end to end: real `callbox server` (SFU on one loopback UDP port), real GStreamer
+//! pipelines (test pattern + tone, x264enc, avdec_h264) and real WebRTC connections, at
+//! 320x240@15 so a loaded 2-core machine keeps up.
+
+mod common;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use callbox::engine::{EngineEvent, MediaEventKind, PlayQuality, PlayerState, PublishChannel, UpdateType};
+use common::*;
+
+fn rendered(stream: &str) -> impl Fn(&EngineEvent) -> bool + '_ {
+    move |e| {
+        matches!(e, EngineEvent::MediaEvent { stream_id, event: MediaEventKind::RenderedFirstFrame }
+            if stream_id == stream)
+    }
+}
+
+fn play_quality(stream: &str) -> impl Fn(&EngineEvent) -> bool + '_ {
+    move |e| matches!(e, EngineEvent::PlayerQualityUpdate { stream_id, .. } if stream_id == stream)
+}
+
+fn quality_of(e: &EngineEvent) -> PlayQuality {
+    match e {
+        EngineEvent::PlayerQualityUpdate { quality, .. } => quality.clone(),
+        other => panic!("not a play quality event: {other:?}"),
+    }
+}
+
+/// Decoded video frames and audio buffers per second over at least `window`, measured
+/// between two play quality events.
+async fn decode_rates(ev: &mut Events, stream: &str, window: Duration) -> (f64, f64, PlayQuality) {
+    let first = quality_of(&ev.wait("play quality", play_quality(stream)).await);
+    let t0 = Instant::now();
+    loop {
+        let q = quality_of(&ev.wait("play quality", play_quality(stream)).await);
+        let secs = t0.elapsed().as_secs_f64();
+        if secs >= window.as_secs_f64() {
+            let v = (q.frames_decoded - first.frames_decoded) as f64 / secs;
+            let a = (q.audio_decoded - first.audio_decoded) as f64 / secs;
+            return (v, a, q);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_see_and_hear_each_other_then_stop() {
+    let server = Server::start("");
+    let (a, mut ea) = media_engine(&server.url());
+    let (b, mut eb) = media_engine(&server.url());
+    a.login_room("call", user("door"), notify()).await.unwrap();
+    b.login_room("call", user("flat"), notify()).await.unwrap();
+    a.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
+    b.start_publishing_stream("flat-main", PublishChannel::Main).await.unwrap();
+    a.start_playing_stream("flat-main").await.unwrap();
+    b.start_playing_stream("door-main").await.unwrap();
+    ea.wait("door renders flat", rendered("flat-main")).await;
+    eb.wait("flat renders door", rendered("door-main")).await;
+
+    // 15 fps video and 50 Opus frames/s are sent; at least 70 % must be decoded over 10 s.
+    let (va, aa, qa) = decode_rates(&mut ea, "flat-main", Duration::from_secs(10)).await;
+    let (vb, ab, qb) = decode_rates(&mut eb, "door-main", Duration::from_secs(1)).await;
+    for (who, v, au, q) in [("door", va, aa, &qa), ("flat", vb, ab, &qb)] {
+        assert!(v >= 0.7 * 15.0, "{who} decoded {v:.1} video frames/s: {q:?}");
+        assert!(au >= 0.7 * 50.0, "{who} decoded {au:.1} audio buffers/s: {q:?}");
+        assert!(q.receive_fps > 0.0 && q.render_fps > 0.0 && q.video_kbps > 0.0 && q.audio_kbps > 0.0, "{q:?}");
+    }
+    let pq = ea
+        .wait(
+            "publish quality",
+            |e| matches!(e, EngineEvent::PublisherQualityUpdate { quality, .. } if quality.encode_fps > 0.0),
+        )
+        .await;
+    let EngineEvent::PublisherQualityUpdate { quality: pq, .. } = pq else { unreachable!() };
+    assert!(pq.capture_fps > 0.0 && pq.send_fps > 0.0 && pq.video_kbps > 0.0 && pq.audio_kbps > 0.0, "{pq:?}");
+    assert_eq!(pq.encoder, "x264enc");
+    assert!(!pq.hardware_encoder);
+
+    // Stopping a stream: the player gets NoPlay and the room a stream Delete.
+    a.stop_publishing_stream(PublishChannel::Main).await.unwrap();
+    eb.wait("stream delete", |e| {
+        matches!(e, EngineEvent::RoomStreamUpdate { update: UpdateType::Delete, streams, .. }
+            if streams.iter().any(|s| s.stream_id == "door-main"))
+    })
+    .await;
+    eb.wait("NoPlay", |e| {
+        matches!(e, EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::NoPlay, .. } if stream_id == "door-main")
+    })
+    .await;
+    a.destroy().await;
+    b.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_player_decodes_within_two_seconds() {
+    let server = Server::start("");
+    let (a, mut ea) = media_engine(&server.url());
+    a.login_room("lobby", user("door"), notify()).await.unwrap();
+    a.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
+    // Let the publisher run past its first keyframe (GOP is 2 s): the player joins mid-GOP.
+    for _ in 0..2 {
+        ea.wait("publish quality", |e| matches!(e, EngineEvent::PublisherQualityUpdate { .. })).await;
+    }
+    let (b, mut eb) = media_engine(&server.url());
+    b.login_room("lobby", user("flat"), notify()).await.unwrap();
+    b.start_playing_stream("door-main").await.unwrap();
+    let t0 = Instant::now();
+    eb.wait("late player renders", rendered("door-main")).await;
+    let took = t0.elapsed();
+    println!("late player: first frame {:.0} ms after Playing", took.as_secs_f64() * 1e3);
+    assert!(took < Duration::from_secs(2), "first frame after {took:?}");
+    a.destroy().await;
+    b.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_engines_all_decode_each_other() {
+    let server = Server::start("");
+    let mut peers = Vec::new();
+    for i in 0..4 {
+        let (e, ev) = media_engine(&server.url());
+        e.login_room("hall", user(&format!("dev{i}")), notify()).await.unwrap();
+        e.start_publishing_stream(&format!("dev{i}-main"), PublishChannel::Main).await.unwrap();
+        peers.push((e, ev));
+    }
+    for (i, (e, _)) in peers.iter().enumerate() {
+        for j in (0..4).filter(|j| *j != i) {
+            e.start_playing_stream(&format!("dev{j}-main")).await.unwrap();
+        }
+    }
+    for (i, (_, ev)) in peers.iter_mut().enumerate() {
+        // First frames arrive in any order: collect them until all three are in.
+        let got = RefCell::new(HashSet::new());
+        ev.wait(&format!("dev{i} renders the other three"), |e| {
+            if let EngineEvent::MediaEvent { stream_id, event: MediaEventKind::RenderedFirstFrame } = e {
+                got.borrow_mut().insert(stream_id.clone());
+            }
+            got.borrow().len() == 3
+        })
+        .await;
+        assert!(!got.borrow().contains(&format!("dev{i}-main")));
+    }
+    for (e, _) in peers {
+        e.destroy().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_flows_again_after_the_server_restarts() {
+    let mut server = Server::start("");
+    let (a, mut ea) = media_engine(&server.url());
+    let (b, mut eb) = media_engine(&server.url());
+    a.login_room("lobby", user("door"), notify()).await.unwrap();
+    a.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
+    b.login_room("lobby", user("flat"), notify()).await.unwrap();
+    b.start_playing_stream("door-main").await.unwrap();
+    eb.wait("first frame", rendered("door-main")).await;
+
+    server.restart();
+    let t0 = Instant::now();
+    // The player renders a first frame again on its new connection, without the app acting.
+    eb.wait("first frame after restart", rendered("door-main")).await;
+    println!("media back {:.0} ms after the server restarted", t0.elapsed().as_secs_f64() * 1e3);
+    let before = quality_of(&eb.wait("play quality", play_quality("door-main")).await).frames_decoded;
+    let after = quality_of(&eb.wait("play quality", play_quality("door-main")).await).frames_decoded;
+    assert!(after >= before + 20, "frames decoded {before} -> {after} over 3 s");
+    let _ = &mut ea;
+    a.destroy().await;
+    b.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_encoder_is_rebuilt_and_media_resumes() {
+    let server = Server::start("");
+    let (a, mut ea) = media_engine(&server.url());
+    let (b, mut eb) = media_engine(&server.url());
+    a.login_room("lobby", user("door"), notify()).await.unwrap();
+    a.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
+    b.login_room("lobby", user("flat"), notify()).await.unwrap();
+    b.start_playing_stream("door-main").await.unwrap();
+    eb.wait("first frame", rendered("door-main")).await;
+
+    assert!(a.inject_media_fault("door-main").await, "a running publish pipeline");
+    let e = ea.wait("media error", |e| matches!(e, EngineEvent::PublisherMediaError { .. })).await;
+    let EngineEvent::PublisherMediaError { error_code, message, .. } = e else { unreachable!() };
+    assert_eq!(error_code, callbox::engine::ErrorCode::MEDIA_PIPELINE_FAILED);
+    assert!(message.contains("simulated encoder failure"), "{message}");
+    ea.wait("encoder chosen again", |e| matches!(e, EngineEvent::PublisherEncoder { .. })).await;
+    // The player keeps decoding on the same connection once the new pipeline sends a keyframe.
+    let q0 = quality_of(&eb.wait("play quality", play_quality("door-main")).await).frames_decoded;
+    let mut last = q0;
+    for _ in 0..4 {
+        last = quality_of(&eb.wait("play quality", play_quality("door-main")).await).frames_decoded;
+        if last >= q0 + 20 {
+            break;
+        }
+    }
+    assert!(last >= q0 + 20, "decoding resumed: {q0} -> {last}");
+    a.destroy().await;
+    b.destroy().await;
+}
