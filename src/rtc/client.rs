@@ -244,7 +244,7 @@ impl Pump {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
-                        if let Err(e) = peer::feed(&mut self.pc, Instant::now(), self.local, from, &buf[..n]) {
+                        if let Err(e) = peer::feed(&mut self.pc, Instant::now(), self.local, from, &buf[..n], !self.connected) {
                             tracing::trace!(error = %e, "dropping a media datagram");
                         }
                     }

@@ -89,6 +89,9 @@ pub(crate) fn build(now: Instant, opts: PeerOpts) -> Result<RTCPeerConnection, R
         .with_lite(opts.lite)
         // Loopback and LAN links: declare a link dead after 2 s of silence, failed after 5 s.
         .with_ice_timeouts(Some(Duration::from_secs(2)), Some(Duration::from_secs(5)), Some(Duration::from_millis(500)))
+        // Connectivity checks every 25 ms (default 200 ms, which puts a whole check interval
+        // into every connection setup), for up to 3 s per candidate pair.
+        .with_ice_connection_attempts(Some(Duration::from_millis(25)), Some(120))
         .with_include_loopback_candidate(true);
     if let Some((ufrag, pwd)) = opts.credentials {
         settings = settings.with_ice_credentials(ufrag, pwd);
@@ -120,13 +123,16 @@ pub(crate) fn add_host_candidate(pc: &mut RTCPeerConnection, addr: SocketAddr) -
     Ok(())
 }
 
-/// Hands one received datagram to the connection.
+/// Hands one received datagram to the connection. While the connection is being set up,
+/// its timers are run at once too: the ICE and DTLS layers queue their next flight on a
+/// timer, and waiting for it costs a check interval (~200 ms) per round trip.
 pub(crate) fn feed(
     pc: &mut RTCPeerConnection,
     now: Instant,
     local: SocketAddr,
     peer: SocketAddr,
     data: &[u8],
+    setting_up: bool,
 ) -> Result<(), RtcError> {
     pc.handle_read(TaggedBytesMut {
         now,
@@ -138,6 +144,9 @@ pub(crate) fn feed(
         },
         message: BytesMut::from(data),
     })?;
+    if setting_up {
+        pc.handle_timeout(now)?;
+    }
     Ok(())
 }
 

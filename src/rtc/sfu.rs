@@ -136,6 +136,7 @@ struct Conn {
     session: String,
     stream: StreamKey,
     ufrag: String,
+    connected: bool,
     addrs: Vec<SocketAddr>,
     /// Publisher: track id -> kind; the video receiver and its SSRC (for PLI).
     tracks: HashMap<String, Kind>,
@@ -331,6 +332,7 @@ impl Core {
             session,
             stream,
             ufrag,
+            connected: false,
             addrs: Vec::new(),
             tracks: HashMap::new(),
             video_receiver,
@@ -382,7 +384,7 @@ impl Core {
             }
         };
         let Some(c) = self.conns.get_mut(&id) else { return };
-        if peer::feed(&mut c.pc, Instant::now(), self.local, from, data).is_err() {
+        if peer::feed(&mut c.pc, Instant::now(), self.local, from, data, !c.connected).is_err() {
             return;
         }
         self.after_input(id);
@@ -413,7 +415,10 @@ impl Core {
         while let Some(e) = c.pc.poll_event() {
             match e {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
-                    RTCPeerConnectionState::Connected => joined = c.role == Role::Play,
+                    RTCPeerConnectionState::Connected => {
+                        c.connected = true;
+                        joined = c.role == Role::Play;
+                    }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => closed = true,
                     _ => {}
                 },

@@ -41,6 +41,13 @@ async fn metrics(State(hub): State<Hub>) -> Response {
         })
         .await
         .unwrap_or_default();
+    let mut text = text;
+    if let Some(stats) = match hub.sfu() {
+        Some(sfu) => sfu.stats().await,
+        None => None,
+    } {
+        text.push_str(&super::metrics::render_media(&stats));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

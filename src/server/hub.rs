@@ -50,6 +50,7 @@ pub struct Hub {
     next_conn: Arc<AtomicU64>,
     max_message_bytes: usize,
     live: Arc<(AtomicUsize, Notify)>,
+    sfu: Option<Sfu>,
 }
 
 /// Counts a connection as live until dropped, so shutdown can wait for writers to flush.
@@ -68,9 +69,14 @@ impl Hub {
         let (tx, rx) = mpsc::channel(HUB_QUEUE);
         let registry = Registry::new(cfg, std::time::Instant::now());
         let max_message_bytes = registry.max_message_bytes();
-        tokio::spawn(run(registry, rx, tx.clone(), sfu));
+        tokio::spawn(run(registry, rx, tx.clone(), sfu.clone()));
         let live = Arc::new((AtomicUsize::new(0), Notify::new()));
-        Hub { tx, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, live }
+        Hub { tx, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, live, sfu }
+    }
+
+    /// The media relay, when media is enabled.
+    pub fn sfu(&self) -> Option<&Sfu> {
+        self.sfu.as_ref()
     }
 
     /// The largest text message accepted.

@@ -57,3 +57,22 @@ impl Metrics {
         s
     }
 }
+
+/// The media relay's gauges and counters in the Prometheus text format.
+pub fn render_media(m: &crate::rtc::sfu::SfuStats) -> String {
+    let mut s = String::new();
+    let mut one = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    one("callbox_media_publishers", "gauge", "Publish connections on the media relay.", m.publishers as u64);
+    one("callbox_media_players", "gauge", "Play connections on the media relay.", m.players as u64);
+    one("callbox_media_packets_in_total", "counter", "RTP packets received from publishers.", m.packets_in);
+    one("callbox_media_packets_out_total", "counter", "RTP packets forwarded to players.", m.packets_out);
+    one(
+        "callbox_media_keyframe_requests_total",
+        "counter",
+        "Keyframe requests sent to publishers.",
+        m.keyframe_requests,
+    );
+    s
+}

@@ -1,6 +1,9 @@
 //! `callbox bench`: figures printed by a program, not asserted by timed tests.
 //! Login time: from the `login_room` call to its return (Logined), on loopback against an
-//! embedded server (or `--server`).
+//! embedded server (or `--server`). Then the media figures of [`media`]: first remote frame,
+//! recovery after a server crash, SFU fan-out.
+
+mod media;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -20,6 +23,18 @@ pub struct BenchArgs {
     /// Use this server (ws://host:port, app 1234 with the demo secret) instead of an embedded one.
     #[arg(long)]
     server: Option<String>,
+    /// Publish-to-first-remote-frame runs (0: skip the media figures).
+    #[arg(long, default_value_t = 10)]
+    media_iterations: usize,
+    /// Server crash-and-restart runs.
+    #[arg(long, default_value_t = 3)]
+    restarts: usize,
+    /// Player counts for the SFU fan-out figure (comma-separated; 0: skip).
+    #[arg(long, default_value = "1,5,10,20", value_delimiter = ',')]
+    fanout: Vec<usize>,
+    /// Seconds each fan-out figure is measured over.
+    #[arg(long, default_value_t = 10)]
+    fanout_secs: u64,
 }
 
 /// `callbox bench`.
@@ -65,6 +80,33 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     print_stats("logout (logout_room call -> confirmed)", &mut resume);
     if let Some(s) = server {
         s.stop().await?;
+    }
+    if a.media_iterations == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    callbox::media::init()?;
+    let mut ff = media::first_frame(a.media_iterations).await?;
+    if !ff.is_empty() {
+        print_stats("first remote frame (start_publishing_stream call -> player rendered, 640x480@30)", &mut ff);
+    }
+    if a.restarts > 0 {
+        let mut rs = media::restart_recovery(a.restarts).await?;
+        if !rs.is_empty() {
+            print_stats("media back after server kill -9 + restart (server listening -> player rendered)", &mut rs);
+        }
+    }
+    let counts: Vec<usize> = a.fanout.iter().copied().filter(|n| *n > 0).collect();
+    if !counts.is_empty() {
+        for f in media::fanout(&counts, Duration::from_secs(a.fanout_secs)).await? {
+            let per_10k = if f.packets_per_sec > 0.0 { f.server_cpu * 10_000.0 / f.packets_per_sec } else { 0.0 };
+            println!(
+                "SFU fan-out, 720p30 ~1.5 Mbps to {} players: {:.0} packets/s forwarded, server CPU {:.1}% of a core, {:.1}% of a core per 10k packets/s",
+                f.players,
+                f.packets_per_sec,
+                f.server_cpu * 100.0,
+                per_10k * 100.0
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

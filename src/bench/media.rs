@@ -1,0 +1,297 @@
+//! Media figures: publish-to-first-remote-frame, media recovery after a server crash and
+//! restart, and SFU fan-out (packets/s forwarded, server CPU). The server runs as a child
+//! process of this binary (`callbox server`), so it can be killed with SIGKILL and its CPU
+//! time read from /proc; everything stays on 127.0.0.1.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use callbox::auth::{self, Claims};
+use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, MediaEventKind, PublishChannel, RoomConfig, UserInfo};
+use callbox::media::MediaConfig;
+use callbox::proto::{ClientMsg, MediaRole, PROTOCOL_VERSION, ServerMsg};
+use callbox::rtc::Kind;
+use callbox::rtc::client::{ClientConn, ClientEvent, Role, RtpSink};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::demo::{DEMO_APP_ID, DEMO_SECRET};
+
+/// `callbox server` as a child process.
+pub struct ServerProc {
+    child: Child,
+    /// HTTP/WebSocket address.
+    pub addr: SocketAddr,
+    media: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl ServerProc {
+    /// Starts a server on loopback (`listen` and media `port`, 0 for any).
+    pub fn start(listen: &str, media_port: u16) -> anyhow::Result<ServerProc> {
+        let dir = std::env::temp_dir().join(format!("callbox-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let cfg = dir.join("server.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{DEMO_SECRET}\"\n[limits]\nlogins_per_sec = 10000.0\n\
+                 login_burst = 10000.0\nmax_users_per_room = 256\n[media]\nbind = \"127.0.0.1\"\nport = {media_port}\n"
+            ),
+        )?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", listen])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting callbox server")?;
+        let mut out = BufReader::new(child.stdout.take().context("server stdout")?);
+        let (mut l1, mut l2) = (String::new(), String::new());
+        out.read_line(&mut l1)?;
+        out.read_line(&mut l2)?;
+        let addr = l1.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).context("server address")?;
+        let media = l2.split("udp://").nth(1).map(str::trim).context("media address")?;
+        Ok(ServerProc { child, addr: addr.parse()?, media: media.parse()?, dir })
+    }
+
+    /// The signalling URL.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// SIGKILL, then start again on the same ports; returns when it listens again.
+    pub fn crash_and_restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let fresh = ServerProc::start(&self.addr.to_string(), self.media.port())?;
+        drop(std::mem::replace(self, fresh));
+        Ok(())
+    }
+
+    /// CPU time (user + system) the server has used.
+    pub fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 =
+            f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.join("server.toml"));
+    }
+}
+
+fn engine(url: &str, media: MediaConfig) -> anyhow::Result<(Engine, mpsc::Receiver<EngineEvent>)> {
+    let mut p = EngineProfile::new(DEMO_APP_ID, Auth::AppSign(DEMO_SECRET.into()), url).with_media(media);
+    p.reconnect = callbox::engine::ReconnectPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_millis(500),
+        give_up_after: None,
+    };
+    if let Some(m) = &mut p.media {
+        m.bind = Some([127, 0, 0, 1].into());
+    }
+    Ok(Engine::create(p)?)
+}
+
+fn user(id: &str) -> UserInfo {
+    UserInfo { user_id: id.into(), user_name: String::new() }
+}
+
+async fn until(events: &mut mpsc::Receiver<EngineEvent>, limit: Duration, pred: impl Fn(&EngineEvent) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(e)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        if pred(&e) {
+            return true;
+        }
+    }
+    false
+}
+
+fn rendered(e: &EngineEvent) -> bool {
+    matches!(e, EngineEvent::MediaEvent { event: MediaEventKind::RenderedFirstFrame, .. })
+}
+
+/// Publish call to first frame rendered by a player that was already waiting (640x480@30).
+pub async fn first_frame(iterations: usize) -> anyhow::Result<Vec<Duration>> {
+    let server = ServerProc::start("127.0.0.1:0", 0)?;
+    let mut out = Vec::new();
+    for i in 0..iterations {
+        let stream = format!("ff-{i}");
+        let (b, mut eb) = engine(&server.url(), MediaConfig::default())?;
+        b.login_room("bench-ff", user(&format!("player-{i}")), RoomConfig::default()).await?;
+        b.start_playing_stream(&stream).await?;
+        let (a, _ea) = engine(&server.url(), MediaConfig::default())?;
+        a.login_room("bench-ff", user(&format!("pub-{i}")), RoomConfig::default()).await?;
+        let t0 = Instant::now();
+        a.start_publishing_stream(&stream, PublishChannel::Main).await?;
+        if until(&mut eb, Duration::from_secs(10), rendered).await {
+            out.push(t0.elapsed());
+        } else {
+            eprintln!("first frame {i}: none within 10 s");
+        }
+        a.destroy().await;
+        b.destroy().await;
+    }
+    Ok(out)
+}
+
+/// Server SIGKILLed and restarted mid-call: from the restarted server listening to the
+/// player rendering again (320x240@15).
+pub async fn restart_recovery(iterations: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut server = ServerProc::start("127.0.0.1:0", 0)?;
+    let (a, _ea) = engine(&server.url(), MediaConfig::small())?;
+    let (b, mut eb) = engine(&server.url(), MediaConfig::small())?;
+    a.login_room("bench-rs", user("door"), RoomConfig::default()).await?;
+    a.start_publishing_stream("rs-main", PublishChannel::Main).await?;
+    b.login_room("bench-rs", user("flat"), RoomConfig::default()).await?;
+    b.start_playing_stream("rs-main").await?;
+    anyhow::ensure!(until(&mut eb, Duration::from_secs(10), rendered).await, "no first frame before the restart");
+    let mut out = Vec::new();
+    for i in 0..iterations {
+        server.crash_and_restart()?;
+        let t0 = Instant::now();
+        if until(&mut eb, Duration::from_secs(20), rendered).await {
+            out.push(t0.elapsed());
+        } else {
+            eprintln!("restart {i}: media not back within 20 s");
+        }
+    }
+    a.destroy().await;
+    b.destroy().await;
+    Ok(out)
+}
+
+/// Counts what a raw player receives.
+struct Counter(Arc<AtomicU64>);
+
+impl RtpSink for Counter {
+    fn rtp(&mut self, _: Kind, _: &[u8]) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A player without decoding: signalling by hand, one play connection, a packet counter.
+async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) -> anyhow::Result<RawPlayer> {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("{url}/ws/v1")).await?;
+    let (mut tx, mut rx) = ws.split();
+    let now = auth::unix_now();
+    let claims = Claims {
+        app_id: DEMO_APP_ID,
+        user_id: format!("viewer-{i}"),
+        room_id: None,
+        privileges: vec!["login".into(), "play".into()],
+        streams: None,
+        iat: now,
+        exp: now + 3600,
+    };
+    let token = auth::mint(&auth::parse_secret(DEMO_SECRET)?, &claims)?;
+    let send = |m: ClientMsg| Message::Text(serde_json::to_string(&m).unwrap_or_default().into());
+    tx.send(send(ClientMsg::Login {
+        req: 1,
+        version: PROTOCOL_VERSION,
+        app_id: DEMO_APP_ID,
+        token,
+        room_id: "bench-fanout".into(),
+        user: user(&format!("viewer-{i}")),
+        user_status_notify: false,
+    }))
+    .await?;
+    tx.send(send(ClientMsg::Play { req: 2, stream_id: stream.into() })).await?;
+    let (ev_tx, mut ev_rx) = mpsc::channel(64);
+    let conn = ClientConn::start(Role::Play, "127.0.0.1:0".parse()?, Some(Box::new(Counter(count))), ev_tx)?;
+    let Some(ClientEvent::Offer(sdp)) = ev_rx.recv().await else { anyhow::bail!("no offer") };
+    tx.send(send(ClientMsg::MediaOffer { req: 3, stream_id: stream.into(), role: MediaRole::Play, sdp })).await?;
+    loop {
+        let Some(Ok(Message::Text(t))) = rx.next().await else { anyhow::bail!("signalling closed") };
+        match serde_json::from_str::<ServerMsg>(t.as_str())? {
+            ServerMsg::MediaAnswer { sdp, .. } => {
+                conn.answer(sdp);
+                break;
+            }
+            ServerMsg::Error { code, message, .. } => anyhow::bail!("refused: {} {message}", code.0),
+            _ => {}
+        }
+    }
+    // Keep the session alive: answer nothing, but ping so the server keeps us.
+    let keepalive = tokio::spawn(async move {
+        let mut seq = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            seq += 1;
+            let ping = ClientMsg::Ping { seq, quality: callbox::proto::QualityLevel::Excellent };
+            if tx.send(send(ping)).await.is_err() {
+                return;
+            }
+            while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(1), rx.next()).await {}
+        }
+    });
+    Ok(RawPlayer { _conn: conn, keepalive })
+}
+
+struct RawPlayer {
+    _conn: ClientConn,
+    keepalive: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawPlayer {
+    fn drop(&mut self) {
+        self.keepalive.abort();
+    }
+}
+
+/// One fan-out figure.
+pub struct Fanout {
+    /// Players.
+    pub players: usize,
+    /// RTP packets/s delivered to the players (sum).
+    pub packets_per_sec: f64,
+    /// Server CPU, fraction of one core.
+    pub server_cpu: f64,
+}
+
+/// One 720p30 ~1.5 Mbps publisher to `players` raw players, measured over `window`.
+pub async fn fanout(counts: &[usize], window: Duration) -> anyhow::Result<Vec<Fanout>> {
+    let server = ServerProc::start("127.0.0.1:0", 0)?;
+    let hd = MediaConfig { width: 1280, height: 720, fps: 30, bitrate_kbps: 1500, ..MediaConfig::default() };
+    let (a, mut ea) = engine(&server.url(), hd)?;
+    a.login_room("bench-fanout", user("camera"), RoomConfig::default()).await?;
+    a.start_publishing_stream("fanout-main", PublishChannel::Main).await?;
+    until(&mut ea, Duration::from_secs(5), |e| matches!(e, EngineEvent::PublisherQualityUpdate { .. })).await;
+    let mut players = Vec::new();
+    let mut counters = Vec::new();
+    let mut out = Vec::new();
+    for &n in counts {
+        while players.len() < n {
+            let c = Arc::new(AtomicU64::new(0));
+            players.push(raw_player(&server.url(), players.len(), "fanout-main", c.clone()).await?);
+            counters.push(c);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await; // let every new connection settle
+        let total = || counters.iter().map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
+        let (p0, c0, t0) = (total(), server.cpu(), Instant::now());
+        tokio::time::sleep(window).await;
+        let secs = t0.elapsed().as_secs_f64();
+        out.push(Fanout {
+            players: n,
+            packets_per_sec: (total() - p0) as f64 / secs,
+            server_cpu: (server.cpu() - c0).as_secs_f64() / secs,
+        });
+    }
+    drop(players);
+    a.destroy().await;
+    Ok(out)
+}
