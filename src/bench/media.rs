@@ -261,12 +261,22 @@ pub struct Fanout {
     pub packets_per_sec: f64,
     /// Server CPU, fraction of one core.
     pub server_cpu: f64,
+    /// The publisher's video bitrate, kbit/s (last quality report).
+    pub publisher_kbps: f64,
 }
 
 /// One 720p30 ~1.5 Mbps publisher to `players` raw players, measured over `window`.
 pub async fn fanout(counts: &[usize], window: Duration) -> anyhow::Result<Vec<Fanout>> {
     let server = ServerProc::start("127.0.0.1:0", 0)?;
-    let hd = MediaConfig { width: 1280, height: 720, fps: 30, bitrate_kbps: 1500, ..MediaConfig::default() };
+    // Snow does not compress: the encoder runs at its target rate, as a busy camera scene would.
+    let hd = MediaConfig {
+        width: 1280,
+        height: 720,
+        fps: 30,
+        bitrate_kbps: 1500,
+        test_pattern: "snow".into(),
+        ..MediaConfig::default()
+    };
     let (a, mut ea) = engine(&server.url(), hd)?;
     a.login_room("bench-fanout", user("camera"), RoomConfig::default()).await?;
     a.start_publishing_stream("fanout-main", PublishChannel::Main).await?;
@@ -285,10 +295,17 @@ pub async fn fanout(counts: &[usize], window: Duration) -> anyhow::Result<Vec<Fa
         let (p0, c0, t0) = (total(), server.cpu(), Instant::now());
         tokio::time::sleep(window).await;
         let secs = t0.elapsed().as_secs_f64();
+        let mut publisher_kbps = 0.0;
+        while let Ok(e) = ea.try_recv() {
+            if let EngineEvent::PublisherQualityUpdate { quality, .. } = e {
+                publisher_kbps = quality.video_kbps;
+            }
+        }
         out.push(Fanout {
             players: n,
             packets_per_sec: (total() - p0) as f64 / secs,
             server_cpu: (server.cpu() - c0).as_secs_f64() / secs,
+            publisher_kbps,
         });
     }
     drop(players);

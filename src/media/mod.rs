@@ -144,6 +144,9 @@ pub struct MediaConfig {
     pub audio_sink: AudioSink,
     /// Seconds without an encoded buffer before the publish pipeline counts as stalled.
     pub stall_secs: u64,
+    /// `videotestsrc` pattern for the test source (`ball`; `snow` is incompressible, for
+    /// bitrate benchmarks).
+    pub test_pattern: String,
 }
 
 impl Default for MediaConfig {
@@ -160,6 +163,7 @@ impl Default for MediaConfig {
             video_sink: VideoSink::Fake,
             audio_sink: AudioSink::Fake,
             stall_secs: 5,
+            test_pattern: "ball".into(),
         }
     }
 }
@@ -180,6 +184,9 @@ impl MediaConfig {
         }
         if !(50..=50_000).contains(&self.bitrate_kbps) {
             return Err("media.bitrate_kbps: must be between 50 and 50000".into());
+        }
+        if !self.test_pattern.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!("media.test_pattern: {:?} is not a pattern name", self.test_pattern));
         }
         if !self.encoder.is_empty() && encoder::Encoder::from_element(&self.encoder).is_none() {
             return Err(format!(

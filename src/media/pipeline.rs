@@ -18,7 +18,8 @@ pub fn publish(cfg: &MediaConfig, encoder: Encoder, overlay: bool) -> String {
     let source = match &cfg.video {
         VideoSource::Test => {
             let clock = if overlay { " ! timeoverlay halignment=right valignment=bottom" } else { "" };
-            format!("videotestsrc is-live=true pattern=ball ! {raw} ! capsfilter name=vcaps{clock}")
+            let pattern = &cfg.test_pattern;
+            format!("videotestsrc is-live=true pattern={pattern} ! {raw} ! capsfilter name=vcaps{clock}")
         }
         VideoSource::V4l2 { device, mjpeg: true } => format!(
             "v4l2src device={device} ! image/jpeg,width={w},height={h},framerate={fps}/1 ! jpegdec ! \
