@@ -201,3 +201,37 @@ async fn a_failing_encoder_is_rebuilt_and_media_resumes() {
     a.destroy().await;
     b.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_shows_every_played_stream_and_its_camera_in_one_grid() {
+    let server = Server::start("");
+    let (door, _ed) = media_engine(&server.url());
+    let (gate, _eg) = media_engine(&server.url());
+    door.login_room("site", user("door"), notify()).await.unwrap();
+    door.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
+    gate.login_room("site", user("gate"), notify()).await.unwrap();
+    gate.start_publishing_stream("gate-main", PublishChannel::Main).await.unwrap();
+
+    let mut cfg = callbox::media::MediaConfig::small();
+    cfg.layout = callbox::media::Layout::Grid;
+    let (kiosk, mut ek) = media_engine_with(&server.url(), cfg);
+    kiosk.login_room("site", user("kiosk"), notify()).await.unwrap();
+    kiosk.start_publishing_stream("kiosk-main", PublishChannel::Main).await.unwrap();
+    kiosk.start_playing_stream("door-main").await.unwrap();
+    kiosk.start_playing_stream("gate-main").await.unwrap();
+    let got = RefCell::new(HashSet::new());
+    ek.wait("both streams decoded into the grid", |e| {
+        if let EngineEvent::MediaEvent { stream_id, event: MediaEventKind::RenderedFirstFrame } = e {
+            got.borrow_mut().insert(stream_id.clone());
+        }
+        got.borrow().len() == 2
+    })
+    .await;
+    let first = kiosk.grid_frames().await.expect("a grid with preview + two streams");
+    ek.wait("play quality", play_quality("door-main")).await;
+    let later = kiosk.grid_frames().await.unwrap();
+    assert!(later >= first + 10, "the grid composes: {first} -> {later}");
+    for e in [door, gate, kiosk] {
+        e.destroy().await;
+    }
+}

@@ -73,6 +73,7 @@ type Call = Box<dyn FnOnce(&mut Session, Instant, CmdId) + Send>;
 enum DriverCmd {
     Call(Call, oneshot::Sender<Reply>),
     Fault(String, oneshot::Sender<bool>),
+    GridFrames(oneshot::Sender<Option<u64>>),
     Destroy(oneshot::Sender<()>),
 }
 
@@ -195,6 +196,14 @@ impl Engine {
         rx.await.unwrap_or(false)
     }
 
+    /// Frames the kiosk grid has composed so far (`Layout::Grid` with something to show),
+    /// or `None` when there is no grid. For status displays and checks.
+    pub async fn grid_frames(&self) -> Option<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(DriverCmd::GridFrames(tx)).await.ok()?;
+        rx.await.ok().flatten()
+    }
+
     /// Logs out (waiting for the server's confirmation, at most ~2 s) and stops the engine,
     /// so a process that exits right after leaves no ghost user behind.
     pub async fn destroy(self) {
@@ -284,6 +293,7 @@ impl Driver {
             let media_deadline = self.media.as_ref().and_then(|m| m.poll_timeout());
             let events = self.events.clone();
             let mut fault = None;
+            let mut grid = None;
             tokio::select! {
                 cmd = calls.recv(), if calls_open && self.destroying.is_none() => match cmd {
                     Some(DriverCmd::Call(f, reply)) => {
@@ -299,6 +309,7 @@ impl Driver {
                         f(&mut self.s, Instant::now(), cmd);
                     }
                     Some(DriverCmd::Fault(stream, reply)) => fault = Some((stream, reply)),
+                    Some(DriverCmd::GridFrames(reply)) => grid = Some(reply),
                     Some(DriverCmd::Destroy(reply)) => self.destroy(reply),
                     None => {
                         // The Engine was dropped without destroy(): log out all the same.
@@ -331,6 +342,9 @@ impl Driver {
                     Ok(p) => p.send(self.queue.pop_front().expect("non-empty")),
                     Err(_) => self.queue.clear(), // nobody listens any more
                 },
+            }
+            if let Some(reply) = grid {
+                let _ = reply.send(self.media.as_ref().and_then(|m| m.grid_frames()));
             }
             if let Some((stream, reply)) = fault {
                 let _ = reply.send(self.media.as_ref().is_some_and(|m| m.inject_fault(&stream)));

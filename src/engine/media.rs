@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use super::event::{EngineEvent, MediaEventKind, PlayQuality, PublishQuality, PublisherState};
 use super::{PlayerState, QualityLevel};
 use crate::media::encoder::{self, Encoder};
-use crate::media::{MediaConfig, MediaError, Player, Publisher, RtpOut, has_element};
+use crate::media::{Grid, Layout, MediaConfig, MediaError, Player, Publisher, RtpOut, has_element, pipeline};
 use crate::proto::{ErrorCode, MediaRole};
 use crate::rtc::Kind;
 use crate::rtc::client::{ClientConn, ClientEvent, LinkStats, Role};
@@ -100,6 +100,7 @@ pub(crate) struct MediaManager {
     events: Vec<EngineEvent>,
     epoch: u64,
     next_quality: Instant,
+    grid: Option<Grid>,
 }
 
 impl MediaManager {
@@ -116,6 +117,7 @@ impl MediaManager {
             events: Vec::new(),
             epoch: 0,
             next_quality: Instant::now() + QUALITY_EVERY,
+            grid: None,
         }
     }
 
@@ -146,6 +148,38 @@ impl MediaManager {
             }
             _ => {}
         }
+        self.update_grid();
+    }
+
+    /// In grid layout, shows the local preview and every played stream, rebuilding the grid
+    /// when that set changes.
+    fn update_grid(&mut self) {
+        if self.cfg.config.layout != Layout::Grid {
+            return;
+        }
+        let mut want = Vec::new();
+        if self.cfg.config.preview && !self.pubs.is_empty() {
+            want.push(pipeline::PREVIEW_CHANNEL.to_string());
+        }
+        let mut plays: Vec<&String> = self.plays.keys().collect();
+        plays.sort();
+        want.extend(plays.into_iter().map(|s| pipeline::play_channel(s)));
+        if self.grid.as_ref().map(|g| &g.channels) == Some(&want) || (want.is_empty() && self.grid.is_none()) {
+            return;
+        }
+        self.grid = None;
+        if want.is_empty() {
+            return;
+        }
+        match Grid::start(&self.cfg.config, want) {
+            Ok(g) => self.grid = Some(g),
+            Err(e) => tracing::error!(error = %e, "cannot build the grid"),
+        }
+    }
+
+    /// Composed grid frames so far (grid layout), for status and tests.
+    pub(crate) fn grid_frames(&self) -> Option<u64> {
+        self.grid.as_ref().map(|g| g.counters.snapshot()[1])
     }
 
     /// In the room again; `fresh` means the server has none of our media connections.
@@ -456,7 +490,7 @@ impl MediaManager {
                 let Some(p) = self.plays.get_mut(stream) else { return };
                 p.link.conn = None;
                 p.player = None;
-                match Player::start(&self.cfg.config, errors).and_then(|pl| pl.sink().map(|s| (pl, s))) {
+                match Player::start(&self.cfg.config, stream, errors).and_then(|pl| pl.sink().map(|s| (pl, s))) {
                     Ok((player, sink)) => {
                         p.player = Some(player);
                         p.prev = [0; 3];

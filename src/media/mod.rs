@@ -9,10 +9,12 @@
 //! board's variant can be unit-tested as text) and run with `gst::parse::launch`.
 
 pub mod encoder;
+mod grid;
 pub mod pipeline;
 mod player;
 mod publisher;
 
+pub use grid::Grid;
 pub use player::Player;
 pub use player::PlayerSink;
 pub use publisher::{Publisher, RtpOut};
@@ -118,6 +120,18 @@ pub enum AudioSink {
     },
 }
 
+/// How played video is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// Each played stream in its own sink.
+    #[default]
+    Single,
+    /// Every played stream in one compositor grid on one sink, plus the local preview
+    /// (kiosks, multi-party screens).
+    Grid,
+}
+
 /// How a device captures, encodes and plays.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -140,6 +154,10 @@ pub struct MediaConfig {
     pub echo_cancel: bool,
     /// Played video sink.
     pub video_sink: VideoSink,
+    /// One sink per played stream, or one grid for all of them.
+    pub layout: Layout,
+    /// In the grid, show the local camera too.
+    pub preview: bool,
     /// Played audio sink.
     pub audio_sink: AudioSink,
     /// Seconds without an encoded buffer before the publish pipeline counts as stalled.
@@ -161,6 +179,8 @@ impl Default for MediaConfig {
             audio: AudioSource::Test,
             echo_cancel: false,
             video_sink: VideoSink::Fake,
+            layout: Layout::Single,
+            preview: true,
             audio_sink: AudioSink::Fake,
             stall_secs: 5,
             test_pattern: "ball".into(),

@@ -4,7 +4,7 @@
 //! (RTP in), `vdec` (decoded), `vout` (rendered), `adec` (audio decoded).
 
 use super::encoder::Encoder;
-use super::{AudioSink, AudioSource, MediaConfig, VideoSink, VideoSource};
+use super::{AudioSink, AudioSource, Layout, MediaConfig, VideoSink, VideoSource};
 use crate::rtc::{H264_PT, OPUS_PT};
 
 /// RTP packets are kept under this size (fits any path MTU with SRTP and IP headers).
@@ -32,6 +32,17 @@ pub fn publish(cfg: &MediaConfig, encoder: Encoder, overlay: bool) -> String {
             format!("libcamerasrc ! videoconvert ! videoscale ! videorate ! {raw} ! capsfilter name=vcaps")
         }
     };
+    // In a grid with preview, the raw picture also goes to the grid's preview tile.
+    let (source, preview) = if cfg.layout == Layout::Grid && cfg.preview {
+        (
+            format!("{source} ! tee name=vt"),
+            format!(
+                "  vt. ! queue max-size-buffers=2 leaky=downstream ! intervideosink channel={PREVIEW_CHANNEL} sync=false"
+            ),
+        )
+    } else {
+        (source, String::new())
+    };
     let video = format!(
         "{source} ! queue max-size-buffers=2 leaky=downstream ! {enc} ! \
          rtph264pay pt={H264_PT} mtu={RTP_MTU} config-interval=-1 aggregate-mode=zero-latency ! \
@@ -48,17 +59,60 @@ pub fn publish(cfg: &MediaConfig, encoder: Encoder, overlay: bool) -> String {
          opusenc name=aenc inband-fec=true bitrate=32000 frame-size=20 ! rtpopuspay pt={OPUS_PT} ! \
          appsink name=asink sync=false max-buffers=256 drop=true"
     );
-    format!("{video}  {audio}")
+    format!("{video}  {audio}{preview}")
+}
+
+/// The grid's channel for the local preview.
+pub const PREVIEW_CHANNEL: &str = "callbox-preview";
+
+/// The grid's channel for a played stream.
+pub fn play_channel(stream_id: &str) -> String {
+    format!("callbox-play-{stream_id}")
+}
+
+/// The display sink element for `sink`, named `name`.
+fn display_sink(sink: VideoSink, name: &str) -> String {
+    match sink {
+        VideoSink::Fake => format!("fakesink name={name} sync=false"),
+        VideoSink::Auto => format!("autovideosink name={name} sync=false"),
+        VideoSink::Kms => format!("kmssink name={name} sync=false"),
+        VideoSink::Wayland => format!("waylandsink name={name} sync=false"),
+    }
+}
+
+/// The grid: one tile per channel (preview first, then played streams), as square as
+/// possible, on a `width` x `height` canvas, into the configured sink (named `gout`).
+pub fn grid(cfg: &MediaConfig, channels: &[String]) -> String {
+    let n = channels.len().max(1) as u32;
+    let cols = (n as f64).sqrt().ceil() as u32;
+    let rows = n.div_ceil(cols);
+    let (tw, th) = ((cfg.width / cols) & !1, (cfg.height / rows) & !1);
+    let mut pads = String::new();
+    let mut inputs = String::new();
+    for (i, ch) in channels.iter().enumerate() {
+        let (x, y) = ((i as u32 % cols) * tw, (i as u32 / cols) * th);
+        pads.push_str(&format!(" sink_{i}::xpos={x} sink_{i}::ypos={y}"));
+        inputs.push_str(&format!(
+            "  intervideosrc channel={ch} timeout=1000000000 ! videoconvert ! videoscale ! \
+             video/x-raw,width={tw},height={th} ! queue max-size-buffers=2 leaky=downstream ! mix.sink_{i}"
+        ));
+    }
+    format!(
+        "compositor name=mix background=black{pads} ! video/x-raw,width={w},height={h},framerate={fps}/1 ! \
+         videoconvert ! {sink}{inputs}",
+        w = cfg.width,
+        h = cfg.height,
+        fps = cfg.fps,
+        sink = display_sink(cfg.video_sink, "gout"),
+    )
 }
 
 /// The play pipeline: appsrcs `vsrc`/`asrc` of RTP, jitter buffers, depayloaders,
 /// decoders and the configured sinks.
-pub fn play(cfg: &MediaConfig, decoder: &str) -> String {
-    let vout = match cfg.video_sink {
-        VideoSink::Fake => "fakesink name=vout sync=false",
-        VideoSink::Auto => "autovideosink name=vout sync=false",
-        VideoSink::Kms => "kmssink name=vout sync=false",
-        VideoSink::Wayland => "waylandsink name=vout sync=false",
+pub fn play(cfg: &MediaConfig, decoder: &str, stream_id: &str) -> String {
+    let vout = match cfg.layout {
+        Layout::Grid => format!("intervideosink name=vout channel={} sync=false", play_channel(stream_id)),
+        Layout::Single => display_sink(cfg.video_sink, "vout"),
     };
     let aout = match &cfg.audio_sink {
         AudioSink::Fake => "fakesink name=aout sync=false".to_string(),
@@ -90,6 +144,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grid_tiles_and_preview() {
+        let mut cfg = MediaConfig { width: 640, height: 480, layout: Layout::Grid, ..MediaConfig::small() };
+        let chans: Vec<String> = vec![PREVIEW_CHANNEL.into(), play_channel("a"), play_channel("b")];
+        let g = grid(&cfg, &chans);
+        // Three tiles: two columns, two rows of 320x240.
+        assert!(
+            g.contains("sink_0::xpos=0 sink_0::ypos=0 sink_1::xpos=320 sink_1::ypos=0 sink_2::xpos=0 sink_2::ypos=240"),
+            "{g}"
+        );
+        assert!(g.contains("intervideosrc channel=callbox-play-b"));
+        assert!(g.contains("fakesink name=gout"));
+        cfg.video_sink = VideoSink::Kms;
+        assert!(grid(&cfg, &chans[..1]).contains("width=640,height=480 ! queue"));
+        assert!(grid(&cfg, &chans).contains("kmssink name=gout"));
+        let p = publish(&cfg, Encoder::X264, false);
+        assert!(p.contains("tee name=vt") && p.contains("intervideosink channel=callbox-preview"), "{p}");
+        cfg.preview = false;
+        assert!(!publish(&cfg, Encoder::X264, false).contains("intervideosink"));
+    }
+
+    #[test]
     fn publish_variants() {
         let mut cfg = MediaConfig::small();
         let p = publish(&cfg, Encoder::X264, true);
@@ -112,16 +187,18 @@ mod tests {
     #[test]
     fn play_variants() {
         let mut cfg = MediaConfig::small();
-        let p = play(&cfg, "avdec_h264");
+        let p = play(&cfg, "avdec_h264", "s1");
         assert!(p.contains("avdec_h264 name=vdec"));
         assert!(p.contains("fakesink name=vout"));
         assert!(!p.contains("webrtcechoprobe"));
         cfg.video_sink = VideoSink::Kms;
         cfg.audio_sink = AudioSink::Alsa { device: "default".into() };
         cfg.echo_cancel = true;
-        let p = play(&cfg, "v4l2h264dec");
+        let p = play(&cfg, "v4l2h264dec", "s1");
         assert!(p.contains("kmssink name=vout"));
         assert!(p.contains("webrtcechoprobe ! alsasink name=aout device=default"));
+        cfg.layout = Layout::Grid;
+        assert!(play(&cfg, "avdec_h264", "door").contains("intervideosink name=vout channel=callbox-play-door"));
         assert_eq!(decoder(|d| d == "nvv4l2decoder"), "nvv4l2decoder");
         assert_eq!(decoder(|_| false), "avdec_h264");
     }

@@ -37,11 +37,11 @@ impl RtpSink for PlayerSink {
 }
 
 impl Player {
-    /// Builds and starts the pipeline; runtime errors go to `errors`.
-    pub fn start(cfg: &MediaConfig, errors: mpsc::Sender<MediaError>) -> Result<Player, MediaError> {
+    /// Builds and starts the pipeline for `stream_id`; runtime errors go to `errors`.
+    pub fn start(cfg: &MediaConfig, stream_id: &str, errors: mpsc::Sender<MediaError>) -> Result<Player, MediaError> {
         super::init()?;
         let decoder = pipeline::decoder(has_element);
-        let pipeline = launch(&pipeline::play(cfg, decoder))?;
+        let pipeline = launch(&pipeline::play(cfg, decoder, stream_id))?;
         let counters = Arc::new(Counters::default());
         count_buffers(&pipeline, "vdec", "src", &counters, 0);
         count_buffers(&pipeline, "vout", "sink", &counters, 1);

@@ -156,11 +156,16 @@ pub fn engine(url: &str) -> (Engine, Events) {
 
 /// An engine with media: test pattern and tone at 320x240@15, sockets on 127.0.0.1.
 pub fn media_engine(url: &str) -> (Engine, Events) {
+    media_engine_with(url, MediaConfig::small())
+}
+
+/// An engine with the given media settings, sockets on 127.0.0.1.
+pub fn media_engine_with(url: &str, media: MediaConfig) -> (Engine, Events) {
     // Engine logs in tests only when asked (RUST_LOG=callbox=debug cargo test ...).
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
     }
-    let mut p = EngineProfile::new(APP, Auth::AppSign(SECRET.into()), url).with_media(MediaConfig::small());
+    let mut p = EngineProfile::new(APP, Auth::AppSign(SECRET.into()), url).with_media(media);
     p.reconnect = fast_policy();
     if let Some(m) = &mut p.media {
         m.bind = Some([127, 0, 0, 1].into());
