@@ -134,3 +134,58 @@ async fn admin_api_lists_and_kicks_with_an_admin_token() {
     a.destroy().await;
     b.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_media_offers_get_codes_and_the_call_goes_on() {
+    let server = Server::start("");
+    // A real call in the same room keeps flowing throughout.
+    let (a, _ea) = media_engine(&server.url());
+    let (b, mut eb) = media_engine(&server.url());
+    a.login_room("lobby", user("door"), notify()).await.unwrap();
+    a.start_publishing_stream("door-main", callbox::engine::PublishChannel::Main).await.unwrap();
+    b.login_room("lobby", user("flat"), notify()).await.unwrap();
+    b.start_playing_stream("door-main").await.unwrap();
+    eb.wait("first frame", |e| matches!(e, EngineEvent::MediaEvent { .. })).await;
+
+    let mut raw = Raw::connect(&server).await;
+    assert!(matches!(raw.login("mallory", "lobby").await, ServerMsg::LoginOk { .. }));
+    let offer = |req, stream: &str, role, sdp: &str| ClientMsg::MediaOffer {
+        req,
+        stream_id: stream.into(),
+        role,
+        sdp: sdp.into(),
+    };
+    use callbox::proto::MediaRole::{Play, Publish};
+    // Someone else's stream, and a stream never published.
+    raw.send(&offer(2, "door-main", Publish, "v=0")).await;
+    assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::MEDIA_NOT_PUBLISHING));
+    raw.send(&offer(3, "door-main", Play, "v=0")).await;
+    assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::MEDIA_NOT_PLAYING));
+    // Garbage SDP for a stream it may play, and for one it publishes.
+    raw.send(&ClientMsg::Play { req: 4, stream_id: "door-main".into() }).await;
+    assert!(matches!(raw.recv().await, ServerMsg::Ok { req: 4 }));
+    for (req, sdp) in [
+        (5, "not sdp at all"),
+        (6, "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 120\r\n"),
+    ] {
+        raw.send(&offer(req, "door-main", Play, sdp)).await;
+        let m = raw.recv().await;
+        assert_eq!(code_of(&m), Some(ErrorCode::MEDIA_OFFER_REJECTED), "{m:?}");
+    }
+    raw.send(&ClientMsg::Publish { req: 7, stream_id: "mallory-main".into(), extra_info: String::new() }).await;
+    assert!(matches!(raw.recv().await, ServerMsg::Ok { req: 7 }));
+    raw.send(&offer(8, "mallory-main", Publish, "v=0\r\n\r\n\u{0}\u{1}")).await;
+    assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::MEDIA_OFFER_REJECTED));
+    // The session still answers, and the real call still decodes.
+    raw.send(&ClientMsg::Broadcast { req: 9, message: "still here".into() }).await;
+    assert!(matches!(raw.recv().await, ServerMsg::BroadcastOk { req: 9, .. }));
+    let frames = |e: &EngineEvent| match e {
+        EngineEvent::PlayerQualityUpdate { quality, .. } => Some(quality.frames_decoded),
+        _ => None,
+    };
+    let f0 = frames(&eb.wait("quality", |e| frames(e).is_some()).await).unwrap();
+    let f1 = frames(&eb.wait("quality", |e| frames(e).is_some()).await).unwrap();
+    assert!(f1 >= f0 + 20, "the call kept decoding: {f0} -> {f1}");
+    a.destroy().await;
+    b.destroy().await;
+}
