@@ -120,3 +120,91 @@ async fn garbage_offer_is_refused_and_the_sfu_lives_on() {
     let (_p, _) = connect(&sfu, "p", Role::Publish, None).await;
     assert_eq!(sfu.stats().await.unwrap().publishers, 1);
 }
+
+/// Unique video sequence numbers a player received.
+#[derive(Clone, Default)]
+struct Seqs(Arc<Mutex<std::collections::HashSet<u16>>>);
+
+impl RtpSink for Seqs {
+    fn rtp(&mut self, kind: Kind, packet: &[u8]) {
+        if kind == Kind::Video {
+            self.0.lock().unwrap().insert(u16::from_be_bytes([packet[2], packet[3]]));
+        }
+    }
+}
+
+/// A UDP relay between one player and the SFU that drops `percent` % of the RTP/RTCP the
+/// SFU sends (never STUN or DTLS, so the connection itself comes up).
+async fn lossy_relay(sfu: std::net::SocketAddr, percent: u32) -> std::net::SocketAddr {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut player = None;
+        let mut buf = vec![0u8; 2048];
+        let mut n_seen = 0u32;
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            if from == sfu {
+                let media = (128..=191).contains(&buf[0]);
+                n_seen = n_seen.wrapping_add(1);
+                // Deterministic: drop `percent` of every 100 media datagrams.
+                if media && n_seen % 100 < percent {
+                    continue;
+                }
+                if let Some(p) = player {
+                    let _ = sock.send_to(&buf[..n], p).await;
+                }
+            } else {
+                player = Some(from);
+                let _ = sock.send_to(&buf[..n], sfu).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn nack_repairs_loss_between_the_sfu_and_a_player() {
+    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
+    let (publisher, _) = connect(&sfu, "p", Role::Publish, None).await;
+    let tx = publisher.rtp_sender();
+    let feeder = tokio::spawn(async move {
+        for seq in 0u16.. {
+            let _ = tx.send((Kind::Video, packet(H264_PT, seq))).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    // The player reaches the SFU through a relay that drops 15 % of the media.
+    let relay = lossy_relay(sfu.addr, 15).await;
+    let seqs = Seqs::default();
+    let (ptx, mut prx) = mpsc::channel(64);
+    let player =
+        ClientConn::start(Role::Play, "127.0.0.1:0".parse().unwrap(), Some(Box::new(seqs.clone())), ptx).unwrap();
+    let Some(ClientEvent::Offer(offer)) = prx.recv().await else { panic!("no offer") };
+    let answer = sfu.offer("v", key(), Role::Play, offer).await.unwrap();
+    let sfu_port = format!(" {} typ host", sfu.addr.port());
+    let answer = answer.replace(&sfu_port, &format!(" {} typ host", relay.port()));
+    player.answer(answer);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), prx.recv()).await.expect("connects") {
+            Some(ClientEvent::Connected) => break,
+            Some(ClientEvent::Disconnected) | None => panic!("connection failed"),
+            _ => {}
+        }
+    }
+    // Watch a window of 400 sequence numbers that started after the player was connected.
+    let start = loop {
+        if let Some(m) = seqs.0.lock().unwrap().iter().max() {
+            break m.wrapping_add(20);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let window: Vec<u16> = (0..400).map(|i| start.wrapping_add(i)).collect();
+    let got = || window.iter().filter(|s| seqs.0.lock().unwrap().contains(s)).count();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while got() < 396 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    feeder.abort();
+    // Without retransmission about 85 % would arrive.
+    assert!(got() >= 396, "{} of 400 packets arrived despite 15 % loss", got());
+}
