@@ -1,0 +1,151 @@
+//! The session's view of the room (snapshot and update diffs) and its plumbing: state
+//! events, requests, sends and call completion.
+
+use super::*;
+
+impl Session {
+    pub(super) fn apply_snapshot(&mut self, snap: RoomSnapshot) {
+        let notify = self.room.as_ref().is_some_and(|r| r.notify);
+        if notify {
+            let fresh: BTreeMap<String, UserInfo> = snap.users.into_iter().map(|u| (u.user_id.clone(), u)).collect();
+            let gone: Vec<UserInfo> =
+                self.users.values().filter(|u| !fresh.contains_key(&u.user_id)).cloned().collect();
+            let new: Vec<UserInfo> = fresh.values().filter(|u| !self.users.contains_key(&u.user_id)).cloned().collect();
+            self.apply_users(UpdateType::Delete, gone);
+            self.apply_users(UpdateType::Add, new);
+        }
+        let fresh: BTreeMap<String, StreamInfo> = snap.streams.into_iter().map(|s| (s.stream_id.clone(), s)).collect();
+        let gone: Vec<StreamInfo> =
+            self.streams.values().filter(|s| !fresh.contains_key(&s.stream_id)).cloned().collect();
+        let new: Vec<StreamInfo> =
+            fresh.values().filter(|s| !self.streams.contains_key(&s.stream_id)).cloned().collect();
+        self.apply_streams(UpdateType::Delete, gone, ErrorCode::OK);
+        self.apply_streams(UpdateType::Add, new, ErrorCode::OK);
+        let changed: Vec<ExtraInfo> =
+            snap.extra_info.into_iter().filter(|e| self.extra.get(&e.key) != Some(e)).collect();
+        if !changed.is_empty() {
+            for e in &changed {
+                self.extra.insert(e.key.clone(), e.clone());
+            }
+            let room_id = snap.room_id;
+            self.emit(EngineEvent::RoomExtraInfoUpdate { room_id, infos: changed });
+        }
+    }
+
+    pub(super) fn apply_users(&mut self, update: UpdateType, users: Vec<UserInfo>) {
+        let users = apply_keyed(&mut self.users, update, users, |u| &u.user_id);
+        if !users.is_empty() {
+            let room_id = self.room_id();
+            self.emit(EngineEvent::RoomUserUpdate { room_id, update, users });
+        }
+    }
+
+    pub(super) fn apply_streams(&mut self, update: UpdateType, streams: Vec<StreamInfo>, reason: ErrorCode) {
+        let streams = apply_keyed(&mut self.streams, update, streams, |s| &s.stream_id);
+        if !streams.is_empty() {
+            let room_id = self.room_id();
+            self.emit(EngineEvent::RoomStreamUpdate { room_id, update, streams, reason });
+        }
+    }
+
+    pub(super) fn send_publish(&mut self, ch: PublishChannel) {
+        let Some(p) = self.publishes.get(&ch) else {
+            return;
+        };
+        let (stream_id, extra_info) = (p.stream_id.clone(), p.extra_info.clone());
+        let req = self.request(Pending::Publish(ch, stream_id.clone()));
+        self.send(ClientMsg::Publish { req, stream_id, extra_info });
+    }
+
+    pub(super) fn send_play(&mut self, stream_id: &str) {
+        let req = self.request(Pending::Play(stream_id.to_string()));
+        self.send(ClientMsg::Play { req, stream_id: stream_id.to_string() });
+    }
+
+    pub(super) fn publisher_state(&mut self, ch: PublishChannel, state: PublisherState, code: ErrorCode) {
+        let Some(p) = self.publishes.get_mut(&ch) else {
+            return;
+        };
+        if p.state == state && code == ErrorCode::OK {
+            return;
+        }
+        p.state = state;
+        let stream_id = p.stream_id.clone();
+        self.emit(EngineEvent::PublisherStateUpdate { stream_id, state, error_code: code });
+    }
+
+    pub(super) fn player_state(&mut self, stream_id: &str, state: PlayerState, code: ErrorCode) {
+        let Some(p) = self.plays.get_mut(stream_id) else {
+            return;
+        };
+        if p.state == state && code == ErrorCode::OK {
+            return;
+        }
+        p.state = state;
+        self.emit(EngineEvent::PlayerStateUpdate { stream_id: stream_id.to_string(), state, error_code: code });
+    }
+
+    pub(super) fn room_state(&mut self, reason: RoomStateReason, code: ErrorCode) {
+        let room_id = self.room_id();
+        let state: RoomState = reason.state();
+        tracing::info!(room_id = %room_id, ?state, ?reason, error_code = code.0, "room state");
+        self.emit(EngineEvent::RoomStateChanged { room_id, state, reason, error_code: code });
+    }
+
+    pub(super) fn check_in_room(&self) -> Result<(), EngineError> {
+        match self.phase {
+            Phase::Idle | Phase::LoggingOut => Err(EngineError::Invalid(ErrorCode::NOT_LOGGED_IN)),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn check_connected(&self) -> Result<(), EngineError> {
+        match self.phase {
+            Phase::Connected => Ok(()),
+            Phase::Logining | Phase::Reconnecting => Err(EngineError::Network(ErrorCode::NETWORK_INTERRUPTED)),
+            _ => Err(EngineError::Invalid(ErrorCode::NOT_LOGGED_IN)),
+        }
+    }
+
+    pub(super) fn room_id(&self) -> String {
+        self.room.as_ref().map(|r| r.room_id.clone()).unwrap_or_default()
+    }
+
+    pub(super) fn request(&mut self, p: Pending) -> u64 {
+        let req = self.next_req;
+        self.next_req += 1;
+        self.pending.insert(req, p);
+        req
+    }
+
+    pub(super) fn send(&mut self, msg: ClientMsg) {
+        if self.link == Link::Up {
+            self.out.push_back(Output::Send { epoch: self.epoch, msg });
+        }
+    }
+
+    pub(super) fn emit(&mut self, e: EngineEvent) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    pub(super) fn done(&mut self, cmd: CmdId, result: Reply) {
+        self.out.push_back(Output::Done { cmd, result });
+    }
+}
+
+/// Applies an Add/Delete to a keyed view; returns only the items that changed it, so a
+/// repeated Add or a Delete of something unknown is not reported again.
+fn apply_keyed<T: Clone>(
+    view: &mut BTreeMap<String, T>,
+    update: UpdateType,
+    items: Vec<T>,
+    key: impl Fn(&T) -> &String,
+) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|item| match update {
+            UpdateType::Add => view.insert(key(item).clone(), item.clone()).is_none(),
+            UpdateType::Delete => view.remove(key(item)).is_some(),
+        })
+        .collect()
+}
