@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+mod admin;
 mod media;
+mod room;
 
+pub use admin::{RoomView, UserView};
 pub use media::MediaOut;
 
 use super::config::{Limits, ServerConfig};
@@ -113,30 +116,6 @@ struct App {
     /// stream_id -> session_id
     streams: HashMap<String, String>,
     logins: Bucket,
-}
-
-/// A room as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RoomView {
-    /// The room.
-    pub room_id: String,
-    /// Users with their connection state.
-    pub users: Vec<UserView>,
-    /// Published streams.
-    pub streams: Vec<StreamInfo>,
-}
-
-/// A user as the admin API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct UserView {
-    /// The user.
-    pub user_id: String,
-    /// Display name.
-    pub user_name: String,
-    /// Whether its connection is up (false during the grace period).
-    pub connected: bool,
-    /// Last reported network quality.
-    pub quality: QualityLevel,
 }
 
 /// The registry. See the module docs.
@@ -330,88 +309,6 @@ impl Registry {
         if due {
             self.next_quality = Some(now.at + QUALITY_INTERVAL);
             self.push_network_quality(now);
-        }
-    }
-
-    /// Whether nothing is connected or kept (for tests and shutdown).
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-
-    /// Connections currently open.
-    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.conns.keys().copied()
-    }
-
-    // ---------------------------------------------------------------- admin
-
-    /// The app's key bytes, when the app exists.
-    pub fn app_key(&self, app_id: u32) -> Option<&[u8]> {
-        self.apps.get(&app_id).map(|a| a.key.as_slice())
-    }
-
-    /// Room IDs with user counts; `None` if the app is unknown.
-    pub fn list_rooms(&self, app_id: u32) -> Option<Vec<(String, usize, usize)>> {
-        let app = self.apps.get(&app_id)?;
-        Some(
-            app.rooms
-                .iter()
-                .map(|(id, r)| {
-                    let streams =
-                        r.sessions.iter().filter_map(|s| self.sessions.get(s)).map(|s| s.published.len()).sum();
-                    (id.clone(), r.sessions.len(), streams)
-                })
-                .collect(),
-        )
-    }
-
-    /// One room's users and streams.
-    pub fn room_view(&self, app_id: u32, room_id: &str) -> Option<RoomView> {
-        let room = self.apps.get(&app_id)?.rooms.get(room_id)?;
-        let mut users = Vec::new();
-        let mut streams = Vec::new();
-        for s in room.sessions.iter().filter_map(|sid| self.sessions.get(sid)) {
-            users.push(UserView {
-                user_id: s.user.user_id.clone(),
-                user_name: s.user.user_name.clone(),
-                connected: s.conn.is_some(),
-                quality: s.quality,
-            });
-            streams.extend(s.published.iter().map(|(id, extra)| StreamInfo {
-                stream_id: id.clone(),
-                user: s.user.clone(),
-                extra_info: extra.clone(),
-            }));
-        }
-        Some(RoomView { room_id: room_id.to_string(), users, streams })
-    }
-
-    /// Kicks a user out of a room (admin API). Returns false if there is no such user there.
-    pub fn kick(&mut self, app_id: u32, room_id: &str, user_id: &str, now: Now) -> bool {
-        let Some(sid) = self.apps.get(&app_id).and_then(|a| a.users.get(user_id)).cloned() else {
-            return false;
-        };
-        if self.sessions.get(&sid).is_none_or(|s| s.room_id != room_id) {
-            return false;
-        }
-        self.kick_session(&sid, ErrorCode::KICKED_BY_ADMIN, "kicked out by an administrator", now);
-        true
-    }
-
-    /// Gauges for `/metrics`: (rooms, sessions connected, sessions detached, streams).
-    pub fn gauges(&self) -> (usize, usize, usize, usize) {
-        let rooms = self.apps.values().map(|a| a.rooms.len()).sum();
-        let connected = self.sessions.values().filter(|s| s.conn.is_some()).count();
-        let streams = self.apps.values().map(|a| a.streams.len()).sum();
-        (rooms, connected, self.sessions.len() - connected, streams)
-    }
-
-    /// Tells every connection the server is going away and closes it.
-    pub fn shutdown(&mut self) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
-        for c in conns {
-            self.send(c, ServerMsg::error(None, ErrorCode::SERVER_SHUTTING_DOWN, "server shutting down"));
-            self.out.push_back(Output::Close(c));
         }
     }
 
@@ -748,97 +645,6 @@ impl Registry {
                 ErrorCode::STREAM_NOT_FOUND,
                 "stream not published in this room (yet); waiting for it",
             );
-        }
-    }
-
-    // ---------------------------------------------------------------- room messages
-
-    fn set_extra_info(&mut self, conn: ConnId, req: u64, sid: &str, key: String, value: String, now: Now) {
-        if key.is_empty() || key.len() >= EXTRA_KEY_MAX || value.len() > EXTRA_VALUE_MAX {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::EXTRA_INFO_TOO_LARGE,
-                "key must be 1..127 bytes, value <= 1024 bytes",
-            );
-        }
-        let s = self.sessions.get(sid).expect("logged in");
-        let (app_id, room_id, user) = (s.app_id, s.room_id.clone(), s.user.clone());
-        let max_keys = self.limits.max_extra_info_keys;
-        let room = self.apps.get_mut(&app_id).and_then(|a| a.rooms.get_mut(&room_id)).expect("room of a session");
-        if !room.extra_info.contains_key(&key) && room.extra_info.len() >= max_keys {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::EXTRA_INFO_TOO_LARGE,
-                "too many extra info keys in this room",
-            );
-        }
-        let info = ExtraInfo { key: key.clone(), value, update_user: user, update_time_ms: now.unix_ms };
-        room.extra_info.insert(key, info.clone());
-        self.send(conn, ServerMsg::Ok { req });
-        for other in self.room_others(sid) {
-            self.send_session(&other, ServerMsg::ExtraInfoUpdate { room_id: room_id.clone(), info: info.clone() });
-        }
-    }
-
-    fn broadcast(&mut self, conn: ConnId, req: u64, sid: &str, message: String, now: Now) {
-        if message.is_empty() || message.len() > BROADCAST_MAX {
-            return self.fail(conn, Some(req), ErrorCode::BROADCAST_TOO_LARGE, "broadcast must be 1..=1024 bytes");
-        }
-        let s = self.sessions.get_mut(sid).expect("logged in");
-        if !s.broadcasts.take(now.at) {
-            return self.fail(conn, Some(req), ErrorCode::BROADCAST_RATE_LIMITED, "broadcast messages sent too fast");
-        }
-        let (room_id, from) = (s.room_id.clone(), s.user.clone());
-        let message_id = self.next_message_id;
-        self.next_message_id += 1;
-        self.send(conn, ServerMsg::BroadcastOk { req, message_id });
-        for other in self.room_others(sid) {
-            let msg = ServerMsg::BroadcastMessage {
-                room_id: room_id.clone(),
-                message_id,
-                from: from.clone(),
-                message: message.clone(),
-                send_time_ms: now.unix_ms,
-            };
-            self.send_session(&other, msg);
-        }
-    }
-
-    fn push_network_quality(&mut self, now: Now) {
-        let stale = Duration::from_millis(self.heartbeat_ms * 3);
-        let mut sends = Vec::new();
-        for app in self.apps.values() {
-            for (room_id, room) in &app.rooms {
-                if room.sessions.len() < 2 {
-                    continue;
-                }
-                let all: Vec<UserQuality> = room
-                    .sessions
-                    .iter()
-                    .filter_map(|sid| self.sessions.get(sid))
-                    .map(|s| UserQuality {
-                        user_id: s.user.user_id.clone(),
-                        quality: if now.at.saturating_duration_since(s.last_seen) > stale {
-                            QualityLevel::Die
-                        } else {
-                            s.quality
-                        },
-                    })
-                    .collect();
-                for sid in &room.sessions {
-                    let Some(s) = self.sessions.get(sid) else {
-                        continue;
-                    };
-                    let Some(conn) = s.conn else { continue };
-                    let users = all.iter().filter(|q| q.user_id != s.user.user_id).cloned().collect();
-                    sends.push((conn, ServerMsg::NetworkQuality { room_id: room_id.clone(), users }));
-                }
-            }
-        }
-        for (conn, msg) in sends {
-            self.send(conn, msg);
         }
     }
 
