@@ -139,13 +139,7 @@ async fn admin_api_lists_and_kicks_with_an_admin_token() {
 async fn bad_media_offers_get_codes_and_the_call_goes_on() {
     let server = Server::start("");
     // A real call in the same room keeps flowing throughout.
-    let (a, _ea) = media_engine(&server.url());
-    let (b, mut eb) = media_engine(&server.url());
-    a.login_room("lobby", user("door"), notify()).await.unwrap();
-    a.start_publishing_stream("door-main", callbox::engine::PublishChannel::Main).await.unwrap();
-    b.login_room("lobby", user("flat"), notify()).await.unwrap();
-    b.start_playing_stream("door-main").await.unwrap();
-    eb.wait("first frame", |e| matches!(e, EngineEvent::MediaEvent { .. })).await;
+    let ((a, _ea), (b, mut eb)) = door_and_flat_media(&server.url()).await;
 
     let mut raw = Raw::connect(&server).await;
     assert!(matches!(raw.login("mallory", "lobby").await, ServerMsg::LoginOk { .. }));

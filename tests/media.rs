@@ -150,13 +150,7 @@ async fn four_engines_all_decode_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_flows_again_after_the_server_restarts() {
     let mut server = Server::start("");
-    let (a, mut ea) = media_engine(&server.url());
-    let (b, mut eb) = media_engine(&server.url());
-    a.login_room("lobby", user("door"), notify()).await.unwrap();
-    a.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
-    b.login_room("lobby", user("flat"), notify()).await.unwrap();
-    b.start_playing_stream("door-main").await.unwrap();
-    eb.wait("first frame", rendered("door-main")).await;
+    let ((a, _ea), (b, mut eb)) = door_and_flat_media(&server.url()).await;
 
     server.restart();
     let t0 = Instant::now();
@@ -166,7 +160,6 @@ async fn media_flows_again_after_the_server_restarts() {
     let before = quality_of(&eb.wait("play quality", play_quality("door-main")).await).frames_decoded;
     let after = quality_of(&eb.wait("play quality", play_quality("door-main")).await).frames_decoded;
     assert!(after >= before + 20, "frames decoded {before} -> {after} over 3 s");
-    let _ = &mut ea;
     a.destroy().await;
     b.destroy().await;
 }
@@ -174,13 +167,7 @@ async fn media_flows_again_after_the_server_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_encoder_is_rebuilt_and_media_resumes() {
     let server = Server::start("");
-    let (a, mut ea) = media_engine(&server.url());
-    let (b, mut eb) = media_engine(&server.url());
-    a.login_room("lobby", user("door"), notify()).await.unwrap();
-    a.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
-    b.login_room("lobby", user("flat"), notify()).await.unwrap();
-    b.start_playing_stream("door-main").await.unwrap();
-    eb.wait("first frame", rendered("door-main")).await;
+    let ((a, mut ea), (b, mut eb)) = door_and_flat_media(&server.url()).await;
 
     assert!(a.inject_media_fault("door-main").await, "a running publish pipeline");
     let e = ea.wait("media error", |e| matches!(e, EngineEvent::PublisherMediaError { .. })).await;

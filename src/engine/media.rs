@@ -692,17 +692,12 @@ fn loss(lost: u64, sent: u64) -> f64 {
     if lost + sent == 0 { 0.0 } else { lost as f64 / (lost + sent) as f64 }
 }
 
+/// The signalling levels (`quality::level`), and Die while the media connection is down.
 fn level(rtt_ms: f64, loss: f64, connected: bool) -> QualityLevel {
-    if !connected {
-        QualityLevel::Die
-    } else if rtt_ms < 100.0 && loss < 0.01 {
-        QualityLevel::Excellent
-    } else if rtt_ms < 200.0 && loss < 0.05 {
-        QualityLevel::Good
-    } else if rtt_ms < 400.0 && loss < 0.1 {
-        QualityLevel::Medium
+    if connected {
+        super::quality::level(Duration::from_secs_f64(rtt_ms.max(0.0) / 1000.0), loss)
     } else {
-        QualityLevel::Bad
+        QualityLevel::Die
     }
 }
 

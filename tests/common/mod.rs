@@ -200,6 +200,22 @@ pub async fn door_and_flat(url_a: &str, url_b: &str) -> ((Engine, Events), (Engi
     ((a, ea), (b, eb))
 }
 
+/// With media: `door` publishes `door-main` in `lobby`, `flat` plays it; returns once the
+/// player rendered its first frame.
+pub async fn door_and_flat_media(url: &str) -> ((Engine, Events), (Engine, Events)) {
+    let (a, ea) = media_engine(url);
+    let (b, mut eb) = media_engine(url);
+    a.login_room("lobby", user("door"), notify()).await.unwrap();
+    a.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
+    b.login_room("lobby", user("flat"), notify()).await.unwrap();
+    b.start_playing_stream("door-main").await.unwrap();
+    eb.wait("first frame", |e| {
+        matches!(e, EngineEvent::MediaEvent { event: callbox::engine::MediaEventKind::RenderedFirstFrame, .. })
+    })
+    .await;
+    ((a, ea), (b, eb))
+}
+
 /// An engine's event receiver with a log of everything seen.
 pub struct Events {
     pub rx: mpsc::Receiver<EngineEvent>,
