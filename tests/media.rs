@@ -175,6 +175,9 @@ async fn a_failing_encoder_is_rebuilt_and_media_resumes() {
     assert_eq!(error_code, callbox::engine::ErrorCode::MEDIA_PIPELINE_FAILED);
     assert!(message.contains("simulated encoder failure"), "{message}");
     ea.wait("encoder chosen again", |e| matches!(e, EngineEvent::PublisherEncoder { .. })).await;
+    // The rebuild takes at least the 500 ms back-off: the player reports a stall, then resume.
+    eb.wait("video stall", |e| matches!(e, EngineEvent::MediaEvent { event: MediaEventKind::VideoStall, .. })).await;
+    eb.wait("video resume", |e| matches!(e, EngineEvent::MediaEvent { event: MediaEventKind::VideoResume, .. })).await;
     // The player keeps decoding on the same connection once the new pipeline sends a keyframe.
     let q0 = quality_of(&eb.wait("play quality", play_quality("door-main")).await).frames_decoded;
     let mut last = q0;

@@ -81,11 +81,9 @@ struct Play {
     prev: [u64; 3],
     received_first: bool,
     rendered_first: bool,
-    video_stalled: Option<Instant>,
+    video: StallWatch,
     audio_stalled: bool,
     audio_at: Instant,
-    stalls: u64,
-    stall_ms: u64,
 }
 
 /// See the module docs.
@@ -450,11 +448,9 @@ impl MediaManager {
             prev: [0; 3],
             received_first: false,
             rendered_first: false,
-            video_stalled: None,
+            video: StallWatch::default(),
             audio_stalled: false,
             audio_at: now,
-            stalls: 0,
-            stall_ms: 0,
         };
         self.plays.insert(stream.to_string(), play);
         self.relink(MediaRole::Play, stream, now);
@@ -497,7 +493,8 @@ impl MediaManager {
                         // A new connection and pipeline: first-frame events report when media is back.
                         p.received_first = false;
                         p.rendered_first = false;
-                        p.video_stalled = None;
+                        p.video.stalled_since = None;
+                        p.video.seen = None;
                         ClientConn::start(Role::Play, bind, Some(Box::new(sink)), tx)
                     }
                     Err(e) => {
@@ -564,18 +561,8 @@ impl MediaManager {
             }
             if p.rendered_first {
                 let last = pl.counters.last_video().unwrap_or(now);
-                match p.video_stalled {
-                    None if now.duration_since(last) >= STALL => {
-                        p.video_stalled = Some(last);
-                        p.stalls += 1;
-                        ev(MediaEventKind::VideoStall);
-                    }
-                    Some(since) if now.duration_since(last) < STALL => {
-                        p.stall_ms += last.duration_since(since).as_millis() as u64;
-                        p.video_stalled = None;
-                        ev(MediaEventKind::VideoResume);
-                    }
-                    _ => {}
+                for e in p.video.check(now, last) {
+                    ev(e);
                 }
             }
             if c[2] != p.prev[2] {
@@ -631,8 +618,8 @@ impl MediaManager {
                 rtt_ms: rtt,
                 packet_loss: loss,
                 jitter_buffer_ms: 80.0,
-                stall_count: p.stalls,
-                stall_ms: p.stall_ms,
+                stall_count: p.video.count,
+                stall_ms: p.video.total_ms,
                 frames_decoded: c[0],
                 audio_decoded: c[2],
                 level: level(rtt, loss, p.link.connected),
@@ -640,6 +627,46 @@ impl MediaManager {
             p.prev = [c[0], c[1], p.prev[2]];
             p.link.prev = s;
             self.events.push(EngineEvent::PlayerQualityUpdate { stream_id: stream.clone(), quality });
+        }
+    }
+}
+
+/// Video stall bookkeeping of one played stream: a stall is 500 ms without a rendered frame.
+#[derive(Debug, Default)]
+struct StallWatch {
+    /// The last frame before the current stall.
+    stalled_since: Option<Instant>,
+    /// The last frame seen at the previous check.
+    seen: Option<Instant>,
+    count: u64,
+    total_ms: u64,
+}
+
+impl StallWatch {
+    /// Given the time of the latest rendered frame, the events to report now. A gap that
+    /// opened and closed between two checks is still reported (stall, then resume).
+    fn check(&mut self, now: Instant, last: Instant) -> Vec<MediaEventKind> {
+        let prev = self.seen.replace(last);
+        match self.stalled_since {
+            None if now.duration_since(last) >= STALL => {
+                self.stalled_since = Some(last);
+                self.count += 1;
+                vec![MediaEventKind::VideoStall]
+            }
+            None => match prev {
+                Some(p) if last > p && last.duration_since(p) >= STALL => {
+                    self.count += 1;
+                    self.total_ms += last.duration_since(p).as_millis() as u64;
+                    vec![MediaEventKind::VideoStall, MediaEventKind::VideoResume]
+                }
+                _ => vec![],
+            },
+            Some(since) if last > since => {
+                self.total_ms += last.duration_since(since).as_millis() as u64;
+                self.stalled_since = None;
+                vec![MediaEventKind::VideoResume]
+            }
+            Some(_) => vec![],
         }
     }
 }
@@ -747,6 +774,22 @@ mod tests {
         assert_eq!(got[2].0, 102);
         assert!(got[2].1 > 8000 && got[2].1 < 8000 + 90_000, "{got:?}");
         assert_eq!((got[3].0, got[3].1 - got[2].1), (103, 3000));
+    }
+
+    #[test]
+    fn stalls_are_reported_even_between_checks() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut w = StallWatch::default();
+        assert!(w.check(ms(100), ms(90)).is_empty());
+        assert!(w.check(ms(500), ms(490)).is_empty(), "frames keep coming");
+        assert_eq!(w.check(ms(1100), ms(560)), vec![MediaEventKind::VideoStall]);
+        assert!(w.check(ms(1200), ms(560)).is_empty());
+        assert_eq!(w.check(ms(1300), ms(1290)), vec![MediaEventKind::VideoResume]);
+        assert_eq!((w.count, w.total_ms), (1, 730));
+        // A 600 ms gap that closed before the next check.
+        assert_eq!(w.check(ms(1950), ms(1940)), vec![MediaEventKind::VideoStall, MediaEventKind::VideoResume]);
+        assert_eq!(w.count, 2);
     }
 
     #[test]
