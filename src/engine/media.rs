@@ -18,7 +18,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::event::{EngineEvent, MediaEventKind, PlayQuality, PublishQuality, PublisherState};
@@ -26,12 +25,16 @@ use super::{PlayerState, QualityLevel};
 use crate::media::encoder::{self, Encoder};
 use crate::media::{Grid, Layout, MediaConfig, MediaError, Player, Publisher, RtpOut, has_element, pipeline};
 use crate::proto::{ErrorCode, MediaRole};
-use crate::rtc::Kind;
 use crate::rtc::client::{ClientConn, ClientEvent, LinkStats, Role};
+
+mod rtp_slot;
+mod stall;
+
+use rtp_slot::RtpSlot;
+use stall::{STALL, StallWatch};
 
 const TICK: Duration = Duration::from_millis(100);
 const QUALITY_EVERY: Duration = Duration::from_secs(3);
-const STALL: Duration = Duration::from_millis(500);
 const HW_FAILURES_BEFORE_FALLBACK: u32 = 3;
 
 /// Media settings of an engine.
@@ -631,90 +634,6 @@ impl MediaManager {
     }
 }
 
-/// Video stall bookkeeping of one played stream: a stall is 500 ms without a rendered frame.
-#[derive(Debug, Default)]
-struct StallWatch {
-    /// The last frame before the current stall.
-    stalled_since: Option<Instant>,
-    /// The last frame seen at the previous check.
-    seen: Option<Instant>,
-    count: u64,
-    total_ms: u64,
-}
-
-impl StallWatch {
-    /// Given the time of the latest rendered frame, the events to report now. A gap that
-    /// opened and closed between two checks is still reported (stall, then resume).
-    fn check(&mut self, now: Instant, last: Instant) -> Vec<MediaEventKind> {
-        let prev = self.seen.replace(last);
-        match self.stalled_since {
-            None if now.duration_since(last) >= STALL => {
-                self.stalled_since = Some(last);
-                self.count += 1;
-                vec![MediaEventKind::VideoStall]
-            }
-            None => match prev {
-                Some(p) if last > p && last.duration_since(p) >= STALL => {
-                    self.count += 1;
-                    self.total_ms += last.duration_since(p).as_millis() as u64;
-                    vec![MediaEventKind::VideoStall, MediaEventKind::VideoResume]
-                }
-                _ => vec![],
-            },
-            Some(since) if last > since => {
-                self.total_ms += last.duration_since(since).as_millis() as u64;
-                self.stalled_since = None;
-                vec![MediaEventKind::VideoResume]
-            }
-            Some(_) => vec![],
-        }
-    }
-}
-
-/// Where a publisher's RTP goes, with sequence numbers and timestamps kept continuous
-/// across pipeline rebuilds (a new pipeline starts both at random values; players' jitter
-/// buffers would take the jump for a new stream and wait).
-#[derive(Default)]
-struct RtpSlot {
-    tx: Option<mpsc::Sender<(Kind, Bytes)>>,
-    kinds: [Continuity; 2],
-}
-
-#[derive(Default)]
-struct Continuity {
-    epoch: u64,
-    seq_offset: u16,
-    ts_offset: u32,
-    last: Option<(u16, u32, Instant)>,
-}
-
-impl RtpSlot {
-    fn send(&mut self, epoch: u64, kind: Kind, bytes: Bytes) {
-        let Some(tx) = &self.tx else { return };
-        if bytes.len() < 12 {
-            return;
-        }
-        let c = &mut self.kinds[kind as usize];
-        let seq = u16::from_be_bytes([bytes[2], bytes[3]]);
-        let ts = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        if c.epoch != epoch {
-            c.epoch = epoch;
-            if let Some((last_seq, last_ts, at)) = c.last {
-                let clock = if kind == Kind::Video { 90_000.0 } else { 48_000.0 };
-                let gap = (at.elapsed().as_secs_f64() * clock) as u32;
-                c.seq_offset = last_seq.wrapping_add(1).wrapping_sub(seq);
-                c.ts_offset = last_ts.wrapping_add(gap.max(1)).wrapping_sub(ts);
-            }
-        }
-        let (seq, ts) = (seq.wrapping_add(c.seq_offset), ts.wrapping_add(c.ts_offset));
-        c.last = Some((seq, ts, Instant::now()));
-        let mut out = bytes::BytesMut::from(&bytes[..]);
-        out[2..4].copy_from_slice(&seq.to_be_bytes());
-        out[4..8].copy_from_slice(&ts.to_be_bytes());
-        let _ = tx.try_send((kind, out.freeze()));
-    }
-}
-
 fn loss(lost: u64, sent: u64) -> f64 {
     if lost + sent == 0 { 0.0 } else { lost as f64 / (lost + sent) as f64 }
 }
@@ -748,49 +667,6 @@ fn route_to(url: &str) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rtp(seq: u16, ts: u32) -> Bytes {
-        let mut b = vec![0x80, 102];
-        b.extend_from_slice(&seq.to_be_bytes());
-        b.extend_from_slice(&ts.to_be_bytes());
-        b.extend_from_slice(&[0; 8]);
-        Bytes::from(b)
-    }
-
-    #[test]
-    fn rtp_stays_continuous_across_pipeline_rebuilds() {
-        let (tx, mut rx) = mpsc::channel(8);
-        let mut slot = RtpSlot { tx: Some(tx), ..Default::default() };
-        slot.send(1, Kind::Video, rtp(100, 5000));
-        slot.send(1, Kind::Video, rtp(101, 8000));
-        slot.send(2, Kind::Video, rtp(40000, 777)); // a rebuilt pipeline starts elsewhere
-        slot.send(2, Kind::Video, rtp(40001, 3777));
-        let mut got = Vec::new();
-        while let Ok((_, b)) = rx.try_recv() {
-            got.push((u16::from_be_bytes([b[2], b[3]]), u32::from_be_bytes([b[4], b[5], b[6], b[7]])));
-        }
-        assert_eq!(got[0], (100, 5000));
-        assert_eq!(got[1], (101, 8000));
-        assert_eq!(got[2].0, 102);
-        assert!(got[2].1 > 8000 && got[2].1 < 8000 + 90_000, "{got:?}");
-        assert_eq!((got[3].0, got[3].1 - got[2].1), (103, 3000));
-    }
-
-    #[test]
-    fn stalls_are_reported_even_between_checks() {
-        let t0 = Instant::now();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut w = StallWatch::default();
-        assert!(w.check(ms(100), ms(90)).is_empty());
-        assert!(w.check(ms(500), ms(490)).is_empty(), "frames keep coming");
-        assert_eq!(w.check(ms(1100), ms(560)), vec![MediaEventKind::VideoStall]);
-        assert!(w.check(ms(1200), ms(560)).is_empty());
-        assert_eq!(w.check(ms(1300), ms(1290)), vec![MediaEventKind::VideoResume]);
-        assert_eq!((w.count, w.total_ms), (1, 730));
-        // A 600 ms gap that closed before the next check.
-        assert_eq!(w.check(ms(1950), ms(1940)), vec![MediaEventKind::VideoStall, MediaEventKind::VideoResume]);
-        assert_eq!(w.count, 2);
-    }
 
     #[test]
     fn backoff_and_levels() {
