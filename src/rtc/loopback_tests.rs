@@ -117,6 +117,14 @@ async fn garbage_offer_is_refused_and_the_sfu_lives_on() {
     let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
     assert!(sfu.offer("x", key(), Role::Publish, "not sdp".into()).await.is_err());
     assert!(sfu.offer("x", key(), Role::Play, "v=0\r\n".into()).await.is_err());
+    // A well-formed offer that only sends VP8: nothing the SFU could forward.
+    let vp8 = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+               m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
+               a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+               a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+               a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=ssrc:1 cname:x\r\n";
+    let err = sfu.offer("x", key(), Role::Publish, vp8.into()).await.unwrap_err();
+    assert!(matches!(err, super::RtcError::BadSdp(_)), "{err}");
     let (_p, _) = connect(&sfu, "p", Role::Publish, None).await;
     assert_eq!(sfu.stats().await.unwrap().publishers, 1);
 }

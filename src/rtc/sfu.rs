@@ -278,13 +278,21 @@ impl Core {
         if role == Role::Publish {
             // Known from the offer's SSRCs, so a keyframe can be asked for before media flows.
             let ids: Vec<_> = pc.get_receivers().collect();
+            let mut usable = 0;
             for id in ids {
-                if let Some(r) = pc.rtp_receiver(id)
-                    && r.track().kind() == RtpCodecKind::Video
+                let Some(mut r) = pc.rtp_receiver(id) else { continue };
+                if r.get_parameters().rtp_parameters.codecs.is_empty() {
+                    continue;
+                }
+                usable += 1;
+                if r.track().kind() == RtpCodecKind::Video
                     && let Some(ssrc) = r.track().ssrcs().last()
                 {
                     video_receiver = Some((id, ssrc));
                 }
+            }
+            if usable == 0 {
+                return Err(RtcError::BadSdp("the offer sends neither H.264 video nor Opus audio".into()));
             }
         }
         if role == Role::Play {
