@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod config_file;
+pub mod device;
 pub mod engine;
 pub mod media;
 pub mod proto;

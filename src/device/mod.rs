@@ -1,0 +1,5 @@
+//! The device daemon (`callbox device`), being built: so far the call controller
+//! ([`call`]), the sans-IO state machine that turns room events, buttons and control
+//! commands into what to publish and play, LEDs, the chime and the door relay.
+
+pub mod call;
