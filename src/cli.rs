@@ -105,12 +105,24 @@ pub fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
 pub enum ConfigKind {
     /// `callbox server` config.
     Server,
+    /// `callbox device` config.
+    Device,
 }
 
 /// `callbox check-config`.
-pub fn check_config(file: &Path, kind: ConfigKind) -> anyhow::Result<ExitCode> {
+pub fn check_config(file: &Path, kind: Option<ConfigKind>) -> anyhow::Result<ExitCode> {
+    let kind = kind.unwrap_or_else(|| {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        match text.parse::<toml::Table>() {
+            Ok(t) if t.contains_key("room") => ConfigKind::Device,
+            _ => ConfigKind::Server,
+        }
+    });
     let result = match kind {
         ConfigKind::Server => ServerConfig::load(Some(file), &callbox::config_file::callbox_env()).map(|_| ()),
+        ConfigKind::Device => {
+            callbox::device::config::DeviceConfig::load(Some(file), &callbox::config_file::callbox_env()).map(|_| ())
+        }
     };
     match result {
         Ok(()) => {

@@ -34,9 +34,9 @@ enum Command {
     CheckConfig {
         /// The file.
         file: PathBuf,
-        /// Which kind of config it is.
-        #[arg(long, value_enum, default_value = "server")]
-        kind: cli::ConfigKind,
+        /// Which kind of config it is (default: a file with a `[room]` table is a device config).
+        #[arg(long, value_enum)]
+        kind: Option<cli::ConfigKind>,
     },
     /// Print benchmark figures (login time on loopback).
     Bench(bench::BenchArgs),

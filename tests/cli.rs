@@ -69,6 +69,34 @@ fn check_config_names_the_key_and_exits_78() {
     }
 }
 
+#[test]
+fn device_example_configs_pass_check_config_and_bad_ones_name_the_key() {
+    for name in ["dev.toml", "raspberry-pi.toml", "jetson.toml"] {
+        let path = format!("{}/configs/{name}", env!("CARGO_MANIFEST_DIR"));
+        let out = callbox(&["check-config", &path]);
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = callbox(&["check-config", "--kind", "device", &path]);
+        assert!(out.status.success(), "{name} as --kind device");
+    }
+    let dev = std::fs::read_to_string(format!("{}/configs/dev.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to, key) in [
+        ("mode = \"intercom\"", "mode = \"conference\"", "call.mode"),
+        ("source = \"test\"\nwidth", "source = \"usb\"\nwidth", "video.source"),
+        ("backend = \"sim\"", "backend = \"wiringpi\"", "gpio.backend"),
+        ("fps = 15", "fps = \"fast\"", "fps"),
+        ("[display]", "[screen]", "screen"),
+    ] {
+        assert!(dev.contains(from), "{from}");
+        let f = dir.path().join("device.toml");
+        std::fs::write(&f, dev.replacen(from, to, 1)).unwrap();
+        let out = callbox(&["check-config", f.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(78), "{to}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{key} not named in: {err}");
+    }
+}
+
 #[tokio::test]
 async fn server_exits_cleanly_on_sigterm_and_tells_clients() {
     let mut server = Server::start("");

@@ -1,5 +1,7 @@
-//! The device daemon (`callbox device`), being built: so far the call controller
-//! ([`call`]), the sans-IO state machine that turns room events, buttons and control
-//! commands into what to publish and play, LEDs, the chime and the door relay.
+//! The device daemon (`callbox device`), being built. So far: its configuration
+//! ([`config`], `/etc/callbox/device.toml`) and the call controller ([`call`]), the sans-IO
+//! state machine that turns room events, buttons and control commands into what to publish
+//! and play, LEDs, the chime and the door relay.
 
 pub mod call;
+pub mod config;

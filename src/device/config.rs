@@ -1,0 +1,449 @@
+//! `callbox device` configuration (`/etc/callbox/device.toml`): what an integrator sets for
+//! one board. Loaded with the same `CALLBOX_...` environment overlay as the server; every
+//! error names its key, and the daemon exits 78 on one.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::call::CallMode;
+use crate::config_file::{self, ConfigError};
+use crate::media::encoder::Encoder;
+use crate::media::{AudioSink, AudioSource, Layout, MediaConfig, VideoSink, VideoSource};
+use crate::proto::ids;
+
+/// Default path of the device configuration.
+pub const DEFAULT_PATH: &str = "/etc/callbox/device.toml";
+/// Default control socket.
+pub const DEFAULT_SOCKET: &str = "/run/callbox/control.sock";
+
+/// The device configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// The room server and credentials.
+    pub server: ServerSection,
+    /// Which room and who we are.
+    pub room: RoomSection,
+    /// How calls are taken.
+    #[serde(default)]
+    pub call: CallSection,
+    /// Camera and encoding.
+    #[serde(default)]
+    pub video: VideoSection,
+    /// Microphone and speaker.
+    #[serde(default)]
+    pub audio: AudioSection,
+    /// Where played video is shown.
+    #[serde(default)]
+    pub display: DisplaySection,
+    /// Media sockets.
+    #[serde(default)]
+    pub media: MediaSection,
+    /// Buttons, LEDs and the door relay.
+    #[serde(default)]
+    pub gpio: GpioSection,
+    /// The control socket.
+    #[serde(default)]
+    pub control: ControlSection,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// `ws://host:7880` (or `http://`).
+    pub url: String,
+    /// The AppID.
+    pub app_id: u32,
+    /// AppSign: the app secret (64 hex); the device mints its own tokens.
+    #[serde(default)]
+    pub app_sign: Option<String>,
+    /// Or a token from the integrator's backend.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// `[room]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSection {
+    /// The room to stay in.
+    pub room_id: String,
+    /// This device's user ID (unique within the app).
+    pub user_id: String,
+    /// Display name.
+    #[serde(default)]
+    pub user_name: String,
+}
+
+/// `[call]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallSection {
+    /// `kiosk`, `intercom` or `auto_answer`.
+    pub mode: String,
+    /// The stream this device publishes; default `<user_id>-main`.
+    pub stream_id: Option<String>,
+    /// Auto-answer delay.
+    pub answer_delay_secs: u64,
+    /// An unanswered outgoing call ends after this long.
+    pub ring_out_secs: u64,
+}
+
+impl Default for CallSection {
+    fn default() -> Self {
+        CallSection { mode: "intercom".into(), stream_id: None, answer_delay_secs: 3, ring_out_secs: 60 }
+    }
+}
+
+/// `[video]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoSection {
+    /// `auto`, `v4l2:/dev/videoN`, `libcamera` or `test`.
+    pub source: String,
+    /// Ask a V4L2 camera for MJPEG.
+    pub mjpeg: bool,
+    /// Width, pixels.
+    pub width: u32,
+    /// Height, pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// kbit/s.
+    pub bitrate_kbps: u32,
+    /// `auto` or an encoder element name.
+    pub encoder: String,
+}
+
+impl Default for VideoSection {
+    fn default() -> Self {
+        VideoSection {
+            source: "auto".into(),
+            mjpeg: false,
+            width: 640,
+            height: 480,
+            fps: 30,
+            bitrate_kbps: 1000,
+            encoder: "auto".into(),
+        }
+    }
+}
+
+/// `[audio]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioSection {
+    /// `auto`, `alsa:<pcm>` or `test`.
+    pub source: String,
+    /// `auto`, `alsa:<pcm>` or `fake`.
+    pub sink: String,
+    /// Echo cancellation.
+    pub echo_cancel: bool,
+}
+
+impl Default for AudioSection {
+    fn default() -> Self {
+        AudioSection { source: "auto".into(), sink: "auto".into(), echo_cancel: false }
+    }
+}
+
+/// `[display]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DisplaySection {
+    /// `auto`, `kms`, `wayland` or `fake`.
+    pub sink: String,
+    /// `single` or `grid` (all played streams and the preview on one screen).
+    pub layout: String,
+}
+
+impl Default for DisplaySection {
+    fn default() -> Self {
+        DisplaySection { sink: "auto".into(), layout: "single".into() }
+    }
+}
+
+/// `[media]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Local IP for media sockets; empty: the address that routes to the server.
+    pub bind: String,
+}
+
+/// `[gpio]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpioSection {
+    /// `rppal` (Raspberry Pi), `cdev` (Linux GPIO character device) or `sim`.
+    pub backend: String,
+    /// The GPIO chip for `cdev`, e.g. `/dev/gpiochip0`.
+    pub chip: String,
+    /// Button lines: `call`, `leave`, `mute`, `door`.
+    pub buttons: std::collections::BTreeMap<String, u32>,
+    /// Output lines: `online`, `ringing`, `in_call`, `fault` LEDs and the `door` relay.
+    pub outputs: std::collections::BTreeMap<String, u32>,
+    /// Buttons are active low (pressed pulls to ground).
+    pub active_low: bool,
+    /// Debounce time.
+    pub debounce_ms: u64,
+    /// A press held this long is a long press.
+    pub long_press_ms: u64,
+    /// How long the door relay is energised.
+    pub door_pulse_ms: u64,
+}
+
+impl Default for GpioSection {
+    fn default() -> Self {
+        GpioSection {
+            backend: "sim".into(),
+            chip: "/dev/gpiochip0".into(),
+            buttons: Default::default(),
+            outputs: Default::default(),
+            active_low: true,
+            debounce_ms: 30,
+            long_press_ms: 1500,
+            door_pulse_ms: 3000,
+        }
+    }
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSection {
+    /// Unix socket path for `callbox status` and `callbox call`.
+    pub socket: String,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection { socket: DEFAULT_SOCKET.into() }
+    }
+}
+
+const BUTTONS: [&str; 4] = ["call", "leave", "mute", "door"];
+const OUTPUTS: [&str; 5] = ["online", "ringing", "in_call", "fault", "door"];
+
+impl DeviceConfig {
+    /// Loads and validates: the file, then `CALLBOX_...` environment overrides.
+    pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let cfg: DeviceConfig = config_file::load(path, env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what the types cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::engine::signalling_url(&self.server.url).map_err(|e| ConfigError::value("server.url", e.to_string()))?;
+        if self.server.app_id == 0 {
+            return Err(ConfigError::value("server.app_id", "must be set (non-zero)"));
+        }
+        match (&self.server.app_sign, &self.server.token) {
+            (Some(s), None) => {
+                crate::auth::parse_secret(s).map_err(|e| ConfigError::value("server.app_sign", e.to_string()))?;
+            }
+            (None, Some(t)) if !t.is_empty() => {}
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::value("server.app_sign", "set either app_sign or token, not both"));
+            }
+            _ => return Err(ConfigError::value("server.app_sign", "set app_sign (64 hex) or token")),
+        }
+        ids::check_room_id(&self.room.room_id)
+            .map_err(|c| ConfigError::value("room.room_id", format!("invalid room ID (code {})", c.0)))?;
+        ids::check_user_id(&self.room.user_id)
+            .map_err(|c| ConfigError::value("room.user_id", format!("invalid user ID (code {})", c.0)))?;
+        ids::check_stream_id(&self.stream_id())
+            .map_err(|c| ConfigError::value("call.stream_id", format!("invalid stream ID (code {})", c.0)))?;
+        self.call_mode()?;
+        if self.call.ring_out_secs == 0 {
+            return Err(ConfigError::value("call.ring_out_secs", "must be at least 1"));
+        }
+        self.media_config(|_| false)?.validate().map_err(|e| {
+            let key = e.split(':').next().unwrap_or("video").replace("media.", "video.");
+            ConfigError::value(&key, e)
+        })?;
+        if !self.media.bind.is_empty() {
+            self.media.bind.parse::<IpAddr>().map_err(|_| ConfigError::value("media.bind", "not an IP address"))?;
+        }
+        if !["rppal", "cdev", "sim"].contains(&self.gpio.backend.as_str()) {
+            return Err(ConfigError::value("gpio.backend", "must be rppal, cdev or sim"));
+        }
+        for k in self.gpio.buttons.keys() {
+            if !BUTTONS.contains(&k.as_str()) {
+                return Err(ConfigError::value(&format!("gpio.buttons.{k}"), "buttons are call, leave, mute, door"));
+            }
+        }
+        for k in self.gpio.outputs.keys() {
+            if !OUTPUTS.contains(&k.as_str()) {
+                return Err(ConfigError::value(
+                    &format!("gpio.outputs.{k}"),
+                    "outputs are online, ringing, in_call, fault, door",
+                ));
+            }
+        }
+        if self.gpio.door_pulse_ms == 0 || self.gpio.door_pulse_ms > 60_000 {
+            return Err(ConfigError::value("gpio.door_pulse_ms", "must be between 1 and 60000"));
+        }
+        if !self.control.socket.starts_with('/') {
+            return Err(ConfigError::value("control.socket", "must be an absolute path"));
+        }
+        Ok(())
+    }
+
+    /// The stream this device publishes.
+    pub fn stream_id(&self) -> String {
+        self.call.stream_id.clone().unwrap_or_else(|| format!("{}-main", self.room.user_id))
+    }
+
+    /// The call mode.
+    pub fn call_mode(&self) -> Result<CallMode, ConfigError> {
+        match self.call.mode.as_str() {
+            "kiosk" => Ok(CallMode::Kiosk),
+            "intercom" => Ok(CallMode::Intercom),
+            "auto_answer" => Ok(CallMode::AutoAnswer(Duration::from_secs(self.call.answer_delay_secs))),
+            other => Err(ConfigError::value("call.mode", format!("{other:?}: must be kiosk, intercom or auto_answer"))),
+        }
+    }
+
+    /// The engine's media settings. `auto` sources are resolved with `exists` (is there a
+    /// `/dev/video0`, a sound card): a camera if present, else the test pattern.
+    pub fn media_config(&self, exists: impl Fn(&str) -> bool) -> Result<MediaConfig, ConfigError> {
+        let v = &self.video;
+        let video = match v.source.as_str() {
+            "test" => VideoSource::Test,
+            "libcamera" => VideoSource::Libcamera,
+            "auto" if exists("/dev/video0") => VideoSource::V4l2 { device: "/dev/video0".into(), mjpeg: v.mjpeg },
+            "auto" => VideoSource::Test,
+            s => match s.strip_prefix("v4l2:") {
+                Some(dev) if dev.starts_with("/dev/") => VideoSource::V4l2 { device: dev.into(), mjpeg: v.mjpeg },
+                _ => {
+                    return Err(ConfigError::value(
+                        "video.source",
+                        format!("{s:?}: must be auto, v4l2:/dev/videoN, libcamera or test"),
+                    ));
+                }
+            },
+        };
+        let a = &self.audio;
+        let audio = match a.source.as_str() {
+            "test" => AudioSource::Test,
+            "auto" if exists("/dev/snd/pcmC0D0c") => AudioSource::Alsa { device: "default".into() },
+            "auto" => AudioSource::Test,
+            s => match s.strip_prefix("alsa:").filter(|d| !d.is_empty()) {
+                Some(d) => AudioSource::Alsa { device: d.into() },
+                None => {
+                    return Err(ConfigError::value("audio.source", format!("{s:?}: must be auto, alsa:<pcm> or test")));
+                }
+            },
+        };
+        let audio_sink = match a.sink.as_str() {
+            "auto" => AudioSink::Auto,
+            "fake" => AudioSink::Fake,
+            s => match s.strip_prefix("alsa:").filter(|d| !d.is_empty()) {
+                Some(d) => AudioSink::Alsa { device: d.into() },
+                None => {
+                    return Err(ConfigError::value("audio.sink", format!("{s:?}: must be auto, alsa:<pcm> or fake")));
+                }
+            },
+        };
+        let video_sink = match self.display.sink.as_str() {
+            "auto" => VideoSink::Auto,
+            "kms" => VideoSink::Kms,
+            "wayland" => VideoSink::Wayland,
+            "fake" => VideoSink::Fake,
+            s => return Err(ConfigError::value("display.sink", format!("{s:?}: must be auto, kms, wayland or fake"))),
+        };
+        let layout = match self.display.layout.as_str() {
+            "single" => Layout::Single,
+            "grid" => Layout::Grid,
+            s => return Err(ConfigError::value("display.layout", format!("{s:?}: must be single or grid"))),
+        };
+        let encoder = match v.encoder.as_str() {
+            "auto" | "" => String::new(),
+            e if Encoder::from_element(e).is_some() => e.to_string(),
+            e => {
+                return Err(ConfigError::value(
+                    "video.encoder",
+                    format!("{e:?}: must be auto, v4l2h264enc, nvv4l2h264enc, vaapih264enc, x264enc or openh264enc"),
+                ));
+            }
+        };
+        Ok(MediaConfig {
+            video,
+            width: v.width,
+            height: v.height,
+            fps: v.fps,
+            bitrate_kbps: v.bitrate_kbps,
+            encoder,
+            audio,
+            echo_cancel: a.echo_cancel,
+            video_sink,
+            layout,
+            audio_sink,
+            ..MediaConfig::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[server]\nurl = \"ws://127.0.0.1:7880\"\napp_id = 1234\n\
+        app_sign = \"6b1c1f0e2d3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344\"\n\
+        [room]\nroom_id = \"lobby\"\nuser_id = \"door-1\"\n";
+
+    fn parse(extra: &str) -> Result<DeviceConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("device.toml");
+        std::fs::write(&p, format!("{MINIMAL}{extra}")).unwrap();
+        DeviceConfig::load(Some(&p), &[])
+    }
+
+    fn key_of(e: ConfigError) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn minimal_config_has_sensible_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.stream_id(), "door-1-main");
+        assert_eq!(c.call_mode().unwrap(), CallMode::Intercom);
+        assert_eq!(c.control.socket, DEFAULT_SOCKET);
+        let m = c.media_config(|_| false).unwrap();
+        assert_eq!((m.video, m.audio), (VideoSource::Test, AudioSource::Test));
+        let m = c.media_config(|p| p == "/dev/video0").unwrap();
+        assert_eq!(m.video, VideoSource::V4l2 { device: "/dev/video0".into(), mjpeg: false });
+    }
+
+    #[test]
+    fn every_bad_value_names_its_key() {
+        for (extra, key) in [
+            ("[call]\nmode = \"party\"\n", "call.mode"),
+            ("[video]\nsource = \"/dev/video0\"\n", "video.source"),
+            ("[video]\nencoder = \"ffmpeg\"\n", "video.encoder"),
+            ("[video]\nfps = 0\n", "video.fps"),
+            ("[audio]\nsink = \"pulse\"\n", "audio.sink"),
+            ("[display]\nsink = \"hdmi\"\n", "display.sink"),
+            ("[display]\nlayout = \"mosaic\"\n", "display.layout"),
+            ("[media]\nbind = \"eth0\"\n", "media.bind"),
+            ("[gpio]\nbackend = \"sysfs\"\n", "gpio.backend"),
+            ("[gpio.buttons]\nbell = 4\n", "gpio.buttons.bell"),
+            ("[gpio.outputs]\nsiren = 4\n", "gpio.outputs.siren"),
+            ("[control]\nsocket = \"control.sock\"\n", "control.socket"),
+            ("[call]\nstream_id = \"has space\"\n", "call.stream_id"),
+        ] {
+            let e = key_of(parse(extra).unwrap_err());
+            assert!(e.contains(key), "{extra:?}: {e}");
+        }
+        let e = key_of(parse("[video]\nwidth = \"big\"\n").unwrap_err());
+        assert!(e.contains("width"), "{e}");
+        let e = key_of(parse("[room2]\nx = 1\n").unwrap_err());
+        assert!(e.contains("room2"), "{e}");
+    }
+}
