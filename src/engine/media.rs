@@ -93,6 +93,7 @@ struct Play {
 pub(crate) struct MediaManager {
     cfg: EngineMedia,
     server: String,
+    server_addr: Option<SocketAddr>,
     pubs: HashMap<String, Pub>,
     plays: HashMap<String, Play>,
     tx: mpsc::Sender<Note>,
@@ -110,6 +111,7 @@ impl MediaManager {
         MediaManager {
             cfg,
             server: server_url.to_string(),
+            server_addr: None,
             pubs: HashMap::new(),
             plays: HashMap::new(),
             tx,
@@ -347,9 +349,20 @@ impl MediaManager {
         }
     }
 
-    fn bind_addr(&self) -> SocketAddr {
-        let ip = self.cfg.bind.unwrap_or_else(|| route_to(&self.server));
-        SocketAddr::new(ip, 0)
+    /// Where media sockets bind: the configured IP, else the local address that routes to
+    /// the server (asked again at every new connection, so a changed network is followed).
+    fn bind_addr(&mut self) -> SocketAddr {
+        if let Some(ip) = self.cfg.bind {
+            return SocketAddr::new(ip, 0);
+        }
+        // A host name is resolved once (this runs on the engine task; a lookup blocks).
+        if self.server_addr.is_none() {
+            self.server_addr = resolve(&self.server);
+        }
+        SocketAddr::new(
+            self.server_addr.and_then(crate::rtc::local_ip_towards).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            0,
+        )
     }
 
     fn start_publish(&mut self, stream: &str, now: Instant) {
@@ -587,51 +600,80 @@ impl MediaManager {
         for (stream, p) in &mut self.pubs {
             let Some(pl) = &p.pipeline else { continue };
             let c = pl.counters.snapshot();
-            let (s, q) = (p.link.stats, p.link.prev);
-            let loss = loss(s.lost - q.lost.min(s.lost), s.packets[0] + s.packets[1] - q.packets[0] - q.packets[1]);
-            let rtt = s.rtt_ms.unwrap_or(0.0);
+            let link = p.link.rates(secs);
             let quality = PublishQuality {
-                capture_fps: (c[0] - p.prev[0]) as f64 / secs,
-                encode_fps: (c[1] - p.prev[1]) as f64 / secs,
-                send_fps: (s.frames - q.frames) as f64 / secs,
-                video_kbps: (s.bytes[0] - q.bytes[0]) as f64 * 8.0 / 1000.0 / secs,
-                audio_kbps: (s.bytes[1] - q.bytes[1]) as f64 * 8.0 / 1000.0 / secs,
-                rtt_ms: rtt,
-                packet_loss: loss,
-                level: level(rtt, loss, p.link.connected),
+                capture_fps: per_sec(c[0], p.prev[0], secs),
+                encode_fps: per_sec(c[1], p.prev[1], secs),
+                send_fps: link.fps,
+                video_kbps: link.video_kbps,
+                audio_kbps: link.audio_kbps,
+                rtt_ms: link.rtt_ms,
+                packet_loss: link.loss,
+                level: link.level,
                 hardware_encoder: pl.encoder.encoder.is_hardware(),
                 encoder: pl.encoder.encoder.to_string(),
             };
-            p.prev = [c[0], c[1], c[2]];
-            p.link.prev = s;
+            p.prev = c;
             self.events.push(EngineEvent::PublisherQualityUpdate { stream_id: stream.clone(), quality });
         }
         for (stream, p) in &mut self.plays {
             let Some(pl) = &p.player else { continue };
             let c = pl.counters.snapshot();
-            let (s, q) = (p.link.stats, p.link.prev);
-            let loss = loss(s.lost - q.lost.min(s.lost), s.packets[0] + s.packets[1] - q.packets[0] - q.packets[1]);
-            let rtt = s.rtt_ms.unwrap_or(0.0);
+            let link = p.link.rates(secs);
             let quality = PlayQuality {
-                receive_fps: (s.frames - q.frames) as f64 / secs,
-                decode_fps: (c[0] - p.prev[0]) as f64 / secs,
-                render_fps: (c[1] - p.prev[1]) as f64 / secs,
-                video_kbps: (s.bytes[0] - q.bytes[0]) as f64 * 8.0 / 1000.0 / secs,
-                audio_kbps: (s.bytes[1] - q.bytes[1]) as f64 * 8.0 / 1000.0 / secs,
-                rtt_ms: rtt,
-                packet_loss: loss,
-                jitter_buffer_ms: 80.0,
+                receive_fps: link.fps,
+                decode_fps: per_sec(c[0], p.prev[0], secs),
+                render_fps: per_sec(c[1], p.prev[1], secs),
+                video_kbps: link.video_kbps,
+                audio_kbps: link.audio_kbps,
+                rtt_ms: link.rtt_ms,
+                packet_loss: link.loss,
+                jitter_buffer_ms: f64::from(pipeline::VIDEO_JITTER_MS),
                 stall_count: p.video.count,
                 stall_ms: p.video.total_ms,
                 frames_decoded: c[0],
                 audio_decoded: c[2],
-                level: level(rtt, loss, p.link.connected),
+                level: link.level,
             };
+            // prev[2] is the audio stall watch's, kept by `watch_players`.
             p.prev = [c[0], c[1], p.prev[2]];
-            p.link.prev = s;
             self.events.push(EngineEvent::PlayerQualityUpdate { stream_id: stream.clone(), quality });
         }
     }
+}
+
+/// A media connection's figures over one quality interval.
+struct LinkRates {
+    fps: f64,
+    video_kbps: f64,
+    audio_kbps: f64,
+    rtt_ms: f64,
+    loss: f64,
+    level: QualityLevel,
+}
+
+impl Link {
+    /// The figures since the last call, which starts the next interval.
+    fn rates(&mut self, secs: f64) -> LinkRates {
+        let (s, q) = (self.stats, std::mem::replace(&mut self.prev, self.stats));
+        let sent = (s.packets[0] + s.packets[1]).saturating_sub(q.packets[0] + q.packets[1]);
+        let loss = loss(s.lost.saturating_sub(q.lost), sent);
+        let rtt_ms = s.rtt_ms.unwrap_or(0.0);
+        let kbps = |now: u64, before: u64| per_sec(now, before, secs) * 8.0 / 1000.0;
+        LinkRates {
+            fps: per_sec(s.frames, q.frames, secs),
+            video_kbps: kbps(s.bytes[0], q.bytes[0]),
+            audio_kbps: kbps(s.bytes[1], q.bytes[1]),
+            rtt_ms,
+            loss,
+            level: level(rtt_ms, loss, self.connected),
+        }
+    }
+}
+
+/// A counter's rate over `secs`.
+fn per_sec(now: u64, before: u64, secs: f64) -> f64 {
+    now.saturating_sub(before) as f64 / secs
 }
 
 fn loss(lost: u64, sent: u64) -> f64 {
@@ -652,16 +694,10 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << failures.saturating_sub(1).min(5))).min(Duration::from_secs(10))
 }
 
-/// The local IP that routes to the server in `url` (no packet is sent); loopback if unknown.
-fn route_to(url: &str) -> IpAddr {
+/// The server's address from its URL (`ws://host:port/...`).
+fn resolve(url: &str) -> Option<SocketAddr> {
     let host = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
-    let guess = (|| {
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next()?;
-        let s = std::net::UdpSocket::bind(if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
-        s.connect(addr).ok()?;
-        s.local_addr().ok().map(|a| a.ip())
-    })();
-    guess.unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next()
 }
 
 #[cfg(test)]
@@ -677,6 +713,7 @@ mod tests {
         assert_eq!(level(150.0, 0.02, true), QualityLevel::Good);
         assert_eq!(level(20.0, 0.0, false), QualityLevel::Die);
         assert_eq!(loss(1, 99), 0.01);
-        assert_eq!(route_to("ws://127.0.0.1:7880/ws/v1"), IpAddr::from([127, 0, 0, 1]));
+        let server = resolve("ws://127.0.0.1:7880/ws/v1").unwrap();
+        assert_eq!(crate::rtc::local_ip_towards(server), Some(IpAddr::from([127, 0, 0, 1])));
     }
 }

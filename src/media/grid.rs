@@ -8,8 +8,8 @@ use std::sync::Arc;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::publisher::launch;
-use super::{Counters, MediaConfig, MediaError, count_buffers, pipeline};
+use super::running::{counters, launch, set_playing};
+use super::{Counters, MediaConfig, MediaError, pipeline};
 
 /// A running grid. Dropping it stops it.
 pub struct Grid {
@@ -25,11 +25,8 @@ impl Grid {
     pub fn start(cfg: &MediaConfig, channels: Vec<String>) -> Result<Grid, MediaError> {
         super::init()?;
         let pipeline = launch(&pipeline::grid(cfg, &channels))?;
-        let counters = Arc::new(Counters::default());
-        count_buffers(&pipeline, "gout", "sink", &counters, 1);
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| MediaError::Build(format!("the grid does not start: {e}")))?;
+        let counters = counters(&pipeline, [None, Some(("gout", "sink")), None]);
+        set_playing(&pipeline, "the grid")?;
         Ok(Grid { pipeline, channels, counters })
     }
 }

@@ -13,6 +13,7 @@ mod grid;
 pub mod pipeline;
 mod player;
 mod publisher;
+mod running;
 
 pub use grid::Grid;
 pub use player::Player;
@@ -270,22 +271,4 @@ impl Counters {
             self.audio_buffers.load(Ordering::Relaxed),
         ]
     }
-}
-
-/// Counts buffers passing `element`'s `pad` into `counters[which]`.
-fn count_buffers(
-    pipeline: &gstreamer::Pipeline,
-    element: &str,
-    pad: &str,
-    counters: &std::sync::Arc<Counters>,
-    which: usize,
-) {
-    use gstreamer::prelude::*;
-    let Some(el) = pipeline.by_name(element) else { return };
-    let Some(pad) = el.static_pad(pad) else { return };
-    let c = counters.clone();
-    pad.add_probe(gstreamer::PadProbeType::BUFFER, move |_, _| {
-        c.bump(which);
-        gstreamer::PadProbeReturn::Ok
-    });
 }

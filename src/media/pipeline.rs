@@ -7,6 +7,9 @@ use super::encoder::Encoder;
 use super::{AudioSink, AudioSource, Layout, MediaConfig, VideoSink, VideoSource};
 use crate::rtc::{H264_PT, OPUS_PT};
 
+/// The play pipeline's video jitter buffer target, ms (reported in player quality).
+pub const VIDEO_JITTER_MS: u32 = 80;
+
 /// RTP packets are kept under this size (fits any path MTU with SRTP and IP headers).
 pub const RTP_MTU: u32 = 1200;
 
@@ -125,7 +128,7 @@ pub fn play(cfg: &MediaConfig, decoder: &str, stream_id: &str) -> String {
     format!(
         "appsrc name=vsrc is-live=true format=time do-timestamp=true \
          caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload={H264_PT}\" ! \
-         rtpjitterbuffer latency=80 do-lost=true ! rtph264depay ! h264parse ! {decoder} name=vdec ! \
+         rtpjitterbuffer latency={VIDEO_JITTER_MS} do-lost=true ! rtph264depay ! h264parse ! {decoder} name=vdec ! \
          videoconvert ! {vout}  \
          appsrc name=asrc is-live=true format=time do-timestamp=true \
          caps=\"application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload={OPUS_PT}\" ! \

@@ -8,8 +8,8 @@ use gstreamer::prelude::*;
 use gstreamer_app::AppSrc;
 use tokio::sync::mpsc;
 
-use super::publisher::{launch, watch_bus};
-use super::{Counters, MediaConfig, MediaError, count_buffers, has_element, pipeline};
+use super::running::{counters, launch, set_playing, watch_bus};
+use super::{Counters, MediaConfig, MediaError, has_element, pipeline};
 use crate::rtc::Kind;
 use crate::rtc::client::RtpSink;
 
@@ -42,14 +42,9 @@ impl Player {
         super::init()?;
         let decoder = pipeline::decoder(has_element);
         let pipeline = launch(&pipeline::play(cfg, decoder, stream_id))?;
-        let counters = Arc::new(Counters::default());
-        count_buffers(&pipeline, "vdec", "src", &counters, 0);
-        count_buffers(&pipeline, "vout", "sink", &counters, 1);
-        count_buffers(&pipeline, "adec", "src", &counters, 2);
+        let counters = counters(&pipeline, [Some(("vdec", "src")), Some(("vout", "sink")), Some(("adec", "src"))]);
         let bus = watch_bus(&pipeline, errors);
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| MediaError::Build(format!("the pipeline does not start: {e}")))?;
+        set_playing(&pipeline, "the play pipeline")?;
         Ok(Player { pipeline, counters, decoder, bus })
     }
 

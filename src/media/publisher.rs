@@ -4,19 +4,19 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
+use bytes::BytesMut;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::AppSink;
 use tokio::sync::mpsc;
 
 use super::encoder::Choice;
-use super::{Counters, MediaConfig, MediaError, count_buffers, has_element, pipeline};
+use super::running::{counters, launch, set_playing, watch_bus};
+use super::{Counters, MediaConfig, MediaError, has_element, pipeline};
 use crate::rtc::Kind;
 
 /// Where a publish pipeline's RTP packets go (called on GStreamer's streaming threads).
-pub type RtpOut = Arc<dyn Fn(Kind, Bytes) + Send + Sync>;
+pub type RtpOut = Arc<dyn Fn(Kind, BytesMut) + Send + Sync>;
 
 /// A running publish pipeline. Dropping it stops the pipeline.
 pub struct Publisher {
@@ -54,21 +54,16 @@ impl Publisher {
                         if let Some(buf) = sample.buffer()
                             && let Ok(map) = buf.map_readable()
                         {
-                            out(kind, Bytes::copy_from_slice(map.as_slice()));
+                            out(kind, BytesMut::from(map.as_slice()));
                         }
                         Ok(gst::FlowSuccess::Ok)
                     })
                     .build(),
             );
         }
-        let counters = Arc::new(Counters::default());
-        count_buffers(&pipeline, "vcaps", "src", &counters, 0);
-        count_buffers(&pipeline, "venc", "src", &counters, 1);
-        count_buffers(&pipeline, "aenc", "src", &counters, 2);
+        let counters = counters(&pipeline, [Some(("vcaps", "src")), Some(("venc", "src")), Some(("aenc", "src"))]);
         let bus = watch_bus(&pipeline, errors);
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| MediaError::Build(format!("the pipeline does not start: {e}")))?;
+        set_playing(&pipeline, "the publish pipeline")?;
         Ok(Publisher { pipeline, counters, encoder, bus })
     }
 
@@ -95,35 +90,4 @@ impl Drop for Publisher {
         self.bus.abort();
         let _ = self.pipeline.set_state(gst::State::Null);
     }
-}
-
-/// Parses a description into a pipeline.
-pub(super) fn launch(desc: &str) -> Result<gst::Pipeline, MediaError> {
-    gst::parse::launch(desc)
-        .map_err(|e| MediaError::Build(e.to_string()))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| MediaError::Build("not a pipeline".into()))
-}
-
-/// Forwards the pipeline's errors (and an unexpected end of stream) to `errors`.
-pub(super) fn watch_bus(pipeline: &gst::Pipeline, errors: mpsc::Sender<MediaError>) -> tokio::task::JoinHandle<()> {
-    let bus = pipeline.bus().expect("a pipeline has a bus");
-    tokio::spawn(async move {
-        let mut messages = bus.stream();
-        while let Some(msg) = messages.next().await {
-            let err = match msg.view() {
-                gst::MessageView::Error(e) => MediaError::Runtime {
-                    element: e.src().map(|s| s.name().to_string()).unwrap_or_default(),
-                    message: e.error().to_string(),
-                },
-                gst::MessageView::Eos(_) => {
-                    MediaError::Runtime { element: "pipeline".into(), message: "source ended".into() }
-                }
-                _ => continue,
-            };
-            if errors.send(err).await.is_err() {
-                return;
-            }
-        }
-    })
 }

@@ -48,11 +48,23 @@ async fn connect(
     role: Role,
     sink: Option<Box<dyn RtpSink>>,
 ) -> (ClientConn, mpsc::Receiver<ClientEvent>) {
+    connect_via(sfu, session, role, sink, |a| a).await
+}
+
+/// Like `connect`, with the SFU's answer passed through `edit` first (to point the client
+/// at a relay).
+async fn connect_via(
+    sfu: &Sfu,
+    session: &str,
+    role: Role,
+    sink: Option<Box<dyn RtpSink>>,
+    edit: impl Fn(String) -> String,
+) -> (ClientConn, mpsc::Receiver<ClientEvent>) {
     let (tx, mut rx) = mpsc::channel(64);
     let conn = ClientConn::start(role, "127.0.0.1:0".parse().unwrap(), sink, tx).unwrap();
     let Some(ClientEvent::Offer(offer)) = rx.recv().await else { panic!("no offer") };
     let answer = sfu.offer(session, key(), role, offer).await.unwrap();
-    conn.answer(answer);
+    conn.answer(edit(answer));
     loop {
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("connects within 10 s") {
             Some(ClientEvent::Connected) => break,
@@ -184,21 +196,9 @@ async fn nack_repairs_loss_between_the_sfu_and_a_player() {
     // The player reaches the SFU through a relay that drops 15 % of the media.
     let relay = lossy_relay(sfu.addr, 15).await;
     let seqs = Seqs::default();
-    let (ptx, mut prx) = mpsc::channel(64);
-    let player =
-        ClientConn::start(Role::Play, "127.0.0.1:0".parse().unwrap(), Some(Box::new(seqs.clone())), ptx).unwrap();
-    let Some(ClientEvent::Offer(offer)) = prx.recv().await else { panic!("no offer") };
-    let answer = sfu.offer("v", key(), Role::Play, offer).await.unwrap();
     let sfu_port = format!(" {} typ host", sfu.addr.port());
-    let answer = answer.replace(&sfu_port, &format!(" {} typ host", relay.port()));
-    player.answer(answer);
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), prx.recv()).await.expect("connects") {
-            Some(ClientEvent::Connected) => break,
-            Some(ClientEvent::Disconnected) | None => panic!("connection failed"),
-            _ => {}
-        }
-    }
+    let via_relay = |answer: String| answer.replace(&sfu_port, &format!(" {} typ host", relay.port()));
+    let (_player, _) = connect_via(&sfu, "v", Role::Play, Some(Box::new(seqs.clone())), via_relay).await;
     // Watch a window of 400 sequence numbers that started after the player was connected.
     let start = loop {
         if let Some(m) = seqs.0.lock().unwrap().iter().max() {

@@ -18,6 +18,13 @@ mod stun;
 
 pub use peer::{RtcError, sdp_has_candidate};
 
+/// This host's address on the route to `peer` (no packet is sent), for host candidates.
+pub fn local_ip_towards(peer: std::net::SocketAddr) -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind(if peer.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
+    s.connect(peer).ok()?;
+    s.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+}
+
 /// The two kinds of media a stream carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {

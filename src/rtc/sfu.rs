@@ -457,12 +457,14 @@ impl Core {
             }
         }
         peer::flush(&mut c.pc, &self.socket);
-        let stream = c.stream.clone();
+        // The stream key is cloned only when another connection must be reached (not for
+        // every ICE check or RTCP report).
         let role = c.role;
         if role == Role::Publish && !media.is_empty() {
+            let stream = c.stream.clone();
             self.forward(&stream, media);
-        }
-        if role == Role::Play && (wants_key || joined) {
+        } else if role == Role::Play && (wants_key || joined) {
+            let stream = c.stream.clone();
             self.request_keyframe(&stream, joined);
         }
         if closed {

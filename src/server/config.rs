@@ -127,9 +127,7 @@ impl Default for Limits {
 
 /// This host's address on its default route (no packet is sent), if it has one.
 pub fn default_route_ip() -> Option<IpAddr> {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
-    s.connect("192.0.2.1:9").ok()?;
-    s.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified())
+    crate::rtc::local_ip_towards(SocketAddr::from(([192, 0, 2, 1], 9)))
 }
 
 fn default_listen() -> String {

@@ -629,12 +629,7 @@ impl Registry {
         if !s.claims.allows_stream(&stream_id) {
             return self.fail(conn, Some(req), ErrorCode::STREAM_NOT_ALLOWED, "token does not allow this stream ID");
         }
-        let app = self.apps.get(&s.app_id).expect("app of a session");
-        let published_here = app
-            .streams
-            .get(&stream_id)
-            .and_then(|owner| self.sessions.get(owner))
-            .is_some_and(|o| o.room_id == s.room_id);
+        let published_here = self.published_in_room(sid, &stream_id);
         self.sessions.get_mut(sid).expect("present").subscriptions.insert(stream_id);
         if published_here {
             self.send(conn, ServerMsg::Ok { req });
@@ -649,6 +644,16 @@ impl Registry {
     }
 
     // ---------------------------------------------------------------- helpers
+
+    /// Whether `stream_id` is published (by anyone) in session `sid`'s room.
+    fn published_in_room(&self, sid: &str, stream_id: &str) -> bool {
+        let Some(s) = self.sessions.get(sid) else { return false };
+        self.apps
+            .get(&s.app_id)
+            .and_then(|app| app.streams.get(stream_id))
+            .and_then(|owner| self.sessions.get(owner))
+            .is_some_and(|o| o.room_id == s.room_id)
+    }
 
     fn snapshot(&self, sid: &str) -> RoomSnapshot {
         let s = &self.sessions[sid];

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use crate::rtc::Kind;
@@ -25,7 +25,8 @@ struct Continuity {
 }
 
 impl RtpSlot {
-    pub(super) fn send(&mut self, epoch: u64, kind: Kind, bytes: Bytes) {
+    /// Rewrites sequence number and timestamp in place and hands the packet on.
+    pub(super) fn send(&mut self, epoch: u64, kind: Kind, mut bytes: BytesMut) {
         let Some(tx) = &self.tx else { return };
         if bytes.len() < 12 {
             return;
@@ -44,10 +45,9 @@ impl RtpSlot {
         }
         let (seq, ts) = (seq.wrapping_add(c.seq_offset), ts.wrapping_add(c.ts_offset));
         c.last = Some((seq, ts, Instant::now()));
-        let mut out = bytes::BytesMut::from(&bytes[..]);
-        out[2..4].copy_from_slice(&seq.to_be_bytes());
-        out[4..8].copy_from_slice(&ts.to_be_bytes());
-        let _ = tx.try_send((kind, out.freeze()));
+        bytes[2..4].copy_from_slice(&seq.to_be_bytes());
+        bytes[4..8].copy_from_slice(&ts.to_be_bytes());
+        let _ = tx.try_send((kind, bytes.freeze()));
     }
 }
 
@@ -55,12 +55,12 @@ impl RtpSlot {
 mod tests {
     use super::*;
 
-    fn rtp(seq: u16, ts: u32) -> Bytes {
+    fn rtp(seq: u16, ts: u32) -> BytesMut {
         let mut b = vec![0x80, 102];
         b.extend_from_slice(&seq.to_be_bytes());
         b.extend_from_slice(&ts.to_be_bytes());
         b.extend_from_slice(&[0; 8]);
-        Bytes::from(b)
+        BytesMut::from(&b[..])
     }
 
     #[test]

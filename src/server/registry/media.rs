@@ -59,13 +59,7 @@ impl Registry {
                 return self.fail(conn, Some(req), ErrorCode::MEDIA_NOT_PLAYING, "play the stream before offering");
             }
             MediaRole::Play => {
-                let app = self.apps.get(&s.app_id).expect("app of a session");
-                let here = app
-                    .streams
-                    .get(&stream_id)
-                    .and_then(|owner| self.sessions.get(owner))
-                    .is_some_and(|o| o.room_id == s.room_id);
-                if !here {
+                if !self.published_in_room(sid, &stream_id) {
                     return self.fail(
                         conn,
                         Some(req),
