@@ -11,13 +11,10 @@ use callbox::server::ServerConfig;
 /// integrators can tell apart from a crash.
 pub const EXIT_CONFIG: u8 = 78;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `default_level`).
+/// Logs to journald under systemd, else stderr, filtered by `RUST_LOG` (default
+/// `default_level`).
 pub fn init_logging(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // The DTLS layer warns about a missing server name on every connection; that is expected
-        // for WebRTC (peers are identified by certificate fingerprints), so it stays quiet.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default_level},rtc_dtls=error")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    callbox::device::logging::init(default_level);
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -134,4 +131,70 @@ pub fn check_config(file: &Path, kind: Option<ConfigKind>) -> anyhow::Result<Exi
             Ok(ExitCode::from(EXIT_CONFIG))
         }
     }
+}
+
+/// `callbox device`: loads the config (exit 78 when invalid) and runs the daemon.
+pub fn device(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use callbox::device::{config::DeviceConfig, daemon};
+    let path = config.unwrap_or_else(|| PathBuf::from(callbox::device::config::DEFAULT_PATH));
+    let cfg = match DeviceConfig::load(Some(&path), &callbox::config_file::callbox_env()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(callbox_event = "config_invalid", "{}: {e}", path.display());
+            eprintln!("callbox: {}: {e}", path.display());
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    runtime()?.block_on(async {
+        match daemon::Daemon::start(cfg, callbox::device::systemd::Notifier::from_env()).await {
+            Ok(d) => {
+                d.run().await;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(daemon::StartError::Config(e)) => {
+                eprintln!("callbox: {}: {e}", path.display());
+                Ok(ExitCode::from(EXIT_CONFIG))
+            }
+            Err(e) => Err(anyhow::anyhow!(e)),
+        }
+    })
+}
+
+/// Where the control socket is: `--socket`, else the one named in the device config, else
+/// the default.
+pub fn control_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> PathBuf {
+    use callbox::device::config::{DEFAULT_PATH, DEFAULT_SOCKET, DeviceConfig};
+    if let Some(s) = socket {
+        return s;
+    }
+    let path = config.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
+    DeviceConfig::load(Some(&path), &callbox::config_file::callbox_env())
+        .map(|c| PathBuf::from(c.control.socket))
+        .unwrap_or_else(|_| PathBuf::from(DEFAULT_SOCKET))
+}
+
+/// Sends one control request and prints the answer (`json`: the status as JSON).
+pub fn control(socket: &Path, req: callbox::device::control::Request, json: bool) -> anyhow::Result<ExitCode> {
+    let resp = runtime()?.block_on(callbox::device::control::request(socket, &req))?;
+    if !resp.ok {
+        eprintln!(
+            "callbox: {} ({})",
+            resp.error.as_deref().unwrap_or("refused"),
+            resp.code.as_deref().unwrap_or("error")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    match (resp.status, json) {
+        (Some(s), true) => println!("{}", serde_json::to_string_pretty(&s)?),
+        (Some(s), false) => print!("{}", s.to_text()),
+        (None, _) => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `callbox doctor`.
+pub fn doctor(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let path = config.unwrap_or_else(|| PathBuf::from(callbox::device::config::DEFAULT_PATH));
+    let ok = runtime()?.block_on(callbox::device::doctor::run(&path));
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

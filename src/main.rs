@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use callbox::device::control::Request;
 use clap::{Parser, Subcommand};
 
 mod bench;
@@ -38,10 +39,68 @@ enum Command {
         #[arg(long, value_enum)]
         kind: Option<cli::ConfigKind>,
     },
+    /// Run the device daemon (what runs on the board, normally under systemd).
+    Device {
+        /// Device config (default /etc/callbox/device.toml).
+        #[arg(long, env = "CALLBOX_DEVICE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Show the running device's status (room, call, streams, encoder, GPIO, errors).
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Control the running device's call.
+    Call {
+        /// join, leave, mute or unmute.
+        #[arg(value_enum)]
+        action: callbox::device::control::CallAction,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Simulated GPIO (backend "sim"): press a button of the running device.
+    Gpio {
+        #[command(subcommand)]
+        command: GpioCommand,
+    },
+    /// Check this board for what callbox needs: one PASS/WARN/FAIL line per check.
+    Doctor {
+        /// Device config (default /etc/callbox/device.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Print benchmark figures (login time on loopback).
     Bench(bench::BenchArgs),
     /// Run the demo: a local server and engines in room `demo`.
     Demo(demo::DemoArgs),
+}
+
+/// Where the running device's control socket is.
+#[derive(clap::Args)]
+struct SocketArgs {
+    /// The control socket (default: the one named in the device config).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The device config naming the socket (default /etc/callbox/device.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum GpioCommand {
+    /// Press a button: call, leave, mute or door.
+    Press {
+        /// The button.
+        button: String,
+        /// Hold it for a long press.
+        #[arg(long)]
+        long: bool,
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +112,17 @@ fn main() -> ExitCode {
         Command::Server { config, listen } => cli::server(config, listen),
         Command::Token(args) => cli::token(args),
         Command::CheckConfig { file, kind } => cli::check_config(&file, kind),
+        Command::Device { config } => cli::device(config),
+        Command::Status { json, socket } => {
+            cli::control(&cli::control_socket(socket.socket, socket.config), Request::Status, json)
+        }
+        Command::Call { action, socket } => {
+            cli::control(&cli::control_socket(socket.socket, socket.config), Request::Call { action }, false)
+        }
+        Command::Gpio { command: GpioCommand::Press { button, long, socket } } => {
+            cli::control(&cli::control_socket(socket.socket, socket.config), Request::GpioPress { button, long }, false)
+        }
+        Command::Doctor { config } => cli::doctor(config),
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
     };

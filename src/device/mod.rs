@@ -1,10 +1,24 @@
-//! The device daemon (`callbox device`), being built. So far: its configuration
-//! ([`config`], `/etc/callbox/device.toml`); the call controller ([`call`]), the sans-IO
-//! state machine that turns room events, buttons and control commands into what to publish
-//! and play, LEDs, the chime and the door relay; button debouncing and short/long press
-//! detection ([`buttons`]); systemd notifications ([`systemd`]).
+//! The device daemon (`callbox device`): what runs on the board.
+//!
+//! - [`config`]: `/etc/callbox/device.toml`, validated with the key named;
+//! - [`call`]: the call controller, a sans-IO state machine that turns room events, buttons
+//!   and control commands into what to publish and play, LEDs, the chime and the door relay;
+//! - [`buttons`]: debouncing and short/long press detection;
+//! - [`gpio`]: the hardware trait and its rppal, cdev and sim backends; [`outputs`]: LED
+//!   modes and the door pulse on top of it;
+//! - [`daemon`]: the supervisor loop that ties them to the engine;
+//! - [`control`] and [`status`]: the control socket and what `callbox status` shows;
+//! - [`systemd`]: READY/STATUS/WATCHDOG/STOPPING; [`logging`]: journald fields or stderr;
+//! - [`doctor`]: `callbox doctor`, the field check.
 
 pub mod buttons;
 pub mod call;
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod doctor;
+pub mod gpio;
+pub mod logging;
+pub mod outputs;
+pub mod status;
 pub mod systemd;

@@ -57,6 +57,8 @@ impl Notifier {
         let Some(path) = &self.socket else { return };
         let result = (|| {
             let sock = UnixDatagram::unbound()?;
+            // Never block the supervisor: a full receiver queue drops the message.
+            sock.set_nonblocking(true)?;
             let text = path.to_string_lossy();
             let addr = match text.strip_prefix('@') {
                 Some(name) => SocketAddr::from_abstract_name(name.as_bytes())?,

@@ -74,6 +74,7 @@ enum DriverCmd {
     Call(Call, oneshot::Sender<Reply>),
     Fault(String, oneshot::Sender<bool>),
     GridFrames(oneshot::Sender<Option<u64>>),
+    Mute(bool),
     Destroy(oneshot::Sender<()>),
 }
 
@@ -196,6 +197,13 @@ impl Engine {
         rx.await.unwrap_or(false)
     }
 
+    /// Mutes (true) or unmutes the microphone of every published stream, now and for
+    /// streams published later. Muted audio keeps flowing as silence, so players see no
+    /// stall and the stream's timing is kept.
+    pub async fn mute_microphone(&self, mute: bool) -> Result<(), EngineError> {
+        self.tx.send(DriverCmd::Mute(mute)).await.map_err(|_| EngineError::Destroyed)
+    }
+
     /// Frames the kiosk grid has composed so far (`Layout::Grid` with something to show),
     /// or `None` when there is no grid. For status displays and checks.
     pub async fn grid_frames(&self) -> Option<u64> {
@@ -310,6 +318,11 @@ impl Driver {
                     }
                     Some(DriverCmd::Fault(stream, reply)) => fault = Some((stream, reply)),
                     Some(DriverCmd::GridFrames(reply)) => grid = Some(reply),
+                    Some(DriverCmd::Mute(mute)) => {
+                        if let Some(m) = &mut self.media {
+                            m.set_muted(mute);
+                        }
+                    }
                     Some(DriverCmd::Destroy(reply)) => self.destroy(reply),
                     None => {
                         // The Engine was dropped without destroy(): log out all the same.

@@ -134,6 +134,9 @@ pub enum EngineEvent {
         message_id: u64,
         /// Server time, Unix ms.
         send_time_ms: u64,
+        /// The sender's token privileges that devices act on (`door`), vouched for by the
+        /// server.
+        from_privileges: Vec<String>,
     },
     /// A published stream's state changed.
     PublisherStateUpdate {

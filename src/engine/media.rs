@@ -103,6 +103,7 @@ pub(crate) struct MediaManager {
     epoch: u64,
     next_quality: Instant,
     grid: Option<Grid>,
+    muted: bool,
 }
 
 impl MediaManager {
@@ -121,6 +122,7 @@ impl MediaManager {
             epoch: 0,
             next_quality: Instant::now() + QUALITY_EVERY,
             grid: None,
+            muted: false,
         }
     }
 
@@ -240,6 +242,16 @@ impl MediaManager {
                 l.conn = None;
                 l.failures += 1;
                 l.retry_at = Some(now + backoff(l.failures));
+            }
+        }
+    }
+
+    /// Mutes or unmutes the microphone on every publish pipeline, and on those built later.
+    pub(crate) fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
+        for p in self.pubs.values() {
+            if let Some(pl) = &p.pipeline {
+                pl.set_muted(muted);
             }
         }
     }
@@ -415,7 +427,7 @@ impl MediaManager {
         });
         let errors = self.pipeline_errors(MediaRole::Publish, stream, epoch);
         let Some(p) = self.pubs.get_mut(stream) else { return };
-        match Publisher::start(&self.cfg.config, choice, out, errors) {
+        match Publisher::start(&self.cfg.config, choice, self.muted, out, errors) {
             Ok(pl) => {
                 p.pipeline = Some(pl);
                 p.pipeline_epoch = epoch;

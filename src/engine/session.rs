@@ -490,8 +490,15 @@ impl Session {
                 self.extra.insert(info.key.clone(), info.clone());
                 self.emit(EngineEvent::RoomExtraInfoUpdate { room_id, infos: vec![info] });
             }
-            ServerMsg::BroadcastMessage { room_id, message_id, from, message, send_time_ms } => {
-                self.emit(EngineEvent::BroadcastMessage { room_id, from, message, message_id, send_time_ms });
+            ServerMsg::BroadcastMessage { room_id, message_id, from, message, send_time_ms, from_privileges } => {
+                self.emit(EngineEvent::BroadcastMessage {
+                    room_id,
+                    from,
+                    message,
+                    message_id,
+                    send_time_ms,
+                    from_privileges,
+                });
             }
             ServerMsg::NetworkQuality { room_id, users } => {
                 for u in users {

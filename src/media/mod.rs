@@ -8,6 +8,7 @@
 //! it through a jitter buffer. Pipelines are described as `gst-launch` strings (so each
 //! board's variant can be unit-tested as text) and run with `gst::parse::launch`.
 
+pub mod chime;
 pub mod encoder;
 mod grid;
 pub mod pipeline;

@@ -58,7 +58,7 @@ pub fn publish(cfg: &MediaConfig, encoder: Encoder, overlay: bool) -> String {
     };
     let aec = if cfg.echo_cancel { " ! webrtcdsp echo-cancel=true noise-suppression=true" } else { "" };
     let audio = format!(
-        "{mic} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2{aec} ! audioconvert ! \
+        "{mic} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2{aec} ! volume name=micvol ! audioconvert ! \
          opusenc name=aenc inband-fec=true bitrate=32000 frame-size=20 ! rtpopuspay pt={OPUS_PT} ! \
          appsink name=asink sync=false max-buffers=256 drop=true"
     );

@@ -29,11 +29,12 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Builds and starts the pipeline. RTP packets go to `rtp`;
-    /// runtime errors go to `errors`.
+    /// Builds and starts the pipeline, with the microphone muted if `muted`. RTP packets go
+    /// to `rtp`; runtime errors go to `errors`.
     pub fn start(
         cfg: &MediaConfig,
         encoder: Choice,
+        muted: bool,
         rtp: RtpOut,
         errors: mpsc::Sender<MediaError>,
     ) -> Result<Publisher, MediaError> {
@@ -61,6 +62,9 @@ impl Publisher {
                     .build(),
             );
         }
+        if let Some(v) = pipeline.by_name("micvol") {
+            v.set_property("mute", muted);
+        }
         let counters = counters(&pipeline, [Some(("vcaps", "src")), Some(("venc", "src")), Some(("aenc", "src"))]);
         let bus = watch_bus(&pipeline, errors);
         set_playing(&pipeline, "the publish pipeline")?;
@@ -73,6 +77,18 @@ impl Publisher {
             let ev = gstreamer_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
             sink.send_event(ev);
         }
+    }
+
+    /// Mutes (silence is still sent) or unmutes the microphone.
+    pub fn set_muted(&self, muted: bool) {
+        if let Some(v) = self.pipeline.by_name("micvol") {
+            v.set_property("mute", muted);
+        }
+    }
+
+    /// Whether the microphone is muted.
+    pub fn muted(&self) -> bool {
+        self.pipeline.by_name("micvol").is_some_and(|v| v.property::<bool>("mute"))
     }
 
     /// Makes the encoder post an error, as a failing hardware encoder would (tests, doctor).

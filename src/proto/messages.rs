@@ -339,6 +339,11 @@ pub enum ServerMsg {
         message: String,
         /// Server clock, Unix milliseconds.
         send_time_ms: u64,
+        /// Privileges of the sender's token that devices act on: `door` (a door station opens
+        /// its door for an `open_door` message only when this lists `door`). Set by the
+        /// server, never by the sender; absent when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        from_privileges: Vec<String>,
     },
     /// Network quality of the other users in the room, every 2 s.
     NetworkQuality {

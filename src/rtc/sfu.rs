@@ -377,6 +377,22 @@ impl Core {
         tracing::debug!(id, role = ?c.role, stream = %c.stream.stream_id, "media connection closed");
     }
 
+    /// The local candidate a datagram from `from` arrived at. With a wildcard bind (0.0.0.0)
+    /// the socket cannot tell, and ICE drops checks to an address it never announced: a
+    /// loopback peer used the loopback candidate, any other the first routable one.
+    fn local_for(&self, from: SocketAddr) -> SocketAddr {
+        if !self.local.ip().is_unspecified() {
+            return self.local;
+        }
+        let loopback = from.ip().is_loopback();
+        self.candidates
+            .iter()
+            .find(|c| c.ip().is_loopback() == loopback)
+            .or(self.candidates.first())
+            .copied()
+            .unwrap_or(self.local)
+    }
+
     fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
         let id = match self.by_addr.get(&from) {
             Some(id) => *id,
@@ -391,8 +407,9 @@ impl Core {
                 id
             }
         };
+        let local = self.local_for(from);
         let Some(c) = self.conns.get_mut(&id) else { return };
-        if peer::feed(&mut c.pc, Instant::now(), self.local, from, data, !c.connected).is_err() {
+        if peer::feed(&mut c.pc, Instant::now(), local, from, data, !c.connected).is_err() {
             return;
         }
         self.after_input(id);

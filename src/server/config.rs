@@ -43,7 +43,8 @@ pub struct MediaConfig {
     /// The one UDP port for all media (0: any free port).
     pub port: u16,
     /// Addresses clients reach the media port at (put in every answer). Empty: the bind
-    /// address, or, when that is 0.0.0.0, this host's address on its default route.
+    /// address, or, when that is 0.0.0.0, this host's address on its default route and
+    /// 127.0.0.1 (for a device or browser on the server's own machine).
     pub announce: Vec<String>,
 }
 
@@ -208,11 +209,15 @@ impl ServerConfig {
         }
         let bind = self.media_bind()?.ip();
         if out.is_empty() {
-            out.push(if bind.is_unspecified() {
-                default_route_ip().unwrap_or(IpAddr::from([127, 0, 0, 1]))
+            let loopback = IpAddr::from([127, 0, 0, 1]);
+            if bind.is_unspecified() {
+                // The routed address for the network, then loopback for a device or browser
+                // on the server's own machine (a dev setup); remote peers skip the latter.
+                out.extend(default_route_ip().filter(|ip| !ip.is_loopback()));
+                out.push(loopback);
             } else {
-                bind
-            });
+                out.push(bind);
+            }
         }
         Ok(out)
     }

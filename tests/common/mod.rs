@@ -45,6 +45,13 @@ impl Server {
         Server { addr, media, child, dir, extra: extra.to_string() }
     }
 
+    /// Starts a server listening on `listen` (e.g. a port a client already waits for).
+    pub fn start_on(extra: &str, listen: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let (child, addr, media) = spawn(&dir, extra, listen, 0);
+        Server { addr, media, child, dir, extra: extra.to_string() }
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
     }

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Privileges a broadcast reports about its sender (see `ServerMsg::BroadcastMessage`).
+const DEVICE_PRIVILEGES: [&str; 1] = ["door"];
+
 impl Registry {
     pub(super) fn set_extra_info(&mut self, conn: ConnId, req: u64, sid: &str, key: String, value: String, now: Now) {
         if key.is_empty() || key.len() >= EXTRA_KEY_MAX || value.len() > EXTRA_VALUE_MAX {
@@ -41,6 +44,8 @@ impl Registry {
             return self.fail(conn, Some(req), ErrorCode::BROADCAST_RATE_LIMITED, "broadcast messages sent too fast");
         }
         let (room_id, from) = (s.room_id.clone(), s.user.clone());
+        let from_privileges: Vec<String> =
+            DEVICE_PRIVILEGES.iter().filter(|p| s.claims.has(p)).map(|p| p.to_string()).collect();
         let message_id = self.next_message_id;
         self.next_message_id += 1;
         self.send(conn, ServerMsg::BroadcastOk { req, message_id });
@@ -51,6 +56,7 @@ impl Registry {
                 from: from.clone(),
                 message: message.clone(),
                 send_time_ms: now.unix_ms,
+                from_privileges: from_privileges.clone(),
             };
             self.send_session(&other, msg);
         }

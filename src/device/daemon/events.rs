@@ -1,0 +1,249 @@
+//! The daemon's reaction to engine events: the status, the call controller's inputs, one
+//! log line per change a field engineer can act on, the door broadcast and re-login.
+
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use super::{Daemon, Op};
+use crate::device::call::{CallState, Input, LedMode};
+use crate::device::gpio::Output;
+use crate::device::status::{PlayFigures, PlayStatus, PublishFigures, PublishStatus, StreamEntry};
+use crate::engine::{EngineEvent, ErrorCode, MediaEventKind, PlayerState, PublisherState, RoomState, UpdateType};
+
+/// The broadcast message that opens a door station's door (see docs/device.md):
+/// `{"action":"open_door"}` opens every door station in the room, `{"action":"open_door",
+/// "user_id":"lobby-door"}` only that one. Only obeyed when the sender's token has the
+/// `door` privilege, which the server vouches for.
+#[derive(Debug, Deserialize)]
+pub struct DoorMessage {
+    /// Must be `open_door`.
+    pub action: String,
+    /// Only this device (by user ID); absent: every device in the room.
+    #[serde(default)]
+    pub user_id: Option<String>,
+}
+
+/// A hint for the field engineer for codes with a usual cause.
+pub fn hint(code: ErrorCode) -> Option<&'static str> {
+    Some(match code {
+        ErrorCode::TOKEN_EXPIRED => "is the clock right? (timedatectl; a board without RTC boots in the past)",
+        ErrorCode::TOKEN_INVALID => "check [server] app_sign/token against the server's app secret",
+        ErrorCode::APP_ID_MISMATCH => "check [server] app_id; the server does not know this app",
+        ErrorCode::TOKEN_ROOM_MISMATCH | ErrorCode::TOKEN_USER_MISMATCH => {
+            "the token was minted for another room or user"
+        }
+        ErrorCode::KICKED_DUPLICATE_LOGIN => "another device logged in with the same [room] user_id",
+        ErrorCode::NETWORK_UNREACHABLE | ErrorCode::NETWORK_INTERRUPTED => "check the network and [server] url",
+        ErrorCode::MEDIA_PIPELINE_FAILED => "check the camera/microphone ([video]/[audio] source) and `callbox doctor`",
+        ErrorCode::MEDIA_ENCODER_STALLED => "the encoder stopped producing frames; see `callbox doctor`",
+        _ => return None,
+    })
+}
+
+fn publisher_state(s: PublisherState) -> &'static str {
+    match s {
+        PublisherState::NoPublish => "NoPublish",
+        PublisherState::PublishRequesting => "PublishRequesting",
+        PublisherState::Publishing => "Publishing",
+    }
+}
+
+fn player_state(s: PlayerState) -> &'static str {
+    match s {
+        PlayerState::NoPlay => "NoPlay",
+        PlayerState::PlayRequesting => "PlayRequesting",
+        PlayerState::Playing => "Playing",
+    }
+}
+
+impl Daemon {
+    pub(super) fn on_engine_event(&mut self, e: EngineEvent) {
+        let now = Instant::now();
+        let room_id = self.cfg.room.room_id.clone();
+        match e {
+            EngineEvent::RoomStateChanged { state, reason, error_code, .. } => {
+                let (st, why) = (format!("{state:?}"), format!("{reason:?}"));
+                let hint = hint(error_code).map(|h| format!("; {h}")).unwrap_or_default();
+                let msg = format!(
+                    "room {room_id}: {st} ({why}){}",
+                    if error_code.0 != 0 { format!(", error {}{hint}", error_code.0) } else { String::new() }
+                );
+                if error_code.0 != 0 && state != RoomState::Connected {
+                    tracing::warn!(callbox_event = "room_state", room_id = %room_id, user_id = %self.cfg.room.user_id, state = %st, reason = %why, error_code = error_code.0, "{msg}");
+                    self.error(error_code.0, msg);
+                } else {
+                    tracing::info!(callbox_event = "room_state", room_id = %room_id, user_id = %self.cfg.room.user_id, state = %st, reason = %why, error_code = error_code.0, "{msg}");
+                }
+                self.status.room.state = st;
+                self.status.room.reason = why;
+                self.status.room.error_code = error_code.0;
+                match state {
+                    RoomState::Connected => {
+                        self.login_failures = 0;
+                        self.outputs.set(
+                            now,
+                            Output::Fault,
+                            if self.status.gpio.error.is_some() { LedMode::On } else { LedMode::Off },
+                        );
+                        self.controller.handle(now, Input::RoomUp);
+                        self.reconcile();
+                    }
+                    RoomState::Connecting => self.controller.handle(now, Input::RoomDown),
+                    RoomState::Disconnected => {
+                        self.controller.handle(now, Input::RoomDown);
+                        self.outputs.set(now, Output::Online, LedMode::Off);
+                        use crate::engine::RoomStateReason as R;
+                        if matches!(reason, R::LoginFailed | R::ReconnectFailed | R::KickOut) {
+                            self.outputs.set(now, Output::Fault, LedMode::On);
+                            // Out of the room: nothing of it is current any more.
+                            for s in self.remote_streams() {
+                                self.controller.handle(now, Input::StreamRemoved(s));
+                            }
+                            self.status.streams.clear();
+                            self.status.users.clear();
+                            self.schedule_relogin();
+                        }
+                    }
+                }
+            }
+            EngineEvent::RoomUserUpdate { update, users, .. } => {
+                for u in users {
+                    tracing::info!(callbox_event = "user_update", room_id = %room_id, user_id = %u.user_id, update = ?update, "user {} {}", u.user_id, if update == UpdateType::Add { "joined" } else { "left" });
+                    self.status.users.retain(|x| *x != u.user_id);
+                    if update == UpdateType::Add {
+                        self.status.users.push(u.user_id);
+                    }
+                }
+            }
+            EngineEvent::RoomStreamUpdate { update, streams, reason, .. } => {
+                for s in streams {
+                    tracing::info!(callbox_event = "stream_update", room_id = %room_id, stream_id = %s.stream_id, user_id = %s.user.user_id, error_code = reason.0, "stream {} of {} {}", s.stream_id, s.user.user_id, if update == UpdateType::Add { "added" } else { "deleted" });
+                    self.status.streams.retain(|x| x.stream_id != s.stream_id);
+                    if update == UpdateType::Add {
+                        self.status
+                            .streams
+                            .push(StreamEntry { stream_id: s.stream_id.clone(), user_id: s.user.user_id });
+                        self.controller.handle(now, Input::StreamAdded(s.stream_id));
+                    } else {
+                        self.controller.handle(now, Input::StreamRemoved(s.stream_id));
+                    }
+                }
+            }
+            EngineEvent::PublisherStateUpdate { stream_id, state, error_code } => {
+                let st = publisher_state(state);
+                tracing::info!(callbox_event = "publisher_state", room_id = %room_id, stream_id = %stream_id, state = st, error_code = error_code.0, "publish {stream_id}: {st}");
+                self.status.publishing.retain(|p| p.stream_id != stream_id);
+                if state != PublisherState::NoPublish {
+                    self.status.publishing.push(PublishStatus { stream_id, state: st.into(), quality: None });
+                }
+            }
+            EngineEvent::PlayerStateUpdate { stream_id, state, error_code } => {
+                let st = player_state(state);
+                tracing::info!(callbox_event = "player_state", room_id = %room_id, stream_id = %stream_id, state = st, error_code = error_code.0, "play {stream_id}: {st}");
+                if state == PlayerState::NoPlay {
+                    self.status.playing.retain(|p| p.stream_id != stream_id);
+                } else if let Some(p) = self.status.playing.iter_mut().find(|p| p.stream_id == stream_id) {
+                    p.state = st.into();
+                } else {
+                    self.status.playing.push(PlayStatus {
+                        stream_id,
+                        state: st.into(),
+                        frames_decoded: 0,
+                        quality: None,
+                    });
+                }
+            }
+            EngineEvent::PublisherQualityUpdate { stream_id, quality: q } => {
+                if let Some(p) = self.status.publishing.iter_mut().find(|p| p.stream_id == stream_id) {
+                    p.quality = Some(PublishFigures {
+                        send_fps: q.send_fps,
+                        video_kbps: q.video_kbps,
+                        rtt_ms: q.rtt_ms,
+                        packet_loss: q.packet_loss,
+                        level: format!("{:?}", q.level).to_lowercase(),
+                    });
+                }
+            }
+            EngineEvent::PlayerQualityUpdate { stream_id, quality: q } => {
+                if let Some(p) = self.status.playing.iter_mut().find(|p| p.stream_id == stream_id) {
+                    p.frames_decoded = q.frames_decoded;
+                    p.quality = Some(PlayFigures {
+                        render_fps: q.render_fps,
+                        video_kbps: q.video_kbps,
+                        rtt_ms: q.rtt_ms,
+                        packet_loss: q.packet_loss,
+                        stall_count: q.stall_count,
+                        level: format!("{:?}", q.level).to_lowercase(),
+                    });
+                }
+            }
+            EngineEvent::PublisherEncoder { stream_id, encoder, hardware, reason } => {
+                tracing::info!(callbox_event = "encoder", stream_id = %stream_id, encoder = %encoder, hardware, "encoder {encoder} ({}): {reason}", if hardware { "hardware" } else { "software" });
+                self.status.encoder = Some(encoder);
+            }
+            EngineEvent::PublisherMediaError { stream_id, error_code, message } => {
+                let hint = hint(error_code).map(|h| format!("; {h}")).unwrap_or_default();
+                tracing::error!(callbox_event = "media_error", stream_id = %stream_id, error_code = error_code.0, "publish {stream_id} media failed: {message} (code {}){hint}", error_code.0);
+                self.error(error_code.0, format!("{stream_id}: {message}{hint}"));
+            }
+            EngineEvent::MediaEvent { stream_id, event } => {
+                let stall = matches!(event, MediaEventKind::VideoStall | MediaEventKind::AudioStall);
+                if stall {
+                    tracing::warn!(callbox_event = "media", stream_id = %stream_id, "{stream_id}: {event:?}");
+                } else {
+                    tracing::info!(callbox_event = "media", stream_id = %stream_id, "{stream_id}: {event:?}");
+                }
+            }
+            EngineEvent::BroadcastMessage { from, message, from_privileges, .. } => {
+                self.on_broadcast(&from.user_id, &message, &from_privileges)
+            }
+            EngineEvent::RoomTokenWillExpire { remaining_secs, .. } => {
+                tracing::warn!(
+                    callbox_event = "token_expiring",
+                    remaining_secs,
+                    "the configured token expires in {remaining_secs} s; give the device a new [server] token (or use app_sign)"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn on_broadcast(&mut self, from: &str, message: &str, privileges: &[String]) {
+        let Ok(m) = serde_json::from_str::<DoorMessage>(message) else { return };
+        if m.action != "open_door" || m.user_id.as_ref().is_some_and(|u| *u != self.cfg.room.user_id) {
+            return;
+        }
+        if privileges.iter().any(|p| p == "door") {
+            tracing::info!(callbox_event = "door_request", from_user = %from, "door opened on request of {from}");
+            self.controller.handle(Instant::now(), Input::OpenDoor);
+        } else {
+            self.status.door_refused += 1;
+            let msg = format!("door request from {from} refused: its token lacks the door privilege");
+            tracing::warn!(callbox_event = "door_refused", from_user = %from, "{msg}");
+            self.error(0, msg);
+        }
+    }
+
+    /// Other users' streams the controller knows about (from the status).
+    fn remote_streams(&self) -> Vec<String> {
+        self.status.streams.iter().map(|s| s.stream_id.clone()).collect()
+    }
+
+    /// After a login, makes the engine do what the call needs: a login after a refused one
+    /// or a kick starts from nothing (a plain reconnect restores streams by itself).
+    fn reconcile(&mut self) {
+        if self.controller.state() != CallState::InCall {
+            return;
+        }
+        let stream = self.cfg.stream_id();
+        if !self.status.publishing.iter().any(|p| p.stream_id == stream) {
+            self.op(Op::Publish);
+        }
+        for s in self.remote_streams() {
+            if !self.status.playing.iter().any(|p| p.stream_id == s) {
+                self.op(Op::Play(s));
+            }
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! `callbox device`: the supervisor that runs on the board. It owns the call controller,
+//! GPIO, the chime, the control socket and systemd notifications, and drives the engine
+//! through the [`worker`]. One task, one `select!` loop; everything it waits for arrives on
+//! a bounded channel or is a deadline.
+//!
+//! Start-up order: config (exit 78 when invalid), engine and media, GPIO (a failure is
+//! logged and shown, the daemon runs on), control socket, then READY=1, before the network
+//! is up. The room login runs in the background and is retried for ever.
+
+mod events;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::sleep_until;
+
+use super::buttons::ButtonDetector;
+use super::call::{Action, Button, CallController, CallState, Input, Led, LedMode, Press};
+use super::config::DeviceConfig;
+use super::control::{self, CallAction, Pending, Request, Response};
+use super::gpio::{self, Edge, Output};
+use super::outputs::Outputs;
+use super::status::{GpioStatus, RoomStatus, Status};
+use super::systemd::{Notifier, watchdog_interval};
+use crate::engine::{Auth, Engine, EngineEvent, EngineProfile, ReconnectPolicy, UserInfo};
+use crate::media::AudioSink;
+use worker::{Done, Op, Target};
+
+/// A ring chime is repeated this often while ringing.
+pub const CHIME_EVERY: Duration = Duration::from_secs(3);
+/// Re-login back-off after a refused login or a kick: 5 s doubling to 60 s.
+const RELOGIN_MIN: Duration = Duration::from_secs(5);
+const RELOGIN_MAX: Duration = Duration::from_secs(60);
+/// How long shutdown may take before the process exits anyway.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(4);
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable (exit code 78).
+    #[error("{0}")]
+    Config(String),
+    /// The control socket could not be bound.
+    #[error("{0}")]
+    Control(#[from] control::ControlError),
+    /// The engine refused the profile.
+    #[error("engine: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+/// Things the daemon's helpers report back.
+enum Note {
+    /// A chime finished (or failed).
+    Chimed(Result<(), String>),
+}
+
+/// See the module docs.
+pub struct Daemon {
+    cfg: DeviceConfig,
+    started: Instant,
+    engine: Arc<Engine>,
+    events: mpsc::Receiver<EngineEvent>,
+    ops: mpsc::Sender<Op>,
+    done: mpsc::Receiver<Done>,
+    worker: tokio::task::JoinHandle<()>,
+    controller: CallController,
+    detectors: HashMap<Button, ButtonDetector>,
+    edges_tx: mpsc::Sender<Edge>,
+    edges: mpsc::Receiver<Edge>,
+    outputs: Outputs,
+    control: mpsc::Receiver<Pending>,
+    notes_tx: mpsc::Sender<Note>,
+    notes: mpsc::Receiver<Note>,
+    notifier: Notifier,
+    watchdog: Option<(Duration, Instant)>,
+    status: Status,
+    last_summary: String,
+    audio_sink: AudioSink,
+    chime_at: Option<Instant>,
+    login_pending: bool,
+    login_failures: u32,
+    relogin_at: Option<Instant>,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts everything up to READY=1 (see the module docs).
+    pub async fn start(cfg: DeviceConfig, notifier: Notifier) -> Result<Daemon, StartError> {
+        let media =
+            cfg.media_config(|p| std::path::Path::new(p).exists()).map_err(|e| StartError::Config(e.to_string()))?;
+        let mode = cfg.call_mode().map_err(|e| StartError::Config(e.to_string()))?;
+        let auth = match (&cfg.server.app_sign, &cfg.server.token) {
+            (Some(s), _) => Auth::AppSign(s.clone()),
+            (None, t) => Auth::Token(t.clone().unwrap_or_default()),
+        };
+        let mut profile = EngineProfile::new(cfg.server.app_id, auth, cfg.server.url.clone()).with_media(media.clone());
+        profile.reconnect = ReconnectPolicy::forever();
+        if let Some(m) = &mut profile.media
+            && !cfg.media.bind.is_empty()
+        {
+            m.bind = cfg.media.bind.parse().ok();
+        }
+        let (engine, events) = Engine::create(profile)?;
+        let engine = Arc::new(engine);
+        let (ops, ops_rx) = mpsc::channel(64);
+        let (done_tx, done) = mpsc::channel(64);
+        let target = Target {
+            room_id: cfg.room.room_id.clone(),
+            user: UserInfo { user_id: cfg.room.user_id.clone(), user_name: cfg.room.user_name.clone() },
+            stream_id: cfg.stream_id(),
+        };
+        let worker = tokio::spawn(worker::run(engine.clone(), target, ops_rx, done_tx));
+
+        let (edges_tx, edges) = mpsc::channel(64);
+        let mut gpio_error = None;
+        let backend = match gpio::open(&cfg.gpio, edges_tx.clone()) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!(callbox_event = "gpio_error", error = %e, "GPIO unavailable; buttons and LEDs will not work (calls still do)");
+                gpio_error = Some(e.to_string());
+                None
+            }
+        };
+        let mut outputs = Outputs::new(backend, Duration::from_millis(cfg.gpio.door_pulse_ms));
+        if gpio_error.is_some() {
+            outputs.set(Instant::now(), Output::Fault, LedMode::On);
+        }
+        let debounce = Duration::from_millis(cfg.gpio.debounce_ms);
+        let long = Duration::from_millis(cfg.gpio.long_press_ms);
+        let detectors = [Button::Call, Button::Leave, Button::Mute, Button::Door]
+            .into_iter()
+            .map(|b| (b, ButtonDetector::new(debounce, long)))
+            .collect();
+
+        let socket = PathBuf::from(&cfg.control.socket);
+        let listener = control::bind(&socket).await?;
+        let (control_tx, control) = mpsc::channel(16);
+        tokio::spawn(control::serve(listener, control_tx));
+        let (notes_tx, notes) = mpsc::channel(16);
+
+        let status = Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            room: RoomStatus {
+                room_id: cfg.room.room_id.clone(),
+                user_id: cfg.room.user_id.clone(),
+                state: "Disconnected".into(),
+                reason: "Logining".into(),
+                error_code: 0,
+            },
+            call: "idle".into(),
+            gpio: GpioStatus { backend: outputs.backend().into(), outputs: outputs.modes(), error: gpio_error },
+            ..Default::default()
+        };
+        let now = Instant::now();
+        let d = Daemon {
+            controller: CallController::new(mode, Duration::from_secs(cfg.call.ring_out_secs)),
+            started: now,
+            engine,
+            events,
+            ops,
+            done,
+            worker,
+            detectors,
+            edges_tx,
+            edges,
+            outputs,
+            control,
+            notes_tx,
+            notes,
+            watchdog: watchdog_interval().map(|i| (i, now)),
+            notifier,
+            status,
+            last_summary: String::new(),
+            audio_sink: media.audio_sink.clone(),
+            chime_at: None,
+            login_pending: false,
+            login_failures: 0,
+            relogin_at: None,
+            socket,
+            cfg,
+        };
+        Ok(d)
+    }
+
+    /// Sends READY=1, logs in and runs until SIGTERM or SIGINT; then leaves the call, logs
+    /// out and returns.
+    pub async fn run(mut self) {
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        self.notifier.ready();
+        tracing::info!(
+            callbox_event = "started",
+            room_id = %self.cfg.room.room_id,
+            user_id = %self.cfg.room.user_id,
+            server = %self.cfg.server.url,
+            gpio = self.outputs.backend(),
+            control = %self.socket.display(),
+            "callbox device started; logging in to room {} as {}",
+            self.cfg.room.room_id,
+            self.cfg.room.user_id
+        );
+        self.login();
+        self.publish_status();
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                Some(e) = self.events.recv() => self.on_engine_event(e),
+                Some(d) = self.done.recv() => self.on_done(d),
+                Some(edge) = self.edges.recv() => self.on_edge(edge),
+                Some((req, reply)) = self.control.recv() => self.on_request(req, reply),
+                Some(n) = self.notes.recv() => self.on_note(n),
+                _ = sleep_until(deadline.into()) => self.on_timeout(Instant::now()),
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+            self.apply_actions();
+            self.publish_status();
+        }
+        self.shutdown().await;
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        [
+            self.controller.poll_timeout(),
+            self.outputs.poll_timeout(),
+            self.chime_at,
+            self.relogin_at,
+            self.watchdog.map(|(i, last)| last + i),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.detectors.values().filter_map(|d| d.poll_timeout()))
+        .min()
+        .unwrap_or(far)
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.controller.handle_timeout(now);
+        self.outputs.handle_timeout(now);
+        let held: Vec<(Button, Press)> =
+            self.detectors.iter_mut().filter_map(|(b, d)| d.handle_timeout(now).map(|p| (*b, p))).collect();
+        for (b, p) in held {
+            self.button(b, p);
+        }
+        if self.chime_at.is_some_and(|t| t <= now) {
+            self.chime_at = Some(now + CHIME_EVERY);
+            let (sink, tx) = (self.audio_sink.clone(), self.notes_tx.clone());
+            tokio::spawn(async move {
+                let r = crate::media::chime::play(&sink).await.map_err(|e| e.to_string());
+                let _ = tx.send(Note::Chimed(r)).await;
+            });
+        }
+        if self.relogin_at.is_some_and(|t| t <= now) {
+            self.relogin_at = None;
+            self.login();
+        }
+        if let Some((i, last)) = self.watchdog
+            && last + i <= now
+        {
+            self.notifier.watchdog();
+            self.watchdog = Some((i, now));
+        }
+    }
+
+    fn on_edge(&mut self, edge: Edge) {
+        let press = self.detectors.get_mut(&edge.button).and_then(|d| d.handle_level(edge.at, edge.pressed));
+        if let Some(p) = press {
+            self.button(edge.button, p);
+        }
+    }
+
+    fn button(&mut self, b: Button, p: Press) {
+        tracing::info!(callbox_event = "button", button = gpio::button_key(b), press = ?p, "button {} ({p:?} press)", gpio::button_key(b));
+        self.controller.handle(Instant::now(), Input::Button(b, p));
+    }
+
+    fn on_note(&mut self, n: Note) {
+        match n {
+            Note::Chimed(Ok(())) => self.status.chimes += 1,
+            Note::Chimed(Err(e)) => {
+                tracing::warn!(callbox_event = "chime_failed", error = %e, "ring chime failed: check [audio] sink");
+                self.error(0, format!("ring chime failed: {e}"));
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: Request, reply: oneshot::Sender<Response>) {
+        let now = Instant::now();
+        let resp = match req {
+            Request::Status => None,
+            Request::Call { action } => {
+                tracing::info!(callbox_event = "control", action = ?action, "control: call {action:?}");
+                let input = match action {
+                    CallAction::Join => Input::Join,
+                    CallAction::Leave => Input::Leave,
+                    CallAction::Mute => Input::SetMute(true),
+                    CallAction::Unmute => Input::SetMute(false),
+                };
+                self.controller.handle(now, input);
+                None
+            }
+            Request::GpioPress { button, long } => self.sim_press(&button, long),
+        };
+        self.apply_actions();
+        let _ = reply.send(resp.unwrap_or_else(|| Response::ok(self.snapshot())));
+    }
+
+    /// Presses a simulated button: a press edge now and a release after the hold time, through
+    /// the same debouncer as real buttons.
+    fn sim_press(&mut self, key: &str, long: bool) -> Option<Response> {
+        if self.outputs.backend() != "sim" {
+            return Some(Response::fail("gpio_not_simulated", "gpio press needs [gpio] backend = \"sim\""));
+        }
+        let Some(button) = gpio::button_by_key(key) else {
+            return Some(Response::fail("unknown_button", format!("{key:?}: buttons are call, leave, mute, door")));
+        };
+        let hold = if long {
+            Duration::from_millis(self.cfg.gpio.long_press_ms + 100)
+        } else {
+            Duration::from_millis(self.cfg.gpio.debounce_ms + 50)
+        };
+        let tx = self.edges_tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(Edge { button, pressed: true, at: Instant::now() }).await;
+            tokio::time::sleep(hold).await;
+            let _ = tx.send(Edge { button, pressed: false, at: Instant::now() }).await;
+        });
+        None
+    }
+
+    /// Carries out what the call controller decided.
+    fn apply_actions(&mut self) {
+        let now = Instant::now();
+        while let Some(a) = self.controller.poll_action() {
+            match a {
+                Action::Publish => self.op(Op::Publish),
+                Action::StopPublish => self.op(Op::StopPublish),
+                Action::Play(s) => self.op(Op::Play(s)),
+                Action::StopPlay(s) => self.op(Op::StopPlay(s)),
+                Action::Mute(m) => {
+                    tracing::info!(
+                        callbox_event = "mute",
+                        muted = m,
+                        "microphone {}",
+                        if m { "muted" } else { "unmuted" }
+                    );
+                    self.op(Op::Mute(m));
+                }
+                Action::Chime(on) => self.chime_at = on.then_some(now),
+                Action::Led(Led::Online, LedMode::Off) if self.status.room.state == "Connecting" => {
+                    self.outputs.set(now, Output::Online, LedMode::Blink)
+                }
+                Action::Led(led, mode) => self.outputs.set(now, Output::led(led), mode),
+                Action::DoorPulse => {
+                    self.status.door_pulses += 1;
+                    tracing::info!(
+                        callbox_event = "door_open",
+                        pulse_ms = self.cfg.gpio.door_pulse_ms,
+                        "door relay pulsed"
+                    );
+                    self.outputs.door_pulse(now);
+                }
+                Action::State(s) => {
+                    self.status.call = s.as_str().into();
+                    tracing::info!(
+                        callbox_event = "call_state",
+                        state = s.as_str(),
+                        room_id = %self.cfg.room.room_id,
+                        "call {}",
+                        s.as_str()
+                    );
+                }
+            }
+        }
+    }
+
+    fn op(&mut self, op: Op) {
+        if let Err(e) = self.ops.try_send(op) {
+            tracing::error!(callbox_event = "engine_busy", error = %e, "engine call queue full; call dropped");
+        }
+    }
+
+    fn login(&mut self) {
+        if !self.login_pending {
+            self.login_pending = true;
+            self.op(Op::Login);
+        }
+    }
+
+    fn schedule_relogin(&mut self) {
+        if self.login_pending || self.relogin_at.is_some() {
+            return;
+        }
+        self.login_failures += 1;
+        let wait = RELOGIN_MIN.saturating_mul(1 << self.login_failures.min(5).saturating_sub(1)).min(RELOGIN_MAX);
+        tracing::warn!(callbox_event = "relogin", in_secs = wait.as_secs(), "logging in again in {} s", wait.as_secs());
+        self.relogin_at = Some(Instant::now() + wait);
+    }
+
+    fn on_done(&mut self, d: Done) {
+        if d.op == Op::Login {
+            self.login_pending = false;
+        }
+        let Err(e) = d.result else {
+            if d.op == Op::Login {
+                self.login_failures = 0;
+            }
+            return;
+        };
+        let code = e.code();
+        let what = match &d.op {
+            Op::Login => "login",
+            Op::Publish => "publish",
+            Op::StopPublish => "stop publish",
+            Op::Play(_) => "play",
+            Op::StopPlay(_) => "stop play",
+            Op::Mute(_) => "mute",
+        };
+        let hint = events::hint(code).map(|h| format!("; {h}")).unwrap_or_default();
+        tracing::error!(
+            callbox_event = "engine_call_failed",
+            error_code = code.0,
+            room_id = %self.cfg.room.room_id,
+            "{what} failed: {e} (code {}){hint}",
+            code.0
+        );
+        self.error(code.0, format!("{what} failed: {e}{hint}"));
+        if d.op == Op::Login {
+            self.schedule_relogin();
+        }
+    }
+
+    fn error(&mut self, code: u32, message: String) {
+        self.status.push_error(crate::auth::unix_now(), code, message);
+    }
+
+    fn snapshot(&mut self) -> Status {
+        self.status.uptime_secs = self.started.elapsed().as_secs();
+        self.status.muted = self.controller.muted();
+        self.status.call = self.controller.state().as_str().into();
+        self.status.gpio.backend = self.outputs.backend().into();
+        self.status.gpio.outputs = self.outputs.modes();
+        if let Some(e) = &self.outputs.last_error {
+            self.status.gpio.error = Some(e.to_string());
+        }
+        self.status.clone()
+    }
+
+    fn publish_status(&mut self) {
+        let s = self.snapshot().summary();
+        if s != self.last_summary {
+            self.notifier.status(&s);
+            self.last_summary = s;
+        }
+    }
+
+    async fn shutdown(mut self) {
+        tracing::info!(callbox_event = "stopping", room_id = %self.cfg.room.room_id, "stopping: leaving the room");
+        self.notifier.stopping();
+        self.notifier.status("stopping");
+        let in_call = self.controller.state() != CallState::Idle;
+        self.worker.abort();
+        let _ = (&mut self.worker).await;
+        let now = Instant::now();
+        self.outputs.all_off(now);
+        match Arc::try_unwrap(self.engine) {
+            Ok(engine) => {
+                // Logging out withdraws our stream and tells the others at once.
+                let _ = tokio::time::timeout(SHUTDOWN_LIMIT, engine.destroy()).await;
+            }
+            Err(_) => tracing::warn!("engine still in use at shutdown; not logged out cleanly"),
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        tracing::info!(callbox_event = "stopped", was_in_call = in_call, "stopped");
+    }
+}

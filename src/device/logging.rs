@@ -1,0 +1,66 @@
+//! Where logs go. Under systemd (stderr connected to the journal, `JOURNAL_STREAM` set) each
+//! event goes to journald natively with its fields as journal fields: `ROOM_ID`, `USER_ID`,
+//! `STREAM_ID`, `STATE`, `ERROR_CODE`, `CALLBOX_EVENT`, ... (`journalctl -u callbox
+//! CALLBOX_EVENT=room_state`). Elsewhere, readable lines on stderr. `CALLBOX_LOG=stderr` or
+//! `journald` forces one.
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+/// Where the logs went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Native journald.
+    Journald,
+    /// Text on stderr.
+    Stderr,
+}
+
+/// Which target to use, given `CALLBOX_LOG` and `JOURNAL_STREAM`.
+pub fn choose(callbox_log: Option<&str>, journal_stream: bool) -> LogTarget {
+    match callbox_log {
+        Some("journald") => LogTarget::Journald,
+        Some("stderr") => LogTarget::Stderr,
+        _ if journal_stream => LogTarget::Journald,
+        _ => LogTarget::Stderr,
+    }
+}
+
+/// Installs the global subscriber, filtered by `RUST_LOG` (default `default_level`).
+/// Falls back to stderr when journald was chosen but its socket is missing.
+pub fn init(default_level: &str) -> LogTarget {
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            // The DTLS layer warns about a missing server name on every connection; that is
+            // expected for WebRTC (peers are identified by certificate fingerprints).
+            .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},rtc_dtls=error")))
+    };
+    let want = choose(std::env::var("CALLBOX_LOG").ok().as_deref(), std::env::var_os("JOURNAL_STREAM").is_some());
+    if want == LogTarget::Journald {
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer.with_field_prefix(None).with_syslog_identifier("callbox".into());
+                if tracing_subscriber::registry().with(filter()).with(layer).try_init().is_ok() {
+                    return LogTarget::Journald;
+                }
+            }
+            Err(e) => eprintln!("callbox: journald unavailable ({e}); logging to stderr"),
+        }
+    }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    LogTarget::Stderr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journald_under_systemd_stderr_elsewhere_and_overrides() {
+        assert_eq!(choose(None, true), LogTarget::Journald);
+        assert_eq!(choose(None, false), LogTarget::Stderr);
+        assert_eq!(choose(Some("stderr"), true), LogTarget::Stderr);
+        assert_eq!(choose(Some("journald"), false), LogTarget::Journald);
+    }
+}

@@ -1,0 +1,261 @@
+//! What `callbox status` shows: the daemon's view of the room, the call, its streams, GPIO
+//! and recent errors, as JSON over the control socket and as text for a person.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors kept for `last_errors`.
+pub const KEPT_ERRORS: usize = 10;
+
+/// The whole status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// callbox version.
+    pub version: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// The room login.
+    pub room: RoomStatus,
+    /// `idle`, `ringing` or `in_call`.
+    pub call: String,
+    /// The microphone is muted.
+    pub muted: bool,
+    /// Other users in the room.
+    pub users: Vec<String>,
+    /// Other users' streams in the room.
+    pub streams: Vec<StreamEntry>,
+    /// Our published streams.
+    pub publishing: Vec<PublishStatus>,
+    /// Streams we play.
+    pub playing: Vec<PlayStatus>,
+    /// The H.264 encoder in use (or last used), e.g. `v4l2h264enc`.
+    pub encoder: Option<String>,
+    /// GPIO backend and outputs.
+    pub gpio: GpioStatus,
+    /// Door relay pulses since start.
+    pub door_pulses: u64,
+    /// Door requests refused (sender without the `door` privilege).
+    pub door_refused: u64,
+    /// Ring chimes played since start.
+    pub chimes: u64,
+    /// The most recent errors, oldest first.
+    pub last_errors: Vec<ErrorEntry>,
+}
+
+/// The room part of the status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoomStatus {
+    /// The configured room.
+    pub room_id: String,
+    /// This device's user ID.
+    pub user_id: String,
+    /// `Disconnected`, `Connecting` or `Connected`.
+    pub state: String,
+    /// The reason of the last change, e.g. `Logined`, `Reconnecting`, `LoginFailed`.
+    pub reason: String,
+    /// 0, or the error code of the last change.
+    pub error_code: u32,
+}
+
+/// A stream in the room.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamEntry {
+    /// Stream ID.
+    pub stream_id: String,
+    /// Its user.
+    pub user_id: String,
+}
+
+/// A published stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PublishStatus {
+    /// Stream ID.
+    pub stream_id: String,
+    /// `NoPublish`, `PublishRequesting` or `Publishing`.
+    pub state: String,
+    /// Last quality report.
+    pub quality: Option<PublishFigures>,
+}
+
+/// A played stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlayStatus {
+    /// Stream ID.
+    pub stream_id: String,
+    /// `NoPlay`, `PlayRequesting` or `Playing`.
+    pub state: String,
+    /// Video frames decoded so far.
+    pub frames_decoded: u64,
+    /// Last quality report.
+    pub quality: Option<PlayFigures>,
+}
+
+/// Publishing figures from the last quality report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PublishFigures {
+    /// Frames sent per second.
+    pub send_fps: f64,
+    /// Video kbit/s.
+    pub video_kbps: f64,
+    /// Round-trip time, ms.
+    pub rtt_ms: f64,
+    /// Loss fraction 0..1.
+    pub packet_loss: f64,
+    /// `excellent` .. `die`.
+    pub level: String,
+}
+
+/// Playing figures from the last quality report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlayFigures {
+    /// Frames rendered per second.
+    pub render_fps: f64,
+    /// Video kbit/s.
+    pub video_kbps: f64,
+    /// Round-trip time, ms.
+    pub rtt_ms: f64,
+    /// Loss fraction 0..1.
+    pub packet_loss: f64,
+    /// Stalls so far.
+    pub stall_count: u64,
+    /// `excellent` .. `die`.
+    pub level: String,
+}
+
+/// GPIO in the status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpioStatus {
+    /// `rppal`, `cdev`, `sim`, or `none` when it failed to open.
+    pub backend: String,
+    /// Output key -> `on`, `off` or `blink`.
+    pub outputs: BTreeMap<String, String>,
+    /// Why GPIO is not working, if it is not.
+    pub error: Option<String>,
+}
+
+/// One recorded error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEntry {
+    /// Unix time, seconds.
+    pub at_unix: u64,
+    /// callbox error code (see docs/protocol.md), or 0.
+    pub code: u32,
+    /// What happened.
+    pub message: String,
+}
+
+impl Status {
+    /// Records an error, keeping the last [`KEPT_ERRORS`].
+    pub fn push_error(&mut self, at_unix: u64, code: u32, message: String) {
+        self.last_errors.push(ErrorEntry { at_unix, code, message });
+        let extra = self.last_errors.len().saturating_sub(KEPT_ERRORS);
+        self.last_errors.drain(..extra);
+    }
+
+    /// The one-line summary for systemd's STATUS= and the journal.
+    pub fn summary(&self) -> String {
+        let mut s =
+            format!("room {} {} ({}), call {}", self.room.room_id, self.room.state, self.room.reason, self.call);
+        if !self.playing.is_empty() {
+            let _ = write!(s, ", playing {}", self.playing.len());
+        }
+        if self.muted {
+            s.push_str(", muted");
+        }
+        s
+    }
+
+    /// Text for a person at a terminal.
+    pub fn to_text(&self) -> String {
+        let mut t = String::new();
+        let r = &self.room;
+        let _ = writeln!(t, "callbox device {}  up {}", self.version, uptime(self.uptime_secs));
+        let code = if r.error_code != 0 { format!(" error {}", r.error_code) } else { String::new() };
+        let _ = writeln!(t, "room     {} as {}: {} ({}){code}", r.room_id, r.user_id, r.state, r.reason);
+        let _ = writeln!(t, "call     {}{}", self.call, if self.muted { ", microphone muted" } else { "" });
+        let _ = writeln!(t, "users    {}", if self.users.is_empty() { "-".into() } else { self.users.join(", ") });
+        for p in &self.publishing {
+            let q = p.quality.as_ref().map(|q| {
+                format!(
+                    "  {:.0} fps {:.0} kbps rtt {:.0} ms loss {:.1}% {}",
+                    q.send_fps,
+                    q.video_kbps,
+                    q.rtt_ms,
+                    q.packet_loss * 100.0,
+                    q.level
+                )
+            });
+            let _ = writeln!(t, "publish  {} {}{}", p.stream_id, p.state, q.unwrap_or_default());
+        }
+        for p in &self.playing {
+            let q = p.quality.as_ref().map(|q| {
+                format!(
+                    "  {:.0} fps {:.0} kbps loss {:.1}% stalls {} {}",
+                    q.render_fps,
+                    q.video_kbps,
+                    q.packet_loss * 100.0,
+                    q.stall_count,
+                    q.level
+                )
+            });
+            let _ = writeln!(
+                t,
+                "play     {} {} frames {}{}",
+                p.stream_id,
+                p.state,
+                p.frames_decoded,
+                q.unwrap_or_default()
+            );
+        }
+        let _ = writeln!(t, "encoder  {}", self.encoder.as_deref().unwrap_or("- (not publishing yet)"));
+        let outs: Vec<String> = self.gpio.outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(t, "gpio     {} {}", self.gpio.backend, outs.join(" "));
+        if let Some(e) = &self.gpio.error {
+            let _ = writeln!(t, "         {e}");
+        }
+        let _ =
+            writeln!(t, "door     {} pulses, {} refused; chimes {}", self.door_pulses, self.door_refused, self.chimes);
+        for e in &self.last_errors {
+            let _ = writeln!(t, "error    at {} code {}: {}", e.at_unix, e.code, e.message);
+        }
+        t
+    }
+}
+
+fn uptime(secs: u64) -> String {
+    format!("{}h{:02}m{:02}s", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_bounded_and_text_names_everything() {
+        let mut s = Status { call: "in_call".into(), ..Default::default() };
+        s.room = RoomStatus {
+            room_id: "lobby".into(),
+            state: "Connected".into(),
+            reason: "Logined".into(),
+            ..Default::default()
+        };
+        for i in 0..15 {
+            s.push_error(i, 1003036, format!("e{i}"));
+        }
+        assert_eq!(s.last_errors.len(), KEPT_ERRORS);
+        assert_eq!(s.last_errors[0].message, "e5");
+        s.playing.push(PlayStatus {
+            stream_id: "flat-main".into(),
+            state: "Playing".into(),
+            frames_decoded: 42,
+            quality: None,
+        });
+        let t = s.to_text();
+        assert!(t.contains("room     lobby") && t.contains("flat-main Playing frames 42") && t.contains("e14"), "{t}");
+        assert_eq!(s.summary(), "room lobby Connected (Logined), call in_call, playing 1");
+        let back: Status = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}

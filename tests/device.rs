@@ -1,0 +1,402 @@
+//! `callbox device` as a real process with a dev config (test sources, fake sinks, sim GPIO)
+//! against the real server, driven through its control socket and the CLI, watched from a
+//! peer engine and from a NOTIFY_SOCKET.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use callbox::device::control::{self, Request};
+use callbox::device::status::Status;
+use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, MediaEventKind, PublishChannel, UpdateType};
+use common::*;
+
+/// The daemon process, killed on drop.
+struct Device {
+    child: Child,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    notify: tokio::net::UnixDatagram,
+}
+
+fn device_config(url: &str, mode: &str, socket: &Path) -> String {
+    format!(
+        r#"[server]
+url = "{url}"
+app_id = {APP}
+app_sign = "{SECRET}"
+[room]
+room_id = "lobby"
+user_id = "door"
+user_name = "Door station"
+[call]
+mode = "{mode}"
+answer_delay_secs = 1
+ring_out_secs = 60
+[video]
+source = "test"
+width = 320
+height = 240
+fps = 15
+bitrate_kbps = 300
+[audio]
+source = "test"
+sink = "fake"
+[display]
+sink = "fake"
+[media]
+bind = "127.0.0.1"
+[gpio]
+backend = "sim"
+debounce_ms = 20
+long_press_ms = 400
+door_pulse_ms = 300
+[gpio.buttons]
+call = 1
+leave = 2
+mute = 3
+door = 4
+[gpio.outputs]
+online = 10
+ringing = 11
+in_call = 12
+fault = 13
+door = 14
+[control]
+socket = "{}"
+"#,
+        socket.display()
+    )
+}
+
+impl Device {
+    /// Starts the daemon with a NOTIFY_SOCKET (and WATCHDOG_USEC when `watchdog_us` is set).
+    fn start(url: &str, mode: &str, watchdog_us: Option<u64>) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let cfg = dir.path().join("device.toml");
+        std::fs::write(&cfg, device_config(url, mode, &socket)).unwrap();
+        let notify_path = dir.path().join("notify.sock");
+        let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+        let log = std::fs::File::create(dir.path().join("device.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_callbox"));
+        cmd.args(["device", "--config", cfg.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(us) = watchdog_us {
+            cmd.env("WATCHDOG_USEC", us.to_string());
+        }
+        Device { child: cmd.spawn().unwrap(), dir, socket, notify }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("device.log")).unwrap_or_default()
+    }
+
+    async fn status(&self) -> Option<Status> {
+        control::request(&self.socket, &Request::Status).await.ok().and_then(|r| r.status)
+    }
+
+    /// Polls the status until `pred` holds (the daemon is another process: its status is
+    /// what can be awaited).
+    async fn wait(&self, what: &str, pred: impl Fn(&Status) -> bool) -> Status {
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(s) = self.status().await {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let proc_state = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        panic!("timed out waiting for {what}; process: {proc_state}; last status: {last:#?}\nlog:\n{}", self.log());
+    }
+
+    /// Runs a control subcommand of the CLI against this daemon's socket.
+    fn cli(&self, args: &[&str]) -> Output {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--socket", self.socket.to_str().unwrap()]);
+        Command::new(env!("CARGO_BIN_EXE_callbox")).args(&a).output().unwrap()
+    }
+
+    fn press(&self, button: &str) {
+        let out = self.cli(&["gpio", "press", button]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// sd_notify messages until one starts with `prefix`.
+    async fn notified(&self, prefix: &str) -> Vec<String> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.notify.recv(&mut buf)).await {
+                Ok(Ok(n)) => {
+                    let m = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let done = m.starts_with(prefix);
+                    got.push(m);
+                    if done {
+                        return got;
+                    }
+                }
+                _ => panic!("no {prefix} notification; got {got:?}\nlog:\n{}", self.log()),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    fn exit_within(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the daemon did not exit within {limit:?}\nlog:\n{}", self.log());
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rendered(stream: &'static str) -> impl Fn(&EngineEvent) -> bool {
+    move |e| matches!(e, EngineEvent::MediaEvent { stream_id, event: MediaEventKind::RenderedFirstFrame } if stream_id == stream)
+}
+
+fn stream_update(stream: &'static str, kind: UpdateType) -> impl Fn(&EngineEvent) -> bool {
+    move |e| {
+        matches!(e, EngineEvent::RoomStreamUpdate { update, streams, .. }
+            if *update == kind && streams.iter().any(|s| s.stream_id == stream))
+    }
+}
+
+fn playing(s: &Status, stream: &str) -> Option<u64> {
+    s.playing.iter().find(|p| p.stream_id == stream && p.state == "Playing").map(|p| p.frames_decoded)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_button_publishes_and_plays_leave_withdraws_and_a_ring_is_answered() {
+    let server = Server::start("");
+    let dev = Device::start(&server.url(), "intercom", None);
+    dev.wait("logged in", |s| s.room.state == "Connected" && s.gpio.outputs["online"] == "on").await;
+
+    let (flat, mut ev) = media_engine(&server.url());
+    flat.login_room("lobby", user("flat"), notify()).await.unwrap();
+    // An outgoing call: the call button publishes our stream.
+    dev.press("call");
+    ev.wait("door-main added", stream_update("door-main", UpdateType::Add)).await;
+    flat.start_playing_stream("door-main").await.unwrap();
+    ev.wait("door-main rendered", rendered("door-main")).await;
+    // The flat answers by publishing; the device, in the call, plays it.
+    flat.start_publishing_stream("flat-main", PublishChannel::Main).await.unwrap();
+    let s = dev.wait("frames from flat-main", |s| playing(s, "flat-main").unwrap_or(0) > 5).await;
+    assert_eq!(s.call, "in_call");
+    assert_eq!(s.gpio.outputs["in_call"], "on");
+
+    // The status as JSON, through the CLI, with the fields integrators rely on.
+    let out = dev.cli(&["status", "--json"]);
+    assert!(out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["room"]["state"], "Connected");
+    assert_eq!(j["room"]["reason"], "Logined");
+    assert_eq!(j["room"]["error_code"], 0);
+    assert_eq!(j["call"], "in_call");
+    assert_eq!(j["publishing"][0]["stream_id"], "door-main");
+    assert_eq!(j["publishing"][0]["state"], "Publishing");
+    assert_eq!(j["playing"][0]["stream_id"], "flat-main");
+    assert_eq!(j["playing"][0]["state"], "Playing");
+    assert!(j["playing"][0]["frames_decoded"].as_u64().unwrap() > 5, "{j}");
+    assert_eq!(j["encoder"], "x264enc");
+    let text = String::from_utf8(dev.cli(&["status"]).stdout).unwrap();
+    assert!(text.contains("call     in_call") && text.contains("flat-main Playing"), "{text}");
+
+    // Mute over the CLI.
+    assert!(dev.cli(&["call", "mute"]).status.success());
+    dev.wait("muted", |s| s.muted).await;
+
+    // Leave: back to idle, our stream deleted for the flat.
+    dev.press("leave");
+    ev.wait("door-main deleted", stream_update("door-main", UpdateType::Delete)).await;
+    let s = dev.wait("idle", |s| s.call == "idle" && s.publishing.is_empty() && s.playing.is_empty()).await;
+    assert_eq!(s.gpio.outputs["in_call"], "off");
+
+    // The flat calls again: the device rings (chime played) and `callbox call join` answers.
+    flat.stop_publishing_stream(PublishChannel::Main).await.unwrap();
+    flat.start_publishing_stream("flat-main", PublishChannel::Main).await.unwrap();
+    let s = dev.wait("ringing with a chime", |s| s.call == "ringing" && s.chimes >= 1).await;
+    assert_eq!(s.gpio.outputs["ringing"], "blink");
+    assert!(s.publishing.is_empty(), "nothing is sent before answering");
+    assert!(dev.cli(&["call", "join"]).status.success());
+    ev.wait("door-main added again", stream_update("door-main", UpdateType::Add)).await;
+    dev.wait("answered", |s| s.call == "in_call" && playing(s, "flat-main").unwrap_or(0) > 0).await;
+    flat.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kiosk_joins_whenever_someone_publishes() {
+    let server = Server::start("");
+    let dev = Device::start(&server.url(), "kiosk", None);
+    dev.wait("logged in", |s| s.room.state == "Connected").await;
+    let (desk, mut ev) = media_engine(&server.url());
+    desk.login_room("lobby", user("desk"), notify()).await.unwrap();
+    desk.start_publishing_stream("desk-main", PublishChannel::Main).await.unwrap();
+    dev.wait("in call, decoding", |s| s.call == "in_call" && playing(s, "desk-main").unwrap_or(0) > 0).await;
+    ev.wait("the kiosk publishes", stream_update("door-main", UpdateType::Add)).await;
+    desk.stop_publishing_stream(PublishChannel::Main).await.unwrap();
+    dev.wait("idle again", |s| s.call == "idle" && s.publishing.is_empty()).await;
+    ev.wait("the kiosk withdrew", stream_update("door-main", UpdateType::Delete)).await;
+    desk.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_door_opens_from_the_button_and_an_authorised_broadcast_only() {
+    let server = Server::start("");
+    let dev = Device::start(&server.url(), "intercom", None);
+    dev.wait("logged in", |s| s.room.state == "Connected").await;
+    dev.press("door");
+    dev.wait("door relay energised", |s| s.door_pulses == 1 && s.gpio.outputs["door"] == "on").await;
+    dev.wait("door relay released after the pulse", |s| s.gpio.outputs["door"] == "off").await;
+
+    // A guard's token carries the door privilege; a visitor's (AppSign, minted by the
+    // engine) does not.
+    let guard_token = token(APP, SECRET, "guard", Some("lobby"), &["login", "door"], 3600);
+    let (guard, _) = Engine::create(EngineProfile::new(APP, Auth::Token(guard_token), server.url())).unwrap();
+    guard.login_room("lobby", user("guard"), notify()).await.unwrap();
+    let (visitor, _) = engine(&server.url());
+    visitor.login_room("lobby", user("visitor"), notify()).await.unwrap();
+
+    visitor.send_broadcast_message(r#"{"action":"open_door"}"#).await.unwrap();
+    let s = dev.wait("refused", |s| s.door_refused == 1).await;
+    assert_eq!(s.door_pulses, 1, "an unauthorised request does not open");
+    assert!(s.last_errors.iter().any(|e| e.message.contains("visitor")), "{s:#?}");
+    // Addressed to another device: ignored; to us: opens.
+    guard.send_broadcast_message(r#"{"action":"open_door","user_id":"gate"}"#).await.unwrap();
+    guard.send_broadcast_message(r#"{"action":"open_door","user_id":"door"}"#).await.unwrap();
+    let s = dev.wait("opened for the guard", |s| s.door_pulses == 2).await;
+    assert_eq!(s.door_refused, 1);
+    assert!(dev.log().contains("door opened on request of guard"), "{}", dev.log());
+    guard.destroy().await;
+    visitor.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_before_the_network_then_joins_when_the_server_appears() {
+    // A port nobody listens on yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut dev = Device::start(&format!("ws://{addr}"), "intercom", Some(300_000));
+    let first = dev.notified("READY=1").await;
+    assert!(!first.iter().any(|m| m.starts_with("STOPPING")), "{first:?}");
+    let s = dev.status().await.expect("control socket up with READY");
+    assert_ne!(s.room.state, "Connected");
+    assert_eq!(s.gpio.outputs["online"], "blink", "retrying");
+    // The watchdog is fed from the supervisor loop (WATCHDOG_USEC=300ms: every 150 ms).
+    dev.notified("WATCHDOG=1").await;
+
+    let _server = Server::start_on("", &addr.to_string());
+    dev.wait("joined once the server is there", |s| s.room.state == "Connected").await;
+    let msgs = dev.notified("STATUS=room lobby Connected").await;
+    assert!(msgs.iter().all(|m| !m.contains('\n')), "{msgs:?}");
+    dev.signal("-TERM");
+    dev.notified("STOPPING=1").await;
+    let st = dev.exit_within(Duration::from_secs(5));
+    assert!(st.success(), "{st:?}");
+    assert!(!dev.socket.exists(), "the control socket is removed at exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_the_room_at_once() {
+    // A long grace period: only a real logout makes the user go away quickly.
+    let server = Server::start("[session]\ngrace_secs = 60\n");
+    let mut dev = Device::start(&server.url(), "kiosk", None);
+    let (desk, mut ev) = media_engine(&server.url());
+    desk.login_room("lobby", user("desk"), notify()).await.unwrap();
+    desk.start_publishing_stream("desk-main", PublishChannel::Main).await.unwrap();
+    dev.wait("in call", |s| s.call == "in_call" && !s.publishing.is_empty()).await;
+    ev.wait("door-main added", stream_update("door-main", UpdateType::Add)).await;
+    let t = Instant::now();
+    dev.signal("-TERM");
+    ev.wait("the door station left", |e| {
+        matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, users, .. } if users.iter().any(|u| u.user_id == "door"))
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(5), "left after {:?}", t.elapsed());
+    assert!(ev.seen.iter().any(stream_update("door-main", UpdateType::Delete)));
+    assert!(dev.exit_within(Duration::from_secs(5)).success());
+    desk.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_peer_sees_the_delete_after_the_grace_period() {
+    let server = Server::start("[session]\ngrace_secs = 2\n");
+    let mut dev = Device::start(&server.url(), "intercom", None);
+    let (flat, mut ev) = engine(&server.url());
+    flat.login_room("lobby", user("flat"), notify()).await.unwrap();
+    dev.wait("logged in", |s| s.room.state == "Connected").await;
+    dev.press("call");
+    ev.wait("door-main added", stream_update("door-main", UpdateType::Add)).await;
+    let t = Instant::now();
+    dev.signal("-KILL");
+    dev.exit_within(Duration::from_secs(5));
+    let e = ev.wait("door-main deleted", stream_update("door-main", UpdateType::Delete)).await;
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(1500), "deleted after {waited:?}: not the grace path");
+    assert!(
+        matches!(e, EngineEvent::RoomStreamUpdate { reason, .. } if reason == callbox::proto::ErrorCode::HEARTBEAT_TIMEOUT),
+        "{e:?}"
+    );
+    flat.destroy().await;
+}
+
+#[test]
+fn bad_configs_exit_78_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = device_config("ws://127.0.0.1:9", "intercom", &dir.path().join("c.sock"));
+    let cases = [
+        (good.replace("mode = \"intercom\"", "mode = \"party\""), "call.mode"),
+        (good.replace("width = 320", "width = \"wide\""), "width"),
+        (good.replace("[control]", "[control]\ncolour = \"red\""), "colour"),
+        (good.replace("backend = \"sim\"", "backend = \"sysfs\""), "gpio.backend"),
+        (good.replace("room_id = \"lobby\"", "room_id = \"\""), "room.room_id"),
+    ];
+    for (text, key) in cases {
+        let f = dir.path().join("bad.toml");
+        std::fs::write(&f, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_callbox"))
+            .args(["device", "--config", f.to_str().unwrap()])
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{key}: {err}");
+        assert!(err.contains(key), "{key} not named in: {err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_callbox"))
+        .args(["device", "--config", dir.path().join("missing.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    // Control commands without a daemon say so, with a hint.
+    let out = Command::new(env!("CARGO_BIN_EXE_callbox"))
+        .args(["status", "--socket", dir.path().join("none.sock").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is the daemon running"));
+}
