@@ -105,8 +105,16 @@ enum GpioCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo and bench print their own lines; their logs stay quiet unless RUST_LOG asks.
-    let quiet = matches!(cli.command, Command::Demo(_) | Command::Bench(_));
+    // Commands that print their own lines keep their logs quiet unless RUST_LOG asks.
+    let quiet = matches!(
+        cli.command,
+        Command::Demo(_)
+            | Command::Bench(_)
+            | Command::Doctor { .. }
+            | Command::Status { .. }
+            | Command::Call { .. }
+            | Command::Gpio { .. }
+    );
     cli::init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Server { config, listen } => cli::server(config, listen),

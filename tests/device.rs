@@ -400,3 +400,69 @@ fn bad_configs_exit_78_with_the_key_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is the daemon running"));
 }
+
+/// `callbox doctor` lines as (level, name).
+fn doctor(cfg: &Path) -> (Option<i32>, Vec<(String, String)>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_callbox"))
+        .args(["doctor", "--config", cfg.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines = text
+        .lines()
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next().unwrap_or("").to_string(), w.next().unwrap_or("").to_string())
+        })
+        .collect();
+    (out.status.code(), lines, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_on_a_board_less_machine() {
+    let server = Server::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("device.toml");
+    let text = device_config(&server.url(), "intercom", &dir.path().join("c.sock"));
+    std::fs::write(&cfg, &text).unwrap();
+    let (code, lines, out) = doctor(&cfg);
+    let level = |name: &str| lines.iter().find(|(_, n)| n == name).map(|(l, _)| l.as_str()).unwrap_or("missing");
+    assert_eq!(code, Some(0), "{out}");
+    for (name, want) in [
+        ("config", "PASS"),
+        ("camera", "WARN"),
+        ("microphone", "WARN"),
+        ("speaker", "WARN"),
+        ("encoder", "WARN"),
+        ("gpio", "WARN"),
+        ("server", "PASS"),
+        ("credentials", "PASS"),
+        ("media", "PASS"),
+    ] {
+        assert_eq!(level(name), want, "{name}: {out}");
+    }
+    assert!(out.contains("x264enc (software)"), "{out}");
+    assert_ne!(level("clock"), "FAIL", "{out}");
+    assert_ne!(level("clock"), "missing", "{out}");
+
+    // A board whose camera, GPIO chip and server are missing, and a wrong secret.
+    let bad = text
+        .replace("source = \"test\"\nwidth", "source = \"v4l2:/dev/video9\"\nwidth")
+        .replace("backend = \"sim\"", "backend = \"cdev\"\nchip = \"/dev/gpiochip9\"");
+    std::fs::write(&cfg, &bad).unwrap();
+    let (code, lines, out) = doctor(&cfg);
+    let level = |name: &str| lines.iter().find(|(_, n)| n == name).map(|(l, _)| l.as_str()).unwrap_or("missing");
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!((level("camera"), level("gpio")), ("FAIL", "FAIL"), "{out}");
+    let wrong = text.replace(SECRET, &"ab".repeat(32));
+    std::fs::write(&cfg, &wrong).unwrap();
+    let (code, lines, out) = doctor(&cfg);
+    let level = |name: &str| lines.iter().find(|(_, n)| n == name).map(|(l, _)| l.as_str()).unwrap_or("missing");
+    assert_eq!((code, level("credentials")), (Some(1), "FAIL"), "{out}");
+    assert!(out.contains("1002033"), "the code is named: {out}");
+    drop(server);
+    let (code, lines, out) = doctor(&cfg);
+    assert_eq!(code, Some(1));
+    assert!(lines.contains(&("FAIL".into(), "server".into())), "{out}");
+}

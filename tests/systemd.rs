@@ -5,17 +5,70 @@ use std::process::Command;
 
 #[test]
 fn server_unit_verifies_clean() {
-    let dir = tempfile::tempdir().unwrap();
-    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/callbox-server.service")).unwrap();
+    let unit = verify("callbox-server.service");
     assert!(unit.contains("ExecStart=/usr/bin/callbox server"));
-    let path = dir.path().join("callbox-server.service");
+}
+
+fn verify(name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(format!("{}/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let path = dir.path().join(name);
     std::fs::write(&path, unit.replace("/usr/bin/callbox", env!("CARGO_BIN_EXE_callbox"))).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .expect("systemd-analyze (package systemd, installed by scripts/install-deps.sh)");
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("callbox-server.service"), "warnings about the unit: {stderr}");
+    assert!(!stderr.contains(name), "warnings about the unit: {stderr}");
+    unit
+}
+
+#[test]
+fn device_unit_verifies_clean_with_notify_watchdog_and_hardening() {
+    let unit = verify("callbox.service");
+    for line in [
+        "Type=notify",
+        "ExecStart=/usr/bin/callbox device --config /etc/callbox/device.toml",
+        "WatchdogSec=",
+        "Restart=always",
+        "RestartPreventExitStatus=78",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "SupplementaryGroups=video audio gpio",
+        "RuntimeDirectory=callbox",
+    ] {
+        assert!(unit.lines().any(|l| l.starts_with(line)), "missing {line}");
+    }
+    assert!(!unit.lines().any(|l| l.starts_with("PrivateDevices=yes")), "the daemon needs its devices");
+}
+
+#[test]
+fn sysusers_and_tmpfiles_snippets_create_the_user_and_directories() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let st = Command::new("systemd-sysusers")
+        .arg(format!("--root={}", root.path().display()))
+        .arg(format!("{dir}/systemd/callbox.sysusers.conf"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+    let group = std::fs::read_to_string(root.path().join("etc/group")).unwrap();
+    assert!(passwd.lines().any(|l| l.starts_with("callbox:")), "{passwd}");
+    for g in ["video", "audio", "gpio"] {
+        let line = group.lines().find(|l| l.starts_with(&format!("{g}:"))).unwrap_or_else(|| panic!("{group}"));
+        assert!(line.ends_with("callbox") || line.contains("callbox,") || line.contains(",callbox"), "{line}");
+    }
+    let st = Command::new("systemd-tmpfiles")
+        .args(["--create", &format!("--root={}", root.path().display())])
+        .arg(format!("{dir}/systemd/callbox.tmpfiles.conf"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    for d in ["etc/callbox", "run/callbox", "var/lib/callbox"] {
+        let mode = std::fs::metadata(root.path().join(d)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o750, "{d}");
+    }
 }

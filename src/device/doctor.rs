@@ -1,6 +1,569 @@
-//! `callbox doctor` (being written).
+//! `callbox doctor`: everything a field engineer checks on a board that does not call, one
+//! line per check with PASS, WARN or FAIL and a hint: config, camera and its formats, ALSA
+//! devices, the H.264 encoder that will be used, GPIO, the server, the credentials, the
+//! clock, and the UDP media port. Any FAIL makes the exit code non-zero.
 
-/// Runs every check and prints one line each; true when nothing failed.
-pub async fn run(_path: &std::path::Path) -> bool {
-    true
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use super::config::DeviceConfig;
+use crate::media::{self, AudioSink, AudioSource, VideoSource, encoder};
+
+/// A check's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Fine.
+    Pass,
+    /// Works, but not as a shipped device should.
+    Warn,
+    /// Will not work.
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The outcome.
+    pub level: Level,
+    /// Short name: `config`, `camera`, ...
+    pub name: &'static str,
+    /// What was found.
+    pub detail: String,
+    /// What to do about it (WARN and FAIL).
+    pub hint: Option<String>,
+}
+
+impl Check {
+    fn new(level: Level, name: &'static str, detail: impl Into<String>, hint: Option<&str>) -> Check {
+        Check { level, name, detail: detail.into(), hint: hint.map(String::from) }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = match self.level {
+            Level::Pass => "PASS",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        };
+        write!(f, "{l}  {:<12} {}", self.name, self.detail)?;
+        if let Some(h) = &self.hint {
+            write!(f, "  -> {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every check, prints one line each, and returns true when none failed.
+pub async fn run(path: &Path) -> bool {
+    let checks = checks(path).await;
+    for c in &checks {
+        println!("{c}");
+    }
+    checks.iter().all(|c| c.level != Level::Fail)
+}
+
+/// Runs every check.
+pub async fn checks(path: &Path) -> Vec<Check> {
+    let mut out = Vec::new();
+    let cfg = match DeviceConfig::load(Some(path), &crate::config_file::callbox_env()) {
+        Ok(c) => {
+            out.push(Check::new(Level::Pass, "config", format!("{} is valid", path.display()), None));
+            Some(c)
+        }
+        Err(e) => {
+            out.push(Check::new(
+                Level::Fail,
+                "config",
+                format!("{}: {e}", path.display()),
+                Some("fix the named key; `callbox check-config FILE` checks again"),
+            ));
+            None
+        }
+    };
+    let media = cfg.as_ref().and_then(|c| c.media_config(|p| Path::new(p).exists()).ok());
+    out.push(camera(media.as_ref().map(|m| &m.video)));
+    out.extend(audio(media.as_ref().map(|m| (&m.audio, &m.audio_sink))));
+    out.push(encoder_check(media.as_ref().map(|m| m.encoder.as_str()).unwrap_or("auto")));
+    let Some(cfg) = cfg else { return out };
+    out.push(gpio(&cfg));
+    let server = server_addr(&cfg.server.url);
+    let reachable = match &server {
+        Some(addr) => match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => {
+                out.push(Check::new(Level::Pass, "server", format!("{} reachable ({addr})", cfg.server.url), None));
+                true
+            }
+            Ok(Err(e)) => {
+                out.push(Check::new(
+                    Level::Fail,
+                    "server",
+                    format!("{} ({addr}): {e}", cfg.server.url),
+                    Some("is the server running? check [server] url, the network and firewalls"),
+                ));
+                false
+            }
+            Err(_) => {
+                out.push(Check::new(
+                    Level::Fail,
+                    "server",
+                    format!("{} ({addr}): no answer in 3 s", cfg.server.url),
+                    Some("check the network route and firewalls"),
+                ));
+                false
+            }
+        },
+        None => {
+            out.push(Check::new(
+                Level::Fail,
+                "server",
+                format!("cannot resolve {}", cfg.server.url),
+                Some("check DNS and [server] url"),
+            ));
+            false
+        }
+    };
+    let health = match (reachable, &server) {
+        (true, Some(addr)) => http_health(*addr).await,
+        _ => None,
+    };
+    if reachable {
+        out.push(credentials(&cfg).await);
+    }
+    out.push(clock(health.as_ref().and_then(|h| h.date)));
+    if let (Some(addr), Some(h)) = (server, &health) {
+        out.push(media_port(addr, h.media_port, &cfg.media.bind).await);
+    }
+    out
+}
+
+fn camera(source: Option<&VideoSource>) -> Check {
+    let mut found: Vec<String> = std::fs::read_dir("/dev")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .unwrap_or_default();
+    found.retain(|n| n.starts_with("video"));
+    found.sort();
+    let formats = camera_formats();
+    let listing = if found.is_empty() {
+        "no /dev/video* device".to_string()
+    } else {
+        format!(
+            "{} ({})",
+            found.join(", "),
+            if formats.is_empty() { "no capture formats listed".into() } else { formats.join("; ") }
+        )
+    };
+    match source {
+        Some(VideoSource::V4l2 { device, .. }) if !Path::new(device).exists() => Check::new(
+            Level::Fail,
+            "camera",
+            format!("{device} is configured but missing; found: {listing}"),
+            Some("plug in the camera or fix [video] source (v4l2-ctl --list-devices)"),
+        ),
+        Some(VideoSource::V4l2 { device, .. }) => {
+            Check::new(Level::Pass, "camera", format!("{device}: {listing}"), None)
+        }
+        Some(VideoSource::Libcamera) => {
+            Check::new(Level::Pass, "camera", format!("libcamera configured; {listing}"), None)
+        }
+        Some(VideoSource::Test) => Check::new(
+            Level::Warn,
+            "camera",
+            format!("[video] source is the test pattern; {listing}"),
+            Some("set [video] source = \"auto\" or \"v4l2:/dev/videoN\" on a shipped device"),
+        ),
+        None => Check::new(if found.is_empty() { Level::Warn } else { Level::Pass }, "camera", listing, None),
+    }
+}
+
+/// `device: FORMAT WxH, ...` for each V4L2 capture device GStreamer sees.
+fn camera_formats() -> Vec<String> {
+    use gstreamer::prelude::*;
+    if media::init().is_err() {
+        return Vec::new();
+    }
+    let monitor = gstreamer::DeviceMonitor::new();
+    monitor.add_filter(Some("Video/Source"), None);
+    if monitor.start().is_err() {
+        return Vec::new();
+    }
+    let out = monitor
+        .devices()
+        .iter()
+        .map(|d| {
+            let caps = d.caps().map(|c| {
+                c.iter()
+                    .take(4)
+                    .map(|s| {
+                        let fmt = s.get::<String>("format").unwrap_or_else(|_| s.name().to_string());
+                        let w = s.get::<i32>("width").map(|w| w.to_string()).unwrap_or_default();
+                        let h = s.get::<i32>("height").map(|h| h.to_string()).unwrap_or_default();
+                        format!("{fmt} {w}x{h}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+            format!("{}: {}", d.display_name(), caps.unwrap_or_default())
+        })
+        .collect();
+    monitor.stop();
+    out
+}
+
+fn pcm_devices(suffix: char) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/dev/snd")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
+        .unwrap_or_default();
+    v.retain(|n| n.starts_with("pcmC") && n.ends_with(suffix));
+    v.sort();
+    v
+}
+
+fn audio(cfg: Option<(&AudioSource, &AudioSink)>) -> Vec<Check> {
+    let cards = std::fs::read_to_string("/proc/asound/cards").unwrap_or_default();
+    let cards = if cards.trim().is_empty() || cards.contains("no soundcards") {
+        "no sound card".into()
+    } else {
+        cards.lines().next().unwrap_or("").trim().to_string()
+    };
+    let (capture, playback) = (pcm_devices('c'), pcm_devices('p'));
+    let mut out = Vec::new();
+    let mic = match cfg.map(|c| c.0) {
+        Some(AudioSource::Alsa { device }) if capture.is_empty() => Check::new(
+            Level::Fail,
+            "microphone",
+            format!("alsa:{device} configured but no capture device ({cards})"),
+            Some("check the sound card (arecord -l) and [audio] source"),
+        ),
+        Some(AudioSource::Alsa { device }) => Check::new(
+            Level::Pass,
+            "microphone",
+            format!("alsa:{device}; capture devices {}", capture.join(", ")),
+            None,
+        ),
+        Some(AudioSource::Test) => Check::new(
+            Level::Warn,
+            "microphone",
+            format!("[audio] source is the test tone; {} capture devices ({cards})", capture.len()),
+            Some("set [audio] source = \"auto\" or \"alsa:<pcm>\" on a shipped device"),
+        ),
+        None => Check::new(
+            if capture.is_empty() { Level::Warn } else { Level::Pass },
+            "microphone",
+            format!("{} capture devices ({cards})", capture.len()),
+            None,
+        ),
+    };
+    out.push(mic);
+    let speaker = match cfg.map(|c| c.1) {
+        Some(AudioSink::Alsa { device }) if playback.is_empty() => Check::new(
+            Level::Fail,
+            "speaker",
+            format!("alsa:{device} configured but no playback device"),
+            Some("check the sound card (aplay -l) and [audio] sink"),
+        ),
+        Some(AudioSink::Fake) => Check::new(
+            Level::Warn,
+            "speaker",
+            format!("[audio] sink is fake: calls and the chime are silent; {} playback devices", playback.len()),
+            Some("set [audio] sink = \"auto\" or \"alsa:<pcm>\""),
+        ),
+        Some(_) if playback.is_empty() => {
+            Check::new(Level::Warn, "speaker", "no ALSA playback device", Some("check the sound card (aplay -l)"))
+        }
+        _ => Check::new(Level::Pass, "speaker", format!("playback devices {}", playback.join(", ")), None),
+    };
+    out.push(speaker);
+    out
+}
+
+fn encoder_check(configured: &str) -> Check {
+    let configured = encoder::Encoder::from_element(configured);
+    match encoder::choose(configured, &[], media::has_element) {
+        Some(c) if c.encoder.is_hardware() => {
+            Check::new(Level::Pass, "encoder", format!("{} (hardware): {}", c.encoder, c.reason), None)
+        }
+        Some(c) => Check::new(
+            Level::Warn,
+            "encoder",
+            format!("{} (software): {}", c.encoder, c.reason),
+            Some(
+                "no hardware H.264 encoder: expect high CPU; install the board's GStreamer plugins (v4l2h264enc / nvv4l2h264enc)",
+            ),
+        ),
+        None => Check::new(
+            Level::Fail,
+            "encoder",
+            "no H.264 encoder element at all",
+            Some("install gstreamer1.0-plugins-ugly (x264enc) or the board's encoder plugin"),
+        ),
+    }
+}
+
+fn gpio(cfg: &DeviceConfig) -> Check {
+    let g = &cfg.gpio;
+    let lines = super::gpio::Lines::from_config(g);
+    let max = lines.buttons.iter().map(|(_, l)| *l).chain(lines.outputs.iter().map(|(_, l)| *l)).max();
+    match g.backend.as_str() {
+        "sim" => Check::new(
+            Level::Warn,
+            "gpio",
+            "simulated (buttons via `callbox gpio press`)",
+            Some("set [gpio] backend = \"rppal\" (Pi) or \"cdev\" on a device with buttons"),
+        ),
+        "cdev" => match gpiocdev::chip::Chip::from_path(&g.chip).and_then(|c| c.info()) {
+            Ok(info) if max.is_some_and(|m| m >= info.num_lines) => Check::new(
+                Level::Fail,
+                "gpio",
+                format!("{} has {} lines; line {} is configured", g.chip, info.num_lines, max.unwrap_or(0)),
+                Some("check the line numbers (gpioinfo)"),
+            ),
+            Ok(info) => {
+                Check::new(Level::Pass, "gpio", format!("{} ({}, {} lines)", g.chip, info.label, info.num_lines), None)
+            }
+            Err(e) => Check::new(
+                Level::Fail,
+                "gpio",
+                format!("{}: {e}", g.chip),
+                Some("check [gpio] chip (gpiodetect) and that the user is in group gpio"),
+            ),
+        },
+        _ => match rppal::gpio::Gpio::new() {
+            Ok(_) => Check::new(Level::Pass, "gpio", "Raspberry Pi GPIO accessible", None),
+            Err(e) => Check::new(
+                Level::Fail,
+                "gpio",
+                format!("Raspberry Pi GPIO: {e}"),
+                Some("rppal only works on a Raspberry Pi; use backend = \"cdev\" elsewhere; check group gpio"),
+            ),
+        },
+    }
+}
+
+/// host:port of the signalling URL.
+fn server_addr(url: &str) -> Option<SocketAddr> {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let hostport = rest.split('/').next()?;
+    let default = if url.starts_with("wss") || url.starts_with("https") { 443 } else { 80 };
+    let hp = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:{default}")
+    };
+    hp.to_socket_addrs().ok()?.next()
+}
+
+struct Health {
+    date: Option<std::time::SystemTime>,
+    media_port: Option<u16>,
+}
+
+/// GET /healthz: the server's clock (Date header) and media port.
+async fn http_health(addr: SocketAddr) -> Option<Health> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.take(16 * 1024).read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).to_string())
+    };
+    let text = tokio::time::timeout(Duration::from_secs(3), io).await.ok()?.ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let date = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("date")).map(|(_, v)| v.trim().to_string())
+        })
+        .and_then(|d| httpdate::parse_http_date(&d).ok());
+    let json_start = body.find('{')?;
+    let v: serde_json::Value = serde_json::from_str(body[json_start..].lines().next()?).ok()?;
+    let media_port = v["media_port"].as_u64().and_then(|p| u16::try_from(p).ok());
+    Some(Health { date, media_port })
+}
+
+async fn credentials(cfg: &DeviceConfig) -> Check {
+    // A running daemon is already logged in with these credentials: ask it rather than log
+    // in again (a second login with the same user ID would kick it out).
+    if let Ok(r) = super::control::request(Path::new(&cfg.control.socket), &super::control::Request::Status).await
+        && let Some(s) = r.status
+    {
+        return match (s.room.state.as_str(), s.room.error_code) {
+            ("Connected", _) => Check::new(
+                Level::Pass,
+                "credentials",
+                format!("accepted: the running daemon is logged in to {}", s.room.room_id),
+                None,
+            ),
+            (state, 0) => Check::new(
+                Level::Warn,
+                "credentials",
+                format!("the running daemon is {state} ({})", s.room.reason),
+                Some("see `callbox status`"),
+            ),
+            (_, code) => Check::new(
+                Level::Fail,
+                "credentials",
+                format!("the running daemon's login failed with {code}"),
+                super::daemon::hint_for(code),
+            ),
+        };
+    }
+    use crate::engine::{Auth, Engine, EngineProfile, ReconnectPolicy, RoomConfig, UserInfo};
+    let auth = match (&cfg.server.app_sign, &cfg.server.token) {
+        (Some(s), _) => Auth::AppSign(s.clone()),
+        (None, t) => Auth::Token(t.clone().unwrap_or_default()),
+    };
+    let mut p = EngineProfile::new(cfg.server.app_id, auth, cfg.server.url.clone());
+    p.reconnect = ReconnectPolicy {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(1),
+        give_up_after: Some(Duration::from_secs(3)),
+    };
+    let Ok((engine, _events)) = Engine::create(p) else {
+        return Check::new(
+            Level::Fail,
+            "credentials",
+            "the configured credentials are unusable",
+            Some("check [server] app_sign/token"),
+        );
+    };
+    let user = UserInfo { user_id: cfg.room.user_id.clone(), user_name: cfg.room.user_name.clone() };
+    let login = engine.login_room(&cfg.room.room_id, user, RoomConfig::default());
+    let r = tokio::time::timeout(Duration::from_secs(6), login).await;
+    engine.destroy().await;
+    match r {
+        Ok(Ok(())) => Check::new(
+            Level::Pass,
+            "credentials",
+            format!("accepted: logged in to {} as {} and out again", cfg.room.room_id, cfg.room.user_id),
+            None,
+        ),
+        Ok(Err(e)) => Check::new(
+            Level::Fail,
+            "credentials",
+            format!("login refused: {e} (code {})", e.code().0),
+            super::daemon::hint_for(e.code().0),
+        ),
+        Err(_) => Check::new(
+            Level::Fail,
+            "credentials",
+            "no login answer in 6 s",
+            Some("check [server] url points at a callbox server"),
+        ),
+    }
+}
+
+/// Whether the kernel believes the clock is NTP-synchronised.
+fn kernel_clock_synced() -> bool {
+    // SAFETY: adjtimex with modes = 0 only reads the kernel's clock state into `tx`.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0
+}
+
+fn clock(server_date: Option<std::time::SystemTime>) -> Check {
+    let now = std::time::SystemTime::now();
+    let unix = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    // 2025-01-01: a clock before that is a board that booted without RTC or network time.
+    if unix < 1_735_689_600 {
+        return Check::new(
+            Level::Fail,
+            "clock",
+            format!("the clock says {} (Unix {unix}): far in the past", httpdate::fmt_http_date(now)),
+            Some("tokens will be refused: enable NTP (timedatectl set-ntp true) or fit an RTC"),
+        );
+    }
+    let skew = server_date.map(|d| match now.duration_since(d) {
+        Ok(ahead) => ahead.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    });
+    let synced = kernel_clock_synced();
+    match skew {
+        Some(s) if s.abs() > 60 => Check::new(
+            Level::Fail,
+            "clock",
+            format!("{s:+} s off the server's clock"),
+            Some("tokens will be refused or expire early: enable NTP (timedatectl)"),
+        ),
+        Some(s) if synced => {
+            Check::new(Level::Pass, "clock", format!("NTP-synchronised, {s:+} s from the server"), None)
+        }
+        Some(s) => Check::new(
+            Level::Warn,
+            "clock",
+            format!("{s:+} s from the server, but the kernel reports no NTP sync"),
+            Some("enable NTP (timedatectl set-ntp true) so the clock stays right"),
+        ),
+        None if synced => Check::new(Level::Pass, "clock", "NTP-synchronised", None),
+        None => Check::new(
+            Level::Warn,
+            "clock",
+            "the kernel reports no NTP sync (server clock not compared)",
+            Some("enable NTP (timedatectl set-ntp true)"),
+        ),
+    }
+}
+
+async fn media_port(server: SocketAddr, port: Option<u16>, bind: &str) -> Check {
+    let Some(port) = port else {
+        return Check::new(
+            Level::Fail,
+            "media",
+            "the server has media disabled",
+            Some("set [media] enabled = true on the server"),
+        );
+    };
+    let target = SocketAddr::new(server.ip(), port);
+    let local: std::net::IpAddr = bind.parse().unwrap_or(if server.is_ipv4() {
+        [0, 0, 0, 0].into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    });
+    let Ok(sock) = tokio::net::UdpSocket::bind(SocketAddr::new(local, 0)).await else {
+        return Check::new(
+            Level::Fail,
+            "media",
+            format!("cannot open a UDP socket on {local}"),
+            Some("check [media] bind"),
+        );
+    };
+    let txid: [u8; 12] = rand::random();
+    let req = crate::rtc::stun::binding_request(txid);
+    let mut buf = [0u8; 512];
+    for _ in 0..3 {
+        let _ = sock.send_to(&req, target).await;
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(700), sock.recv_from(&mut buf)).await
+            && let Some(mapped) = crate::rtc::stun::mapped_address(&buf[..n], txid)
+        {
+            return Check::new(
+                Level::Pass,
+                "media",
+                format!("UDP {target} answers; the server sees this device as {mapped}"),
+                None,
+            );
+        }
+    }
+    Check::new(
+        Level::Fail,
+        "media",
+        format!("no answer from UDP {target}"),
+        Some("open UDP to the server's media port (firewall/NAT); TCP signalling alone cannot carry calls"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_and_url_parsing() {
+        let c = Check::new(Level::Warn, "gpio", "simulated", Some("use cdev"));
+        assert_eq!(c.to_string(), "WARN  gpio         simulated  -> use cdev");
+        assert_eq!(server_addr("ws://127.0.0.1:7880"), Some("127.0.0.1:7880".parse().unwrap()));
+        assert_eq!(server_addr("http://127.0.0.1/ws/v1"), Some("127.0.0.1:80".parse().unwrap()));
+        assert!(clock(Some(std::time::SystemTime::now() - Duration::from_secs(600))).level == Level::Fail);
+    }
 }

@@ -14,7 +14,7 @@ pub mod client;
 mod keyframe;
 mod peer;
 pub mod sfu;
-mod stun;
+pub(crate) mod stun;
 
 pub use peer::{RtcError, sdp_has_candidate};
 

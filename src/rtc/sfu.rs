@@ -398,7 +398,12 @@ impl Core {
             Some(id) => *id,
             None => {
                 let Some(id) = stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u)).copied() else {
-                    return; // not ours: a stale peer after a restart, or noise
+                    // A plain binding request (`callbox doctor`) learns its address; anything
+                    // else is not ours: a stale peer after a restart, or noise.
+                    if let Some(resp) = stun::binding_success(data, from) {
+                        let _ = self.socket.try_send_to(&resp, from);
+                    }
+                    return;
                 };
                 self.by_addr.insert(from, id);
                 if let Some(c) = self.conns.get_mut(&id) {

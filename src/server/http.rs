@@ -18,12 +18,20 @@ use crate::proto::ErrorCode;
 pub fn router(hub: Hub) -> Router {
     Router::new()
         .route("/ws/v1", get(signalling))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/apps/{app_id}/rooms", get(list_rooms))
         .route("/api/v1/apps/{app_id}/rooms/{room_id}", get(room))
         .route("/api/v1/apps/{app_id}/rooms/{room_id}/users/{user_id}", delete(kick))
         .with_state(hub)
+}
+
+/// `{"status":"ok","media_port":7882}` (`media_port` absent when media is off).
+async fn healthz(State(hub): State<Hub>) -> Json<serde_json::Value> {
+    match hub.sfu() {
+        Some(sfu) => Json(json!({"status": "ok", "media_port": sfu.addr.port()})),
+        None => Json(json!({"status": "ok"})),
+    }
 }
 
 async fn signalling(upgrade: WebSocketUpgrade, State(hub): State<Hub>) -> Response {

@@ -480,3 +480,8 @@ impl Daemon {
         tracing::info!(callbox_event = "stopped", was_in_call = in_call, "stopped");
     }
 }
+
+/// A field engineer's hint for a callbox error code with a usual cause.
+pub fn hint_for(code: u32) -> Option<&'static str> {
+    events::hint(crate::proto::ErrorCode(code))
+}
