@@ -75,10 +75,12 @@ pub fn load<T: serde::de::DeserializeOwned>(path: Option<&Path>, env: &[(String,
 
 /// The process environment's `CALLBOX_` variables, except the ones the CLI itself reads.
 pub fn callbox_env() -> Vec<(String, String)> {
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("CALLBOX_") && k != "CALLBOX_CONFIG" && k != "CALLBOX_SOCKET")
-        .collect()
+    std::env::vars().filter(|(k, _)| k.starts_with("CALLBOX_") && !NOT_KEYS.contains(&k.as_str())).collect()
 }
+
+/// `CALLBOX_...` variables that are not config keys: the config paths, the control socket
+/// and the log target.
+pub const NOT_KEYS: [&str; 4] = ["CALLBOX_CONFIG", "CALLBOX_DEVICE_CONFIG", "CALLBOX_SOCKET", "CALLBOX_LOG"];
 
 fn parse_env_value(raw: &str) -> toml::Value {
     let probe = format!("v = {raw}");

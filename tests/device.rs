@@ -74,6 +74,10 @@ socket = "{}"
 impl Device {
     /// Starts the daemon with a NOTIFY_SOCKET (and WATCHDOG_USEC when `watchdog_us` is set).
     fn start(url: &str, mode: &str, watchdog_us: Option<u64>) -> Device {
+        Device::start_with(url, mode, watchdog_us, &[])
+    }
+
+    fn start_with(url: &str, mode: &str, watchdog_us: Option<u64>, env: &[(&str, &str)]) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("control.sock");
         let cfg = dir.path().join("device.toml");
@@ -91,6 +95,7 @@ impl Device {
         if let Some(us) = watchdog_us {
             cmd.env("WATCHDOG_USEC", us.to_string());
         }
+        cmd.envs(env.iter().copied());
         Device { child: cmd.spawn().unwrap(), dir, socket, notify }
     }
 
@@ -465,4 +470,80 @@ async fn doctor_on_a_board_less_machine() {
     let (code, lines, out) = doctor(&cfg);
     assert_eq!(code, Some(1));
     assert!(lines.contains(&("FAIL".into(), "server".into())), "{out}");
+}
+
+/// Journal entries the daemon sent, as field maps: from a journald socket this test stands
+/// in for (none runs here), or from the real journal where journald runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_each_log_line_reaches_journald_with_its_fields() {
+    const SOCKET: &str = "/run/systemd/journal/socket";
+    let server = Server::start("");
+    // Stand in for journald unless a real one answers (a stale socket file is replaced).
+    let own = std::os::unix::net::UnixDatagram::unbound().unwrap().connect(SOCKET).is_err();
+    struct Remove;
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(SOCKET);
+        }
+    }
+    // The reader drains the socket as journald would (a full queue blocks the sender).
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _cleanup = own.then(|| {
+        std::fs::create_dir_all("/run/systemd/journal").unwrap();
+        let _ = std::fs::remove_file(SOCKET);
+        let l = std::os::unix::net::UnixDatagram::bind(SOCKET).unwrap();
+        let got = received.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = l.recv(&mut buf) {
+                got.lock().unwrap().push(journal_fields(&buf[..n]));
+            }
+        });
+        Remove
+    });
+    let dev = Device::start_with(&server.url(), "intercom", None, &[("CALLBOX_LOG", "journald")]);
+    dev.wait("logged in", |s| s.room.state == "Connected").await;
+    dev.press("call");
+    dev.wait("publishing", |s| s.publishing.iter().any(|p| p.state == "Publishing")).await;
+    let entries: Vec<std::collections::HashMap<String, String>> = if own {
+        received.lock().unwrap().clone()
+    } else {
+        let out = Command::new("journalctl")
+            .args(["-o", "json", "--since", "-1min", "SYSLOG_IDENTIFIER=callbox"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    };
+    let room = entries.iter().find(|e| {
+        e.get("CALLBOX_EVENT").map(String::as_str) == Some("room_state")
+            && e.get("STATE").map(String::as_str) == Some("Connected")
+    });
+    let room = room.unwrap_or_else(|| panic!("no room_state entry in {entries:#?}"));
+    assert_eq!(room["ROOM_ID"], "lobby");
+    assert_eq!(room["USER_ID"], "door");
+    assert_eq!(room["ERROR_CODE"], "0");
+    assert_eq!(room["SYSLOG_IDENTIFIER"], "callbox");
+    assert!(room["MESSAGE"].contains("room lobby: Connected"), "{room:?}");
+    let publish = entries.iter().find(|e| e.get("CALLBOX_EVENT").map(String::as_str) == Some("publisher_state"));
+    assert_eq!(publish.unwrap_or_else(|| panic!("{entries:#?}"))["STREAM_ID"], "door-main");
+    assert!(!dev.log().contains("room lobby: Connected"), "journald, not stderr");
+}
+
+/// Parses one datagram of journald's native protocol: `KEY=value\n`, or `KEY\n`, a 64-bit
+/// little-endian length, the value and `\n`.
+fn journal_fields(mut b: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut m = std::collections::HashMap::new();
+    while let Some(nl) = b.iter().position(|c| *c == b'\n') {
+        let line = String::from_utf8_lossy(&b[..nl]).to_string();
+        b = &b[nl + 1..];
+        if let Some((k, v)) = line.split_once('=') {
+            m.insert(k.to_string(), v.to_string());
+        } else if b.len() >= 8 {
+            let len = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+            let value = b.get(8..8 + len).unwrap_or_default();
+            m.insert(line, String::from_utf8_lossy(value).to_string());
+            b = b.get(8 + len + 1..).unwrap_or_default();
+        }
+    }
+    m
 }
