@@ -78,9 +78,10 @@ pub fn callbox_env() -> Vec<(String, String)> {
     std::env::vars().filter(|(k, _)| k.starts_with("CALLBOX_") && !NOT_KEYS.contains(&k.as_str())).collect()
 }
 
-/// `CALLBOX_...` variables that are not config keys: the config paths, the control socket
-/// and the log target.
-pub const NOT_KEYS: [&str; 4] = ["CALLBOX_CONFIG", "CALLBOX_DEVICE_CONFIG", "CALLBOX_SOCKET", "CALLBOX_LOG"];
+/// `CALLBOX_...` variables that are not config keys: the config paths, the control socket,
+/// the log target and `callbox token`'s secret.
+pub const NOT_KEYS: [&str; 5] =
+    ["CALLBOX_CONFIG", "CALLBOX_DEVICE_CONFIG", "CALLBOX_SOCKET", "CALLBOX_LOG", "CALLBOX_APP_SECRET"];
 
 fn parse_env_value(raw: &str) -> toml::Value {
     let probe = format!("v = {raw}");

@@ -77,13 +77,18 @@ impl ServerProc {
 
     /// CPU time (user + system) the server has used.
     pub fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 =
-            f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+        proc_cpu(self.child.id())
     }
+}
+
+/// CPU time (user + system) process `pid` has used, from /proc.
+pub fn proc_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
 }
 
 impl Drop for ServerProc {
@@ -94,7 +99,7 @@ impl Drop for ServerProc {
     }
 }
 
-fn engine(url: &str, media: MediaConfig) -> anyhow::Result<(Engine, mpsc::Receiver<EngineEvent>)> {
+pub(super) fn engine(url: &str, media: MediaConfig) -> anyhow::Result<(Engine, mpsc::Receiver<EngineEvent>)> {
     let mut p = EngineProfile::new(DEMO_APP_ID, Auth::AppSign(DEMO_SECRET.into()), url).with_media(media);
     p.reconnect = callbox::engine::ReconnectPolicy {
         initial: Duration::from_millis(100),
@@ -107,7 +112,7 @@ fn engine(url: &str, media: MediaConfig) -> anyhow::Result<(Engine, mpsc::Receiv
     Ok(Engine::create(p)?)
 }
 
-fn user(id: &str) -> UserInfo {
+pub(super) fn user(id: &str) -> UserInfo {
     UserInfo { user_id: id.into(), user_name: String::new() }
 }
 

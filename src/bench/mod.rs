@@ -1,8 +1,10 @@
 //! `callbox bench`: figures printed by a program, not asserted by timed tests.
 //! Login time: from the `login_room` call to its return (Logined), on loopback against an
 //! embedded server (or `--server`). Then the media figures of [`media`]: first remote frame,
-//! recovery after a server crash, SFU fan-out.
+//! recovery after a server crash, SFU fan-out; and the device daemon's RSS and CPU
+//! ([`device`]).
 
+mod device;
 mod media;
 
 use std::process::ExitCode;
@@ -35,6 +37,9 @@ pub struct BenchArgs {
     /// Seconds each fan-out figure is measured over.
     #[arg(long, default_value_t = 10)]
     fanout_secs: u64,
+    /// Seconds each device-daemon footprint figure is measured over (0: skip).
+    #[arg(long, default_value_t = 10)]
+    device_secs: u64,
 }
 
 /// `callbox bench`.
@@ -103,6 +108,17 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 f.packets_per_sec,
                 f.server_cpu * 100.0,
                 per_10k * 100.0
+            );
+        }
+    }
+    if a.device_secs > 0 {
+        for f in device::footprint(Duration::from_secs(a.device_secs)).await? {
+            println!(
+                "device daemon, {}: RSS {:.1} MiB (peak {:.1} MiB), CPU {:.1}% of a core",
+                f.phase,
+                f.rss_mib,
+                f.peak_mib,
+                f.cpu * 100.0
             );
         }
     }

@@ -51,6 +51,9 @@ pub enum StartError {
     /// The engine refused the profile.
     #[error("engine: {0}")]
     Engine(#[from] crate::engine::EngineError),
+    /// GStreamer did not start.
+    #[error("media: {0}")]
+    Media(#[from] crate::media::MediaError),
 }
 
 /// Things the daemon's helpers report back.
@@ -94,6 +97,23 @@ impl Daemon {
         let media =
             cfg.media_config(|p| std::path::Path::new(p).exists()).map_err(|e| StartError::Config(e.to_string()))?;
         let mode = cfg.call_mode().map_err(|e| StartError::Config(e.to_string()))?;
+        // Load GStreamer's plugin registry now (seconds on a first boot), not at the first call.
+        crate::media::init()?;
+        let configured = crate::media::encoder::Encoder::from_element(&media.encoder);
+        match crate::media::encoder::choose(configured, &[], crate::media::has_element) {
+            Some(c) => tracing::info!(
+                callbox_event = "encoder",
+                encoder = %c.encoder,
+                hardware = c.encoder.is_hardware(),
+                "H.264 encoder will be {} ({})",
+                c.encoder,
+                c.reason
+            ),
+            None => tracing::error!(
+                callbox_event = "encoder",
+                "no H.264 encoder element: calls will fail; run `callbox doctor`"
+            ),
+        }
         let auth = match (&cfg.server.app_sign, &cfg.server.token) {
             (Some(s), _) => Auth::AppSign(s.clone()),
             (None, t) => Auth::Token(t.clone().unwrap_or_default()),
