@@ -300,6 +300,14 @@ impl DeviceConfig {
         self.call.stream_id.clone().unwrap_or_else(|| format!("{}-main", self.room.user_id))
     }
 
+    /// The engine's credentials: AppSign or the configured token.
+    pub fn auth(&self) -> crate::engine::Auth {
+        match (&self.server.app_sign, &self.server.token) {
+            (Some(s), _) => crate::engine::Auth::AppSign(s.clone()),
+            (None, t) => crate::engine::Auth::Token(t.clone().unwrap_or_default()),
+        }
+    }
+
     /// The call mode.
     pub fn call_mode(&self) -> Result<CallMode, ConfigError> {
         match self.call.mode.as_str() {

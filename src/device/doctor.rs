@@ -411,11 +411,8 @@ async fn credentials(cfg: &DeviceConfig) -> Check {
             ),
         };
     }
-    use crate::engine::{Auth, Engine, EngineProfile, ReconnectPolicy, RoomConfig, UserInfo};
-    let auth = match (&cfg.server.app_sign, &cfg.server.token) {
-        (Some(s), _) => Auth::AppSign(s.clone()),
-        (None, t) => Auth::Token(t.clone().unwrap_or_default()),
-    };
+    use crate::engine::{Engine, EngineProfile, ReconnectPolicy, RoomConfig, UserInfo};
+    let auth = cfg.auth();
     let mut p = EngineProfile::new(cfg.server.app_id, auth, cfg.server.url.clone());
     p.reconnect = ReconnectPolicy {
         initial: Duration::from_millis(200),

@@ -27,7 +27,7 @@ use super::gpio::{self, Edge, Output};
 use super::outputs::Outputs;
 use super::status::{GpioStatus, RoomStatus, Status};
 use super::systemd::{Notifier, watchdog_interval};
-use crate::engine::{Auth, Engine, EngineEvent, EngineProfile, ReconnectPolicy, UserInfo};
+use crate::engine::{Engine, EngineEvent, EngineProfile, ReconnectPolicy, UserInfo};
 use crate::media::AudioSink;
 use worker::{Done, Op, Target};
 
@@ -114,10 +114,7 @@ impl Daemon {
                 "no H.264 encoder element: calls will fail; run `callbox doctor`"
             ),
         }
-        let auth = match (&cfg.server.app_sign, &cfg.server.token) {
-            (Some(s), _) => Auth::AppSign(s.clone()),
-            (None, t) => Auth::Token(t.clone().unwrap_or_default()),
-        };
+        let auth = cfg.auth();
         let mut profile = EngineProfile::new(cfg.server.app_id, auth, cfg.server.url.clone()).with_media(media.clone());
         profile.reconnect = ReconnectPolicy::forever();
         if let Some(m) = &mut profile.media
