@@ -72,6 +72,7 @@ enum Cmd {
     EndPlay(String, StreamKey),
     EndSession(String),
     Stats(oneshot::Sender<SfuStats>),
+    Alive(String, oneshot::Sender<bool>),
 }
 
 /// A handle to the SFU task. Cheap to clone.
@@ -123,6 +124,17 @@ impl Sfu {
     }
 
     /// The counters.
+    /// Whether `session` still has a media connection (one whose ICE failed or that was
+    /// closed is gone).
+    pub async fn session_alive(&self, session: &str) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Alive(session.to_string(), reply)).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Relay counters.
     pub async fn stats(&self) -> Option<SfuStats> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Cmd::Stats(tx)).await.ok()?;
@@ -229,6 +241,9 @@ impl Core {
                 for id in ids {
                     self.remove(id);
                 }
+            }
+            Cmd::Alive(session, reply) => {
+                let _ = reply.send(self.conns.values().any(|c| c.session == session));
             }
             Cmd::Stats(reply) => {
                 let mut s = self.stats;

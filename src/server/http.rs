@@ -1,16 +1,17 @@
-//! HTTP routes: `/ws/v1` (signalling), `/healthz`, `/metrics` and the admin API under
-//! `/api/v1/apps/{app_id}/...` (bearer token with the `admin` privilege).
+//! HTTP routes: `/ws/v1` (signalling), `/healthz`, `/metrics`, the admin API under
+//! `/api/v1/apps/{app_id}/...` (bearer token with the `admin` privilege), and WHIP/WHEP
+//! under `/whip/v1/...` and `/whep/v1/...` ([`super::whip`]).
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use serde_json::json;
 
 use super::hub::Hub;
-use super::ws;
+use super::{whip, ws};
 use crate::auth;
 use crate::proto::ErrorCode;
 
@@ -23,6 +24,10 @@ pub fn router(hub: Hub) -> Router {
         .route("/api/v1/apps/{app_id}/rooms", get(list_rooms))
         .route("/api/v1/apps/{app_id}/rooms/{room_id}", get(room))
         .route("/api/v1/apps/{app_id}/rooms/{room_id}/users/{user_id}", delete(kick))
+        .route("/whip/v1/{app_id}/{room_id}/{stream_id}", post(whip::whip_post))
+        .route("/whip/v1/{app_id}/{room_id}/{stream_id}/{session}", delete(whip::whip_delete))
+        .route("/whep/v1/{app_id}/{room_id}/{stream_id}", post(whip::whep_post))
+        .route("/whep/v1/{app_id}/{room_id}/{stream_id}/{session}", delete(whip::whep_delete))
         .with_state(hub)
 }
 
@@ -59,7 +64,8 @@ async fn metrics(State(hub): State<Hub>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+/// A JSON error body `{"code", "name", "message"}` with `status`.
+pub(super) fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     (status, Json(json!({"code": code.0, "name": code.name(), "message": message}))).into_response()
 }
 

@@ -11,6 +11,7 @@ mod hub;
 mod limits;
 mod metrics;
 pub mod registry;
+mod whip;
 mod ws;
 
 use std::net::SocketAddr;
@@ -58,6 +59,7 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
     let media_addr = sfu.as_ref().map(|s| s.addr);
     let hub = Hub::spawn(&cfg, sfu);
     let app = http::router(hub.clone());
+    tokio::spawn(whip::reap(hub.clone()));
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let hub_for_stop = hub.clone();

@@ -15,9 +15,11 @@ use rand::Rng;
 mod admin;
 mod media;
 mod room;
+mod whip;
 
 pub use admin::{RoomView, UserView};
 pub use media::MediaOut;
+pub use whip::Refusal;
 
 use super::config::{Limits, ServerConfig};
 use super::limits::Bucket;
@@ -101,6 +103,8 @@ struct Session {
     warned_expiry: bool,
     broadcasts: Bucket,
     backlog: VecDeque<ServerMsg>,
+    /// A WHIP publisher: no connection and no heartbeat; ended by DELETE or by its media.
+    pinned: bool,
 }
 
 struct Room {
@@ -278,7 +282,7 @@ impl Registry {
         let expired: Vec<String> = self
             .sessions
             .iter()
-            .filter(|(_, s)| now.at.saturating_duration_since(s.last_seen) > self.grace)
+            .filter(|(_, s)| !s.pinned && now.at.saturating_duration_since(s.last_seen) > self.grace)
             .map(|(id, _)| id.clone())
             .collect();
         for sid in expired {
@@ -382,6 +386,7 @@ impl Registry {
             warned_expiry: false,
             broadcasts: Bucket::new(self.limits.broadcasts_per_sec, self.limits.broadcast_burst, now.at),
             backlog: VecDeque::new(),
+            pinned: false,
         };
         let app = self.apps.get_mut(&app_id).expect("checked above");
         app.users.insert(user.user_id.clone(), session_id.clone());
@@ -559,12 +564,21 @@ impl Registry {
                 "stream ID already published by another user",
             );
         }
-        app.streams.insert(stream_id.clone(), sid.to_string());
+        self.send(conn, ServerMsg::Ok { req });
+        self.announce_stream(sid, stream_id, extra_info);
+    }
+
+    /// Records an accepted publish and tells the room (StreamUpdate Add, PlayAvailable to
+    /// those waiting for it).
+    fn announce_stream(&mut self, sid: &str, stream_id: String, extra_info: String) {
+        let s = self.sessions.get(sid).expect("present");
+        if let Some(app) = self.apps.get_mut(&s.app_id) {
+            app.streams.insert(stream_id.clone(), sid.to_string());
+        }
         let room_id = s.room_id.clone();
         let info = StreamInfo { stream_id: stream_id.clone(), user: s.user.clone(), extra_info: extra_info.clone() };
         self.sessions.get_mut(sid).expect("present").published.insert(stream_id.clone(), extra_info);
         tracing::info!(room_id = %room_id, stream_id = %stream_id, user_id = %info.user.user_id, "stream published");
-        self.send(conn, ServerMsg::Ok { req });
         for other in self.room_others(sid) {
             let subscribed = self.sessions.get(&other).is_some_and(|o| o.subscriptions.contains(&stream_id));
             self.send_session(

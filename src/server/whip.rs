@@ -1,0 +1,203 @@
+//! WHIP (RFC 9725) and WHEP over HTTP: standard tools (OBS, GStreamer's whipsink/whepsrc,
+//! browsers, aiortc) publish into a room or play a room's stream without the signalling
+//! protocol.
+//!
+//! - `POST /whip/v1/{app_id}/{room_id}/{stream_id}` (`Content-Type: application/sdp`,
+//!   `Authorization: Bearer <token with publish>`): `201 Created`, `Location` of the
+//!   session, the SDP answer. The stream appears in the room as published by user
+//!   `whip-<stream_id>`. `DELETE` on the Location ends it; so does the publisher's media
+//!   going away (ICE failed) for [`REAP_AFTER`].
+//! - `POST /whep/v1/{app_id}/{room_id}/{stream_id}` (bearer token with play): the same for
+//!   playback; `DELETE` on the Location ends it.
+//!
+//! Refusals carry a JSON body `{"code", "name", "message"}`: 400 bad SDP or IDs, 401 missing,
+//! invalid or expired token, 403 privilege/room/stream not allowed, 404 unknown app or
+//! stream, 409 stream already published, 415 not `application/sdp`, 503 no media relay.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::hub::Hub;
+use super::registry::Refusal;
+use crate::proto::ErrorCode;
+use crate::rtc::client::Role;
+
+/// A WHIP session whose media connection is gone for this long is ended.
+pub const REAP_AFTER: Duration = Duration::from_secs(15);
+/// Largest SDP offer accepted.
+pub const MAX_SDP: usize = 64 * 1024;
+
+fn refusal(r: Refusal) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    super::http::error(status, r.code, &r.message)
+}
+
+fn bad(status: StatusCode, code: ErrorCode, message: &str) -> Refusal {
+    Refusal { status: status.as_u16(), code, message: message.to_string() }
+}
+
+/// The offer's SDP and the bearer token, or the refusal.
+fn offer_and_token(headers: &HeaderMap, body: &Bytes) -> Result<(String, String), Refusal> {
+    let ctype = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ctype.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp")) {
+        return Err(bad(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::MEDIA_OFFER_REJECTED,
+            "Content-Type must be application/sdp",
+        ));
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad(StatusCode::UNAUTHORIZED, ErrorCode::TOKEN_INVALID, "missing bearer token"))?;
+    if body.len() > MAX_SDP {
+        return Err(bad(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::MEDIA_OFFER_REJECTED, "SDP offer over 64 KB"));
+    }
+    let sdp = std::str::from_utf8(body)
+        .ok()
+        .filter(|s| s.trim_start().starts_with("v=0"))
+        .ok_or_else(|| bad(StatusCode::BAD_REQUEST, ErrorCode::MEDIA_OFFER_REJECTED, "the body is not an SDP offer"))?;
+    Ok((sdp.to_string(), token))
+}
+
+fn created(location: String, answer: String) -> Response {
+    let mut r = (StatusCode::CREATED, answer).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn app_id(raw: &str) -> Result<u32, Refusal> {
+    raw.parse().map_err(|_| bad(StatusCode::NOT_FOUND, ErrorCode::APP_ID_MISMATCH, "no such app"))
+}
+
+/// `POST /whip/v1/{app_id}/{room_id}/{stream_id}`.
+pub async fn whip_post(
+    State(hub): State<Hub>,
+    Path((app, room_id, stream_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (sdp, token) = match offer_and_token(&headers, &body) {
+        Ok(x) => x,
+        Err(r) => return refusal(r),
+    };
+    let app_id = match app_id(&app) {
+        Ok(a) => a,
+        Err(r) => return refusal(r),
+    };
+    let Some(sfu) = hub.sfu().cloned() else {
+        return refusal(bad(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::MEDIA_UNAVAILABLE,
+            "this server relays no media",
+        ));
+    };
+    let (r, s) = (room_id.clone(), stream_id.clone());
+    let started = hub.with(move |reg, now| reg.whip_start(app_id, &r, &s, &token, now)).await;
+    let (sid, key) = match started {
+        Some(Ok(x)) => x,
+        Some(Err(e)) => return refusal(e),
+        None => return refusal(bad(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down")),
+    };
+    match sfu.offer(&sid, key, Role::Publish, sdp).await {
+        Ok(answer) => created(format!("/whip/v1/{app_id}/{room_id}/{stream_id}/{sid}"), answer),
+        Err(e) => {
+            let s = sid.clone();
+            hub.with(move |reg, _| reg.whip_end(&s)).await;
+            refusal(bad(StatusCode::BAD_REQUEST, ErrorCode::MEDIA_OFFER_REJECTED, &format!("offer rejected: {e}")))
+        }
+    }
+}
+
+/// `DELETE /whip/v1/{app_id}/{room_id}/{stream_id}/{session}`.
+pub async fn whip_delete(
+    State(hub): State<Hub>,
+    Path((_app, _room, _stream, sid)): Path<(String, String, String, String)>,
+) -> Response {
+    if hub.with(move |reg, _| reg.whip_end(&sid)).await.unwrap_or(false) {
+        StatusCode::OK.into_response()
+    } else {
+        refusal(bad(StatusCode::NOT_FOUND, ErrorCode::STREAM_NOT_FOUND, "no such WHIP session"))
+    }
+}
+
+/// `POST /whep/v1/{app_id}/{room_id}/{stream_id}`.
+pub async fn whep_post(
+    State(hub): State<Hub>,
+    Path((app, room_id, stream_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (sdp, token) = match offer_and_token(&headers, &body) {
+        Ok(x) => x,
+        Err(r) => return refusal(r),
+    };
+    let app_id = match app_id(&app) {
+        Ok(a) => a,
+        Err(r) => return refusal(r),
+    };
+    let Some(sfu) = hub.sfu().cloned() else {
+        return refusal(bad(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::MEDIA_UNAVAILABLE,
+            "this server relays no media",
+        ));
+    };
+    let (r, s) = (room_id.clone(), stream_id.clone());
+    let key = match hub.with(move |reg, now| reg.whep_check(app_id, &r, &s, &token, now)).await {
+        Some(Ok(k)) => k,
+        Some(Err(e)) => return refusal(e),
+        None => return refusal(bad(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down")),
+    };
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    match sfu.offer(&format!("whep-{id}"), key, Role::Play, sdp).await {
+        Ok(answer) => created(format!("/whep/v1/{app_id}/{room_id}/{stream_id}/{id}"), answer),
+        Err(e) => {
+            refusal(bad(StatusCode::BAD_REQUEST, ErrorCode::MEDIA_OFFER_REJECTED, &format!("offer rejected: {e}")))
+        }
+    }
+}
+
+/// `DELETE /whep/v1/{app_id}/{room_id}/{stream_id}/{session}`.
+pub async fn whep_delete(
+    State(hub): State<Hub>,
+    Path((_app, _room, _stream, id)): Path<(String, String, String, String)>,
+) -> Response {
+    let Some(sfu) = hub.sfu() else {
+        return refusal(bad(StatusCode::NOT_FOUND, ErrorCode::STREAM_NOT_FOUND, "no such WHEP session"));
+    };
+    let session = format!("whep-{id}");
+    if sfu.session_alive(&session).await {
+        sfu.end_session(&session);
+        StatusCode::OK.into_response()
+    } else {
+        refusal(bad(StatusCode::NOT_FOUND, ErrorCode::STREAM_NOT_FOUND, "no such WHEP session"))
+    }
+}
+
+/// Ends WHIP sessions whose media connection has been gone for [`REAP_AFTER`] (a publisher
+/// that vanished without DELETE), so the room does not keep a ghost stream.
+pub async fn reap(hub: Hub) {
+    let Some(sfu) = hub.sfu().cloned() else { return };
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Some(sessions) = hub.with(|reg, now| reg.whip_sessions(now.at)).await else { return };
+        for (sid, age) in sessions {
+            if age >= REAP_AFTER && !sfu.session_alive(&sid).await {
+                tracing::info!("WHIP publisher's media is gone; ending its session");
+                hub.with(move |reg, _| reg.whip_end(&sid)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! WHIP and WHEP against a WebRTC stack we did not write (aiortc, from the venv that
+//! scripts/install-deps.sh makes), with engines in the room on the other side; and every
+//! refusal case over raw HTTP.
+
+mod common;
+
+use std::process::Command;
+
+use callbox::engine::{EngineEvent, MediaEventKind, PublishChannel, UpdateType};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The venv's Python with aiortc (`CALLBOX_PYTHON` overrides).
+fn python() -> String {
+    std::env::var("CALLBOX_PYTHON").unwrap_or_else(|_| {
+        format!("{}/.cache/callbox-venv/bin/python3", std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+    })
+}
+
+/// Runs the aiortc client and returns its JSON line.
+async fn aiortc(mode: &str, url: String, token: String, seconds: &str) -> serde_json::Value {
+    let seconds = seconds.to_string();
+    let mode = mode.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/whip_client.py"))
+            .args([&mode, &url, &token, &seconds])
+            .output()
+            .expect("python with aiortc (scripts/install-deps.sh makes ~/.cache/callbox-venv)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "aiortc failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn stream_update(stream: &'static str, kind: UpdateType) -> impl Fn(&EngineEvent) -> bool {
+    move |e| {
+        matches!(e, EngineEvent::RoomStreamUpdate { update, streams, .. }
+            if *update == kind && streams.iter().any(|s| s.stream_id == stream))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_publishes_over_whip_and_an_engine_decodes_it() {
+    let server = Server::start("");
+    let (flat, mut ev) = media_engine(&server.url());
+    flat.login_room("lobby", user("flat"), notify()).await.unwrap();
+    let publish_token = token(APP, SECRET, "obs", Some("lobby"), &["publish"], 600);
+    let url = format!("http://{}/whip/v1/{APP}/lobby/cam-1", server.addr);
+    let client = tokio::spawn(aiortc("publish", url, publish_token, "6"));
+
+    let e = ev.wait("cam-1 added", stream_update("cam-1", UpdateType::Add)).await;
+    assert!(matches!(&e, EngineEvent::RoomStreamUpdate { streams, .. } if streams[0].user.user_id == "whip-cam-1"));
+    assert!(ev.seen.iter().any(|e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Add, users, .. }
+        if users.iter().any(|u| u.user_id == "whip-cam-1"))));
+    flat.start_playing_stream("cam-1").await.unwrap();
+    ev.wait("aiortc's video rendered", |e| {
+        matches!(e, EngineEvent::MediaEvent { stream_id, event: MediaEventKind::RenderedFirstFrame } if stream_id == "cam-1")
+    })
+    .await;
+    let q = ev
+        .wait("frames decoded", |e| {
+            matches!(e, EngineEvent::PlayerQualityUpdate { stream_id, quality } if stream_id == "cam-1" && quality.frames_decoded > 10)
+        })
+        .await;
+    assert!(matches!(q, EngineEvent::PlayerQualityUpdate { quality, .. } if quality.audio_decoded > 0), "audio too");
+
+    let r = client.await.unwrap();
+    assert_eq!(r["status"], 201, "{r}");
+    assert_eq!(r["connected"], true, "{r}");
+    assert!(r["location"].as_str().unwrap().starts_with(&format!("/whip/v1/{APP}/lobby/cam-1/")), "{r}");
+    assert_eq!(r["delete_status"], 200, "{r}");
+    // DELETE: the stream and the WHIP user leave the room.
+    ev.wait("cam-1 deleted", stream_update("cam-1", UpdateType::Delete)).await;
+    ev.wait("whip user left", |e| {
+        matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, users, .. } if users.iter().any(|u| u.user_id == "whip-cam-1"))
+    })
+    .await;
+    flat.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_plays_an_engine_stream_over_whep() {
+    let server = Server::start("");
+    let (door, _ev) = media_engine(&server.url());
+    door.login_room("lobby", user("door"), notify()).await.unwrap();
+    door.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
+    let play_token = token(APP, SECRET, "viewer", None, &["play"], 600);
+    let url = format!("http://{}/whep/v1/{APP}/lobby/door-main", server.addr);
+    let r = aiortc("play", url, play_token, "4").await;
+    assert_eq!(r["status"], 201, "{r}");
+    assert_eq!(r["connected"], true, "{r}");
+    assert_eq!(r["video_codec"], "H264", "{r}");
+    assert!(r["video_frames"].as_u64().unwrap() > 10, "{r}");
+    assert!(r["audio_frames"].as_u64().unwrap() > 10, "{r}");
+    assert_eq!(r["delete_status"], 200, "{r}");
+    door.destroy().await;
+}
+
+/// A raw HTTP request with a body; returns the status, the headers and the body.
+async fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_and_whep_refuse_bad_requests_with_the_reason() {
+    let server = Server::start("");
+    let addr = server.http();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+    let publish = token(APP, SECRET, "obs", Some("lobby"), &["publish"], 600);
+    let play_only = token(APP, SECRET, "obs", Some("lobby"), &["play"], 600);
+    let other_room = token(APP, SECRET, "obs", Some("garage"), &["publish", "play"], 600);
+    let expired = token(APP, SECRET, "obs", None, &["publish"], -10);
+    let bearer = |t: &str| format!("Bearer {t}");
+    let whip = format!("/whip/v1/{APP}/lobby/cam-1");
+    let cases: Vec<(&str, String, Vec<(&str, String)>, &str, u16, &str)> = vec![
+        ("no content type", whip.clone(), vec![("Authorization", bearer(&publish))], sdp, 415, "application/sdp"),
+        ("no token", whip.clone(), vec![("Content-Type", "application/sdp".into())], sdp, 401, "bearer"),
+        (
+            "garbage token",
+            whip.clone(),
+            vec![("Content-Type", "application/sdp".into()), ("Authorization", "Bearer abc".into())],
+            sdp,
+            401,
+            "token invalid",
+        ),
+        (
+            "expired token",
+            whip.clone(),
+            vec![("Content-Type", "application/sdp".into()), ("Authorization", bearer(&expired))],
+            sdp,
+            401,
+            "expired",
+        ),
+        (
+            "no publish privilege",
+            whip.clone(),
+            vec![("Content-Type", "application/sdp".into()), ("Authorization", bearer(&play_only))],
+            sdp,
+            403,
+            "publish privilege",
+        ),
+        (
+            "another room's token",
+            whip.clone(),
+            vec![("Content-Type", "application/sdp".into()), ("Authorization", bearer(&other_room))],
+            sdp,
+            403,
+            "another room",
+        ),
+        (
+            "not SDP",
+            whip.clone(),
+            vec![("Content-Type", "application/sdp".into()), ("Authorization", bearer(&publish))],
+            "hello",
+            400,
+            "not an SDP offer",
+        ),
+        (
+            "SDP without media",
+            whip.clone(),
+            vec![("Content-Type", "application/sdp".into()), ("Authorization", bearer(&publish))],
+            sdp,
+            400,
+            "offer rejected",
+        ),
+        (
+            "unknown app",
+            "/whip/v1/4242/lobby/cam-1".into(),
+            vec![("Content-Type", "application/sdp".into()), ("Authorization", bearer(&publish))],
+            sdp,
+            404,
+            "unknown app",
+        ),
+        (
+            "WHEP of a stream nobody publishes",
+            format!("/whep/v1/{APP}/lobby/nobody"),
+            vec![("Content-Type", "application/sdp".into()), ("Authorization", bearer(&play_only))],
+            sdp,
+            404,
+            "not published",
+        ),
+        (
+            "WHEP without play privilege",
+            format!("/whep/v1/{APP}/lobby/nobody"),
+            vec![("Content-Type", "application/sdp".into()), ("Authorization", bearer(&publish))],
+            sdp,
+            403,
+            "play privilege",
+        ),
+    ];
+    for (what, path, headers, body, want, says) in cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, _, body) = request(&addr, "POST", &path, &h, body).await;
+        assert_eq!(status, want, "{what}: {body}");
+        assert!(body.contains(says), "{what}: {body}");
+        assert!(body.contains("\"code\""), "{what}: a code in {body}");
+    }
+    // After a rejected offer the room has no ghost WHIP user or stream: the same stream can
+    // be published by an engine, and then WHIP for it conflicts.
+    let (door, _ev) = engine(&server.url());
+    door.login_room("lobby", user("door"), notify()).await.unwrap();
+    door.start_publishing_stream("cam-1", PublishChannel::Main).await.unwrap();
+    let h = [("Content-Type", "application/sdp"), ("Authorization", &bearer(&publish) as &str)];
+    let (status, _, body) = request(&addr, "POST", &whip, &h, sdp).await;
+    assert_eq!(status, 409, "{body}");
+    for path in [format!("/whip/v1/{APP}/lobby/cam-1/nope"), format!("/whep/v1/{APP}/lobby/cam-1/nope")] {
+        let (status, _, body) = request(&addr, "DELETE", &path, &[], "").await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    door.destroy().await;
+}
