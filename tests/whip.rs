@@ -116,6 +116,9 @@ async fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)],
     (status, head.to_string(), body.to_string())
 }
 
+/// What is refused: name, path, headers, body, expected status, words of the reason.
+type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, &'a str, u16, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_and_whep_refuse_bad_requests_with_the_reason() {
     let server = Server::start("");
@@ -127,7 +130,7 @@ async fn whip_and_whep_refuse_bad_requests_with_the_reason() {
     let expired = token(APP, SECRET, "obs", None, &["publish"], -10);
     let bearer = |t: &str| format!("Bearer {t}");
     let whip = format!("/whip/v1/{APP}/lobby/cam-1");
-    let cases: Vec<(&str, String, Vec<(&str, String)>, &str, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("no content type", whip.clone(), vec![("Authorization", bearer(&publish))], sdp, 415, "application/sdp"),
         ("no token", whip.clone(), vec![("Content-Type", "application/sdp".into())], sdp, 401, "bearer"),
         (
