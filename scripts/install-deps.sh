@@ -5,12 +5,14 @@ set -euo pipefail
 
 # Build: pkg-config and the GStreamer/ALSA headers for -sys crates. Run: the GStreamer plugins
 # callbox's pipelines use (x264enc is in -ugly, openh264enc/webrtcdsp/compositor in -bad,
-# avdec_h264 in -libav). Tests: procps (kill), iproute2 (fault tests).
+# avdec_h264 in -libav). Tests: procps (kill), iproute2 (fault tests), chromium and
+# util-linux (unshare) for the browser test.
 PACKAGES=(pkg-config ca-certificates procps iproute2 systemd
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-alsa gstreamer1.0-x
-  libasound2-dev)
+  libasound2-dev
+  chromium util-linux)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -30,4 +32,11 @@ if ! "$VENV/bin/python3" -c "import aiortc" 2>/dev/null; then
   echo "installing aiortc into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q "aiortc==1.*"
+fi
+
+# Browser test: playwright-core drives Debian's Chromium (tests/browser/call.mjs).
+BROWSER_DIR="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+if [ ! -d "$BROWSER_DIR/node_modules/playwright-core" ]; then
+  echo "installing playwright-core into $BROWSER_DIR"
+  (cd "$BROWSER_DIR" && npm ci --no-audit --no-fund --loglevel=error)
 fi

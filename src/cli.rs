@@ -22,7 +22,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `callbox server`.
-pub fn server(config: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<ExitCode> {
+pub fn server(config: Option<PathBuf>, listen: Option<String>, dev: bool) -> anyhow::Result<ExitCode> {
     let mut cfg = match ServerConfig::load(config.as_deref(), &callbox::config_file::callbox_env()) {
         Ok(c) => c,
         Err(e) => {
@@ -36,6 +36,16 @@ pub fn server(config: Option<PathBuf>, listen: Option<String>) -> anyhow::Result
             eprintln!("callbox server: {e}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
+    }
+    if dev {
+        cfg.dev = true;
+        if !cfg.apps.iter().any(|a| a.app_id == callbox::server::DEV_APP_ID) {
+            cfg.apps.push(callbox::server::config::AppConfig {
+                app_id: callbox::server::DEV_APP_ID,
+                secret: callbox::server::DEV_SECRET.into(),
+            });
+        }
+        tracing::warn!("dev mode: anyone who reaches this server can get tokens for app 1234 from /dev/token");
     }
     if cfg.apps.is_empty() {
         tracing::warn!("no [[apps]] configured: every login will fail with APP_ID_MISMATCH");

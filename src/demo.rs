@@ -17,9 +17,9 @@ use callbox::server::ServerConfig;
 use callbox::server::config::AppConfig;
 
 /// The demo app. Its secret is public: never use it on a real server.
-pub const DEMO_APP_ID: u32 = 1234;
+pub const DEMO_APP_ID: u32 = callbox::server::DEV_APP_ID;
 /// The demo app's (public, development-only) secret.
-pub const DEMO_SECRET: &str = "6b1c1f0e2d3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344";
+pub const DEMO_SECRET: &str = callbox::server::DEV_SECRET;
 
 /// Arguments of `callbox demo`.
 #[derive(clap::Args)]

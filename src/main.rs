@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod cli;
 mod demo;
+mod peer;
 
 /// Room-based real-time calls for Linux single-board computers.
 #[derive(Parser)]
@@ -28,6 +29,10 @@ enum Command {
         /// Listen address, overrides the config's `listen`.
         #[arg(long)]
         listen: Option<String>,
+        /// Development mode: adds the dev app (1234, the public demo secret) and lets the
+        /// browser page fetch its tokens from /dev/token. Never on a reachable server.
+        #[arg(long)]
+        dev: bool,
     },
     /// Print a token signed with an app secret.
     Token(cli::TokenArgs),
@@ -72,6 +77,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// A scriptable room member (tests, field checks): publishes a test pattern, plays the
+    /// others, prints JSON lines.
+    Peer(peer::PeerArgs),
     /// Print benchmark figures (login time on loopback).
     Bench(bench::BenchArgs),
     /// Run the demo: a local server and engines in room `demo`.
@@ -114,10 +122,11 @@ fn main() -> ExitCode {
             | Command::Status { .. }
             | Command::Call { .. }
             | Command::Gpio { .. }
+            | Command::Peer(_)
     );
     cli::init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
-        Command::Server { config, listen } => cli::server(config, listen),
+        Command::Server { config, listen, dev } => cli::server(config, listen, dev),
         Command::Token(args) => cli::token(args),
         Command::CheckConfig { file, kind } => cli::check_config(&file, kind),
         Command::Device { config } => cli::device(config),
@@ -132,6 +141,7 @@ fn main() -> ExitCode {
         }
         Command::Doctor { config } => cli::doctor(config),
         Command::Bench(args) => bench::run(args),
+        Command::Peer(args) => peer::run(args),
         Command::Demo(args) => demo::run(args),
     };
     match result {

@@ -520,6 +520,13 @@ impl Core {
                 let mut out = packet.clone();
                 out.header.ssrc = ssrc;
                 out.header.payload_type = pt;
+                // Header extension IDs (mid, abs-send-time, transport-cc, ...) are negotiated
+                // per connection: the publisher's mean something else, or nothing, to this
+                // player (a browser's audio mid would route its packets to our video).
+                out.header.extension = false;
+                out.header.extension_profile = 0;
+                out.header.extensions.clear();
+                out.header.extensions_padding = 0;
                 if let Some(mut s) = p.pc.rtp_sender(sender)
                     && s.write_rtp(now, out).is_ok()
                 {

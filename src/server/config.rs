@@ -30,6 +30,10 @@ pub struct ServerConfig {
     /// The media relay (SFU).
     #[serde(default)]
     pub media: MediaConfig,
+    /// Development mode (`callbox server --dev`, never from the file): the dev app is added
+    /// and `GET /dev/token` hands out its tokens to anyone.
+    #[serde(skip)]
+    pub dev: bool,
 }
 
 /// The media relay: every WebRTC connection on one UDP port.

@@ -15,9 +15,15 @@ use super::{whip, ws};
 use crate::auth;
 use crate::proto::ErrorCode;
 
-/// Builds the router.
-pub fn router(hub: Hub) -> Router {
-    Router::new()
+/// The browser page (web/index.html), embedded in the binary.
+const PAGE: &str = include_str!("../../web/index.html");
+/// Lifetime of a token from `/dev/token`.
+const DEV_TOKEN_SECS: u64 = 600;
+
+/// Builds the router; `dev` adds `GET /dev/token`.
+pub fn router(hub: Hub, dev: bool) -> Router {
+    let r = Router::new()
+        .route("/", get(|| async { axum::response::Html(PAGE) }))
         .route("/ws/v1", get(signalling))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -27,8 +33,43 @@ pub fn router(hub: Hub) -> Router {
         .route("/whip/v1/{app_id}/{room_id}/{stream_id}", post(whip::whip_post))
         .route("/whip/v1/{app_id}/{room_id}/{stream_id}/{session}", delete(whip::whip_delete))
         .route("/whep/v1/{app_id}/{room_id}/{stream_id}", post(whip::whep_post))
-        .route("/whep/v1/{app_id}/{room_id}/{stream_id}/{session}", delete(whip::whep_delete))
-        .with_state(hub)
+        .route("/whep/v1/{app_id}/{room_id}/{stream_id}/{session}", delete(whip::whep_delete));
+    let r = if dev { r.route("/dev/token", get(dev_token)) } else { r };
+    r.with_state(hub)
+}
+
+/// `GET /dev/token?app_id=1234&room=R&user=U` (dev mode only): a 10-minute token for the dev
+/// app with login, publish, play and door, bound to the room and user.
+async fn dev_token(
+    State(hub): State<Hub>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let (room, user) = (q.get("room").cloned().unwrap_or_default(), q.get("user").cloned().unwrap_or_default());
+    if q.get("app_id").is_some_and(|a| a != &super::DEV_APP_ID.to_string()) {
+        return error(StatusCode::NOT_FOUND, ErrorCode::APP_ID_MISMATCH, "dev tokens are only for app 1234");
+    }
+    if let Err(code) = crate::proto::ids::check_room_id(&room).and_then(|_| crate::proto::ids::check_user_id(&user)) {
+        return error(StatusCode::BAD_REQUEST, code, "room and user must be valid IDs");
+    }
+    let Some(key) = hub.with(|reg, _| reg.app_key(super::DEV_APP_ID).map(<[u8]>::to_vec)).await.flatten() else {
+        return error(StatusCode::NOT_FOUND, ErrorCode::APP_ID_MISMATCH, "the dev app is not configured");
+    };
+    let now = auth::unix_now();
+    let claims = auth::Claims {
+        app_id: super::DEV_APP_ID,
+        user_id: user.clone(),
+        room_id: Some(room.clone()),
+        privileges: ["login", "publish", "play", "door"].map(String::from).to_vec(),
+        streams: None,
+        iat: now,
+        exp: now + DEV_TOKEN_SECS,
+    };
+    match auth::mint(&key, &claims) {
+        Ok(token) => Json(json!({"app_id": super::DEV_APP_ID, "room_id": room, "user_id": user, "token": token,
+            "expires_in": DEV_TOKEN_SECS}))
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::SERVER_INTERNAL, &e.to_string()),
+    }
 }
 
 /// `{"status":"ok","media_port":7882}` (`media_port` absent when media is off).

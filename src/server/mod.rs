@@ -19,6 +19,12 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 pub use config::ServerConfig;
+
+/// The dev app (`callbox server --dev`, `callbox demo`). Its secret is public: never use it
+/// on a reachable server.
+pub const DEV_APP_ID: u32 = 1234;
+/// The dev app's public secret.
+pub const DEV_SECRET: &str = "6b1c1f0e2d3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344";
 pub use hub::Hub;
 
 /// A running server: its address and a handle to stop it.
@@ -58,7 +64,7 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
     };
     let media_addr = sfu.as_ref().map(|s| s.addr);
     let hub = Hub::spawn(&cfg, sfu);
-    let app = http::router(hub.clone());
+    let app = http::router(hub.clone(), cfg.dev);
     tokio::spawn(whip::reap(hub.clone()));
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {

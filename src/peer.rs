@@ -1,0 +1,117 @@
+//! `callbox peer`: a scriptable room member for tests and field checks. It logs in with the
+//! dev app's AppSign (or `--token`), optionally publishes a test pattern and tone, plays
+//! every other stream, and prints one JSON line per event on stdout: `user`, `stream`,
+//! `first_frame`, `quality` (frames and audio buffers decoded per played stream), `state`.
+//! It stops after `--seconds` or when stdin closes, logging out first.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use callbox::engine::{
+    Auth, Engine, EngineEvent, EngineProfile, MediaEventKind, PublishChannel, RoomConfig, UpdateType, UserInfo,
+};
+use callbox::media::MediaConfig;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+/// Arguments of `callbox peer`.
+#[derive(clap::Args)]
+pub struct PeerArgs {
+    /// Server URL (ws://host:port).
+    #[arg(long)]
+    server: String,
+    /// Room to join.
+    #[arg(long, default_value = "lobby")]
+    room: String,
+    /// Our user ID.
+    #[arg(long, default_value = "peer")]
+    user: String,
+    /// AppID (default: the dev app).
+    #[arg(long, default_value_t = callbox::server::DEV_APP_ID)]
+    app_id: u32,
+    /// A token (default: AppSign with the dev app's public secret).
+    #[arg(long)]
+    token: Option<String>,
+    /// Publish a test pattern and tone as this stream.
+    #[arg(long)]
+    publish: Option<String>,
+    /// Media bind address.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// Stop after this many seconds (0: when stdin closes).
+    #[arg(long, default_value_t = 0)]
+    seconds: u64,
+}
+
+fn out(v: serde_json::Value) {
+    println!("{v}");
+}
+
+/// `callbox peer`.
+pub fn run(a: PeerArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(peer(a))
+}
+
+async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
+    let auth = match a.token {
+        Some(t) => Auth::Token(t),
+        None => Auth::AppSign(callbox::server::DEV_SECRET.into()),
+    };
+    let mut p = EngineProfile::new(a.app_id, auth, a.server.clone()).with_media(MediaConfig::small());
+    if let Some(m) = &mut p.media {
+        m.bind = Some(a.bind);
+    }
+    let (engine, mut events) = Engine::create(p)?;
+    let user = UserInfo { user_id: a.user.clone(), user_name: a.user.clone() };
+    engine.login_room(&a.room, user, RoomConfig { token: None, is_user_status_notify: true }).await?;
+    out(json!({"event": "state", "state": "Connected"}));
+    if let Some(s) = &a.publish {
+        engine.start_publishing_stream(s, PublishChannel::Main).await?;
+    }
+    let stop = async {
+        if a.seconds > 0 {
+            tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+        } else {
+            let mut buf = [0u8; 64];
+            while tokio::io::stdin().read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            e = events.recv() => match e {
+                None => break,
+                Some(EngineEvent::RoomUserUpdate { update, users, .. }) => {
+                    for u in users {
+                        out(json!({"event": "user", "update": if update == UpdateType::Add { "add" } else { "delete" }, "user_id": u.user_id}));
+                    }
+                }
+                Some(EngineEvent::RoomStreamUpdate { update, streams, .. }) => {
+                    for s in streams {
+                        let add = update == UpdateType::Add;
+                        out(json!({"event": "stream", "update": if add { "add" } else { "delete" }, "stream_id": s.stream_id, "user_id": s.user.user_id}));
+                        let r = if add { engine.start_playing_stream(&s.stream_id).await } else { engine.stop_playing_stream(&s.stream_id).await };
+                        if let Err(e) = r {
+                            out(json!({"event": "error", "message": e.to_string()}));
+                        }
+                    }
+                }
+                Some(EngineEvent::MediaEvent { stream_id, event: MediaEventKind::RenderedFirstFrame }) => {
+                    out(json!({"event": "first_frame", "stream_id": stream_id}));
+                }
+                Some(EngineEvent::PlayerQualityUpdate { stream_id, quality }) => {
+                    out(json!({"event": "quality", "stream_id": stream_id, "frames_decoded": quality.frames_decoded,
+                        "audio_decoded": quality.audio_decoded, "render_fps": quality.render_fps}));
+                }
+                Some(EngineEvent::RoomStateChanged { state, reason, .. }) => {
+                    out(json!({"event": "state", "state": format!("{state:?}"), "reason": format!("{reason:?}")}));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    engine.destroy().await;
+    Ok(ExitCode::SUCCESS)
+}

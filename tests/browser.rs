@@ -1,0 +1,51 @@
+//! The browser page in Debian's Chromium (headless, fake camera and microphone), driven by
+//! playwright-core (tests/browser/call.mjs), inside a network namespace with only `lo` so
+//! every ICE candidate is 127.0.0.1: it joins a room with a `callbox peer` engine, each
+//! decodes the other (H.264 in the page; video and audio in the engine), the page comes back
+//! after the server is killed and restarted, and leaving updates the engine's lists. The
+//! screenshot lands in target/tmp/browser/browser-call.png.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn the_page_calls_an_engine_and_comes_back_after_a_server_restart() {
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    let _ = std::fs::remove_file(artifacts.join("browser-call.png"));
+    let script = format!(
+        "ip link set lo up && node {}/tests/browser/call.mjs {} {}",
+        env!("CARGO_MANIFEST_DIR"),
+        env!("CARGO_BIN_EXE_callbox"),
+        artifacts.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-n", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux) and node; Chromium and playwright-core come from scripts/install-deps.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    let r: serde_json::Value = serde_json::from_str(last)
+        .unwrap_or_else(|_| panic!("no result line: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["ok"], true, "{r:#}\nstderr tail: {}", tail(&out.stderr));
+    assert!(out.status.success());
+    assert!(artifacts.join("browser-call.png").exists(), "screenshot saved");
+    println!("browser call: {r}");
+}
+
+fn tail(b: &[u8]) -> String {
+    let s = String::from_utf8_lossy(b);
+    s.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+#[tokio::test]
+async fn the_page_is_served_and_dev_tokens_exist_only_in_dev_mode() {
+    let server = common::Server::start("");
+    let (status, body) = common::http(&server.http(), "GET", "/", None).await;
+    assert_eq!(status, 200);
+    for id in ["room-state", "user-list", "stream-list", "frames-decoded", "open-door"] {
+        assert!(body.contains(&format!("data-testid=\"{id}\"")), "{id}");
+    }
+    let (status, _) = common::http(&server.http(), "GET", "/dev/token?app_id=1234&room=lobby&user=u", None).await;
+    assert_eq!(status, 404, "no dev tokens without --dev");
+}

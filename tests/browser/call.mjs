@@ -1,0 +1,139 @@
+// The browser page in a real call: Debian's Chromium (headless, fake camera and microphone),
+// driven by playwright-core, against the real `callbox server --dev` and a `callbox peer`
+// engine publishing a test pattern. Run inside a network namespace with only `lo`
+// (tests/browser.rs does: unshare -n), so every ICE candidate is 127.0.0.1.
+//
+//   node call.mjs <callbox binary> <artifact dir>
+//
+// Prints one JSON line of figures and exits 0, or prints why and exits 1.
+
+import { spawn } from "node:child_process";
+import { mkdirSync, writeFileSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const [bin, artifacts] = process.argv.slice(2);
+mkdirSync(artifacts, { recursive: true });
+const dir = mkdtempSync(join(tmpdir(), "callbox-browser-"));
+const children = [];
+const WAIT = 30000;
+
+function fail(msg) { throw new Error(msg); }
+
+async function until(what, fn, ms = WAIT) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    try { last = await fn(); if (last) return last; } catch (e) { last = e.message; }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  fail(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+function startServer(listen) {
+  const cfg = join(dir, "server.toml");
+  writeFileSync(cfg, `[media]\nbind = "127.0.0.1"\nport = 0\n[session]\ngrace_secs = 30\n`);
+  const p = spawn(bin, ["server", "--dev", "--config", cfg, "--listen", listen], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.CHILD_LOG || "warn" } });
+  children.push(p);
+  return new Promise((resolve, reject) => {
+    const rl = createInterface({ input: p.stdout });
+    rl.once("line", (line) => {
+      const m = line.match(/http:\/\/(\S+)/);
+      m ? resolve({ proc: p, addr: m[1] }) : reject(new Error("server did not start: " + line));
+    });
+  });
+}
+
+function startPeer(addr) {
+  const p = spawn(bin, ["peer", "--server", `ws://${addr}`, "--room", "lobby", "--user", "door", "--publish", "door-main"],
+    { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.CHILD_LOG || "warn" } });
+  children.push(p);
+  const events = [];
+  createInterface({ input: p.stdout }).on("line", (l) => { try { events.push(JSON.parse(l)); } catch { /* not ours */ } });
+  return { proc: p, events };
+}
+
+async function frames(page, stream) {
+  const el = page.locator(`.tile[data-stream-id="${stream}"] [data-testid="frames-decoded"]`);
+  return (await el.count()) ? Number(await el.first().textContent()) : 0;
+}
+
+const figures = {};
+let peerEvents = [];
+let browser, page;
+try {
+  let server = await startServer("127.0.0.1:0");
+  const addr = server.addr;
+  const peer = startPeer(addr);
+  peerEvents = peer.events;
+  await until("the peer in the room", () => peer.events.find((e) => e.event === "state" && e.state === "Connected"));
+
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
+      "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection"],
+  });
+  page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  const t0 = Date.now();
+  await page.goto(`http://${addr}/?app_id=1234&room=lobby&user=browser&name=Laptop&autojoin=1`);
+  await until("Connected", async () => (await page.getByTestId("room-state").textContent()) === "Connected");
+  figures.join_ms = Date.now() - t0;
+
+  // The browser decodes the engine's H.264 video.
+  await until("door-main decoding in the page", async () => (await frames(page, "door-main")) > 30);
+  figures.first_frames_ms = Date.now() - t0;
+  const codec = await page.locator('.tile[data-stream-id="door-main"]').getAttribute("data-codec");
+  if (codec !== "video/H264") fail(`negotiated ${codec}, not H264`);
+  const before = await frames(page, "door-main");
+  await new Promise((r) => setTimeout(r, 1000));
+  const after = await frames(page, "door-main");
+  if (after <= before) fail(`frames not rising: ${before} -> ${after}`);
+  figures.page_fps = after - before;
+  const tileUser = await page.locator('.tile[data-stream-id="door-main"] [data-testid="tile-user"]').textContent();
+  if (tileUser !== "door") fail(`tile labelled ${tileUser}`);
+
+  // The engine decodes the browser's video and audio.
+  await until("the peer decoding browser-main", () => peer.events.find((e) => e.event === "quality" && e.stream_id === "browser-main" && e.frames_decoded > 10 && e.audio_decoded > 0));
+  if (!peer.events.find((e) => e.event === "user" && e.update === "add" && e.user_id === "browser")) fail("the peer did not see the browser join");
+  const users = await page.getByTestId("user-list").textContent();
+  if (!users.includes("door")) fail(`user list: ${users}`);
+  const streams = await page.getByTestId("stream-list").textContent();
+  if (!streams.includes("door-main")) fail(`stream list: ${streams}`);
+  await page.waitForTimeout(3200); // one quality report on the tiles for the screenshot
+  await page.screenshot({ path: join(artifacts, "browser-call.png") });
+
+  // The server restarts (kill -9, same address): the page reconnects and plays again.
+  server.proc.kill("SIGKILL");
+  await until("the page reconnecting", async () => (await page.getByTestId("room-state").textContent()) !== "Connected");
+  const t1 = Date.now();
+  server = await startServer(addr);
+  await until("Connected again", async () => (await page.getByTestId("room-state").textContent()) === "Connected");
+  const mark = peer.events.length;
+  await until("door-main decoding again", async () => (await frames(page, "door-main")) > 30);
+  figures.back_after_restart_ms = Date.now() - t1;
+  await until("the peer decoding the browser again", () => peer.events.slice(mark).find((e) => e.event === "quality" && e.stream_id === "browser-main" && e.frames_decoded > 10));
+
+  // Leave: the peer sees the browser's stream and user go; the page is empty.
+  const mark2 = peer.events.length;
+  await page.getByTestId("leave").click();
+  await until("the peer seeing browser-main deleted", () => peer.events.slice(mark2).find((e) => e.event === "stream" && e.update === "delete" && e.stream_id === "browser-main"));
+  await until("the peer seeing the browser leave", () => peer.events.slice(mark2).find((e) => e.event === "user" && e.update === "delete" && e.user_id === "browser"));
+  if ((await page.getByTestId("room-state").textContent()) !== "Disconnected") fail("still connected after leave");
+  if ((await page.getByTestId("user-list").locator("li").count()) !== 0) fail("user list not cleared");
+  console.log(JSON.stringify({ ok: true, ...figures }));
+  process.exitCode = 0;
+} catch (e) {
+  const pageLog = page ? await page.locator("#log").textContent().catch(() => "") : "";
+  const pub = page ? await page.getByTestId("publisher-state").textContent().catch(() => "") : "";
+  console.log(JSON.stringify({ ok: false, error: e.message, publisher_state: pub, page_log: pageLog, peer_events: peerEvents.slice(-15), ...figures }));
+  if (page) await page.screenshot({ path: join(artifacts, "browser-failure.png") }).catch(() => {});
+  process.exitCode = 1;
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  for (const c of children) c.kill("SIGKILL");
+}
