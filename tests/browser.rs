@@ -3,7 +3,7 @@
 //! every ICE candidate is 127.0.0.1: it joins a room with a `callbox peer` engine, each
 //! decodes the other (H.264 in the page; video and audio in the engine), the page comes back
 //! after the server is killed and restarted, and leaving updates the engine's lists. The
-//! screenshot lands in target/tmp/browser/browser-call.png.
+//! screenshots land in target/tmp/browser/ (browser-call.png, browser-call-phone.png).
 
 mod common;
 

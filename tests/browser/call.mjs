@@ -46,8 +46,10 @@ function startServer(listen) {
   });
 }
 
-function startPeer(addr) {
-  const p = spawn(bin, ["peer", "--server", `ws://${addr}`, "--room", "lobby", "--user", "door", "--publish", "door-main"],
+function startPeer(addr, user, publish) {
+  const args = ["peer", "--server", `ws://${addr}`, "--room", "lobby", "--user", user];
+  if (publish) args.push("--publish", publish);
+  const p = spawn(bin, args,
     { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.CHILD_LOG || "warn" } });
   children.push(p);
   const events = [];
@@ -66,8 +68,10 @@ let browser, page;
 try {
   let server = await startServer("127.0.0.1:0");
   const addr = server.addr;
-  const peer = startPeer(addr);
+  const peer = startPeer(addr, "door", "door-main");
   peerEvents = peer.events;
+  // A second member that only watches: it sees the browser leave after the door has gone.
+  const watcher = startPeer(addr, "watcher", null);
   await until("the peer in the room", () => peer.events.find((e) => e.event === "state" && e.state === "Connected"));
 
   browser = await chromium.launch({
@@ -106,6 +110,9 @@ try {
   if (!streams.includes("door-main")) fail(`stream list: ${streams}`);
   await page.waitForTimeout(3200); // one quality report on the tiles for the screenshot
   await page.screenshot({ path: join(artifacts, "browser-call.png") });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: join(artifacts, "browser-call-phone.png"), fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 800 });
 
   // The server restarts (kill -9, same address): the page reconnects and plays again.
   server.proc.kill("SIGKILL");
@@ -118,11 +125,17 @@ try {
   figures.back_after_restart_ms = Date.now() - t1;
   await until("the peer decoding the browser again", () => peer.events.slice(mark).find((e) => e.event === "quality" && e.stream_id === "browser-main" && e.frames_decoded > 10));
 
-  // Leave: the peer sees the browser's stream and user go; the page is empty.
-  const mark2 = peer.events.length;
+  // The door leaves: the page's lists and grid follow.
+  peer.proc.stdin.end();
+  await until("door gone from the page's user list", async () => !(await page.getByTestId("user-list").textContent()).includes("door"));
+  await until("door-main gone from the page", async () => !(await page.getByTestId("stream-list").textContent()).includes("door-main")
+    && (await page.locator('.tile[data-stream-id="door-main"]').count()) === 0);
+
+  // The page leaves: the watcher sees the browser's stream and user go; the page is empty.
+  const mark2 = watcher.events.length;
   await page.getByTestId("leave").click();
-  await until("the peer seeing browser-main deleted", () => peer.events.slice(mark2).find((e) => e.event === "stream" && e.update === "delete" && e.stream_id === "browser-main"));
-  await until("the peer seeing the browser leave", () => peer.events.slice(mark2).find((e) => e.event === "user" && e.update === "delete" && e.user_id === "browser"));
+  await until("the watcher seeing browser-main deleted", () => watcher.events.slice(mark2).find((e) => e.event === "stream" && e.update === "delete" && e.stream_id === "browser-main"));
+  await until("the watcher seeing the browser leave", () => watcher.events.slice(mark2).find((e) => e.event === "user" && e.update === "delete" && e.user_id === "browser"));
   if ((await page.getByTestId("room-state").textContent()) !== "Disconnected") fail("still connected after leave");
   if ((await page.getByTestId("user-list").locator("li").count()) !== 0) fail("user list not cleared");
   console.log(JSON.stringify({ ok: true, ...figures }));
