@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/callbox-target
 export CARGO_TARGET_DIR
 CALLBOX := $(CARGO_TARGET_DIR)/release/callbox
 
-.PHONY: deps build demo test lint bench
+.PHONY: deps build demo test lint bench aarch64 test-aarch64 deb
 
 deps:
 	./scripts/install-deps.sh
@@ -24,3 +24,16 @@ test: lint
 
 bench: build
 	$(CALLBOX) bench --iterations 300
+
+# The aarch64 release binary without Docker (scripts/cross-aarch64.sh); prints its path last.
+aarch64: deps
+	./scripts/cross-aarch64.sh
+
+# The aarch64 binary run here under qemu-user: version, the Pi config, a short demo in which
+# media must flow (exit 1 otherwise).
+test-aarch64: deps
+	./scripts/test-aarch64.sh
+
+# Debian packages (cargo-deb): amd64 from the native build, arm64 from `make aarch64`.
+deb: build
+	./scripts/build-deb.sh

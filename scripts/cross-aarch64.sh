@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds the aarch64 (arm64) release binary without Docker: rustup's target, Debian's cross
+# gcc, and a sysroot of the arm64 -dev packages the build links against, unpacked with
+# `dpkg -x` (apt cannot keep the amd64 and arm64 libgstreamer-plugins-base1.0-dev installed
+# together). Idempotent; the sysroot is cached in ~/.cache/callbox-sysroot-arm64.
+# `--run-deps` also installs the arm64 runtime (libc, GStreamer plugins) and qemu-user so the
+# binary can be run here with `qemu-aarch64-static -L /`.
+# The last line printed is the built binary's path.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+TARGET=aarch64-unknown-linux-gnu
+SYSROOT="${CALLBOX_SYSROOT:-$HOME/.cache/callbox-sysroot-arm64}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/callbox-target}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  fi
+}
+
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $SUDO dpkg --add-architecture arm64
+  $SUDO apt-get update -qq >&2
+fi
+apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+if [ "${1:-}" = "--run-deps" ]; then
+  apt_install qemu-user-static libc6:arm64 gstreamer1.0-plugins-base:arm64 gstreamer1.0-plugins-good:arm64 \
+    gstreamer1.0-plugins-ugly:arm64 gstreamer1.0-plugins-bad:arm64 gstreamer1.0-libav:arm64
+fi
+rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET" >&2
+
+# What the gstreamer-rs -sys crates link against, and what pkg-config needs to resolve their
+# .pc files. Runtime libraries of their dependencies are not needed to link
+# (--allow-shlib-undefined); the board has them.
+PKGS=(libgstreamer1.0-dev libgstreamer1.0-0 libgstreamer-plugins-base1.0-dev libgstreamer-plugins-base1.0-0
+  libglib2.0-dev libglib2.0-0 liborc-0.4-dev liborc-0.4-0 libpcre2-dev libpcre2-8-0 libffi-dev libffi8
+  zlib1g-dev zlib1g libmount-dev libmount1 libblkid-dev libblkid1 libselinux1-dev libselinux1 libsepol-dev
+  libdw-dev libdw1 libelf-dev libelf1 libunwind-dev libunwind8 liblzma-dev liblzma5 libzstd1 libbz2-1.0)
+STAMP="$SYSROOT/.packages"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "${PKGS[*]}" ]; then
+  rm -rf "$SYSROOT"
+  mkdir -p "$SYSROOT/debs"
+  (cd "$SYSROOT/debs" && apt-get download "${PKGS[@]/%/:arm64}" >&2)
+  for d in "$SYSROOT"/debs/*.deb; do dpkg -x "$d" "$SYSROOT"; done
+  echo "${PKGS[*]}" > "$STAMP"
+fi
+
+export PKG_CONFIG_ALLOW_CROSS=1
+export PKG_CONFIG_SYSROOT_DIR="$SYSROOT"
+export PKG_CONFIG_LIBDIR="$SYSROOT/usr/lib/aarch64-linux-gnu/pkgconfig:$SYSROOT/usr/share/pkgconfig"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-Wl,--allow-shlib-undefined -C link-arg=-L$SYSROOT/usr/lib/aarch64-linux-gnu"
+(cd "$ROOT" && cargo build --release --target "$TARGET" >&2)
+echo "$CARGO_TARGET_DIR/$TARGET/release/callbox"
