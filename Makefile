@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/callbox-target
 export CARGO_TARGET_DIR
 CALLBOX := $(CARGO_TARGET_DIR)/release/callbox
 
-.PHONY: deps build demo test lint bench aarch64 test-aarch64 deb
+.PHONY: deps build demo test lint bench aarch64 test-aarch64 deb test-deb
 
 deps:
 	./scripts/install-deps.sh
@@ -37,3 +37,7 @@ test-aarch64: deps
 # Debian packages (cargo-deb): amd64 from the native build, arm64 from `make aarch64`.
 deb: build
 	./scripts/build-deb.sh
+
+# The packages inspected and installed into a throwaway bookworm root.
+test-deb: deps
+	./scripts/test-deb.sh

@@ -13,4 +13,4 @@ ARM="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/callbox"
 if [ -x "$ARM" ]; then
   cargo deb --no-build --no-strip --target aarch64-unknown-linux-gnu >&2
 fi
-ls "$CARGO_TARGET_DIR"/debian/callbox_*_amd64.deb "$CARGO_TARGET_DIR"/aarch64-unknown-linux-gnu/debian/callbox_*_arm64.deb 2>/dev/null || true
+ls "$CARGO_TARGET_DIR"/debian/callbox_*.deb

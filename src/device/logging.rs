@@ -32,8 +32,11 @@ pub fn init(default_level: &str) -> LogTarget {
     let filter = || {
         EnvFilter::try_from_default_env()
             // The DTLS layer warns about a missing server name on every connection; that is
-            // expected for WebRTC (peers are identified by certificate fingerprints).
-            .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},rtc_dtls=error")))
+            // expected for WebRTC (peers are identified by certificate fingerprints). The SRTP
+            // handler warns about media written in the few ms before DTLS completes.
+            .unwrap_or_else(|_| {
+                EnvFilter::new(format!("{default_level},rtc_dtls=error,rtc::peer_connection::handler=error"))
+            })
     };
     let want = choose(std::env::var("CALLBOX_LOG").ok().as_deref(), std::env::var_os("JOURNAL_STREAM").is_some());
     if want == LogTarget::Journald {

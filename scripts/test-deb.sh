@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds the .debs (scripts/build-deb.sh), inspects them with dpkg-deb, and installs the amd64
+# one into a throwaway Debian bookworm root (debootstrap minbase + systemd, cached as a tar in
+# ~/.cache) with `dpkg --root`, checking files, the user, the conffile, that nothing is
+# enabled, and removal and purge.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/callbox-target}"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+"$ROOT/scripts/build-deb.sh" >/dev/null
+DEB=$(ls "$CARGO_TARGET_DIR"/debian/callbox_*_amd64.deb)
+for deb in "$CARGO_TARGET_DIR"/debian/callbox_*.deb; do
+  info=$(dpkg-deb -I "$deb")
+  files=$(dpkg-deb -c "$deb")
+  for dep in gstreamer1.0-plugins-good gstreamer1.0-plugins-bad libgstreamer1.0-0 libasound2; do
+    grep -q "Depends:.*$dep" <<<"$info" || fail "$deb does not depend on $dep"
+  done
+  grep -q "conffiles" <<<"$info" || fail "$deb has no conffiles"
+  for f in ./usr/bin/callbox ./lib/systemd/system/callbox.service ./lib/systemd/system/callbox-server.service \
+    ./usr/lib/sysusers.d/callbox.conf ./usr/lib/tmpfiles.d/callbox.conf ./etc/callbox/device.toml; do
+    grep -q " $f\$" <<<"$files" || fail "$deb lacks $f"
+  done
+  echo "$(basename "$deb"): $(stat -c %s "$deb") bytes, $(grep -c '' <<<"$files") entries"
+done
+[ "$(dpkg-deb -f "$DEB" Architecture)" = amd64 ] || fail "not amd64"
+
+CACHE="$HOME/.cache/callbox-rootfs-bookworm.tar"
+if [ ! -f "$CACHE" ]; then
+  command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+  tmp=$(mktemp -d)
+  debootstrap --variant=minbase --include=systemd bookworm "$tmp" http://deb.debian.org/debian >&2
+  tar -C "$tmp" -cf "$CACHE" . && rm -rf "$tmp"
+fi
+R=$(mktemp -d)
+trap 'rm -rf "$R"' EXIT
+tar -C "$R" -xf "$CACHE"
+dpkg --root="$R" --force-depends -i "$DEB" >/dev/null 2>&1 || fail "dpkg -i failed"
+[ -x "$R/usr/bin/callbox" ] || fail "no /usr/bin/callbox"
+grep -q '^callbox:' "$R/etc/passwd" || fail "postinst did not create user callbox"
+for g in video audio gpio; do grep -q "^$g:.*callbox" "$R/etc/group" || fail "callbox not in group $g"; done
+gid=$(awk -F: '$1 == "callbox" { print $3 }' "$R/etc/group")
+[ "$(stat -c '%a %g' "$R/etc/callbox/device.toml")" = "640 $gid" ] || fail "device.toml not 0640 root:callbox"
+[ -d "$R/var/lib/callbox" ] || fail "no /var/lib/callbox"
+grep -q "/etc/callbox/device.toml" "$R/var/lib/dpkg/info/callbox.conffiles" || fail "device.toml is not a conffile"
+state=$(chroot "$R" systemctl is-enabled callbox.service 2>/dev/null || true)
+[ "$state" = disabled ] || fail "callbox.service is '$state', should be disabled until the integrator enables it"
+dpkg --root="$R" -r callbox >/dev/null 2>&1 || fail "dpkg -r failed"
+[ ! -e "$R/usr/bin/callbox" ] || fail "binary left after remove"
+[ -f "$R/etc/callbox/device.toml" ] || fail "remove must keep the conffile"
+dpkg --root="$R" -P callbox >/dev/null 2>&1 || fail "dpkg -P failed"
+[ ! -e "$R/etc/callbox/device.toml" ] || fail "purge must remove the conffile"
+echo "deb: installed, checked, removed and purged in a bookworm root"
