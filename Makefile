@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/callbox-target
 export CARGO_TARGET_DIR
 CALLBOX := $(CARGO_TARGET_DIR)/release/callbox
 
-.PHONY: deps build demo test lint bench aarch64 test-aarch64 deb test-deb
+.PHONY: deps build demo test lint bench aarch64 armv7 test-aarch64 deb test-deb
 
 deps:
 	./scripts/install-deps.sh
@@ -25,9 +25,12 @@ test: lint
 bench: build
 	$(CALLBOX) bench --iterations 300
 
-# The aarch64 release binary without Docker (scripts/cross-aarch64.sh); prints its path last.
+# The aarch64 / armv7 release binary without Docker (scripts/cross-build.sh); prints its path last.
 aarch64: deps
-	./scripts/cross-aarch64.sh
+	./scripts/cross-build.sh arm64
+
+armv7: deps
+	./scripts/cross-build.sh armhf
 
 # The aarch64 binary run here under qemu-user: version, the Pi config, a short demo in which
 # media must flow (exit 1 otherwise).

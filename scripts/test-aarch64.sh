@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds the aarch64 release binary (scripts/cross-aarch64.sh --run-deps) and runs it under
+# Builds the aarch64 release binary (scripts/cross-build.sh arm64 --run-deps) and runs it under
 # qemu-aarch64-static: --version, check-config of the Raspberry Pi example, and a 12-second
 # demo with two virtual devices in which media must flow both ways (the demo exits 1 if not).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BIN="$("$ROOT/scripts/cross-aarch64.sh" --run-deps | tail -n 1)"
+BIN="$("$ROOT/scripts/cross-build.sh" arm64 --run-deps | tail -n 1)"
 QEMU=(qemu-aarch64-static -L /)
 # The plugin scanner is an aarch64 binary too: scan in-process, into an arm64 registry.
 export GST_REGISTRY_FORK=no GST_REGISTRY="$HOME/.cache/callbox-gst-registry-aarch64.bin"

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# Builds the aarch64 (arm64) release binary without Docker: rustup's target, Debian's cross
-# gcc, and a sysroot of the arm64 -dev packages the build links against, unpacked with
-# `dpkg -x` (apt cannot keep the amd64 and arm64 libgstreamer-plugins-base1.0-dev installed
-# together). Idempotent; the sysroot is cached in ~/.cache/callbox-sysroot-arm64.
-# `--run-deps` also installs the arm64 runtime (libc, GStreamer plugins) and qemu-user so the
-# binary can be run here with `qemu-aarch64-static -L /`.
+# Usage: cross-build.sh arm64|armhf [--run-deps]
+# Builds the aarch64 (arm64) or armv7 (armhf) release binary without Docker: rustup's target,
+# Debian's cross gcc, and a sysroot of the target's -dev packages the build links against,
+# unpacked with `dpkg -x` (apt cannot keep the amd64 and foreign libgstreamer-plugins-base1.0-dev
+# installed together). Idempotent; the sysroot is cached in ~/.cache/callbox-sysroot-<arch>.
+# `--run-deps` also installs the target's runtime (libc, GStreamer plugins) and qemu-user so the
+# binary can be run here with `qemu-<cpu>-static -L /`.
 # The last line printed is the built binary's path.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TARGET=aarch64-unknown-linux-gnu
-SYSROOT="${CALLBOX_SYSROOT:-$HOME/.cache/callbox-sysroot-arm64}"
+ARCH="${1:?usage: cross-build.sh arm64|armhf [--run-deps]}"
+shift
+case "$ARCH" in
+  arm64) TARGET=aarch64-unknown-linux-gnu; GNU=aarch64-linux-gnu ;;
+  armhf) TARGET=armv7-unknown-linux-gnueabihf; GNU=arm-linux-gnueabihf ;;
+  *) echo "unknown architecture $ARCH (arm64 or armhf)" >&2; exit 2 ;;
+esac
+ENVT="$(echo "$TARGET" | tr 'a-z-' 'A-Z_')"
+SYSROOT="${CALLBOX_SYSROOT:-$HOME/.cache/callbox-sysroot-$ARCH}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/callbox-target}"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -26,14 +34,14 @@ apt_install() {
   fi
 }
 
-if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-  $SUDO dpkg --add-architecture arm64
+if ! dpkg --print-foreign-architectures | grep -qx "$ARCH"; then
+  $SUDO dpkg --add-architecture "$ARCH"
   $SUDO apt-get update -qq >&2
 fi
-apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+apt_install "gcc-$GNU" "libc6-dev-$ARCH-cross"
 if [ "${1:-}" = "--run-deps" ]; then
-  apt_install qemu-user-static libc6:arm64 gstreamer1.0-plugins-base:arm64 gstreamer1.0-plugins-good:arm64 \
-    gstreamer1.0-plugins-ugly:arm64 gstreamer1.0-plugins-bad:arm64 gstreamer1.0-libav:arm64
+  apt_install qemu-user-static "libc6:$ARCH" "gstreamer1.0-plugins-base:$ARCH" "gstreamer1.0-plugins-good:$ARCH" \
+    "gstreamer1.0-plugins-ugly:$ARCH" "gstreamer1.0-plugins-bad:$ARCH" "gstreamer1.0-libav:$ARCH"
 fi
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET" >&2
 
@@ -48,16 +56,16 @@ STAMP="$SYSROOT/.packages"
 if [ "$(cat "$STAMP" 2>/dev/null)" != "${PKGS[*]}" ]; then
   rm -rf "$SYSROOT"
   mkdir -p "$SYSROOT/debs"
-  (cd "$SYSROOT/debs" && apt-get download "${PKGS[@]/%/:arm64}" >&2)
+  (cd "$SYSROOT/debs" && apt-get download "${PKGS[@]/%/:$ARCH}" >&2)
   for d in "$SYSROOT"/debs/*.deb; do dpkg -x "$d" "$SYSROOT"; done
   echo "${PKGS[*]}" > "$STAMP"
 fi
 
 export PKG_CONFIG_ALLOW_CROSS=1
 export PKG_CONFIG_SYSROOT_DIR="$SYSROOT"
-export PKG_CONFIG_LIBDIR="$SYSROOT/usr/lib/aarch64-linux-gnu/pkgconfig:$SYSROOT/usr/share/pkgconfig"
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-Wl,--allow-shlib-undefined -C link-arg=-L$SYSROOT/usr/lib/aarch64-linux-gnu"
+export PKG_CONFIG_LIBDIR="$SYSROOT/usr/lib/$GNU/pkgconfig:$SYSROOT/usr/share/pkgconfig"
+export "CARGO_TARGET_${ENVT}_LINKER=$GNU-gcc"
+export "CC_${TARGET//-/_}=$GNU-gcc"
+export "CARGO_TARGET_${ENVT}_RUSTFLAGS=-C link-arg=-Wl,--allow-shlib-undefined -C link-arg=-L$SYSROOT/usr/lib/$GNU"
 (cd "$ROOT" && cargo build --release --target "$TARGET" >&2)
 echo "$CARGO_TARGET_DIR/$TARGET/release/callbox"
