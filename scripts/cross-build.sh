@@ -34,9 +34,13 @@ apt_install() {
   fi
 }
 
+# The target's package index: after adding the architecture, or if it is still missing (an
+# earlier update hit a mirror in the middle of a sync: retry rather than fail).
 if ! dpkg --print-foreign-architectures | grep -qx "$ARCH"; then
   $SUDO dpkg --add-architecture "$ARCH"
-  $SUDO apt-get update -qq >&2
+fi
+if ! apt-cache show "libgstreamer1.0-dev:$ARCH" >/dev/null 2>&1; then
+  for i in 1 2 3; do $SUDO apt-get update -qq >&2 && break || sleep 10; done
 fi
 apt_install "gcc-$GNU" "libc6-dev-$ARCH-cross"
 if [ "${1:-}" = "--run-deps" ]; then
