@@ -40,7 +40,7 @@ if ! dpkg --print-foreign-architectures | grep -qx "$ARCH"; then
   $SUDO dpkg --add-architecture "$ARCH"
 fi
 if ! apt-cache show "libgstreamer1.0-dev:$ARCH" >/dev/null 2>&1; then
-  for i in 1 2 3; do $SUDO apt-get update -qq >&2 && break || sleep 10; done
+  for i in 1 2 3 4 5; do $SUDO apt-get update -qq >&2 && break || sleep 15; done
 fi
 apt_install "gcc-$GNU" "libc6-dev-$ARCH-cross"
 if [ "${1:-}" = "--run-deps" ]; then

@@ -23,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   echo "installing: ${missing[*]}"
   # A mirror in the middle of a sync fails an index now and then: retry.
-  for i in 1 2 3; do $SUDO apt-get update -qq && break || sleep 10; done
+  for i in 1 2 3 4 5; do $SUDO apt-get update -qq && break || sleep 15; done
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
