@@ -25,6 +25,7 @@ use super::hub::Hub;
 use super::registry::Refusal;
 use crate::proto::ErrorCode;
 use crate::rtc::client::Role;
+use crate::rtc::sfu::Sfu;
 
 /// A WHIP session whose media connection is gone for this long is ended.
 pub const REAP_AFTER: Duration = Duration::from_secs(15);
@@ -77,8 +78,14 @@ fn created(location: String, answer: String) -> Response {
     r
 }
 
-fn app_id(raw: &str) -> Result<u32, Refusal> {
-    raw.parse().map_err(|_| bad(StatusCode::NOT_FOUND, ErrorCode::APP_ID_MISMATCH, "no such app"))
+/// What both POSTs check first: the offer, the token, the app ID and that media is on.
+fn request(hub: &Hub, app: &str, headers: &HeaderMap, body: &Bytes) -> Result<(String, String, u32, Sfu), Refusal> {
+    let (sdp, token) = offer_and_token(headers, body)?;
+    let app_id = app.parse().map_err(|_| bad(StatusCode::NOT_FOUND, ErrorCode::APP_ID_MISMATCH, "no such app"))?;
+    let sfu = hub.sfu().cloned().ok_or_else(|| {
+        bad(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::MEDIA_UNAVAILABLE, "this server relays no media")
+    })?;
+    Ok((sdp, token, app_id, sfu))
 }
 
 /// `POST /whip/v1/{app_id}/{room_id}/{stream_id}`.
@@ -88,20 +95,9 @@ pub async fn whip_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (sdp, token) = match offer_and_token(&headers, &body) {
+    let (sdp, token, app_id, sfu) = match request(&hub, &app, &headers, &body) {
         Ok(x) => x,
         Err(r) => return refusal(r),
-    };
-    let app_id = match app_id(&app) {
-        Ok(a) => a,
-        Err(r) => return refusal(r),
-    };
-    let Some(sfu) = hub.sfu().cloned() else {
-        return refusal(bad(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::MEDIA_UNAVAILABLE,
-            "this server relays no media",
-        ));
     };
     let (r, s) = (room_id.clone(), stream_id.clone());
     let started = hub.with(move |reg, now| reg.whip_start(app_id, &r, &s, &token, now)).await;
@@ -139,20 +135,9 @@ pub async fn whep_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (sdp, token) = match offer_and_token(&headers, &body) {
+    let (sdp, token, app_id, sfu) = match request(&hub, &app, &headers, &body) {
         Ok(x) => x,
         Err(r) => return refusal(r),
-    };
-    let app_id = match app_id(&app) {
-        Ok(a) => a,
-        Err(r) => return refusal(r),
-    };
-    let Some(sfu) = hub.sfu().cloned() else {
-        return refusal(bad(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::MEDIA_UNAVAILABLE,
-            "this server relays no media",
-        ));
     };
     let (r, s) = (room_id.clone(), stream_id.clone());
     let key = match hub.with(move |reg, now| reg.whep_check(app_id, &r, &s, &token, now)).await {
