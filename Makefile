@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/callbox-target
 export CARGO_TARGET_DIR
 CALLBOX := $(CARGO_TARGET_DIR)/release/callbox
 
-.PHONY: deps build demo test lint bench aarch64 armv7 test-aarch64 deb test-deb
+.PHONY: deps build demo test lint bench aarch64 armv7 test-aarch64 deb test-deb test-board
 
 deps:
 	./scripts/install-deps.sh
@@ -44,3 +44,8 @@ deb: build
 # The packages inspected and installed into a throwaway bookworm root.
 test-deb: deps
 	./scripts/test-deb.sh
+
+# The virtual board: a qemu VM with vivid, snd-aloop and gpio-sim devices runs callbox device
+# against a server on this host (scripts/test-board.sh).
+test-board: deps
+	./scripts/test-board.sh
