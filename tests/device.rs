@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use callbox::device::control::{self, Request};
 use callbox::device::status::Status;
-use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, MediaEventKind, PublishChannel, UpdateType};
+use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, PublishChannel, UpdateType};
 use common::*;
 
 /// The daemon process, killed on drop.
@@ -178,17 +178,6 @@ impl Drop for Device {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn rendered(stream: &'static str) -> impl Fn(&EngineEvent) -> bool {
-    move |e| matches!(e, EngineEvent::MediaEvent { stream_id, event: MediaEventKind::RenderedFirstFrame } if stream_id == stream)
-}
-
-fn stream_update(stream: &'static str, kind: UpdateType) -> impl Fn(&EngineEvent) -> bool {
-    move |e| {
-        matches!(e, EngineEvent::RoomStreamUpdate { update, streams, .. }
-            if *update == kind && streams.iter().any(|s| s.stream_id == stream))
     }
 }
 

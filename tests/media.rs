@@ -11,13 +11,6 @@ use std::time::{Duration, Instant};
 use callbox::engine::{EngineEvent, MediaEventKind, PlayQuality, PlayerState, PublishChannel, UpdateType};
 use common::*;
 
-fn rendered(stream: &str) -> impl Fn(&EngineEvent) -> bool + '_ {
-    move |e| {
-        matches!(e, EngineEvent::MediaEvent { stream_id, event: MediaEventKind::RenderedFirstFrame }
-            if stream_id == stream)
-    }
-}
-
 fn play_quality(stream: &str) -> impl Fn(&EngineEvent) -> bool + '_ {
     move |e| matches!(e, EngineEvent::PlayerQualityUpdate { stream_id, .. } if stream_id == stream)
 }

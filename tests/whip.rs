@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use callbox::engine::{EngineEvent, MediaEventKind, PublishChannel, UpdateType};
+use callbox::engine::{EngineEvent, PublishChannel, UpdateType};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -35,13 +35,6 @@ async fn aiortc(mode: &str, url: String, token: String, seconds: &str) -> serde_
     serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
-fn stream_update(stream: &'static str, kind: UpdateType) -> impl Fn(&EngineEvent) -> bool {
-    move |e| {
-        matches!(e, EngineEvent::RoomStreamUpdate { update, streams, .. }
-            if *update == kind && streams.iter().any(|s| s.stream_id == stream))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_publishes_over_whip_and_an_engine_decodes_it() {
     let server = Server::start("");
@@ -56,10 +49,7 @@ async fn aiortc_publishes_over_whip_and_an_engine_decodes_it() {
     assert!(ev.seen.iter().any(|e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Add, users, .. }
         if users.iter().any(|u| u.user_id == "whip-cam-1"))));
     flat.start_playing_stream("cam-1").await.unwrap();
-    ev.wait("aiortc's video rendered", |e| {
-        matches!(e, EngineEvent::MediaEvent { stream_id, event: MediaEventKind::RenderedFirstFrame } if stream_id == "cam-1")
-    })
-    .await;
+    ev.wait("aiortc's video rendered", rendered("cam-1")).await;
     let q = ev
         .wait("frames decoded", |e| {
             matches!(e, EngineEvent::PlayerQualityUpdate { stream_id, quality } if stream_id == "cam-1" && quality.frames_decoded > 10)

@@ -509,9 +509,19 @@ impl Core {
         }
     }
 
-    fn forward(&mut self, stream: &StreamKey, media: Vec<(Kind, rtc::rtp::Packet)>) {
+    fn forward(&mut self, stream: &StreamKey, mut media: Vec<(Kind, rtc::rtp::Packet)>) {
         self.stats.packets_in += media.len() as u64;
         let Some(players) = self.players.get(stream) else { return };
+        // Header extension IDs (mid, abs-send-time, transport-cc, ...) are negotiated per
+        // connection: the publisher's mean something else, or nothing, to a player (a browser's
+        // audio mid would route its packets to our video). Dropped once, before the copies.
+        for (_, packet) in &mut media {
+            let h = &mut packet.header;
+            h.extension = false;
+            h.extension_profile = 0;
+            h.extensions.clear();
+            h.extensions_padding = 0;
+        }
         let now = Instant::now();
         for pid in players {
             let Some(p) = self.conns.get_mut(pid) else { continue };
@@ -520,13 +530,6 @@ impl Core {
                 let mut out = packet.clone();
                 out.header.ssrc = ssrc;
                 out.header.payload_type = pt;
-                // Header extension IDs (mid, abs-send-time, transport-cc, ...) are negotiated
-                // per connection: the publisher's mean something else, or nothing, to this
-                // player (a browser's audio mid would route its packets to our video).
-                out.header.extension = false;
-                out.header.extension_profile = 0;
-                out.header.extensions.clear();
-                out.header.extensions_padding = 0;
                 if let Some(mut s) = p.pc.rtp_sender(sender)
                     && s.write_rtp(now, out).is_ok()
                 {

@@ -88,6 +88,16 @@ fn request(hub: &Hub, app: &str, headers: &HeaderMap, body: &Bytes) -> Result<(S
     Ok((sdp, token, app_id, sfu))
 }
 
+/// What the registry answered, or that the hub is gone (shutting down).
+fn registry<T>(answer: Option<Result<T, Refusal>>) -> Result<T, Refusal> {
+    answer
+        .unwrap_or_else(|| Err(bad(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down")))
+}
+
+fn offer_rejected(e: impl std::fmt::Display) -> Refusal {
+    bad(StatusCode::BAD_REQUEST, ErrorCode::MEDIA_OFFER_REJECTED, &format!("offer rejected: {e}"))
+}
+
 /// `POST /whip/v1/{app_id}/{room_id}/{stream_id}`.
 pub async fn whip_post(
     State(hub): State<Hub>,
@@ -95,23 +105,25 @@ pub async fn whip_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (sdp, token, app_id, sfu) = match request(&hub, &app, &headers, &body) {
-        Ok(x) => x,
-        Err(r) => return refusal(r),
-    };
+    whip(hub, app, room_id, stream_id, headers, body).await.unwrap_or_else(refusal)
+}
+
+async fn whip(
+    hub: Hub,
+    app: String,
+    room_id: String,
+    stream_id: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let (sdp, token, app_id, sfu) = request(&hub, &app, &headers, &body)?;
     let (r, s) = (room_id.clone(), stream_id.clone());
-    let started = hub.with(move |reg, now| reg.whip_start(app_id, &r, &s, &token, now)).await;
-    let (sid, key) = match started {
-        Some(Ok(x)) => x,
-        Some(Err(e)) => return refusal(e),
-        None => return refusal(bad(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down")),
-    };
+    let (sid, key) = registry(hub.with(move |reg, now| reg.whip_start(app_id, &r, &s, &token, now)).await)?;
     match sfu.offer(&sid, key, Role::Publish, sdp).await {
-        Ok(answer) => created(format!("/whip/v1/{app_id}/{room_id}/{stream_id}/{sid}"), answer),
+        Ok(answer) => Ok(created(format!("/whip/v1/{app_id}/{room_id}/{stream_id}/{sid}"), answer)),
         Err(e) => {
-            let s = sid.clone();
-            hub.with(move |reg, _| reg.whip_end(&s)).await;
-            refusal(bad(StatusCode::BAD_REQUEST, ErrorCode::MEDIA_OFFER_REJECTED, &format!("offer rejected: {e}")))
+            hub.with(move |reg, _| reg.whip_end(&sid)).await;
+            Err(offer_rejected(e))
         }
     }
 }
@@ -135,23 +147,23 @@ pub async fn whep_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (sdp, token, app_id, sfu) = match request(&hub, &app, &headers, &body) {
-        Ok(x) => x,
-        Err(r) => return refusal(r),
-    };
+    whep(hub, app, room_id, stream_id, headers, body).await.unwrap_or_else(refusal)
+}
+
+async fn whep(
+    hub: Hub,
+    app: String,
+    room_id: String,
+    stream_id: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refusal> {
+    let (sdp, token, app_id, sfu) = request(&hub, &app, &headers, &body)?;
     let (r, s) = (room_id.clone(), stream_id.clone());
-    let key = match hub.with(move |reg, now| reg.whep_check(app_id, &r, &s, &token, now)).await {
-        Some(Ok(k)) => k,
-        Some(Err(e)) => return refusal(e),
-        None => return refusal(bad(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down")),
-    };
+    let key = registry(hub.with(move |reg, now| reg.whep_check(app_id, &r, &s, &token, now)).await)?;
     let id = hex::encode(rand::random::<[u8; 16]>());
-    match sfu.offer(&format!("whep-{id}"), key, Role::Play, sdp).await {
-        Ok(answer) => created(format!("/whep/v1/{app_id}/{room_id}/{stream_id}/{id}"), answer),
-        Err(e) => {
-            refusal(bad(StatusCode::BAD_REQUEST, ErrorCode::MEDIA_OFFER_REJECTED, &format!("offer rejected: {e}")))
-        }
-    }
+    let answer = sfu.offer(&format!("whep-{id}"), key, Role::Play, sdp).await.map_err(offer_rejected)?;
+    Ok(created(format!("/whep/v1/{app_id}/{room_id}/{stream_id}/{id}"), answer))
 }
 
 /// `DELETE /whep/v1/{app_id}/{room_id}/{stream_id}/{session}`.

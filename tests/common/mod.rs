@@ -189,6 +189,22 @@ pub fn notify() -> RoomConfig {
     RoomConfig { token: None, is_user_status_notify: true }
 }
 
+/// Matches the first rendered frame of `stream`.
+pub fn rendered(stream: &str) -> impl Fn(&EngineEvent) -> bool + '_ {
+    move |e| {
+        matches!(e, EngineEvent::MediaEvent { stream_id, event: callbox::engine::MediaEventKind::RenderedFirstFrame }
+            if stream_id == stream)
+    }
+}
+
+/// Matches a stream update of `kind` that names `stream`.
+pub fn stream_update(stream: &str, kind: callbox::engine::UpdateType) -> impl Fn(&EngineEvent) -> bool + '_ {
+    move |e| {
+        matches!(e, EngineEvent::RoomStreamUpdate { update, streams, .. }
+            if *update == kind && streams.iter().any(|s| s.stream_id == stream))
+    }
+}
+
 /// Matches a room state change with this reason.
 pub fn is_reason(r: RoomStateReason) -> impl Fn(&EngineEvent) -> bool {
     move |e| matches!(e, EngineEvent::RoomStateChanged { reason, .. } if *reason == r)

@@ -457,6 +457,7 @@ impl Daemon {
         self.status.push_error(crate::auth::unix_now(), code, message);
     }
 
+    /// The full status for a control request.
     fn snapshot(&mut self) -> Status {
         self.status.uptime_secs = self.started.elapsed().as_secs();
         self.status.muted = self.controller.muted();
@@ -469,8 +470,12 @@ impl Daemon {
         self.status.clone()
     }
 
+    /// STATUS= after every loop turn, so only when the summary changed and without building
+    /// the whole status (that is for control requests).
     fn publish_status(&mut self) {
-        let s = self.snapshot().summary();
+        self.status.muted = self.controller.muted();
+        self.status.call = self.controller.state().as_str().into();
+        let s = self.status.summary();
         if s != self.last_summary {
             self.notifier.status(&s);
             self.last_summary = s;
