@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config_file;
 pub mod device;
 pub mod engine;
+pub mod faultnet;
 pub mod media;
 pub mod proto;
 pub mod rtc;

@@ -105,6 +105,7 @@ pub(super) fn engine(url: &str, media: MediaConfig) -> anyhow::Result<(Engine, m
         initial: Duration::from_millis(100),
         max: Duration::from_millis(500),
         give_up_after: None,
+        ..Default::default()
     };
     if let Some(m) = &mut p.media {
         m.bind = Some([127, 0, 0, 1].into());
@@ -217,7 +218,13 @@ async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) ->
     .await?;
     tx.send(send(ClientMsg::Play { req: 2, stream_id: stream.into() })).await?;
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
-    let conn = ClientConn::start(Role::Play, "127.0.0.1:0".parse()?, Some(Box::new(Counter(count))), ev_tx)?;
+    let conn = ClientConn::start(
+        Role::Play,
+        "127.0.0.1:0".parse()?,
+        Duration::from_secs(3),
+        Some(Box::new(Counter(count))),
+        ev_tx,
+    )?;
     let Some(ClientEvent::Offer(sdp)) = ev_rx.recv().await else { anyhow::bail!("no offer") };
     tx.send(send(ClientMsg::MediaOffer { req: 3, stream_id: stream.into(), role: MediaRole::Play, sdp })).await?;
     loop {

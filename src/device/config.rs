@@ -168,11 +168,20 @@ impl Default for DisplaySection {
 }
 
 /// `[media]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaSection {
     /// Local IP for media sockets; empty: the address that routes to the server.
     pub bind: String,
+    /// Milliseconds without anything from the server on a stream's media connection before
+    /// it is renegotiated (500 to 60000).
+    pub silence_ms: u64,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection { bind: String::new(), silence_ms: MediaConfig::default().silence_ms }
+    }
 }
 
 /// `[gpio]`.
@@ -267,6 +276,9 @@ impl DeviceConfig {
             let key = e.split(':').next().unwrap_or("video").replace("media.", "video.");
             ConfigError::value(&key, e)
         })?;
+        if !(500..=60_000).contains(&self.media.silence_ms) {
+            return Err(ConfigError::value("media.silence_ms", "must be 500 to 60000"));
+        }
         if !self.media.bind.is_empty() {
             self.media.bind.parse::<IpAddr>().map_err(|_| ConfigError::value("media.bind", "not an IP address"))?;
         }
@@ -393,6 +405,7 @@ impl DeviceConfig {
             video_sink,
             layout,
             audio_sink,
+            silence_ms: self.media.silence_ms,
             ..MediaConfig::default()
         })
     }

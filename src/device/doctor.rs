@@ -418,6 +418,7 @@ async fn credentials(cfg: &DeviceConfig) -> Check {
         initial: Duration::from_millis(200),
         max: Duration::from_secs(1),
         give_up_after: Some(Duration::from_secs(3)),
+        ..Default::default()
     };
     let Ok((engine, _events)) = Engine::create(p) else {
         return Check::new(

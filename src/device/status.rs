@@ -75,6 +75,9 @@ pub struct PublishStatus {
     pub stream_id: String,
     /// `NoPublish`, `PublishRequesting` or `Publishing`.
     pub state: String,
+    /// Accepted by the server but no media flows (cut, UDP blocked); being recovered.
+    #[serde(default)]
+    pub stalled: bool,
     /// Last quality report.
     pub quality: Option<PublishFigures>,
 }
@@ -86,6 +89,9 @@ pub struct PlayStatus {
     pub stream_id: String,
     /// `NoPlay`, `PlayRequesting` or `Playing`.
     pub state: String,
+    /// Requested but no media arrives (cut, UDP blocked); being recovered.
+    #[serde(default)]
+    pub stalled: bool,
     /// Video frames decoded so far.
     pub frames_decoded: u64,
     /// Last quality report.
@@ -161,10 +167,18 @@ impl Status {
         if !self.playing.is_empty() {
             let _ = write!(s, ", playing {}", self.playing.len());
         }
+        if self.media_stalled() {
+            s.push_str(", media stalled (recovering)");
+        }
         if self.muted {
             s.push_str(", muted");
         }
         s
+    }
+
+    /// Some stream is accepted by the server but carries no media.
+    pub fn media_stalled(&self) -> bool {
+        self.publishing.iter().any(|p| p.stalled) || self.playing.iter().any(|p| p.stalled)
     }
 
     /// Text for a person at a terminal.
@@ -187,7 +201,8 @@ impl Status {
                     q.level
                 )
             });
-            let _ = writeln!(t, "publish  {} {}{}", p.stream_id, p.state, q.unwrap_or_default());
+            let stalled = if p.stalled { " stalled" } else { "" };
+            let _ = writeln!(t, "publish  {} {}{stalled}{}", p.stream_id, p.state, q.unwrap_or_default());
         }
         for p in &self.playing {
             let q = p.quality.as_ref().map(|q| {
@@ -202,9 +217,10 @@ impl Status {
             });
             let _ = writeln!(
                 t,
-                "play     {} {} frames {}{}",
+                "play     {} {}{} frames {}{}",
                 p.stream_id,
                 p.state,
+                if p.stalled { " stalled" } else { "" },
                 p.frames_decoded,
                 q.unwrap_or_default()
             );
@@ -249,12 +265,17 @@ mod tests {
         s.playing.push(PlayStatus {
             stream_id: "flat-main".into(),
             state: "Playing".into(),
+            stalled: false,
             frames_decoded: 42,
             quality: None,
         });
         let t = s.to_text();
         assert!(t.contains("room     lobby") && t.contains("flat-main Playing frames 42") && t.contains("e14"), "{t}");
         assert_eq!(s.summary(), "room lobby Connected (Logined), call in_call, playing 1");
+        s.playing[0].state = "PlayRequesting".into();
+        s.playing[0].stalled = true;
+        assert!(s.to_text().contains("flat-main PlayRequesting stalled frames 42"));
+        assert_eq!(s.summary(), "room lobby Connected (Logined), call in_call, playing 1, media stalled (recovering)");
         let back: Status = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }

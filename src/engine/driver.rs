@@ -18,7 +18,9 @@ use crate::proto::{ClientMsg, ServerMsg, UserInfo};
 
 /// Events waiting in the channel before the engine holds them back in its own queue.
 pub const EVENT_CHANNEL: usize = 256;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connect that has not completed by then is abandoned and retried: one lost SYN costs
+/// 1 s, two cost 3 s, and the next attempt (a new SYN at once) is better than waiting.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const DESTROY_CMD: CmdId = u64::MAX;
 
 /// How the engine proves who it is.
@@ -348,7 +350,8 @@ impl Driver {
                 Some(()) = next_note(&mut self.media) => {}
                 _ = sleep_until(media_deadline) => {
                     if let Some(m) = &mut self.media {
-                        m.tick(Instant::now());
+                        let now = Instant::now();
+                        m.tick(now, self.s.signalling_fresh(now));
                     }
                 }
                 permit = events.reserve(), if !self.queue.is_empty() => match permit {
@@ -373,6 +376,9 @@ impl Driver {
     /// Carries out the session's and the media's outputs. Returns true when the engine is
     /// finished.
     fn drain(&mut self) -> bool {
+        if self.media.as_mut().is_some_and(|m| m.take_network_back()) {
+            self.s.network_back(Instant::now());
+        }
         let mut finished = self.drain_session();
         while let Some(m) = &mut self.media {
             let offers = m.take_offers();
@@ -424,9 +430,10 @@ impl Driver {
                     }
                 }
                 Output::Event(e) => {
-                    if let Some(m) = &mut self.media {
-                        m.observe(&e, Instant::now());
-                    }
+                    let e = match &mut self.media {
+                        Some(m) => m.observe(e, Instant::now()),
+                        None => e,
+                    };
                     self.emit(e);
                 }
                 Output::Joined { fresh } => {

@@ -3,9 +3,18 @@
 //! Driven by the session's state (Publishing / Playing start media, NoPublish / NoPlay
 //! stop it), kept alive without the application acting:
 //!
-//! - a media connection that drops (ICE consent lost) is replaced by a new one, offered
-//!   again over signalling, with back-off; after a re-login (the server forgot us) every
-//!   connection is renegotiated at once;
+//! - a media connection whose path is cut (no answer to consent checks) is kept: it comes
+//!   back by itself when the path does, which is the fastest recovery from a Wi-Fi roam or
+//!   an LTE handover. While the room connection is demonstrably working
+//!   ([`Session::signalling_fresh`]) a link that stays down, goes silent (no RTP or report
+//!   from the server for `silence_ms`) or failed is replaced by a new one, offered over
+//!   signalling, with back-off. An offer lost with the room connection is sent again once
+//!   in the room; an offer left unanswered times out and is renegotiated. After a re-login
+//!   (the server forgot us) every connection is renegotiated at once;
+//! - while a stream's media does not flow, the application sees PublishRequesting /
+//!   PlayRequesting with 1003038 / 1004029, and Publishing / Playing again when it does;
+//! - a link that comes back tells the session (`network_back`), which replaces a silent
+//!   room connection at once;
 //! - a publish pipeline that fails (element error, encoder stall) is rebuilt with back-off;
 //!   after three failures of a hardware encoder the next encoder of the chain is used;
 //! - quality every 3 s, first-frame and stall/resume events.
@@ -21,6 +30,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::event::{EngineEvent, MediaEventKind, PlayQuality, PublishQuality, PublisherState};
+#[cfg(doc)]
+use super::session::Session;
 use super::{PlayerState, QualityLevel};
 use crate::media::encoder::{self, Encoder};
 use crate::media::{Grid, Layout, MediaConfig, MediaError, Player, Publisher, RtpOut, has_element, pipeline};
@@ -36,6 +47,11 @@ use stall::{STALL, StallWatch};
 const TICK: Duration = Duration::from_millis(100);
 const QUALITY_EVERY: Duration = Duration::from_secs(3);
 const HW_FAILURES_BEFORE_FALLBACK: u32 = 3;
+/// An offer sent over a working room connection and not answered by then is lost.
+const OFFER_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a resume, a link still down gets this long to come back by itself (one consent
+/// check) before it is renegotiated.
+const RESUME_GRACE: Duration = Duration::from_millis(500);
 
 /// Media settings of an engine.
 #[derive(Debug, Clone)]
@@ -55,8 +71,17 @@ enum Note {
 struct Link {
     conn: Option<ClientConn>,
     epoch: u64,
-    unsent: Option<String>,
+    /// The connection's offer until it is answered.
+    offer: Option<String>,
+    /// When the offer went out; `None`: not sent (the room connection was down) or lost.
+    offer_sent: Option<Instant>,
     connected: bool,
+    /// Not carrying media since then (cut, silent, failed, being renegotiated).
+    down_since: Option<Instant>,
+    /// The session's state for the stream is Publishing / Playing.
+    session_ok: bool,
+    /// The application was last told Publishing / Playing.
+    shown_ok: bool,
     retry_at: Option<Instant>,
     failures: u32,
     stats: LinkStats,
@@ -104,6 +129,8 @@ pub(crate) struct MediaManager {
     next_quality: Instant,
     grid: Option<Grid>,
     muted: bool,
+    /// A link came back: the network works again (see [`MediaManager::take_network_back`]).
+    network_back: bool,
 }
 
 impl MediaManager {
@@ -123,37 +150,61 @@ impl MediaManager {
             next_quality: Instant::now() + QUALITY_EVERY,
             grid: None,
             muted: false,
+            network_back: false,
         }
     }
 
-    /// Reacts to the session's publisher and player states.
-    pub(crate) fn observe(&mut self, e: &EngineEvent, now: Instant) {
-        match e {
-            EngineEvent::PublisherStateUpdate { stream_id, state: PublisherState::Publishing, .. }
-                if !self.pubs.contains_key(stream_id) =>
-            {
-                self.start_publish(stream_id, now);
+    /// Reacts to the session's publisher and player states, and returns the event the
+    /// application should see: the session's Publishing / Playing (the server accepted) is
+    /// told as PublishRequesting / PlayRequesting while the stream's media is down.
+    pub(crate) fn observe(&mut self, e: EngineEvent, now: Instant) -> EngineEvent {
+        let e = match e {
+            EngineEvent::PublisherStateUpdate { stream_id, state, error_code } => {
+                match state {
+                    PublisherState::Publishing if !self.pubs.contains_key(&stream_id) => {
+                        self.start_publish(&stream_id, now)
+                    }
+                    PublisherState::NoPublish => {
+                        self.pubs.remove(&stream_id);
+                    }
+                    _ => {}
+                }
+                let ok = state == PublisherState::Publishing;
+                match self.pubs.get_mut(&stream_id).map(|p| p.link.session_says(ok)) {
+                    Some(false) if ok => EngineEvent::PublisherStateUpdate {
+                        stream_id,
+                        state: PublisherState::PublishRequesting,
+                        error_code: ErrorCode::PUBLISH_MEDIA_RECOVERING,
+                    },
+                    _ => EngineEvent::PublisherStateUpdate { stream_id, state, error_code },
+                }
             }
-            EngineEvent::PublisherStateUpdate { stream_id, state: PublisherState::NoPublish, .. } => {
-                self.pubs.remove(stream_id);
+            EngineEvent::PlayerStateUpdate { stream_id, state, error_code } => {
+                match state {
+                    PlayerState::Playing if !self.plays.contains_key(&stream_id) => self.start_play(&stream_id, now),
+                    PlayerState::NoPlay => {
+                        self.plays.remove(&stream_id);
+                    }
+                    // The stream is gone (or not there yet): nothing to receive until it is back.
+                    PlayerState::PlayRequesting if error_code == ErrorCode::STREAM_NOT_FOUND => {
+                        self.plays.remove(&stream_id);
+                    }
+                    _ => {}
+                }
+                let ok = state == PlayerState::Playing;
+                match self.plays.get_mut(&stream_id).map(|p| p.link.session_says(ok)) {
+                    Some(false) if ok => EngineEvent::PlayerStateUpdate {
+                        stream_id,
+                        state: PlayerState::PlayRequesting,
+                        error_code: ErrorCode::PLAY_MEDIA_RECOVERING,
+                    },
+                    _ => EngineEvent::PlayerStateUpdate { stream_id, state, error_code },
+                }
             }
-            EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::Playing, .. }
-                if !self.plays.contains_key(stream_id) =>
-            {
-                self.start_play(stream_id, now);
-            }
-            EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::NoPlay, .. } => {
-                self.plays.remove(stream_id);
-            }
-            EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::PlayRequesting, error_code }
-                if *error_code == ErrorCode::STREAM_NOT_FOUND =>
-            {
-                // The stream is gone (or not there yet): nothing to receive until it is back.
-                self.plays.remove(stream_id);
-            }
-            _ => {}
-        }
+            other => other,
+        };
         self.update_grid();
+        e
     }
 
     /// In grid layout, shows the local preview and every played stream, rebuilding the grid
@@ -189,24 +240,26 @@ impl MediaManager {
 
     /// In the room again; `fresh` means the server has none of our media connections.
     pub(crate) fn joined(&mut self, fresh: bool, now: Instant) {
-        if fresh {
-            let pubs: Vec<String> = self.pubs.keys().cloned().collect();
-            for s in pubs {
-                self.relink(MediaRole::Publish, &s, now);
+        let all: Vec<(MediaRole, String)> = self
+            .pubs
+            .keys()
+            .map(|s| (MediaRole::Publish, s.clone()))
+            .chain(self.plays.keys().map(|s| (MediaRole::Play, s.clone())))
+            .collect();
+        for (role, stream) in all {
+            if fresh {
+                self.relink(role, &stream, now);
+                continue;
             }
-            let plays: Vec<String> = self.plays.keys().cloned().collect();
-            for s in plays {
-                self.relink(MediaRole::Play, &s, now);
-            }
-        }
-        for (stream, p) in &mut self.pubs {
-            if let Some(sdp) = p.link.unsent.take() {
-                self.offers.push((stream.clone(), MediaRole::Publish, sdp));
-            }
-        }
-        for (stream, p) in &mut self.plays {
-            if let Some(sdp) = p.link.unsent.take() {
-                self.offers.push((stream.clone(), MediaRole::Play, sdp));
+            let Some(l) = self.link_mut(role, &stream) else { continue };
+            if l.offer.is_some() && l.offer_sent.is_none() {
+                // Never sent, or lost with the old room connection.
+                self.queue_offer(role, &stream, now);
+            } else if l.offer.is_none() && l.down_since.is_some() {
+                // Cut while the room connection was down: one more consent check to come
+                // back by itself, then a new connection.
+                let at = now + RESUME_GRACE;
+                l.retry_at = Some(l.retry_at.map_or(at, |t| t.min(at)));
             }
         }
     }
@@ -217,10 +270,15 @@ impl MediaManager {
     }
 
     /// An offer could not be sent (signalling down): keep it for the next join.
-    pub(crate) fn unsent(&mut self, stream: String, role: MediaRole, sdp: String) {
+    pub(crate) fn unsent(&mut self, stream: String, role: MediaRole, _sdp: String) {
         if let Some(l) = self.link_mut(role, &stream) {
-            l.unsent = Some(sdp);
+            l.offer_sent = None;
         }
+    }
+
+    /// True once after a media link came back: the network works again.
+    pub(crate) fn take_network_back(&mut self) -> bool {
+        std::mem::take(&mut self.network_back)
     }
 
     /// Events for the application.
@@ -233,15 +291,25 @@ impl MediaManager {
         let Some(l) = self.link_mut(role, stream) else { return };
         match result {
             Ok(sdp) => {
+                l.offer = None;
+                l.offer_sent = None;
                 if let Some(c) = &l.conn {
                     c.answer(sdp);
                 }
             }
+            Err(ErrorCode::NETWORK_INTERRUPTED) => {
+                // Lost with the room connection: the same offer goes again after the resume.
+                tracing::info!(stream, ?role, "media offer lost with the room connection; sending it again when back");
+                l.offer_sent = None;
+            }
             Err(code) => {
                 tracing::warn!(stream, ?role, code = code.0, "media offer refused; retrying");
                 l.conn = None;
+                l.offer = None;
+                l.offer_sent = None;
                 l.failures += 1;
                 l.retry_at = Some(now + backoff(l.failures));
+                self.link_down(role, stream, now);
             }
         }
     }
@@ -276,21 +344,53 @@ impl MediaManager {
             Note::Link(role, stream, epoch, ev) => {
                 let Some(l) = self.link_mut(role, &stream).filter(|l| l.epoch == epoch) else { return };
                 match ev {
-                    ClientEvent::Offer(sdp) => self.offers.push((stream, role, sdp)),
+                    ClientEvent::Offer(sdp) => {
+                        l.offer = Some(sdp);
+                        l.offer_sent = None;
+                        self.queue_offer(role, &stream, now);
+                    }
                     ClientEvent::Connected => {
-                        l.connected = true;
                         l.failures = 0;
-                        tracing::info!(stream, ?role, "media connected");
+                        l.retry_at = None;
+                        let was_down = l.down_since.take();
+                        l.connected = true;
+                        let tell = l.session_ok && !std::mem::replace(&mut l.shown_ok, l.session_ok);
+                        match was_down {
+                            Some(t) => tracing::info!(
+                                stream,
+                                ?role,
+                                down_ms = now.saturating_duration_since(t).as_millis() as u64,
+                                "media flows again"
+                            ),
+                            None => tracing::info!(stream, ?role, "media connected"),
+                        }
+                        self.network_back = true;
+                        if tell {
+                            self.tell_state(role, &stream, true);
+                        }
                         if let Some(p) = self.pubs.get(&stream).and_then(|p| p.pipeline.as_ref()) {
                             p.force_keyframe();
                         }
                     }
                     ClientEvent::Disconnected => {
-                        tracing::warn!(stream, ?role, "media connection lost; renegotiating");
-                        l.connected = false;
+                        tracing::warn!(stream, ?role, "media path cut (no answer to consent checks); waiting for it");
+                        let silence = self.silence();
+                        let Some(l) = self.link_mut(role, &stream) else { return };
+                        l.retry_at.get_or_insert(now + silence);
+                        self.link_down(role, &stream, now);
+                    }
+                    ClientEvent::Silent => {
+                        tracing::warn!(stream, ?role, "no media or reports from the server; renegotiating");
+                        l.failures += 1;
+                        l.retry_at = Some(now + backoff(l.failures));
+                        self.link_down(role, &stream, now);
+                    }
+                    ClientEvent::Failed => {
+                        tracing::warn!(stream, ?role, "media connection failed; renegotiating");
                         l.conn = None;
                         l.failures += 1;
                         l.retry_at = Some(now + backoff(l.failures));
+                        self.link_down(role, &stream, now);
                     }
                     ClientEvent::KeyframeRequested => {
                         if let Some(p) = self.pubs.get(&stream).and_then(|p| p.pipeline.as_ref()) {
@@ -323,21 +423,33 @@ impl MediaManager {
         }
     }
 
-    /// Timers: retries, rebuilds, stalls, quality.
-    pub(crate) fn tick(&mut self, now: Instant) {
-        let due: Vec<(MediaRole, String)> = self
+    /// Timers: retries, offer timeouts, rebuilds, stalls, quality. `signalling_fresh`: the
+    /// room connection demonstrably works (an offer sent now gets through).
+    pub(crate) fn tick(&mut self, now: Instant, signalling_fresh: bool) {
+        let links = self
             .pubs
             .iter()
-            .filter(|(_, p)| p.link.retry_at.is_some_and(|t| t <= now))
-            .map(|(s, _)| (MediaRole::Publish, s.clone()))
-            .chain(
-                self.plays
-                    .iter()
-                    .filter(|(_, p)| p.link.retry_at.is_some_and(|t| t <= now))
-                    .map(|(s, _)| (MediaRole::Play, s.clone())),
-            )
-            .collect();
-        for (role, s) in due {
+            .map(|(s, p)| (MediaRole::Publish, s, &p.link))
+            .chain(self.plays.iter().map(|(s, p)| (MediaRole::Play, s, &p.link)));
+        let mut due = Vec::new();
+        for (role, stream, l) in links {
+            let retry = l.retry_at.is_some_and(|t| t <= now)
+                // A connection that may still come back is only replaced when the new offer
+                // can reach the server; a failed one is replaced at once (its offer waits).
+                && (l.conn.is_none() || signalling_fresh);
+            let lost_offer =
+                signalling_fresh && l.offer_sent.is_some_and(|t| now.saturating_duration_since(t) >= OFFER_TIMEOUT);
+            if lost_offer {
+                tracing::warn!(stream, ?role, "media offer unanswered; renegotiating");
+            }
+            if retry || lost_offer {
+                due.push((role, stream.clone(), lost_offer));
+            }
+        }
+        for (role, s, lost_offer) in due {
+            if lost_offer && let Some(l) = self.link_mut(role, &s) {
+                l.failures += 1;
+            }
             self.relink(role, &s, now);
         }
         let rebuild: Vec<String> =
@@ -352,6 +464,56 @@ impl MediaManager {
             self.next_quality = now + QUALITY_EVERY;
             self.quality(secs);
         }
+    }
+
+    /// The silence limit of media links.
+    fn silence(&self) -> Duration {
+        Duration::from_millis(self.cfg.config.silence_ms.max(500))
+    }
+
+    /// Queues the link's offer for signalling (the driver calls [`MediaManager::unsent`] if
+    /// the room connection is down).
+    fn queue_offer(&mut self, role: MediaRole, stream: &str, now: Instant) {
+        let Some(l) = self.link_mut(role, stream) else { return };
+        let Some(sdp) = l.offer.clone() else { return };
+        l.offer_sent = Some(now);
+        self.offers.push((stream.to_string(), role, sdp));
+    }
+
+    /// The stream's media stopped flowing: the application is told once.
+    fn link_down(&mut self, role: MediaRole, stream: &str, now: Instant) {
+        let Some(l) = self.link_mut(role, stream) else { return };
+        l.connected = false;
+        l.down_since.get_or_insert(now);
+        if std::mem::take(&mut l.shown_ok) {
+            self.tell_state(role, stream, false);
+        }
+    }
+
+    /// Publishing / Playing (`ok`) or PublishRequesting / PlayRequesting with the media
+    /// recovery code.
+    fn tell_state(&mut self, role: MediaRole, stream: &str, ok: bool) {
+        let stream_id = stream.to_string();
+        self.events.push(match (role, ok) {
+            (MediaRole::Publish, true) => EngineEvent::PublisherStateUpdate {
+                stream_id,
+                state: PublisherState::Publishing,
+                error_code: ErrorCode::OK,
+            },
+            (MediaRole::Publish, false) => EngineEvent::PublisherStateUpdate {
+                stream_id,
+                state: PublisherState::PublishRequesting,
+                error_code: ErrorCode::PUBLISH_MEDIA_RECOVERING,
+            },
+            (MediaRole::Play, true) => {
+                EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::Playing, error_code: ErrorCode::OK }
+            }
+            (MediaRole::Play, false) => EngineEvent::PlayerStateUpdate {
+                stream_id,
+                state: PlayerState::PlayRequesting,
+                error_code: ErrorCode::PLAY_MEDIA_RECOVERING,
+            },
+        });
     }
 
     fn link_mut(&mut self, role: MediaRole, stream: &str) -> Option<&mut Link> {
@@ -489,6 +651,7 @@ impl MediaManager {
         self.epoch += 1;
         let epoch = self.epoch;
         let bind = self.bind_addr();
+        let silence = self.silence();
         let (tx, mut rx) = mpsc::channel(64);
         let notes = self.tx.clone();
         let s = stream.to_string();
@@ -503,7 +666,7 @@ impl MediaManager {
             MediaRole::Publish => {
                 let Some(p) = self.pubs.get_mut(stream) else { return };
                 p.link.conn = None;
-                ClientConn::start(Role::Publish, bind, None, tx).inspect(|c| {
+                ClientConn::start(Role::Publish, bind, silence, None, tx).inspect(|c| {
                     if let Ok(mut g) = p.rtp.lock() {
                         g.tx = Some(c.rtp_sender());
                     }
@@ -523,7 +686,7 @@ impl MediaManager {
                         p.rendered_first = false;
                         p.video.stalled_since = None;
                         p.video.seen = None;
-                        ClientConn::start(Role::Play, bind, Some(Box::new(sink)), tx)
+                        ClientConn::start(Role::Play, bind, silence, Some(Box::new(sink)), tx)
                     }
                     Err(e) => {
                         tracing::error!(stream, error = %e, "cannot build the play pipeline");
@@ -537,7 +700,8 @@ impl MediaManager {
         let Some(l) = self.link_mut(role, stream) else { return };
         l.epoch = epoch;
         l.connected = false;
-        l.unsent = None;
+        l.offer = None;
+        l.offer_sent = None;
         l.retry_at = None;
         l.prev = LinkStats::default();
         l.stats = LinkStats::default();
@@ -665,6 +829,14 @@ struct LinkRates {
 }
 
 impl Link {
+    /// The session reports Publishing / Playing (`ok`) or not. Returns whether the
+    /// application may be told so: not while the link is down.
+    fn session_says(&mut self, ok: bool) -> bool {
+        self.session_ok = ok;
+        self.shown_ok = ok && self.down_since.is_none();
+        !ok || self.shown_ok
+    }
+
     /// The figures since the last call, which starts the next interval.
     fn rates(&mut self, secs: f64) -> LinkRates {
         let (s, q) = (self.stats, std::mem::replace(&mut self.prev, self.stats));

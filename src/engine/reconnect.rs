@@ -11,15 +11,24 @@ pub struct ReconnectPolicy {
     pub max: Duration,
     /// Give up (ReconnectFailed) after this long; `None` = never (the device daemon).
     pub give_up_after: Option<Duration>,
+    /// Upper bound of any delay during the first [`ReconnectPolicy::early_window`] of an
+    /// outage: most cuts (a Wi-Fi roam, an LTE handover, a DSL resync) end within a minute,
+    /// and the next attempt should not be far away when the network returns.
+    pub early_max: Duration,
+    /// How long an outage counts as young (see `early_max`).
+    pub early_window: Duration,
 }
 
 impl Default for ReconnectPolicy {
-    /// The library default: 0.5 s doubling up to 10 s, giving up after 20 minutes.
+    /// The library default: 0.5 s doubling up to 10 s, but at most 1.5 s during the first
+    /// minute of an outage; giving up after 20 minutes.
     fn default() -> Self {
         ReconnectPolicy {
             initial: Duration::from_millis(500),
             max: Duration::from_secs(10),
             give_up_after: Some(Duration::from_secs(20 * 60)),
+            early_max: Duration::from_millis(1500),
+            early_window: Duration::from_secs(60),
         }
     }
 }
@@ -33,7 +42,20 @@ impl ReconnectPolicy {
     /// The delay before retry number `attempt` (0-based): uniform in
     /// `[0, min(max, initial * 2^attempt)]`, `unit` being a uniform sample in `[0, 1)`.
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
-        let cap = self.initial.saturating_mul(1u32 << attempt.min(20)).min(self.max);
+        self.cap(attempt).mul_f64(unit.clamp(0.0, 1.0))
+    }
+
+    fn cap(&self, attempt: u32) -> Duration {
+        self.initial.saturating_mul(1u32 << attempt.min(20)).min(self.max)
+    }
+
+    /// Like [`ReconnectPolicy::delay`], capped at `early_max` while the outage (time since
+    /// the connection was lost) is younger than `early_window`.
+    pub fn delay_in_outage(&self, attempt: u32, unit: f64, outage: Duration) -> Duration {
+        let mut cap = self.cap(attempt);
+        if outage < self.early_window {
+            cap = cap.min(self.early_max);
+        }
         cap.mul_f64(unit.clamp(0.0, 1.0))
     }
 
@@ -81,6 +103,16 @@ mod tests {
         assert!(samples.iter().all(|u| (0.0..1.0).contains(u)));
         let mean = samples.iter().sum::<f64>() / 1000.0;
         assert!((0.4..0.6).contains(&mean), "{mean}");
+    }
+
+    #[test]
+    fn young_outages_retry_soon() {
+        let p = ReconnectPolicy::default();
+        let young = Duration::from_secs(30);
+        assert_eq!(p.delay_in_outage(10, 1.0, young), Duration::from_millis(1500));
+        assert_eq!(p.delay_in_outage(0, 1.0, young), Duration::from_millis(500));
+        assert_eq!(p.delay_in_outage(10, 0.5, young), Duration::from_millis(750));
+        assert_eq!(p.delay_in_outage(10, 1.0, Duration::from_secs(61)), Duration::from_secs(10));
     }
 
     #[test]

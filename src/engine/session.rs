@@ -301,6 +301,33 @@ impl Session {
         true
     }
 
+    /// True while the room connection is up and the server was heard from within a heartbeat
+    /// and a half: an offer sent now will get through. During a cut the connection still
+    /// looks up for a few seconds (TCP keeps retrying); media must not renegotiate into it.
+    pub fn signalling_fresh(&self, now: Instant) -> bool {
+        self.phase == Phase::Connected
+            && self.link == Link::Up
+            && now.saturating_duration_since(self.last_rx) <= self.heartbeat + self.heartbeat / 2
+    }
+
+    /// Something else (a media connection) just got through to the server: the network is
+    /// back. A room connection gone silent is replaced at once instead of waiting for TCP's
+    /// retransmission back-off or the dead-link timer; a reconnect waiting in back-off is
+    /// tried now.
+    pub fn network_back(&mut self, now: Instant) {
+        match (self.phase, self.link) {
+            (Phase::Connected, Link::Up) if !self.signalling_fresh(now) => {
+                tracing::info!("network is back but the server is silent; reconnecting now");
+                self.drop_link(now, ErrorCode::NETWORK_INTERRUPTED);
+                self.retry_at = Some(now);
+            }
+            (Phase::Reconnecting | Phase::Logining, Link::Down) if self.retry_at.is_some_and(|t| t > now) => {
+                self.retry_at = Some(now);
+            }
+            _ => {}
+        }
+    }
+
     /// `start_publishing_stream`: completes when Publishing or refused.
     pub fn publish(&mut self, cmd: CmdId, channel: PublishChannel, stream_id: String, extra_info: String) {
         if let Err(e) =

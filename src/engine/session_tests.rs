@@ -23,6 +23,7 @@ struct Client {
     events: Vec<EngineEvent>,
     done: HashMap<CmdId, Reply>,
     cut: Cut,
+    media_answers: Vec<(String, Result<String, ErrorCode>)>,
 }
 
 struct Net {
@@ -67,6 +68,7 @@ impl Net {
             events: vec![],
             done: HashMap::new(),
             cut: Cut::None,
+            media_answers: vec![],
         });
         self.clients.len() - 1
     }
@@ -165,7 +167,8 @@ impl Net {
             Output::Done { cmd, result } => {
                 self.clients[i].done.insert(cmd, result);
             }
-            Output::MediaAnswer { .. } | Output::Joined { .. } => {}
+            Output::MediaAnswer { stream_id, result, .. } => self.clients[i].media_answers.push((stream_id, result)),
+            Output::Joined { .. } => {}
         }
     }
 
@@ -500,4 +503,82 @@ fn stop_before_start_completes_cancels_the_start() {
     assert_eq!(net.clients[a].done[&p], Err(EngineError::Cancelled));
     assert_eq!(net.clients[a].done[&s], Ok(0));
     assert_eq!(EngineError::Cancelled.code(), ErrorCode::REQUEST_CANCELLED);
+}
+
+/// When the room connection of `i` came back (Reconnected), from `since`.
+fn reconnected_after(net: &mut Net, i: usize, since: Instant, limit: Duration) -> Option<Duration> {
+    let end = net.at + limit;
+    while net.at < end {
+        net.run(STEP);
+        if room_reasons(&net.take(i)).contains(&(RoomStateReason::Reconnected, ErrorCode::OK)) {
+            return Some(net.at - since);
+        }
+    }
+    None
+}
+
+#[test]
+fn media_offer_in_flight_is_reported_lost_with_the_connection() {
+    let mut net = Net::new(90);
+    let (a, _) = two_in_room(&mut net);
+    // Sent into a silent cut, before the session noticed it: the offer is swallowed.
+    net.cut(a, Cut::Silent);
+    net.run(Duration::from_secs(1));
+    assert!(net.clients[a].s.media_offer("door-main".into(), MediaRole::Publish, "v=0".into()));
+    net.settle();
+    assert!(net.clients[a].media_answers.is_empty());
+    net.run(Duration::from_secs(10));
+    assert_eq!(net.clients[a].media_answers, vec![("door-main".to_string(), Err(ErrorCode::NETWORK_INTERRUPTED))]);
+    // While the room connection is down, an offer is refused (kept by the media side).
+    assert!(!net.clients[a].s.media_offer("door-main".into(), MediaRole::Publish, "v=0".into()));
+}
+
+#[test]
+fn signalling_freshness_follows_the_server() {
+    let mut net = Net::new(90);
+    let (a, _) = two_in_room(&mut net);
+    net.run(Duration::from_secs(3));
+    assert!(net.clients[a].s.signalling_fresh(net.at));
+    net.cut(a, Cut::Silent);
+    net.run(Duration::from_secs(4));
+    // Still "up" (TCP would still be retrying), but not fresh.
+    assert!(!net.clients[a].s.signalling_fresh(net.at));
+    assert!(!room_reasons(&net.take(a)).contains(&(RoomStateReason::Reconnecting, ErrorCode::NETWORK_INTERRUPTED)));
+}
+
+#[test]
+fn network_back_replaces_a_silent_room_connection_at_once() {
+    let mut net = Net::new(90);
+    let (a, b) = two_in_room(&mut net);
+    net.take(b);
+    net.cut(a, Cut::Silent);
+    net.run(Duration::from_secs(4));
+    net.cut(a, Cut::None);
+    let since = net.at;
+    // A media link just came back: the silent room connection is replaced now, not when the
+    // dead-link timer fires (~3 s later).
+    let at = net.at;
+    net.clients[a].s.network_back(at);
+    let took = reconnected_after(&mut net, a, since, Duration::from_secs(10)).expect("reconnected");
+    assert!(took <= Duration::from_millis(200), "{took:?}");
+    assert!(churn(&net.take(b)).is_empty());
+    // A fresh connection is left alone.
+    let at = net.at;
+    net.clients[a].s.network_back(at);
+    net.run(Duration::from_millis(200));
+    assert!(room_reasons(&net.take(a)).is_empty());
+}
+
+#[test]
+fn young_outage_retries_within_the_early_cap() {
+    let mut net = Net::new(90);
+    let (a, _) = two_in_room(&mut net);
+    // Connections refused for 40 s: the back-off would have grown to 10 s without the
+    // early cap.
+    net.cut(a, Cut::Reset);
+    net.run(Duration::from_secs(40));
+    net.cut(a, Cut::None);
+    let since = net.at;
+    let took = reconnected_after(&mut net, a, since, Duration::from_secs(20)).expect("reconnected");
+    assert!(took <= Duration::from_millis(1600), "{took:?}");
 }

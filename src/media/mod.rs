@@ -164,6 +164,10 @@ pub struct MediaConfig {
     pub audio_sink: AudioSink,
     /// Seconds without an encoded buffer before the publish pipeline counts as stalled.
     pub stall_secs: u64,
+    /// Milliseconds without anything from the server on a media connection (no RTP and no
+    /// sender report for a player, no receiver report for a publisher) before it is
+    /// renegotiated.
+    pub silence_ms: u64,
     /// `videotestsrc` pattern for the test source (`ball`; `snow` is incompressible, for
     /// bitrate benchmarks).
     pub test_pattern: String,
@@ -185,6 +189,7 @@ impl Default for MediaConfig {
             preview: true,
             audio_sink: AudioSink::Fake,
             stall_secs: 5,
+            silence_ms: 3000,
             test_pattern: "ball".into(),
         }
     }

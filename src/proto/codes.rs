@@ -144,6 +144,8 @@ codes! {
     MEDIA_PIPELINE_FAILED = 1003036,
     /// The encoder produced nothing for `stall_secs`; the pipeline is being rebuilt.
     MEDIA_ENCODER_STALLED = 1003037,
+    /// No media reached the server for a few seconds (network cut, UDP blocked); the publish connection is being recovered.
+    PUBLISH_MEDIA_RECOVERING = 1003038,
     /// The stream is not published (yet); the engine waits for it.
     STREAM_NOT_FOUND = 1004025,
     /// The token lacks the `play` privilege.
@@ -152,6 +154,8 @@ codes! {
     STREAM_DELETED = 1004027,
     /// A media offer to play a stream this session does not play (send `play` first).
     MEDIA_NOT_PLAYING = 1004028,
+    /// No media arrived from the server for a few seconds (network cut, UDP blocked); the play connection is being recovered.
+    PLAY_MEDIA_RECOVERING = 1004029,
     /// The admin request has no valid token with the `admin` privilege.
     ADMIN_UNAUTHORIZED = 1005001,
     /// The app, room or user named in the admin request does not exist.

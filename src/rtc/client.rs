@@ -47,10 +47,17 @@ pub trait RtpSink: Send + 'static {
 pub enum ClientEvent {
     /// The offer to send to the server (`media_offer`).
     Offer(String),
-    /// ICE and DTLS are up: media flows.
+    /// ICE and DTLS are up: media flows. Also sent when a link that was disconnected or
+    /// silent works again.
     Connected,
-    /// The link is gone (ICE consent lost, or failed); renegotiate to recover.
+    /// No answer to consent checks for 2 s: the path is cut. The connection is kept and
+    /// comes back by itself ([`ClientEvent::Connected`]) when the path does.
     Disconnected,
+    /// ICE says connected, but nothing came from the server for the silence limit: no RTP
+    /// and no sender report (play), no receiver report (publish).
+    Silent,
+    /// The connection is over (consent lapsed, DTLS failed, unusable answer): renegotiate.
+    Failed,
     /// The server asks for a keyframe (PLI or FIR).
     KeyframeRequested,
     /// The first complete video frame arrived (play).
@@ -100,6 +107,7 @@ impl ClientConn {
     pub fn start(
         role: Role,
         bind: SocketAddr,
+        silence: Duration,
         sink: Option<Box<dyn RtpSink>>,
         events: mpsc::Sender<ClientEvent>,
     ) -> Result<ClientConn, RtcError> {
@@ -149,6 +157,7 @@ impl ClientConn {
             senders: HashMap::new(),
             tracks: HashMap::new(),
             connected: false,
+            watch: SilenceWatch::new(silence),
         };
         let task = tokio::spawn(task.run(cmd_rx, rtp_rx));
         Ok(ClientConn { cmds: cmd_tx, rtp: rtp_tx, task, local })
@@ -184,6 +193,58 @@ struct Pump {
     tracks: HashMap<String, Kind>,
     /// DTLS is up (SRTP keys exist): media may be sent.
     connected: bool,
+    watch: SilenceWatch,
+}
+
+/// Whether a connection that ICE calls connected still carries anything from the server.
+/// Armed by the first RTP or RTCP packet (a player of a stream nobody sends yet gets
+/// nothing, and that is not a fault); once armed, the server's reports arrive every second
+/// even when the stream is muted or its camera is off, so silence means the path or the
+/// server's side of the connection is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct SilenceWatch {
+    limit: Duration,
+    last: Option<Instant>,
+    silent: bool,
+}
+
+/// What [`SilenceWatch`] tells the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// Nothing to report.
+    Same,
+    /// Silent for the limit.
+    Silent,
+    /// Media again after silence.
+    Back,
+}
+
+impl SilenceWatch {
+    pub(crate) fn new(limit: Duration) -> Self {
+        SilenceWatch { limit, last: None, silent: false }
+    }
+
+    /// An RTP or RTCP packet arrived.
+    pub(crate) fn packet(&mut self, now: Instant) -> Liveness {
+        self.last = Some(now);
+        if std::mem::take(&mut self.silent) { Liveness::Back } else { Liveness::Same }
+    }
+
+    /// Checked on every turn; `connected`: ICE and DTLS are up.
+    pub(crate) fn check(&mut self, now: Instant, connected: bool) -> Liveness {
+        match self.last {
+            Some(t) if connected && !self.silent && now.saturating_duration_since(t) >= self.limit => {
+                self.silent = true;
+                Liveness::Silent
+            }
+            _ => Liveness::Same,
+        }
+    }
+
+    /// When the next check is due.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.last.filter(|_| !self.silent).map(|t| t + self.limit)
+    }
 }
 
 fn kind_of(k: RtpCodecKind) -> Kind {
@@ -200,10 +261,16 @@ impl Pump {
         loop {
             peer::flush(&mut self.pc, &self.socket);
             if !self.drain_events() {
-                let _ = self.events.try_send(ClientEvent::Disconnected);
+                let _ = self.events.try_send(ClientEvent::Failed);
                 return;
             }
             while let Some(m) = self.pc.poll_read() {
+                if matches!(m.message, RTCMessage::RtpPacket(..) | RTCMessage::RtcpPacket(..))
+                    && self.watch.packet(Instant::now()) == Liveness::Back
+                {
+                    tracing::info!(role = ?self.role, "media from the server again");
+                    let _ = self.events.try_send(ClientEvent::Connected);
+                }
                 match m.message {
                     RTCMessage::RtpPacket(track, packet) => {
                         let Some(kind) = self.tracks.get(&track).copied() else { continue };
@@ -235,12 +302,19 @@ impl Pump {
                 }
             }
             let now = Instant::now();
+            if self.watch.check(now, self.connected) == Liveness::Silent {
+                tracing::warn!(role = ?self.role, "nothing from the server for the silence limit");
+                let _ = self.events.try_send(ClientEvent::Silent);
+            }
             if now >= next_stats {
                 next_stats = now + Duration::from_secs(1);
                 self.read_stats(now, &mut stats);
                 let _ = self.events.try_send(ClientEvent::Stats(stats));
             }
-            let deadline = self.pc.poll_timeout().map_or(next_stats, |t| t.min(next_stats));
+            let mut deadline = self.pc.poll_timeout().map_or(next_stats, |t| t.min(next_stats));
+            if let Some(t) = self.watch.deadline() {
+                deadline = deadline.min(t);
+            }
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
@@ -255,7 +329,7 @@ impl Pump {
                         answered = true;
                         if let Err(e) = self.set_answer(sdp) {
                             tracing::warn!(error = %e, "the server's answer is unusable");
-                            let _ = self.events.try_send(ClientEvent::Disconnected);
+                            let _ = self.events.try_send(ClientEvent::Failed);
                             return;
                         }
                     }
@@ -326,6 +400,11 @@ impl Pump {
                     match state {
                         RTCPeerConnectionState::Connected => {
                             self.connected = true;
+                            // Back from Disconnected: media is due at once; give it the
+                            // whole limit before calling it silent.
+                            if self.watch.last.is_some() {
+                                self.watch.packet(Instant::now());
+                            }
                             let _ = self.events.try_send(ClientEvent::Connected);
                         }
                         RTCPeerConnectionState::Disconnected => {
@@ -364,5 +443,30 @@ impl Pump {
             }
         }
         stats.lost = lost;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_is_noticed_once_and_only_after_media() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(3);
+        let mut w = SilenceWatch::new(s);
+        // Nothing ever arrived: a player of a stream nobody sends yet is not a fault.
+        assert_eq!(w.check(t0 + Duration::from_secs(60), true), Liveness::Same);
+        assert_eq!(w.deadline(), None);
+        assert_eq!(w.packet(t0), Liveness::Same);
+        assert_eq!(w.deadline(), Some(t0 + s));
+        assert_eq!(w.check(t0 + Duration::from_secs(2), true), Liveness::Same);
+        // ICE down: that is reported as Disconnected, not as silence.
+        assert_eq!(w.check(t0 + Duration::from_secs(4), false), Liveness::Same);
+        assert_eq!(w.check(t0 + Duration::from_secs(4), true), Liveness::Silent);
+        assert_eq!(w.check(t0 + Duration::from_secs(9), true), Liveness::Same);
+        assert_eq!(w.deadline(), None);
+        assert_eq!(w.packet(t0 + Duration::from_secs(10)), Liveness::Back);
+        assert_eq!(w.packet(t0 + Duration::from_secs(11)), Liveness::Same);
     }
 }

@@ -61,14 +61,14 @@ async fn connect_via(
     edit: impl Fn(String) -> String,
 ) -> (ClientConn, mpsc::Receiver<ClientEvent>) {
     let (tx, mut rx) = mpsc::channel(64);
-    let conn = ClientConn::start(role, "127.0.0.1:0".parse().unwrap(), sink, tx).unwrap();
+    let conn = ClientConn::start(role, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(3), sink, tx).unwrap();
     let Some(ClientEvent::Offer(offer)) = rx.recv().await else { panic!("no offer") };
     let answer = sfu.offer(session, key(), role, offer).await.unwrap();
     conn.answer(edit(answer));
     loop {
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("connects within 10 s") {
             Some(ClientEvent::Connected) => break,
-            Some(ClientEvent::Disconnected) | None => panic!("connection failed"),
+            Some(ClientEvent::Failed) | None => panic!("connection failed"),
             _ => {}
         }
     }

@@ -48,6 +48,14 @@ pub(crate) struct PeerOpts {
     pub credentials: Option<(String, String)>,
 }
 
+/// The engine's ICE liveness: it sends a consent check every 500 ms and calls the link
+/// disconnected after 2 s without an answer (recovery starts, the old connection is kept
+/// and comes back by itself when the path does), failed after 25 s more (RFC 7675 lets
+/// consent lapse after 30 s).
+const CLIENT_DISCONNECTED: Duration = Duration::from_secs(2);
+const CLIENT_FAILED: Duration = Duration::from_secs(25);
+const CLIENT_KEEPALIVE: Duration = Duration::from_millis(500);
+
 /// The codec callbox sends and accepts for `kind`.
 pub(crate) fn codec(kind: Kind) -> RTCRtpCodec {
     match kind {
@@ -85,10 +93,18 @@ pub(crate) fn build(now: Instant, opts: PeerOpts) -> Result<RTCPeerConnection, R
     // Application-most (after the NACK and report interceptors), before the terminus.
     let registry = Registry::new().with(Slot::Custom(9_500), super::keyframe::KeyframeRequests::default());
     let registry = register_default_interceptors(registry, &mut media)?;
+    // The server (ICE-lite) never times a connection out through ICE: the `rtc` agent counts
+    // only STUN as a sign of life, and agents such as libnice send a check every ~25 s
+    // while their media flows. The SFU expires connections itself, counting every datagram
+    // (`sfu::CONSENT_EXPIRY`). Zero turns the agent's timers off.
+    let timeouts = if opts.lite {
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO)
+    } else {
+        (CLIENT_DISCONNECTED, CLIENT_FAILED, CLIENT_KEEPALIVE)
+    };
     let mut settings = SettingEngineBuilder::new()
         .with_lite(opts.lite)
-        // Loopback and LAN links: declare a link dead after 2 s of silence, failed after 5 s.
-        .with_ice_timeouts(Some(Duration::from_secs(2)), Some(Duration::from_secs(5)), Some(Duration::from_millis(500)))
+        .with_ice_timeouts(Some(timeouts.0), Some(timeouts.1), Some(timeouts.2))
         // Connectivity checks every 25 ms (default 200 ms, which puts a whole check interval
         // into every connection setup), for up to 3 s per candidate pair.
         .with_ice_connection_attempts(Some(Duration::from_millis(25)), Some(120))

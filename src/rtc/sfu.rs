@@ -32,6 +32,10 @@ use super::peer::{self, PeerOpts, RtcError, codec};
 use super::{Kind, stun};
 
 const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// A connection that sent nothing at all (no STUN, no media, no RTCP) for this long is gone
+/// (RFC 7675's consent lifetime). Media and RTCP count: agents such as libnice send a
+/// consent check only every ~25 s while their media flows.
+pub const CONSENT_EXPIRY: Duration = Duration::from_secs(30);
 const MAX_BATCH: usize = 64;
 
 /// A stream as the SFU knows it: app, room and stream ID.
@@ -149,6 +153,8 @@ struct Conn {
     stream: StreamKey,
     ufrag: String,
     connected: bool,
+    /// The last datagram from the peer (or the answer, before any).
+    last_rx: Instant,
     addrs: Vec<SocketAddr>,
     /// Publisher: track id -> kind; the video receiver and its SSRC (for PLI).
     tracks: HashMap<String, Kind>,
@@ -192,7 +198,8 @@ impl Core {
         loop {
             let now = Instant::now();
             let deadline = self.conns.values_mut().filter_map(|c| c.pc.poll_timeout()).min();
-            let sleep = deadline.unwrap_or(now + Duration::from_secs(1));
+            // At least once a second, for the consent expiry.
+            let sleep = deadline.map_or(now + Duration::from_secs(1), |d| d.min(now + Duration::from_secs(1)));
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r {
@@ -356,6 +363,7 @@ impl Core {
             stream,
             ufrag,
             connected: false,
+            last_rx: now,
             addrs: Vec::new(),
             tracks: HashMap::new(),
             video_receiver,
@@ -429,13 +437,25 @@ impl Core {
         };
         let local = self.local_for(from);
         let Some(c) = self.conns.get_mut(&id) else { return };
-        if peer::feed(&mut c.pc, Instant::now(), local, from, data, !c.connected).is_err() {
+        let now = Instant::now();
+        c.last_rx = now;
+        if peer::feed(&mut c.pc, now, local, from, data, !c.connected).is_err() {
             return;
         }
         self.after_input(id);
     }
 
     fn timers(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.saturating_duration_since(c.last_rx) >= CONSENT_EXPIRY)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            tracing::debug!(id, "media connection silent for the consent lifetime; closing");
+            self.remove(id);
+        }
         let due: Vec<u64> = self
             .conns
             .iter_mut()

@@ -150,7 +150,12 @@ pub fn token(app_id: u32, secret: &str, user: &str, room: Option<&str>, privileg
 }
 
 pub fn fast_policy() -> ReconnectPolicy {
-    ReconnectPolicy { initial: Duration::from_millis(100), max: Duration::from_millis(500), give_up_after: None }
+    ReconnectPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_millis(500),
+        give_up_after: None,
+        ..Default::default()
+    }
 }
 
 /// An engine in AppSign mode with fast retries.

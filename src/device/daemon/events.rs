@@ -37,6 +37,9 @@ pub fn hint(code: ErrorCode) -> Option<&'static str> {
         ErrorCode::NETWORK_UNREACHABLE | ErrorCode::NETWORK_INTERRUPTED => "check the network and [server] url",
         ErrorCode::MEDIA_PIPELINE_FAILED => "check the camera/microphone ([video]/[audio] source) and `callbox doctor`",
         ErrorCode::MEDIA_ENCODER_STALLED => "the encoder stopped producing frames; see `callbox doctor`",
+        ErrorCode::PUBLISH_MEDIA_RECOVERING | ErrorCode::PLAY_MEDIA_RECOVERING => {
+            "no media on the network path to the server; recovering by itself (is UDP to the server's media port allowed?)"
+        }
         _ => return None,
     })
 }
@@ -58,6 +61,15 @@ fn player_state(s: PlayerState) -> &'static str {
 }
 
 impl Daemon {
+    /// In the room, the online LED is steady while media flows and blinks while a stream
+    /// is being recovered, as it does while the room connection is.
+    fn show_media_health(&mut self, now: Instant) {
+        if self.status.room.state == "Connected" {
+            let mode = if self.status.media_stalled() { LedMode::Blink } else { LedMode::On };
+            self.outputs.set(now, Output::Online, mode);
+        }
+    }
+
     pub(super) fn on_engine_event(&mut self, e: EngineEvent) {
         let now = Instant::now();
         let room_id = self.cfg.room.room_id.clone();
@@ -135,24 +147,30 @@ impl Daemon {
                 tracing::info!(callbox_event = "publisher_state", room_id = %room_id, stream_id = %stream_id, state = st, error_code = error_code.0, "publish {stream_id}: {st}");
                 self.status.publishing.retain(|p| p.stream_id != stream_id);
                 if state != PublisherState::NoPublish {
-                    self.status.publishing.push(PublishStatus { stream_id, state: st.into(), quality: None });
+                    let stalled = error_code == ErrorCode::PUBLISH_MEDIA_RECOVERING;
+                    self.status.publishing.push(PublishStatus { stream_id, state: st.into(), stalled, quality: None });
                 }
+                self.show_media_health(now);
             }
             EngineEvent::PlayerStateUpdate { stream_id, state, error_code } => {
                 let st = player_state(state);
                 tracing::info!(callbox_event = "player_state", room_id = %room_id, stream_id = %stream_id, state = st, error_code = error_code.0, "play {stream_id}: {st}");
+                let stalled = error_code == ErrorCode::PLAY_MEDIA_RECOVERING;
                 if state == PlayerState::NoPlay {
                     self.status.playing.retain(|p| p.stream_id != stream_id);
                 } else if let Some(p) = self.status.playing.iter_mut().find(|p| p.stream_id == stream_id) {
                     p.state = st.into();
+                    p.stalled = stalled;
                 } else {
                     self.status.playing.push(PlayStatus {
                         stream_id,
                         state: st.into(),
+                        stalled,
                         frames_decoded: 0,
                         quality: None,
                     });
                 }
+                self.show_media_health(now);
             }
             EngineEvent::PublisherQualityUpdate { stream_id, quality: q } => {
                 if let Some(p) = self.status.publishing.iter_mut().find(|p| p.stream_id == stream_id) {

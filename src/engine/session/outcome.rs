@@ -113,6 +113,12 @@ impl Session {
                 self.out.push_back(Output::Done { cmd, result: Ok(0) });
                 self.phase = Phase::LoggingOut;
             }
+            // A media offer in flight is lost with the connection: the media side keeps its
+            // offer and sends it again once in the room.
+            if let Pending::Media(stream_id, role) = p {
+                let result = Err(ErrorCode::NETWORK_INTERRUPTED);
+                self.out.push_back(Output::MediaAnswer { stream_id, role, result });
+            }
         }
         match self.phase {
             Phase::Idle => {}
@@ -151,7 +157,8 @@ impl Session {
             tracing::error!(code = code.0, "giving up reconnecting after the configured limit");
             return self.fail_room(reason, code);
         }
-        let delay = self.cfg.policy.delay(self.attempt, self.jitter.unit());
+        let outage = now.saturating_duration_since(since);
+        let delay = self.cfg.policy.delay_in_outage(self.attempt, self.jitter.unit(), outage);
         self.attempt = self.attempt.saturating_add(1);
         tracing::debug!(attempt = self.attempt, delay_ms = delay.as_millis() as u64, "retrying");
         self.retry_at = Some(now + delay);
