@@ -1,0 +1,414 @@
+//! The fault tier: the real server, a kiosk `callbox device` and a `callbox peer`, each in a
+//! network namespace of its own behind a router namespace (`callbox::faultnet`), with cuts
+//! and loss applied on the router so both ends see silent loss. Every case asserts that
+//! media decodes again on both sides after the fault and what the peer saw of it.
+//!
+//! The cases share one lock: cargo runs tests in parallel, and each builds its own lab.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use callbox::device::control::{self, Request};
+use callbox::device::status::Status;
+use callbox::faultnet::{Fault, Lab};
+use serde_json::Value;
+
+const APP: u32 = 1234;
+const SECRET: &str = "6b1c1f0e2d3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344";
+const BIN: &str = env!("CARGO_BIN_EXE_callbox");
+/// Media must decode again within this long after a fault ends.
+const RECOVER: Duration = Duration::from_secs(30);
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The three parties and their lab.
+struct Call {
+    // Field order is drop order: processes first, then the namespaces.
+    peer: Option<Proc>,
+    device: Option<Proc>,
+    server: Option<Proc>,
+    lines: Arc<Mutex<Vec<(Instant, Value)>>>,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    grace_secs: u64,
+    lab: Lab,
+}
+
+impl Call {
+    /// Server (grace `grace_secs`), kiosk device "door" publishing door-main, and peer "flat"
+    /// publishing flat-main; returns once both decode each other.
+    fn start(grace_secs: u64) -> Call {
+        let lab = Lab::new(&["server", "device", "peer"]).expect("network namespaces (root, ip, nft)");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let mut call = Call {
+            peer: None,
+            device: None,
+            server: None,
+            lines: Arc::new(Mutex::new(Vec::new())),
+            dir,
+            socket,
+            grace_secs,
+            lab,
+        };
+        call.start_server();
+        call.start_device();
+        call.start_peer();
+        call.wait_both_decode(Instant::now(), "the first call");
+        call
+    }
+
+    fn server_ip(&self) -> std::net::Ipv4Addr {
+        self.lab.host("server").addr
+    }
+
+    fn start_server(&mut self) {
+        let ip = self.server_ip();
+        let cfg = self.dir.path().join("server.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[session]\ngrace_secs = {}\n[media]\nbind = \"{ip}\"\nport = 7882\n",
+                self.grace_secs
+            ),
+        )
+        .unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
+        let mut child = self
+            .lab
+            .command("server", BIN)
+            .args(["server", "--config", cfg.to_str().unwrap(), "--listen", &format!("{ip}:7880")])
+            .env("RUST_LOG", "callbox=debug")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // The first line says it listens.
+        let mut line = String::new();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        assert!(line.contains("http://"), "server did not start: {line}");
+        // Keep reading: the server prints more, and a closed pipe would end it.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        self.server = Some(Proc(child));
+    }
+
+    fn start_device(&mut self) {
+        let cfg = self.dir.path().join("device.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"[server]
+url = "ws://{}:7880"
+app_id = {APP}
+app_sign = "{SECRET}"
+[room]
+room_id = "lobby"
+user_id = "door"
+[call]
+mode = "kiosk"
+[video]
+source = "test"
+width = 320
+height = 240
+fps = 15
+bitrate_kbps = 300
+[audio]
+source = "test"
+sink = "fake"
+[display]
+sink = "fake"
+[gpio]
+backend = "sim"
+[control]
+socket = "{}"
+"#,
+                self.server_ip(),
+                self.socket.display()
+            ),
+        )
+        .unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("device.log")).unwrap();
+        let child = self
+            .lab
+            .command("device", BIN)
+            .args(["device", "--config", cfg.to_str().unwrap()])
+            .env("RUST_LOG", "info,callbox=debug")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.device = Some(Proc(child));
+    }
+
+    fn start_peer(&mut self) {
+        let ip = self.lab.host("peer").addr.to_string();
+        let log = std::fs::File::create(self.dir.path().join("peer.log")).unwrap();
+        let mut child = self
+            .lab
+            .command("peer", BIN)
+            .args(["peer", "--server", &format!("ws://{}:7880", self.server_ip()), "--user", "flat"])
+            .args(["--publish", "flat-main", "--bind", &ip])
+            .env("RUST_LOG", "callbox=debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = self.lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    lines.lock().unwrap().push((Instant::now(), v));
+                }
+            }
+        });
+        self.peer = Some(Proc(child));
+    }
+
+    fn status(&self) -> Option<Status> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(2), control::request(&self.socket, &Request::Status))
+                .await
+                .ok()?
+                .ok()
+                .and_then(|r| r.status)
+        })
+    }
+
+    /// The peer decodes door-main in a quality window wholly after `since`.
+    fn peer_decodes_since(&self, since: Instant) -> bool {
+        self.lines.lock().unwrap().iter().any(|(t, v)| {
+            *t >= since + Duration::from_millis(3200)
+                && v["event"] == "quality"
+                && v["stream_id"] == "door-main"
+                && v["render_fps"].as_f64().unwrap_or(0.0) > 1.0
+        })
+    }
+
+    /// What the peer was told about the door since `since`: ("user"|"stream", "add"|"delete").
+    fn peer_saw_door(&self, since: Instant) -> Vec<(String, String)> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, v)| {
+                *t >= since
+                    && (v["event"] == "user" && v["user_id"] == "door"
+                        || v["event"] == "stream" && v["stream_id"] == "door-main")
+            })
+            .map(|(_, v)| {
+                (v["event"].as_str().unwrap_or("").to_string(), v["update"].as_str().unwrap_or("").to_string())
+            })
+            .collect()
+    }
+
+    /// The device decodes flat-main and publishes door-main, with neither stalled, in a
+    /// quality window wholly after `since`.
+    fn device_flows_since(&self, since: Instant, first: &mut Option<u64>) -> bool {
+        if since.elapsed() < Duration::from_millis(6500) {
+            return false;
+        }
+        let Some(s) = self.status() else { return false };
+        let Some(play) = s.playing.iter().find(|p| p.stream_id == "flat-main") else { return false };
+        let publishing =
+            s.publishing.iter().any(|p| p.stream_id == "door-main" && p.state == "Publishing" && !p.stalled);
+        let fresh = first.replace(play.frames_decoded).is_some_and(|f| f != play.frames_decoded);
+        publishing
+            && play.state == "Playing"
+            && !play.stalled
+            && fresh
+            && play.quality.as_ref().is_some_and(|q| q.render_fps > 1.0)
+    }
+
+    /// Waits until both sides decode each other after `since`, at most [`RECOVER`] after it
+    /// (plus the measuring windows); returns how long it took.
+    fn wait_both_decode(&self, since: Instant, what: &str) -> Duration {
+        let deadline = since + RECOVER + Duration::from_secs(10);
+        let mut first = None;
+        let (mut peer_ok, mut device_ok) = (false, false);
+        while Instant::now() < deadline {
+            peer_ok = peer_ok || self.peer_decodes_since(since);
+            device_ok = device_ok || self.device_flows_since(since, &mut first);
+            if peer_ok && device_ok {
+                return since.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!(
+            "{what}: media did not decode again on both sides (peer {peer_ok}, device {device_ok}); status {:#?}\n--- device log tail:\n{}\n--- server log tail:\n{}\n--- peer log tail:\n{}",
+            self.status(),
+            self.log_tail("device.log"),
+            self.log_tail("server.log"),
+            self.log_tail("peer.log")
+        );
+    }
+
+    fn log_tail(&self, name: &str) -> String {
+        let t = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Applies `fault` on the device's link for `d`, then lifts it; returns when it ended.
+    fn fault_for(&self, fault: Fault, d: Duration) -> Instant {
+        self.lab.apply("device", fault).unwrap();
+        std::thread::sleep(d);
+        self.lab.clear("device").unwrap();
+        Instant::now()
+    }
+
+    fn device_pid(&self) -> u32 {
+        self.device.as_ref().unwrap().0.id()
+    }
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn cuts_within_grace_come_back_without_churn() {
+    let _l = lock();
+    let call = Call::start(45);
+    for secs in [3, 5, 10] {
+        let began = Instant::now();
+        let restored = call.fault_for(Fault::Cut, Duration::from_secs(secs));
+        let took = call.wait_both_decode(restored, &format!("{secs} s cut"));
+        eprintln!("{secs} s cut: both sides decode again, checked {:.1} s after the restore", took.as_secs_f64());
+        assert!(call.peer_saw_door(began).is_empty(), "{secs} s cut: the peer saw {:?}", call.peer_saw_door(began));
+    }
+}
+
+#[test]
+fn cut_longer_than_grace_logs_in_again_and_streams_come_back() {
+    let _l = lock();
+    let call = Call::start(8);
+    let began = Instant::now();
+    let restored = call.fault_for(Fault::Cut, Duration::from_secs(8 + 15));
+    call.wait_both_decode(restored, "a cut longer than grace");
+    // The server removed the door after grace; the re-login brought user and stream back.
+    let saw = call.peer_saw_door(began);
+    for want in [("user", "delete"), ("user", "add"), ("stream", "add")] {
+        assert!(saw.contains(&(want.0.into(), want.1.into())), "peer saw {saw:?}");
+    }
+}
+
+#[test]
+fn udp_only_and_tcp_only_cuts() {
+    let _l = lock();
+    let call = Call::start(45);
+    let began = Instant::now();
+    let restored = call.fault_for(Fault::CutUdp, Duration::from_secs(10));
+    call.wait_both_decode(restored, "a 10 s UDP cut");
+    let restored = call.fault_for(Fault::CutTcp, Duration::from_secs(10));
+    call.wait_both_decode(restored, "a 10 s TCP cut");
+    assert!(call.peer_saw_door(began).is_empty(), "the peer saw {:?}", call.peer_saw_door(began));
+}
+
+#[test]
+fn server_killed_and_restarted() {
+    let _l = lock();
+    let mut call = Call::start(45);
+    call.server = None; // kill -9
+    std::thread::sleep(Duration::from_secs(2));
+    call.start_server();
+    let restarted = Instant::now();
+    call.wait_both_decode(restarted, "after the server restart");
+}
+
+#[test]
+fn device_killed_is_removed_after_grace() {
+    let _l = lock();
+    let mut call = Call::start(5);
+    let killed = Instant::now();
+    call.device = None; // kill -9: no logout
+    let deadline = killed + Duration::from_secs(30);
+    while Instant::now() < deadline && !call.peer_saw_door(killed).contains(&("user".into(), "delete".into())) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let saw = call.peer_saw_door(killed);
+    assert!(
+        saw.contains(&("stream".into(), "delete".into())) && saw.contains(&("user".into(), "delete".into())),
+        "{saw:?}"
+    );
+    // Grace counts from the last heartbeat (every 2 s), which came before the kill.
+    let removed = killed.elapsed();
+    assert!(removed >= Duration::from_millis(2500), "removed after {removed:?}, before grace");
+}
+
+#[test]
+fn random_loss_keeps_media_decoding() {
+    let _l = lock();
+    let call = Call::start(45);
+    call.lab.apply("device", Fault::Loss(20)).unwrap();
+    let began = Instant::now();
+    // Under 20% loss both ways, both sides keep decoding (checked in windows inside the
+    // 20 s of loss).
+    call.wait_both_decode(began, "20% loss");
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(began.elapsed()));
+    call.lab.clear("device").unwrap();
+    assert!(call.peer_saw_door(began).is_empty(), "the peer saw {:?}", call.peer_saw_door(began));
+}
+
+#[test]
+fn soak_of_random_cuts_leaves_nothing_stuck_and_nothing_leaked() {
+    let _l = lock();
+    let call = Call::start(45);
+    let pid = call.device_pid();
+    let (fd0, rss0) = (fds(pid), rss_kib(pid));
+    let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ u64::from(std::process::id());
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..10 {
+        let ms = 500 + rand() % 9_500;
+        call.fault_for(Fault::Cut, Duration::from_millis(ms));
+        eprintln!("soak cut {i}: {ms} ms");
+        std::thread::sleep(Duration::from_millis(rand() % 2_000));
+    }
+    let restored = Instant::now();
+    call.wait_both_decode(restored, "after the soak");
+    let s = call.status().expect("status");
+    assert!(s.publishing.iter().all(|p| !p.stalled) && s.playing.iter().all(|p| !p.stalled), "{s:#?}");
+    let (fd1, rss1) = (fds(pid), rss_kib(pid));
+    eprintln!("soak: fds {fd0} -> {fd1}, RSS {rss0} -> {rss1} KiB");
+    assert!(fd1 <= fd0 + 4, "fds grew {fd0} -> {fd1}");
+    assert!(rss1 <= rss0 + 16 * 1024, "RSS grew {rss0} -> {rss1} KiB");
+}
