@@ -179,7 +179,7 @@ pub fn control_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> PathB
     }
     let path = config.unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
     DeviceConfig::load(Some(&path), &callbox::config_file::callbox_env())
-        .map(|c| PathBuf::from(c.control.socket))
+        .map(|c| c.control.socket_path())
         .unwrap_or_else(|_| PathBuf::from(DEFAULT_SOCKET))
 }
 

@@ -46,6 +46,18 @@ async fn the_page_is_served_and_dev_tokens_exist_only_in_dev_mode() {
     for id in ["room-state", "user-list", "stream-list", "frames-decoded", "open-door"] {
         assert!(body.contains(&format!("data-testid=\"{id}\"")), "{id}");
     }
+    // The page may not be framed by another site (it can auto-publish with a token).
+    let head = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(server.http()).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf).split("\r\n\r\n").next().unwrap().to_lowercase()
+    };
+    assert!(head.contains("content-security-policy:") && head.contains("frame-ancestors 'none'"), "{head}");
+    assert!(head.contains("x-frame-options: deny"), "{head}");
+    assert!(body.contains("q.delete(\"token\")"), "the page drops the token from the address bar");
     let (status, _) = common::http(&server.http(), "GET", "/dev/token?app_id=1234&room=lobby&user=u", None).await;
     assert_eq!(status, 404, "no dev tokens without --dev");
 }

@@ -536,3 +536,53 @@ fn journal_fields(mut b: &[u8]) -> std::collections::HashMap<String, String> {
     }
     m
 }
+
+/// User plus system CPU time of a process, in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces): state is the 3rd field,
+    // utime the 14th and stime the 15th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_control_socket_waits_instead_of_spinning() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dev = Device::start(&format!("ws://{addr}"), "intercom", None);
+    dev.wait("up and retrying", |s| s.room.state == "Connecting").await;
+    let pid = dev.child.id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let limit = format!("--nofile={}:{}", open + 6, open + 6);
+    let st = Command::new("prlimit").args(["--pid", &pid.to_string(), &limit]).status().unwrap();
+    assert!(st.success());
+    // Connections that never send: the daemon holds each until its 5 s I/O timeout, and
+    // runs out of descriptors (the rest wait in the listen backlog).
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        if let Ok(s) = tokio::net::UnixStream::connect(&dev.socket).await {
+            held.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 30, "the daemon used {used} ticks (1/100 s) of CPU in 3 s while out of descriptors");
+    assert!(dev.log().contains("accept failed"), "the accept error is logged");
+    drop(held);
+    dev.wait("answering again once descriptors are free", |_| true).await;
+}
+
+#[test]
+fn a_control_socket_in_a_directory_others_can_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let err = rt.block_on(control::bind(&open.join("control.sock"))).unwrap_err();
+    assert!(err.to_string().contains("writable by other users"), "{err}");
+}

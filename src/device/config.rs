@@ -225,8 +225,27 @@ impl Default for GpioSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlSection {
-    /// Unix socket path for `callbox status` and `callbox call`.
+    /// Unix socket path for `callbox status` and `callbox call`; empty: `/run/callbox/`
+    /// for root (the service), `$XDG_RUNTIME_DIR/callbox/` for anyone else.
     pub socket: String,
+}
+
+impl ControlSection {
+    /// The socket's path, with the empty setting resolved.
+    pub fn socket_path(&self) -> std::path::PathBuf {
+        if !self.socket.is_empty() {
+            return self.socket.clone().into();
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        if uid == 0 {
+            return DEFAULT_SOCKET.into();
+        }
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| format!("/run/user/{uid}").into());
+        runtime.join("callbox").join("control.sock")
+    }
 }
 
 impl Default for ControlSection {
@@ -301,7 +320,7 @@ impl DeviceConfig {
         if self.gpio.door_pulse_ms == 0 || self.gpio.door_pulse_ms > 60_000 {
             return Err(ConfigError::value("gpio.door_pulse_ms", "must be between 1 and 60000"));
         }
-        if !self.control.socket.starts_with('/') {
+        if !self.control.socket.is_empty() && !self.control.socket.starts_with('/') {
             return Err(ConfigError::value("control.socket", "must be an absolute path"));
         }
         Ok(())

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::status::Status;
 
+/// How long accepting pauses after an error (e.g. out of file descriptors).
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 /// Longest request line accepted.
 pub const MAX_REQUEST: usize = 4096;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -124,6 +126,16 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     let err = |reason: String| ControlError::Bind { path: path.to_path_buf(), reason };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        // In a directory others can write to (/tmp), anyone could bind the path first and
+        // keep the daemon from starting, or answer in its place.
+        let mode = std::fs::metadata(dir).map(|m| m.permissions().mode()).unwrap_or(0);
+        if mode & 0o002 != 0 {
+            return Err(err(format!(
+                "{} is writable by other users; put the socket in /run/callbox/ or $XDG_RUNTIME_DIR/callbox/ \
+                 (leave [control] socket empty)",
+                dir.display()
+            )));
+        }
     }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
@@ -139,7 +151,16 @@ pub async fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 /// Accepts clients until the supervisor goes away; each request is handed to `to_supervisor`.
 pub async fn serve(listener: UnixListener, to_supervisor: mpsc::Sender<Pending>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors (EMFILE) and the like: the error repeats at once
+                // until something is freed, so wait instead of spinning.
+                tracing::warn!(error = %e, "control socket: accept failed; pausing");
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
+        };
         let tx = to_supervisor.clone();
         if tx.is_closed() {
             return;

@@ -387,7 +387,7 @@ async fn http_health(addr: SocketAddr) -> Option<Health> {
 async fn credentials(cfg: &DeviceConfig) -> Check {
     // A running daemon is already logged in with these credentials: ask it rather than log
     // in again (a second login with the same user ID would kick it out).
-    if let Ok(r) = super::control::request(Path::new(&cfg.control.socket), &super::control::Request::Status).await
+    if let Ok(r) = super::control::request(&cfg.control.socket_path(), &super::control::Request::Status).await
         && let Some(s) = r.status
     {
         return match (s.room.state.as_str(), s.room.error_code) {

@@ -17,13 +17,31 @@ use crate::proto::ErrorCode;
 
 /// The browser page (web/index.html), embedded in the binary.
 const PAGE: &str = include_str!("../../web/index.html");
+/// The page may not be framed: with `?token=..&autojoin=1` it publishes camera and
+/// microphone at once, and another site must not be able to do that in a hidden frame.
+/// Its script and style are inline (one file, no build step).
+const PAGE_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; \
+     connect-src 'self' ws: wss:; img-src 'self' data: blob:; media-src 'self' blob:; frame-ancestors 'none'; \
+     base-uri 'none'; form-action 'self'";
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        axum::response::Html(PAGE),
+    )
+        .into_response()
+}
 /// Lifetime of a token from `/dev/token`.
 const DEV_TOKEN_SECS: u64 = 600;
 
 /// Builds the router; `dev` adds `GET /dev/token`.
 pub fn router(hub: Hub, dev: bool) -> Router {
     let r = Router::new()
-        .route("/", get(|| async { axum::response::Html(PAGE) }))
+        .route("/", get(page))
         .route("/ws/v1", get(signalling))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

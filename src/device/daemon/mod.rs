@@ -154,7 +154,7 @@ impl Daemon {
             .map(|b| (b, ButtonDetector::new(debounce, long)))
             .collect();
 
-        let socket = PathBuf::from(&cfg.control.socket);
+        let socket = cfg.control.socket_path();
         let listener = control::bind(&socket).await?;
         let (control_tx, control) = mpsc::channel(16);
         tokio::spawn(control::serve(listener, control_tx));
