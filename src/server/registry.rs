@@ -120,6 +120,9 @@ struct App {
     /// stream_id -> session_id
     streams: HashMap<String, String>,
     logins: Bucket,
+    /// Refused logins (bad or expired tokens): an attacker with only an app ID drains this
+    /// one, never the bucket of logins whose credentials check out.
+    refused: Bucket,
 }
 
 /// The registry. See the module docs.
@@ -154,6 +157,7 @@ impl Registry {
                     users: HashMap::new(),
                     streams: HashMap::new(),
                     logins: Bucket::new(limits.logins_per_sec, limits.login_burst, now),
+                    refused: Bucket::new(limits.logins_per_sec, limits.login_burst, now),
                 };
                 (a.app_id, app)
             })
@@ -348,6 +352,22 @@ impl Registry {
         let Some(app) = self.apps.get_mut(&app_id) else {
             return self.fail(conn, Some(req), ErrorCode::APP_ID_MISMATCH, format!("unknown app_id {app_id}"));
         };
+        // Credentials first (one HMAC, cheap): refused logins are limited on their own, so a
+        // flood of garbage tokens cannot lock out the devices whose tokens are good.
+        let claims = match auth::verify_login(Some(&app.key), app_id, token, &user.user_id, &room_id, now.unix_secs()) {
+            Ok(c) => c,
+            Err(code) => {
+                if !app.refused.take(now.at) {
+                    return self.fail(
+                        conn,
+                        Some(req),
+                        ErrorCode::LOGIN_RATE_LIMITED,
+                        "too many refused logins; retry later",
+                    );
+                }
+                return self.fail(conn, Some(req), code, "token rejected");
+            }
+        };
         if !app.logins.take(now.at) {
             return self.fail(
                 conn,
@@ -356,10 +376,6 @@ impl Registry {
                 "too many logins for this app; retry later",
             );
         }
-        let claims = match auth::verify_login(Some(&app.key), app_id, token, &user.user_id, &room_id, now.unix_secs()) {
-            Ok(c) => c,
-            Err(code) => return self.fail(conn, Some(req), code, "token rejected"),
-        };
         let previous = app.users.get(&user.user_id).cloned();
         let occupied = app.rooms.get(&room_id).map(|r| r.sessions.len()).unwrap_or(0);
         let same_room_prev = previous.as_ref().and_then(|p| self.sessions.get(p)).is_some_and(|s| s.room_id == room_id);

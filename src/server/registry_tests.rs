@@ -370,3 +370,33 @@ fn media_offers_need_publish_or_play_first_and_stay_in_the_room() {
     w.msg(1, ClientMsg::Logout { req: 6 });
     assert!(matches!(w.media.last(), Some(MediaOut::EndSession(_))));
 }
+
+#[test]
+fn garbage_logins_cannot_lock_out_good_ones() {
+    let mut w = World::new(90);
+    // An attacker with only the app ID: 400 logins with garbage tokens in the same second,
+    // each on a connection of its own (the per-connection message limit does not help).
+    let mut limited = 0;
+    for i in 0..400u64 {
+        let conn = 10_000 + i;
+        w.reg.handle_connect(conn, w.now);
+        let m = ClientMsg::Login {
+            req: 1,
+            version: 1,
+            app_id: 1,
+            token: "garbage".into(),
+            room_id: "lobby".into(),
+            user: UserInfo { user_id: format!("x{i}"), user_name: "x".into() },
+            user_status_notify: false,
+        };
+        w.msg(conn, m);
+        if let Some(ServerMsg::Error { code: ErrorCode::LOGIN_RATE_LIMITED, .. }) = w.take(conn).first() {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 250, "the attacker is rate-limited ({limited} of 400)");
+    // Meanwhile 20 devices with good tokens all get in.
+    for i in 0..20u64 {
+        w.login(i + 1, &format!("door{i}"), "lobby", false);
+    }
+}
