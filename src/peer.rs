@@ -1,7 +1,7 @@
 //! `callbox peer`: a scriptable room member for tests and field checks. It logs in with the
 //! dev app's AppSign (or `--token`), optionally publishes a test pattern and tone, plays
 //! every other stream, and prints one JSON line per event on stdout: `user`, `stream`,
-//! `first_frame`, `quality` (frames and audio buffers decoded per played stream), `state`.
+//! `first_frame`, `video_stall`, `video_resume`, `quality` (frames and audio buffers decoded per played stream), `state`.
 //! It stops after `--seconds` or when stdin closes, logging out first.
 
 use std::process::ExitCode;
@@ -100,6 +100,10 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
                 }
                 Some(EngineEvent::MediaEvent { stream_id, event: MediaEventKind::RenderedFirstFrame }) => {
                     out(json!({"event": "first_frame", "stream_id": stream_id}));
+                }
+                Some(EngineEvent::MediaEvent { stream_id, event: e @ (MediaEventKind::VideoStall | MediaEventKind::VideoResume) }) => {
+                    let kind = if e == MediaEventKind::VideoStall { "video_stall" } else { "video_resume" };
+                    out(json!({"event": kind, "stream_id": stream_id}));
                 }
                 Some(EngineEvent::PlayerQualityUpdate { stream_id, quality }) => {
                     out(json!({"event": "quality", "stream_id": stream_id, "frames_decoded": quality.frames_decoded,

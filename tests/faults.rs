@@ -80,35 +80,7 @@ impl Call {
     }
 
     fn start_server(&mut self) {
-        let ip = self.server_ip();
-        let cfg = self.dir.path().join("server.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[session]\ngrace_secs = {}\n[media]\nbind = \"{ip}\"\nport = 7882\n",
-                self.grace_secs
-            ),
-        )
-        .unwrap();
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
-        let mut child = self
-            .lab
-            .command("server", BIN)
-            .args(["server", "--config", cfg.to_str().unwrap(), "--listen", &format!("{ip}:7880")])
-            .env("RUST_LOG", "callbox=debug")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        // The first line says it listens.
-        let mut line = String::new();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        out.read_line(&mut line).unwrap();
-        assert!(line.contains("http://"), "server did not start: {line}");
-        // Keep reading: the server prints more, and a closed pipe would end it.
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        self.server = Some(Proc(child));
+        self.server = Some(spawn_server(&self.lab, self.dir.path(), self.grace_secs));
     }
 
     fn start_device(&mut self) {
@@ -287,6 +259,36 @@ socket = "{}"
     }
 }
 
+/// The real server in the lab's "server" namespace (10.203.1.2:7880, media UDP 7882).
+fn spawn_server(lab: &Lab, dir: &std::path::Path, grace_secs: u64) -> Proc {
+    let ip = lab.host("server").addr;
+    let cfg = dir.join("server.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[session]\ngrace_secs = {grace_secs}\n[media]\nbind = \"{ip}\"\nport = 7882\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).unwrap();
+    let mut child = lab
+        .command("server", BIN)
+        .args(["server", "--config", cfg.to_str().unwrap(), "--listen", &format!("{ip}:7880")])
+        .env("RUST_LOG", "callbox=debug")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // The first line says it listens.
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("http://"), "server did not start: {line}");
+    // Keep reading: the server prints more, and a closed pipe would end it.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    Proc(child)
+}
+
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
@@ -411,4 +413,98 @@ fn soak_of_random_cuts_leaves_nothing_stuck_and_nothing_leaked() {
     eprintln!("soak: fds {fd0} -> {fd1}, RSS {rss0} -> {rss1} KiB");
     assert!(fd1 <= fd0 + 4, "fds grew {fd0} -> {fd1}");
     assert!(rss1 <= rss0 + 16 * 1024, "RSS grew {rss0} -> {rss1} KiB");
+}
+
+/// Runs `tests/interop/webrtcbin_client.py` in the lab's "client" namespace; its JSON lines
+/// are collected with their arrival time.
+fn webrtcbin(lab: &Lab, mode: &str, url: &str, token: &str, secs: u64) -> (Proc, Arc<Mutex<Vec<(Instant, Value)>>>) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/webrtcbin_client.py");
+    let mut child = lab
+        .command("client", "/usr/bin/python3")
+        .args([script, mode, url, token, &secs.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let lines: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
+    let (out, l) = (child.stdout.take().unwrap(), lines.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                l.lock().unwrap().push((Instant::now(), v));
+            }
+        }
+    });
+    (Proc(child), lines)
+}
+
+/// The server's received and forwarded RTP packet counters, from /metrics inside the lab.
+fn media_counters(lab: &Lab) -> (u64, u64) {
+    let url = format!("http://{}:7880/metrics", lab.host("server").addr);
+    let code = format!("import urllib.request;print(urllib.request.urlopen('{url}').read().decode())");
+    let out = lab.command("client", "/usr/bin/python3").args(["-c", &code]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (value("callbox_media_packets_in_total"), value("callbox_media_packets_out_total"))
+}
+
+/// The client's last frame count, and whether its connection ever reported failed.
+fn frames_and_failed(lines: &Arc<Mutex<Vec<(Instant, Value)>>>) -> (u64, bool) {
+    let l = lines.lock().unwrap();
+    let frames = l.iter().rev().find_map(|(_, v)| v["frames"].as_u64()).unwrap_or(0);
+    let failed = l.iter().any(|(_, v)| v["state"] == "failed" || v["failed"] == true);
+    (frames, failed)
+}
+
+#[test]
+fn webrtcbin_whip_publisher_and_whep_player_are_never_dropped_while_media_flows() {
+    let _l = lock();
+    let lab = Lab::new(&["server", "client"]).expect("network namespaces (root, ip, nft)");
+    let dir = tempfile::tempdir().unwrap();
+    let _server = spawn_server(&lab, dir.path(), 45);
+    let key = callbox::auth::parse_secret(SECRET).unwrap();
+    let now = callbox::auth::unix_now();
+    let claims = callbox::auth::Claims {
+        app_id: APP,
+        user_id: "gst".into(),
+        room_id: None,
+        privileges: vec!["login".into(), "publish".into(), "play".into()],
+        streams: None,
+        iat: now,
+        exp: now + 3600,
+    };
+    let token = callbox::auth::mint(&key, &claims).unwrap();
+    let base = format!("http://{}:7880", lab.host("server").addr);
+    let (_publisher, published) = webrtcbin(&lab, "publish", &format!("{base}/whip/v1/{APP}/lobby/gst-1"), &token, 90);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while media_counters(&lab).0 < 100 {
+        assert!(Instant::now() < deadline, "no media from the webrtcbin publisher: {:?}", published.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_player, played) = webrtcbin(&lab, "play", &format!("{base}/whep/v1/{APP}/lobby/gst-1"), &token, 80);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while frames_and_failed(&played).0 < 10 {
+        assert!(Instant::now() < deadline, "the webrtcbin player decodes nothing: {:?}", played.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // 60 s, far past the 7 s in which a STUN-only liveness dropped libnice clients: in every
+    // 10 s window the server receives and forwards more, and the player decodes more.
+    let mut prev = (media_counters(&lab), frames_and_failed(&played).0);
+    for window in 0..6 {
+        std::thread::sleep(Duration::from_secs(10));
+        let now = (media_counters(&lab), frames_and_failed(&played).0);
+        eprintln!("window {window}: packets in {} out {}, frames decoded {}", now.0.0, now.0.1, now.1);
+        assert!(now.0.0 > prev.0.0, "window {window}: the server received nothing from the publisher");
+        assert!(now.0.1 > prev.0.1, "window {window}: the server forwarded nothing to the player");
+        assert!(now.1 > prev.1, "window {window}: the player decoded nothing");
+        prev = now;
+    }
+    assert!(!frames_and_failed(&published).1, "the publisher's connection failed: {:?}", published.lock().unwrap());
+    assert!(!frames_and_failed(&played).1, "the player's connection failed: {:?}", played.lock().unwrap());
 }

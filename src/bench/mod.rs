@@ -5,6 +5,7 @@
 //! ([`device`]).
 
 mod device;
+mod faults;
 mod media;
 
 use std::process::ExitCode;
@@ -40,6 +41,13 @@ pub struct BenchArgs {
     /// Seconds each device-daemon footprint figure is measured over (0: skip).
     #[arg(long, default_value_t = 10)]
     device_secs: u64,
+    /// Random network cuts of 0.5-10 s (grace 45 s) between two peers in network
+    /// namespaces, timing media recovery (0: skip; needs root, ip and nft).
+    #[arg(long, default_value_t = 0)]
+    fault_cuts: usize,
+    /// Cuts of 15 s with a grace of 5 s (a full re-login each), timing media recovery.
+    #[arg(long, default_value_t = 0)]
+    fault_relogins: usize,
 }
 
 /// `callbox bench`.
@@ -110,6 +118,23 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 per_10k * 100.0
             );
         }
+    }
+    for (n, grace, fixed, what) in [
+        (a.fault_cuts, 45, None, "network cuts of 0.5-10 s within grace"),
+        (a.fault_relogins, 5, Some(Duration::from_secs(15)), "network cuts of 15 s, beyond a 5 s grace (re-login)"),
+    ] {
+        if n == 0 {
+            continue;
+        }
+        println!("{what}:");
+        let mut f = tokio::task::spawn_blocking(move || faults::run(n, grace, fixed)).await??;
+        if !f.recovered.is_empty() {
+            print_stats(
+                &format!("media rendered again both ways after {what} (restore -> both render)"),
+                &mut f.recovered,
+            );
+        }
+        println!("{what}: {} of {n} cuts left a stream stuck for 30 s", f.stuck);
     }
     if a.device_secs > 0 {
         for f in device::footprint(Duration::from_secs(a.device_secs)).await? {

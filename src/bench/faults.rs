@@ -1,0 +1,157 @@
+//! Recovery figures over many network cuts: the real server and two `callbox peer`s (a
+//! "door" and a "flat", each publishing and playing the other) in network namespaces behind
+//! a router (`callbox::faultnet`); the door's link is cut for a random 0.5-10 s, then
+//! restored, again and again. For each cut: the time from the restore until both sides
+//! render the other's video again (a `video_resume` or `first_frame` line after the restore;
+//! zero when a side never stalled). Then cuts longer than the grace period (a full re-login).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use callbox::faultnet::{Fault, Lab};
+use serde_json::Value;
+
+use crate::demo::{DEMO_APP_ID, DEMO_SECRET};
+
+type Lines = Arc<Mutex<Vec<(Instant, Value)>>>;
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Figures of one run.
+pub struct CutFigures {
+    /// Restore to both sides rendering again, per cut that recovered.
+    pub recovered: Vec<Duration>,
+    /// Cuts after which a side did not render again within 30 s.
+    pub stuck: usize,
+}
+
+fn spawn_lines(mut cmd: Command, lines: &Lines) -> anyhow::Result<Kill> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::piped()).spawn()?;
+    let out = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let lines = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                lines.lock().map(|mut l| l.push((Instant::now(), v))).ok();
+            }
+        }
+    });
+    Ok(Kill(child))
+}
+
+/// When `lines` shows `stream` rendering again after `since`: None if not (yet).
+fn rendered_after(lines: &Lines, stream: &str, since: Instant, cut_from: Instant) -> Option<Instant> {
+    let l = lines.lock().ok()?;
+    let stalled = l.iter().any(|(t, v)| *t >= cut_from && v["event"] == "video_stall" && v["stream_id"] == stream);
+    let back = l.iter().find(|(t, v)| {
+        *t >= since && (v["event"] == "video_resume" || v["event"] == "first_frame") && v["stream_id"] == stream
+    });
+    match back {
+        Some((t, _)) => Some(*t),
+        None if !stalled && since.elapsed() > Duration::from_secs(1) => Some(since),
+        None => None,
+    }
+}
+
+/// Runs `cuts` cuts of 0.5-10 s with `grace_secs` of grace (or, with `fixed`, cuts of that
+/// length) and returns the figures.
+pub fn run(cuts: usize, grace_secs: u64, fixed: Option<Duration>) -> anyhow::Result<CutFigures> {
+    let lab = Lab::new(&["server", "door", "flat"])?;
+    let ip = lab.host("server").addr;
+    let cfg = std::env::temp_dir().join(format!("callbox-bench-faults-{}.toml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{DEMO_SECRET}\"\n[session]\ngrace_secs = {grace_secs}\n[media]\nbind = \"{ip}\"\nport = 7882\n"
+        ),
+    )?;
+    let exe = std::env::current_exe()?;
+    let server_lines: Lines = Arc::default();
+    let mut server = lab.command("server", &exe);
+    server.args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", &format!("{ip}:7880")]);
+    let _server = spawn_lines(server, &server_lines)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let url = format!("ws://{ip}:7880");
+    let mut peers = Vec::new();
+    let mut lines = Vec::new();
+    for (host, user) in [("door", "door"), ("flat", "flat")] {
+        let l: Lines = Arc::default();
+        let mut c = lab.command(host, &exe);
+        c.args(["peer", "--server", &url, "--user", user, "--publish", &format!("{user}-main")])
+            .args(["--bind", &lab.host(host).addr.to_string()]);
+        peers.push(spawn_lines(c, &l)?);
+        lines.push(l);
+    }
+    let (door, flat) = (&lines[0], &lines[1]);
+    let start = Instant::now();
+    let up = |d: Duration| loop {
+        let a = rendered_after(door, "flat-main", start, start).is_some_and(|t| t > start);
+        let b = rendered_after(flat, "door-main", start, start).is_some_and(|t| t > start);
+        if a && b {
+            return true;
+        }
+        if start.elapsed() > d {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    anyhow::ensure!(up(Duration::from_secs(30)), "the first call did not come up");
+    std::thread::sleep(Duration::from_secs(2));
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(std::process::id());
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut figures = CutFigures { recovered: Vec::new(), stuck: 0 };
+    for i in 0..cuts {
+        let len = fixed.unwrap_or_else(|| Duration::from_millis(500 + rand() % 9_500));
+        let cut_from = Instant::now();
+        lab.apply("door", Fault::Cut)?;
+        std::thread::sleep(len);
+        lab.clear("door")?;
+        let restored = Instant::now();
+        let deadline = restored + Duration::from_secs(30);
+        let took = loop {
+            let a = rendered_after(door, "flat-main", restored, cut_from);
+            let b = rendered_after(flat, "door-main", restored, cut_from);
+            if let (Some(a), Some(b)) = (a, b) {
+                break Some(a.max(b).saturating_duration_since(restored));
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        match took {
+            Some(d) => {
+                println!(
+                    "  cut {i}: {:.1} s, both sides render again {:.0} ms after the restore",
+                    len.as_secs_f64(),
+                    d.as_secs_f64() * 1e3
+                );
+                figures.recovered.push(d);
+            }
+            None => {
+                println!("  cut {i}: {:.1} s, a side did NOT render again within 30 s", len.as_secs_f64());
+                figures.stuck += 1;
+            }
+        }
+        // Let the call settle (and the stall watch see frames) before the next cut.
+        std::thread::sleep(Duration::from_millis(1500 + rand() % 1000));
+    }
+    drop(peers);
+    let _ = std::fs::remove_file(&cfg);
+    Ok(figures)
+}
