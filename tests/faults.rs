@@ -24,6 +24,9 @@ const RECOVER: Duration = Duration::from_secs(30);
 
 static LOCK: Mutex<()> = Mutex::new(());
 
+/// JSON lines a child printed, with their arrival time.
+type Lines = Arc<Mutex<Vec<(Instant, Value)>>>;
+
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -44,7 +47,7 @@ struct Call {
     peer: Option<Proc>,
     device: Option<Proc>,
     server: Option<Proc>,
-    lines: Arc<Mutex<Vec<(Instant, Value)>>>,
+    lines: Lines,
     dir: tempfile::TempDir,
     socket: PathBuf,
     grace_secs: u64,
@@ -417,7 +420,7 @@ fn soak_of_random_cuts_leaves_nothing_stuck_and_nothing_leaked() {
 
 /// Runs `tests/interop/webrtcbin_client.py` in the lab's "client" namespace; its JSON lines
 /// are collected with their arrival time.
-fn webrtcbin(lab: &Lab, mode: &str, url: &str, token: &str, secs: u64) -> (Proc, Arc<Mutex<Vec<(Instant, Value)>>>) {
+fn webrtcbin(lab: &Lab, mode: &str, url: &str, token: &str, secs: u64) -> (Proc, Lines) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/webrtcbin_client.py");
     let mut child = lab
         .command("client", "/usr/bin/python3")
@@ -426,7 +429,7 @@ fn webrtcbin(lab: &Lab, mode: &str, url: &str, token: &str, secs: u64) -> (Proc,
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let lines: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
+    let lines: Lines = Arc::default();
     let (out, l) = (child.stdout.take().unwrap(), lines.clone());
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -455,7 +458,7 @@ fn media_counters(lab: &Lab) -> (u64, u64) {
 }
 
 /// The client's last frame count, and whether its connection ever reported failed.
-fn frames_and_failed(lines: &Arc<Mutex<Vec<(Instant, Value)>>>) -> (u64, bool) {
+fn frames_and_failed(lines: &Lines) -> (u64, bool) {
     let l = lines.lock().unwrap();
     let frames = l.iter().rev().find_map(|(_, v)| v["frames"].as_u64()).unwrap_or(0);
     let failed = l.iter().any(|(_, v)| v["state"] == "failed" || v["failed"] == true);
