@@ -183,3 +183,103 @@ async fn bad_media_offers_get_codes_and_the_call_goes_on() {
     a.destroy().await;
     b.destroy().await;
 }
+
+/// A TCP connection from `from` (any 127/8 address is loopback) to the server.
+async fn connect_from(from: [u8; 4], server: &Server) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    s.connect(server.addr).await.unwrap()
+}
+
+/// Whether the server closed `s` (EOF or reset) within `d`.
+async fn closed_within(s: &mut tokio::net::TcpStream, d: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + d;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_authenticate_are_capped_and_time_out() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start("[limits]\nhandshake_secs = 2\nmax_pending = 30\nmax_pending_per_ip = 10\n");
+    // An attacker on 127.0.0.2 opens 25 connections that trickle a request and never end it.
+    let mut held = Vec::new();
+    for _ in 0..25 {
+        let mut s = connect_from([127, 0, 0, 2], &server).await;
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+        held.push(s);
+    }
+    // Over the per-source cap, the server closes them at once.
+    let mut refused = 0;
+    for s in held.iter_mut().skip(10) {
+        refused += usize::from(closed_within(s, Duration::from_millis(500)).await);
+    }
+    assert_eq!(refused, 15, "connections over the per-source cap are closed at once");
+    // Meanwhile a device logs in from elsewhere and health answers.
+    let (e, _events) = engine(&server.url());
+    tokio::time::timeout(Duration::from_secs(5), e.login_room("lobby", user("door"), notify())).await.unwrap().unwrap();
+    let (status, _) = http(&server.http(), "GET", "/healthz", None).await;
+    assert_eq!(status, 200);
+    // The trickling ones are closed once the header deadline passes.
+    for s in held.iter_mut().take(10) {
+        assert!(closed_within(s, Duration::from_secs(5)).await, "a connection that never sent its headers is closed");
+    }
+    // A WebSocket that is upgraded but never logs in is closed after the same deadline.
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws/v1", server.addr)).await.unwrap();
+    use futures_util::StreamExt;
+    let closed = tokio::time::timeout(Duration::from_secs(6), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an upgraded WebSocket without a login is closed");
+    e.destroy().await;
+}
+
+#[tokio::test]
+async fn whip_offers_are_rate_limited_after_the_token_check() {
+    let server = Server::start("[limits]\nwhip_per_sec = 1\nwhip_burst = 3\n");
+    let t = token(APP, SECRET, "cam", None, &["login", "publish", "play"], 600);
+    let post = |path: String, token: Option<String>| {
+        let addr = server.http();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let body = "v=0\r\n";
+            let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+            let req = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf).split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok()).unwrap_or(0)
+        }
+    };
+    // Garbage tokens do not spend the app's budget.
+    for _ in 0..10 {
+        assert_eq!(post(format!("/whip/v1/{APP}/lobby/cam-1"), Some("garbage".into())).await, 401);
+    }
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        // Each passes the token check; "v=0" alone is then refused by the relay (400)
+        // unless the budget is spent first (429). WHEP offers share the same budget.
+        statuses.push(post(format!("/whip/v1/{APP}/lobby/cam-{i}"), Some(t.clone())).await);
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(statuses[..3].iter().all(|s| *s != 429), "the burst passes: {statuses:?}");
+    assert!(limited >= 4, "then offers are refused with 429: {statuses:?}");
+}

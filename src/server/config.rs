@@ -111,6 +111,17 @@ pub struct Limits {
     pub broadcast_burst: f64,
     /// Room extra info keys per room.
     pub max_extra_info_keys: usize,
+    /// Seconds a new connection has to send its request headers, and a new WebSocket to log
+    /// in, before it is closed.
+    pub handshake_secs: u64,
+    /// Connections not logged in (yet), in all; more are closed at once.
+    pub max_pending: usize,
+    /// Connections not logged in (yet) from one source address.
+    pub max_pending_per_ip: usize,
+    /// Sustained WHIP/WHEP offers per second per app.
+    pub whip_per_sec: f64,
+    /// Burst of WHIP/WHEP offers per app.
+    pub whip_burst: f64,
 }
 
 impl Default for Limits {
@@ -126,6 +137,11 @@ impl Default for Limits {
             broadcasts_per_sec: 5.0,
             broadcast_burst: 10.0,
             max_extra_info_keys: 16,
+            handshake_secs: 10,
+            max_pending: 512,
+            max_pending_per_ip: 32,
+            whip_per_sec: 5.0,
+            whip_burst: 20.0,
         }
     }
 }
@@ -175,7 +191,18 @@ impl ServerConfig {
             ("limits.login_burst", l.login_burst),
             ("limits.broadcasts_per_sec", l.broadcasts_per_sec),
             ("limits.broadcast_burst", l.broadcast_burst),
+            ("limits.whip_per_sec", l.whip_per_sec),
+            ("limits.whip_burst", l.whip_burst),
         ];
+        if !(1..=300).contains(&l.handshake_secs) {
+            return Err(ConfigError::value("limits.handshake_secs", "must be 1 to 300"));
+        }
+        if l.max_pending == 0 || l.max_pending_per_ip == 0 {
+            return Err(ConfigError::value(
+                "limits.max_pending",
+                "max_pending and max_pending_per_ip must be at least 1",
+            ));
+        }
         for (key, v) in positive {
             if !(v.is_finite() && v >= 1.0) {
                 return Err(ConfigError::value(key, "must be a number >= 1"));

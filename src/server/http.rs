@@ -98,11 +98,20 @@ async fn healthz(State(hub): State<Hub>) -> Json<serde_json::Value> {
     }
 }
 
-async fn signalling(upgrade: WebSocketUpgrade, State(hub): State<Hub>) -> Response {
+async fn signalling(
+    upgrade: WebSocketUpgrade,
+    State(hub): State<Hub>,
+    slot: Option<axum::Extension<super::accept::PendingSlot>>,
+) -> Response {
+    let pending = slot.and_then(|s| s.take());
     upgrade
         .max_message_size(ws::MAX_FRAME_BYTES)
         .max_frame_size(ws::MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| ws::serve(socket, hub))
+        // Signalling messages are small: tungstenite's 128 KiB read buffer per idle session
+        // is memory an attacker could make the server hold by the thousand.
+        .read_buffer_size(ws::BUFFER_BYTES)
+        .write_buffer_size(ws::BUFFER_BYTES)
+        .on_upgrade(move |socket| ws::serve(socket, hub, pending))
 }
 
 async fn metrics(State(hub): State<Hub>) -> Response {

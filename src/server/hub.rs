@@ -29,6 +29,8 @@ pub enum ToConn {
     Text(String),
     /// Close the socket.
     Close,
+    /// The connection logged in (or resumed): it no longer counts as unauthenticated.
+    Authenticated,
 }
 
 type Job = Box<dyn FnOnce(&mut Registry, Now) + Send>;
@@ -51,6 +53,15 @@ pub struct Hub {
     max_message_bytes: usize,
     live: Arc<(AtomicUsize, Notify)>,
     sfu: Option<Sfu>,
+    /// WHIP/WHEP offers per app (each costs a DTLS certificate and an SFU connection).
+    whip: Arc<std::sync::Mutex<WhipBuckets>>,
+}
+
+/// Per-app token buckets for WHIP/WHEP offers, with the configured rate.
+struct WhipBuckets {
+    rate: f64,
+    burst: f64,
+    apps: HashMap<u32, super::limits::Bucket>,
 }
 
 /// Counts a connection as live until dropped, so shutdown can wait for writers to flush.
@@ -71,7 +82,22 @@ impl Hub {
         let max_message_bytes = registry.max_message_bytes();
         tokio::spawn(run(registry, rx, tx.clone(), sfu.clone()));
         let live = Arc::new((AtomicUsize::new(0), Notify::new()));
-        Hub { tx, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, live, sfu }
+        let whip = WhipBuckets { rate: cfg.limits.whip_per_sec, burst: cfg.limits.whip_burst, apps: HashMap::new() };
+        Hub {
+            tx,
+            next_conn: Arc::new(AtomicU64::new(1)),
+            max_message_bytes,
+            live,
+            sfu,
+            whip: Arc::new(std::sync::Mutex::new(whip)),
+        }
+    }
+
+    /// Takes one WHIP/WHEP offer from `app_id`'s budget; false when it is spent.
+    pub fn whip_allowed(&self, app_id: u32) -> bool {
+        let mut w = self.whip.lock().unwrap_or_else(|e| e.into_inner());
+        let (rate, burst, now) = (w.rate, w.burst, std::time::Instant::now());
+        w.apps.entry(app_id).or_insert_with(|| super::limits::Bucket::new(rate, burst, now)).take(now)
     }
 
     /// The media relay, when media is enabled.
@@ -198,6 +224,9 @@ fn deliver(
                         continue;
                     }
                 };
+                if matches!(msg, ServerMsg::LoginOk { .. } | ServerMsg::Resumed { .. }) {
+                    let _ = tx.try_send(ToConn::Authenticated);
+                }
                 if tx.try_send(ToConn::Text(text)).is_err() {
                     overflowed.push(id);
                 }

@@ -5,6 +5,7 @@
 //! turns its outputs into socket writes; [`ws`] reads and writes one WebSocket; [`http`]
 //! serves health, metrics and the admin API. [`run`] wires them to a listener.
 
+mod accept;
 pub mod config;
 mod http;
 mod hub;
@@ -65,6 +66,8 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
     let media_addr = sfu.as_ref().map(|s| s.addr);
     let hub = Hub::spawn(&cfg, sfu);
     let app = http::router(hub.clone(), cfg.dev);
+    let gate = accept::Gate::new(cfg.limits.max_pending, cfg.limits.max_pending_per_ip);
+    let handshake = std::time::Duration::from_secs(cfg.limits.handshake_secs);
     tokio::spawn(whip::reap(hub.clone()));
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
@@ -74,7 +77,8 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
             tracing::info!("shutting down: closing every session");
             hub_for_stop.shutdown().await;
         };
-        axum::serve(listener, app).with_graceful_shutdown(signal).await
+        accept::serve(listener, app, gate, handshake, signal).await;
+        Ok(())
     });
     tracing::info!(%addr, "callbox server listening");
     Ok(RunningServer { addr, media_addr, shutdown, task })

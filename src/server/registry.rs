@@ -85,6 +85,8 @@ const DETACHED_BACKLOG: usize = 64;
 struct Conn {
     session: Option<String>,
     bucket: Bucket,
+    /// Connected at; a connection without a session after `handshake` is closed.
+    since: Instant,
 }
 
 struct Session {
@@ -128,6 +130,7 @@ struct App {
 /// The registry. See the module docs.
 pub struct Registry {
     grace: Duration,
+    handshake: Duration,
     heartbeat_ms: u64,
     limits: Limits,
     media_enabled: bool,
@@ -164,6 +167,7 @@ impl Registry {
             .collect();
         Registry {
             grace: cfg.grace(),
+            handshake: Duration::from_secs(cfg.limits.handshake_secs),
             heartbeat_ms: cfg.session.heartbeat_ms,
             limits,
             media_enabled: cfg.media.enabled,
@@ -191,7 +195,7 @@ impl Registry {
     /// A connection opened.
     pub fn handle_connect(&mut self, conn: ConnId, now: Now) {
         let bucket = Bucket::new(self.limits.messages_per_sec, self.limits.message_burst, now.at);
-        self.conns.insert(conn, Conn { session: None, bucket });
+        self.conns.insert(conn, Conn { session: None, bucket, since: now.at });
     }
 
     /// A connection closed (by either side). Its session, if any, is kept for the grace period.
@@ -283,6 +287,18 @@ impl Registry {
 
     /// Timers: grace expiry, token expiry warnings, network quality. Call every ~250 ms.
     pub fn handle_tick(&mut self, now: Now) {
+        // Connections that never logged in (nor resumed) are not kept.
+        let silent: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session.is_none() && now.at.saturating_duration_since(c.since) >= self.handshake)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in silent {
+            tracing::debug!(conn = id, "no login within the handshake deadline; closing");
+            self.conns.remove(&id);
+            self.out.push_back(Output::Close(id));
+        }
         let expired: Vec<String> = self
             .sessions
             .iter()

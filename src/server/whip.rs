@@ -12,7 +12,8 @@
 //!
 //! Refusals carry a JSON body `{"code", "name", "message"}`: 400 bad SDP or IDs, 401 missing,
 //! invalid or expired token, 403 privilege/room/stream not allowed, 404 unknown app or
-//! stream, 409 stream already published, 415 not `application/sdp`, 503 no media relay.
+//! stream, 409 stream already published, 415 not `application/sdp`, 429 too many offers for
+//! the app (`[limits] whip_per_sec`, `whip_burst`), 503 no media relay.
 
 use std::time::Duration;
 
@@ -94,6 +95,10 @@ fn registry<T>(answer: Option<Result<T, Refusal>>) -> Result<T, Refusal> {
         .unwrap_or_else(|| Err(bad(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down")))
 }
 
+fn too_many() -> Refusal {
+    bad(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RATE_LIMITED, "too many WHIP/WHEP offers for this app; retry later")
+}
+
 fn offer_rejected(e: impl std::fmt::Display) -> Refusal {
     bad(StatusCode::BAD_REQUEST, ErrorCode::MEDIA_OFFER_REJECTED, &format!("offer rejected: {e}"))
 }
@@ -119,6 +124,11 @@ async fn whip(
     let (sdp, token, app_id, sfu) = request(&hub, &app, &headers, &body)?;
     let (r, s) = (room_id.clone(), stream_id.clone());
     let (sid, key) = registry(hub.with(move |reg, now| reg.whip_start(app_id, &r, &s, &token, now)).await)?;
+    // The budget is taken after the token checked out, so garbage cannot spend it.
+    if !hub.whip_allowed(app_id) {
+        hub.with(move |reg, _| reg.whip_end(&sid)).await;
+        return Err(too_many());
+    }
     match sfu.offer(&sid, key, Role::Publish, sdp).await {
         Ok(answer) => Ok(created(format!("/whip/v1/{app_id}/{room_id}/{stream_id}/{sid}"), answer)),
         Err(e) => {
@@ -161,6 +171,9 @@ async fn whep(
     let (sdp, token, app_id, sfu) = request(&hub, &app, &headers, &body)?;
     let (r, s) = (room_id.clone(), stream_id.clone());
     let key = registry(hub.with(move |reg, now| reg.whep_check(app_id, &r, &s, &token, now)).await)?;
+    if !hub.whip_allowed(app_id) {
+        return Err(too_many());
+    }
     let id = hex::encode(rand::random::<[u8; 16]>());
     let answer = sfu.offer(&format!("whep-{id}"), key, Role::Play, sdp).await.map_err(offer_rejected)?;
     Ok(created(format!("/whep/v1/{app_id}/{room_id}/{stream_id}/{id}"), answer))

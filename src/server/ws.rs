@@ -4,19 +4,26 @@
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 
+use super::accept::Pending;
 use super::hub::{Hub, ToConn};
 use crate::proto::{ClientMsg, ErrorCode};
 
 /// Frames larger than this close the connection outright (before any parsing).
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// Read and write buffer of each WebSocket (grown as needed for a larger frame).
+pub const BUFFER_BYTES: usize = 4 * 1024;
 
-/// Serves one upgraded socket until it closes.
-pub async fn serve(socket: WebSocket, hub: Hub) {
+/// Serves one upgraded socket until it closes. `pending` is the connection's slot among
+/// the unauthenticated ones, given back at login.
+pub async fn serve(socket: WebSocket, hub: Hub, pending: Option<Pending>) {
     let (conn, mut queue, _live) = hub.connect().await;
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
+        // Held until login: the connection counts as unauthenticated until then.
+        let mut pending = pending;
         while let Some(item) = queue.recv().await {
             match item {
+                ToConn::Authenticated => drop(pending.take()),
                 ToConn::Text(t) => {
                     if sink.send(Message::Text(t.into())).await.is_err() {
                         break;

@@ -1,0 +1,169 @@
+//! The server's own accept loop, so nobody can hold the server with connections that never
+//! authenticate: each TCP connection takes a slot of the "pending" gate (at most
+//! `[limits] max_pending` in all and `max_pending_per_ip` per source address; over that it
+//! is closed at once), must send its request headers within `handshake_secs`, and gives its
+//! slot back when its WebSocket logs in (or when it closes). A WebSocket that never logs in
+//! is closed by the registry after the same deadline. TLS will sit between `accept` and
+//! `serve_connection` (the handshake under the same deadline).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+/// Counts connections that have not authenticated, in all and per source address.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    inner: Arc<Mutex<GateState>>,
+    max: usize,
+    max_per_ip: usize,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// One connection's slot in the [`Gate`], given back on drop.
+#[derive(Debug)]
+pub struct Pending {
+    gate: Gate,
+    ip: IpAddr,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut s = self.gate.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                s.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Gate {
+    /// A gate with these caps.
+    pub fn new(max: usize, max_per_ip: usize) -> Gate {
+        Gate { inner: Arc::default(), max, max_per_ip }
+    }
+
+    /// A slot for a connection from `ip`, or `None` when a cap is reached.
+    pub fn admit(&self, ip: IpAddr) -> Option<Pending> {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = s.per_ip.get(&ip).copied().unwrap_or(0);
+        if s.total >= self.max || mine >= self.max_per_ip {
+            return None;
+        }
+        s.total += 1;
+        *s.per_ip.entry(ip).or_default() += 1;
+        Some(Pending { gate: self.clone(), ip })
+    }
+
+    /// Connections holding a slot now.
+    pub fn pending(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+}
+
+/// The connection's slot, reachable from request handlers (the WebSocket handler takes it
+/// and drops it once logged in).
+#[derive(Debug, Clone)]
+pub struct PendingSlot(pub Arc<Mutex<Option<Pending>>>);
+
+impl PendingSlot {
+    /// Takes the slot out (once).
+    pub fn take(&self) -> Option<Pending> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Accepts and serves connections until `stop` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    gate: Gate,
+    handshake: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut refused = 0u64;
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors and the like: the error repeats until something is
+                    // freed, so wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed; pausing");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => return,
+        };
+        let Some(pending) = gate.admit(peer.ip()) else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, refused, pending = gate.pending(), "too many unauthenticated connections; refusing");
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(stream, peer, app.clone(), pending, handshake));
+    }
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    pending: Pending,
+    handshake: Duration,
+) {
+    let slot = PendingSlot(Arc::new(Mutex::new(Some(pending))));
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(slot.clone());
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req)
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // The headers of every request, the first and each one on a kept-alive connection, must
+    // arrive within the handshake deadline.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(handshake);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_in_all_and_per_source() {
+        let g = Gate::new(3, 2);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let a1 = g.admit(a).unwrap();
+        let _a2 = g.admit(a).unwrap();
+        assert!(g.admit(a).is_none(), "per source");
+        let _b1 = g.admit(b).unwrap();
+        assert!(g.admit(b).is_none(), "in all");
+        drop(a1);
+        assert_eq!(g.pending(), 2);
+        assert!(g.admit(b).is_some(), "a freed slot is reusable");
+    }
+}
