@@ -64,10 +64,10 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 MPORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf '[[apps]]\napp_id = 1234\nsecret = "%s"\n[media]\nbind = "127.0.0.1"\nport = %s\nannounce = ["10.0.2.2", "127.0.0.1"]\n' \
   6b1c1f0e2d3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344 "$MPORT" > "$W/server.toml"
-"$BIN" server --config "$W/server.toml" --listen "127.0.0.1:$PORT" > "$W/server.out" 2> "$W/server.log" &
+"$BIN" server --dev --config "$W/server.toml" --listen "127.0.0.1:$PORT" > "$W/server.out" 2> "$W/server.log" &
 PIDS+=($!)
 sleep 1
-"$BIN" peer --server "ws://127.0.0.1:$PORT" --room lobby --user flat --publish flat-main --seconds 600 > "$W/peer.jsonl" 2> "$W/peer.log" &
+"$BIN" peer --dev --server "ws://127.0.0.1:$PORT" --room lobby --user flat --publish flat-main --seconds 600 > "$W/peer.jsonl" 2> "$W/peer.log" &
 PIDS+=($!)
 
 # 4. The image: rootfs + callbox + module + init, as ext4.

@@ -22,7 +22,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `callbox server`.
-pub fn server(config: Option<PathBuf>, listen: Option<String>, dev: bool) -> anyhow::Result<ExitCode> {
+pub fn server(
+    config: Option<PathBuf>,
+    listen: Option<String>,
+    dev: bool,
+    dev_public: bool,
+) -> anyhow::Result<ExitCode> {
     let mut cfg = match ServerConfig::load(config.as_deref(), &callbox::config_file::callbox_env()) {
         Ok(c) => c,
         Err(e) => {
@@ -46,6 +51,11 @@ pub fn server(config: Option<PathBuf>, listen: Option<String>, dev: bool) -> any
             });
         }
         tracing::warn!("dev mode: anyone who reaches this server can get tokens for app 1234 from /dev/token");
+    }
+    cfg.dev_public = dev_public;
+    if let Err(e) = cfg.check_exposure() {
+        eprintln!("callbox server: {e}");
+        return Ok(ExitCode::from(EXIT_CONFIG));
     }
     if cfg.apps.is_empty() {
         tracing::warn!("no [[apps]] configured: every login will fail with APP_ID_MISMATCH");
@@ -126,7 +136,9 @@ pub fn check_config(file: &Path, kind: Option<ConfigKind>) -> anyhow::Result<Exi
         }
     });
     let result = match kind {
-        ConfigKind::Server => ServerConfig::load(Some(file), &callbox::config_file::callbox_env()).map(|_| ()),
+        ConfigKind::Server => {
+            ServerConfig::load(Some(file), &callbox::config_file::callbox_env()).and_then(|c| c.check_exposure())
+        }
         ConfigKind::Device => {
             callbox::device::config::DeviceConfig::load(Some(file), &callbox::config_file::callbox_env()).map(|_| ())
         }

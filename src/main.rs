@@ -33,6 +33,9 @@ enum Command {
         /// browser page fetch its tokens from /dev/token. Never on a reachable server.
         #[arg(long)]
         dev: bool,
+        /// Allow --dev on a non-loopback listen address (a lab network, never the internet).
+        #[arg(long, requires = "dev")]
+        dev_public: bool,
     },
     /// Print a token signed with an app secret.
     Token(cli::TokenArgs),
@@ -126,7 +129,7 @@ fn main() -> ExitCode {
     );
     cli::init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
-        Command::Server { config, listen, dev } => cli::server(config, listen, dev),
+        Command::Server { config, listen, dev, dev_public } => cli::server(config, listen, dev, dev_public),
         Command::Token(args) => cli::token(args),
         Command::CheckConfig { file, kind } => cli::check_config(&file, kind),
         Command::Device { config } => cli::device(config),

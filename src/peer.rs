@@ -1,5 +1,5 @@
-//! `callbox peer`: a scriptable room member for tests and field checks. It logs in with the
-//! dev app's AppSign (or `--token`), optionally publishes a test pattern and tone, plays
+//! `callbox peer`: a scriptable room member for tests and field checks. It logs in with a
+//! token, the app secret (AppSign) or, with `--dev`, the dev app's public secret, optionally publishes a test pattern and tone, plays
 //! every other stream, and prints one JSON line per event on stdout: `user`, `stream`,
 //! `first_frame`, `video_stall`, `video_resume`, `quality` (frames and audio buffers decoded per played stream), `state`.
 //! It stops after `--seconds` or when stdin closes, logging out first.
@@ -29,9 +29,15 @@ pub struct PeerArgs {
     /// AppID (default: the dev app).
     #[arg(long, default_value_t = callbox::server::DEV_APP_ID)]
     app_id: u32,
-    /// A token (default: AppSign with the dev app's public secret).
-    #[arg(long)]
+    /// A token from the app's backend.
+    #[arg(long, conflicts_with_all = ["secret", "dev"])]
     token: Option<String>,
+    /// AppSign: the app secret (64 hex), better given in the environment.
+    #[arg(long, env = "CALLBOX_APP_SECRET", hide_env_values = true, conflicts_with = "dev")]
+    secret: Option<String>,
+    /// AppSign with the dev app's public secret (a server started with `--dev`).
+    #[arg(long)]
+    dev: bool,
     /// Publish a test pattern and tone as this stream.
     #[arg(long)]
     publish: Option<String>,
@@ -54,9 +60,13 @@ pub fn run(a: PeerArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
-    let auth = match a.token {
-        Some(t) => Auth::Token(t),
-        None => Auth::AppSign(callbox::server::DEV_SECRET.into()),
+    let auth = match (a.token, a.secret, a.dev) {
+        (Some(t), _, _) => Auth::Token(t),
+        (None, Some(s), _) => Auth::AppSign(s),
+        (None, None, true) => Auth::AppSign(callbox::server::DEV_SECRET.into()),
+        (None, None, false) => {
+            anyhow::bail!("say how to log in: --token, --secret (or CALLBOX_APP_SECRET), or --dev for a --dev server")
+        }
     };
     let mut p = EngineProfile::new(a.app_id, auth, a.server.clone()).with_media(MediaConfig::small());
     if let Some(m) = &mut p.media {

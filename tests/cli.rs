@@ -70,6 +70,27 @@ fn check_config_names_the_key_and_exits_78() {
 }
 
 #[test]
+fn the_public_demo_secret_and_a_reachable_dev_mode_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("demo.toml");
+    std::fs::write(&f, format!("[[apps]]\napp_id = 1234\nsecret = \"{}\"\n", callbox::server::DEV_SECRET)).unwrap();
+    let out = callbox(&["check-config", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("apps[0].secret") && err.contains("openssl rand -hex 32"), "{err}");
+    let out = callbox(&["server", "--config", f.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(78), "the server refuses the demo secret without --dev");
+    // --dev hands out door tokens: only on loopback, unless forced.
+    let out = callbox(&["server", "--dev", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen") && err.contains("--dev-public"), "{err}");
+    // The shipped example has no secret at all: the operator makes one.
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/server.toml")).unwrap();
+    assert!(!example.contains(callbox::server::DEV_SECRET) && example.contains("openssl rand -hex 32"));
+}
+
+#[test]
 fn device_example_configs_pass_check_config_and_bad_ones_name_the_key() {
     for name in ["dev.toml", "raspberry-pi.toml", "jetson.toml"] {
         let path = format!("{}/configs/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -17,7 +17,7 @@ use callbox::faultnet::{Fault, Lab};
 use serde_json::Value;
 
 const APP: u32 = 1234;
-const SECRET: &str = "6b1c1f0e2d3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344";
+const SECRET: &str = "5e0c2a7b9d14f3a6c8e1b0d2f4a6c8e0a1b3c5d7e9f1a3b5c7d9e1f3a5b7c9d1";
 const BIN: &str = env!("CARGO_BIN_EXE_callbox");
 /// Media must decode again within this long after a fault ends.
 const RECOVER: Duration = Duration::from_secs(30);
@@ -143,6 +143,7 @@ socket = "{}"
         let mut child = self
             .lab
             .command("peer", BIN)
+            .env("CALLBOX_APP_SECRET", SECRET)
             .args(["peer", "--server", &format!("ws://{}:7880", self.server_ip()), "--user", "flat"])
             .args(["--publish", "flat-main", "--bind", &ip])
             .env("RUST_LOG", "callbox=debug")

@@ -14,7 +14,8 @@ use callbox::engine::PublishChannel;
 use callbox::media::MediaConfig;
 
 use super::media::{ServerProc, engine, proc_cpu, user};
-use crate::demo::{DEMO_APP_ID, DEMO_SECRET};
+use super::secret;
+use crate::demo::DEMO_APP_ID;
 
 /// One phase's figures.
 pub struct Footprint {
@@ -81,11 +82,12 @@ pub async fn footprint(window: Duration) -> anyhow::Result<Vec<Footprint>> {
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nurl = \"{}\"\napp_id = {DEMO_APP_ID}\napp_sign = \"{DEMO_SECRET}\"\n[room]\nroom_id = \"bench-device\"\n\
+            "[server]\nurl = \"{}\"\napp_id = {DEMO_APP_ID}\napp_sign = \"{}\"\n[room]\nroom_id = \"bench-device\"\n\
              user_id = \"kiosk\"\n[call]\nmode = \"kiosk\"\n[video]\nsource = \"test\"\nwidth = 640\nheight = 480\nfps = 30\n\
              bitrate_kbps = 1000\n[audio]\nsource = \"test\"\nsink = \"fake\"\n[display]\nsink = \"fake\"\n[media]\n\
              bind = \"127.0.0.1\"\n[gpio]\nbackend = \"sim\"\n[control]\nsocket = \"{}\"\n",
             server.url(),
+            secret(),
             socket.display()
         ),
     )?;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use callbox::faultnet::{Fault, Lab};
 use serde_json::Value;
 
-use crate::demo::{DEMO_APP_ID, DEMO_SECRET};
+use super::secret;
+use crate::demo::DEMO_APP_ID;
 
 type Lines = Arc<Mutex<Vec<(Instant, Value)>>>;
 
@@ -72,7 +73,8 @@ pub fn run(cuts: usize, grace_secs: u64, fixed: Option<Duration>) -> anyhow::Res
     std::fs::write(
         &cfg,
         format!(
-            "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{DEMO_SECRET}\"\n[session]\ngrace_secs = {grace_secs}\n[media]\nbind = \"{ip}\"\nport = 7882\n"
+            "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{}\"\n[session]\ngrace_secs = {grace_secs}\n[media]\nbind = \"{ip}\"\nport = 7882\n",
+            secret()
         ),
     )?;
     let exe = std::env::current_exe()?;
@@ -87,6 +89,7 @@ pub fn run(cuts: usize, grace_secs: u64, fixed: Option<Duration>) -> anyhow::Res
     for (host, user) in [("door", "door"), ("flat", "flat")] {
         let l: Lines = Arc::default();
         let mut c = lab.command(host, &exe);
+        c.env("CALLBOX_APP_SECRET", secret());
         c.args(["peer", "--server", &url, "--user", user, "--publish", &format!("{user}-main")])
             .args(["--bind", &lab.host(host).addr.to_string()]);
         peers.push(spawn_lines(c, &l)?);

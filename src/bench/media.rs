@@ -21,7 +21,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::demo::{DEMO_APP_ID, DEMO_SECRET};
+use super::secret;
+use crate::demo::DEMO_APP_ID;
 
 /// `callbox server` as a child process.
 pub struct ServerProc {
@@ -41,8 +42,9 @@ impl ServerProc {
         std::fs::write(
             &cfg,
             format!(
-                "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{DEMO_SECRET}\"\n[limits]\nlogins_per_sec = 10000.0\n\
-                 login_burst = 10000.0\nmax_users_per_room = 256\n[media]\nbind = \"127.0.0.1\"\nport = {media_port}\n"
+                "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{}\"\n[limits]\nlogins_per_sec = 10000.0\n\
+                 login_burst = 10000.0\nmax_users_per_room = 256\n[media]\nbind = \"127.0.0.1\"\nport = {media_port}\n",
+                secret()
             ),
         )?;
         let mut child = Command::new(std::env::current_exe()?)
@@ -100,7 +102,7 @@ impl Drop for ServerProc {
 }
 
 pub(super) fn engine(url: &str, media: MediaConfig) -> anyhow::Result<(Engine, mpsc::Receiver<EngineEvent>)> {
-    let mut p = EngineProfile::new(DEMO_APP_ID, Auth::AppSign(DEMO_SECRET.into()), url).with_media(media);
+    let mut p = EngineProfile::new(DEMO_APP_ID, Auth::AppSign(secret().into()), url).with_media(media);
     p.reconnect = callbox::engine::ReconnectPolicy {
         initial: Duration::from_millis(100),
         max: Duration::from_millis(500),
@@ -204,7 +206,7 @@ async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) ->
         iat: now,
         exp: now + 3600,
     };
-    let token = auth::mint(&auth::parse_secret(DEMO_SECRET)?, &claims)?;
+    let token = auth::mint(&auth::parse_secret(secret())?, &claims)?;
     let send = |m: ClientMsg| Message::Text(serde_json::to_string(&m).unwrap_or_default().into());
     tx.send(send(ClientMsg::Login {
         req: 1,

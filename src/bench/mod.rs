@@ -15,7 +15,7 @@ use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, RoomConfig, Room
 use callbox::server::ServerConfig;
 use callbox::server::config::AppConfig;
 
-use crate::demo::{DEMO_APP_ID, DEMO_SECRET};
+use crate::demo::DEMO_APP_ID;
 
 /// Arguments of `callbox bench`.
 #[derive(clap::Args)]
@@ -62,7 +62,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         None => {
             let mut cfg: ServerConfig = toml::from_str("")?;
             cfg.listen = "127.0.0.1:0".into();
-            cfg.apps = vec![AppConfig { app_id: DEMO_APP_ID, secret: DEMO_SECRET.into() }];
+            cfg.apps = vec![AppConfig { app_id: DEMO_APP_ID, secret: secret().into() }];
             cfg.limits.logins_per_sec = 10_000.0;
             cfg.limits.login_burst = 10_000.0;
             let s = callbox::server::start(cfg).await?;
@@ -72,7 +72,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut login = Vec::with_capacity(a.iterations);
     let mut resume = Vec::new();
     for i in 0..a.iterations.max(1) {
-        let profile = EngineProfile::new(DEMO_APP_ID, Auth::AppSign(DEMO_SECRET.into()), url.clone());
+        let profile = EngineProfile::new(DEMO_APP_ID, Auth::AppSign(secret().into()), url.clone());
         let (engine, mut events) = Engine::create(profile)?;
         let user = UserInfo { user_id: format!("bench-{i}"), user_name: String::new() };
         let t0 = Instant::now();
@@ -148,6 +148,13 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The app secret of this run's servers: made up per process, so no bench relies on the
+/// public demo secret.
+pub(crate) fn secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| hex::encode(rand::random::<[u8; 32]>()))
 }
 
 fn print_stats(what: &str, v: &mut [Duration]) {

@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// and `GET /dev/token` hands out its tokens to anyone.
     #[serde(skip)]
     pub dev: bool,
+    /// `--dev-public`: development mode on a non-loopback address, on purpose.
+    #[serde(skip)]
+    pub dev_public: bool,
 }
 
 /// The media relay: every WebRTC connection on one UDP port.
@@ -258,6 +261,33 @@ impl ServerConfig {
         self.listen
             .parse()
             .map_err(|_| ConfigError::value("listen", format!("{:?} is not an IP:port address", self.listen)))
+    }
+
+    /// What only an operator's intent can make acceptable: the public demo secret in an app
+    /// (anyone could mint any token for it, `door` and `admin` included) outside dev mode,
+    /// and dev mode (`/dev/token` hands out `door` tokens to anyone) on an address others
+    /// can reach without `--dev-public`.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if !self.dev
+            && let Some(i) = self.apps.iter().position(|a| a.secret.eq_ignore_ascii_case(crate::server::DEV_SECRET))
+        {
+            return Err(ConfigError::value(
+                &format!("apps[{i}].secret"),
+                "is the public demo secret: anyone could mint tokens for this app; make your own with \
+                 `openssl rand -hex 32` (or run with --dev on a loopback address to try callbox)",
+            ));
+        }
+        if self.dev && !self.dev_public && !self.listen_addr()?.ip().is_loopback() {
+            return Err(ConfigError::value(
+                "listen",
+                format!(
+                    "{} is reachable from other hosts and --dev gives anyone who asks a door token; \
+                     listen on 127.0.0.1, or add --dev-public if that is really meant",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Grace period as a duration.

@@ -47,7 +47,7 @@ function startServer(listen) {
 }
 
 function startPeer(addr, user, publish) {
-  const args = ["peer", "--server", `ws://${addr}`, "--room", "lobby", "--user", user];
+  const args = ["peer", "--dev", "--server", `ws://${addr}`, "--room", "lobby", "--user", user];
   if (publish) args.push("--publish", publish);
   const p = spawn(bin, args,
     { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.CHILD_LOG || "warn" } });

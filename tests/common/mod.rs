@@ -22,7 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
 
 pub const APP: u32 = 1234;
-pub const SECRET: &str = "6b1c1f0e2d3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344";
+/// The test app's secret (not the public demo secret, which the server refuses outside --dev).
+pub const SECRET: &str = "5e0c2a7b9d14f3a6c8e1b0d2f4a6c8e0a1b3c5d7e9f1a3b5c7d9e1f3a5b7c9d1";
 pub const OTHER_APP: u32 = 99;
 pub const OTHER_SECRET: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
 pub const WAIT: Duration = Duration::from_secs(20);
