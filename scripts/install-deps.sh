@@ -13,7 +13,7 @@ PACKAGES=(pkg-config ca-certificates procps iproute2 systemd
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-alsa gstreamer1.0-x
   libasound2-dev
-  chromium util-linux nftables
+  chromium util-linux nftables conntrack
   python3-gi gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0 gstreamer1.0-nice)
 
 missing=()

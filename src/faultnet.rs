@@ -9,13 +9,21 @@
 //!   host "peer"   10.203.3.2 ── r3 ┘
 //! ```
 //!
+//! Delay and jitter (no `netem` either) come from a user-space UDP relay in the router
+//! namespace ([`Lab::delay_udp`]): the router rewrites a host's UDP towards one port of
+//! another host to the relay (DNAT), which holds every datagram for its delay each way;
+//! connection tracking makes the replies look as if they came from the real address.
+//!
 //! Namespace names carry the process ID and a counter; dropping the [`Lab`] removes them,
 //! and [`Lab::new`] first sweeps those left by processes that no longer run. Needs root
 //! (CAP_NET_ADMIN), `ip` (iproute2) and `nft` (nftables).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 const PREFIX: &str = "cbf";
 const TABLE: &str = "callbox_fault";
@@ -116,7 +124,7 @@ impl Lab {
             ip(&["-n", &netns, "route", "add", "default", "via", &format!("10.203.{index}.1")])?;
             rules.push_str(&format!("  iifname \"{rif}\" jump h{index}\n  oifname \"{rif}\" jump h{index}\n"));
         }
-        rules.push_str(" }\n");
+        rules.push_str(" }\n chain prerouting {\n  type nat hook prerouting priority -100; policy accept;\n }\n");
         for h in &lab.hosts {
             rules.push_str(&format!(" chain h{} {{\n }}\n", h.index));
         }
@@ -162,11 +170,137 @@ impl Lab {
         run(Command::new("ip").args(&args)).map(|_| ())
     }
 
+    /// Delays UDP from host `from` to `to`:`port` and its replies by `delay` plus up to
+    /// `jitter` (uniform, so packets reorder), each way, until the returned guard is dropped.
+    pub fn delay_udp(
+        &self,
+        from: &str,
+        to: &str,
+        port: u16,
+        delay: Duration,
+        jitter: Duration,
+    ) -> Result<DelayRelay, LabError> {
+        let (from, to) = (self.host(from).clone(), self.host(to).clone());
+        let relay_ip = Ipv4Addr::new(10, 203, from.index as u8, 1);
+        let netns = std::fs::File::open(format!("/var/run/netns/{}", self.router))
+            .map_err(|e| LabError::Spawn(format!("open netns {}", self.router), e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let target = SocketAddrV4::new(to.addr, port);
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with a valid namespace descriptor; the
+            // sockets made afterwards belong to the router's namespace.
+            let joined = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
+            let down = joined.then(|| std::net::UdpSocket::bind(SocketAddrV4::new(relay_ip, 0)).ok()).flatten();
+            let Some(down) = down else {
+                let _ = ready_tx.send(None);
+                return;
+            };
+            let _ = ready_tx.send(down.local_addr().ok().map(|a| a.port()));
+            relay(down, target, delay, jitter, &stop2);
+        });
+        let relay_port = ready_rx.recv().ok().flatten().ok_or_else(|| {
+            LabError::Spawn("delay relay".into(), std::io::Error::other("cannot start in the router"))
+        })?;
+        let rif = format!("r{}", from.index);
+        let rule = format!(
+            "add rule inet {TABLE} prerouting iifname \"{rif}\" ip daddr {} udp dport {port} dnat ip to {relay_ip}:{relay_port}",
+            to.addr
+        );
+        run(Command::new("ip").args(["netns", "exec", &self.router, "nft", &rule]))?;
+        Ok(DelayRelay { router: self.router.clone(), stop, thread: Some(thread) })
+    }
+
     /// Removes every fault from the host's link.
     pub fn clear(&self, name: &str) -> Result<(), LabError> {
         let chain = format!("h{}", self.host(name).index);
         run(Command::new("ip").args(["netns", "exec", &self.router, "nft", "flush", "chain", "inet", TABLE, &chain]))
             .map(|_| ())
+    }
+}
+
+/// A running delay relay (see [`Lab::delay_udp`]); dropping it restores the direct path.
+#[derive(Debug)]
+pub struct DelayRelay {
+    router: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for DelayRelay {
+    fn drop(&mut self) {
+        let _ = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.router,
+            "nft",
+            "flush",
+            "chain",
+            "inet",
+            TABLE,
+            "prerouting",
+        ]));
+        // Flows already rewritten keep their conntrack entry; forget them so new packets
+        // take the direct path.
+        let _ = run(Command::new("ip").args(["netns", "exec", &self.router, "conntrack", "-F"]));
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Moves datagrams between the clients that reach `down` and `target`, each held for
+/// `delay` plus up to `jitter`. One upstream socket per client, so replies find their way.
+fn relay(down: std::net::UdpSocket, target: SocketAddrV4, delay: Duration, jitter: Duration, stop: &AtomicBool) {
+    let _ = down.set_nonblocking(true);
+    let mut ups: Vec<(SocketAddr, std::net::UdpSocket)> = Vec::new();
+    // (due, upstream index or none for downstream, destination, bytes)
+    let mut queue: std::collections::VecDeque<(Instant, Option<usize>, SocketAddr, Vec<u8>)> = Default::default();
+    let mut buf = vec![0u8; 2048];
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut hold = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let j = jitter.as_micros() as u64;
+        delay + Duration::from_micros(if j == 0 { 0 } else { seed % j })
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        while let Ok((n, from)) = down.recv_from(&mut buf) {
+            let i = match ups.iter().position(|(c, _)| *c == from) {
+                Some(i) => i,
+                None => {
+                    let Ok(up) = std::net::UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)) else {
+                        continue;
+                    };
+                    let _ = up.set_nonblocking(true);
+                    ups.push((from, up));
+                    ups.len() - 1
+                }
+            };
+            queue.push_back((now + hold(), Some(i), SocketAddr::V4(target), buf[..n].to_vec()));
+        }
+        for (client, up) in &ups {
+            while let Ok((n, _)) = up.recv_from(&mut buf) {
+                queue.push_back((now + hold(), None, *client, buf[..n].to_vec()));
+            }
+        }
+        let now = Instant::now();
+        // Jitter reorders: send whatever is due, in any position.
+        queue.retain(|(due, via, to, bytes)| {
+            if *due > now {
+                return true;
+            }
+            let _ = match via {
+                Some(i) => ups[*i].1.send_to(bytes, to),
+                None => down.send_to(bytes, to),
+            };
+            false
+        });
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -391,6 +391,27 @@ fn random_loss_keeps_media_decoding() {
 }
 
 #[test]
+fn added_delay_and_jitter_keep_media_decoding() {
+    let _l = lock();
+    let call = Call::start(45);
+    // The device's media to and from the server held 150-180 ms each way (300 ms or more
+    // added round trip, packets reordered by the jitter), for 20 s.
+    let relay =
+        call.lab.delay_udp("device", "server", 7882, Duration::from_millis(150), Duration::from_millis(30)).unwrap();
+    let began = Instant::now();
+    call.wait_both_decode(began, "300 ms added delay with jitter");
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(began.elapsed()));
+    let s = call.status().expect("status");
+    let rtt = s.publishing.iter().find_map(|p| p.quality.as_ref().map(|q| q.rtt_ms)).unwrap_or(0.0);
+    eprintln!("delay: the device's publish RTT reads {rtt:.0} ms");
+    assert!(rtt >= 250.0, "the delay is on the media path (publish RTT {rtt} ms)");
+    drop(relay);
+    let restored = Instant::now();
+    call.wait_both_decode(restored, "after the delay is lifted");
+    assert!(call.peer_saw_door(began).is_empty(), "the peer saw {:?}", call.peer_saw_door(began));
+}
+
+#[test]
 fn soak_of_random_cuts_leaves_nothing_stuck_and_nothing_leaked() {
     let _l = lock();
     let call = Call::start(45);
