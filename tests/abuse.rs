@@ -283,3 +283,40 @@ async fn whip_offers_are_rate_limited_after_the_token_check() {
     assert!(statuses[..3].iter().all(|s| *s != 429), "the burst passes: {statuses:?}");
     assert!(limited >= 4, "then offers are refused with 429: {statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_logins_from_one_address_lock_out_nobody_else() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = Server::start("");
+    // The attacker on 127.0.0.2: 60 logins with only the app ID and a garbage token.
+    let stream = connect_from([127, 0, 0, 2], &server).await;
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws/v1", server.addr), stream).await.unwrap();
+    let mut limited = 0;
+    for i in 0..60 {
+        let login = ClientMsg::Login {
+            req: i,
+            version: 1,
+            app_id: APP,
+            token: "garbage".into(),
+            room_id: "lobby".into(),
+            user: user("mallory"),
+            user_status_notify: false,
+        };
+        ws.send(Message::Text(serde_json::to_string(&login).unwrap().into())).await.unwrap();
+        loop {
+            let Some(Ok(Message::Text(t))) = ws.next().await else { panic!("closed") };
+            if let Ok(ServerMsg::Error { code, .. }) = serde_json::from_str::<ServerMsg>(t.as_str()) {
+                limited += usize::from(code == ErrorCode::LOGIN_RATE_LIMITED);
+                break;
+            }
+        }
+    }
+    assert!(limited >= 30, "the attacker gets the rate-limit code ({limited} of 60)");
+    // Twenty devices log in from 127.0.0.1 meanwhile, every one of them.
+    for i in 0..20 {
+        let (e, _events) = engine(&server.url());
+        e.login_room("lobby", user(&format!("door-{i}")), notify()).await.unwrap();
+        e.destroy().await;
+    }
+}

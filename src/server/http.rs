@@ -102,8 +102,10 @@ async fn signalling(
     upgrade: WebSocketUpgrade,
     State(hub): State<Hub>,
     slot: Option<axum::Extension<super::accept::PendingSlot>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
 ) -> Response {
     let pending = slot.and_then(|s| s.take());
+    let peer = peer.map(|p| p.0.0.ip());
     upgrade
         .max_message_size(ws::MAX_FRAME_BYTES)
         .max_frame_size(ws::MAX_FRAME_BYTES)
@@ -111,7 +113,7 @@ async fn signalling(
         // is memory an attacker could make the server hold by the thousand.
         .read_buffer_size(ws::BUFFER_BYTES)
         .write_buffer_size(ws::BUFFER_BYTES)
-        .on_upgrade(move |socket| ws::serve(socket, hub, pending))
+        .on_upgrade(move |socket| ws::serve(socket, hub, pending, peer))
 }
 
 async fn metrics(State(hub): State<Hub>) -> Response {

@@ -36,7 +36,7 @@ pub enum ToConn {
 type Job = Box<dyn FnOnce(&mut Registry, Now) + Send>;
 
 enum Cmd {
-    Connect(ConnId, mpsc::Sender<ToConn>),
+    Connect(ConnId, mpsc::Sender<ToConn>, Option<std::net::IpAddr>),
     Message(ConnId, ClientMsg),
     Invalid(ConnId, ErrorCode, String),
     Disconnect(ConnId),
@@ -110,14 +110,14 @@ impl Hub {
         self.max_message_bytes
     }
 
-    /// Registers a new connection; returns its ID, its write queue and a guard to hold
-    /// until the socket is closed.
-    pub async fn connect(&self) -> (ConnId, mpsc::Receiver<ToConn>, LiveGuard) {
+    /// Registers a new connection from `peer` (when known); returns its ID, its write queue
+    /// and a guard to hold until the socket is closed.
+    pub async fn connect(&self, peer: Option<std::net::IpAddr>) -> (ConnId, mpsc::Receiver<ToConn>, LiveGuard) {
         self.live.0.fetch_add(1, Ordering::SeqCst);
         let guard = LiveGuard(self.live.clone());
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(CONN_QUEUE);
-        let _ = self.tx.send(Cmd::Connect(id, tx)).await;
+        let _ = self.tx.send(Cmd::Connect(id, tx, peer)).await;
         (id, rx, guard)
     }
 
@@ -179,9 +179,9 @@ async fn run(mut reg: Registry, mut rx: mpsc::Receiver<Cmd>, me: mpsc::Sender<Cm
                 let Some(cmd) = cmd else { break };
                 let now = Now::system();
                 match cmd {
-                    Cmd::Connect(id, tx) => {
+                    Cmd::Connect(id, tx, peer) => {
                         conns.insert(id, tx);
-                        reg.handle_connect(id, now);
+                        reg.handle_connect_from(id, peer, now);
                     }
                     Cmd::Message(id, msg) => reg.handle_message(id, msg, now),
                     Cmd::Invalid(id, code, text) => reg.handle_invalid(id, code, text),

@@ -17,6 +17,11 @@ impl Bucket {
         Bucket { tokens: burst, rate, burst, last: now }
     }
 
+    /// Whether it has refilled to its burst by `now` (nothing to remember about it).
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.tokens + now.saturating_duration_since(self.last).as_secs_f64() * self.rate >= self.burst
+    }
+
     /// Takes one token if there is one.
     pub fn take(&mut self, now: Instant) -> bool {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();

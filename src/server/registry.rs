@@ -8,6 +8,7 @@
 //! streams with the reason HEARTBEAT_TIMEOUT.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -81,12 +82,20 @@ const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
 const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
 /// Messages kept for a detached session and replayed on resume.
 const DETACHED_BACKLOG: usize = 64;
+/// Refused logins (bad, expired or foreign tokens) one source address may make per second,
+/// and in a burst; then 1002005. A device with a good token never draws on it.
+const REFUSED_PER_IP_PER_SEC: f64 = 2.0;
+const REFUSED_PER_IP_BURST: f64 = 20.0;
+/// Source addresses remembered for that at most (then refilled ones are forgotten).
+const REFUSED_TABLE_MAX: usize = 10_000;
 
 struct Conn {
     session: Option<String>,
     bucket: Bucket,
     /// Connected at; a connection without a session after `handshake` is closed.
     since: Instant,
+    /// The source address, when the transport knows it.
+    peer: Option<IpAddr>,
 }
 
 struct Session {
@@ -131,6 +140,8 @@ struct App {
 pub struct Registry {
     grace: Duration,
     handshake: Duration,
+    /// Refused logins per source address (see [`REFUSED_PER_IP_PER_SEC`]).
+    refused_by_ip: HashMap<IpAddr, Bucket>,
     heartbeat_ms: u64,
     limits: Limits,
     media_enabled: bool,
@@ -168,6 +179,7 @@ impl Registry {
         Registry {
             grace: cfg.grace(),
             handshake: Duration::from_secs(cfg.limits.handshake_secs),
+            refused_by_ip: HashMap::new(),
             heartbeat_ms: cfg.session.heartbeat_ms,
             limits,
             media_enabled: cfg.media.enabled,
@@ -194,8 +206,26 @@ impl Registry {
 
     /// A connection opened.
     pub fn handle_connect(&mut self, conn: ConnId, now: Now) {
+        self.handle_connect_from(conn, None, now);
+    }
+
+    /// A new connection from `peer` (its source address, when the transport knows it).
+    pub fn handle_connect_from(&mut self, conn: ConnId, peer: Option<IpAddr>, now: Now) {
         let bucket = Bucket::new(self.limits.messages_per_sec, self.limits.message_burst, now.at);
-        self.conns.insert(conn, Conn { session: None, bucket, since: now.at });
+        self.conns.insert(conn, Conn { session: None, bucket, since: now.at, peer });
+    }
+
+    /// Takes one refused login from `peer`'s budget; false once it is spent. The table is
+    /// bounded: when it is full, buckets that have refilled are forgotten.
+    fn refused_from(&mut self, peer: Option<IpAddr>, now: Instant) -> bool {
+        let Some(ip) = peer else { return true };
+        if self.refused_by_ip.len() >= REFUSED_TABLE_MAX {
+            self.refused_by_ip.retain(|_, b| !b.is_full(now));
+        }
+        self.refused_by_ip
+            .entry(ip)
+            .or_insert_with(|| Bucket::new(REFUSED_PER_IP_PER_SEC, REFUSED_PER_IP_BURST, now))
+            .take(now)
     }
 
     /// A connection closed (by either side). Its session, if any, is kept for the grace period.
@@ -373,6 +403,16 @@ impl Registry {
         let claims = match auth::verify_login(Some(&app.key), app_id, token, &user.user_id, &room_id, now.unix_secs()) {
             Ok(c) => c,
             Err(code) => {
+                let peer = self.conns.get(&conn).and_then(|c| c.peer);
+                if !self.refused_from(peer, now.at) {
+                    return self.fail(
+                        conn,
+                        Some(req),
+                        ErrorCode::LOGIN_RATE_LIMITED,
+                        "too many refused logins; retry later",
+                    );
+                }
+                let Some(app) = self.apps.get_mut(&app_id) else { return };
                 if !app.refused.take(now.at) {
                     return self.fail(
                         conn,

@@ -400,3 +400,34 @@ fn garbage_logins_cannot_lock_out_good_ones() {
         w.login(i + 1, &format!("door{i}"), "lobby", false);
     }
 }
+
+#[test]
+fn refused_logins_are_limited_per_source_address() {
+    let mut w = World::new(90);
+    let attacker: std::net::IpAddr = [10, 0, 0, 66].into();
+    let bystander: std::net::IpAddr = [10, 0, 0, 7].into();
+    let garbage = |w: &mut World, conn: ConnId, ip| {
+        w.reg.handle_connect_from(conn, Some(ip), w.now);
+        let m = ClientMsg::Login {
+            req: 1,
+            version: 1,
+            app_id: 1,
+            token: "garbage".into(),
+            room_id: "lobby".into(),
+            user: UserInfo { user_id: "x".into(), user_name: "x".into() },
+            user_status_notify: false,
+        };
+        w.msg(conn, m);
+        match w.take(conn).first() {
+            Some(ServerMsg::Error { code, .. }) => *code,
+            other => panic!("{other:?}"),
+        }
+    };
+    let codes: Vec<ErrorCode> = (0..40).map(|i| garbage(&mut w, 1000 + i, attacker)).collect();
+    assert_eq!(codes[0], ErrorCode::TOKEN_INVALID);
+    assert_eq!(codes.iter().filter(|c| **c == ErrorCode::LOGIN_RATE_LIMITED).count(), 20, "{codes:?}");
+    // Another address is not punished for the attacker's failures.
+    assert_eq!(garbage(&mut w, 2000, bystander), ErrorCode::TOKEN_INVALID);
+    // Good tokens still get in.
+    w.login(3000, "door", "lobby", false);
+}

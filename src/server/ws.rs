@@ -15,8 +15,8 @@ pub const BUFFER_BYTES: usize = 4 * 1024;
 
 /// Serves one upgraded socket until it closes. `pending` is the connection's slot among
 /// the unauthenticated ones, given back at login.
-pub async fn serve(socket: WebSocket, hub: Hub, pending: Option<Pending>) {
-    let (conn, mut queue, _live) = hub.connect().await;
+pub async fn serve(socket: WebSocket, hub: Hub, pending: Option<Pending>, peer: Option<std::net::IpAddr>) {
+    let (conn, mut queue, _live) = hub.connect(peer).await;
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
         // Held until login: the connection counts as unauthenticated until then.
