@@ -203,8 +203,8 @@ socket = "{}"
             .collect()
     }
 
-    /// The device decodes flat-main and publishes door-main, with neither stalled, in a
-    /// quality window wholly after `since`.
+    /// The device decodes flat-main and publishes door-main, with neither stalled and the
+    /// online LED steady, in a quality window wholly after `since`.
     fn device_flows_since(&self, since: Instant, first: &mut Option<u64>) -> bool {
         if since.elapsed() < Duration::from_millis(6500) {
             return false;
@@ -214,7 +214,9 @@ socket = "{}"
         let publishing =
             s.publishing.iter().any(|p| p.stream_id == "door-main" && p.state == "Publishing" && !p.stalled);
         let fresh = first.replace(play.frames_decoded).is_some_and(|f| f != play.frames_decoded);
+        let online = s.gpio.outputs.get("online").map(String::as_str) == Some("on");
         publishing
+            && online
             && play.state == "Playing"
             && !play.stalled
             && fresh
@@ -312,7 +314,27 @@ fn cuts_within_grace_come_back_without_churn() {
     let call = Call::start(45);
     for secs in [3, 5, 10] {
         let began = Instant::now();
-        let restored = call.fault_for(Fault::Cut, Duration::from_secs(secs));
+        let restored = if secs == 10 {
+            // While media is down, status and LEDs say so (not "Publishing"/"Playing").
+            call.lab.apply("device", Fault::Cut).unwrap();
+            let mut told = None;
+            while began.elapsed() < Duration::from_secs(9) && told.is_none() {
+                told = call.status().filter(|s| {
+                    s.publishing.iter().any(|p| p.stalled && p.state == "PublishRequesting")
+                        && s.playing.iter().any(|p| p.stalled && p.state == "PlayRequesting")
+                        && s.gpio.outputs.get("online").map(String::as_str) == Some("blink")
+                });
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let told = told.unwrap_or_else(|| panic!("during the cut the status claims media: {:#?}", call.status()));
+            assert!(told.summary().contains("media stalled"), "{}", told.summary());
+            eprintln!("10 s cut: stalled in status after {:.1} s", began.elapsed().as_secs_f64());
+            std::thread::sleep(Duration::from_secs(secs).saturating_sub(began.elapsed()));
+            call.lab.clear("device").unwrap();
+            Instant::now()
+        } else {
+            call.fault_for(Fault::Cut, Duration::from_secs(secs))
+        };
         let took = call.wait_both_decode(restored, &format!("{secs} s cut"));
         eprintln!("{secs} s cut: both sides decode again, checked {:.1} s after the restore", took.as_secs_f64());
         assert!(call.peer_saw_door(began).is_empty(), "{secs} s cut: the peer saw {:?}", call.peer_saw_door(began));
