@@ -35,8 +35,10 @@ pub struct CutFigures {
     pub stuck: usize,
 }
 
-fn spawn_lines(mut cmd: Command, lines: &Lines) -> anyhow::Result<Kill> {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::piped()).spawn()?;
+fn spawn_lines(mut cmd: Command, lines: &Lines, log: &std::path::Path) -> anyhow::Result<Kill> {
+    let log = std::fs::File::create(log)?;
+    cmd.env("RUST_LOG", "info,callbox=debug");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(log).stdin(Stdio::piped()).spawn()?;
     let out = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let lines = lines.clone();
     std::thread::spawn(move || {
@@ -81,7 +83,10 @@ pub fn run(cuts: usize, grace_secs: u64, fixed: Option<Duration>) -> anyhow::Res
     let server_lines: Lines = Arc::default();
     let mut server = lab.command("server", &exe);
     server.args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", &format!("{ip}:7880")]);
-    let _server = spawn_lines(server, &server_lines)?;
+    let logs = std::env::temp_dir().join(format!("callbox-bench-faults-{}-{grace_secs}", std::process::id()));
+    std::fs::create_dir_all(&logs)?;
+    println!("  logs in {}", logs.display());
+    let _server = spawn_lines(server, &server_lines, &logs.join("server.log"))?;
     std::thread::sleep(Duration::from_millis(500));
     let url = format!("ws://{ip}:7880");
     let mut peers = Vec::new();
@@ -92,7 +97,7 @@ pub fn run(cuts: usize, grace_secs: u64, fixed: Option<Duration>) -> anyhow::Res
         c.env("CALLBOX_APP_SECRET", secret());
         c.args(["peer", "--server", &url, "--user", user, "--publish", &format!("{user}-main")])
             .args(["--bind", &lab.host(host).addr.to_string()]);
-        peers.push(spawn_lines(c, &l)?);
+        peers.push(spawn_lines(c, &l, &logs.join(format!("{user}.log")))?);
         lines.push(l);
     }
     let (door, flat) = (&lines[0], &lines[1]);
@@ -147,7 +152,20 @@ pub fn run(cuts: usize, grace_secs: u64, fixed: Option<Duration>) -> anyhow::Res
                 figures.recovered.push(d);
             }
             None => {
-                println!("  cut {i}: {:.1} s, a side did NOT render again within 30 s", len.as_secs_f64());
+                let side = match (
+                    rendered_after(door, "flat-main", restored, cut_from),
+                    rendered_after(flat, "door-main", restored, cut_from),
+                ) {
+                    (None, None) => "neither side",
+                    (None, _) => "the door (playing flat-main)",
+                    _ => "the flat (playing door-main)",
+                };
+                println!(
+                    "  cut {i}: {:.1} s, {side} did NOT render again within 30 s (restored {} s before {})",
+                    len.as_secs_f64(),
+                    restored.elapsed().as_secs(),
+                    httpdate::fmt_http_date(std::time::SystemTime::now())
+                );
                 figures.stuck += 1;
             }
         }

@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Cuts of 15 s with a grace of 5 s (a full re-login each), timing media recovery.
     #[arg(long, default_value_t = 0)]
     fault_relogins: usize,
+    /// Make every `--fault-cuts` cut this long (ms) instead of random.
+    #[arg(long)]
+    fault_cut_ms: Option<u64>,
 }
 
 /// `callbox bench`.
@@ -120,7 +123,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     for (n, grace, fixed, what) in [
-        (a.fault_cuts, 45, None, "network cuts of 0.5-10 s within grace"),
+        (a.fault_cuts, 45, a.fault_cut_ms.map(Duration::from_millis), "network cuts of 0.5-10 s within grace"),
         (a.fault_relogins, 5, Some(Duration::from_secs(15)), "network cuts of 15 s, beyond a 5 s grace (re-login)"),
     ] {
         if n == 0 {
