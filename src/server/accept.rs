@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
@@ -138,11 +138,14 @@ async fn connection(
         req.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(req)
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // The headers of every request, the first and each one on a kept-alive connection, must
-    // arrive within the handshake deadline.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(handshake);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    // HTTP/1.1 (the page, signalling, WHIP/WHEP and the API need nothing else). The headers
+    // of every request, the first and each one on a kept-alive connection, must arrive within
+    // the handshake deadline.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, error = %e, "connection ended");
     }
