@@ -388,11 +388,11 @@ impl Driver {
             if offers.is_empty() || finished {
                 break;
             }
-            for (stream, role, sdp) in offers {
-                if !self.s.media_offer(stream.clone(), role, sdp.clone())
+            for (stream, role, sdp, tag) in offers {
+                if !self.s.media_offer(stream.clone(), role, sdp, tag)
                     && let Some(m) = &mut self.media
                 {
-                    m.unsent(stream, role, sdp);
+                    m.unsent(stream, role, tag);
                 }
             }
             finished |= self.drain_session();
@@ -441,9 +441,9 @@ impl Driver {
                         m.joined(fresh, Instant::now());
                     }
                 }
-                Output::MediaAnswer { stream_id, role, result } => {
+                Output::MediaAnswer { stream_id, role, tag, result } => {
                     if let Some(m) = &mut self.media {
-                        m.answer(&stream_id, role, result, Instant::now());
+                        m.answer(&stream_id, role, tag, result, Instant::now());
                     }
                 }
                 Output::Done { cmd: DESTROY_CMD, .. } => finished = true,

@@ -123,7 +123,8 @@ pub(crate) struct MediaManager {
     plays: HashMap<String, Play>,
     tx: mpsc::Sender<Note>,
     rx: mpsc::Receiver<Note>,
-    offers: Vec<(String, MediaRole, String)>,
+    /// Offers to send: stream, role, SDP and the link epoch as the tag.
+    offers: Vec<(String, MediaRole, String, u64)>,
     events: Vec<EngineEvent>,
     epoch: u64,
     next_quality: Instant,
@@ -265,13 +266,13 @@ impl MediaManager {
     }
 
     /// Offers to send over signalling.
-    pub(crate) fn take_offers(&mut self) -> Vec<(String, MediaRole, String)> {
+    pub(crate) fn take_offers(&mut self) -> Vec<(String, MediaRole, String, u64)> {
         std::mem::take(&mut self.offers)
     }
 
     /// An offer could not be sent (signalling down): keep it for the next join.
-    pub(crate) fn unsent(&mut self, stream: String, role: MediaRole, _sdp: String) {
-        if let Some(l) = self.link_mut(role, &stream) {
+    pub(crate) fn unsent(&mut self, stream: String, role: MediaRole, tag: u64) {
+        if let Some(l) = self.link_mut(role, &stream).filter(|l| l.epoch == tag) {
             l.offer_sent = None;
         }
     }
@@ -287,8 +288,21 @@ impl MediaManager {
     }
 
     /// The server's answer to an offer.
-    pub(crate) fn answer(&mut self, stream: &str, role: MediaRole, result: Result<String, ErrorCode>, now: Instant) {
-        let Some(l) = self.link_mut(role, stream) else { return };
+    pub(crate) fn answer(
+        &mut self,
+        stream: &str,
+        role: MediaRole,
+        tag: u64,
+        result: Result<String, ErrorCode>,
+        now: Instant,
+    ) {
+        // An answer to an offer a newer connection replaced (it was slow, or lost and sent
+        // again) carries another connection's ICE credentials: applying it would leave the
+        // new connection checking against nothing until ICE gives up.
+        let Some(l) = self.link_mut(role, stream).filter(|l| l.epoch == tag) else {
+            tracing::debug!(stream, ?role, tag, "answer to a replaced offer; ignored");
+            return;
+        };
         match result {
             Ok(sdp) => {
                 l.offer = None;
@@ -477,7 +491,8 @@ impl MediaManager {
         let Some(l) = self.link_mut(role, stream) else { return };
         let Some(sdp) = l.offer.clone() else { return };
         l.offer_sent = Some(now);
-        self.offers.push((stream.to_string(), role, sdp));
+        let tag = l.epoch;
+        self.offers.push((stream.to_string(), role, sdp, tag));
     }
 
     /// The stream's media stopped flowing: the application is told once.
@@ -899,5 +914,36 @@ mod tests {
         assert_eq!(loss(1, 99), 0.01);
         let server = resolve("ws://127.0.0.1:7880/ws/v1").unwrap();
         assert_eq!(crate::rtc::local_ip_towards(server), Some(IpAddr::from([127, 0, 0, 1])));
+    }
+
+    #[test]
+    fn answers_apply_only_to_the_offer_they_answer() {
+        let now = Instant::now();
+        let cfg = EngineMedia { config: MediaConfig::default(), bind: None };
+        let mut m = MediaManager::new(cfg, "ws://127.0.0.1:9/ws/v1");
+        let link = Link { epoch: 5, offer: Some("v=0".into()), offer_sent: Some(now), ..Default::default() };
+        let play = Play {
+            link,
+            player: None,
+            prev: [0; 3],
+            received_first: false,
+            rendered_first: false,
+            video: StallWatch::default(),
+            audio_stalled: false,
+            audio_at: now,
+        };
+        m.plays.insert("s".into(), play);
+        // The answer to a replaced offer (epoch 4) is not this connection's.
+        m.answer("s", MediaRole::Play, 4, Ok("v=0 stale".into()), now);
+        assert!(m.plays["s"].link.offer.is_some() && m.plays["s"].link.offer_sent.is_some());
+        m.answer("s", MediaRole::Play, 4, Err(ErrorCode::NETWORK_INTERRUPTED), now);
+        assert!(m.plays["s"].link.offer_sent.is_some());
+        // Its own offer lost with the room connection: kept, to be sent again after the resume.
+        m.answer("s", MediaRole::Play, 5, Err(ErrorCode::NETWORK_INTERRUPTED), now);
+        assert!(m.plays["s"].link.offer.is_some() && m.plays["s"].link.offer_sent.is_none());
+        m.joined(false, now);
+        assert_eq!(m.take_offers(), vec![("s".to_string(), MediaRole::Play, "v=0".to_string(), 5)]);
+        m.answer("s", MediaRole::Play, 5, Ok("v=0 answer".into()), now);
+        assert!(m.plays["s"].link.offer.is_none());
     }
 }

@@ -59,6 +59,9 @@ pub enum Output {
         stream_id: String,
         /// Publish or play.
         role: MediaRole,
+        /// The tag the offer was sent with: an answer to an offer that a newer one replaced
+        /// must not be applied to the newer connection.
+        tag: u64,
         /// The SDP answer, or why not.
         result: Result<String, ErrorCode>,
     },
@@ -116,7 +119,7 @@ enum Pending {
     Publish(PublishChannel, String),
     Play(String),
     Simple(CmdId),
-    Media(String, MediaRole),
+    Media(String, MediaRole, u64),
 }
 
 struct Room {
@@ -291,12 +294,12 @@ impl Session {
     }
 
     /// Sends a media offer if the room connection is up; false if it is not (try again
-    /// after the next [`Output::Joined`]).
-    pub fn media_offer(&mut self, stream_id: String, role: MediaRole, sdp: String) -> bool {
+    /// after the next [`Output::Joined`]). `tag` comes back with the answer.
+    pub fn media_offer(&mut self, stream_id: String, role: MediaRole, sdp: String, tag: u64) -> bool {
         if self.phase != Phase::Connected || self.link != Link::Up {
             return false;
         }
-        let req = self.request(Pending::Media(stream_id.clone(), role));
+        let req = self.request(Pending::Media(stream_id.clone(), role, tag));
         self.send(ClientMsg::MediaOffer { req, stream_id, role, sdp });
         true
     }
@@ -542,8 +545,8 @@ impl Session {
                 self.emit(EngineEvent::RoomTokenWillExpire { room_id, remaining_secs });
             }
             ServerMsg::MediaAnswer { req, stream_id, sdp } => {
-                if let Some(Pending::Media(_, role)) = self.pending.remove(&req) {
-                    self.out.push_back(Output::MediaAnswer { stream_id, role, result: Ok(sdp) });
+                if let Some(Pending::Media(_, role, tag)) = self.pending.remove(&req) {
+                    self.out.push_back(Output::MediaAnswer { stream_id, role, tag, result: Ok(sdp) });
                 }
             }
             ServerMsg::Kicked { code, message } => {

@@ -24,6 +24,7 @@ struct Client {
     done: HashMap<CmdId, Reply>,
     cut: Cut,
     media_answers: Vec<(String, Result<String, ErrorCode>)>,
+    answer_tags: Vec<u64>,
 }
 
 struct Net {
@@ -69,6 +70,7 @@ impl Net {
             done: HashMap::new(),
             cut: Cut::None,
             media_answers: vec![],
+            answer_tags: vec![],
         });
         self.clients.len() - 1
     }
@@ -167,7 +169,10 @@ impl Net {
             Output::Done { cmd, result } => {
                 self.clients[i].done.insert(cmd, result);
             }
-            Output::MediaAnswer { stream_id, result, .. } => self.clients[i].media_answers.push((stream_id, result)),
+            Output::MediaAnswer { stream_id, result, tag, .. } => {
+                self.clients[i].media_answers.push((stream_id, result));
+                self.clients[i].answer_tags.push(tag);
+            }
             Output::Joined { .. } => {}
         }
     }
@@ -524,13 +529,14 @@ fn media_offer_in_flight_is_reported_lost_with_the_connection() {
     // Sent into a silent cut, before the session noticed it: the offer is swallowed.
     net.cut(a, Cut::Silent);
     net.run(Duration::from_secs(1));
-    assert!(net.clients[a].s.media_offer("door-main".into(), MediaRole::Publish, "v=0".into()));
+    assert!(net.clients[a].s.media_offer("door-main".into(), MediaRole::Publish, "v=0".into(), 7));
     net.settle();
     assert!(net.clients[a].media_answers.is_empty());
     net.run(Duration::from_secs(10));
     assert_eq!(net.clients[a].media_answers, vec![("door-main".to_string(), Err(ErrorCode::NETWORK_INTERRUPTED))]);
+    assert_eq!(net.clients[a].answer_tags, vec![7], "the answer names the offer it is about");
     // While the room connection is down, an offer is refused (kept by the media side).
-    assert!(!net.clients[a].s.media_offer("door-main".into(), MediaRole::Publish, "v=0".into()));
+    assert!(!net.clients[a].s.media_offer("door-main".into(), MediaRole::Publish, "v=0".into(), 8));
 }
 
 #[test]

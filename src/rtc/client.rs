@@ -265,12 +265,6 @@ impl Pump {
                 return;
             }
             while let Some(m) = self.pc.poll_read() {
-                if matches!(m.message, RTCMessage::RtpPacket(..) | RTCMessage::RtcpPacket(..))
-                    && self.watch.packet(Instant::now()) == Liveness::Back
-                {
-                    tracing::info!(role = ?self.role, "media from the server again");
-                    let _ = self.events.try_send(ClientEvent::Connected);
-                }
                 match m.message {
                     RTCMessage::RtpPacket(track, packet) => {
                         let Some(kind) = self.tracks.get(&track).copied() else { continue };
@@ -318,6 +312,14 @@ impl Pump {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
+                        // SRTP or SRTCP (RFC 7983: first byte 128-191): media, or the
+                        // server's sender/receiver reports, which the stack keeps to itself.
+                        if n > 0 && (128..=191).contains(&buf[0])
+                            && self.watch.packet(Instant::now()) == Liveness::Back
+                        {
+                            tracing::info!(role = ?self.role, "media from the server again");
+                            let _ = self.events.try_send(ClientEvent::Connected);
+                        }
                         if let Err(e) = peer::feed(&mut self.pc, Instant::now(), self.local, from, &buf[..n], !self.connected) {
                             tracing::trace!(error = %e, "dropping a media datagram");
                         }

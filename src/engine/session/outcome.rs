@@ -76,12 +76,12 @@ impl Session {
                     self.done(c, outcome);
                 }
             }
-            (Pending::Media(stream_id, role), result) => {
+            (Pending::Media(stream_id, role, tag), result) => {
                 let result = match result {
                     Ok(_) => Err(ErrorCode::MALFORMED_MESSAGE),
                     Err(code) => Err(code),
                 };
-                self.out.push_back(Output::MediaAnswer { stream_id, role, result });
+                self.out.push_back(Output::MediaAnswer { stream_id, role, tag, result });
             }
             (Pending::Simple(cmd), result) => {
                 if cmd != 0 {
@@ -115,9 +115,9 @@ impl Session {
             }
             // A media offer in flight is lost with the connection: the media side keeps its
             // offer and sends it again once in the room.
-            if let Pending::Media(stream_id, role) = p {
+            if let Pending::Media(stream_id, role, tag) = p {
                 let result = Err(ErrorCode::NETWORK_INTERRUPTED);
-                self.out.push_back(Output::MediaAnswer { stream_id, role, result });
+                self.out.push_back(Output::MediaAnswer { stream_id, role, tag, result });
             }
         }
         match self.phase {
