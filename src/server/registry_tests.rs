@@ -75,6 +75,25 @@ impl World {
         }
     }
 
+    /// A login with a garbage token on a new connection from `peer`; the refusal's code.
+    fn garbage_login(&mut self, conn: ConnId, peer: Option<std::net::IpAddr>) -> ErrorCode {
+        self.reg.handle_connect_from(conn, peer, self.now);
+        let m = ClientMsg::Login {
+            req: 1,
+            version: 1,
+            app_id: 1,
+            token: "garbage".into(),
+            room_id: "lobby".into(),
+            user: UserInfo { user_id: format!("x{conn}"), user_name: "x".into() },
+            user_status_notify: false,
+        };
+        self.msg(conn, m);
+        match self.take(conn).first() {
+            Some(ServerMsg::Error { code, .. }) => *code,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn login(&mut self, conn: ConnId, user: &str, room: &str, notify: bool) -> (String, String) {
         self.login_app(conn, 1, user, room, notify)
     }
@@ -376,24 +395,7 @@ fn garbage_logins_cannot_lock_out_good_ones() {
     let mut w = World::new(90);
     // An attacker with only the app ID: 400 logins with garbage tokens in the same second,
     // each on a connection of its own (the per-connection message limit does not help).
-    let mut limited = 0;
-    for i in 0..400u64 {
-        let conn = 10_000 + i;
-        w.reg.handle_connect(conn, w.now);
-        let m = ClientMsg::Login {
-            req: 1,
-            version: 1,
-            app_id: 1,
-            token: "garbage".into(),
-            room_id: "lobby".into(),
-            user: UserInfo { user_id: format!("x{i}"), user_name: "x".into() },
-            user_status_notify: false,
-        };
-        w.msg(conn, m);
-        if let Some(ServerMsg::Error { code: ErrorCode::LOGIN_RATE_LIMITED, .. }) = w.take(conn).first() {
-            limited += 1;
-        }
-    }
+    let limited = (0..400u64).filter(|i| w.garbage_login(10_000 + i, None) == ErrorCode::LOGIN_RATE_LIMITED).count();
     assert!(limited >= 250, "the attacker is rate-limited ({limited} of 400)");
     // Meanwhile 20 devices with good tokens all get in.
     for i in 0..20u64 {
@@ -406,23 +408,7 @@ fn refused_logins_are_limited_per_source_address() {
     let mut w = World::new(90);
     let attacker: std::net::IpAddr = [10, 0, 0, 66].into();
     let bystander: std::net::IpAddr = [10, 0, 0, 7].into();
-    let garbage = |w: &mut World, conn: ConnId, ip| {
-        w.reg.handle_connect_from(conn, Some(ip), w.now);
-        let m = ClientMsg::Login {
-            req: 1,
-            version: 1,
-            app_id: 1,
-            token: "garbage".into(),
-            room_id: "lobby".into(),
-            user: UserInfo { user_id: "x".into(), user_name: "x".into() },
-            user_status_notify: false,
-        };
-        w.msg(conn, m);
-        match w.take(conn).first() {
-            Some(ServerMsg::Error { code, .. }) => *code,
-            other => panic!("{other:?}"),
-        }
-    };
+    let garbage = |w: &mut World, conn: ConnId, ip| w.garbage_login(conn, Some(ip));
     let codes: Vec<ErrorCode> = (0..40).map(|i| garbage(&mut w, 1000 + i, attacker)).collect();
     assert_eq!(codes[0], ErrorCode::TOKEN_INVALID);
     assert_eq!(codes.iter().filter(|c| **c == ErrorCode::LOGIN_RATE_LIMITED).count(), 20, "{codes:?}");
