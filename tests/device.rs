@@ -21,56 +21,6 @@ struct Device {
     notify: tokio::net::UnixDatagram,
 }
 
-fn device_config(url: &str, mode: &str, socket: &Path) -> String {
-    format!(
-        r#"[server]
-url = "{url}"
-app_id = {APP}
-app_sign = "{SECRET}"
-[room]
-room_id = "lobby"
-user_id = "door"
-user_name = "Door station"
-[call]
-mode = "{mode}"
-answer_delay_secs = 1
-ring_out_secs = 60
-[video]
-source = "test"
-width = 320
-height = 240
-fps = 15
-bitrate_kbps = 300
-[audio]
-source = "test"
-sink = "fake"
-[display]
-sink = "fake"
-[media]
-bind = "127.0.0.1"
-[gpio]
-backend = "sim"
-debounce_ms = 20
-long_press_ms = 400
-door_pulse_ms = 300
-[gpio.buttons]
-call = 1
-leave = 2
-mute = 3
-door = 4
-[gpio.outputs]
-online = 10
-ringing = 11
-in_call = 12
-fault = 13
-door = 14
-[control]
-socket = "{}"
-"#,
-        socket.display()
-    )
-}
-
 impl Device {
     /// Starts the daemon with a NOTIFY_SOCKET (and WATCHDOG_USEC when `watchdog_us` is set).
     fn start(url: &str, mode: &str, watchdog_us: Option<u64>) -> Device {
@@ -81,7 +31,7 @@ impl Device {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("control.sock");
         let cfg = dir.path().join("device.toml");
-        std::fs::write(&cfg, device_config(url, mode, &socket)).unwrap();
+        std::fs::write(&cfg, device_config(url, mode, &socket, "127.0.0.1")).unwrap();
         let notify_path = dir.path().join("notify.sock");
         let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
         let log = std::fs::File::create(dir.path().join("device.log")).unwrap();
@@ -361,7 +311,7 @@ async fn after_kill_9_the_peer_sees_the_delete_after_the_grace_period() {
 #[test]
 fn bad_configs_exit_78_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();
-    let good = device_config("ws://127.0.0.1:9", "intercom", &dir.path().join("c.sock"));
+    let good = device_config("ws://127.0.0.1:9", "intercom", &dir.path().join("c.sock"), "127.0.0.1");
     let cases = [
         (good.replace("mode = \"intercom\"", "mode = \"party\""), "call.mode"),
         (good.replace("width = 320", "width = \"wide\""), "width"),
@@ -418,7 +368,7 @@ async fn doctor_on_a_board_less_machine() {
     let server = Server::start("");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("device.toml");
-    let text = device_config(&server.url(), "intercom", &dir.path().join("c.sock"));
+    let text = device_config(&server.url(), "intercom", &dir.path().join("c.sock"), "127.0.0.1");
     std::fs::write(&cfg, &text).unwrap();
     let (code, lines, out) = doctor(&cfg);
     let level = |name: &str| lines.iter().find(|(_, n)| n == name).map(|(l, _)| l.as_str()).unwrap_or("missing");

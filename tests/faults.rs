@@ -5,6 +5,8 @@
 //!
 //! The cases share one lock: cargo runs tests in parallel, and each builds its own lab.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -14,10 +16,9 @@ use std::time::{Duration, Instant};
 use callbox::device::control::{self, Request};
 use callbox::device::status::Status;
 use callbox::faultnet::{Fault, Lab};
+use common::{APP, SECRET};
 use serde_json::Value;
 
-const APP: u32 = 1234;
-const SECRET: &str = "5e0c2a7b9d14f3a6c8e1b0d2f4a6c8e0a1b3c5d7e9f1a3b5c7d9e1f3a5b7c9d1";
 const BIN: &str = env!("CARGO_BIN_EXE_callbox");
 /// Media must decode again within this long after a fault ends.
 const RECOVER: Duration = Duration::from_secs(30);
@@ -88,39 +89,8 @@ impl Call {
 
     fn start_device(&mut self) {
         let cfg = self.dir.path().join("device.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                r#"[server]
-url = "ws://{}:7880"
-app_id = {APP}
-app_sign = "{SECRET}"
-[room]
-room_id = "lobby"
-user_id = "door"
-[call]
-mode = "kiosk"
-[video]
-source = "test"
-width = 320
-height = 240
-fps = 15
-bitrate_kbps = 300
-[audio]
-source = "test"
-sink = "fake"
-[display]
-sink = "fake"
-[gpio]
-backend = "sim"
-[control]
-socket = "{}"
-"#,
-                self.server_ip(),
-                self.socket.display()
-            ),
-        )
-        .unwrap();
+        let url = format!("ws://{}:7880", self.server_ip());
+        std::fs::write(&cfg, common::device_config(&url, "kiosk", &self.socket, "")).unwrap();
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("device.log")).unwrap();
         let child = self

@@ -172,11 +172,7 @@ impl MediaManager {
                 }
                 let ok = state == PublisherState::Publishing;
                 match self.pubs.get_mut(&stream_id).map(|p| p.link.session_says(ok)) {
-                    Some(false) if ok => EngineEvent::PublisherStateUpdate {
-                        stream_id,
-                        state: PublisherState::PublishRequesting,
-                        error_code: ErrorCode::PUBLISH_MEDIA_RECOVERING,
-                    },
+                    Some(false) if ok => state_event(MediaRole::Publish, stream_id, false),
                     _ => EngineEvent::PublisherStateUpdate { stream_id, state, error_code },
                 }
             }
@@ -194,11 +190,7 @@ impl MediaManager {
                 }
                 let ok = state == PlayerState::Playing;
                 match self.plays.get_mut(&stream_id).map(|p| p.link.session_says(ok)) {
-                    Some(false) if ok => EngineEvent::PlayerStateUpdate {
-                        stream_id,
-                        state: PlayerState::PlayRequesting,
-                        error_code: ErrorCode::PLAY_MEDIA_RECOVERING,
-                    },
+                    Some(false) if ok => state_event(MediaRole::Play, stream_id, false),
                     _ => EngineEvent::PlayerStateUpdate { stream_id, state, error_code },
                 }
             }
@@ -505,30 +497,8 @@ impl MediaManager {
         }
     }
 
-    /// Publishing / Playing (`ok`) or PublishRequesting / PlayRequesting with the media
-    /// recovery code.
     fn tell_state(&mut self, role: MediaRole, stream: &str, ok: bool) {
-        let stream_id = stream.to_string();
-        self.events.push(match (role, ok) {
-            (MediaRole::Publish, true) => EngineEvent::PublisherStateUpdate {
-                stream_id,
-                state: PublisherState::Publishing,
-                error_code: ErrorCode::OK,
-            },
-            (MediaRole::Publish, false) => EngineEvent::PublisherStateUpdate {
-                stream_id,
-                state: PublisherState::PublishRequesting,
-                error_code: ErrorCode::PUBLISH_MEDIA_RECOVERING,
-            },
-            (MediaRole::Play, true) => {
-                EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::Playing, error_code: ErrorCode::OK }
-            }
-            (MediaRole::Play, false) => EngineEvent::PlayerStateUpdate {
-                stream_id,
-                state: PlayerState::PlayRequesting,
-                error_code: ErrorCode::PLAY_MEDIA_RECOVERING,
-            },
-        });
+        self.events.push(state_event(role, stream.to_string(), ok));
     }
 
     fn link_mut(&mut self, role: MediaRole, stream: &str) -> Option<&mut Link> {
@@ -867,6 +837,31 @@ impl Link {
             loss,
             level: level(rtt_ms, loss, self.connected),
         }
+    }
+}
+
+/// Publishing / Playing (`ok`), or PublishRequesting / PlayRequesting with the media
+/// recovery code: what the application is told about a stream's media.
+fn state_event(role: MediaRole, stream_id: String, ok: bool) -> EngineEvent {
+    match (role, ok) {
+        (MediaRole::Publish, true) => EngineEvent::PublisherStateUpdate {
+            stream_id,
+            state: PublisherState::Publishing,
+            error_code: ErrorCode::OK,
+        },
+        (MediaRole::Publish, false) => EngineEvent::PublisherStateUpdate {
+            stream_id,
+            state: PublisherState::PublishRequesting,
+            error_code: ErrorCode::PUBLISH_MEDIA_RECOVERING,
+        },
+        (MediaRole::Play, true) => {
+            EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::Playing, error_code: ErrorCode::OK }
+        }
+        (MediaRole::Play, false) => EngineEvent::PlayerStateUpdate {
+            stream_id,
+            state: PlayerState::PlayRequesting,
+            error_code: ErrorCode::PLAY_MEDIA_RECOVERING,
+        },
     }
 }
 

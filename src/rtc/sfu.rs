@@ -175,6 +175,7 @@ struct Core {
     players: HashMap<StreamKey, Vec<u64>>,
     next: u64,
     stats: SfuStats,
+    next_expiry_scan: Instant,
 }
 
 impl Core {
@@ -190,6 +191,7 @@ impl Core {
             players: HashMap::new(),
             next: 1,
             stats: SfuStats::default(),
+            next_expiry_scan: Instant::now(),
         }
     }
 
@@ -446,15 +448,20 @@ impl Core {
     }
 
     fn timers(&mut self, now: Instant) {
-        let expired: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| now.saturating_duration_since(c.last_rx) >= CONSENT_EXPIRY)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            tracing::debug!(id, "media connection silent for the consent lifetime; closing");
-            self.remove(id);
+        // Timers come due many times a second with many connections; a whole-table scan for
+        // the 30 s expiry once a second is plenty.
+        if now >= self.next_expiry_scan {
+            self.next_expiry_scan = now + Duration::from_secs(1);
+            let expired: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| now.saturating_duration_since(c.last_rx) >= CONSENT_EXPIRY)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in expired {
+                tracing::debug!(id, "media connection silent for the consent lifetime; closing");
+                self.remove(id);
+            }
         }
         let due: Vec<u64> = self
             .conns

@@ -423,3 +423,56 @@ fn dechunk(body: &str) -> String {
     }
     out
 }
+
+/// A `callbox device` config for tests: test sources, fake sinks, simulated GPIO with every
+/// button and output, the test app's AppSign; `media_bind` empty means the address that
+/// routes to the server.
+pub fn device_config(url: &str, mode: &str, socket: &std::path::Path, media_bind: &str) -> String {
+    format!(
+        r#"[server]
+url = "{url}"
+app_id = {APP}
+app_sign = "{SECRET}"
+[room]
+room_id = "lobby"
+user_id = "door"
+user_name = "Door station"
+[call]
+mode = "{mode}"
+answer_delay_secs = 1
+ring_out_secs = 60
+[video]
+source = "test"
+width = 320
+height = 240
+fps = 15
+bitrate_kbps = 300
+[audio]
+source = "test"
+sink = "fake"
+[display]
+sink = "fake"
+[media]
+bind = "{media_bind}"
+[gpio]
+backend = "sim"
+debounce_ms = 20
+long_press_ms = 400
+door_pulse_ms = 300
+[gpio.buttons]
+call = 1
+leave = 2
+mute = 3
+door = 4
+[gpio.outputs]
+online = 10
+ringing = 11
+in_call = 12
+fault = 13
+door = 14
+[control]
+socket = "{}"
+"#,
+        socket.display()
+    )
+}
