@@ -17,9 +17,12 @@
 pub mod auth;
 pub mod config_file;
 pub mod device;
+pub mod dial;
 pub mod engine;
 pub mod faultnet;
 pub mod media;
 pub mod proto;
 pub mod rtc;
 pub mod server;
+pub mod tls;
+pub mod url;

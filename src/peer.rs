@@ -17,9 +17,12 @@ use tokio::io::AsyncReadExt;
 /// Arguments of `callbox peer`.
 #[derive(clap::Args)]
 pub struct PeerArgs {
-    /// Server URL (ws://host:port).
+    /// Server URL (wss://host, or ws://host:port on a LAN).
     #[arg(long)]
     server: String,
+    /// A private CA (PEM) for the server's certificate (default: the system's roots).
+    #[arg(long)]
+    ca_file: Option<std::path::PathBuf>,
     /// Room to join.
     #[arg(long, default_value = "lobby")]
     room: String,
@@ -69,6 +72,7 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut p = EngineProfile::new(a.app_id, auth, a.server.clone()).with_media(MediaConfig::small());
+    p.ca_file = a.ca_file.clone();
     if let Some(m) = &mut p.media {
         m.bind = Some(a.bind);
     }

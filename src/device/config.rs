@@ -54,8 +54,11 @@ pub struct DeviceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
-    /// `ws://host:7880` (or `http://`).
+    /// `wss://host` (or `https://`); on a LAN or loopback `ws://host:7880`.
     pub url: String,
+    /// A private CA (PEM) that signs the server's certificate; empty: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// The AppID.
     pub app_id: u32,
     /// AppSign: the app secret (64 hex); the device mints its own tokens.
@@ -258,6 +261,17 @@ const BUTTONS: [&str; 4] = ["call", "leave", "mute", "door"];
 const OUTPUTS: [&str; 5] = ["online", "ringing", "in_call", "fault", "door"];
 
 impl DeviceConfig {
+    /// The server URL, parsed.
+    pub fn server_url(&self) -> Result<crate::url::ServerUrl, ConfigError> {
+        crate::url::ServerUrl::parse(&self.server.url).map_err(|e| ConfigError::value("server.url", e.to_string()))
+    }
+
+    /// A dialer for the server (TLS verified against `ca_file` or the system's roots).
+    pub fn dialer(&self) -> Result<crate::dial::Dialer, ConfigError> {
+        crate::dial::Dialer::new(self.server_url()?, self.server.ca_file.as_deref().map(Path::new))
+            .map_err(|e| ConfigError::value("server.ca_file", e.to_string()))
+    }
+
     /// Loads and validates: the file, then `CALLBOX_...` environment overrides.
     pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
         let cfg: DeviceConfig = config_file::load(path, env)?;
@@ -267,7 +281,9 @@ impl DeviceConfig {
 
     /// Checks what the types cannot; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::engine::signalling_url(&self.server.url).map_err(|e| ConfigError::value("server.url", e.to_string()))?;
+        if self.server_url()?.is_tls() {
+            self.dialer()?;
+        }
         if self.server.app_id == 0 {
             return Err(ConfigError::value("server.app_id", "must be set (non-zero)"));
         }

@@ -4,7 +4,9 @@
 //! clock, and the UDP media port. Any FAIL makes the exit code non-zero.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+
+use crate::proto::ErrorCode;
 use std::path::Path;
 use std::time::Duration;
 
@@ -89,50 +91,12 @@ pub async fn checks(path: &Path) -> Vec<Check> {
     out.push(encoder_check(media.as_ref().map(|m| m.encoder.as_str()).unwrap_or("auto")));
     let Some(cfg) = cfg else { return out };
     out.push(gpio(&cfg));
-    let server = server_addr(&cfg.server.url);
-    let reachable = match &server {
-        Some(addr) => match tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(_)) => {
-                out.push(Check::new(Level::Pass, "server", format!("{} reachable ({addr})", cfg.server.url), None));
-                true
-            }
-            Ok(Err(e)) => {
-                out.push(Check::new(
-                    Level::Fail,
-                    "server",
-                    format!("{} ({addr}): {e}", cfg.server.url),
-                    Some("is the server running? check [server] url, the network and firewalls"),
-                ));
-                false
-            }
-            Err(_) => {
-                out.push(Check::new(
-                    Level::Fail,
-                    "server",
-                    format!("{} ({addr}): no answer in 3 s", cfg.server.url),
-                    Some("check the network route and firewalls"),
-                ));
-                false
-            }
-        },
-        None => {
-            out.push(Check::new(
-                Level::Fail,
-                "server",
-                format!("cannot resolve {}", cfg.server.url),
-                Some("check DNS and [server] url"),
-            ));
-            false
-        }
-    };
-    let health = match (reachable, &server) {
-        (true, Some(addr)) => http_health(*addr).await,
-        _ => None,
-    };
+    let (reachable, health) = server_check(&cfg, &mut out).await;
     if reachable {
         out.push(credentials(&cfg).await);
     }
     out.push(clock(health.as_ref().and_then(|h| h.date)));
+    let server = if reachable { cfg.dialer().ok().and_then(|d| d.url().resolve().ok()) } else { None };
     if let (Some(addr), Some(h)) = (server, &health) {
         out.push(media_port(addr, h.media_port, &cfg.media.bind).await);
     }
@@ -342,17 +306,46 @@ fn gpio(cfg: &DeviceConfig) -> Check {
     }
 }
 
-/// host:port of the signalling URL.
-fn server_addr(url: &str) -> Option<SocketAddr> {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let hostport = rest.split('/').next()?;
-    let default = if url.starts_with("wss") || url.starts_with("https") { 443 } else { 80 };
-    let hp = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:{default}")
+/// Connects to the server as the daemon would (TLS verified when the URL says so) and reads
+/// its health. Returns whether it answered, and its health.
+async fn server_check(cfg: &DeviceConfig, out: &mut Vec<Check>) -> (bool, Option<Health>) {
+    let url = &cfg.server.url;
+    let dialer = match cfg.dialer() {
+        Ok(d) => d,
+        Err(e) => {
+            out.push(Check::new(Level::Fail, "server", format!("{url}: {e}"), Some("check [server] url and ca_file")));
+            return (false, None);
+        }
     };
-    hp.to_socket_addrs().ok()?.next()
+    let what = if dialer.url().is_tls() { "reachable, certificate verified" } else { "reachable" };
+    match dialer.request("GET", "/healthz", &[], Vec::new(), Duration::from_secs(3)).await {
+        Ok(answer) => {
+            out.push(Check::new(Level::Pass, "server", format!("{url} {what} ({})", dialer.url().authority()), None));
+            if !dialer.url().is_tls() && !dialer.url().is_loopback() {
+                out.push(Check::new(
+                    Level::Warn,
+                    "server",
+                    format!("{url} is cleartext: the token and signalling can be read on the way"),
+                    Some("use a wss:// URL (README: Deploying on the internet)"),
+                ));
+            }
+            (true, Some(health(&answer)))
+        }
+        Err(e) => {
+            let hint = match e.code() {
+                Some(ErrorCode::TLS_UNKNOWN_CA) => {
+                    "set [server] ca_file to the CA that signed the server's certificate"
+                }
+                Some(ErrorCode::TLS_CERT_EXPIRED) => "renew the server's certificate, or set this device's clock",
+                Some(ErrorCode::TLS_NAME_MISMATCH) => "use the name the certificate was issued for in [server] url",
+                Some(_) => "is the port a TLS port? wss:// needs [tls] on the server",
+                None => "is the server running? check [server] url, the network and firewalls",
+            };
+            let code = e.code().map(|c| format!(" (code {})", c.0)).unwrap_or_default();
+            out.push(Check::new(Level::Fail, "server", format!("{url}: {e}{code}"), Some(hint)));
+            (false, None)
+        }
+    }
 }
 
 struct Health {
@@ -360,28 +353,16 @@ struct Health {
     media_port: Option<u16>,
 }
 
-/// GET /healthz: the server's clock (Date header) and media port.
-async fn http_health(addr: SocketAddr) -> Option<Health> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-        let mut buf = Vec::new();
-        s.take(16 * 1024).read_to_end(&mut buf).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).to_string())
-    };
-    let text = tokio::time::timeout(Duration::from_secs(3), io).await.ok()?.ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let date = head
-        .lines()
-        .find_map(|l| {
-            l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("date")).map(|(_, v)| v.trim().to_string())
-        })
-        .and_then(|d| httpdate::parse_http_date(&d).ok());
-    let json_start = body.find('{')?;
-    let v: serde_json::Value = serde_json::from_str(body[json_start..].lines().next()?).ok()?;
+/// The health answer's clock (its Date header) and media port.
+fn health(a: &crate::dial::Answer) -> Health {
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
     let media_port = v["media_port"].as_u64().and_then(|p| u16::try_from(p).ok());
-    Some(Health { date, media_port })
+    let date = a
+        .headers
+        .get(hyper::header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .and_then(|d| httpdate::parse_http_date(d).ok());
+    Health { date, media_port }
 }
 
 async fn credentials(cfg: &DeviceConfig) -> Check {
@@ -414,6 +395,7 @@ async fn credentials(cfg: &DeviceConfig) -> Check {
     use crate::engine::{Engine, EngineProfile, ReconnectPolicy, RoomConfig, UserInfo};
     let auth = cfg.auth();
     let mut p = EngineProfile::new(cfg.server.app_id, auth, cfg.server.url.clone());
+    p.ca_file = cfg.server.ca_file.clone().map(Into::into);
     p.reconnect = ReconnectPolicy {
         initial: Duration::from_millis(200),
         max: Duration::from_secs(1),
@@ -560,8 +542,6 @@ mod tests {
     fn lines_and_url_parsing() {
         let c = Check::new(Level::Warn, "gpio", "simulated", Some("use cdev"));
         assert_eq!(c.to_string(), "WARN  gpio         simulated  -> use cdev");
-        assert_eq!(server_addr("ws://127.0.0.1:7880"), Some("127.0.0.1:7880".parse().unwrap()));
-        assert_eq!(server_addr("http://127.0.0.1/ws/v1"), Some("127.0.0.1:80".parse().unwrap()));
         assert!(clock(Some(std::time::SystemTime::now() - Duration::from_secs(600))).level == Level::Fail);
     }
 }

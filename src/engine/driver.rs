@@ -14,7 +14,9 @@ pub use super::media::EngineMedia;
 use super::media::MediaManager;
 use super::reconnect::ReconnectPolicy;
 use super::session::{CmdId, Output, Reply, Session, SessionConfig};
+use crate::dial::Dialer;
 use crate::proto::{ClientMsg, ServerMsg, UserInfo};
+use crate::url::ServerUrl;
 
 /// Events waiting in the channel before the engine holds them back in its own queue.
 pub const EVENT_CHANNEL: usize = 256;
@@ -39,9 +41,12 @@ pub struct EngineProfile {
     pub app_id: u32,
     /// AppSign or token.
     pub auth: Auth,
-    /// The server's base URL: `ws://host:port` (`http://` is accepted as the same); the
-    /// signalling path `/ws/v1` is added when the URL has no path.
+    /// The server's base URL: `wss://host[:port]` or, on a LAN or loopback, `ws://host:port`
+    /// (`https://` and `http://` are accepted as the same); the signalling path `/ws/v1` is
+    /// added when the URL has no path.
     pub server: String,
+    /// A private CA (PEM) that signs the server's certificate; `None`: the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// Reconnect backoff and limit (library default: give up after 20 minutes).
     pub reconnect: ReconnectPolicy,
     /// Media (capture, encoding, WebRTC, playback). `None`: signalling only, no GStreamer.
@@ -51,7 +56,20 @@ pub struct EngineProfile {
 impl EngineProfile {
     /// A profile with the default reconnect policy.
     pub fn new(app_id: u32, auth: Auth, server: impl Into<String>) -> Self {
-        EngineProfile { app_id, auth, server: server.into(), reconnect: ReconnectPolicy::default(), media: None }
+        EngineProfile {
+            app_id,
+            auth,
+            server: server.into(),
+            ca_file: None,
+            reconnect: ReconnectPolicy::default(),
+            media: None,
+        }
+    }
+
+    /// Trusts the CA in this PEM file for the server's certificate (instead of the system's).
+    pub fn with_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
     }
 
     /// With media: published streams carry video and audio, played streams are decoded.
@@ -89,7 +107,13 @@ impl Engine {
     /// Creates the engine and its event receiver. Nothing is missed: events are queued from
     /// this moment. Must be called inside a tokio runtime.
     pub fn create(profile: EngineProfile) -> Result<(Engine, mpsc::Receiver<EngineEvent>), EngineError> {
-        let url = signalling_url(&profile.server)?;
+        let url = ServerUrl::parse(&profile.server).map_err(|e| EngineError::Profile(e.to_string()))?;
+        let dialer = Dialer::new(url.clone(), profile.ca_file.as_deref())
+            .map_err(|e| EngineError::Profile(format!("TLS: {e}")))?;
+        if !url.is_tls() && !url.is_loopback() {
+            tracing::warn!(server = %url, hint = "use wss:// (docs: README, Deploying on the internet)",
+                "the server URL is cleartext ws:// to another host: the token and signalling can be read on the way");
+        }
         let (app_sign_key, token) = match &profile.auth {
             Auth::AppSign(secret) => {
                 (Some(crate::auth::parse_secret(secret).map_err(|e| EngineError::Profile(e.to_string()))?), None)
@@ -110,7 +134,7 @@ impl Engine {
         if let Some(m) = &profile.media {
             m.config.validate().map_err(EngineError::Profile)?;
         }
-        tokio::spawn(Driver::new(session, url, token, ev_tx, media).run(rx));
+        tokio::spawn(Driver::new(session, std::sync::Arc::new(dialer), token, ev_tx, media).run(rx));
         Ok((Engine { tx }, ev_rx))
     }
 
@@ -224,38 +248,16 @@ impl Engine {
     }
 }
 
-/// Turns the configured server URL into the signalling URL.
-pub fn signalling_url(server: &str) -> Result<String, EngineError> {
-    let s = server.trim();
-    let rest = if let Some(r) = s.strip_prefix("ws://").or_else(|| s.strip_prefix("http://")) {
-        r
-    } else if s.starts_with("wss://") || s.starts_with("https://") {
-        return Err(EngineError::Profile(format!(
-            "{s}: TLS (wss://) is not supported by this build yet; use ws:// behind a TLS proxy"
-        )));
-    } else {
-        return Err(EngineError::Profile(format!("{s}: server must be a ws:// or http:// URL")));
-    };
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    if host.is_empty() {
-        return Err(EngineError::Profile(format!("{s}: no host in the server URL")));
-    }
-    let path = if path.is_empty() || path == "/" { "/ws/v1" } else { path };
-    Ok(format!("ws://{host}{path}"))
-}
-
 enum Incoming {
     Up,
     Msg(ServerMsg),
-    Down,
+    /// The connection ended or never opened; with the code of a certificate failure.
+    Down(Option<crate::proto::ErrorCode>),
 }
 
 struct Driver {
     s: Session,
-    url: String,
+    dialer: std::sync::Arc<Dialer>,
     profile_token: Option<String>,
     events: mpsc::Sender<EngineEvent>,
     queue: VecDeque<EngineEvent>,
@@ -271,7 +273,7 @@ struct Driver {
 impl Driver {
     fn new(
         s: Session,
-        url: String,
+        dialer: std::sync::Arc<Dialer>,
         profile_token: Option<String>,
         events: mpsc::Sender<EngineEvent>,
         media: Option<MediaManager>,
@@ -279,7 +281,7 @@ impl Driver {
         let (in_tx, in_rx) = mpsc::channel(1024);
         Driver {
             s,
-            url,
+            dialer,
             profile_token,
             events,
             queue: VecDeque::new(),
@@ -338,11 +340,14 @@ impl Driver {
                     match inc {
                         Incoming::Up => self.s.handle_connected(now, epoch, crate::auth::unix_now()),
                         Incoming::Msg(m) => self.s.handle_message(now, epoch, m),
-                        Incoming::Down => {
+                        Incoming::Down(cause) => {
                             if self.conn.as_ref().is_some_and(|c| c.0 == epoch) {
                                 self.conn = None;
                             }
-                            self.s.handle_disconnected(now, epoch)
+                            match cause {
+                                Some(code) => self.s.handle_connect_refused(now, epoch, code),
+                                None => self.s.handle_disconnected(now, epoch),
+                            }
                         }
                     }
                 }
@@ -472,7 +477,7 @@ impl Driver {
 
     fn open(&mut self, epoch: u64) {
         let (tx, rx) = mpsc::channel(256);
-        let task = tokio::spawn(connection(self.url.clone(), epoch, rx, self.in_tx.clone()));
+        let task = tokio::spawn(connection(self.dialer.clone(), epoch, rx, self.in_tx.clone()));
         self.conn = Some((epoch, tx, task));
     }
 }
@@ -492,17 +497,22 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// One WebSocket connection: connects, then pumps messages both ways until either side ends.
-async fn connection(url: String, epoch: u64, mut out: mpsc::Receiver<ClientMsg>, into: mpsc::Sender<(u64, Incoming)>) {
-    let ws = match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url.as_str())).await {
-        Ok(Ok((ws, _))) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!(%url, error = %e, "cannot connect to the server");
-            let _ = into.send((epoch, Incoming::Down)).await;
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%url, "connecting to the server timed out");
-            let _ = into.send((epoch, Incoming::Down)).await;
+async fn connection(
+    dialer: std::sync::Arc<Dialer>,
+    epoch: u64,
+    mut out: mpsc::Receiver<ClientMsg>,
+    into: mpsc::Sender<(u64, Incoming)>,
+) {
+    let ws = match dialer.websocket(CONNECT_TIMEOUT).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            match e.code() {
+                Some(code) => {
+                    tracing::warn!(url = %dialer.url(), code = code.0, error = %e, "the server's certificate was refused")
+                }
+                None => tracing::debug!(url = %dialer.url(), error = %e, "cannot connect to the server"),
+            }
+            let _ = into.send((epoch, Incoming::Down(e.code()))).await;
             return;
         }
     };
@@ -538,19 +548,5 @@ async fn connection(url: String, epoch: u64, mut out: mpsc::Receiver<ClientMsg>,
             },
         }
     }
-    let _ = into.send((epoch, Incoming::Down)).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_urls() {
-        assert_eq!(signalling_url("ws://h:7880").unwrap(), "ws://h:7880/ws/v1");
-        assert_eq!(signalling_url("http://h:7880/").unwrap(), "ws://h:7880/ws/v1");
-        assert_eq!(signalling_url("ws://h/custom").unwrap(), "ws://h/custom");
-        assert!(signalling_url("ftp://h").is_err());
-        assert!(signalling_url("ws://").is_err());
-    }
+    let _ = into.send((epoch, Incoming::Down(None))).await;
 }

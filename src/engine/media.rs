@@ -22,6 +22,7 @@
 //! It runs inside the driver task: notes from connections and pipelines arrive on one
 //! bounded channel, and the driver polls [`MediaManager::poll_timeout`].
 
+use crate::url::ServerUrl;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -117,7 +118,7 @@ struct Play {
 /// See the module docs.
 pub(crate) struct MediaManager {
     cfg: EngineMedia,
-    server: String,
+    server: ServerUrl,
     server_addr: Option<SocketAddr>,
     pubs: HashMap<String, Pub>,
     plays: HashMap<String, Play>,
@@ -135,11 +136,11 @@ pub(crate) struct MediaManager {
 }
 
 impl MediaManager {
-    pub(crate) fn new(cfg: EngineMedia, server_url: &str) -> Self {
+    pub(crate) fn new(cfg: EngineMedia, server_url: &ServerUrl) -> Self {
         let (tx, rx) = mpsc::channel(1024);
         MediaManager {
             cfg,
-            server: server_url.to_string(),
+            server: server_url.clone(),
             server_addr: None,
             pubs: HashMap::new(),
             plays: HashMap::new(),
@@ -516,7 +517,7 @@ impl MediaManager {
         }
         // A host name is resolved once (this runs on the engine task; a lookup blocks).
         if self.server_addr.is_none() {
-            self.server_addr = resolve(&self.server);
+            self.server_addr = self.server.resolve().ok();
         }
         SocketAddr::new(
             self.server_addr.and_then(crate::rtc::local_ip_towards).unwrap_or(IpAddr::from([127, 0, 0, 1])),
@@ -888,12 +889,6 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << failures.saturating_sub(1).min(5))).min(Duration::from_secs(10))
 }
 
-/// The server's address from its URL (`ws://host:port/...`).
-fn resolve(url: &str) -> Option<SocketAddr> {
-    let host = url.split("://").nth(1).unwrap_or(url).split('/').next().unwrap_or("");
-    std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -907,7 +902,7 @@ mod tests {
         assert_eq!(level(150.0, 0.02, true), QualityLevel::Good);
         assert_eq!(level(20.0, 0.0, false), QualityLevel::Die);
         assert_eq!(loss(1, 99), 0.01);
-        let server = resolve("ws://127.0.0.1:7880/ws/v1").unwrap();
+        let server = ServerUrl::parse("ws://127.0.0.1:7880/ws/v1").unwrap().resolve().unwrap();
         assert_eq!(crate::rtc::local_ip_towards(server), Some(IpAddr::from([127, 0, 0, 1])));
     }
 
@@ -915,7 +910,7 @@ mod tests {
     fn answers_apply_only_to_the_offer_they_answer() {
         let now = Instant::now();
         let cfg = EngineMedia { config: MediaConfig::default(), bind: None };
-        let mut m = MediaManager::new(cfg, "ws://127.0.0.1:9/ws/v1");
+        let mut m = MediaManager::new(cfg, &ServerUrl::parse("ws://127.0.0.1:9/ws/v1").unwrap());
         let link = Link { epoch: 5, offer: Some("v=0".into()), offer_sent: Some(now), ..Default::default() };
         let play = Play {
             link,

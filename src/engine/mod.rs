@@ -13,7 +13,7 @@ mod reconnect;
 pub mod session;
 
 pub use crate::proto::{ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
-pub use driver::{Auth, Engine, EngineProfile, RoomConfig, signalling_url};
+pub use driver::{Auth, Engine, EngineProfile, RoomConfig};
 pub use error::EngineError;
 pub use event::{
     EngineEvent, MediaEventKind, PlayQuality, PlayerState, PublishChannel, PublishQuality, PublisherState, RoomState,

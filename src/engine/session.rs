@@ -466,6 +466,24 @@ impl Session {
         self.link_lost(now, ErrorCode::NETWORK_INTERRUPTED);
     }
 
+    /// Connection `epoch` could not be opened because the server's certificate was refused
+    /// (`code`: TLS_UNKNOWN_CA, TLS_CERT_EXPIRED, TLS_NAME_MISMATCH, TLS_HANDSHAKE_FAILED).
+    /// A first login fails with the code: retrying cannot help until someone fixes the
+    /// certificate, the CA file or the clock, and the application must be told why. A
+    /// session already in the room keeps retrying (its resume may still succeed once fixed).
+    pub fn handle_connect_refused(&mut self, now: Instant, epoch: u64, code: ErrorCode) {
+        if epoch != self.epoch || self.link == Link::Down {
+            return;
+        }
+        self.link = Link::Down;
+        if self.phase == Phase::Logining {
+            tracing::warn!(code = code.0, "login failed: the server's certificate was refused");
+            self.fail_room(RoomStateReason::LoginFailed, code);
+        } else {
+            self.link_lost(now, code);
+        }
+    }
+
     /// A message arrived on connection `epoch`.
     pub fn handle_message(&mut self, now: Instant, epoch: u64, msg: ServerMsg) {
         if epoch != self.epoch || self.link != Link::Up {

@@ -124,6 +124,28 @@ codes! {
     BROADCAST_RATE_LIMITED = 1002062,
     /// The renewed token is for another app, user or room.
     RENEW_TOKEN_MISMATCH = 1002063,
+    /// The renewed token grants privileges or streams the session's token did not.
+    RENEW_TOKEN_ESCALATES = 1002064,
+    /// The token is not valid yet (`nbf` or `iat` in the future: check the clock).
+    TOKEN_NOT_YET_VALID = 1002065,
+    /// The token lives longer than the server's `[limits] max_token_secs`.
+    TOKEN_LIFETIME_TOO_LONG = 1002066,
+    /// The device key that obtained this session's token was revoked.
+    DEVICE_KEY_REVOKED = 1002067,
+    /// The device key is unknown, malformed or revoked; no token is issued.
+    DEVICE_KEY_INVALID = 1002068,
+    /// The device key may not obtain a token for this user, room or privilege.
+    DEVICE_KEY_SCOPE = 1002069,
+    /// TLS: the server's certificate is not signed by a trusted CA (set `[server] ca_file` for a private CA).
+    TLS_UNKNOWN_CA = 1002070,
+    /// TLS: the server's certificate is expired or not valid yet (check both clocks).
+    TLS_CERT_EXPIRED = 1002071,
+    /// TLS: the server's certificate does not name the host in the server URL.
+    TLS_NAME_MISMATCH = 1002072,
+    /// TLS: the handshake failed for another reason (not a TLS server, protocol mismatch, bad certificate).
+    TLS_HANDSHAKE_FAILED = 1002073,
+    /// Renewing the token failed (token URL, device key or token file); the session keeps its current token until it expires.
+    TOKEN_RENEWAL_FAILED = 1002074,
     /// The stream ID is already published by another user in this app.
     STREAM_ID_IN_USE = 1003028,
     /// The token lacks the `publish` privilege.
@@ -160,6 +182,10 @@ codes! {
     ADMIN_UNAUTHORIZED = 1005001,
     /// The app, room or user named in the admin request does not exist.
     ADMIN_NOT_FOUND = 1005002,
+    /// The admin token is valid but lacks the `admin` privilege or names another room.
+    ADMIN_FORBIDDEN = 1005003,
+    /// The admin request body is not valid (JSON, user ID, room ID or privilege names).
+    ADMIN_BAD_REQUEST = 1005004,
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -3,8 +3,8 @@
 //! `[limits] max_pending` in all and `max_pending_per_ip` per source address; over that it
 //! is closed at once), must send its request headers within `handshake_secs`, and gives its
 //! slot back when its WebSocket logs in (or when it closes). A WebSocket that never logs in
-//! is closed by the registry after the same deadline. TLS will sit between `accept` and
-//! `serve_connection` (the handshake under the same deadline).
+//! is closed by the registry after the same deadline. With `[tls]`, the TLS handshake runs
+//! between `accept` and `serve_connection`, under the same deadline, on the same slot.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -94,8 +94,10 @@ pub async fn serve(
     app: Router,
     gate: Gate,
     handshake: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(stop);
     let mut refused = 0u64;
     loop {
@@ -121,17 +123,49 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(stream, peer, app.clone(), pending, handshake));
+        match &tls {
+            None => {
+                tokio::spawn(connection(stream, peer, app.clone(), pending, handshake));
+            }
+            Some(acceptor) => {
+                tokio::spawn(tls_connection(acceptor.clone(), stream, peer, app.clone(), pending, handshake));
+            }
+        }
     }
 }
 
-async fn connection(
+/// The TLS handshake under the handshake deadline, then HTTP as on a plain connection. An
+/// ACME validation connection (ALPN `acme-tls/1`) ends after its handshake.
+async fn tls_connection(
+    acceptor: tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     app: Router,
     pending: Pending,
     handshake: Duration,
 ) {
+    let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake not done within the handshake deadline; closed");
+            return;
+        }
+    };
+    if tls.get_ref().1.alpn_protocol() == Some(crate::tls::acme::ACME_ALPN) {
+        tracing::info!(%peer, "ACME validation connection answered");
+        return;
+    }
+    connection(tls, peer, app, pending, handshake).await;
+}
+
+async fn connection<IO>(stream: IO, peer: SocketAddr, app: Router, pending: Pending, handshake: Duration)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let slot = PendingSlot(Arc::new(Mutex::new(Some(pending))));
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(slot.clone());

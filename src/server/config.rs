@@ -30,6 +30,13 @@ pub struct ServerConfig {
     /// The media relay (SFU).
     #[serde(default)]
     pub media: MediaConfig,
+    /// TLS on the listen port (https and wss for everything on it).
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Where the server keeps what it creates: device keys, the ACME cache. Empty: systemd's
+    /// `$STATE_DIRECTORY`, else `$HOME/.local/state/callbox-server`.
+    #[serde(default)]
+    pub state_dir: String,
     /// Development mode (`callbox server --dev`, never from the file): the dev app is added
     /// and `GET /dev/token` hands out its tokens to anyone.
     #[serde(skip)]
@@ -59,6 +66,52 @@ impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig { enabled: true, bind: "0.0.0.0".into(), port: DEFAULT_MEDIA_PORT, announce: vec![] }
     }
+}
+
+/// TLS on the listen port: a certificate from PEM files, or from an ACME CA. Neither: plain
+/// http/ws (a warning at start unless the listen address is loopback).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first).
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// How often the files are checked for a new certificate (also on SIGHUP), seconds.
+    pub reload_secs: u64,
+    /// Obtain and renew the certificate from an ACME CA instead of files.
+    pub acme: Option<AcmeToml>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { cert: String::new(), key: String::new(), reload_secs: 10, acme: None }
+    }
+}
+
+/// `[tls.acme]`: TLS-ALPN-01 on the listen port (which must be reachable on 443 by the
+/// names in `domains`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeToml {
+    /// The names the certificate is for.
+    pub domains: Vec<String>,
+    /// Contact e-mail addresses.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// The CA's directory URL (default: Let's Encrypt production).
+    #[serde(default = "default_acme_directory")]
+    pub directory: String,
+    /// Cache for the account key and certificate (default: `<state_dir>/acme`).
+    #[serde(default)]
+    pub cache_dir: String,
+    /// A private CA for the directory's own TLS (a test CA); system roots when empty.
+    #[serde(default)]
+    pub directory_ca: String,
+}
+
+fn default_acme_directory() -> String {
+    "https://acme-v02.api.letsencrypt.org/directory".into()
 }
 
 /// Default UDP port for media.
@@ -121,6 +174,10 @@ pub struct Limits {
     pub max_pending: usize,
     /// Connections not logged in (yet) from one source address.
     pub max_pending_per_ip: usize,
+    /// Longest token lifetime accepted (`exp - iat`, and `exp - now`), seconds.
+    pub max_token_secs: u64,
+    /// Lifetime of the tokens a device key obtains from `POST /api/v1/token`, seconds.
+    pub device_token_secs: u64,
     /// Sustained WHIP/WHEP offers per second per app.
     pub whip_per_sec: f64,
     /// Burst of WHIP/WHEP offers per app.
@@ -145,6 +202,8 @@ impl Default for Limits {
             max_pending_per_ip: 32,
             whip_per_sec: 5.0,
             whip_burst: 20.0,
+            max_token_secs: 30 * 86_400,
+            device_token_secs: 3600,
         }
     }
 }
@@ -217,9 +276,57 @@ impl ServerConfig {
         if l.max_users_per_room == 0 || l.max_streams_per_user == 0 {
             return Err(ConfigError::value("limits.max_users_per_room", "limits must be at least 1"));
         }
+        if l.max_token_secs < 60 {
+            return Err(ConfigError::value("limits.max_token_secs", "must be at least 60"));
+        }
+        if !(60..=l.max_token_secs).contains(&l.device_token_secs) {
+            return Err(ConfigError::value("limits.device_token_secs", "must be 60 to limits.max_token_secs"));
+        }
         self.media_bind()?;
         self.media_announce()?;
+        self.validate_tls()?;
         Ok(())
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let t = &self.tls;
+        if t.cert.is_empty() != t.key.is_empty() {
+            return Err(ConfigError::value("tls.cert", "tls.cert and tls.key go together: set both or neither"));
+        }
+        if !(1..=86_400).contains(&t.reload_secs) {
+            return Err(ConfigError::value("tls.reload_secs", "must be 1 to 86400"));
+        }
+        if let Some(a) = &t.acme {
+            if !t.cert.is_empty() {
+                return Err(ConfigError::value("tls.acme", "use either tls.cert/tls.key or tls.acme, not both"));
+            }
+            if a.domains.is_empty() || a.domains.iter().any(|d| d.is_empty() || d.contains(['/', ':', ' '])) {
+                return Err(ConfigError::value("tls.acme.domains", "list the DNS names the certificate is for"));
+            }
+            if crate::url::ServerUrl::parse(&a.directory).map(|u| u.is_tls()) != Ok(true) {
+                return Err(ConfigError::value("tls.acme.directory", "must be an https:// URL"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the listen port speaks TLS.
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls.cert.is_empty() || self.tls.acme.is_some()
+    }
+
+    /// The state directory (see [`ServerConfig::state_dir`]).
+    pub fn state_path(&self) -> std::path::PathBuf {
+        if !self.state_dir.is_empty() {
+            return self.state_dir.clone().into();
+        }
+        if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
+            // systemd may list several, separated by ':'; the first is ours.
+            let d = d.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+            return d.into();
+        }
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| "/var/lib".into());
+        home.join(".local/state/callbox-server")
     }
 
     /// The media socket address.

@@ -34,11 +34,23 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The media relay's UDP address, when media is enabled.
     pub media_addr: Option<SocketAddr>,
+    /// Whether the listen port speaks TLS (https/wss).
+    pub tls: bool,
+    cert_files: Option<std::sync::Arc<crate::tls::server::FileCert>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningServer {
+    /// Reads the certificate files again now (what SIGHUP does); the periodic check does
+    /// the same every `[tls] reload_secs`. `Ok(true)` when a new certificate is served.
+    pub fn reload_tls(&self) -> Result<bool, crate::tls::server::CertError> {
+        match &self.cert_files {
+            Some(f) => f.reload(),
+            None => Ok(false),
+        }
+    }
+
     /// Stops accepting, tells every client the server is going away, and waits for the end.
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(true);
@@ -64,6 +76,14 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
         None
     };
     let media_addr = sfu.as_ref().map(|s| s.addr);
+    let (tls, cert_files) = tls_config(&cfg)?;
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            hint = "set [tls] cert/key or [tls.acme] (docs: README, Deploying on the internet)",
+            "serving plain http/ws on a reachable address: tokens and the page travel in cleartext, and browsers on other hosts cannot use the camera"
+        );
+    }
     let hub = Hub::spawn(&cfg, sfu);
     let app = http::router(hub.clone(), cfg.dev);
     let gate = accept::Gate::new(cfg.limits.max_pending, cfg.limits.max_pending_per_ip);
@@ -77,11 +97,38 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
             tracing::info!("shutting down: closing every session");
             hub_for_stop.shutdown().await;
         };
-        accept::serve(listener, app, gate, handshake, signal).await;
+        accept::serve(listener, app, gate, handshake, tls, signal).await;
         Ok(())
     });
-    tracing::info!(%addr, "callbox server listening");
-    Ok(RunningServer { addr, media_addr, shutdown, task })
+    tracing::info!(%addr, tls = cfg.tls_enabled(), "callbox server listening");
+    Ok(RunningServer { addr, media_addr, tls: cfg.tls_enabled(), cert_files, shutdown, task })
+}
+
+/// The listen port's TLS configuration: certificate files (watched for replacement) or ACME.
+type TlsSetup = (Option<std::sync::Arc<rustls::ServerConfig>>, Option<std::sync::Arc<crate::tls::server::FileCert>>);
+
+fn tls_config(cfg: &ServerConfig) -> std::io::Result<TlsSetup> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    if let Some(a) = &cfg.tls.acme {
+        let cache_dir =
+            if a.cache_dir.is_empty() { cfg.state_path().join("acme") } else { std::path::PathBuf::from(&a.cache_dir) };
+        let resolver = crate::tls::acme::start(crate::tls::acme::AcmeSettings {
+            domains: a.domains.clone(),
+            contact: a.contact.clone(),
+            directory: a.directory.clone(),
+            cache_dir,
+            directory_ca: (!a.directory_ca.is_empty()).then(|| a.directory_ca.clone().into()),
+        })
+        .map_err(|e| invalid(format!("tls.acme: {e}")))?;
+        return Ok((Some(crate::tls::server::config(resolver, &[crate::tls::acme::ACME_ALPN])), None));
+    }
+    if cfg.tls.cert.is_empty() {
+        return Ok((None, None));
+    }
+    let files = crate::tls::server::FileCert::load(cfg.tls.cert.as_ref(), cfg.tls.key.as_ref())
+        .map_err(|e| invalid(format!("tls: {e}")))?;
+    files.watch(std::time::Duration::from_secs(cfg.tls.reload_secs));
+    Ok((Some(crate::tls::server::config(files.clone(), &[])), Some(files)))
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -89,11 +136,31 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let apps = cfg.apps.len();
     let server = start(cfg).await?;
     // One plain line on stdout so scripts and tests can find the address.
-    println!("callbox server listening on http://{} ({apps} apps)", server.addr);
+    let scheme = if server.tls { "https" } else { "http" };
+    println!("callbox server listening on {scheme}://{} ({apps} apps)", server.addr);
     if let Some(m) = server.media_addr {
         println!("callbox media relay on udp://{m}");
     }
+    let server = std::sync::Arc::new(server);
+    let hup = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            while hup.recv().await.is_some() {
+                match server.reload_tls() {
+                    Ok(true) => tracing::info!("SIGHUP: TLS certificate replaced"),
+                    Ok(false) => tracing::info!("SIGHUP: TLS certificate unchanged"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one is still served")
+                    }
+                }
+            }
+        })
+    };
     wait_for_signal().await;
+    hup.abort();
+    let _ = hup.await;
+    let server = std::sync::Arc::try_unwrap(server).map_err(|_| anyhow::anyhow!("server still shared at stop"))?;
     server.stop().await?;
     tracing::info!("stopped");
     Ok(())

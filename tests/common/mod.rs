@@ -57,6 +57,16 @@ impl Server {
         format!("ws://{}", self.addr)
     }
 
+    /// The server's `wss://` URL by a name its test certificate carries.
+    pub fn wss(&self, name: &str) -> String {
+        format!("wss://{name}:{}", self.addr.port())
+    }
+
+    /// The config directory (for certificate files next to the config).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub fn http(&self) -> String {
         self.addr.to_string()
     }
@@ -127,7 +137,7 @@ fn spawn(
     }
     let media = media_line.split("udp://").nth(1).and_then(|r| r.trim().parse().ok());
     let addr = line
-        .split("http://")
+        .split("://")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("server did not start: {line:?}"))
@@ -376,7 +386,6 @@ impl Proxy {
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
     }
-
     /// Drops every live connection and refuses new ones.
     pub fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
@@ -475,4 +484,64 @@ socket = "{}"
 "#,
         socket.display()
     )
+}
+
+/// A test CA and certificates made inside the test (rcgen), written as PEM files.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, format!("callbox test CA {}", rand::random::<u32>()));
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        Pki { dir, ca }
+    }
+
+    /// The CA certificate file.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Writes `<name>.crt` and `<name>.key` for `names`, valid now (or expired), and returns
+    /// their paths.
+    pub fn leaf(&self, file: &str, names: &[&str], expired: bool) -> (std::path::PathBuf, std::path::PathBuf) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let (c, k) = (self.dir.path().join(format!("{file}.crt")), self.dir.path().join(format!("{file}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    /// The `[tls]` section serving `<file>.crt`/`.key`, checked every second.
+    pub fn tls_section(&self, file: &str) -> String {
+        let d = self.dir.path();
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nreload_secs = 1\n",
+            d.join(format!("{file}.crt")).display(),
+            d.join(format!("{file}.key")).display()
+        )
+    }
+}
+
+/// The DER of the certificate a TLS server presents at `addr` for `name`, trusting `ca`.
+pub async fn presented_cert(addr: SocketAddr, name: &str, ca: &std::path::Path) -> Vec<u8> {
+    let cfg = callbox::tls::client::config(Some(ca), &[b"http/1.1"]).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = callbox::tls::client::connect(cfg, name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }

@@ -116,6 +116,7 @@ impl Daemon {
         }
         let auth = cfg.auth();
         let mut profile = EngineProfile::new(cfg.server.app_id, auth, cfg.server.url.clone()).with_media(media.clone());
+        profile.ca_file = cfg.server.ca_file.clone().map(Into::into);
         profile.reconnect = ReconnectPolicy::forever();
         if let Some(m) = &mut profile.media
             && !cfg.media.bind.is_empty()
