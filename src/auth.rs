@@ -26,6 +26,13 @@ pub struct Claims {
     /// Restricts publishing and playing to these stream IDs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub streams: Option<Vec<String>>,
+    /// The device key that obtained this token (`POST /api/v1/token`): revoking the key
+    /// ends the sessions that logged in with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dk: Option<String>,
+    /// Not valid before, Unix seconds (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Issued at, Unix seconds.
     pub iat: u64,
     /// Expires at, Unix seconds.
@@ -89,18 +96,29 @@ pub fn peek(token: &str) -> Option<Claims> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Verifies the signature and expiry; returns the claims. `now` is Unix seconds.
-pub fn verify(key: &[u8], token: &str, now: u64) -> Result<Claims, ErrorCode> {
+/// Clock difference tolerated for `iat` and `nbf` (a device's clock a little ahead).
+pub const CLOCK_SKEW_SECS: u64 = 60;
+
+/// Verifies the signature and times; returns the claims. `now` is Unix seconds;
+/// `max_lifetime` is the longest life a token may have (`exp - iat`, and `exp - now`).
+pub fn verify(key: &[u8], token: &str, now: u64, max_lifetime: u64) -> Result<Claims, ErrorCode> {
     let mut validation = Validation::new(Algorithm::HS256);
     // Expiry is checked below against the caller's clock, to give it its own code.
     validation.validate_exp = false;
     validation.required_spec_claims.clear();
     let data = jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(key), &validation)
         .map_err(|_| ErrorCode::TOKEN_INVALID)?;
-    if data.claims.exp <= now {
+    let c = data.claims;
+    if c.exp <= now {
         return Err(ErrorCode::TOKEN_EXPIRED);
     }
-    Ok(data.claims)
+    if c.iat > now + CLOCK_SKEW_SECS || c.nbf.is_some_and(|nbf| nbf > now + CLOCK_SKEW_SECS) {
+        return Err(ErrorCode::TOKEN_NOT_YET_VALID);
+    }
+    if c.exp.saturating_sub(c.iat) > max_lifetime || c.exp.saturating_sub(now) > max_lifetime {
+        return Err(ErrorCode::TOKEN_LIFETIME_TOO_LONG);
+    }
+    Ok(c)
 }
 
 /// Full login check: the token is for `app_id`, signed by its secret, unexpired, for this
@@ -113,13 +131,14 @@ pub fn verify_login(
     user_id: &str,
     room_id: &str,
     now: u64,
+    max_lifetime: u64,
 ) -> Result<Claims, ErrorCode> {
     let peeked = peek(token).ok_or(ErrorCode::TOKEN_INVALID)?;
     if peeked.app_id != app_id {
         return Err(ErrorCode::APP_ID_MISMATCH);
     }
     let key = secret.ok_or(ErrorCode::APP_ID_MISMATCH)?;
-    let claims = verify(key, token, now)?;
+    let claims = verify(key, token, now, max_lifetime)?;
     if claims.user_id != user_id {
         return Err(ErrorCode::TOKEN_USER_MISMATCH);
     }
@@ -132,13 +151,38 @@ pub fn verify_login(
     Ok(claims)
 }
 
-/// Admin API check: signed by the app's secret, unexpired, for this app, with `admin`.
-pub fn verify_admin(secret: &[u8], app_id: u32, token: &str, now: u64) -> Result<Claims, ErrorCode> {
-    let claims = verify(secret, token, now).map_err(|_| ErrorCode::ADMIN_UNAUTHORIZED)?;
-    if claims.app_id != app_id || !claims.has("admin") {
+/// Admin API check: signed by the app's secret, valid now, for this app (else
+/// ADMIN_UNAUTHORIZED, HTTP 401), with `admin` (else ADMIN_FORBIDDEN, HTTP 403). A token
+/// with a `room_id` is limited to that room (the caller checks the room it asks about).
+pub fn verify_admin(secret: &[u8], app_id: u32, token: &str, now: u64, max_lifetime: u64) -> Result<Claims, ErrorCode> {
+    let claims = verify(secret, token, now, max_lifetime).map_err(|_| ErrorCode::ADMIN_UNAUTHORIZED)?;
+    if claims.app_id != app_id {
         return Err(ErrorCode::ADMIN_UNAUTHORIZED);
     }
+    if !claims.has("admin") {
+        return Err(ErrorCode::ADMIN_FORBIDDEN);
+    }
     Ok(claims)
+}
+
+/// Whether `renewed` asks for nothing `current` did not grant: the same app and user, no
+/// wider room, no privilege or stream it lacked. A renewal may narrow, never widen.
+pub fn renewal_within(current: &Claims, renewed: &Claims) -> bool {
+    let room_ok = match (&current.room_id, &renewed.room_id) {
+        (Some(a), Some(b)) => a == b,
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    let streams_ok = match (&current.streams, &renewed.streams) {
+        (Some(a), Some(b)) => b.iter().all(|s| a.contains(s)),
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    current.app_id == renewed.app_id
+        && current.user_id == renewed.user_id
+        && room_ok
+        && streams_ok
+        && renewed.privileges.iter().all(|p| current.has(p))
 }
 
 /// Current Unix time in seconds.
@@ -151,6 +195,7 @@ mod tests {
     use super::*;
 
     const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    const M: u64 = 86_400;
 
     fn claims(exp: u64) -> Claims {
         Claims {
@@ -159,6 +204,8 @@ mod tests {
             room_id: Some("lobby".into()),
             privileges: vec!["login".into(), "publish".into()],
             streams: None,
+            nbf: None,
+            dk: None,
             iat: 100,
             exp,
         }
@@ -168,18 +215,68 @@ mod tests {
     fn login_checks_have_distinct_codes() {
         let key = parse_secret(SECRET).unwrap();
         let t = mint(&key, &claims(1000)).unwrap();
-        assert!(verify_login(Some(&key), 7, &t, "door", "lobby", 500).is_ok());
-        assert_eq!(verify_login(Some(&key), 7, &t, "door", "lobby", 1000), Err(ErrorCode::TOKEN_EXPIRED));
-        assert_eq!(verify_login(Some(&key), 8, &t, "door", "lobby", 500), Err(ErrorCode::APP_ID_MISMATCH));
-        assert_eq!(verify_login(Some(&key), 7, &t, "flat", "lobby", 500), Err(ErrorCode::TOKEN_USER_MISMATCH));
-        assert_eq!(verify_login(Some(&key), 7, &t, "door", "hall", 500), Err(ErrorCode::TOKEN_ROOM_MISMATCH));
-        assert_eq!(verify_login(Some(&key), 7, "garbage", "door", "lobby", 500), Err(ErrorCode::TOKEN_INVALID));
+        assert!(verify_login(Some(&key), 7, &t, "door", "lobby", 500, M).is_ok());
+        assert_eq!(verify_login(Some(&key), 7, &t, "door", "lobby", 1000, M), Err(ErrorCode::TOKEN_EXPIRED));
+        assert_eq!(verify_login(Some(&key), 8, &t, "door", "lobby", 500, M), Err(ErrorCode::APP_ID_MISMATCH));
+        assert_eq!(verify_login(Some(&key), 7, &t, "flat", "lobby", 500, M), Err(ErrorCode::TOKEN_USER_MISMATCH));
+        assert_eq!(verify_login(Some(&key), 7, &t, "door", "hall", 500, M), Err(ErrorCode::TOKEN_ROOM_MISMATCH));
+        assert_eq!(verify_login(Some(&key), 7, "garbage", "door", "lobby", 500, M), Err(ErrorCode::TOKEN_INVALID));
         let other = parse_secret(&SECRET.replace('0', "1")).unwrap();
-        assert_eq!(verify_login(Some(&other), 7, &t, "door", "lobby", 500), Err(ErrorCode::TOKEN_INVALID));
+        assert_eq!(verify_login(Some(&other), 7, &t, "door", "lobby", 500, M), Err(ErrorCode::TOKEN_INVALID));
         let mut c = claims(1000);
         c.privileges = vec!["play".into()];
         let t2 = mint(&key, &c).unwrap();
-        assert_eq!(verify_login(Some(&key), 7, &t2, "door", "lobby", 500), Err(ErrorCode::NO_LOGIN_PRIVILEGE));
+        assert_eq!(verify_login(Some(&key), 7, &t2, "door", "lobby", 500, M), Err(ErrorCode::NO_LOGIN_PRIVILEGE));
+    }
+
+    #[test]
+    fn times_are_checked_with_their_own_codes() {
+        let key = parse_secret(SECRET).unwrap();
+        let v = |c: &Claims, now: u64| verify(&key, &mint(&key, c).unwrap(), now, 1000);
+        assert!(v(&claims(1000), 500).is_ok());
+        // Issued in the future beyond the skew; not valid before nbf.
+        let mut c = claims(1400);
+        c.iat = 500 + CLOCK_SKEW_SECS + 1;
+        assert_eq!(v(&c, 500), Err(ErrorCode::TOKEN_NOT_YET_VALID));
+        c.iat = 500 + CLOCK_SKEW_SECS;
+        assert!(v(&c, 500).is_ok(), "a clock a little ahead is tolerated");
+        let mut c = claims(1000);
+        c.nbf = Some(700);
+        assert_eq!(v(&c, 500), Err(ErrorCode::TOKEN_NOT_YET_VALID));
+        assert!(v(&c, 690).is_ok());
+        // Longer than the server allows: from iat, or from now (exp = u64::MAX).
+        assert_eq!(v(&claims(1101), 500), Err(ErrorCode::TOKEN_LIFETIME_TOO_LONG));
+        let mut c = claims(u64::MAX);
+        c.iat = 500;
+        assert_eq!(v(&c, 500), Err(ErrorCode::TOKEN_LIFETIME_TOO_LONG));
+    }
+
+    #[test]
+    fn admin_codes_and_renewal_scope() {
+        let key = parse_secret(SECRET).unwrap();
+        let t = mint(&key, &claims(1000)).unwrap();
+        assert_eq!(verify_admin(&key, 7, &t, 500, M), Err(ErrorCode::ADMIN_FORBIDDEN));
+        assert_eq!(verify_admin(&key, 8, &t, 500, M), Err(ErrorCode::ADMIN_UNAUTHORIZED));
+        assert_eq!(verify_admin(&key, 7, &t, 1000, M), Err(ErrorCode::ADMIN_UNAUTHORIZED));
+        let cur = claims(1000);
+        let mut r = claims(2000);
+        assert!(renewal_within(&cur, &r));
+        r.privileges.push("admin".into());
+        assert!(!renewal_within(&cur, &r), "no new privilege");
+        let mut r = claims(2000);
+        r.room_id = None;
+        assert!(!renewal_within(&cur, &r), "no wider room");
+        let mut r = claims(2000);
+        r.streams = Some(vec!["a".into()]);
+        assert!(renewal_within(&cur, &r), "narrowing is fine");
+        let mut narrow = cur.clone();
+        narrow.streams = Some(vec!["a".into()]);
+        let mut r = claims(2000);
+        r.streams = Some(vec!["a".into(), "b".into()]);
+        assert!(!renewal_within(&narrow, &r), "no new stream");
+        r.privileges = vec!["login".into()];
+        r.streams = Some(vec!["a".into()]);
+        assert!(renewal_within(&narrow, &r));
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
         room_id: a.room,
         privileges: a.privileges,
         streams: a.streams,
+        nbf: None,
+        dk: None,
         iat: now,
         exp: now + a.ttl,
     };
@@ -135,16 +137,20 @@ pub fn check_config(file: &Path, kind: Option<ConfigKind>) -> anyhow::Result<Exi
             _ => ConfigKind::Server,
         }
     });
+    // Valid but unsafe in the field: WARN on stderr, exit 0. Invalid: the error, exit 78.
     let result = match kind {
-        ConfigKind::Server => {
-            ServerConfig::load(Some(file), &callbox::config_file::callbox_env()).and_then(|c| c.check_exposure())
-        }
+        ConfigKind::Server => ServerConfig::load(Some(file), &callbox::config_file::callbox_env())
+            .and_then(|c| c.check_exposure().map(|_| c.warnings())),
         ConfigKind::Device => {
-            callbox::device::config::DeviceConfig::load(Some(file), &callbox::config_file::callbox_env()).map(|_| ())
+            callbox::device::config::DeviceConfig::load(Some(file), &callbox::config_file::callbox_env())
+                .map(|c| c.warnings())
         }
     };
     match result {
-        Ok(()) => {
+        Ok(warnings) => {
+            for w in &warnings {
+                eprintln!("WARN: {w}");
+            }
             println!("{}: valid", file.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -106,6 +106,11 @@ impl ServerUrl {
         self.port
     }
 
+    /// The path (the signalling path when the URL names none).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     /// `host:port`, bracketed for IPv6, for connecting and resolving.
     pub fn authority(&self) -> String {
         if self.host.contains(':') {

@@ -493,6 +493,8 @@ fn webrtcbin_whip_publisher_and_whep_player_are_never_dropped_while_media_flows(
         room_id: None,
         privileges: vec!["login".into(), "publish".into(), "play".into()],
         streams: None,
+        nbf: None,
+        dk: None,
         iat: now,
         exp: now + 3600,
     };

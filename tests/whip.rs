@@ -19,11 +19,25 @@ fn python() -> String {
 
 /// Runs the aiortc client and returns its JSON line.
 async fn aiortc(mode: &str, url: String, token: String, seconds: &str) -> serde_json::Value {
+    aiortc_trusting(mode, url, token, seconds, None).await
+}
+
+/// The same, trusting `ca` for https URLs.
+pub async fn aiortc_trusting(
+    mode: &str,
+    url: String,
+    token: String,
+    seconds: &str,
+    ca: Option<std::path::PathBuf>,
+) -> serde_json::Value {
     let seconds = seconds.to_string();
     let mode = mode.to_string();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/whip_client.py"))
+        let mut cmd = Command::new(python());
+        if let Some(ca) = &ca {
+            cmd.env("SSL_CERT_FILE", ca);
+        }
+        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/whip_client.py"))
             .args([&mode, &url, &token, &seconds])
             .output()
             .expect("python with aiortc (scripts/install-deps.sh makes ~/.cache/callbox-venv)")
@@ -40,14 +54,14 @@ async fn aiortc_publishes_over_whip_and_an_engine_decodes_it() {
     let server = Server::start("");
     let (flat, mut ev) = media_engine(&server.url());
     flat.login_room("lobby", user("flat"), notify()).await.unwrap();
-    let publish_token = token(APP, SECRET, "obs", Some("lobby"), &["publish"], 600);
+    let publish_token = token(APP, SECRET, "obs", Some("lobby"), &["login", "publish"], 600);
     let url = format!("http://{}/whip/v1/{APP}/lobby/cam-1", server.addr);
-    let client = tokio::spawn(aiortc("publish", url, publish_token, "6"));
+    let client = tokio::spawn(aiortc("publish", url, publish_token.clone(), "6"));
 
     let e = ev.wait("cam-1 added", stream_update("cam-1", UpdateType::Add)).await;
-    assert!(matches!(&e, EngineEvent::RoomStreamUpdate { streams, .. } if streams[0].user.user_id == "whip-cam-1"));
+    assert!(matches!(&e, EngineEvent::RoomStreamUpdate { streams, .. } if streams[0].user.user_id == "obs"));
     assert!(ev.seen.iter().any(|e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Add, users, .. }
-        if users.iter().any(|u| u.user_id == "whip-cam-1"))));
+        if users.iter().any(|u| u.user_id == "obs"))));
     flat.start_playing_stream("cam-1").await.unwrap();
     ev.wait("aiortc's video rendered", rendered("cam-1")).await;
     let q = ev
@@ -65,9 +79,36 @@ async fn aiortc_publishes_over_whip_and_an_engine_decodes_it() {
     // DELETE: the stream and the WHIP user leave the room.
     ev.wait("cam-1 deleted", stream_update("cam-1", UpdateType::Delete)).await;
     ev.wait("whip user left", |e| {
-        matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, users, .. } if users.iter().any(|u| u.user_id == "whip-cam-1"))
+        matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, users, .. } if users.iter().any(|u| u.user_id == "obs"))
     })
     .await;
+
+    // The token's user is logged in over signalling: the WHIP stream joins that user, who
+    // is not kicked, and stays when the WHIP publish ends.
+    let (obs, mut obs_ev) = engine(&server.url());
+    obs.login_room("lobby", user("obs"), notify()).await.unwrap();
+    ev.wait("obs logged in", |e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Add, users, .. } if users.iter().any(|u| u.user_id == "obs"))).await;
+    let url = format!("http://{}/whip/v1/{APP}/lobby/cam-2", server.addr);
+    let r = aiortc("publish", url, publish_token, "3").await;
+    assert_eq!(r["status"], 201, "{r}");
+    let e = ev.wait("cam-2 added", stream_update("cam-2", UpdateType::Add)).await;
+    assert!(matches!(&e, EngineEvent::RoomStreamUpdate { streams, .. } if streams[0].user.user_id == "obs"));
+    ev.wait("cam-2 deleted", stream_update("cam-2", UpdateType::Delete)).await;
+    obs.set_room_extra_info("still", "here").await.expect("the signalling user was not kicked");
+    assert!(
+        !ev.seen.iter().rev().take_while(|e| !matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Add, .. })).any(|e| matches!(e,
+            EngineEvent::RoomUserUpdate { update: UpdateType::Delete, users, .. } if users.iter().any(|u| u.user_id == "obs"))),
+        "the user stayed: {:?}",
+        ev.seen
+    );
+    assert!(
+        !obs_ev.seen.iter().any(|e| matches!(
+            e,
+            EngineEvent::RoomStateChanged { reason: callbox::engine::RoomStateReason::KickOut, .. }
+        ))
+    );
+    let _ = obs_ev.drain_for(std::time::Duration::from_millis(10)).await;
+    obs.destroy().await;
     flat.destroy().await;
 }
 
@@ -114,7 +155,9 @@ async fn whip_and_whep_refuse_bad_requests_with_the_reason() {
     let server = Server::start("");
     let addr = server.http();
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
-    let publish = token(APP, SECRET, "obs", Some("lobby"), &["publish"], 600);
+    let publish = token(APP, SECRET, "obs", Some("lobby"), &["login", "publish"], 600);
+    let no_login = token(APP, SECRET, "obs", Some("lobby"), &["publish"], 600);
+    let anyone = token(APP, SECRET, "*", Some("lobby"), &["login", "publish"], 600);
     let play_only = token(APP, SECRET, "obs", Some("lobby"), &["play"], 600);
     let other_room = token(APP, SECRET, "obs", Some("garage"), &["publish", "play"], 600);
     let expired = token(APP, SECRET, "obs", None, &["publish"], -10);
@@ -146,6 +189,22 @@ async fn whip_and_whep_refuse_bad_requests_with_the_reason() {
             sdp,
             403,
             "publish privilege",
+        ),
+        (
+            "publish without login",
+            whip.clone(),
+            vec![("Content-Type", "application/sdp".into()), ("Authorization", bearer(&no_login))],
+            sdp,
+            403,
+            "needs login",
+        ),
+        (
+            "a * token",
+            whip.clone(),
+            vec![("Content-Type", "application/sdp".into()), ("Authorization", bearer(&anyone))],
+            sdp,
+            403,
+            "token's user",
         ),
         (
             "another room's token",

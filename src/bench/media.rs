@@ -203,6 +203,8 @@ async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) ->
         room_id: None,
         privileges: vec!["login".into(), "play".into()],
         streams: None,
+        nbf: None,
+        dk: None,
         iat: now,
         exp: now + 3600,
     };

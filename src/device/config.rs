@@ -61,12 +61,31 @@ pub struct ServerSection {
     pub ca_file: Option<String>,
     /// The AppID.
     pub app_id: u32,
-    /// AppSign: the app secret (64 hex); the device mints its own tokens.
+    /// AppSign: the app secret (64 hex); the device mints its own tokens. For development:
+    /// whoever reads the SD card can mint any token of the app.
     #[serde(default)]
     pub app_sign: Option<String>,
-    /// Or a token from the integrator's backend.
+    /// A fixed token from the integrator's backend (never renewed).
     #[serde(default)]
     pub token: Option<String>,
+    /// A file holding the current token, rotated by a provisioning agent; read again before
+    /// every login and renewal.
+    #[serde(default)]
+    pub token_file: Option<String>,
+    /// A device key (`cbk_...`, from the server's admin API): exchanged for short-lived
+    /// tokens at the server's `/api/v1/token`.
+    #[serde(default)]
+    pub device_key: Option<String>,
+    /// A file holding the device key (better than the key in this file).
+    #[serde(default)]
+    pub device_key_file: Option<String>,
+    /// The integrator's token endpoint (https): the device POSTs with `token_url_secret` as
+    /// the bearer and expects `{"token": "..."}`.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// The per-device secret for `token_url`.
+    #[serde(default)]
+    pub token_url_secret: Option<String>,
 }
 
 /// `[room]`.
@@ -287,16 +306,7 @@ impl DeviceConfig {
         if self.server.app_id == 0 {
             return Err(ConfigError::value("server.app_id", "must be set (non-zero)"));
         }
-        match (&self.server.app_sign, &self.server.token) {
-            (Some(s), None) => {
-                crate::auth::parse_secret(s).map_err(|e| ConfigError::value("server.app_sign", e.to_string()))?;
-            }
-            (None, Some(t)) if !t.is_empty() => {}
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::value("server.app_sign", "set either app_sign or token, not both"));
-            }
-            _ => return Err(ConfigError::value("server.app_sign", "set app_sign (64 hex) or token")),
-        }
+        super::credentials::Credentials::from_config(self)?;
         ids::check_room_id(&self.room.room_id)
             .map_err(|c| ConfigError::value("room.room_id", format!("invalid room ID (code {})", c.0)))?;
         ids::check_user_id(&self.room.user_id)
@@ -353,6 +363,33 @@ impl DeviceConfig {
             (Some(s), _) => crate::engine::Auth::AppSign(s.clone()),
             (None, t) => crate::engine::Auth::Token(t.clone().unwrap_or_default()),
         }
+    }
+
+    /// What is valid but unsafe in the field (check-config and doctor WARN, the daemon logs
+    /// them at start): a cleartext server URL to another host, the app secret on the device,
+    /// a token that is never renewed.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(u) = self.server_url()
+            && !u.is_tls()
+            && !u.is_loopback()
+        {
+            out.push(format!(
+                "server.url: {} is cleartext ws:// to another host: the token and signalling can be read on the way; use wss://",
+                self.server.url
+            ));
+        }
+        if self.server.app_sign.is_some() {
+            out.push(
+                "server.app_sign: this device holds the app secret: whoever reads its storage can mint any token of the app \
+                 (admin and door included); use device_key, token_url or token_file"
+                    .into(),
+            );
+        }
+        if self.server.token.is_some() {
+            out.push("server.token: a fixed token is never renewed; the device stops at its expiry; use device_key, token_url or token_file".into());
+        }
+        out
     }
 
     /// The call mode.

@@ -91,6 +91,10 @@ pub async fn checks(path: &Path) -> Vec<Check> {
     out.push(encoder_check(media.as_ref().map(|m| m.encoder.as_str()).unwrap_or("auto")));
     let Some(cfg) = cfg else { return out };
     out.push(gpio(&cfg));
+    for w in cfg.warnings() {
+        let (key, text) = w.split_once(": ").unwrap_or(("config", &w));
+        out.push(Check::new(Level::Warn, "config", format!("{key}: {text}"), None));
+    }
     let (reachable, health) = server_check(&cfg, &mut out).await;
     if reachable {
         out.push(credentials(&cfg).await);
@@ -321,14 +325,6 @@ async fn server_check(cfg: &DeviceConfig, out: &mut Vec<Check>) -> (bool, Option
     match dialer.request("GET", "/healthz", &[], Vec::new(), Duration::from_secs(3)).await {
         Ok(answer) => {
             out.push(Check::new(Level::Pass, "server", format!("{url} {what} ({})", dialer.url().authority()), None));
-            if !dialer.url().is_tls() && !dialer.url().is_loopback() {
-                out.push(Check::new(
-                    Level::Warn,
-                    "server",
-                    format!("{url} is cleartext: the token and signalling can be read on the way"),
-                    Some("use a wss:// URL (README: Deploying on the internet)"),
-                ));
-            }
             (true, Some(health(&answer)))
         }
         Err(e) => {
@@ -393,7 +389,31 @@ async fn credentials(cfg: &DeviceConfig) -> Check {
         };
     }
     use crate::engine::{Engine, EngineProfile, ReconnectPolicy, RoomConfig, UserInfo};
-    let auth = cfg.auth();
+    let creds = match super::credentials::Credentials::from_config(cfg) {
+        Ok(c) => c,
+        Err(e) => return Check::new(Level::Fail, "credentials", e.to_string(), Some("fix the named key")),
+    };
+    let mut token = None;
+    if creds.fetches() {
+        match creds.fetch().await {
+            Ok(t) => token = Some(t),
+            Err(e) => {
+                let hint = match e.code {
+                    ErrorCode::DEVICE_KEY_INVALID | ErrorCode::DEVICE_KEY_REVOKED => {
+                        "the key is unknown or revoked: ask the administrator for a new one"
+                    }
+                    _ => "check the token source and its reachability",
+                };
+                return Check::new(
+                    Level::Fail,
+                    "credentials",
+                    format!("no token from {}: {e} (code {})", creds.kind(), e.code.0),
+                    Some(hint),
+                );
+            }
+        }
+    }
+    let auth = creds.engine_auth();
     let mut p = EngineProfile::new(cfg.server.app_id, auth, cfg.server.url.clone());
     p.ca_file = cfg.server.ca_file.clone().map(Into::into);
     p.reconnect = ReconnectPolicy {
@@ -411,7 +431,7 @@ async fn credentials(cfg: &DeviceConfig) -> Check {
         );
     };
     let user = UserInfo { user_id: cfg.room.user_id.clone(), user_name: cfg.room.user_name.clone() };
-    let login = engine.login_room(&cfg.room.room_id, user, RoomConfig::default());
+    let login = engine.login_room(&cfg.room.room_id, user, RoomConfig { token, is_user_status_notify: false });
     let r = tokio::time::timeout(Duration::from_secs(6), login).await;
     engine.destroy().await;
     match r {

@@ -15,6 +15,7 @@ pub mod buttons;
 pub mod call;
 pub mod config;
 pub mod control;
+pub mod credentials;
 pub mod daemon;
 pub mod doctor;
 pub mod gpio;

@@ -42,6 +42,21 @@ pub struct Status {
     pub chimes: u64,
     /// The most recent errors, oldest first.
     pub last_errors: Vec<ErrorEntry>,
+    /// Where the device's tokens come from and how renewal goes.
+    #[serde(default)]
+    pub credentials: CredentialStatus,
+}
+
+/// The credentials part of the status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CredentialStatus {
+    /// `device_key`, `token_url`, `token_file`, `token` or `app_sign`.
+    pub source: String,
+    /// When the current token expires (Unix seconds; 0: unknown or minted by the engine).
+    pub expires_at: u64,
+    /// The last renewal failure, cleared by the next success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_error: Option<String>,
 }
 
 /// The room part of the status.

@@ -47,6 +47,8 @@ pub struct EngineProfile {
     pub server: String,
     /// A private CA (PEM) that signs the server's certificate; `None`: the system's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// AppSign: the lifetime of the tokens the engine mints (and renews before they expire).
+    pub app_sign_ttl: Duration,
     /// Reconnect backoff and limit (library default: give up after 20 minutes).
     pub reconnect: ReconnectPolicy,
     /// Media (capture, encoding, WebRTC, playback). `None`: signalling only, no GStreamer.
@@ -61,6 +63,7 @@ impl EngineProfile {
             auth,
             server: server.into(),
             ca_file: None,
+            app_sign_ttl: super::session::APP_SIGN_TTL,
             reconnect: ReconnectPolicy::default(),
             media: None,
         }
@@ -121,6 +124,7 @@ impl Engine {
             Auth::Token(t) => (None, Some(t.clone())),
         };
         let cfg = SessionConfig {
+            app_sign_ttl: profile.app_sign_ttl,
             app_id: profile.app_id,
             app_sign_key,
             policy: profile.reconnect.clone(),

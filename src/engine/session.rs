@@ -86,10 +86,12 @@ pub struct SessionConfig {
     pub login_timeout: Duration,
     /// Seed for the backoff jitter.
     pub seed: u64,
+    /// Lifetime of the tokens minted in AppSign mode.
+    pub app_sign_ttl: Duration,
 }
 
-/// Lifetime of self-minted (AppSign) tokens.
-const APP_SIGN_TTL: u64 = 3600;
+/// Lifetime of the tokens an AppSign engine mints for itself.
+pub const APP_SIGN_TTL: Duration = Duration::from_secs(3600);
 /// How long logout waits for the server's confirmation.
 const LOGOUT_WAIT: Duration = Duration::from_secs(2);
 /// Network quality events interval.
@@ -560,6 +562,13 @@ impl Session {
                 }
             }
             ServerMsg::TokenWillExpire { room_id, remaining_secs } => {
+                // AppSign: the engine holds the secret and renews by itself; the event is
+                // still told, for applications that watch it.
+                if let Some(token) = self.self_signed_token(now) {
+                    tracing::info!(remaining_secs, "token expires soon; renewing it (AppSign)");
+                    let req = self.request(Pending::Simple(0));
+                    self.send(ClientMsg::RenewToken { req, token });
+                }
                 self.emit(EngineEvent::RoomTokenWillExpire { room_id, remaining_secs });
             }
             ServerMsg::MediaAnswer { req, stream_id, sdp } => {
@@ -646,21 +655,9 @@ impl Session {
         }
         let Some(room) = &self.room else { return };
         let (room_id, user, user_status_notify) = (room.room_id.clone(), room.user.clone(), room.notify);
-        let token = match (&room.token, &self.cfg.app_sign_key) {
-            (Some(t), _) => t.clone(),
-            (None, Some(key)) => {
-                let claims = Claims {
-                    app_id: self.cfg.app_id,
-                    user_id: user.user_id.clone(),
-                    room_id: Some(room_id.clone()),
-                    privileges: vec!["login".into(), "publish".into(), "play".into()],
-                    streams: None,
-                    iat: unix_secs,
-                    exp: unix_secs + APP_SIGN_TTL,
-                };
-                auth::mint(key, &claims).unwrap_or_default()
-            }
-            (None, None) => String::new(),
+        let token = match &room.token {
+            Some(t) => t.clone(),
+            None => self.mint(unix_secs).unwrap_or_default(),
         };
         let req = self.request(Pending::Login);
         let app_id = self.cfg.app_id;
@@ -673,6 +670,32 @@ impl Session {
             user,
             user_status_notify,
         });
+    }
+
+    /// A fresh AppSign token for the room's user and room, when the engine holds the secret
+    /// and the application gave no token of its own.
+    fn mint(&self, unix_secs: u64) -> Option<String> {
+        let room = self.room.as_ref()?;
+        let key = self.cfg.app_sign_key.as_ref()?;
+        if room.token.is_some() {
+            return None;
+        }
+        let claims = Claims {
+            app_id: self.cfg.app_id,
+            user_id: room.user.user_id.clone(),
+            room_id: Some(room.room_id.clone()),
+            privileges: vec!["login".into(), "publish".into(), "play".into()],
+            streams: None,
+            dk: None,
+            nbf: None,
+            iat: unix_secs,
+            exp: unix_secs + self.cfg.app_sign_ttl.as_secs(),
+        };
+        auth::mint(key, &claims).ok()
+    }
+
+    fn self_signed_token(&self, now: Instant) -> Option<String> {
+        self.mint(self.unix_at(now))
     }
 
     /// Login or resume answered: we are in the room.

@@ -57,6 +57,7 @@ impl Net {
 
     fn add(&mut self, policy: ReconnectPolicy) -> usize {
         let cfg = SessionConfig {
+            app_sign_ttl: super::APP_SIGN_TTL,
             app_id: 1,
             app_sign_key: Some(auth::parse_secret(SECRET).unwrap()),
             policy,
@@ -110,7 +111,7 @@ impl Net {
                             self.clients[i].s.handle_message(at, epoch, msg);
                         }
                     }
-                    SrvOut::Media(_) => {}
+                    SrvOut::Media(_) | SrvOut::SaveDeviceKeys(_) => {}
                     SrvOut::Close(conn) => {
                         if let Some(i) = self.client_of(conn) {
                             let epoch = self.clients[i].conn.take().unwrap().0;

@@ -310,6 +310,18 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// What is valid but unsafe in the field (check-config WARNs, the server logs at start).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.tls_enabled() && self.listen_addr().is_ok_and(|a| !a.ip().is_loopback()) {
+            out.push(format!(
+                "listen: {} serves plain http/ws to other hosts: tokens travel in cleartext and browsers elsewhere cannot use the camera; set [tls] cert/key or [tls.acme]",
+                self.listen
+            ));
+        }
+        out
+    }
+
     /// Whether the listen port speaks TLS.
     pub fn tls_enabled(&self) -> bool {
         !self.tls.cert.is_empty() || self.tls.acme.is_some()

@@ -48,6 +48,9 @@ pub fn router(hub: Hub, dev: bool) -> Router {
         .route("/api/v1/apps/{app_id}/rooms", get(list_rooms))
         .route("/api/v1/apps/{app_id}/rooms/{room_id}", get(room))
         .route("/api/v1/apps/{app_id}/rooms/{room_id}/users/{user_id}", delete(kick))
+        .route("/api/v1/apps/{app_id}/device-keys", post(create_device_key).get(list_device_keys))
+        .route("/api/v1/apps/{app_id}/device-keys/{id}", delete(revoke_device_key))
+        .route("/api/v1/token", post(device_token))
         .route("/whip/v1/{app_id}/{room_id}/{stream_id}", post(whip::whip_post))
         .route("/whip/v1/{app_id}/{room_id}/{stream_id}/{session}", delete(whip::whip_delete))
         .route("/whep/v1/{app_id}/{room_id}/{stream_id}", post(whip::whep_post))
@@ -79,6 +82,8 @@ async fn dev_token(
         room_id: Some(room.clone()),
         privileges: ["login", "publish", "play", "door"].map(String::from).to_vec(),
         streams: None,
+        nbf: None,
+        dk: None,
         iat: now,
         exp: now + DEV_TOKEN_SECS,
     };
@@ -139,43 +144,57 @@ pub(super) fn error(status: StatusCode, code: ErrorCode, message: &str) -> Respo
     (status, Json(json!({"code": code.0, "name": code.name(), "message": message}))).into_response()
 }
 
-/// Checks the bearer token against the app; returns the app ID.
-async fn authorize(hub: &Hub, app_id: &str, headers: &HeaderMap) -> Result<u32, Response> {
-    let not_found = || error(StatusCode::NOT_FOUND, ErrorCode::ADMIN_NOT_FOUND, "no such app");
-    let app_id: u32 = app_id.parse().map_err(|_| not_found())?;
-    let token = headers
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string)
+        .map(|t| t.trim().to_string())
+}
+
+fn refused(r: super::registry::Refusal) -> Response {
+    error(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST), r.code, &r.message)
+}
+
+/// Checks the bearer token against the app (and the room the request is about); returns
+/// the app ID and the token's claims. 401 for a missing, malformed or expired token, 403
+/// for a valid one without `admin` or limited to another room.
+async fn authorize(
+    hub: &Hub,
+    app_id: &str,
+    room_id: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<(u32, auth::Claims), Response> {
+    let not_found = || error(StatusCode::NOT_FOUND, ErrorCode::ADMIN_NOT_FOUND, "no such app");
+    let app_id: u32 = app_id.parse().map_err(|_| not_found())?;
+    let token = bearer(headers)
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, ErrorCode::ADMIN_UNAUTHORIZED, "missing bearer token"))?;
-    let key = hub.with(move |reg, _| reg.app_key(app_id).map(<[u8]>::to_vec)).await.flatten().ok_or_else(not_found)?;
-    auth::verify_admin(&key, app_id, &token, auth::unix_now()).map_err(|_| {
-        error(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::ADMIN_UNAUTHORIZED,
-            "token invalid, expired or without the admin privilege",
-        )
-    })?;
-    Ok(app_id)
+    let room = room_id.map(str::to_string);
+    let claims = hub
+        .with(move |reg, now| reg.admin_claims(app_id, &token, room.as_deref(), now))
+        .await
+        .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down"))?
+        .map_err(refused)?;
+    Ok((app_id, claims))
 }
 
 async fn list_rooms(State(hub): State<Hub>, Path(app_id): Path<String>, headers: HeaderMap) -> Response {
-    let app_id = match authorize(&hub, &app_id, &headers).await {
+    let (app_id, claims) = match authorize(&hub, &app_id, None, &headers).await {
         Ok(a) => a,
         Err(r) => return r,
     };
     let rooms = hub.with(move |reg, _| reg.list_rooms(app_id)).await.flatten().unwrap_or_default();
     let rooms: Vec<_> = rooms
         .into_iter()
+        .filter(|(room_id, _, _)| claims.room_id.as_ref().is_none_or(|r| r == room_id))
         .map(|(room_id, users, streams)| json!({"room_id": room_id, "user_count": users, "stream_count": streams}))
         .collect();
     Json(json!({"app_id": app_id, "rooms": rooms})).into_response()
 }
 
 async fn room(State(hub): State<Hub>, Path((app_id, room_id)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    let app_id = match authorize(&hub, &app_id, &headers).await {
-        Ok(a) => a,
+    let app_id = match authorize(&hub, &app_id, Some(&room_id), &headers).await {
+        Ok((a, _)) => a,
         Err(r) => return r,
     };
     match hub.with(move |reg, _| reg.room_view(app_id, &room_id)).await.flatten() {
@@ -189,8 +208,8 @@ async fn kick(
     Path((app_id, room_id, user_id)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let app_id = match authorize(&hub, &app_id, &headers).await {
-        Ok(a) => a,
+    let app_id = match authorize(&hub, &app_id, Some(&room_id), &headers).await {
+        Ok((a, _)) => a,
         Err(r) => return r,
     };
     let (r, u) = (room_id.clone(), user_id.clone());
@@ -198,5 +217,78 @@ async fn kick(
         Json(json!({"kicked": true, "room_id": room_id, "user_id": user_id})).into_response()
     } else {
         error(StatusCode::NOT_FOUND, ErrorCode::ADMIN_NOT_FOUND, "no such user in this room")
+    }
+}
+
+/// `POST /api/v1/apps/{app_id}/device-keys` `{"user_id", "room_id"?, "privileges"?}`: the
+/// new key, shown this once.
+async fn create_device_key(
+    State(hub): State<Hub>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (app_id, claims) = match authorize(&hub, &app_id, None, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let req: super::registry::NewDeviceKey = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, ErrorCode::ADMIN_BAD_REQUEST, &format!("body: {e}")),
+    };
+    match hub.with(move |reg, now| reg.create_device_key(app_id, &claims, req, now)).await {
+        Some(Ok((rec, key))) => (
+            StatusCode::CREATED,
+            Json(json!({"id": rec.id, "key": key, "app_id": rec.app_id, "user_id": rec.user_id,
+                "room_id": rec.room_id, "privileges": rec.privileges, "created": rec.created})),
+        )
+            .into_response(),
+        Some(Err(r)) => refused(r),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down"),
+    }
+}
+
+/// `GET /api/v1/apps/{app_id}/device-keys`: the keys, without secrets.
+async fn list_device_keys(State(hub): State<Hub>, Path(app_id): Path<String>, headers: HeaderMap) -> Response {
+    let (app_id, claims) = match authorize(&hub, &app_id, None, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let keys = hub.with(move |reg, _| reg.list_device_keys(app_id, &claims)).await.unwrap_or_default();
+    Json(json!({"app_id": app_id, "device_keys": keys})).into_response()
+}
+
+/// `DELETE /api/v1/apps/{app_id}/device-keys/{id}`: revokes the key and ends its sessions.
+async fn revoke_device_key(
+    State(hub): State<Hub>,
+    Path((app_id, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (app_id, claims) = match authorize(&hub, &app_id, None, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let key = id.clone();
+    match hub.with(move |reg, now| reg.revoke_device_key(app_id, &claims, &key, now)).await.flatten() {
+        Some(n) => Json(json!({"revoked": true, "id": id, "sessions_ended": n})).into_response(),
+        None => error(StatusCode::NOT_FOUND, ErrorCode::ADMIN_NOT_FOUND, "no such device key"),
+    }
+}
+
+/// `POST /api/v1/token` with a device key as the bearer: a short-lived token for the key's
+/// user, room and privileges.
+async fn device_token(
+    State(hub): State<Hub>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(key) = bearer(&headers) else {
+        return error(StatusCode::UNAUTHORIZED, ErrorCode::DEVICE_KEY_INVALID, "send the device key as a bearer token");
+    };
+    let peer = peer.map(|p| p.0.0.ip());
+    match hub.with(move |reg, now| reg.device_token(&key, peer, now)).await {
+        Some(Ok(t)) => Json(t).into_response(),
+        Some(Err(r)) => refused(r),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down"),
     }
 }

@@ -3,6 +3,7 @@
 //! queue. A connection whose queue is full is closed (its session stays in its grace period
 //! and can resume), so a slow client never holds up the others.
 
+use crate::server::device_keys::DeviceKeys;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -76,11 +77,16 @@ impl Drop for LiveGuard {
 
 impl Hub {
     /// Starts the hub task for `cfg`, with the media relay `sfu` (if media is enabled).
-    pub fn spawn(cfg: &ServerConfig, sfu: Option<Sfu>) -> Hub {
+    /// `state` is where the device keys live (loaded by the caller; written here on change).
+    pub fn spawn(cfg: &ServerConfig, sfu: Option<Sfu>, state: Option<(std::path::PathBuf, DeviceKeys)>) -> Hub {
         let (tx, rx) = mpsc::channel(HUB_QUEUE);
-        let registry = Registry::new(cfg, std::time::Instant::now());
+        let mut registry = Registry::new(cfg, std::time::Instant::now());
+        let saver = state.map(|(path, keys)| {
+            registry.load_device_keys(keys);
+            state_writer(path)
+        });
         let max_message_bytes = registry.max_message_bytes();
-        tokio::spawn(run(registry, rx, tx.clone(), sfu.clone()));
+        tokio::spawn(run(registry, rx, tx.clone(), sfu.clone(), saver));
         let live = Arc::new((AtomicUsize::new(0), Notify::new()));
         let whip = WhipBuckets { rate: cfg.limits.whip_per_sec, burst: cfg.limits.whip_burst, apps: HashMap::new() };
         Hub {
@@ -168,7 +174,51 @@ impl Hub {
     }
 }
 
-async fn run(mut reg: Registry, mut rx: mpsc::Receiver<Cmd>, me: mpsc::Sender<Cmd>, sfu: Option<Sfu>) {
+/// Loads the device keys stored at `path` (none yet: an empty set).
+pub fn load_device_keys(path: &std::path::Path) -> Result<DeviceKeys, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => DeviceKeys::from_json(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DeviceKeys::default()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The task that writes the device keys file, in order, each time whole (a new file renamed
+/// over the old, readable by the server's user only).
+fn state_writer(path: std::path::PathBuf) -> mpsc::Sender<String> {
+    let (tx, mut rx) = mpsc::channel::<String>(16);
+    tokio::spawn(async move {
+        while let Some(text) = rx.recv().await {
+            let path = path.clone();
+            let r = tokio::task::spawn_blocking(move || write_private(&path, text.as_bytes())).await;
+            if let Ok(Err(e)) = r {
+                tracing::error!(error = %e, hint = "check the state directory's owner and space", "cannot store the device keys; a restart would lose the last change");
+            }
+        }
+    });
+    tx
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+async fn run(
+    mut reg: Registry,
+    mut rx: mpsc::Receiver<Cmd>,
+    me: mpsc::Sender<Cmd>,
+    sfu: Option<Sfu>,
+    saver: Option<mpsc::Sender<String>>,
+) {
     let mut conns: HashMap<ConnId, mpsc::Sender<ToConn>> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -199,7 +249,7 @@ async fn run(mut reg: Registry, mut rx: mpsc::Receiver<Cmd>, me: mpsc::Sender<Cm
             }
             _ = tick.tick() => reg.handle_tick(Now::system()),
         }
-        deliver(&mut reg, &mut conns, &me, sfu.as_ref());
+        deliver(&mut reg, &mut conns, &me, sfu.as_ref(), saver.as_ref());
         if let Some(reply) = done {
             let _ = reply.send(());
         }
@@ -211,6 +261,7 @@ fn deliver(
     conns: &mut HashMap<ConnId, mpsc::Sender<ToConn>>,
     me: &mpsc::Sender<Cmd>,
     sfu: Option<&Sfu>,
+    saver: Option<&mpsc::Sender<String>>,
 ) {
     let mut overflowed = Vec::new();
     while let Some(out) = reg.poll_output() {
@@ -237,6 +288,14 @@ fn deliver(
                 }
             }
             Output::Media(m) => media(m, me, sfu),
+            Output::SaveDeviceKeys(text) => match saver {
+                Some(s) => {
+                    if s.try_send(text).is_err() {
+                        tracing::error!("the device keys writer is behind; this change is not stored yet");
+                    }
+                }
+                None => tracing::warn!("no state directory: device keys live in memory only until the server stops"),
+            },
         }
     }
     for id in overflowed {

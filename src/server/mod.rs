@@ -7,6 +7,7 @@
 
 mod accept;
 pub mod config;
+pub mod device_keys;
 mod http;
 mod hub;
 mod limits;
@@ -27,6 +28,9 @@ pub const DEV_APP_ID: u32 = 1234;
 /// The dev app's public secret.
 pub const DEV_SECRET: &str = "6b1c1f0e2d3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344";
 pub use hub::Hub;
+
+/// The device keys' file in the state directory.
+pub const DEVICE_KEYS_FILE: &str = "device-keys.json";
 
 /// A running server: its address and a handle to stop it.
 pub struct RunningServer {
@@ -77,14 +81,13 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
     };
     let media_addr = sfu.as_ref().map(|s| s.addr);
     let (tls, cert_files) = tls_config(&cfg)?;
-    if tls.is_none() && !addr.ip().is_loopback() {
-        tracing::warn!(
-            %addr,
-            hint = "set [tls] cert/key or [tls.acme] (docs: README, Deploying on the internet)",
-            "serving plain http/ws on a reachable address: tokens and the page travel in cleartext, and browsers on other hosts cannot use the camera"
-        );
+    for w in cfg.warnings() {
+        tracing::warn!(hint = "docs: README, Deploying on the internet", "{w}");
     }
-    let hub = Hub::spawn(&cfg, sfu);
+    let keys_file = cfg.state_path().join(DEVICE_KEYS_FILE);
+    let keys = hub::load_device_keys(&keys_file)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("device keys: {e}")))?;
+    let hub = Hub::spawn(&cfg, sfu, Some((keys_file, keys)));
     let app = http::router(hub.clone(), cfg.dev);
     let gate = accept::Gate::new(cfg.limits.max_pending, cfg.limits.max_pending_per_ip);
     let handshake = std::time::Duration::from_secs(cfg.limits.handshake_secs);

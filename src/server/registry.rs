@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 mod admin;
+mod keys;
 mod media;
 mod room;
 mod whip;
 
 pub use admin::{RoomView, UserView};
+pub use keys::{IssuedToken, NewDeviceKey};
 pub use media::MediaOut;
-pub use whip::Refusal;
+pub use whip::whip_media_session;
 
 use super::config::{Limits, ServerConfig};
 use super::limits::Bucket;
@@ -43,6 +45,8 @@ pub enum Output {
     Close(ConnId),
     /// Work for the media relay.
     Media(MediaOut),
+    /// The device keys changed: store this (the state file's new content).
+    SaveDeviceKeys(String),
 }
 
 /// The time, as the registry sees it: monotonic for timers, wall clock for tokens.
@@ -89,6 +93,21 @@ const REFUSED_PER_IP_BURST: f64 = 20.0;
 /// Source addresses remembered for that at most (then refilled ones are forgotten).
 const REFUSED_TABLE_MAX: usize = 10_000;
 
+/// Why an HTTP request (WHIP/WHEP, admin, token) is refused: the HTTP status, the callbox code and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 400, 401, 403, 404, 409 or 429.
+    pub status: u16,
+    /// The callbox error code.
+    pub code: ErrorCode,
+    /// What went wrong.
+    pub message: String,
+}
+
+pub(crate) fn refuse(status: u16, code: ErrorCode, message: impl Into<String>) -> Refusal {
+    Refusal { status, code, message: message.into() }
+}
+
 struct Conn {
     session: Option<String>,
     bucket: Bucket,
@@ -112,6 +131,8 @@ struct Session {
     published: BTreeMap<String, String>,
     subscriptions: BTreeSet<String>,
     warned_expiry: bool,
+    /// Told that its token expired (it can no longer publish, offer media or resume).
+    told_expired: bool,
     broadcasts: Bucket,
     backlog: VecDeque<ServerMsg>,
     /// A WHIP publisher: no connection and no heartbeat; ended by DELETE or by its media.
@@ -152,6 +173,9 @@ pub struct Registry {
     out: VecDeque<Output>,
     next_quality: Option<Instant>,
     next_message_id: u64,
+    device_keys: crate::server::device_keys::DeviceKeys,
+    /// WHIP resources by ID.
+    whip: HashMap<String, whip::WhipResource>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
 }
@@ -190,6 +214,8 @@ impl Registry {
             out: VecDeque::new(),
             next_quality: None,
             next_message_id: 1,
+            device_keys: Default::default(),
+            whip: HashMap::new(),
             metrics: Metrics::default(),
         }
     }
@@ -287,6 +313,11 @@ impl Registry {
                 self.remove_session(&sid, ErrorCode::USER_LOGGED_OUT);
                 self.out.push_back(Output::Close(conn));
             }
+            (ClientMsg::Publish { req, .. } | ClientMsg::MediaOffer { req, .. }, Some(sid))
+                if self.token_expired(&sid, now) =>
+            {
+                self.fail(conn, Some(req), ErrorCode::TOKEN_EXPIRED, "the session's token expired; renew it first")
+            }
             (ClientMsg::Publish { req, stream_id, extra_info }, Some(sid)) => {
                 self.publish(conn, req, &sid, stream_id, extra_info)
             }
@@ -349,10 +380,25 @@ impl Registry {
         let unix = now.unix_secs();
         let mut warnings = Vec::new();
         for (sid, s) in self.sessions.iter_mut() {
-            if !s.warned_expiry && s.claims.exp.saturating_sub(unix) <= TOKEN_WARN_SECS {
+            // Half the lifetime for tokens shorter than a minute, so they can still be renewed.
+            let warn = TOKEN_WARN_SECS.min(s.claims.exp.saturating_sub(s.claims.iat) / 2);
+            if !s.warned_expiry && s.claims.exp.saturating_sub(unix) <= warn {
                 s.warned_expiry = true;
                 let remaining_secs = s.claims.exp.saturating_sub(unix);
                 warnings.push((sid.clone(), ServerMsg::TokenWillExpire { room_id: s.room_id.clone(), remaining_secs }));
+            }
+        }
+        for (sid, s) in self.sessions.iter_mut() {
+            if !s.pinned && !s.told_expired && s.claims.exp <= unix {
+                s.told_expired = true;
+                warnings.push((
+                    sid.clone(),
+                    ServerMsg::Error {
+                        req: None,
+                        code: ErrorCode::TOKEN_EXPIRED,
+                        message: "the session's token expired: renew it to publish, offer media or resume".into(),
+                    },
+                ));
             }
         }
         for (sid, msg) in warnings {
@@ -400,7 +446,15 @@ impl Registry {
         };
         // Credentials first (one HMAC, cheap): refused logins are limited on their own, so a
         // flood of garbage tokens cannot lock out the devices whose tokens are good.
-        let claims = match auth::verify_login(Some(&app.key), app_id, token, &user.user_id, &room_id, now.unix_secs()) {
+        let claims = match auth::verify_login(
+            Some(&app.key),
+            app_id,
+            token,
+            &user.user_id,
+            &room_id,
+            now.unix_secs(),
+            self.limits.max_token_secs,
+        ) {
             Ok(c) => c,
             Err(code) => {
                 let peer = self.conns.get(&conn).and_then(|c| c.peer);
@@ -424,6 +478,10 @@ impl Registry {
                 return self.fail(conn, Some(req), code, "token rejected");
             }
         };
+        if let Err(code) = self.check_not_revoked(&claims) {
+            return self.fail(conn, Some(req), code, "the device key of this token was revoked");
+        }
+        let app = self.apps.get_mut(&app_id).expect("checked above");
         if !app.logins.take(now.at) {
             return self.fail(
                 conn,
@@ -456,6 +514,7 @@ impl Registry {
             published: BTreeMap::new(),
             subscriptions: BTreeSet::new(),
             warned_expiry: false,
+            told_expired: false,
             broadcasts: Bucket::new(self.limits.broadcasts_per_sec, self.limits.broadcast_burst, now.at),
             backlog: VecDeque::new(),
             pinned: false,
@@ -506,6 +565,14 @@ impl Registry {
             }
             return self.fail(conn, Some(req), ErrorCode::SESSION_EXPIRED, "session not found; log in again");
         }
+        if self.sessions.get(session_id).is_some_and(|s| s.claims.exp <= now.unix_secs()) {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::TOKEN_EXPIRED,
+                "the session's token expired; log in again with a new token",
+            );
+        }
         let s = self.sessions.get_mut(session_id).expect("checked above");
         let old = s.conn.replace(conn);
         s.last_seen = now.at;
@@ -533,11 +600,23 @@ impl Registry {
             return;
         };
         let key = self.apps.get(&s.app_id).map(|a| a.key.clone());
-        match auth::verify_login(key.as_deref(), s.app_id, token, &s.user.user_id, &s.room_id, now.unix_secs()) {
+        let checked = auth::verify_login(
+            key.as_deref(),
+            s.app_id,
+            token,
+            &s.user.user_id,
+            &s.room_id,
+            now.unix_secs(),
+            self.limits.max_token_secs,
+        )
+        .and_then(|c| self.check_not_revoked(&c).map(|_| c))
+        .and_then(|c| if auth::renewal_within(&s.claims, &c) { Ok(c) } else { Err(ErrorCode::RENEW_TOKEN_ESCALATES) });
+        match checked {
             Ok(claims) => {
                 let s = self.sessions.get_mut(sid).expect("present");
                 s.claims = claims;
                 s.warned_expiry = false;
+                s.told_expired = false;
                 self.send(conn, ServerMsg::Ok { req });
             }
             Err(code) => {
@@ -550,6 +629,11 @@ impl Registry {
                 self.fail(conn, Some(req), code, "renewed token rejected; the old one stays in force")
             }
         }
+    }
+
+    /// A session whose token has expired may keep what it has but start nothing new.
+    fn token_expired(&self, sid: &str, now: Now) -> bool {
+        self.sessions.get(sid).is_some_and(|s| !s.pinned && s.claims.exp <= now.unix_secs())
     }
 
     fn kick_session(&mut self, sid: &str, code: ErrorCode, why: &str, now: Now) {
@@ -579,6 +663,7 @@ impl Registry {
             self.unpublish(sid, &stream, reason);
         }
         let s = self.sessions.remove(sid).expect("present");
+        self.forget_whip_of(sid);
         self.media_out(MediaOut::EndSession(sid.to_string()));
         if let Some(c) = s.conn
             && let Some(conn) = self.conns.get_mut(&c)

@@ -13,6 +13,7 @@ struct World {
     outbox: HashMap<ConnId, Vec<ServerMsg>>,
     closed: Vec<ConnId>,
     media: Vec<MediaOut>,
+    saved: Vec<String>,
 }
 
 impl World {
@@ -21,7 +22,14 @@ impl World {
         cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }, AppConfig { app_id: 2, secret: SECRET.into() }];
         cfg.session.grace_secs = grace_secs;
         let now = Now { at: Instant::now(), unix_ms: 1_000_000_000 };
-        World { reg: Registry::new(&cfg, now.at), now, outbox: HashMap::new(), closed: vec![], media: vec![] }
+        World {
+            reg: Registry::new(&cfg, now.at),
+            now,
+            outbox: HashMap::new(),
+            closed: vec![],
+            media: vec![],
+            saved: vec![],
+        }
     }
 
     fn token(&self, app_id: u32, user: &str, privileges: &[&str], exp_in: u64) -> String {
@@ -31,6 +39,8 @@ impl World {
             room_id: None,
             privileges: privileges.iter().map(|s| s.to_string()).collect(),
             streams: None,
+            nbf: None,
+            dk: None,
             iat: self.now.unix_secs(),
             exp: self.now.unix_secs() + exp_in,
         };
@@ -43,6 +53,7 @@ impl World {
                 Output::Send(c, m) => self.outbox.entry(c).or_default().push(m),
                 Output::Close(c) => self.closed.push(c),
                 Output::Media(m) => self.media.push(m),
+                Output::SaveDeviceKeys(text) => self.saved.push(text),
             }
         }
     }
@@ -298,6 +309,131 @@ fn token_expiry_warned_and_renewed() {
     let fresh = w.token(1, "a", &["login"], 3600);
     w.msg(1, ClientMsg::RenewToken { req: 3, token: fresh });
     assert_eq!(w.take(1), vec![ServerMsg::Ok { req: 3 }]);
+}
+
+#[test]
+fn an_expired_token_binds_the_session_and_a_renewal_cannot_widen_it() {
+    let mut w = World::new(90);
+    w.reg.handle_connect(1, w.now);
+    let token = w.token(1, "a", &["login", "publish"], 40);
+    let login = |token: String| ClientMsg::Login {
+        req: 1,
+        version: 1,
+        app_id: 1,
+        token,
+        room_id: "r".into(),
+        user: UserInfo { user_id: "a".into(), user_name: String::new() },
+        user_status_notify: false,
+    };
+    w.msg(1, login(token));
+    let (sid, resume) = match w.take(1).remove(0) {
+        ServerMsg::LoginOk { session_id, resume_token, .. } => (session_id, resume_token),
+        m => panic!("{m:?}"),
+    };
+    // More privileges than the session had: refused, the old token stays.
+    let wider = w.token(1, "a", &["login", "publish", "admin"], 3600);
+    w.msg(1, ClientMsg::RenewToken { req: 2, token: wider });
+    assert_eq!(error_code(&w.take(1)), Some(ErrorCode::RENEW_TOKEN_ESCALATES));
+    w.advance(Duration::from_secs(41));
+    assert!(
+        w.take(1).iter().any(|m| matches!(m, ServerMsg::Error { req: None, code: ErrorCode::TOKEN_EXPIRED, .. })),
+        "told once the token expired"
+    );
+    w.msg(1, ClientMsg::Publish { req: 3, stream_id: "s".into(), extra_info: String::new() });
+    assert_eq!(error_code(&w.take(1)), Some(ErrorCode::TOKEN_EXPIRED));
+    w.msg(1, offer(4, "s", MediaRole::Publish));
+    assert_eq!(error_code(&w.take(1)), Some(ErrorCode::TOKEN_EXPIRED));
+    // Dropped and back: the resume is refused too.
+    w.reg.handle_disconnect(1, w.now);
+    w.reg.handle_connect(2, w.now);
+    w.msg(2, ClientMsg::Resume { req: 1, version: 1, session_id: sid, resume_token: resume });
+    assert_eq!(error_code(&w.take(2)), Some(ErrorCode::TOKEN_EXPIRED));
+    // A new login with a fresh token replaces the expired session.
+    w.reg.handle_connect(3, w.now);
+    let fresh = w.token(1, "a", &["login", "publish"], 3600);
+    w.msg(3, login(fresh));
+    assert!(matches!(w.take(3)[0], ServerMsg::LoginOk { .. }));
+    // A token from the far future or too long-lived is refused at login.
+    w.reg.handle_connect(4, w.now);
+    let mut c = auth::peek(&w.token(1, "b", &["login"], 60)).unwrap();
+    c.user_id = "a".into();
+    c.exp = u64::MAX;
+    let forever = auth::mint(&auth::parse_secret(SECRET).unwrap(), &c).unwrap();
+    w.msg(4, login(forever));
+    assert_eq!(error_code(&w.take(4)), Some(ErrorCode::TOKEN_LIFETIME_TOO_LONG));
+}
+
+#[test]
+fn device_keys_mint_scoped_tokens_and_revocation_ends_their_sessions() {
+    let mut w = World::new(90);
+    let admin = auth::peek(&w.token(1, "*", &["admin"], 600)).unwrap();
+    let req = |user: &str| NewDeviceKey { user_id: user.into(), room_id: Some("r".into()), privileges: None };
+    let (rec, key) = w.reg.create_device_key(1, &admin, req("door"), w.now).unwrap();
+    w.pump();
+    assert_eq!(w.saved.len(), 1, "stored");
+    assert!(!w.saved[0].contains(key.rsplit('_').next().unwrap()));
+    assert_eq!(w.reg.create_device_key(1, &admin, req("*"), w.now).unwrap_err().status, 400);
+    let mut room_admin = admin.clone();
+    room_admin.room_id = Some("other".into());
+    assert_eq!(w.reg.create_device_key(1, &room_admin, req("x"), w.now).unwrap_err().status, 403);
+    assert!(w.reg.list_device_keys(1, &room_admin).is_empty(), "a room admin sees its room's keys only");
+    assert_eq!(w.reg.list_device_keys(1, &admin).len(), 1);
+
+    let issued = w.reg.device_token(&key, None, w.now).unwrap();
+    let claims = auth::peek(&issued.token).unwrap();
+    assert_eq!((claims.user_id.as_str(), claims.room_id.as_deref()), ("door", Some("r")));
+    assert_eq!(claims.dk.as_deref(), Some(rec.id.as_str()));
+    assert!(!claims.has("admin") && claims.has("login"));
+    assert_eq!(w.reg.device_token("cbk_nope_00", None, w.now).unwrap_err().code, ErrorCode::DEVICE_KEY_INVALID);
+
+    // Its token logs in only as its user and room.
+    w.reg.handle_connect(1, w.now);
+    let login = |user: &str, room: &str| ClientMsg::Login {
+        req: 1,
+        version: 1,
+        app_id: 1,
+        token: issued.token.clone(),
+        room_id: room.into(),
+        user: UserInfo { user_id: user.into(), user_name: String::new() },
+        user_status_notify: false,
+    };
+    w.msg(1, login("flat", "r"));
+    assert_eq!(error_code(&w.take(1)), Some(ErrorCode::TOKEN_USER_MISMATCH));
+    w.reg.handle_connect(2, w.now);
+    w.msg(2, login("door", "elsewhere"));
+    assert_eq!(error_code(&w.take(2)), Some(ErrorCode::TOKEN_ROOM_MISMATCH));
+    w.reg.handle_connect(3, w.now);
+    w.msg(3, login("door", "r"));
+    assert!(matches!(w.take(3)[0], ServerMsg::LoginOk { .. }));
+    w.login(4, "flat", "r", true);
+
+    assert_eq!(w.reg.revoke_device_key(1, &room_admin, &rec.id, w.now), None, "out of scope");
+    assert_eq!(w.reg.revoke_device_key(1, &admin, &rec.id, w.now), Some(1));
+    w.pump();
+    assert!(matches!(w.take(3)[0], ServerMsg::Kicked { code: ErrorCode::DEVICE_KEY_REVOKED, .. }));
+    assert_eq!(user_updates(&w.take(4)), vec![(UpdateType::Delete, "door".into(), ErrorCode::DEVICE_KEY_REVOKED)]);
+    assert_eq!(w.reg.device_token(&key, None, w.now).unwrap_err().code, ErrorCode::DEVICE_KEY_INVALID);
+    // A token it issued before is refused from now on.
+    w.reg.handle_connect(5, w.now);
+    w.msg(5, login("door", "r"));
+    assert_eq!(error_code(&w.take(5)), Some(ErrorCode::DEVICE_KEY_REVOKED));
+}
+
+#[test]
+fn admin_tokens_answer_401_or_403_and_honour_their_room() {
+    let w = World::new(90);
+    let t = |privs: &[&str], room: Option<&str>| {
+        let mut c = auth::peek(&w.token(1, "*", privs, 600)).unwrap();
+        c.room_id = room.map(String::from);
+        auth::mint(&auth::parse_secret(SECRET).unwrap(), &c).unwrap()
+    };
+    assert_eq!(w.reg.admin_claims(1, &t(&["login"], None), None, w.now).unwrap_err().status, 403);
+    assert_eq!(w.reg.admin_claims(1, "garbage", None, w.now).unwrap_err().status, 401);
+    assert_eq!(w.reg.admin_claims(9, &t(&["admin"], None), None, w.now).unwrap_err().status, 404);
+    let room = t(&["admin"], Some("r"));
+    assert!(w.reg.admin_claims(1, &room, Some("r"), w.now).is_ok());
+    let other = w.reg.admin_claims(1, &room, Some("q"), w.now).unwrap_err();
+    assert_eq!((other.status, other.code), (403, ErrorCode::ADMIN_FORBIDDEN));
 }
 
 #[test]

@@ -129,7 +129,7 @@ async fn whip(
         hub.with(move |reg, _| reg.whip_end(&sid)).await;
         return Err(too_many());
     }
-    match sfu.offer(&sid, key, Role::Publish, sdp).await {
+    match sfu.offer(&super::registry::whip_media_session(&sid), key, Role::Publish, sdp).await {
         Ok(answer) => Ok(created(format!("/whip/v1/{app_id}/{room_id}/{stream_id}/{sid}"), answer)),
         Err(e) => {
             hub.with(move |reg, _| reg.whip_end(&sid)).await;
@@ -143,7 +143,11 @@ pub async fn whip_delete(
     State(hub): State<Hub>,
     Path((_app, _room, _stream, sid)): Path<(String, String, String, String)>,
 ) -> Response {
+    let sid_media = sid.clone();
     if hub.with(move |reg, _| reg.whip_end(&sid)).await.unwrap_or(false) {
+        if let Some(sfu) = hub.sfu() {
+            sfu.end_session(&super::registry::whip_media_session(&sid_media));
+        }
         StatusCode::OK.into_response()
     } else {
         refusal(bad(StatusCode::NOT_FOUND, ErrorCode::STREAM_NOT_FOUND, "no such WHIP session"))
@@ -204,7 +208,7 @@ pub async fn reap(hub: Hub) {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let Some(sessions) = hub.with(|reg, now| reg.whip_sessions(now.at)).await else { return };
         for (sid, age) in sessions {
-            if age >= REAP_AFTER && !sfu.session_alive(&sid).await {
+            if age >= REAP_AFTER && !sfu.session_alive(&super::registry::whip_media_session(&sid)).await {
                 tracing::info!("WHIP publisher's media is gone; ending its session");
                 hub.with(move |reg, _| reg.whip_end(&sid)).await;
             }

@@ -154,6 +154,8 @@ pub fn token(app_id: u32, secret: &str, user: &str, room: Option<&str>, privileg
         room_id: room.map(String::from),
         privileges: privileges.iter().map(|s| s.to_string()).collect(),
         streams: None,
+        nbf: None,
+        dk: None,
         iat: now,
         exp: (now as i64 + ttl) as u64,
     };

@@ -216,13 +216,26 @@ impl Daemon {
             EngineEvent::BroadcastMessage { from, message, from_privileges, .. } => {
                 self.on_broadcast(&from.user_id, &message, &from_privileges)
             }
-            EngineEvent::RoomTokenWillExpire { remaining_secs, .. } => {
-                tracing::warn!(
+            EngineEvent::RoomTokenWillExpire { remaining_secs, .. } => match self.status.credentials.source.as_str() {
+                "token" => tracing::warn!(
                     callbox_event = "token_expiring",
                     remaining_secs,
-                    "the configured token expires in {remaining_secs} s; give the device a new [server] token (or use app_sign)"
-                );
-            }
+                    "the configured token expires in {remaining_secs} s and a fixed token cannot be renewed; use device_key, token_url or token_file"
+                ),
+                "app_sign" => tracing::info!(
+                    callbox_event = "token_expiring",
+                    remaining_secs,
+                    "token expires in {remaining_secs} s; the engine renews it"
+                ),
+                _ => {
+                    tracing::info!(
+                        callbox_event = "token_expiring",
+                        remaining_secs,
+                        "token expires in {remaining_secs} s; renewing now"
+                    );
+                    self.renew_now.notify_one();
+                }
+            },
             _ => {}
         }
     }

@@ -60,6 +60,8 @@ pub enum StartError {
 enum Note {
     /// A chime finished (or failed).
     Chimed(Result<(), String>),
+    /// A token renewal: the new expiry, or why it failed.
+    Token(Result<u64, super::credentials::FetchError>),
 }
 
 /// See the module docs.
@@ -79,6 +81,8 @@ pub struct Daemon {
     control: mpsc::Receiver<Pending>,
     notes_tx: mpsc::Sender<Note>,
     notes: mpsc::Receiver<Note>,
+    /// Asks the renewal task for a new token now (the server says the current one ends soon).
+    renew_now: Arc<tokio::sync::Notify>,
     notifier: Notifier,
     watchdog: Option<(Duration, Instant)>,
     status: Status,
@@ -114,7 +118,13 @@ impl Daemon {
                 "no H.264 encoder element: calls will fail; run `callbox doctor`"
             ),
         }
-        let auth = cfg.auth();
+        for w in cfg.warnings() {
+            tracing::warn!(callbox_event = "config_warning", "{w}");
+        }
+        let credentials = Arc::new(
+            super::credentials::Credentials::from_config(&cfg).map_err(|e| StartError::Config(e.to_string()))?,
+        );
+        let auth = credentials.engine_auth();
         let mut profile = EngineProfile::new(cfg.server.app_id, auth, cfg.server.url.clone()).with_media(media.clone());
         profile.ca_file = cfg.server.ca_file.clone().map(Into::into);
         profile.reconnect = ReconnectPolicy::forever();
@@ -127,12 +137,29 @@ impl Daemon {
         let engine = Arc::new(engine);
         let (ops, ops_rx) = mpsc::channel(64);
         let (done_tx, done) = mpsc::channel(64);
+        let (token_exp, token_exp_rx) = tokio::sync::watch::channel(0u64);
         let target = Target {
             room_id: cfg.room.room_id.clone(),
             user: UserInfo { user_id: cfg.room.user_id.clone(), user_name: cfg.room.user_name.clone() },
             stream_id: cfg.stream_id(),
+            credentials: credentials.fetches().then(|| credentials.clone()),
+            token_exp,
         };
         let worker = tokio::spawn(worker::run(engine.clone(), target, ops_rx, done_tx));
+        let (notes_tx, notes) = mpsc::channel(16);
+        let renew_now = Arc::new(tokio::sync::Notify::new());
+        if credentials.fetches() {
+            let (told_tx, mut told) = mpsc::channel(4);
+            tokio::spawn(worker::renew(engine.clone(), credentials.clone(), token_exp_rx, renew_now.clone(), told_tx));
+            let notes_tx = notes_tx.clone();
+            tokio::spawn(async move {
+                while let Some(r) = told.recv().await {
+                    if notes_tx.send(Note::Token(r)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
 
         let (edges_tx, edges) = mpsc::channel(64);
         let mut gpio_error = None;
@@ -159,7 +186,6 @@ impl Daemon {
         let listener = control::bind(&socket).await?;
         let (control_tx, control) = mpsc::channel(16);
         tokio::spawn(control::serve(listener, control_tx));
-        let (notes_tx, notes) = mpsc::channel(16);
 
         let status = Status {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -172,6 +198,7 @@ impl Daemon {
             },
             call: "idle".into(),
             gpio: GpioStatus { backend: outputs.backend().into(), outputs: outputs.modes(), error: gpio_error },
+            credentials: super::status::CredentialStatus { source: credentials.kind().into(), ..Default::default() },
             ..Default::default()
         };
         let now = Instant::now();
@@ -190,6 +217,7 @@ impl Daemon {
             control,
             notes_tx,
             notes,
+            renew_now,
             watchdog: watchdog_interval().map(|i| (i, now)),
             notifier,
             status,
@@ -304,6 +332,14 @@ impl Daemon {
             Note::Chimed(Err(e)) => {
                 tracing::warn!(callbox_event = "chime_failed", error = %e, "ring chime failed: check [audio] sink");
                 self.error(0, format!("ring chime failed: {e}"));
+            }
+            Note::Token(Ok(exp)) => {
+                self.status.credentials.expires_at = exp;
+                self.status.credentials.renewal_error = None;
+            }
+            Note::Token(Err(e)) => {
+                self.status.credentials.renewal_error = Some(format!("{e} (code {})", e.code.0));
+                self.error(e.code.0, format!("token renewal failed: {e}"));
             }
         }
     }

@@ -43,16 +43,17 @@ pub struct Target {
     pub user: UserInfo,
     /// Our stream.
     pub stream_id: String,
+    /// Where tokens come from when the daemon fetches them (before each login).
+    pub credentials: Option<Arc<crate::device::credentials::Credentials>>,
+    /// The expiry of the last token fetched for a login (for the renewal task).
+    pub token_exp: tokio::sync::watch::Sender<u64>,
 }
 
 /// Runs until `ops` closes.
 pub async fn run(engine: Arc<Engine>, target: Target, mut ops: mpsc::Receiver<Op>, done: mpsc::Sender<Done>) {
     while let Some(op) = ops.recv().await {
         let result = match &op {
-            Op::Login => {
-                let cfg = RoomConfig { token: None, is_user_status_notify: true };
-                engine.login_room(&target.room_id, target.user.clone(), cfg).await
-            }
+            Op::Login => login(&engine, &target).await,
             Op::Publish => engine.start_publishing_stream(&target.stream_id, PublishChannel::Main).await,
             Op::StopPublish => engine.stop_publishing_stream(PublishChannel::Main).await,
             Op::Play(s) => engine.start_playing_stream(s).await,
@@ -60,6 +61,112 @@ pub async fn run(engine: Arc<Engine>, target: Target, mut ops: mpsc::Receiver<Op
             Op::Mute(m) => engine.mute_microphone(*m).await,
         };
         if done.send(Done { op, result }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Logs in, first fetching a token when the daemon's credentials say so.
+async fn login(engine: &Engine, target: &Target) -> Result<(), EngineError> {
+    let token = match &target.credentials {
+        None => None,
+        Some(c) => match c.fetch().await {
+            Ok(t) => {
+                let exp = crate::auth::peek(&t).map(|c| c.exp).unwrap_or(0);
+                let _ = target.token_exp.send(exp);
+                Some(t)
+            }
+            Err(e) => {
+                tracing::error!(
+                    callbox_event = "token_failed",
+                    source = c.kind(),
+                    error_code = e.code.0,
+                    "no token for the login: {e}"
+                );
+                return Err(EngineError::Rejected(e.code));
+            }
+        },
+    };
+    let cfg = RoomConfig { token, is_user_status_notify: true };
+    engine.login_room(&target.room_id, target.user.clone(), cfg).await
+}
+
+/// Renews the token before it expires, for as long as the daemon runs: at four fifths of
+/// its life (or at once when `now_please` is notified: the server said it expires soon),
+/// retried with back-off. Each outcome is told to the daemon as the new expiry or the error.
+pub async fn renew(
+    engine: Arc<Engine>,
+    credentials: Arc<crate::device::credentials::Credentials>,
+    mut token_exp: tokio::sync::watch::Receiver<u64>,
+    now_please: Arc<tokio::sync::Notify>,
+    told: mpsc::Sender<Result<u64, crate::device::credentials::FetchError>>,
+) {
+    use crate::device::credentials::{FetchError, renew_in, retry_in};
+    let mut exp = 0u64;
+    let mut failures = 0u32;
+    loop {
+        let wait = if failures > 0 {
+            Some(retry_in(failures - 1))
+        } else if exp == 0 {
+            None
+        } else {
+            Some(renew_in(exp, crate::auth::unix_now()))
+        };
+        tokio::select! {
+            _ = async {
+                match wait {
+                    Some(w) => tokio::time::sleep(w).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+            _ = now_please.notified() => {}
+            r = token_exp.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                // A login fetched a new token: count from its expiry.
+                exp = *token_exp.borrow_and_update();
+                failures = 0;
+                continue;
+            }
+        }
+        let outcome = match credentials.fetch().await {
+            Ok(t) => {
+                let new_exp = crate::auth::peek(&t).map(|c| c.exp).unwrap_or(0);
+                match engine.renew_token(&t).await {
+                    // Not logged in now: kept for the next login, which fetches anyway.
+                    Ok(()) | Err(EngineError::Invalid(_)) => Ok(new_exp),
+                    Err(e) => Err(FetchError {
+                        code: e.code(),
+                        message: format!("the server refused the renewed token: {e}"),
+                    }),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match &outcome {
+            Ok(new_exp) => {
+                failures = 0;
+                exp = *new_exp;
+                tracing::info!(
+                    callbox_event = "token_renewed",
+                    source = credentials.kind(),
+                    expires_in = new_exp.saturating_sub(crate::auth::unix_now()),
+                    "token renewed"
+                );
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(
+                    callbox_event = "token_renewal_failed",
+                    source = credentials.kind(),
+                    error_code = e.code.0,
+                    retry_in_secs = retry_in(failures - 1).as_secs(),
+                    "token renewal failed (the call goes on with the current token): {e}"
+                );
+            }
+        }
+        if told.send(outcome).await.is_err() {
             return;
         }
     }

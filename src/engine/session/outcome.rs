@@ -12,8 +12,8 @@ impl Session {
         };
         match (pending, result) {
             (Pending::Login | Pending::Resume, Ok(_)) => {}
-            (Pending::Resume, Err(ErrorCode::SESSION_EXPIRED)) => {
-                tracing::info!("server no longer has our session; logging in again");
+            (Pending::Resume, Err(code @ (ErrorCode::SESSION_EXPIRED | ErrorCode::TOKEN_EXPIRED))) => {
+                tracing::info!(code = code.0, "the server will not resume our session; logging in again");
                 self.resume = None;
                 let unix = self.unix_at(now);
                 self.handshake(unix);

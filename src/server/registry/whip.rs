@@ -1,25 +1,13 @@
-//! WHIP and WHEP in the registry. A WHIP publisher becomes a session without a connection
-//! (user `whip-<stream_id>`, pinned: no heartbeat) that publishes one stream, so members see
-//! the user and the stream come and go as for any device. A WHEP player needs no session:
-//! the registry only checks its token and that the stream is published in the room.
+//! WHIP and WHEP in the registry. A WHIP publisher publishes as its token's own user (a `*`
+//! token cannot publish): when that user is logged in over signalling in the same room, the
+//! stream joins that session; otherwise the user joins as a session without a connection
+//! (pinned: no heartbeat), so members see the user and the stream come and go as for any
+//! device. Each WHIP publish is a resource, ended by DELETE or by its media going away. A
+//! WHEP player needs no session: the registry only checks its token and that the stream is
+//! published in the room. Both are checked once, at their POST.
 
 use super::*;
 use crate::rtc::sfu::StreamKey;
-
-/// Why an HTTP publish or play is refused: the HTTP status, the callbox code and a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// 400, 401, 403, 404 or 409.
-    pub status: u16,
-    /// The callbox error code.
-    pub code: ErrorCode,
-    /// What went wrong.
-    pub message: String,
-}
-
-fn refuse(status: u16, code: ErrorCode, message: impl Into<String>) -> Refusal {
-    Refusal { status, code, message: message.into() }
-}
 
 impl Registry {
     /// Checks a bearer token for `app_id`/`room_id` with `privilege` and `stream_id` allowed.
@@ -38,10 +26,16 @@ impl Registry {
             .apps
             .get(&app_id)
             .ok_or_else(|| refuse(404, ErrorCode::APP_ID_MISMATCH, format!("unknown app_id {app_id}")))?;
-        let claims = auth::verify(&app.key, token, now.unix_secs()).map_err(|c| {
-            let why = if c == ErrorCode::TOKEN_EXPIRED { "token expired" } else { "token invalid" };
+        let claims = auth::verify(&app.key, token, now.unix_secs(), self.limits.max_token_secs).map_err(|c| {
+            let why = match c {
+                ErrorCode::TOKEN_EXPIRED => "token expired",
+                ErrorCode::TOKEN_NOT_YET_VALID => "token not valid yet",
+                ErrorCode::TOKEN_LIFETIME_TOO_LONG => "token lifetime longer than the server allows",
+                _ => "token invalid",
+            };
             refuse(401, c, why)
         })?;
+        self.check_not_revoked(&claims).map_err(|c| refuse(401, c, "the device key of this token was revoked"))?;
         if claims.app_id != app_id {
             return Err(refuse(401, ErrorCode::APP_ID_MISMATCH, "token is for another app"));
         }
@@ -59,8 +53,8 @@ impl Registry {
         Ok(claims)
     }
 
-    /// WHIP: a publisher of `stream_id` in `room_id` joins as user `whip-<stream_id>`.
-    /// Returns its session ID (the resource) and the stream's key for the media relay.
+    /// WHIP: a publisher of `stream_id` in `room_id`, as the token's user. Returns the
+    /// resource ID and the stream's key for the media relay.
     pub fn whip_start(
         &mut self,
         app_id: u32,
@@ -73,12 +67,57 @@ impl Registry {
             return Err(refuse(503, ErrorCode::MEDIA_UNAVAILABLE, "this server relays no media"));
         }
         let claims = self.http_claims(app_id, room_id, stream_id, token, "publish", now)?;
-        let user = UserInfo { user_id: format!("whip-{stream_id}"), user_name: format!("WHIP {stream_id}") };
-        ids::check_user_id(&user.user_id).map_err(|c| refuse(400, c, "stream ID too long for a WHIP user"))?;
-        let app = self.apps.get_mut(&app_id).expect("checked");
-        if app.streams.contains_key(stream_id) || app.users.contains_key(&user.user_id) {
+        if !claims.has("login") {
+            return Err(refuse(403, ErrorCode::NO_LOGIN_PRIVILEGE, "WHIP joins the room: the token needs login"));
+        }
+        if claims.user_id == "*" {
+            return Err(refuse(
+                403,
+                ErrorCode::TOKEN_USER_MISMATCH,
+                "WHIP publishes as the token's user; * is not one",
+            ));
+        }
+        ids::check_user_id(&claims.user_id).map_err(|c| refuse(400, c, "the token's user ID is not valid"))?;
+        let app = self.apps.get(&app_id).expect("checked");
+        if app.streams.contains_key(stream_id) {
             return Err(refuse(409, ErrorCode::STREAM_ID_IN_USE, "stream ID already published"));
         }
+        let user = UserInfo { user_id: claims.user_id.clone(), user_name: claims.user_id.clone() };
+        let resource = random_hex(16);
+        let existing = app.users.get(&user.user_id).cloned();
+        let (sid, attached) = match existing {
+            Some(sid) => {
+                let s = self.sessions.get(&sid).expect("a user's session");
+                if s.room_id != room_id {
+                    return Err(refuse(409, ErrorCode::TOKEN_ROOM_MISMATCH, "the user is in another room"));
+                }
+                if s.published.len() >= self.limits.max_streams_per_user {
+                    return Err(refuse(403, ErrorCode::TOO_MANY_STREAMS, "too many streams for one user"));
+                }
+                tracing::info!(app_id, room_id, user_id = %user.user_id, stream_id, "WHIP stream joins the user's session");
+                (sid, true)
+            }
+            None => (self.whip_session(app_id, room_id, user, claims, now)?, false),
+        };
+        self.announce_stream(&sid, stream_id.to_string(), String::new());
+        self.whip.insert(
+            resource.clone(),
+            WhipResource { session: sid, stream_id: stream_id.to_string(), attached, since: now.at },
+        );
+        let key = StreamKey { app_id, room_id: room_id.to_string(), stream_id: stream_id.to_string() };
+        Ok((resource, key))
+    }
+
+    /// A session without a connection for a WHIP publisher whose user is not logged in.
+    fn whip_session(
+        &mut self,
+        app_id: u32,
+        room_id: &str,
+        user: UserInfo,
+        claims: Claims,
+        now: Now,
+    ) -> Result<String, Refusal> {
+        let app = self.apps.get_mut(&app_id).expect("checked");
         let occupied = app.rooms.get(room_id).map(|r| r.sessions.len()).unwrap_or(0);
         if occupied >= self.limits.max_users_per_room {
             return Err(refuse(403, ErrorCode::ROOM_FULL, "the room is full"));
@@ -106,6 +145,7 @@ impl Registry {
                 published: BTreeMap::new(),
                 subscriptions: BTreeSet::new(),
                 warned_expiry: true,
+                told_expired: true,
                 broadcasts: Bucket::new(0.0, 0.0, now.at),
                 backlog: VecDeque::new(),
                 pinned: true,
@@ -115,19 +155,21 @@ impl Registry {
         for other in others {
             self.send_user_update(&other, room_id, UpdateType::Add, &user, ErrorCode::OK);
         }
-        self.announce_stream(&sid, stream_id.to_string(), String::new());
-        let key = StreamKey { app_id, room_id: room_id.to_string(), stream_id: stream_id.to_string() };
-        Ok((sid, key))
+        Ok(sid)
     }
 
-    /// WHIP DELETE (or its media gone): the stream and the user leave the room. False if
-    /// `sid` is not a WHIP session.
-    pub fn whip_end(&mut self, sid: &str) -> bool {
-        if !self.sessions.get(sid).is_some_and(|s| s.pinned) {
+    /// WHIP DELETE (or its media gone): the stream leaves the room, and the user too when it
+    /// joined for this stream. False if `resource` is not a WHIP resource.
+    pub fn whip_end(&mut self, resource: &str) -> bool {
+        let Some(r) = self.whip.remove(resource) else {
             return false;
+        };
+        tracing::info!(resource = %short(resource), stream_id = %r.stream_id, "WHIP publisher left");
+        if r.attached {
+            self.unpublish(&r.session, &r.stream_id, ErrorCode::OK);
+        } else {
+            self.remove_session(&r.session, ErrorCode::USER_LOGGED_OUT);
         }
-        tracing::info!(session = %short(sid), "WHIP publisher left");
-        self.remove_session(sid, ErrorCode::USER_LOGGED_OUT);
         true
     }
 
@@ -152,13 +194,29 @@ impl Registry {
     }
 }
 
+/// One WHIP publish.
+pub(crate) struct WhipResource {
+    /// The session publishing the stream.
+    session: String,
+    stream_id: String,
+    /// The stream joined a signalling session (the user stays when it ends).
+    attached: bool,
+    since: Instant,
+}
+
+/// The media relay's session name of a WHIP resource.
+pub fn whip_media_session(resource: &str) -> String {
+    format!("whip-{resource}")
+}
+
 impl Registry {
-    /// Every WHIP session with its age.
+    /// Every WHIP resource with its age.
     pub fn whip_sessions(&self, now: Instant) -> Vec<(String, Duration)> {
-        self.sessions
-            .iter()
-            .filter(|(_, s)| s.pinned)
-            .map(|(sid, s)| (sid.clone(), now.saturating_duration_since(s.last_seen)))
-            .collect()
+        self.whip.iter().map(|(id, r)| (id.clone(), now.saturating_duration_since(r.since))).collect()
+    }
+
+    /// Forgets the WHIP resources of a session that is gone.
+    pub(super) fn forget_whip_of(&mut self, sid: &str) {
+        self.whip.retain(|_, r| r.session != sid);
     }
 }

@@ -1,0 +1,244 @@
+//! How a device proves who it is, from `[server]`: exactly one of
+//! - `device_key` / `device_key_file`: a key from the server's admin API, exchanged for a
+//!   short-lived token at `POST /api/v1/token` (over the same verified TLS as signalling);
+//! - `token_url` + `token_url_secret`: the integrator's own endpoint, same exchange;
+//! - `token_file`: a file a provisioning agent keeps current, read again each time;
+//! - `token`: a fixed token (never renewed);
+//! - `app_sign`: the app secret (development; the engine mints and renews by itself).
+//!
+//! [`Credentials::fetch`] gets a token now; the daemon calls it before every login and
+//! before the current token expires ([`renew_in`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::config::DeviceConfig;
+use crate::config_file::ConfigError;
+use crate::dial::Dialer;
+use crate::engine::Auth;
+use crate::proto::ErrorCode;
+use crate::url::ServerUrl;
+
+/// How long one token request may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where tokens come from.
+#[derive(Debug, Clone)]
+pub enum Credentials {
+    /// The engine mints its own (app secret on the device).
+    AppSign(String),
+    /// A fixed token.
+    Fixed(String),
+    /// Read from this file each time.
+    File(PathBuf),
+    /// Exchanged at the server's token endpoint.
+    DeviceKey {
+        /// The server.
+        dialer: Dialer,
+        /// The key (`cbk_...`).
+        key: String,
+    },
+    /// Exchanged at the integrator's endpoint.
+    TokenUrl {
+        /// The endpoint's server.
+        dialer: Dialer,
+        /// The endpoint's path.
+        path: String,
+        /// The per-device bearer secret.
+        secret: String,
+    },
+}
+
+/// Why no token could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FetchError {
+    /// TOKEN_RENEWAL_FAILED, DEVICE_KEY_INVALID, or a TLS code.
+    pub code: ErrorCode,
+    /// What happened.
+    pub message: String,
+}
+
+impl Credentials {
+    /// The source `[server]` names (exactly one), checked.
+    pub fn from_config(cfg: &DeviceConfig) -> Result<Credentials, ConfigError> {
+        let s = &cfg.server;
+        let set = [
+            ("app_sign", s.app_sign.is_some()),
+            ("token", s.token.is_some()),
+            ("token_file", s.token_file.is_some()),
+            ("device_key", s.device_key.is_some()),
+            ("device_key_file", s.device_key_file.is_some()),
+            ("token_url", s.token_url.is_some()),
+        ];
+        let named: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect();
+        match named.len() {
+            0 => {
+                return Err(ConfigError::value(
+                    "server.device_key",
+                    "say how the device logs in: device_key, device_key_file, token_url, token_file, token or app_sign",
+                ));
+            }
+            1 => {}
+            _ => {
+                return Err(ConfigError::value(
+                    &format!("server.{}", named[1]),
+                    format!("set only one of {}", named.join(", ")),
+                ));
+            }
+        }
+        if s.token_url_secret.is_some() && s.token_url.is_none() {
+            return Err(ConfigError::value("server.token_url_secret", "goes with token_url"));
+        }
+        if let Some(secret) = &s.app_sign {
+            crate::auth::parse_secret(secret).map_err(|e| ConfigError::value("server.app_sign", e.to_string()))?;
+            return Ok(Credentials::AppSign(secret.clone()));
+        }
+        if let Some(t) = &s.token {
+            if t.trim().is_empty() {
+                return Err(ConfigError::value("server.token", "is empty"));
+            }
+            return Ok(Credentials::Fixed(t.trim().to_string()));
+        }
+        if let Some(f) = &s.token_file {
+            return Ok(Credentials::File(PathBuf::from(f)));
+        }
+        if let Some(url) = &s.token_url {
+            let u = ServerUrl::parse(url).map_err(|e| ConfigError::value("server.token_url", e.to_string()))?;
+            if !u.is_tls() && !u.is_loopback() {
+                return Err(ConfigError::value(
+                    "server.token_url",
+                    "must be https:// (it carries the device's secret)",
+                ));
+            }
+            if !url.split("://").nth(1).is_some_and(|r| r.contains('/')) {
+                return Err(ConfigError::value("server.token_url", "needs the endpoint's path"));
+            }
+            let secret =
+                s.token_url_secret.clone().filter(|x| !x.trim().is_empty()).ok_or_else(|| {
+                    ConfigError::value("server.token_url_secret", "token_url needs the device's secret")
+                })?;
+            let path = u.path().to_string();
+            let dialer = Dialer::new(u, s.ca_file.as_deref().map(std::path::Path::new))
+                .map_err(|e| ConfigError::value("server.ca_file", e.to_string()))?;
+            return Ok(Credentials::TokenUrl { dialer, path, secret });
+        }
+        let key = match (&s.device_key, &s.device_key_file) {
+            (Some(k), _) => k.trim().to_string(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| ConfigError::value("server.device_key_file", format!("{f}: {e}")))?
+                .trim()
+                .to_string(),
+            (None, None) => unreachable!("one source is set"),
+        };
+        if !key.starts_with(crate::server::device_keys::KEY_PREFIX) {
+            let k = if s.device_key.is_some() { "server.device_key" } else { "server.device_key_file" };
+            return Err(ConfigError::value(k, "a device key starts with cbk_ (create one with the admin API)"));
+        }
+        let dialer = cfg.dialer()?;
+        Ok(Credentials::DeviceKey { dialer, key })
+    }
+
+    /// What the engine is created with: AppSign, a fixed token, or a placeholder for tokens
+    /// the daemon fetches before each login.
+    pub fn engine_auth(&self) -> Auth {
+        match self {
+            Credentials::AppSign(s) => Auth::AppSign(s.clone()),
+            Credentials::Fixed(t) => Auth::Token(t.clone()),
+            _ => Auth::Token(String::new()),
+        }
+    }
+
+    /// Whether the daemon fetches (and renews) tokens itself.
+    pub fn fetches(&self) -> bool {
+        matches!(self, Credentials::File(_) | Credentials::DeviceKey { .. } | Credentials::TokenUrl { .. })
+    }
+
+    /// The source's name, for status and the journal.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::AppSign(_) => "app_sign",
+            Credentials::Fixed(_) => "token",
+            Credentials::File(_) => "token_file",
+            Credentials::DeviceKey { .. } => "device_key",
+            Credentials::TokenUrl { .. } => "token_url",
+        }
+    }
+
+    /// A token now (for the fetching kinds).
+    pub async fn fetch(&self) -> Result<String, FetchError> {
+        let fail = |code: ErrorCode, message: String| FetchError { code, message };
+        match self {
+            Credentials::AppSign(_) => Err(fail(ErrorCode::TOKEN_RENEWAL_FAILED, "AppSign mints in the engine".into())),
+            Credentials::Fixed(t) => Ok(t.clone()),
+            Credentials::File(path) => {
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| fail(ErrorCode::TOKEN_RENEWAL_FAILED, format!("{}: {e}", path.display())))?;
+                let t = text.trim();
+                if t.is_empty() {
+                    return Err(fail(ErrorCode::TOKEN_RENEWAL_FAILED, format!("{} is empty", path.display())));
+                }
+                Ok(t.to_string())
+            }
+            Credentials::DeviceKey { dialer, key } => exchange(dialer, "/api/v1/token", key).await,
+            Credentials::TokenUrl { dialer, path, secret } => exchange(dialer, path, secret).await,
+        }
+    }
+}
+
+/// POSTs with `bearer` and reads `{"token": ...}`.
+async fn exchange(dialer: &Dialer, path: &str, bearer: &str) -> Result<String, FetchError> {
+    let auth = format!("Bearer {bearer}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    let answer =
+        dialer.request("POST", path, &headers, b"{}".to_vec(), FETCH_TIMEOUT).await.map_err(|e| FetchError {
+            code: e.code().unwrap_or(ErrorCode::TOKEN_RENEWAL_FAILED),
+            message: format!("{}: {e}", dialer.url().http(path)),
+        })?;
+    let v: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+    if answer.status != 200 {
+        let code = v["code"].as_u64().and_then(|c| u32::try_from(c).ok()).map(ErrorCode);
+        let code = match code {
+            Some(c @ (ErrorCode::DEVICE_KEY_INVALID | ErrorCode::DEVICE_KEY_REVOKED)) => c,
+            _ => ErrorCode::TOKEN_RENEWAL_FAILED,
+        };
+        let why = v["message"].as_str().unwrap_or("no reason given");
+        return Err(FetchError {
+            code,
+            message: format!("{} answered {}: {why}", dialer.url().http(path), answer.status),
+        });
+    }
+    v["token"].as_str().filter(|t| !t.is_empty()).map(str::to_string).ok_or_else(|| FetchError {
+        code: ErrorCode::TOKEN_RENEWAL_FAILED,
+        message: format!("{} answered without a token", dialer.url().http(path)),
+    })
+}
+
+/// When to renew a token that expires at `exp` (Unix seconds), seen at `now`: at four
+/// fifths of its remaining life, and at least 30 s before it ends (at once if that passed).
+pub fn renew_in(exp: u64, now: u64) -> Duration {
+    let left = exp.saturating_sub(now);
+    let margin = (left / 5).max(30.min(left / 2));
+    Duration::from_secs(left.saturating_sub(margin))
+}
+
+/// Back-off between failed renewals: 2 s doubling to 60 s.
+pub fn retry_in(failures: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_mul(1 << failures.min(5))).min(Duration::from_secs(60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_timing() {
+        assert_eq!(renew_in(3600 + 100, 100), Duration::from_secs(2880));
+        assert_eq!(renew_in(100 + 60, 100), Duration::from_secs(30), "at least 30 s before the end");
+        assert_eq!(renew_in(100 + 4, 100), Duration::from_secs(2), "half of a very short life");
+        assert_eq!(renew_in(50, 100), Duration::ZERO, "expired: at once");
+        assert_eq!(retry_in(0), Duration::from_secs(2));
+        assert_eq!(retry_in(9), Duration::from_secs(60));
+    }
+}
