@@ -32,9 +32,8 @@ fn token_command_mints_a_verifiable_token() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let t = String::from_utf8(out.stdout).unwrap();
     let key = callbox::auth::parse_secret(SECRET).unwrap();
-    let c =
-        callbox::auth::verify_login(Some(&key), 1234, t.trim(), "door", "lobby", callbox::auth::unix_now(), 86_400)
-            .unwrap();
+    let c = callbox::auth::verify_login(Some(&key), 1234, t.trim(), "door", "lobby", callbox::auth::unix_now(), 86_400)
+        .unwrap();
     assert_eq!(c.privileges, vec!["login", "publish"]);
     assert_eq!(c.streams, Some(vec!["a".to_string(), "b".to_string()]));
     assert!(c.exp <= callbox::auth::unix_now() + 60);

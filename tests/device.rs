@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use callbox::device::control::{self, Request};
 use callbox::device::status::Status;
-use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, PublishChannel, UpdateType};
+use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, PublishChannel, RoomConfig, UpdateType};
+use callbox::proto::ErrorCode;
 use common::*;
 
 /// The daemon process, killed on drop.
@@ -28,10 +29,21 @@ impl Device {
     }
 
     fn start_with(url: &str, mode: &str, watchdog_us: Option<u64>, env: &[(&str, &str)]) -> Device {
+        Device::start_edited(url, mode, watchdog_us, env, |c| c)
+    }
+
+    /// Starts the daemon with the test config as `edit` changes it.
+    fn start_edited(
+        url: &str,
+        mode: &str,
+        watchdog_us: Option<u64>,
+        env: &[(&str, &str)],
+        edit: impl FnOnce(String) -> String,
+    ) -> Device {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("control.sock");
         let cfg = dir.path().join("device.toml");
-        std::fs::write(&cfg, device_config(url, mode, &socket, "127.0.0.1")).unwrap();
+        std::fs::write(&cfg, edit(device_config(url, mode, &socket, "127.0.0.1"))).unwrap();
         let notify_path = dir.path().join("notify.sock");
         let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
         let log = std::fs::File::create(dir.path().join("device.log")).unwrap();
@@ -535,4 +547,154 @@ fn a_control_socket_in_a_directory_others_can_write_is_refused() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let err = rt.block_on(control::bind(&open.join("control.sock"))).unwrap_err();
     assert!(err.to_string().contains("writable by other users"), "{err}");
+}
+
+/// The test config with `creds` (lines of `[server]`) instead of the app secret.
+fn with_credentials(cfg: String, creds: &str) -> String {
+    cfg.replace(&format!("app_sign = \"{SECRET}\""), creds)
+}
+
+/// An HTTPS request to the test server, trusting the test CA; (status, JSON body).
+async fn https(
+    server: &Server,
+    ca: &Path,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let url = callbox::url::ServerUrl::parse(&server.wss("localhost")).unwrap();
+    let dialer = callbox::dial::Dialer::new(url, Some(ca)).unwrap();
+    let auth = format!("Bearer {bearer}");
+    let a = dialer
+        .request(method, path, &[("authorization", &auth), ("content-type", "application/json")], body.into(), WAIT)
+        .await
+        .unwrap();
+    (a.status, serde_json::from_slice(&a.body).unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_key_logs_in_over_wss_renews_and_is_revoked_mid_call() {
+    let pki = Pki::new();
+    pki.leaf("srv", &["localhost"], false);
+    let state = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&format!(
+        "state_dir = \"{}\"\n{}[limits]\ndevice_token_secs = 10\n",
+        state.path().display(),
+        pki.tls_section("srv")
+    ));
+    let ca = pki.ca_file();
+    let admin = token(APP, SECRET, "*", None, &["admin"], 600);
+    let keys = format!("/api/v1/apps/{APP}/device-keys");
+
+    // A valid token without admin, and an admin token for another room: 403.
+    let member = token(APP, SECRET, "door", None, &["login"], 600);
+    assert_eq!(https(&server, &ca, "GET", &keys, &member, "").await.0, 403);
+    let garage = token(APP, SECRET, "*", Some("garage"), &["admin"], 600);
+    let (st, body) = https(&server, &ca, "GET", &format!("/api/v1/apps/{APP}/rooms/lobby"), &garage, "").await;
+    assert_eq!((st, body["code"].as_u64()), (403, Some(1005003)), "{body}");
+    assert_eq!(https(&server, &ca, "GET", &keys, "garbage", "").await.0, 401);
+
+    let (st, made) = https(&server, &ca, "POST", &keys, &admin, r#"{"user_id":"door","room_id":"lobby"}"#).await;
+    assert_eq!(st, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_string();
+    let (_, listed) = https(&server, &ca, "GET", &keys, &admin, "").await;
+    assert!(!listed.to_string().contains(key.rsplit('_').next().unwrap()), "listed without secrets: {listed}");
+
+    // Its token is for door in lobby only.
+    let (st, issued) = https(&server, &ca, "POST", "/api/v1/token", &key, "{}").await;
+    assert_eq!(st, 200, "{issued}");
+    let mut p = EngineProfile::new(APP, Auth::Token(String::new()), server.wss("localhost"));
+    p.ca_file = Some(ca.clone());
+    let (other, _rx) = Engine::create(p).unwrap();
+    let cfg = RoomConfig { token: issued["token"].as_str().map(String::from), is_user_status_notify: false };
+    let refused = other.login_room("lobby", user("flat"), cfg).await.unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::TOKEN_USER_MISMATCH);
+    other.destroy().await;
+
+    // The daemon logs in over wss with the key and renews before the 10 s token ends.
+    let url = server.wss("localhost");
+    let creds = format!("device_key = \"{key}\"\nca_file = \"{}\"", ca.display());
+    let device = Device::start_edited(&url, "kiosk", None, &[], |c| with_credentials(c, &creds));
+    let first = device.wait("logged in", |s| s.room.state == "Connected" && s.credentials.expires_at > 0).await;
+    assert_eq!(first.credentials.source, "device_key");
+    device.wait("renewed", |s| s.credentials.expires_at > first.credentials.expires_at).await;
+
+    // A call: the peer publishes, the kiosk answers with its own stream.
+    let (peer, mut ev) = {
+        let mut p = EngineProfile::new(APP, Auth::AppSign(SECRET.into()), server.wss("localhost"))
+            .with_media(callbox::media::MediaConfig::small());
+        p.ca_file = Some(ca.clone());
+        if let Some(m) = &mut p.media {
+            m.bind = Some([127, 0, 0, 1].into());
+        }
+        let (e, rx) = Engine::create(p).unwrap();
+        (e, Events { rx, seen: Vec::new() })
+    };
+    peer.login_room("lobby", user("flat"), notify()).await.unwrap();
+    peer.start_publishing_stream("flat-main", PublishChannel::Main).await.unwrap();
+    ev.wait("the kiosk's stream", stream_update("door-main", UpdateType::Add)).await;
+    peer.start_playing_stream("door-main").await.unwrap();
+    ev.wait("the kiosk's video", rendered("door-main")).await;
+
+    // Revoked mid-call: the device leaves with the code, and cannot come back.
+    let id = made["id"].as_str().unwrap();
+    let (st, r) = https(&server, &ca, "DELETE", &format!("{keys}/{id}"), &admin, "").await;
+    assert_eq!((st, r["sessions_ended"].as_u64()), (200, Some(1)), "{r}");
+    ev.wait("door left with the revocation code", |e| {
+        matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, users, .. } if users[0].user_id == "door")
+    })
+    .await;
+    let gone = ev.seen.iter().rev().find_map(|e| match e {
+        EngineEvent::RoomStreamUpdate { update: UpdateType::Delete, reason, .. } => Some(*reason),
+        _ => None,
+    });
+    assert_eq!(gone, Some(ErrorCode::DEVICE_KEY_REVOKED));
+    let s = device.wait("the refusal in status", |s| s.last_errors.iter().any(|e| e.code == 1002068)).await;
+    assert_ne!(s.room.state, "Connected");
+    assert_eq!(https(&server, &ca, "POST", "/api/v1/token", &key, "{}").await.0, 401);
+    peer.destroy().await;
+
+    // Keys and revocations survive a restart.
+    let (_, kept) = https(&server, &ca, "POST", &keys, &admin, r#"{"user_id":"gate"}"#).await;
+    let kept = kept["key"].as_str().unwrap().to_string();
+    server.restart();
+    assert_eq!(https(&server, &ca, "POST", "/api/v1/token", &kept, "{}").await.0, 200);
+    assert_eq!(https(&server, &ca, "POST", "/api/v1/token", &key, "{}").await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_and_check_config_over_tls() {
+    let pki = Pki::new();
+    pki.leaf("srv", &["localhost"], false);
+    let server = Server::start(&pki.tls_section("srv"));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("device.toml");
+    let base = device_config(&server.wss("localhost"), "kiosk", &dir.path().join("c.sock"), "127.0.0.1");
+    let trusted = base.replace("[room]", &format!("ca_file = \"{}\"\n[room]", pki.ca_file().display()));
+    std::fs::write(&cfg, &trusted).unwrap();
+    let (_, lines, text) = doctor(&cfg);
+    assert!(lines.contains(&("PASS".into(), "server".into())), "{text}");
+    assert!(text.contains("certificate verified"), "{text}");
+    assert!(lines.contains(&("PASS".into(), "credentials".into())), "{text}");
+    assert!(
+        lines.contains(&("WARN".into(), "config".into())) && text.contains("app_sign"),
+        "the app secret is warned: {text}"
+    );
+
+    let stranger = Pki::new();
+    std::fs::write(&cfg, base.replace("[room]", &format!("ca_file = \"{}\"\n[room]", stranger.ca_file().display())))
+        .unwrap();
+    let (code, lines, text) = doctor(&cfg);
+    assert_ne!(code, Some(0));
+    assert!(lines.contains(&("FAIL".into(), "server".into())), "{text}");
+    assert!(text.contains("1002070") && text.contains("ca_file"), "the cause and the fix: {text}");
+
+    // check-config: WARN (exit 0, stderr) for what is valid but unsafe.
+    std::fs::write(&cfg, device_config("ws://192.0.2.10:7880", "kiosk", &dir.path().join("c.sock"), "")).unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_callbox")).args(["check-config", cfg.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("WARN: server.url") && err.contains("WARN: server.app_sign"), "{err}");
 }

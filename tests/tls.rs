@@ -127,3 +127,28 @@ fn pem_der(path: &Path) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_file(path).unwrap().to_vec()
 }
+
+#[tokio::test]
+async fn an_appsign_engine_stays_logged_in_across_several_token_expiries() {
+    let pki = Pki::new();
+    pki.leaf("srv", &["localhost"], false);
+    let server = Server::start(&pki.tls_section("srv"));
+    let mut p = profile(&server.wss("localhost"), Some(&pki.ca_file()));
+    // 4 s tokens: the server warns at half-life, the engine mints and sends a new one.
+    p.app_sign_ttl = Duration::from_secs(4);
+    let (e, rx) = Engine::create(p).unwrap();
+    let mut ev = Events { rx, seen: Vec::new() };
+    e.login_room("lobby", user("door"), notify()).await.unwrap();
+    for _ in 0..3 {
+        ev.wait("a renewal", |e| matches!(e, EngineEvent::RoomTokenWillExpire { .. })).await;
+    }
+    // Three lifetimes later the session is the same one and may still publish.
+    e.start_publishing_stream("door-main", PublishChannel::Main).await.expect("the token was renewed");
+    assert!(
+        !ev.seen.iter().any(|e| matches!(e, EngineEvent::RoomStateChanged { reason, .. }
+            if !matches!(reason, RoomStateReason::Logining | RoomStateReason::Logined))),
+        "{:?}",
+        ev.seen
+    );
+    e.destroy().await;
+}

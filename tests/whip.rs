@@ -276,3 +276,32 @@ async fn whip_and_whep_refuse_bad_requests_with_the_reason() {
     }
     door.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_publishes_over_https_verifying_the_certificate() {
+    let pki = Pki::new();
+    pki.leaf("srv", &["localhost"], false);
+    let server = Server::start(&pki.tls_section("srv"));
+    let mut p = callbox::engine::EngineProfile::new(
+        APP,
+        callbox::engine::Auth::AppSign(SECRET.into()),
+        server.wss("localhost"),
+    )
+    .with_media(callbox::media::MediaConfig::small());
+    p.ca_file = Some(pki.ca_file());
+    if let Some(m) = &mut p.media {
+        m.bind = Some([127, 0, 0, 1].into());
+    }
+    let (flat, rx) = callbox::engine::Engine::create(p).unwrap();
+    let mut ev = Events { rx, seen: Vec::new() };
+    flat.login_room("lobby", user("flat"), notify()).await.unwrap();
+    let t = token(APP, SECRET, "obs", Some("lobby"), &["login", "publish"], 600);
+    let url = format!("https://localhost:{}/whip/v1/{APP}/lobby/cam-1", server.addr.port());
+    let client = tokio::spawn(aiortc_trusting("publish", url, t, "5", Some(pki.ca_file())));
+    ev.wait("cam-1 added", stream_update("cam-1", UpdateType::Add)).await;
+    flat.start_playing_stream("cam-1").await.unwrap();
+    ev.wait("aiortc's video over https signalling", rendered("cam-1")).await;
+    let r = client.await.unwrap();
+    assert_eq!((r["status"].as_u64(), r["delete_status"].as_u64()), (Some(201), Some(200)), "{r}");
+    flat.destroy().await;
+}

@@ -279,8 +279,8 @@ impl ServerConfig {
         if l.max_token_secs < 60 {
             return Err(ConfigError::value("limits.max_token_secs", "must be at least 60"));
         }
-        if !(60..=l.max_token_secs).contains(&l.device_token_secs) {
-            return Err(ConfigError::value("limits.device_token_secs", "must be 60 to limits.max_token_secs"));
+        if !(10..=l.max_token_secs).contains(&l.device_token_secs) {
+            return Err(ConfigError::value("limits.device_token_secs", "must be 10 to limits.max_token_secs"));
         }
         self.media_bind()?;
         self.media_announce()?;

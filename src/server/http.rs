@@ -236,7 +236,9 @@ async fn create_device_key(
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, ErrorCode::ADMIN_BAD_REQUEST, &format!("body: {e}")),
     };
-    match hub.with(move |reg, now| reg.create_device_key(app_id, &claims, req, now)).await {
+    let made = hub.with(move |reg, now| reg.create_device_key(app_id, &claims, req, now)).await;
+    hub.state_synced().await;
+    match made {
         Some(Ok((rec, key))) => (
             StatusCode::CREATED,
             Json(json!({"id": rec.id, "key": key, "app_id": rec.app_id, "user_id": rec.user_id,
@@ -269,7 +271,9 @@ async fn revoke_device_key(
         Err(r) => return r,
     };
     let key = id.clone();
-    match hub.with(move |reg, now| reg.revoke_device_key(app_id, &claims, &key, now)).await.flatten() {
+    let revoked = hub.with(move |reg, now| reg.revoke_device_key(app_id, &claims, &key, now)).await.flatten();
+    hub.state_synced().await;
+    match revoked {
         Some(n) => Json(json!({"revoked": true, "id": id, "sessions_ended": n})).into_response(),
         None => error(StatusCode::NOT_FOUND, ErrorCode::ADMIN_NOT_FOUND, "no such device key"),
     }

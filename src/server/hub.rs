@@ -34,7 +34,9 @@ pub enum ToConn {
     Authenticated,
 }
 
-type Job = Box<dyn FnOnce(&mut Registry, Now) + Send>;
+/// A job on the registry; what it returns runs after the job's outputs were delivered (its
+/// reply), so a caller that hears back knows its effects are queued (e.g. a state write).
+type Job = Box<dyn FnOnce(&mut Registry, Now) -> Box<dyn FnOnce() + Send> + Send>;
 
 enum Cmd {
     Connect(ConnId, mpsc::Sender<ToConn>, Option<std::net::IpAddr>),
@@ -50,6 +52,7 @@ enum Cmd {
 #[derive(Clone)]
 pub struct Hub {
     tx: mpsc::Sender<Cmd>,
+    state: Option<mpsc::Sender<StateMsg>>,
     next_conn: Arc<AtomicU64>,
     max_message_bytes: usize,
     live: Arc<(AtomicUsize, Notify)>,
@@ -86,10 +89,11 @@ impl Hub {
             state_writer(path)
         });
         let max_message_bytes = registry.max_message_bytes();
-        tokio::spawn(run(registry, rx, tx.clone(), sfu.clone(), saver));
+        tokio::spawn(run(registry, rx, tx.clone(), sfu.clone(), saver.clone()));
         let live = Arc::new((AtomicUsize::new(0), Notify::new()));
         let whip = WhipBuckets { rate: cfg.limits.whip_per_sec, burst: cfg.limits.whip_burst, apps: HashMap::new() };
         Hub {
+            state: saver,
             tx,
             next_conn: Arc::new(AtomicU64::new(1)),
             max_message_bytes,
@@ -142,11 +146,24 @@ impl Hub {
         let _ = self.tx.send(Cmd::Disconnect(conn)).await;
     }
 
+    /// Waits until every state change made by earlier calls is on disk (an admin is told a
+    /// key exists only once a restart would keep it).
+    pub async fn state_synced(&self) {
+        let Some(tx) = &self.state else { return };
+        let (done, rx) = oneshot::channel();
+        if tx.send(StateMsg::Sync(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Runs `f` on the registry (admin API, metrics) and returns its result.
     pub async fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut Registry, Now) -> R + Send + 'static) -> Option<R> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |reg, now| {
-            let _ = tx.send(f(reg, now));
+            let r = f(reg, now);
+            Box::new(move || {
+                let _ = tx.send(r);
+            })
         });
         self.tx.send(Cmd::With(job)).await.ok()?;
         rx.await.ok()
@@ -185,18 +202,33 @@ pub fn load_device_keys(path: &std::path::Path) -> Result<DeviceKeys, String> {
 
 /// The task that writes the device keys file, in order, each time whole (a new file renamed
 /// over the old, readable by the server's user only).
-fn state_writer(path: std::path::PathBuf) -> mpsc::Sender<String> {
-    let (tx, mut rx) = mpsc::channel::<String>(16);
+fn state_writer(path: std::path::PathBuf) -> mpsc::Sender<StateMsg> {
+    let (tx, mut rx) = mpsc::channel::<StateMsg>(16);
     tokio::spawn(async move {
-        while let Some(text) = rx.recv().await {
-            let path = path.clone();
-            let r = tokio::task::spawn_blocking(move || write_private(&path, text.as_bytes())).await;
-            if let Ok(Err(e)) = r {
-                tracing::error!(error = %e, hint = "check the state directory's owner and space", "cannot store the device keys; a restart would lose the last change");
+        while let Some(m) = rx.recv().await {
+            match m {
+                StateMsg::Write(text) => {
+                    let path = path.clone();
+                    let r = tokio::task::spawn_blocking(move || write_private(&path, text.as_bytes())).await;
+                    if let Ok(Err(e)) = r {
+                        tracing::error!(error = %e, hint = "check the state directory's owner and space", "cannot store the device keys; a restart would lose the last change");
+                    }
+                }
+                StateMsg::Sync(done) => {
+                    let _ = done.send(());
+                }
             }
         }
     });
     tx
+}
+
+/// What the state writer is asked.
+enum StateMsg {
+    /// Write this content.
+    Write(String),
+    /// Answer once everything before is written.
+    Sync(oneshot::Sender<()>),
 }
 
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -217,13 +249,14 @@ async fn run(
     mut rx: mpsc::Receiver<Cmd>,
     me: mpsc::Sender<Cmd>,
     sfu: Option<Sfu>,
-    saver: Option<mpsc::Sender<String>>,
+    saver: Option<mpsc::Sender<StateMsg>>,
 ) {
     let mut conns: HashMap<ConnId, mpsc::Sender<ToConn>> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut done = None;
+        let mut reply = None;
         tokio::select! {
             cmd = rx.recv() => {
                 let Some(cmd) = cmd else { break };
@@ -239,7 +272,7 @@ async fn run(
                         conns.remove(&id);
                         reg.handle_disconnect(id, now);
                     }
-                    Cmd::With(job) => job(&mut reg, now),
+                    Cmd::With(job) => reply = Some(job(&mut reg, now)),
                     Cmd::Reply(id, msg) => reg.reply(id, msg),
                     Cmd::Shutdown(reply) => {
                         reg.shutdown();
@@ -250,6 +283,9 @@ async fn run(
             _ = tick.tick() => reg.handle_tick(Now::system()),
         }
         deliver(&mut reg, &mut conns, &me, sfu.as_ref(), saver.as_ref());
+        if let Some(r) = reply {
+            r();
+        }
         if let Some(reply) = done {
             let _ = reply.send(());
         }
@@ -261,7 +297,7 @@ fn deliver(
     conns: &mut HashMap<ConnId, mpsc::Sender<ToConn>>,
     me: &mpsc::Sender<Cmd>,
     sfu: Option<&Sfu>,
-    saver: Option<&mpsc::Sender<String>>,
+    saver: Option<&mpsc::Sender<StateMsg>>,
 ) {
     let mut overflowed = Vec::new();
     while let Some(out) = reg.poll_output() {
@@ -290,7 +326,7 @@ fn deliver(
             Output::Media(m) => media(m, me, sfu),
             Output::SaveDeviceKeys(text) => match saver {
                 Some(s) => {
-                    if s.try_send(text).is_err() {
+                    if s.try_send(StateMsg::Write(text)).is_err() {
                         tracing::error!("the device keys writer is behind; this change is not stored yet");
                     }
                 }

@@ -116,8 +116,12 @@ fn spawn(
     } else {
         format!("[media]\nbind = \"127.0.0.1\"\nport = {media_port}\n")
     };
+    // Top-level keys of `extra` (before its first table) go first, where TOML wants them.
+    let at =
+        if extra.trim_start().starts_with('[') { 0 } else { extra.find("\n[").map(|i| i + 1).unwrap_or(extra.len()) };
+    let (top, tables) = extra.split_at(at);
     let text = format!(
-        "[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[[apps]]\napp_id = {OTHER_APP}\nsecret = \"{OTHER_SECRET}\"\n{media}{extra}\n"
+        "{top}\n[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[[apps]]\napp_id = {OTHER_APP}\nsecret = \"{OTHER_SECRET}\"\n{media}{tables}\n"
     );
     std::fs::write(&cfg, text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_callbox"))
