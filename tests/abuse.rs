@@ -97,14 +97,17 @@ async fn admin_api_lists_and_kicks_with_an_admin_token() {
     let users: Vec<&str> = v["users"].as_array().unwrap().iter().map(|u| u["user_id"].as_str().unwrap()).collect();
     assert_eq!(users.len(), 2);
     assert!(users.contains(&"door") && users.contains(&"flat"));
-    // Unauthorized: none, a non-admin token, another app's admin token.
+    // Unauthorized (401): none, another app's admin token. Forbidden (403): a valid token
+    // without admin.
     let plain = token(APP, SECRET, "door", None, &["login"], 60);
     let foreign = token(OTHER_APP, OTHER_SECRET, "*", None, &["admin"], 60);
-    for t in [None, Some(plain.as_str()), Some(foreign.as_str())] {
+    for t in [None, Some(foreign.as_str())] {
         let (s, body) = http(&h, "GET", "/api/v1/apps/1234/rooms", t).await;
         assert_eq!(s, 401, "{body}");
         assert!(body.contains("1005001"), "{body}");
     }
+    let (s, body) = http(&h, "GET", "/api/v1/apps/1234/rooms", Some(&plain)).await;
+    assert_eq!((s, body.contains("1005003")), (403, true), "{body}");
     let (s, _) = http(&h, "GET", "/api/v1/apps/1234/rooms/nowhere", Some(&admin)).await;
     assert_eq!(s, 404);
     let (s, _) = http(&h, "GET", "/api/v1/apps/notanumber/rooms", Some(&admin)).await;

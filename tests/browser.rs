@@ -33,6 +33,31 @@ fn the_page_calls_an_engine_and_comes_back_after_a_server_restart() {
     println!("browser call: {r}");
 }
 
+#[test]
+fn the_page_over_https_by_name_publishes_and_plays_a_device() {
+    let pki = common::Pki::new();
+    let name = "desk.callbox.test";
+    pki.leaf("srv", &[name, "localhost"], false);
+    let cfg = pki.dir.path().join("server.toml");
+    let section = pki.tls_section("srv");
+    std::fs::write(&cfg, format!("[media]\nbind = \"127.0.0.1\"\nport = 0\n{section}")).unwrap();
+    let script = format!(
+        "ip link set lo up && node {}/tests/browser/https.mjs {} {} {} {name} {}",
+        env!("CARGO_MANIFEST_DIR"),
+        env!("CARGO_BIN_EXE_callbox"),
+        cfg.display(),
+        pki.ca_file().display(),
+        pki.spki_sha256("srv"),
+    );
+    let out = Command::new("unshare").args(["-n", "sh", "-c", &script]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    let r: serde_json::Value = serde_json::from_str(last)
+        .unwrap_or_else(|_| panic!("no result line: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["ok"], true, "{r:#}\nstderr tail: {}", tail(&out.stderr));
+    println!("browser over https: {r}");
+}
+
 fn tail(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
     s.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")

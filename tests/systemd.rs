@@ -4,9 +4,19 @@
 use std::process::Command;
 
 #[test]
-fn server_unit_verifies_clean() {
+fn server_unit_verifies_clean_and_can_read_its_config_and_keep_state() {
     let unit = verify("callbox-server.service");
-    assert!(unit.contains("ExecStart=/usr/bin/callbox server"));
+    for line in [
+        "ExecStart=/usr/bin/callbox server --config /etc/callbox/server.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "DynamicUser=yes",
+        // /etc/callbox is 0750 root:callbox (tmpfiles): the group is what lets it read.
+        "SupplementaryGroups=callbox",
+        "StateDirectory=callbox-server",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+    ] {
+        assert!(unit.lines().any(|l| l.starts_with(line)), "missing {line}");
+    }
 }
 
 fn verify(name: &str) -> String {

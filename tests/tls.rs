@@ -152,3 +152,14 @@ async fn an_appsign_engine_stays_logged_in_across_several_token_expiries() {
     );
     e.destroy().await;
 }
+
+/// ring is the only crypto provider: aws-lc needs CMake and bindgen on armv7, and several
+/// rustls-based crates pull it by default (their defaults are turned off in Cargo.toml).
+#[test]
+fn aws_lc_is_not_in_the_build() {
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
+    for name in ["aws-lc-rs", "aws-lc-sys", "aws-lc-fips-sys"] {
+        assert!(!lock.contains(&format!("name = \"{name}\"")), "{name} is in Cargo.lock: see `cargo tree -i {name}`");
+    }
+    assert!(lock.contains("name = \"ring\""));
+}

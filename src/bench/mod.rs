@@ -7,6 +7,7 @@
 mod device;
 mod faults;
 mod media;
+mod tls;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -60,43 +61,66 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    let (url, server) = match a.server {
-        Some(u) => (u, None),
+    // Plain ws and, with an embedded server, wss (a test CA made here) side by side: each
+    // iteration logs in over both, so the ratio is not a matter of when each ran.
+    let mut targets: Vec<(&str, String, Option<std::path::PathBuf>)> = Vec::new();
+    let mut servers = Vec::new();
+    let pki = tls::TestPki::new()?;
+    match &a.server {
+        Some(u) => targets.push(("", u.clone(), None)),
         None => {
-            let mut cfg: ServerConfig = toml::from_str("")?;
-            cfg.listen = "127.0.0.1:0".into();
-            cfg.apps = vec![AppConfig { app_id: DEMO_APP_ID, secret: secret().into() }];
-            cfg.limits.logins_per_sec = 10_000.0;
-            cfg.limits.login_burst = 10_000.0;
-            let s = callbox::server::start(cfg).await?;
-            (format!("ws://{}", s.addr), Some(s))
-        }
-    };
-    let mut login = Vec::with_capacity(a.iterations);
-    let mut resume = Vec::new();
-    for i in 0..a.iterations.max(1) {
-        let profile = EngineProfile::new(DEMO_APP_ID, Auth::AppSign(secret().into()), url.clone());
-        let (engine, mut events) = Engine::create(profile)?;
-        let user = UserInfo { user_id: format!("bench-{i}"), user_name: String::new() };
-        let t0 = Instant::now();
-        engine.login_room("bench", user, RoomConfig::default()).await?;
-        login.push(t0.elapsed());
-        // Logined is the event the application sees; it is queued before the call returns.
-        while let Some(e) = events.recv().await {
-            if matches!(e, EngineEvent::RoomStateChanged { reason: RoomStateReason::Logined, .. }) {
-                break;
+            for with_tls in [false, true] {
+                let mut cfg: ServerConfig = toml::from_str("")?;
+                cfg.listen = "127.0.0.1:0".into();
+                cfg.apps = vec![AppConfig { app_id: DEMO_APP_ID, secret: secret().into() }];
+                cfg.limits.logins_per_sec = 10_000.0;
+                cfg.limits.login_burst = 10_000.0;
+                cfg.state_dir = pki.dir.display().to_string();
+                if with_tls {
+                    cfg.tls.cert = pki.cert.display().to_string();
+                    cfg.tls.key = pki.key.display().to_string();
+                }
+                let s = callbox::server::start(cfg).await?;
+                if with_tls {
+                    targets.push((" over wss", format!("wss://localhost:{}", s.addr.port()), Some(pki.ca.clone())));
+                } else {
+                    targets.push((" over ws", format!("ws://{}", s.addr), None));
+                }
+                servers.push(s);
             }
         }
-        let t1 = Instant::now();
-        engine.logout_room().await?;
-        resume.push(t1.elapsed());
-        engine.destroy().await;
     }
-    print_stats("login (login_room call -> Logined)", &mut login);
-    print_stats("logout (logout_room call -> confirmed)", &mut resume);
-    if let Some(s) = server {
+    let mut login: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
+    let mut resume: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
+    for i in 0..a.iterations.max(1) {
+        for (t, (_, url, ca)) in targets.iter().enumerate() {
+            let mut profile = EngineProfile::new(DEMO_APP_ID, Auth::AppSign(secret().into()), url.clone());
+            profile.ca_file = ca.clone();
+            let (engine, mut events) = Engine::create(profile)?;
+            let user = UserInfo { user_id: format!("bench-{i}-{t}"), user_name: String::new() };
+            let t0 = Instant::now();
+            engine.login_room("bench", user, RoomConfig::default()).await?;
+            login[t].push(t0.elapsed());
+            // Logined is the event the application sees; it is queued before the call returns.
+            while let Some(e) = events.recv().await {
+                if matches!(e, EngineEvent::RoomStateChanged { reason: RoomStateReason::Logined, .. }) {
+                    break;
+                }
+            }
+            let t1 = Instant::now();
+            engine.logout_room().await?;
+            resume[t].push(t1.elapsed());
+            engine.destroy().await;
+        }
+    }
+    for (t, (label, _, _)) in targets.iter().enumerate() {
+        print_stats(&format!("login{label} (login_room call -> Logined)"), &mut login[t]);
+        print_stats(&format!("logout{label} (logout_room call -> confirmed)"), &mut resume[t]);
+    }
+    for s in servers {
         s.stop().await?;
     }
+    drop(pki);
     callbox::media::init()?;
     let mut ff = if a.media_iterations > 0 { media::first_frame(a.media_iterations).await? } else { Vec::new() };
     if !ff.is_empty() {

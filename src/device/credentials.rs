@@ -232,6 +232,107 @@ pub fn retry_in(failures: u32) -> Duration {
 mod tests {
     use super::*;
 
+    fn device(server: &str) -> DeviceConfig {
+        let text = format!(
+            "[server]\nurl = \"{server}\"\napp_id = 7\n{}\n[room]\nroom_id = \"r\"\nuser_id = \"door\"\nuser_name = \"d\"\n",
+            "app_sign = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\""
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_token_file_is_read_each_time_and_token_url_is_the_same_exchange_as_a_device_key() {
+        use crate::server::config::AppConfig;
+        let dir = std::env::temp_dir().join(format!("callbox-creds-{}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let mut cfg: crate::server::ServerConfig = toml::from_str("").unwrap();
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.apps = vec![AppConfig { app_id: 7, secret: secret.into() }];
+        cfg.state_dir = dir.display().to_string();
+        cfg.media.enabled = false;
+        let server = crate::server::start(cfg).await.unwrap();
+        let url = format!("ws://{}", server.addr);
+
+        // token_file: read again before every use.
+        let file = dir.join("token");
+        let mut d = device(&url);
+        d.server.app_sign = None;
+        d.server.token_file = Some(file.display().to_string());
+        let c = Credentials::from_config(&d).unwrap();
+        assert!(c.fetches());
+        assert_eq!(c.fetch().await.unwrap_err().code, ErrorCode::TOKEN_RENEWAL_FAILED, "missing file");
+        std::fs::write(&file, "first\n").unwrap();
+        assert_eq!(c.fetch().await.unwrap(), "first");
+        std::fs::write(&file, "second").unwrap();
+        assert_eq!(c.fetch().await.unwrap(), "second");
+
+        // A device key, then the same key as the bearer secret of a token_url.
+        let now = crate::auth::unix_now();
+        let admin = crate::auth::Claims {
+            app_id: 7,
+            user_id: "*".into(),
+            room_id: None,
+            privileges: vec!["admin".into()],
+            streams: None,
+            dk: None,
+            nbf: None,
+            iat: now,
+            exp: now + 60,
+        };
+        let admin = crate::auth::mint(&crate::auth::parse_secret(secret).unwrap(), &admin).unwrap();
+        let dialer = Dialer::new(ServerUrl::parse(&url).unwrap(), None).unwrap();
+        let bearer = format!("Bearer {admin}");
+        let a = dialer
+            .request(
+                "POST",
+                "/api/v1/apps/7/device-keys",
+                &[("authorization", &bearer)],
+                br#"{"user_id":"door"}"#.to_vec(),
+                FETCH_TIMEOUT,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status, 201);
+        let key = serde_json::from_slice::<serde_json::Value>(&a.body).unwrap()["key"].as_str().unwrap().to_string();
+        let mut d = device(&url);
+        d.server.app_sign = None;
+        d.server.device_key = Some(key.clone());
+        let t = Credentials::from_config(&d).unwrap().fetch().await.unwrap();
+        assert_eq!(crate::auth::peek(&t).unwrap().user_id, "door");
+        let mut d = device(&url);
+        d.server.app_sign = None;
+        d.server.token_url = Some(format!("http://{}/api/v1/token", server.addr));
+        d.server.token_url_secret = Some(key);
+        let t = Credentials::from_config(&d).unwrap().fetch().await.unwrap();
+        assert_eq!(crate::auth::peek(&t).unwrap().user_id, "door");
+        d.server.token_url_secret = Some("cbk_wrong_00".into());
+        let e = Credentials::from_config(&d).unwrap().fetch().await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::DEVICE_KEY_INVALID, "{e}");
+        server.stop().await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn exactly_one_source_and_https_for_token_urls() {
+        let mut d = device("wss://h");
+        assert_eq!(Credentials::from_config(&d).unwrap().kind(), "app_sign");
+        d.server.token = Some("t".into());
+        assert!(Credentials::from_config(&d).unwrap_err().to_string().contains("only one"));
+        d.server.app_sign = None;
+        d.server.token = None;
+        assert!(Credentials::from_config(&d).is_err(), "none set");
+        d.server.token_url = Some("http://backend.example.net/token".into());
+        d.server.token_url_secret = Some("s".into());
+        assert!(Credentials::from_config(&d).unwrap_err().to_string().contains("https"));
+        d.server.token_url = Some("https://backend.example.net".into());
+        assert!(Credentials::from_config(&d).unwrap_err().to_string().contains("path"));
+        d.server.token_url = None;
+        d.server.token_url_secret = None;
+        d.server.device_key = Some("not-a-key".into());
+        assert!(Credentials::from_config(&d).unwrap_err().to_string().contains("cbk_"));
+    }
+
     #[test]
     fn renewal_timing() {
         assert_eq!(renew_in(3600 + 100, 100), Duration::from_secs(2880));

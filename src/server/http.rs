@@ -21,7 +21,7 @@ const PAGE: &str = include_str!("../../web/index.html");
 /// microphone at once, and another site must not be able to do that in a hidden frame.
 /// Its script and style are inline (one file, no build step).
 const PAGE_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; \
-     connect-src 'self' ws: wss:; img-src 'self' data: blob:; media-src 'self' blob:; frame-ancestors 'none'; \
+     connect-src 'self' ws: wss: https:; img-src 'self' data: blob:; media-src 'self' blob:; frame-ancestors 'none'; \
      base-uri 'none'; form-action 'self'";
 
 async fn page() -> Response {

@@ -285,7 +285,7 @@ fn bad_input_answers_codes_without_touching_others() {
 fn token_expiry_warned_and_renewed() {
     let mut w = World::new(90);
     w.reg.handle_connect(1, w.now);
-    let token = w.token(1, "a", &["login"], 40);
+    let token = w.token(1, "a", &["login"], 70);
     w.msg(
         1,
         ClientMsg::Login {
@@ -299,7 +299,7 @@ fn token_expiry_warned_and_renewed() {
         },
     );
     w.take(1);
-    w.advance(Duration::from_secs(5));
+    w.advance(Duration::from_secs(35));
     assert!(!w.take(1).iter().any(|m| matches!(m, ServerMsg::TokenWillExpire { .. })));
     w.advance(Duration::from_secs(6));
     assert!(w.take(1).iter().any(|m| matches!(m, ServerMsg::TokenWillExpire { remaining_secs: 29, .. })));

@@ -530,7 +530,18 @@ impl Pki {
         let (c, k) = (self.dir.path().join(format!("{file}.crt")), self.dir.path().join(format!("{file}.key")));
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
+        use rcgen::PublicKeyData;
+        std::fs::write(self.dir.path().join(format!("{file}.spki")), key.subject_public_key_info()).unwrap();
         (c, k)
+    }
+
+    /// base64(SHA-256(SubjectPublicKeyInfo)) of `<file>`'s key: what Chromium's
+    /// --ignore-certificate-errors-spki-list trusts.
+    pub fn spki_sha256(&self, file: &str) -> String {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let spki = std::fs::read(self.dir.path().join(format!("{file}.spki"))).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&spki))
     }
 
     /// The `[tls]` section serving `<file>.crt`/`.key`, checked every second.
