@@ -76,6 +76,8 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 cfg.limits.logins_per_sec = 10_000.0;
                 cfg.limits.login_burst = 10_000.0;
                 cfg.state_dir = pki.dir.display().to_string();
+                cfg.media.bind = "127.0.0.1".into();
+                cfg.media.port = 0;
                 if with_tls {
                     cfg.tls.cert = pki.cert.display().to_string();
                     cfg.tls.key = pki.key.display().to_string();

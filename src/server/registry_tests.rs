@@ -137,6 +137,19 @@ fn stream_updates(msgs: &[ServerMsg]) -> Vec<(UpdateType, String, ErrorCode)> {
         .collect()
 }
 
+/// A login of `user` to room `r` of app 1 with `token`.
+fn login_as(user: &str, token: String) -> ClientMsg {
+    ClientMsg::Login {
+        req: 1,
+        version: 1,
+        app_id: 1,
+        token,
+        room_id: "r".into(),
+        user: UserInfo { user_id: user.into(), user_name: String::new() },
+        user_status_notify: false,
+    }
+}
+
 fn error_code(msgs: &[ServerMsg]) -> Option<ErrorCode> {
     msgs.iter().find_map(|m| match m {
         ServerMsg::Error { code, .. } => Some(*code),
@@ -286,18 +299,7 @@ fn token_expiry_warned_and_renewed() {
     let mut w = World::new(90);
     w.reg.handle_connect(1, w.now);
     let token = w.token(1, "a", &["login"], 70);
-    w.msg(
-        1,
-        ClientMsg::Login {
-            req: 1,
-            version: 1,
-            app_id: 1,
-            token,
-            room_id: "r".into(),
-            user: UserInfo { user_id: "a".into(), user_name: String::new() },
-            user_status_notify: false,
-        },
-    );
+    w.msg(1, login_as("a", token));
     w.take(1);
     w.advance(Duration::from_secs(35));
     assert!(!w.take(1).iter().any(|m| matches!(m, ServerMsg::TokenWillExpire { .. })));
@@ -316,15 +318,7 @@ fn an_expired_token_binds_the_session_and_a_renewal_cannot_widen_it() {
     let mut w = World::new(90);
     w.reg.handle_connect(1, w.now);
     let token = w.token(1, "a", &["login", "publish"], 40);
-    let login = |token: String| ClientMsg::Login {
-        req: 1,
-        version: 1,
-        app_id: 1,
-        token,
-        room_id: "r".into(),
-        user: UserInfo { user_id: "a".into(), user_name: String::new() },
-        user_status_notify: false,
-    };
+    let login = |token: String| login_as("a", token);
     w.msg(1, login(token));
     let (sid, resume) = match w.take(1).remove(0) {
         ServerMsg::LoginOk { session_id, resume_token, .. } => (session_id, resume_token),

@@ -6,10 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use rustls::server::ResolvesServerCert;
-use rustls_acme::AcmeConfig;
-use rustls_acme::caches::DirCache;
 
 /// The ALPN protocol of TLS-ALPN-01 validation connections.
 pub const ACME_ALPN: &[u8] = b"acme-tls/1";
@@ -32,7 +29,11 @@ pub struct AcmeSettings {
 /// Starts the ACME state machine on a task; returns the resolver to serve from. Until the
 /// first certificate arrives (or is loaded from the cache), TLS handshakes other than the
 /// CA's validation fail.
+#[cfg(feature = "acme")]
 pub fn start(s: AcmeSettings) -> Result<Arc<dyn ResolvesServerCert>, super::client::TlsError> {
+    use futures_util::StreamExt;
+    use rustls_acme::AcmeConfig;
+    use rustls_acme::caches::DirCache;
     let client = super::client::config(s.directory_ca.as_deref(), &[])?;
     let mut state = AcmeConfig::new_with_client_config(&s.domains, client)
         .contact(s.contact.iter().map(|c| if c.contains(':') { c.clone() } else { format!("mailto:{c}") }))
@@ -52,4 +53,13 @@ pub fn start(s: AcmeSettings) -> Result<Arc<dyn ResolvesServerCert>, super::clie
         }
     });
     Ok(resolver)
+}
+
+/// This build has no ACME client (cargo feature `acme` off).
+#[cfg(not(feature = "acme"))]
+pub fn start(s: AcmeSettings) -> Result<Arc<dyn ResolvesServerCert>, super::client::TlsError> {
+    let _ = s;
+    Err(super::client::TlsError::Unavailable(
+        "this build has no ACME client (cargo feature acme); use [tls] cert/key".into(),
+    ))
 }

@@ -38,6 +38,9 @@ pub enum TlsError {
         /// What happened, for the journal.
         message: String,
     },
+    /// This build lacks what the configuration asks for.
+    #[error("{0}")]
+    Unavailable(String),
     /// The TCP connection failed or broke during the handshake.
     #[error("{0}")]
     Io(std::io::Error),

@@ -13,24 +13,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
+import { fail, until } from "./lib.mjs";
 
 const [bin, artifacts] = process.argv.slice(2);
 mkdirSync(artifacts, { recursive: true });
 const dir = mkdtempSync(join(tmpdir(), "callbox-browser-"));
 const children = [];
-const WAIT = 30000;
 
-function fail(msg) { throw new Error(msg); }
-
-async function until(what, fn, ms = WAIT) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    try { last = await fn(); if (last) return last; } catch (e) { last = e.message; }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  fail(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
-}
 
 function startServer(listen) {
   const cfg = join(dir, "server.toml");

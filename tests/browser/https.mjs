@@ -10,20 +10,10 @@
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
+import { fail, until } from "./lib.mjs";
 
 const [bin, cfg, ca, name, spki] = process.argv.slice(2);
 const children = [];
-const WAIT = 30000;
-function fail(msg) { throw new Error(msg); }
-async function until(what, fn, ms = WAIT) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    try { last = await fn(); if (last) return last; } catch (e) { last = e.message; }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  fail(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
-}
 const env = { ...process.env, RUST_LOG: process.env.CHILD_LOG || "warn" };
 
 let browser;
