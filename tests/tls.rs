@@ -163,3 +163,34 @@ fn aws_lc_is_not_in_the_build() {
     }
     assert!(lock.contains("name = \"ring\""));
 }
+
+/// A certificate pair that cannot be served, or a CA file that cannot be read, is the file's
+/// fault: exit 78 with the key named (systemd does not restart on 78).
+#[test]
+fn unusable_certificate_files_are_config_errors() {
+    let pki = Pki::new();
+    let (cert, _) = pki.leaf("a", &["localhost"], false);
+    let (_, other_key) = pki.leaf("b", &["localhost"], false);
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, text: String| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbox"))
+            .args(["check-config", f.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, err) = check("missing.toml", "[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\n".into());
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("tls.cert"), "{err}");
+    let (code, err) =
+        check("mismatch.toml", format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), other_key.display()));
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("does not fit"), "{err}");
+    let device = device_config("wss://localhost", "kiosk", &dir.path().join("c.sock"), "")
+        .replace("[room]", "ca_file = \"/nonexistent-ca.pem\"\n[room]");
+    let (code, err) = check("device.toml", device);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("server.ca_file"), "{err}");
+}

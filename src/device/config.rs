@@ -300,8 +300,12 @@ impl DeviceConfig {
 
     /// Checks what the types cannot; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.server_url()?.is_tls() {
-            self.dialer()?;
+        // A private CA must be readable now; the system's roots are the board's business
+        // (doctor checks them by connecting), not the file's.
+        self.server_url()?;
+        if let Some(ca) = &self.server.ca_file {
+            crate::tls::client::roots(Some(Path::new(ca)))
+                .map_err(|e| ConfigError::value("server.ca_file", e.to_string()))?;
         }
         if self.server.app_id == 0 {
             return Err(ConfigError::value("server.app_id", "must be set (non-zero)"));

@@ -34,16 +34,18 @@ pub enum Credentials {
     /// Exchanged at the server's token endpoint.
     DeviceKey {
         /// The server.
-        dialer: Dialer,
+        url: ServerUrl,
+        /// A private CA for it.
+        ca_file: Option<PathBuf>,
         /// The key (`cbk_...`).
         key: String,
     },
     /// Exchanged at the integrator's endpoint.
     TokenUrl {
-        /// The endpoint's server.
-        dialer: Dialer,
-        /// The endpoint's path.
-        path: String,
+        /// The endpoint.
+        url: ServerUrl,
+        /// A private CA for it.
+        ca_file: Option<PathBuf>,
         /// The per-device bearer secret.
         secret: String,
     },
@@ -118,10 +120,7 @@ impl Credentials {
                 s.token_url_secret.clone().filter(|x| !x.trim().is_empty()).ok_or_else(|| {
                     ConfigError::value("server.token_url_secret", "token_url needs the device's secret")
                 })?;
-            let path = u.path().to_string();
-            let dialer = Dialer::new(u, s.ca_file.as_deref().map(std::path::Path::new))
-                .map_err(|e| ConfigError::value("server.ca_file", e.to_string()))?;
-            return Ok(Credentials::TokenUrl { dialer, path, secret });
+            return Ok(Credentials::TokenUrl { url: u, ca_file: s.ca_file.as_ref().map(PathBuf::from), secret });
         }
         let key = match (&s.device_key, &s.device_key_file) {
             (Some(k), _) => k.trim().to_string(),
@@ -135,8 +134,7 @@ impl Credentials {
             let k = if s.device_key.is_some() { "server.device_key" } else { "server.device_key_file" };
             return Err(ConfigError::value(k, "a device key starts with cbk_ (create one with the admin API)"));
         }
-        let dialer = cfg.dialer()?;
-        Ok(Credentials::DeviceKey { dialer, key })
+        Ok(Credentials::DeviceKey { url: cfg.server_url()?, ca_file: s.ca_file.as_ref().map(PathBuf::from), key })
     }
 
     /// What the engine is created with: AppSign, a fixed token, or a placeholder for tokens
@@ -181,14 +179,20 @@ impl Credentials {
                 }
                 Ok(t.to_string())
             }
-            Credentials::DeviceKey { dialer, key } => exchange(dialer, "/api/v1/token", key).await,
-            Credentials::TokenUrl { dialer, path, secret } => exchange(dialer, path, secret).await,
+            Credentials::DeviceKey { url, ca_file, key } => exchange(url, ca_file, "/api/v1/token", key).await,
+            Credentials::TokenUrl { url, ca_file, secret } => exchange(url, ca_file, url.path(), secret).await,
         }
     }
 }
 
-/// POSTs with `bearer` and reads `{"token": ...}`.
-async fn exchange(dialer: &Dialer, path: &str, bearer: &str) -> Result<String, FetchError> {
+/// POSTs with `bearer` and reads `{"token": ...}`. The dialer is made each time: the CA file
+/// may have been replaced since (and the system's roots are read once per process).
+async fn exchange(url: &ServerUrl, ca_file: &Option<PathBuf>, path: &str, bearer: &str) -> Result<String, FetchError> {
+    let dialer = Dialer::new(url.clone(), ca_file.as_deref()).map_err(|e| FetchError {
+        code: e.code().unwrap_or(ErrorCode::TOKEN_RENEWAL_FAILED),
+        message: format!("TLS for {}: {e}", url.http(path)),
+    })?;
+    let dialer = &dialer;
     let auth = format!("Bearer {bearer}");
     let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
     let answer =

@@ -293,6 +293,13 @@ impl ServerConfig {
         if t.cert.is_empty() != t.key.is_empty() {
             return Err(ConfigError::value("tls.cert", "tls.cert and tls.key go together: set both or neither"));
         }
+        if !t.cert.is_empty() {
+            // A missing or mismatched pair is the file's fault: exit 78, not a restart loop.
+            crate::tls::server::FileCert::load(t.cert.as_ref(), t.key.as_ref()).map_err(|e| {
+                let key = if e.path == t.key { "tls.key" } else { "tls.cert" };
+                ConfigError::value(key, e.to_string())
+            })?;
+        }
         if !(1..=86_400).contains(&t.reload_secs) {
             return Err(ConfigError::value("tls.reload_secs", "must be 1 to 86400"));
         }
