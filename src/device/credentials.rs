@@ -227,9 +227,17 @@ pub fn renew_in(exp: u64, now: u64) -> Duration {
     Duration::from_secs(left.saturating_sub(margin))
 }
 
-/// Back-off between failed renewals: 2 s doubling to 60 s.
-pub fn retry_in(failures: u32) -> Duration {
-    Duration::from_secs(2u64.saturating_mul(1 << failures.min(5))).min(Duration::from_secs(60))
+/// Back-off between failed renewals (the one reconnect policy, with its jitter, so devices
+/// that lost their token server together do not come back together): up to 2 s doubling
+/// to 60 s, never giving up.
+pub fn renewal_retry() -> crate::engine::ReconnectPolicy {
+    crate::engine::ReconnectPolicy {
+        initial: Duration::from_secs(2),
+        max: Duration::from_secs(60),
+        give_up_after: None,
+        early_max: Duration::from_secs(60),
+        early_window: Duration::ZERO,
+    }
 }
 
 #[cfg(test)]
@@ -343,7 +351,7 @@ mod tests {
         assert_eq!(renew_in(100 + 60, 100), Duration::from_secs(30), "at least 30 s before the end");
         assert_eq!(renew_in(100 + 4, 100), Duration::from_secs(2), "half of a very short life");
         assert_eq!(renew_in(50, 100), Duration::ZERO, "expired: at once");
-        assert_eq!(retry_in(0), Duration::from_secs(2));
-        assert_eq!(retry_in(9), Duration::from_secs(60));
+        assert_eq!(renewal_retry().delay(0, 0.999).as_secs(), 1, "under 2 s at first");
+        assert_eq!(renewal_retry().delay(9, 0.999).as_secs(), 59, "at most a minute");
     }
 }

@@ -144,12 +144,12 @@ pub(super) fn error(status: StatusCode, code: ErrorCode, message: &str) -> Respo
     (status, Json(json!({"code": code.0, "name": code.name(), "message": message}))).into_response()
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string())
+/// The bearer token of `Authorization: Bearer <token>` (the scheme in any case, RFC 7235).
+pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
 }
 
 fn refused(r: super::registry::Refusal) -> Response {
@@ -294,5 +294,25 @@ async fn device_token(
         Some(Ok(t)) => Json(t).into_response(),
         Some(Err(r)) => refused(r),
         None => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::AUTHORIZATION, v.parse().unwrap());
+            bearer(&m)
+        };
+        assert_eq!(h("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(h("bearer abc").as_deref(), Some("abc"));
+        assert_eq!(h("BEARER  abc ").as_deref(), Some("abc"));
+        assert_eq!(h("Basic abc"), None);
+        assert_eq!(h("Bearer "), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
     }
 }

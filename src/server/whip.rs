@@ -52,12 +52,7 @@ fn offer_and_token(headers: &HeaderMap, body: &Bytes) -> Result<(String, String)
             "Content-Type must be application/sdp",
         ));
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
+    let token = super::http::bearer(headers)
         .ok_or_else(|| bad(StatusCode::UNAUTHORIZED, ErrorCode::TOKEN_INVALID, "missing bearer token"))?;
     if body.len() > MAX_SDP {
         return Err(bad(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::MEDIA_OFFER_REJECTED, "SDP offer over 64 KB"));

@@ -101,12 +101,14 @@ pub async fn renew(
     now_please: Arc<tokio::sync::Notify>,
     told: mpsc::Sender<Result<u64, crate::device::credentials::FetchError>>,
 ) {
-    use crate::device::credentials::{FetchError, renew_in, retry_in};
+    use crate::device::credentials::{FetchError, renew_in, renewal_retry};
+    let policy = renewal_retry();
     let mut exp = 0u64;
     let mut failures = 0u32;
+    let mut retry = None;
     loop {
         let wait = if failures > 0 {
-            Some(retry_in(failures - 1))
+            retry
         } else if exp == 0 {
             None
         } else {
@@ -157,11 +159,13 @@ pub async fn renew(
             }
             Err(e) => {
                 failures += 1;
+                let wait = policy.delay(failures - 1, rand::random());
+                retry = Some(wait);
                 tracing::warn!(
                     callbox_event = "token_renewal_failed",
                     source = credentials.kind(),
                     error_code = e.code.0,
-                    retry_in_secs = retry_in(failures - 1).as_secs(),
+                    retry_in_ms = wait.as_millis() as u64,
                     "token renewal failed (the call goes on with the current token): {e}"
                 );
             }
