@@ -28,19 +28,36 @@ pub fn server(
     dev: bool,
     dev_public: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut cfg = match ServerConfig::load(config.as_deref(), &callbox::config_file::callbox_env()) {
+    let load = move || server_config(config.as_deref(), listen.as_deref(), dev, dev_public);
+    let cfg = match load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("callbox server: {e}");
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
+    if cfg.dev {
+        tracing::warn!("dev mode: anyone who reaches this server can get tokens for app 1234 from /dev/token");
+    }
+    if cfg.apps.is_empty() {
+        tracing::warn!("no [[apps]] configured: every login will fail with APP_ID_MISMATCH");
+    }
+    runtime()?.block_on(callbox::server::run(cfg, Some(Box::new(load))))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The server's configuration: the file, the environment, `--listen` and the dev flags (at
+/// start, and again at each SIGHUP).
+fn server_config(
+    config: Option<&Path>,
+    listen: Option<&str>,
+    dev: bool,
+    dev_public: bool,
+) -> Result<ServerConfig, callbox::config_file::ConfigError> {
+    let mut cfg = ServerConfig::load(config, &callbox::config_file::callbox_env())?;
     if let Some(l) = listen {
-        cfg.listen = l;
-        if let Err(e) = cfg.validate() {
-            eprintln!("callbox server: {e}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
+        cfg.listen = l.to_string();
+        cfg.validate()?;
     }
     if dev {
         cfg.dev = true;
@@ -50,18 +67,10 @@ pub fn server(
                 secret: callbox::server::DEV_SECRET.into(),
             });
         }
-        tracing::warn!("dev mode: anyone who reaches this server can get tokens for app 1234 from /dev/token");
     }
     cfg.dev_public = dev_public;
-    if let Err(e) = cfg.check_exposure() {
-        eprintln!("callbox server: {e}");
-        return Ok(ExitCode::from(EXIT_CONFIG));
-    }
-    if cfg.apps.is_empty() {
-        tracing::warn!("no [[apps]] configured: every login will fail with APP_ID_MISMATCH");
-    }
-    runtime()?.block_on(callbox::server::run(cfg))?;
-    Ok(ExitCode::SUCCESS)
+    cfg.check_exposure()?;
+    Ok(cfg)
 }
 
 /// Arguments of `callbox token`.
@@ -176,7 +185,7 @@ pub fn device(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         match daemon::Daemon::start(cfg, callbox::device::systemd::Notifier::from_env()).await {
             Ok(d) => {
-                d.run().await;
+                d.with_config_path(path.clone()).run().await;
                 Ok(ExitCode::SUCCESS)
             }
             Err(daemon::StartError::Config(e)) => {

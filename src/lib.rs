@@ -14,6 +14,9 @@
 //! driven by thin tokio tasks.
 #![deny(missing_docs)]
 
+/// The build identity: the package version and the git commit (`0.1.0 (3f2a9c1b7e10)`).
+pub const BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BUILD_COMMIT_ID"), ")");
+
 pub mod auth;
 pub mod config_file;
 pub mod device;

@@ -13,7 +13,7 @@ mod peer;
 
 /// Room-based real-time calls for Linux single-board computers.
 #[derive(Parser)]
-#[command(name = "callbox", version, about)]
+#[command(name = "callbox", version = callbox::BUILD, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

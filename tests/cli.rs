@@ -10,6 +10,21 @@ fn callbox(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_callbox")).args(args).output().unwrap()
 }
 
+/// A field report names the exact build: version and commit, in --version and /healthz.
+#[tokio::test]
+async fn the_build_identity_is_in_version_and_healthz() {
+    let out = callbox(&["--version"]);
+    let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(v, format!("callbox {}", callbox::BUILD));
+    assert!(v.contains(env!("CARGO_PKG_VERSION")) && v.contains(" (") && v.ends_with(')'), "{v}");
+    assert!(!callbox::BUILD.contains("(unknown)"), "built from git here: {v}");
+    let server = Server::start("");
+    let (status, body) = http(&server.http(), "GET", "/healthz", None).await;
+    assert_eq!(status, 200);
+    let h: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(h["version"], callbox::BUILD);
+}
+
 #[test]
 fn token_command_mints_a_verifiable_token() {
     let out = callbox(&[
@@ -140,4 +155,51 @@ fn demo_runs_two_devices_that_see_and_hear_each_other() {
     assert_eq!(text.matches("media flowing from 1 of 1 other devices").count(), 2, "{text}");
     assert!(text.contains("encodes with x264enc"), "{text}");
     assert_eq!(text.matches("first frame").count(), 2, "{text}");
+}
+
+/// SIGHUP re-reads the configuration: apps come and go (a removed app's sessions end), a bad
+/// file leaves the running configuration in place, and the server never dies of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_apps_and_survives_a_bad_file() {
+    use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, RoomStateReason};
+    let mut server = Server::start("");
+    let (other, rx) = Engine::create({
+        let mut p = EngineProfile::new(OTHER_APP, Auth::AppSign(OTHER_SECRET.into()), server.url());
+        p.reconnect = fast_policy();
+        p
+    })
+    .unwrap();
+    let mut other_ev = Events { rx, seen: Vec::new() };
+    other.login_room("lobby", user("door"), notify()).await.unwrap();
+
+    let new_secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let cfg = std::fs::read_to_string(server.config_path()).unwrap();
+    let rewritten = cfg.replace(
+        &format!("app_id = {OTHER_APP}\nsecret = \"{OTHER_SECRET}\""),
+        &format!("app_id = 77\nsecret = \"{new_secret}\""),
+    );
+    assert_ne!(rewritten, cfg);
+    std::fs::write(server.config_path(), rewritten).unwrap();
+    server.signal("HUP");
+    // App 99 is gone: its session ends. App 77 is there: a login with its secret works.
+    other_ev
+        .wait("kicked with the app", |e| {
+            matches!(e, EngineEvent::RoomStateChanged { reason: RoomStateReason::KickOut, .. })
+        })
+        .await;
+    let login77 = || async {
+        let (e, _rx) = Engine::create(EngineProfile::new(77, Auth::AppSign(new_secret.into()), server.url())).unwrap();
+        let r = e.login_room("lobby", user("gate"), notify()).await;
+        e.destroy().await;
+        r
+    };
+    login77().await.expect("app 77 after SIGHUP");
+
+    // A broken file: the server keeps running with what it had.
+    std::fs::write(server.config_path(), "listen = [this is not toml").unwrap();
+    server.signal("HUP");
+    server.signal("HUP");
+    login77().await.expect("still app 77 after a bad reload");
+    assert!(server.alive(), "SIGHUP must not kill the server");
+    other.destroy().await;
 }

@@ -698,3 +698,34 @@ async fn doctor_and_check_config_over_tls() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("WARN: server.url") && err.contains("WARN: server.app_sign"), "{err}");
 }
+
+/// SIGHUP never stops the daemon: a changed file is named (it applies at a restart), a
+/// broken one is reported with the key, and the call state is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rechecks_the_config_and_keeps_running() {
+    let server = Server::start("");
+    let device = Device::start(&server.url(), "kiosk", None);
+    device.wait("logged in", |s| s.room.state == "Connected").await;
+    let cfg = device.dir.path().join("device.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("ring_out_secs = 60", "ring_out_secs = 30")).unwrap();
+    device.signal("-HUP");
+    let d = &device;
+    let logged = |needle: &'static str| async move {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if d.log().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no {needle:?} in the log:\n{}", d.log());
+    };
+    logged("SIGHUP: [call] changed").await;
+    std::fs::write(&cfg, text.replace("ring_out_secs = 60", "ring_out_secs = \"soon\"")).unwrap();
+    device.signal("-HUP");
+    logged("the running configuration stays").await;
+    let s = device.wait("still serving its status", |s| s.room.state == "Connected").await;
+    assert!(device.log().contains("ring_out_secs"), "the bad key is named");
+    assert_eq!(s.call, "idle");
+}

@@ -37,6 +37,7 @@ fn device_unit_verifies_clean_with_notify_watchdog_and_hardening() {
     for line in [
         "Type=notify",
         "ExecStart=/usr/bin/callbox device --config /etc/callbox/device.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "WatchdogSec=",
         "Restart=always",
         "RestartPreventExitStatus=78",

@@ -369,6 +369,22 @@ impl DeviceConfig {
         }
     }
 
+    /// The sections that differ from `other` (`[server]`, `[call]`, ...).
+    pub fn changed_sections(&self, other: &DeviceConfig) -> Vec<&'static str> {
+        let pairs: [(&'static str, String, String); 9] = [
+            ("[server]", format!("{:?}", self.server), format!("{:?}", other.server)),
+            ("[room]", format!("{:?}", self.room), format!("{:?}", other.room)),
+            ("[call]", format!("{:?}", self.call), format!("{:?}", other.call)),
+            ("[video]", format!("{:?}", self.video), format!("{:?}", other.video)),
+            ("[audio]", format!("{:?}", self.audio), format!("{:?}", other.audio)),
+            ("[display]", format!("{:?}", self.display), format!("{:?}", other.display)),
+            ("[media]", format!("{:?}", self.media), format!("{:?}", other.media)),
+            ("[gpio]", format!("{:?}", self.gpio), format!("{:?}", other.gpio)),
+            ("[control]", format!("{:?}", self.control), format!("{:?}", other.control)),
+        ];
+        pairs.into_iter().filter(|(_, a, b)| a != b).map(|(k, _, _)| k).collect()
+    }
+
     /// What is valid but unsafe in the field (check-config and doctor WARN, the daemon logs
     /// them at start): a cleartext server URL to another host, the app secret on the device,
     /// a token that is never renewed.

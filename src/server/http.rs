@@ -95,11 +95,12 @@ async fn dev_token(
     }
 }
 
-/// `{"status":"ok","media_port":7882}` (`media_port` absent when media is off).
+/// `{"status":"ok","version":"0.1.0 (commit)","media_port":7882}` (`media_port` absent when
+/// media is off).
 async fn healthz(State(hub): State<Hub>) -> Json<serde_json::Value> {
     match hub.sfu() {
-        Some(sfu) => Json(json!({"status": "ok", "media_port": sfu.addr.port()})),
-        None => Json(json!({"status": "ok"})),
+        Some(sfu) => Json(json!({"status": "ok", "version": crate::BUILD, "media_port": sfu.addr.port()})),
+        None => Json(json!({"status": "ok", "version": crate::BUILD})),
     }
 }
 

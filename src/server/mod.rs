@@ -40,12 +40,19 @@ pub struct RunningServer {
     pub media_addr: Option<SocketAddr>,
     /// Whether the listen port speaks TLS (https/wss).
     pub tls: bool,
+    hub: Hub,
     cert_files: Option<std::sync::Arc<crate::tls::server::FileCert>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningServer {
+    /// Applies a new configuration's apps, session timing and limits (what SIGHUP does);
+    /// returns what changed.
+    pub async fn reconfigure(&self, cfg: ServerConfig) -> Vec<String> {
+        self.hub.with(move |reg, now| reg.reconfigure(&cfg, now)).await.unwrap_or_default()
+    }
+
     /// Reads the certificate files again now (what SIGHUP does); the periodic check does
     /// the same every `[tls] reload_secs`. `Ok(true)` when a new certificate is served.
     pub fn reload_tls(&self) -> Result<bool, crate::tls::server::CertError> {
@@ -88,6 +95,7 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
     let keys = hub::load_device_keys(&keys_file)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("device keys: {e}")))?;
     let hub = Hub::spawn(&cfg, sfu, Some((keys_file, keys)));
+    let hub_handle = hub.clone();
     let app = http::router(hub.clone(), cfg.dev);
     let gate = accept::Gate::new(cfg.limits.max_pending, cfg.limits.max_pending_per_ip);
     let handshake = std::time::Duration::from_secs(cfg.limits.handshake_secs);
@@ -103,8 +111,8 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
         accept::serve(listener, app, gate, handshake, tls, signal).await;
         Ok(())
     });
-    tracing::info!(%addr, tls = cfg.tls_enabled(), "callbox server listening");
-    Ok(RunningServer { addr, media_addr, tls: cfg.tls_enabled(), cert_files, shutdown, task })
+    tracing::info!(%addr, tls = cfg.tls_enabled(), version = crate::BUILD, "callbox server listening");
+    Ok(RunningServer { addr, media_addr, tls: cfg.tls_enabled(), hub: hub_handle, cert_files, shutdown, task })
 }
 
 /// The listen port's TLS configuration: certificate files (watched for replacement) or ACME.
@@ -134,9 +142,44 @@ fn tls_config(cfg: &ServerConfig) -> std::io::Result<TlsSetup> {
     Ok((Some(crate::tls::server::config(files.clone(), &[])), Some(files)))
 }
 
-/// Runs the server until SIGTERM or SIGINT.
-pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+/// Loads the configuration again for SIGHUP: the same file, environment and flags as at start.
+pub type Reload = Box<dyn Fn() -> Result<ServerConfig, crate::config_file::ConfigError> + Send + Sync>;
+
+/// What differs between two configurations that only a restart applies.
+pub fn needs_restart(old: &ServerConfig, new: &ServerConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.listen != new.listen {
+        out.push("listen");
+    }
+    if format!("{:?}", old.media) != format!("{:?}", new.media) {
+        out.push("[media]");
+    }
+    if old.tls.cert != new.tls.cert
+        || old.tls.key != new.tls.key
+        || format!("{:?}", old.tls.acme) != format!("{:?}", new.tls.acme)
+    {
+        out.push("[tls] (the files themselves are reloaded; other files or ACME need a restart)");
+    }
+    if old.state_dir != new.state_dir {
+        out.push("state_dir");
+    }
+    let (a, b) = (&old.limits, &new.limits);
+    if a.max_pending != b.max_pending
+        || a.max_pending_per_ip != b.max_pending_per_ip
+        || a.whip_per_sec != b.whip_per_sec
+        || a.whip_burst != b.whip_burst
+    {
+        out.push("limits.max_pending, max_pending_per_ip, whip_per_sec, whip_burst");
+    }
+    out
+}
+
+/// Runs the server until SIGTERM or SIGINT; SIGHUP reloads the certificate files and, with
+/// `reload`, the configuration (apps, session timing, limits; the rest is logged as needing
+/// a restart).
+pub async fn run(cfg: ServerConfig, reload: Option<Reload>) -> anyhow::Result<()> {
     let apps = cfg.apps.len();
+    let running = cfg.clone();
     let server = start(cfg).await?;
     // One plain line on stdout so scripts and tests can find the address.
     let scheme = if server.tls { "https" } else { "http" };
@@ -149,12 +192,41 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         let server = server.clone();
         tokio::spawn(async move {
             let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+            let mut running = running;
             while hup.recv().await.is_some() {
                 match server.reload_tls() {
-                    Ok(true) => tracing::info!("SIGHUP: TLS certificate replaced"),
-                    Ok(false) => tracing::info!("SIGHUP: TLS certificate unchanged"),
+                    Ok(true) => tracing::info!(callbox_event = "reload", "SIGHUP: TLS certificate replaced"),
+                    Ok(false) if server.cert_files.is_some() => {
+                        tracing::info!(callbox_event = "reload", "SIGHUP: TLS certificate unchanged")
+                    }
+                    Ok(false) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one is still served")
+                        tracing::warn!(callbox_event = "reload", error = %e, "SIGHUP: TLS certificate not reloaded; the previous one is still served")
+                    }
+                }
+                let Some(reload) = &reload else { continue };
+                match reload() {
+                    Ok(new) => {
+                        for what in needs_restart(&running, &new) {
+                            tracing::warn!(
+                                callbox_event = "reload",
+                                "SIGHUP: {what} changed; it applies after a restart"
+                            );
+                        }
+                        let changed = server.reconfigure(new.clone()).await;
+                        if changed.is_empty() {
+                            tracing::info!(
+                                callbox_event = "reload",
+                                "SIGHUP: configuration reloaded; apps, session and limits unchanged"
+                            );
+                        }
+                        for c in changed {
+                            tracing::info!(callbox_event = "reload", "SIGHUP: {c}");
+                        }
+                        running = new;
+                    }
+                    Err(e) => {
+                        tracing::warn!(callbox_event = "reload", error = %e, "SIGHUP: the configuration was not reloaded (fix it and send SIGHUP again); the running one stays")
                     }
                 }
             }

@@ -16,6 +16,7 @@ use rand::Rng;
 mod admin;
 mod keys;
 mod media;
+mod reload;
 mod room;
 mod whip;
 

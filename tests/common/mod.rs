@@ -71,6 +71,22 @@ impl Server {
         self.addr.to_string()
     }
 
+    /// The server's configuration file.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("server.toml")
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(st.success());
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// kill -9, then start again on the same ports (all state is lost).
     pub fn restart(&mut self) {
         self.kill();

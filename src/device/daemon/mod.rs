@@ -67,6 +67,7 @@ enum Note {
 /// See the module docs.
 pub struct Daemon {
     cfg: DeviceConfig,
+    config_path: Option<PathBuf>,
     started: Instant,
     engine: Arc<Engine>,
     events: mpsc::Receiver<EngineEvent>,
@@ -188,7 +189,7 @@ impl Daemon {
         tokio::spawn(control::serve(listener, control_tx));
 
         let status = Status {
-            version: env!("CARGO_PKG_VERSION").into(),
+            version: crate::BUILD.into(),
             room: RoomStatus {
                 room_id: cfg.room.room_id.clone(),
                 user_id: cfg.room.user_id.clone(),
@@ -228,6 +229,7 @@ impl Daemon {
             login_failures: 0,
             relogin_at: None,
             socket,
+            config_path: None,
             cfg,
         };
         Ok(d)
@@ -238,9 +240,11 @@ impl Daemon {
     pub async fn run(mut self) {
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         self.notifier.ready();
         tracing::info!(
             callbox_event = "started",
+            version = crate::BUILD,
             room_id = %self.cfg.room.room_id,
             user_id = %self.cfg.room.user_id,
             server = %self.cfg.server.url,
@@ -263,11 +267,50 @@ impl Daemon {
                 _ = sleep_until(deadline.into()) => self.on_timeout(Instant::now()),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = hup.recv() => self.on_reload(),
             }
             self.apply_actions();
             self.publish_status();
         }
         self.shutdown().await;
+    }
+
+    /// SIGHUP: the file is read and checked again. What changed is named; none of it is
+    /// applied to the running call yet (a restart applies it), and a bad file changes nothing.
+    fn on_reload(&mut self) {
+        let Some(path) = self.config_path.clone() else {
+            tracing::info!(callbox_event = "reload", "SIGHUP: started without a config file; nothing to re-read");
+            return;
+        };
+        match DeviceConfig::load(Some(&path), &crate::config_file::callbox_env()) {
+            Err(e) => tracing::warn!(
+                callbox_event = "reload",
+                "SIGHUP: {}: {e}; the running configuration stays",
+                path.display()
+            ),
+            Ok(new) => {
+                for w in new.warnings() {
+                    tracing::warn!(callbox_event = "config_warning", "{w}");
+                }
+                let changed = self.cfg.changed_sections(&new);
+                if changed.is_empty() {
+                    tracing::info!(callbox_event = "reload", "SIGHUP: {} unchanged", path.display());
+                } else {
+                    tracing::warn!(
+                        callbox_event = "reload",
+                        "SIGHUP: {} changed in {}; it applies after a restart (systemctl restart callbox)",
+                        changed.join(", "),
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The file the configuration came from, re-read on SIGHUP.
+    pub fn with_config_path(mut self, path: PathBuf) -> Self {
+        self.config_path = Some(path);
+        self
     }
 
     fn next_deadline(&self) -> Instant {
