@@ -478,6 +478,44 @@ async fn under_systemd_each_log_line_reaches_journald_with_its_fields() {
     let publish = entries.iter().find(|e| e.get("CALLBOX_EVENT").map(String::as_str) == Some("publisher_state"));
     assert_eq!(publish.unwrap_or_else(|| panic!("{entries:#?}"))["STREAM_ID"], "door-main");
     assert!(!dev.log().contains("room lobby: Connected"), "journald, not stderr");
+
+    // The server's journal is as queryable: CALLBOX_EVENT=login with the peer address, and
+    // refused logins with their ERROR_CODE.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("server.toml");
+    std::fs::write(&cfg, format!("[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[media]\nenabled = false\n")).unwrap();
+    let mut srv = Command::new(env!("CARGO_BIN_EXE_callbox"))
+        .args(["server", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env("CALLBOX_LOG", "journald")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(srv.stdout.take().unwrap()), &mut line).unwrap();
+    let url = format!("ws://{}", line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap());
+    let (good, _rx) = Engine::create(EngineProfile::new(APP, Auth::AppSign(SECRET.into()), url.clone())).unwrap();
+    good.login_room("lobby", user("gate"), notify()).await.unwrap();
+    let (bad, _rx2) = Engine::create(EngineProfile::new(APP, Auth::Token("garbage".into()), url)).unwrap();
+    assert!(bad.login_room("lobby", user("mallory"), notify()).await.is_err());
+    good.destroy().await;
+    bad.destroy().await;
+    let _ = srv.kill();
+    let _ = srv.wait();
+    if own {
+        let entries = received.lock().unwrap().clone();
+        let event = |name: &str| {
+            entries
+                .iter()
+                .find(|e| e.get("CALLBOX_EVENT").map(String::as_str) == Some(name) && e.get("USER_ID").is_some_and(|u| u != "door"))
+                .cloned()
+                .unwrap_or_else(|| panic!("no server {name} entry in {entries:#?}"))
+        };
+        let login = event("login");
+        assert_eq!((login["USER_ID"].as_str(), login["PEER"].as_str()), ("gate", "127.0.0.1"), "{login:?}");
+        let refused = event("login_refused");
+        assert_eq!((refused["USER_ID"].as_str(), refused["ERROR_CODE"].as_str()), ("mallory", "1002033"), "{refused:?}");
+    }
 }
 
 /// Parses one datagram of journald's native protocol: `KEY=value\n`, or `KEY\n`, a 64-bit

@@ -89,7 +89,7 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
     let media_addr = sfu.as_ref().map(|s| s.addr);
     let (tls, cert_files) = tls_config(&cfg)?;
     for w in cfg.warnings() {
-        tracing::warn!(hint = "docs: README, Deploying on the internet", "{w}");
+        tracing::warn!(callbox_event = "config_warning", hint = "docs: README, Deploying on the internet", "{w}");
     }
     let keys_file = cfg.state_path().join(DEVICE_KEYS_FILE);
     let keys = hub::load_device_keys(&keys_file)
@@ -111,7 +111,7 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
         accept::serve(listener, app, gate, handshake, tls, signal).await;
         Ok(())
     });
-    tracing::info!(%addr, tls = cfg.tls_enabled(), version = crate::BUILD, "callbox server listening");
+    tracing::info!(callbox_event = "started", %addr, tls = cfg.tls_enabled(), version = crate::BUILD, "callbox server listening");
     Ok(RunningServer { addr, media_addr, tls: cfg.tls_enabled(), hub: hub_handle, cert_files, shutdown, task })
 }
 
@@ -237,7 +237,7 @@ pub async fn run(cfg: ServerConfig, reload: Option<Reload>) -> anyhow::Result<()
     let _ = hup.await;
     let server = std::sync::Arc::try_unwrap(server).map_err(|_| anyhow::anyhow!("server still shared at stop"))?;
     server.stop().await?;
-    tracing::info!("stopped");
+    tracing::info!(callbox_event = "stopped", "stopped");
     Ok(())
 }
 

@@ -263,7 +263,7 @@ impl Registry {
             && s.conn == Some(conn)
         {
             s.conn = None;
-            tracing::info!(session = %short(&sid), user_id = %s.user.user_id, room_id = %s.room_id,
+            tracing::info!(callbox_event = "connection_lost", session = %short(&sid), user_id = %s.user.user_id, room_id = %s.room_id,
                 grace_secs = self.grace.as_secs(), "connection lost; session kept for the grace period");
             let _ = now;
         }
@@ -369,7 +369,7 @@ impl Registry {
             .collect();
         for sid in expired {
             if let Some(s) = self.sessions.get(&sid) {
-                tracing::warn!(user_id = %s.user.user_id, room_id = %s.room_id, grace_secs = self.grace.as_secs(),
+                tracing::warn!(callbox_event = "heartbeat_timeout", error_code = ErrorCode::HEARTBEAT_TIMEOUT.0, user_id = %s.user.user_id, room_id = %s.room_id, grace_secs = self.grace.as_secs(),
                     "no heartbeat for the grace period; removing the user and its streams");
                 if let Some(conn) = s.conn {
                     self.out.push_back(Output::Close(conn));
@@ -476,6 +476,10 @@ impl Registry {
                         "too many refused logins; retry later",
                     );
                 }
+                // Logged only within the per-address budget above, so a flood cannot fill the journal.
+                tracing::info!(callbox_event = "login_refused", error_code = code.0, app_id, room_id = %room_id,
+                    user_id = %user.user_id, peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+                    "login refused: {}", code.name());
                 return self.fail(conn, Some(req), code, "token rejected");
             }
         };
@@ -533,7 +537,8 @@ impl Registry {
             c.session = Some(session_id.clone());
         }
         self.metrics.logins += 1;
-        tracing::info!(app_id, room_id = %room_id, user_id = %user.user_id, session = %short(&session_id), "user logged in");
+        let peer = self.conns.get(&conn).and_then(|c| c.peer).map(|p| p.to_string()).unwrap_or_default();
+        tracing::info!(callbox_event = "login", app_id, room_id = %room_id, user_id = %user.user_id, session = %short(&session_id), %peer, "user logged in");
         let room_snapshot = self.snapshot(&session_id);
         self.send(
             conn,
@@ -578,7 +583,7 @@ impl Registry {
         let old = s.conn.replace(conn);
         s.last_seen = now.at;
         let backlog: Vec<ServerMsg> = s.backlog.drain(..).collect();
-        tracing::info!(user_id = %s.user.user_id, room_id = %s.room_id, session = %short(session_id), "session resumed");
+        tracing::info!(callbox_event = "resume", user_id = %s.user.user_id, room_id = %s.room_id, session = %short(session_id), "session resumed");
         if let Some(old) = old {
             if let Some(c) = self.conns.get_mut(&old) {
                 c.session = None;
@@ -639,7 +644,7 @@ impl Registry {
 
     fn kick_session(&mut self, sid: &str, code: ErrorCode, why: &str, now: Now) {
         if let Some(s) = self.sessions.get(sid) {
-            tracing::info!(user_id = %s.user.user_id, room_id = %s.room_id, code = code.0, "{why}");
+            tracing::info!(callbox_event = "kick", user_id = %s.user.user_id, room_id = %s.room_id, error_code = code.0, "{why}");
             if let Some(c) = s.conn {
                 self.send(c, ServerMsg::Kicked { code, message: why.to_string() });
                 self.out.push_back(Output::Close(c));
@@ -683,7 +688,7 @@ impl Registry {
             others.extend(room.sessions.iter().cloned());
             if room.sessions.is_empty() {
                 app.rooms.remove(&s.room_id);
-                tracing::info!(room_id = %s.room_id, "room empty; removed");
+                tracing::info!(callbox_event = "room_removed", room_id = %s.room_id, "room empty; removed");
             }
         }
         for other in others {
@@ -736,7 +741,7 @@ impl Registry {
         let room_id = s.room_id.clone();
         let info = StreamInfo { stream_id: stream_id.clone(), user: s.user.clone(), extra_info: extra_info.clone() };
         self.sessions.get_mut(sid).expect("present").published.insert(stream_id.clone(), extra_info);
-        tracing::info!(room_id = %room_id, stream_id = %stream_id, user_id = %info.user.user_id, "stream published");
+        tracing::info!(callbox_event = "stream_update", room_id = %room_id, stream_id = %stream_id, user_id = %info.user.user_id, "stream published");
         for other in self.room_others(sid) {
             let subscribed = self.sessions.get(&other).is_some_and(|o| o.subscriptions.contains(&stream_id));
             self.send_session(
@@ -766,7 +771,7 @@ impl Registry {
         if let Some(app) = self.apps.get_mut(&s.app_id) {
             app.streams.remove(stream_id);
         }
-        tracing::info!(room_id = %room_id, stream_id = %stream_id, reason = reason.0, "stream deleted");
+        tracing::info!(callbox_event = "stream_update", room_id = %room_id, stream_id = %stream_id, error_code = reason.0, "stream deleted");
         if let Some(key) = self.stream_key(sid, stream_id) {
             self.media_out(MediaOut::EndStream(key));
         }

@@ -114,12 +114,12 @@ impl FileCert {
                 match r {
                     Ok(Ok(true)) => {
                         last_error = None;
-                        tracing::info!(cert = %me.cert_path.display(), "TLS certificate replaced; new connections get the new one");
+                        tracing::info!(callbox_event = "tls", cert = %me.cert_path.display(), "TLS certificate replaced; new connections get the new one");
                     }
                     Ok(Ok(false)) => last_error = None,
                     Ok(Err(e)) => {
                         if last_error.as_ref() != Some(&e) {
-                            tracing::warn!(error = %e, hint = "the previous certificate is still served; fix or finish writing the files", "TLS certificate not reloaded");
+                            tracing::warn!(callbox_event = "tls", error = %e, hint = "the previous certificate is still served; fix or finish writing the files", "TLS certificate not reloaded");
                         }
                         last_error = Some(e);
                     }

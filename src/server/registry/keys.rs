@@ -96,7 +96,7 @@ impl Registry {
             return Err(bad("a device key needs login and can never carry admin"));
         }
         let made = self.device_keys.create(app_id, req.user_id, room_id, privileges, now.unix_secs());
-        tracing::info!(app_id, key = %made.0.id, user_id = %made.0.user_id, "device key created");
+        tracing::info!(callbox_event = "device_key", app_id, key = %made.0.id, user_id = %made.0.user_id, "device key created");
         self.out.push_back(Output::SaveDeviceKeys(self.device_keys.to_json()));
         Ok(made)
     }
@@ -133,7 +133,7 @@ impl Registry {
         for sid in &ended {
             self.kick_session(sid, ErrorCode::DEVICE_KEY_REVOKED, "the device key of this session was revoked", now);
         }
-        tracing::info!(app_id, key = %id, sessions = ended.len(), "device key revoked");
+        tracing::info!(callbox_event = "device_key", app_id, key = %id, sessions = ended.len(), "device key revoked");
         Some(ended.len())
     }
 

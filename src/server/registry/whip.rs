@@ -94,7 +94,7 @@ impl Registry {
                 if s.published.len() >= self.limits.max_streams_per_user {
                     return Err(refuse(403, ErrorCode::TOO_MANY_STREAMS, "too many streams for one user"));
                 }
-                tracing::info!(app_id, room_id, user_id = %user.user_id, stream_id, "WHIP stream joins the user's session");
+                tracing::info!(callbox_event = "whip", app_id, room_id, user_id = %user.user_id, stream_id, "WHIP stream joins the user's session");
                 (sid, true)
             }
             None => (self.whip_session(app_id, room_id, user, claims, now)?, false),
@@ -151,7 +151,7 @@ impl Registry {
                 pinned: true,
             },
         );
-        tracing::info!(app_id, room_id, user_id = %user.user_id, "WHIP publisher joined");
+        tracing::info!(callbox_event = "whip", app_id, room_id, user_id = %user.user_id, "WHIP publisher joined");
         for other in others {
             self.send_user_update(&other, room_id, UpdateType::Add, &user, ErrorCode::OK);
         }
@@ -164,7 +164,7 @@ impl Registry {
         let Some(r) = self.whip.remove(resource) else {
             return false;
         };
-        tracing::info!(resource = %short(resource), stream_id = %r.stream_id, "WHIP publisher left");
+        tracing::info!(callbox_event = "whip", resource = %short(resource), stream_id = %r.stream_id, "WHIP publisher left");
         if r.attached {
             self.unpublish(&r.session, &r.stream_id, ErrorCode::OK);
         } else {
