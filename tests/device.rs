@@ -483,7 +483,8 @@ async fn under_systemd_each_log_line_reaches_journald_with_its_fields() {
     // refused logins with their ERROR_CODE.
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("server.toml");
-    std::fs::write(&cfg, format!("[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[media]\nenabled = false\n")).unwrap();
+    std::fs::write(&cfg, format!("[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[media]\nenabled = false\n"))
+        .unwrap();
     let mut srv = Command::new(env!("CARGO_BIN_EXE_callbox"))
         .args(["server", "--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .env("CALLBOX_LOG", "journald")
@@ -507,14 +508,21 @@ async fn under_systemd_each_log_line_reaches_journald_with_its_fields() {
         let event = |name: &str| {
             entries
                 .iter()
-                .find(|e| e.get("CALLBOX_EVENT").map(String::as_str) == Some(name) && e.get("USER_ID").is_some_and(|u| u != "door"))
+                .find(|e| {
+                    e.get("CALLBOX_EVENT").map(String::as_str) == Some(name)
+                        && e.get("USER_ID").is_some_and(|u| u != "door")
+                })
                 .cloned()
                 .unwrap_or_else(|| panic!("no server {name} entry in {entries:#?}"))
         };
         let login = event("login");
         assert_eq!((login["USER_ID"].as_str(), login["PEER"].as_str()), ("gate", "127.0.0.1"), "{login:?}");
         let refused = event("login_refused");
-        assert_eq!((refused["USER_ID"].as_str(), refused["ERROR_CODE"].as_str()), ("mallory", "1002033"), "{refused:?}");
+        assert_eq!(
+            (refused["USER_ID"].as_str(), refused["ERROR_CODE"].as_str()),
+            ("mallory", "1002033"),
+            "{refused:?}"
+        );
     }
 }
 

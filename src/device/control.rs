@@ -110,6 +110,14 @@ pub enum ControlError {
         /// Why.
         reason: String,
     },
+    /// The socket exists but this user may not use it.
+    #[error(
+        "control socket {path}: permission denied: run as root, as user callbox, or as a member of group callbox (sudo usermod -aG callbox $USER, then log in again)"
+    )]
+    Permission {
+        /// The socket path.
+        path: PathBuf,
+    },
     /// The daemon answered something unreadable or nothing in time.
     #[error("control socket {path}: {reason}")]
     Protocol {
@@ -202,6 +210,9 @@ pub async fn request(path: &Path, req: &Request) -> Result<Response, ControlErro
     let perr = |reason: String| ControlError::Protocol { path: path.to_path_buf(), reason };
     let mut s = match tokio::time::timeout(IO_TIMEOUT, UnixStream::connect(path)).await {
         Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(ControlError::Permission { path: path.to_path_buf() });
+        }
         Ok(Err(e)) => return Err(ControlError::Connect { path: path.to_path_buf(), reason: e.to_string() }),
         Err(_) => return Err(ControlError::Connect { path: path.to_path_buf(), reason: "timed out".into() }),
     };
