@@ -104,10 +104,16 @@ pub fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
     let key = auth::parse_secret(&a.secret)?;
     auth::check_privileges(&a.privileges)?;
     if a.user != "*" {
-        callbox::proto::ids::check_user_id(&a.user).map_err(|c| anyhow::anyhow!("--user: invalid user ID ({c})"))?;
+        callbox::proto::ids::check_user_id(&a.user).map_err(|c| {
+            anyhow::anyhow!(
+                "--user: invalid user ID ({c}): 1 to 63 bytes of printable ASCII, no spaces (or * with admin)"
+            )
+        })?;
     }
     if let Some(r) = &a.room {
-        callbox::proto::ids::check_room_id(r).map_err(|c| anyhow::anyhow!("--room: invalid room ID ({c})"))?;
+        callbox::proto::ids::check_room_id(r).map_err(|c| {
+            anyhow::anyhow!("--room: invalid room ID ({c}): 1 to 127 bytes of printable ASCII, no spaces")
+        })?;
     }
     if a.ttl == 0 {
         anyhow::bail!("--ttl must be at least 1 second");

@@ -77,13 +77,15 @@ enum Command {
     /// Check this board for what callbox needs: one PASS/WARN/FAIL line per check.
     Doctor {
         /// Device config (default /etc/callbox/device.toml).
-        #[arg(long)]
+        #[arg(long, env = "CALLBOX_DEVICE_CONFIG")]
         config: Option<PathBuf>,
     },
     /// A scriptable room member (tests, field checks): publishes a test pattern, plays the
     /// others, prints JSON lines.
     Peer(peer::PeerArgs),
-    /// Print benchmark figures (login time on loopback).
+    /// Print benchmark figures: login over ws and wss, first remote frame, recovery after a
+    /// server restart, SFU fan-out, the device daemon's footprint, and (with the fault
+    /// options) media recovery from network cuts.
     Bench(bench::BenchArgs),
     /// Run the demo: a local server and engines in room `demo`.
     Demo(demo::DemoArgs),
@@ -93,10 +95,10 @@ enum Command {
 #[derive(clap::Args)]
 struct SocketArgs {
     /// The control socket (default: the one named in the device config).
-    #[arg(long)]
+    #[arg(long, env = "CALLBOX_SOCKET")]
     socket: Option<PathBuf>,
     /// The device config naming the socket (default /etc/callbox/device.toml).
-    #[arg(long)]
+    #[arg(long, env = "CALLBOX_DEVICE_CONFIG")]
     config: Option<PathBuf>,
 }
 

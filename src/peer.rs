@@ -29,7 +29,7 @@ pub struct PeerArgs {
     /// Our user ID.
     #[arg(long, default_value = "peer")]
     user: String,
-    /// AppID (default: the dev app).
+    /// AppID.
     #[arg(long, default_value_t = callbox::server::DEV_APP_ID)]
     app_id: u32,
     /// A token from the app's backend.

@@ -155,8 +155,11 @@ async fn call_button_publishes_and_plays_leave_withdraws_and_a_ring_is_answered(
 
     let (flat, mut ev) = media_engine(&server.url());
     flat.login_room("lobby", user("flat"), notify()).await.unwrap();
-    // An outgoing call: the call button publishes our stream.
-    dev.press("call");
+    // An outgoing call: the call button publishes our stream. The CLI prints the status
+    // after the press was handled, not the one before it.
+    let out = dev.cli(&["gpio", "press", "call"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("call ") && !text.contains("call     idle"), "{text}");
     ev.wait("door-main added", stream_update("door-main", UpdateType::Add)).await;
     flat.start_playing_stream("door-main").await.unwrap();
     ev.wait("door-main rendered", rendered("door-main")).await;

@@ -26,18 +26,19 @@ pub fn choose(callbox_log: Option<&str>, journal_stream: bool) -> LogTarget {
     }
 }
 
-/// Installs the global subscriber, filtered by `RUST_LOG` (default `default_level`).
+/// The filter when `RUST_LOG` is not set: callbox at `level`, every other crate at warn (the
+/// WebRTC stack's info lines would otherwise be most of a call's journal), and two known
+/// harmless warnings off: the DTLS layer's missing server name on every connection (WebRTC
+/// peers are identified by certificate fingerprints) and the SRTP handler's media written in
+/// the few ms before DTLS completes.
+pub fn default_filter(level: &str) -> String {
+    format!("warn,callbox={level},rtc_dtls=error,rtc::peer_connection::handler=error")
+}
+
+/// Installs the global subscriber, filtered by `RUST_LOG` (default [`default_filter`]).
 /// Falls back to stderr when journald was chosen but its socket is missing.
 pub fn init(default_level: &str) -> LogTarget {
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            // The DTLS layer warns about a missing server name on every connection; that is
-            // expected for WebRTC (peers are identified by certificate fingerprints). The SRTP
-            // handler warns about media written in the few ms before DTLS completes.
-            .unwrap_or_else(|_| {
-                EnvFilter::new(format!("{default_level},rtc_dtls=error,rtc::peer_connection::handler=error"))
-            })
-    };
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter(default_level)));
     let want = choose(std::env::var("CALLBOX_LOG").ok().as_deref(), std::env::var_os("JOURNAL_STREAM").is_some());
     if want == LogTarget::Journald {
         match tracing_journald::layer() {
@@ -65,5 +66,16 @@ mod tests {
         assert_eq!(choose(None, false), LogTarget::Stderr);
         assert_eq!(choose(Some("stderr"), true), LogTarget::Stderr);
         assert_eq!(choose(Some("journald"), false), LogTarget::Journald);
+    }
+
+    #[test]
+    fn the_default_filter_keeps_callbox_and_quiets_the_rest() {
+        use tracing::Level;
+        use tracing::level_filters::LevelFilter;
+        let f: EnvFilter = default_filter("info").parse().unwrap();
+        assert_eq!(f.max_level_hint(), Some(LevelFilter::from_level(Level::INFO)));
+        let text = f.to_string();
+        let directives: Vec<&str> = text.split(',').collect();
+        assert!(directives.contains(&"warn") && directives.contains(&"callbox=info"), "{text}");
     }
 }

@@ -68,6 +68,8 @@ enum Note {
 pub struct Daemon {
     cfg: DeviceConfig,
     config_path: Option<PathBuf>,
+    /// `gpio press` requests answered once their press has been handled.
+    press_replies: Vec<(Instant, oneshot::Sender<Response>)>,
     started: Instant,
     engine: Arc<Engine>,
     events: mpsc::Receiver<EngineEvent>,
@@ -230,6 +232,7 @@ impl Daemon {
             relogin_at: None,
             socket,
             config_path: None,
+            press_replies: Vec::new(),
             cfg,
         };
         Ok(d)
@@ -321,6 +324,7 @@ impl Daemon {
             self.chime_at,
             self.relogin_at,
             self.watchdog.map(|(i, last)| last + i),
+            self.press_replies.iter().map(|(at, _)| *at).min(),
         ]
         .into_iter()
         .flatten()
@@ -330,6 +334,16 @@ impl Daemon {
     }
 
     fn on_timeout(&mut self, now: Instant) {
+        if self.press_replies.iter().any(|(at, _)| *at <= now) {
+            self.apply_actions();
+            let snapshot = self.snapshot();
+            let (due, later): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut self.press_replies).into_iter().partition(|(at, _)| *at <= now);
+            self.press_replies = later;
+            for (_, reply) in due {
+                let _ = reply.send(Response::ok(snapshot.clone()));
+            }
+        }
         self.controller.handle_timeout(now);
         self.outputs.handle_timeout(now);
         let held: Vec<(Button, Press)> =
@@ -402,20 +416,31 @@ impl Daemon {
                 self.controller.handle(now, input);
                 None
             }
-            Request::GpioPress { button, long } => self.sim_press(&button, long),
+            Request::GpioPress { button, long } => match self.sim_press(&button, long) {
+                Ok(done_at) => {
+                    // Answer with the status after the press went through the debouncer and
+                    // the call controller, not the one before it.
+                    self.press_replies.push((done_at, reply));
+                    return;
+                }
+                Err(r) => Some(*r),
+            },
         };
         self.apply_actions();
         let _ = reply.send(resp.unwrap_or_else(|| Response::ok(self.snapshot())));
     }
 
     /// Presses a simulated button: a press edge now and a release after the hold time, through
-    /// the same debouncer as real buttons.
-    fn sim_press(&mut self, key: &str, long: bool) -> Option<Response> {
+    /// the same debouncer as real buttons. Returns when the press will have been handled.
+    fn sim_press(&mut self, key: &str, long: bool) -> Result<Instant, Box<Response>> {
         if self.outputs.backend() != "sim" {
-            return Some(Response::fail("gpio_not_simulated", "gpio press needs [gpio] backend = \"sim\""));
+            return Err(Box::new(Response::fail("gpio_not_simulated", "gpio press needs [gpio] backend = \"sim\"")));
         }
         let Some(button) = gpio::button_by_key(key) else {
-            return Some(Response::fail("unknown_button", format!("{key:?}: buttons are call, leave, mute, door")));
+            return Err(Box::new(Response::fail(
+                "unknown_button",
+                format!("{key:?}: buttons are call, leave, mute, door"),
+            )));
         };
         let hold = if long {
             Duration::from_millis(self.cfg.gpio.long_press_ms + 100)
@@ -428,7 +453,7 @@ impl Daemon {
             tokio::time::sleep(hold).await;
             let _ = tx.send(Edge { button, pressed: false, at: Instant::now() }).await;
         });
-        None
+        Ok(Instant::now() + hold + Duration::from_millis(self.cfg.gpio.debounce_ms + 100))
     }
 
     /// Carries out what the call controller decided.
