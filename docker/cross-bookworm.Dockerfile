@@ -7,9 +7,8 @@ ARG RUST_TARGET=AARCH64_UNKNOWN_LINUX_GNU
 RUN dpkg --add-architecture ${DEB_ARCH} \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates pkg-config libclang-dev clang gcc-${GNU_TRIPLE} libc6-dev-${DEB_ARCH}-cross \
+      ca-certificates pkg-config gcc-${GNU_TRIPLE} libc6-dev-${DEB_ARCH}-cross \
       libgstreamer1.0-dev:${DEB_ARCH} libgstreamer-plugins-base1.0-dev:${DEB_ARCH} \
-      libasound2-dev:${DEB_ARCH} libudev-dev:${DEB_ARCH} \
  && rm -rf /var/lib/apt/lists/*
 ENV PKG_CONFIG_ALLOW_CROSS=1 \
     PKG_CONFIG_LIBDIR=/usr/lib/${GNU_TRIPLE}/pkgconfig:/usr/share/pkgconfig \

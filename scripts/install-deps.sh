@@ -3,7 +3,8 @@
 # missing (idempotent; uses sudo when not root). Safe to run on every `make`.
 set -euo pipefail
 
-# Build: pkg-config and the GStreamer/ALSA headers for -sys crates. Run: the GStreamer plugins
+# Build: pkg-config and the GStreamer headers for the -sys crates (nothing else in Cargo.lock
+# links a C library: rustls and ring are Rust and vendored C). Run: the GStreamer plugins
 # callbox's pipelines use (x264enc is in -ugly, openh264enc/webrtcdsp/compositor in -bad,
 # avdec_h264 in -libav). Tests: procps (kill), iproute2 (fault tests), chromium and
 # util-linux (unshare) for the browser test; nftables for the fault tier; python3-gi with the
@@ -13,7 +14,6 @@ PACKAGES=(pkg-config ca-certificates procps iproute2 systemd
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-alsa gstreamer1.0-x
-  libasound2-dev
   chromium util-linux nftables conntrack
   python3-gi gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0 gstreamer1.0-nice
   pebble)

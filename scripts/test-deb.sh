@@ -12,8 +12,14 @@ DEB=$(ls "$CARGO_TARGET_DIR"/debian/callbox_*_amd64.deb)
 for deb in "$CARGO_TARGET_DIR"/debian/callbox_*.deb; do
   info=$(dpkg-deb -I "$deb")
   files=$(dpkg-deb -c "$deb")
-  for dep in gstreamer1.0-plugins-good gstreamer1.0-plugins-bad libgstreamer1.0-0 libasound2; do
+  for dep in gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-alsa libgstreamer1.0-0; do
     grep -q "Depends:.*$dep" <<<"$info" || fail "$deb does not depend on $dep"
+  done
+  # No library is linked that GStreamer does not bring: libasound2 comes with gstreamer1.0-alsa.
+  ! grep -q "Depends:.*libasound2" <<<"$info" || fail "$deb depends on libasound2 directly"
+  grep -q "Recommends:.*gstreamer1.0-libcamera" <<<"$info" || fail "$deb does not recommend gstreamer1.0-libcamera"
+  for f in ./usr/share/doc/callbox/LICENSE-MIT ./usr/share/doc/callbox/LICENSE-APACHE ./usr/share/doc/callbox/CHANGELOG.md; do
+    grep -q " $f\$" <<<"$files" || fail "$deb lacks $f"
   done
   grep -q "conffiles" <<<"$info" || fail "$deb has no conffiles"
   for f in ./usr/bin/callbox ./lib/systemd/system/callbox.service ./lib/systemd/system/callbox-server.service \
