@@ -236,8 +236,8 @@ pub fn control(socket: &Path, req: callbox::device::control::Request, json: bool
 }
 
 /// `callbox doctor`.
-pub fn doctor(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub fn doctor(config: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
     let path = config.unwrap_or_else(|| PathBuf::from(callbox::device::config::DEFAULT_PATH));
-    let ok = runtime()?.block_on(callbox::device::doctor::run(&path));
+    let ok = runtime()?.block_on(callbox::device::doctor::run(&path, json));
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -79,6 +79,9 @@ enum Command {
         /// Device config (default /etc/callbox/device.toml).
         #[arg(long, env = "CALLBOX_DEVICE_CONFIG")]
         config: Option<PathBuf>,
+        /// One JSON object: every check and the counts.
+        #[arg(long)]
+        json: bool,
     },
     /// A scriptable room member (tests, field checks): publishes a test pattern, plays the
     /// others, prints JSON lines.
@@ -144,7 +147,7 @@ fn main() -> ExitCode {
         Command::Gpio { command: GpioCommand::Press { button, long, socket } } => {
             cli::control(&cli::control_socket(socket.socket, socket.config), Request::GpioPress { button, long }, false)
         }
-        Command::Doctor { config } => cli::doctor(config),
+        Command::Doctor { config, json } => cli::doctor(config, json),
         Command::Bench(args) => bench::run(args),
         Command::Peer(args) => peer::run(args),
         Command::Demo(args) => demo::run(args),

@@ -730,6 +730,21 @@ async fn doctor_and_check_config_over_tls() {
         lines.contains(&("WARN".into(), "config".into())) && text.contains("app_sign"),
         "the app secret is warned: {text}"
     );
+    let last = text.lines().last().unwrap_or("");
+    assert!(last.starts_with("doctor: ") && last.contains(" FAIL: ") && last.contains(callbox::BUILD), "{last}");
+    // The same as one JSON object, with counts that match the checks.
+    let out = Command::new(env!("CARGO_BIN_EXE_callbox"))
+        .args(["doctor", "--json", "--config", cfg.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = j["checks"].as_array().unwrap();
+    let count = |l: &str| checks.iter().filter(|c| c["level"] == l).count() as u64;
+    assert_eq!(j["summary"]["pass"].as_u64(), Some(count("PASS")), "{j}");
+    assert_eq!(j["summary"]["warn"].as_u64(), Some(count("WARN")), "{j}");
+    assert_eq!(j["summary"]["fail"].as_u64(), Some(count("FAIL")), "{j}");
+    assert!(checks.iter().any(|c| c["name"] == "server" && c["level"] == "PASS"), "{j}");
 
     let stranger = Pki::new();
     std::fs::write(&cfg, base.replace("[room]", &format!("ca_file = \"{}\"\n[room]", stranger.ca_file().display())))

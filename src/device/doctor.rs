@@ -14,7 +14,8 @@ use super::config::DeviceConfig;
 use crate::media::{self, AudioSink, AudioSource, VideoSource, encoder};
 
 /// A check's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Level {
     /// Fine.
     Pass,
@@ -25,7 +26,7 @@ pub enum Level {
 }
 
 /// One line of the report.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Check {
     /// The outcome.
     pub level: Level,
@@ -59,12 +60,26 @@ impl fmt::Display for Check {
 }
 
 /// Runs every check, prints one line each, and returns true when none failed.
-pub async fn run(path: &Path) -> bool {
+pub async fn run(path: &Path, json: bool) -> bool {
     let checks = checks(path).await;
-    for c in &checks {
-        println!("{c}");
+    let count = |l: Level| checks.iter().filter(|c| c.level == l).count();
+    let (pass, warn, fail) = (count(Level::Pass), count(Level::Warn), count(Level::Fail));
+    if json {
+        let v = serde_json::json!({
+            "version": crate::BUILD,
+            "config": path.display().to_string(),
+            "checks": checks,
+            "summary": {"pass": pass, "warn": warn, "fail": fail},
+        });
+        println!("{v}");
+    } else {
+        for c in &checks {
+            println!("{c}");
+        }
+        let verdict = if fail > 0 { "this board will not call as configured" } else { "ready" };
+        println!("doctor: {pass} PASS, {warn} WARN, {fail} FAIL: {verdict} (callbox {})", crate::BUILD);
     }
-    checks.iter().all(|c| c.level != Level::Fail)
+    fail == 0
 }
 
 /// Runs every check.
@@ -76,12 +91,15 @@ pub async fn checks(path: &Path) -> Vec<Check> {
             Some(c)
         }
         Err(e) => {
-            out.push(Check::new(
-                Level::Fail,
-                "config",
-                format!("{}: {e}", path.display()),
-                Some("fix the named key; `callbox check-config FILE` checks again"),
-            ));
+            let unreadable = matches!(&e, crate::config_file::ConfigError::Read { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied);
+            let hint = if unreadable {
+                // The file is 0640 root:callbox: the checks after it need it.
+                "run doctor as the service user: sudo -u callbox callbox doctor (the config, server, credentials, clock and media checks need the file)"
+            } else {
+                "fix the named key; `callbox check-config FILE` checks again"
+            };
+            out.push(Check::new(Level::Fail, "config", format!("{}: {e}", path.display()), Some(hint)));
             None
         }
     };
