@@ -151,8 +151,14 @@ fn camera(source: Option<&VideoSource>) -> Check {
         Some(VideoSource::V4l2 { device, .. }) => {
             Check::new(Level::Pass, "camera", format!("{device}: {listing}"), None)
         }
+        Some(VideoSource::Libcamera) if !media::has_element("libcamerasrc") => Check::new(
+            Level::Fail,
+            "camera",
+            format!("libcamera configured but GStreamer has no libcamerasrc; {listing}"),
+            Some("install gstreamer1.0-libcamera (Pi camera modules), or use a V4L2 camera"),
+        ),
         Some(VideoSource::Libcamera) => {
-            Check::new(Level::Pass, "camera", format!("libcamera configured; {listing}"), None)
+            Check::new(Level::Pass, "camera", format!("libcamera configured, libcamerasrc present; {listing}"), None)
         }
         Some(VideoSource::Test) => Check::new(
             Level::Warn,
@@ -223,12 +229,20 @@ fn audio(cfg: Option<(&AudioSource, &AudioSink)>) -> Vec<Check> {
             format!("alsa:{device} configured but no capture device ({cards})"),
             Some("check the sound card (arecord -l) and [audio] source"),
         ),
-        Some(AudioSource::Alsa { device }) => Check::new(
-            Level::Pass,
-            "microphone",
-            format!("alsa:{device}; capture devices {}", capture.join(", ")),
-            None,
-        ),
+        Some(AudioSource::Alsa { device }) => match open_alsa("alsasrc", device) {
+            Ok(()) => Check::new(
+                Level::Pass,
+                "microphone",
+                format!("alsa:{device} opens; capture devices {}", capture.join(", ")),
+                None,
+            ),
+            Err(e) => Check::new(
+                Level::Fail,
+                "microphone",
+                format!("alsa:{device} does not open: {e}; capture devices {}", capture.join(", ")),
+                Some("name a device arecord -L lists in [audio] source; is another process holding it?"),
+            ),
+        },
         Some(AudioSource::Test) => Check::new(
             Level::Warn,
             "microphone",
@@ -256,13 +270,52 @@ fn audio(cfg: Option<(&AudioSource, &AudioSink)>) -> Vec<Check> {
             format!("[audio] sink is fake: calls and the chime are silent; {} playback devices", playback.len()),
             Some("set [audio] sink = \"auto\" or \"alsa:<pcm>\""),
         ),
-        Some(_) if playback.is_empty() => {
+        Some(AudioSink::Alsa { device }) => match open_alsa("alsasink", device) {
+            Ok(()) => Check::new(
+                Level::Pass,
+                "speaker",
+                format!("alsa:{device} opens; playback devices {}", playback.join(", ")),
+                None,
+            ),
+            Err(e) => Check::new(
+                Level::Fail,
+                "speaker",
+                format!("alsa:{device} does not open: {e}"),
+                Some("name a device aplay -L lists in [audio] sink; is another process holding it?"),
+            ),
+        },
+        _ if playback.is_empty() => {
             Check::new(Level::Warn, "speaker", "no ALSA playback device", Some("check the sound card (aplay -l)"))
         }
         _ => Check::new(Level::Pass, "speaker", format!("playback devices {}", playback.join(", ")), None),
     };
     out.push(speaker);
     out
+}
+
+/// Opens an ALSA device the way the pipeline will (the element to READY opens it), then
+/// closes it: a configured device that exists in name only, or is held by another process,
+/// fails here rather than in the first call.
+fn open_alsa(factory: &str, device: &str) -> Result<(), String> {
+    use gstreamer::prelude::*;
+    media::init().map_err(|e| e.to_string())?;
+    let el = gstreamer::ElementFactory::make(factory)
+        .property("device", device)
+        .build()
+        .map_err(|_| format!("GStreamer has no {factory} (install gstreamer1.0-alsa)"))?;
+    let pipeline = gstreamer::Pipeline::new();
+    pipeline.add(&el).map_err(|e| e.to_string())?;
+    let r = pipeline.set_state(gstreamer::State::Ready);
+    let why =
+        pipeline.bus().and_then(|b| b.pop_filtered(&[gstreamer::MessageType::Error])).and_then(|m| match m.view() {
+            gstreamer::MessageView::Error(e) => Some(e.error().to_string()),
+            _ => None,
+        });
+    let _ = pipeline.set_state(gstreamer::State::Null);
+    match r {
+        Ok(_) => Ok(()),
+        Err(_) => Err(why.unwrap_or_else(|| "the device refused to open".into())),
+    }
 }
 
 fn encoder_check(configured: &str) -> Check {
@@ -575,6 +628,23 @@ async fn media_port(server: SocketAddr, port: Option<u16>, bind: &str) -> Check 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_is_configured_is_checked_not_just_listed() {
+        // A card that never exists: opening it fails with ALSA's reason.
+        let e = open_alsa("alsasrc", "hw:99,0").unwrap_err();
+        assert!(!e.is_empty());
+        assert!(open_alsa("alsasink", "hw:99,0").is_err());
+        // libcamera passes only when GStreamer has libcamerasrc.
+        let c = camera(Some(&VideoSource::Libcamera));
+        assert_eq!(c.level == Level::Fail, !media::has_element("libcamerasrc"), "{c}");
+        // Without a usable config, no playback device is not a PASS.
+        let s = audio(None);
+        let speaker = s.iter().find(|c| c.name == "speaker").unwrap();
+        if pcm_devices('p').is_empty() {
+            assert_eq!(speaker.level, Level::Warn, "{speaker}");
+        }
+    }
 
     #[test]
     fn lines_and_url_parsing() {
