@@ -19,6 +19,25 @@ fn server_unit_verifies_clean_and_can_read_its_config_and_keep_state() {
     }
 }
 
+/// `systemd-analyze security --offline` scores the server unit 2.5 or better (lower is
+/// safer; it was 6.5 before the sandboxing keys).
+#[test]
+fn the_server_unit_is_sandboxed() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(format!("{}/systemd/callbox-server.service", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let path = dir.path().join("callbox-server.service");
+    std::fs::write(&path, unit.replace("/usr/bin/callbox", env!("CARGO_BIN_EXE_callbox"))).unwrap();
+    let out = Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for callbox-server.service: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no score in {text}"));
+    assert!(score <= 2.5, "exposure {score}:\n{text}");
+}
+
 fn verify(name: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let unit = std::fs::read_to_string(format!("{}/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
