@@ -24,7 +24,8 @@ fn server_unit_verifies_clean_and_can_read_its_config_and_keep_state() {
 #[test]
 fn the_server_unit_is_sandboxed() {
     let dir = tempfile::tempdir().unwrap();
-    let unit = std::fs::read_to_string(format!("{}/systemd/callbox-server.service", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let unit =
+        std::fs::read_to_string(format!("{}/systemd/callbox-server.service", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let path = dir.path().join("callbox-server.service");
     std::fs::write(&path, unit.replace("/usr/bin/callbox", env!("CARGO_BIN_EXE_callbox"))).unwrap();
     let out = Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&path).output().unwrap();

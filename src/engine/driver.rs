@@ -512,7 +512,7 @@ async fn connection(
         Err(e) => {
             match e.code() {
                 Some(code) => {
-                    tracing::warn!(url = %dialer.url(), code = code.0, error = %e, "the server's certificate was refused")
+                    tracing::warn!(url = %dialer.url(), error_code = code.0, error = %e, "the server's certificate was refused")
                 }
                 None => tracing::debug!(url = %dialer.url(), error = %e, "cannot connect to the server"),
             }

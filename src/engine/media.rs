@@ -310,7 +310,7 @@ impl MediaManager {
                 l.offer_sent = None;
             }
             Err(code) => {
-                tracing::warn!(stream, ?role, code = code.0, "media offer refused; retrying");
+                tracing::warn!(stream, ?role, error_code = code.0, "media offer refused; retrying");
                 l.conn = None;
                 l.offer = None;
                 l.offer_sent = None;
@@ -601,7 +601,7 @@ impl MediaManager {
         }
         let delay = backoff(p.failures);
         p.rebuild_at = Some(now + delay);
-        tracing::warn!(stream, code = code.0, %message, delay_ms = delay.as_millis() as u64, "publish pipeline failed");
+        tracing::warn!(stream, error_code = code.0, %message, delay_ms = delay.as_millis() as u64, "publish pipeline failed");
         self.events.push(EngineEvent::PublisherMediaError { stream_id: stream.to_string(), error_code: code, message });
     }
 

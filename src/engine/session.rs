@@ -479,7 +479,7 @@ impl Session {
         }
         self.link = Link::Down;
         if self.phase == Phase::Logining {
-            tracing::warn!(code = code.0, "login failed: the server's certificate was refused");
+            tracing::warn!(error_code = code.0, "login failed: the server's certificate was refused");
             self.fail_room(RoomStateReason::LoginFailed, code);
         } else {
             self.link_lost(now, code);
@@ -510,11 +510,11 @@ impl Session {
             ServerMsg::Ok { req } => self.answer(now, req, Ok(0)),
             ServerMsg::BroadcastOk { req, message_id } => self.answer(now, req, Ok(message_id)),
             ServerMsg::Error { req: Some(req), code, message } => {
-                tracing::debug!(req, code = code.0, %message, "request refused");
+                tracing::debug!(req, error_code = code.0, %message, "request refused");
                 self.answer(now, req, Err(code))
             }
             ServerMsg::Error { req: None, code, message } => {
-                tracing::warn!(code = code.0, %message, "server reported an error");
+                tracing::warn!(error_code = code.0, %message, "server reported an error");
             }
             ServerMsg::Pong { seq, .. } => self.pings.pong(seq, now),
             ServerMsg::UserUpdate { update, users, .. } => self.apply_users(update, users),
@@ -577,7 +577,7 @@ impl Session {
                 }
             }
             ServerMsg::Kicked { code, message } => {
-                tracing::warn!(code = code.0, %message, "kicked out of the room; not reconnecting");
+                tracing::debug!(error_code = code.0, %message, "kicked out of the room; not reconnecting");
                 self.fail_room(RoomStateReason::KickOut, code);
             }
         }

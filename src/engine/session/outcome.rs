@@ -13,7 +13,7 @@ impl Session {
         match (pending, result) {
             (Pending::Login | Pending::Resume, Ok(_)) => {}
             (Pending::Resume, Err(code @ (ErrorCode::SESSION_EXPIRED | ErrorCode::TOKEN_EXPIRED))) => {
-                tracing::info!(code = code.0, "the server will not resume our session; logging in again");
+                tracing::info!(error_code = code.0, "the server will not resume our session; logging in again");
                 self.resume = None;
                 let unix = self.unix_at(now);
                 self.handshake(unix);
@@ -124,7 +124,7 @@ impl Session {
             Phase::Idle => {}
             Phase::LoggingOut => self.finish_logout(None),
             Phase::Connected => {
-                tracing::warn!(code = code.0, "connection to the server lost; reconnecting");
+                tracing::debug!(error_code = code.0, "connection to the server lost; reconnecting");
                 self.phase = Phase::Reconnecting;
                 self.room_state(RoomStateReason::Reconnecting, code);
                 let chans: Vec<PublishChannel> = self.publishes.keys().copied().collect();
@@ -154,7 +154,7 @@ impl Session {
             } else {
                 (RoomStateReason::ReconnectFailed, ErrorCode::RECONNECT_FAILED)
             };
-            tracing::error!(code = code.0, "giving up reconnecting after the configured limit");
+            tracing::error!(error_code = code.0, "giving up reconnecting after the configured limit");
             return self.fail_room(reason, code);
         }
         let outage = now.saturating_duration_since(since);

@@ -88,7 +88,7 @@ impl Session {
     pub(super) fn room_state(&mut self, reason: RoomStateReason, code: ErrorCode) {
         let room_id = self.room_id();
         let state: RoomState = reason.state();
-        tracing::info!(room_id = %room_id, ?state, ?reason, error_code = code.0, "room state");
+        tracing::debug!(room_id = %room_id, ?state, ?reason, error_code = code.0, "room state");
         self.emit(EngineEvent::RoomStateChanged { room_id, state, reason, error_code: code });
     }
 
