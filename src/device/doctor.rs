@@ -229,20 +229,9 @@ fn audio(cfg: Option<(&AudioSource, &AudioSink)>) -> Vec<Check> {
             format!("alsa:{device} configured but no capture device ({cards})"),
             Some("check the sound card (arecord -l) and [audio] source"),
         ),
-        Some(AudioSource::Alsa { device }) => match open_alsa("alsasrc", device) {
-            Ok(()) => Check::new(
-                Level::Pass,
-                "microphone",
-                format!("alsa:{device} opens; capture devices {}", capture.join(", ")),
-                None,
-            ),
-            Err(e) => Check::new(
-                Level::Fail,
-                "microphone",
-                format!("alsa:{device} does not open: {e}; capture devices {}", capture.join(", ")),
-                Some("name a device arecord -L lists in [audio] source; is another process holding it?"),
-            ),
-        },
+        Some(AudioSource::Alsa { device }) => {
+            alsa_check("microphone", "alsasrc", device, &capture, "arecord -L", "source")
+        }
         Some(AudioSource::Test) => Check::new(
             Level::Warn,
             "microphone",
@@ -270,20 +259,7 @@ fn audio(cfg: Option<(&AudioSource, &AudioSink)>) -> Vec<Check> {
             format!("[audio] sink is fake: calls and the chime are silent; {} playback devices", playback.len()),
             Some("set [audio] sink = \"auto\" or \"alsa:<pcm>\""),
         ),
-        Some(AudioSink::Alsa { device }) => match open_alsa("alsasink", device) {
-            Ok(()) => Check::new(
-                Level::Pass,
-                "speaker",
-                format!("alsa:{device} opens; playback devices {}", playback.join(", ")),
-                None,
-            ),
-            Err(e) => Check::new(
-                Level::Fail,
-                "speaker",
-                format!("alsa:{device} does not open: {e}"),
-                Some("name a device aplay -L lists in [audio] sink; is another process holding it?"),
-            ),
-        },
+        Some(AudioSink::Alsa { device }) => alsa_check("speaker", "alsasink", device, &playback, "aplay -L", "sink"),
         _ if playback.is_empty() => {
             Check::new(Level::Warn, "speaker", "no ALSA playback device", Some("check the sound card (aplay -l)"))
         }
@@ -291,6 +267,20 @@ fn audio(cfg: Option<(&AudioSource, &AudioSink)>) -> Vec<Check> {
     };
     out.push(speaker);
     out
+}
+
+/// The check of a configured ALSA device: PASS when it opens, FAIL with ALSA's reason.
+fn alsa_check(name: &'static str, factory: &str, device: &str, listed: &[String], lister: &str, key: &str) -> Check {
+    let listed = listed.join(", ");
+    match open_alsa(factory, device) {
+        Ok(()) => Check::new(Level::Pass, name, format!("alsa:{device} opens; devices {listed}"), None),
+        Err(e) => Check {
+            level: Level::Fail,
+            name,
+            detail: format!("alsa:{device} does not open: {e}; devices {listed}"),
+            hint: Some(format!("name a device `{lister}` lists in [audio] {key}; is another process holding it?")),
+        },
+    }
 }
 
 /// Opens an ALSA device the way the pipeline will (the element to READY opens it), then
