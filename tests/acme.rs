@@ -57,11 +57,15 @@ async fn the_server_gets_its_certificate_from_acme_and_a_client_verifies_it() {
     );
     let ca = pki.ca_file();
     let mgmt = Dialer::new(ServerUrl::parse(&format!("https://localhost:{mgmt_port}/")).unwrap(), Some(&ca)).unwrap();
+    let started = tokio::time::Instant::now();
     let root = loop {
         // Pebble makes a new root at every start; it is there once pebble listens.
         match mgmt.request("GET", "/roots/0", &[], Vec::new(), Duration::from_secs(2)).await {
             Ok(a) if a.status == 200 => break a.body,
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            r => {
+                assert!(started.elapsed() < WAIT, "pebble did not answer within {WAIT:?}: {r:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
         }
     };
     let root_file = pki.dir.path().join("pebble-root.pem");

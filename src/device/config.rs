@@ -362,13 +362,6 @@ impl DeviceConfig {
     }
 
     /// The engine's credentials: AppSign or the configured token.
-    pub fn auth(&self) -> crate::engine::Auth {
-        match (&self.server.app_sign, &self.server.token) {
-            (Some(s), _) => crate::engine::Auth::AppSign(s.clone()),
-            (None, t) => crate::engine::Auth::Token(t.clone().unwrap_or_default()),
-        }
-    }
-
     /// The sections that differ from `other` (`[server]`, `[call]`, ...).
     pub fn changed_sections(&self, other: &DeviceConfig) -> Vec<&'static str> {
         let pairs: [(&'static str, String, String); 9] = [

@@ -115,6 +115,22 @@ struct Play {
     audio_at: Instant,
 }
 
+impl Play {
+    /// A stream to play over `link`, nothing received yet.
+    fn new(link: Link, now: Instant) -> Play {
+        Play {
+            link,
+            player: None,
+            prev: [0; 3],
+            received_first: false,
+            rendered_first: false,
+            video: StallWatch::default(),
+            audio_stalled: false,
+            audio_at: now,
+        }
+    }
+}
+
 /// See the module docs.
 pub(crate) struct MediaManager {
     cfg: EngineMedia,
@@ -618,17 +634,7 @@ impl MediaManager {
     }
 
     fn start_play(&mut self, stream: &str, now: Instant) {
-        let play = Play {
-            link: Link::default(),
-            player: None,
-            prev: [0; 3],
-            received_first: false,
-            rendered_first: false,
-            video: StallWatch::default(),
-            audio_stalled: false,
-            audio_at: now,
-        };
-        self.plays.insert(stream.to_string(), play);
+        self.plays.insert(stream.to_string(), Play::new(Link::default(), now));
         self.relink(MediaRole::Play, stream, now);
     }
 
@@ -912,17 +918,7 @@ mod tests {
         let cfg = EngineMedia { config: MediaConfig::default(), bind: None };
         let mut m = MediaManager::new(cfg, &ServerUrl::parse("ws://127.0.0.1:9/ws/v1").unwrap());
         let link = Link { epoch: 5, offer: Some("v=0".into()), offer_sent: Some(now), ..Default::default() };
-        let play = Play {
-            link,
-            player: None,
-            prev: [0; 3],
-            received_first: false,
-            rendered_first: false,
-            video: StallWatch::default(),
-            audio_stalled: false,
-            audio_at: now,
-        };
-        m.plays.insert("s".into(), play);
+        m.plays.insert("s".into(), Play::new(link, now));
         // The answer to a replaced offer (epoch 4) is not this connection's.
         m.answer("s", MediaRole::Play, 4, Ok("v=0 stale".into()), now);
         assert!(m.plays["s"].link.offer.is_some() && m.plays["s"].link.offer_sent.is_some());

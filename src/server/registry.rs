@@ -388,8 +388,6 @@ impl Registry {
                 let remaining_secs = s.claims.exp.saturating_sub(unix);
                 warnings.push((sid.clone(), ServerMsg::TokenWillExpire { room_id: s.room_id.clone(), remaining_secs }));
             }
-        }
-        for (sid, s) in self.sessions.iter_mut() {
             if !s.pinned && !s.told_expired && s.claims.exp <= unix {
                 s.told_expired = true;
                 warnings.push((

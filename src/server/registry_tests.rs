@@ -435,18 +435,7 @@ fn privileges_enforced_and_admin_kick() {
     let mut w = World::new(90);
     w.reg.handle_connect(1, w.now);
     let token = w.token(1, "viewer", &["login", "play"], 3600);
-    w.msg(
-        1,
-        ClientMsg::Login {
-            req: 1,
-            version: 1,
-            app_id: 1,
-            token,
-            room_id: "r".into(),
-            user: UserInfo { user_id: "viewer".into(), user_name: String::new() },
-            user_status_notify: false,
-        },
-    );
+    w.msg(1, login_as("viewer", token));
     w.take(1);
     w.msg(1, ClientMsg::Publish { req: 2, stream_id: "s".into(), extra_info: String::new() });
     assert_eq!(error_code(&w.take(1)), Some(ErrorCode::NO_PUBLISH_PRIVILEGE));
