@@ -52,6 +52,8 @@ struct Call {
     dir: tempfile::TempDir,
     socket: PathBuf,
     grace_secs: u64,
+    /// Signalling over wss with this test CA (the field setup), else ws.
+    pki: Option<common::Pki>,
     lab: Lab,
 }
 
@@ -59,6 +61,12 @@ impl Call {
     /// Server (grace `grace_secs`), kiosk device "door" publishing door-main, and peer "flat"
     /// publishing flat-main; returns once both decode each other.
     fn start(grace_secs: u64) -> Call {
+        Call::start_with(grace_secs, false)
+    }
+
+    /// The same with signalling over wss (a certificate for the server's address from a
+    /// test CA that the device and the peer trust).
+    fn start_with(grace_secs: u64, tls: bool) -> Call {
         let lab = Lab::new(&["server", "device", "peer"]).expect("network namespaces (root, ip, nft)");
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("control.sock");
@@ -70,8 +78,14 @@ impl Call {
             dir,
             socket,
             grace_secs,
+            pki: None,
             lab,
         };
+        if tls {
+            let pki = common::Pki::new();
+            pki.leaf("server", &[&call.server_ip().to_string()], false);
+            call.pki = Some(pki);
+        }
         call.start_server();
         call.start_device();
         call.start_peer();
@@ -84,13 +98,26 @@ impl Call {
     }
 
     fn start_server(&mut self) {
-        self.server = Some(spawn_server(&self.lab, self.dir.path(), self.grace_secs));
+        let tls = self.pki.as_ref().map(|p| p.tls_section("server")).unwrap_or_default();
+        self.server = Some(spawn_server(&self.lab, self.dir.path(), self.grace_secs, &tls));
+    }
+
+    /// The signalling URL, and the CA to trust for it.
+    fn url(&self) -> (String, Option<PathBuf>) {
+        match &self.pki {
+            Some(p) => (format!("wss://{}:7880", self.server_ip()), Some(p.ca_file())),
+            None => (format!("ws://{}:7880", self.server_ip()), None),
+        }
     }
 
     fn start_device(&mut self) {
         let cfg = self.dir.path().join("device.toml");
-        let url = format!("ws://{}:7880", self.server_ip());
-        std::fs::write(&cfg, common::device_config(&url, "kiosk", &self.socket, "")).unwrap();
+        let (url, ca) = self.url();
+        let mut text = common::device_config(&url, "kiosk", &self.socket, "");
+        if let Some(ca) = ca {
+            text = text.replace("[room]", &format!("ca_file = \"{}\"\n[room]", ca.display()));
+        }
+        std::fs::write(&cfg, text).unwrap();
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("device.log")).unwrap();
         let child = self
@@ -110,11 +137,14 @@ impl Call {
     fn start_peer(&mut self) {
         let ip = self.lab.host("peer").addr.to_string();
         let log = std::fs::File::create(self.dir.path().join("peer.log")).unwrap();
-        let mut child = self
-            .lab
-            .command("peer", BIN)
+        let (url, ca) = self.url();
+        let mut cmd = self.lab.command("peer", BIN);
+        cmd.args(["peer", "--server", &url, "--user", "flat"]);
+        if let Some(ca) = ca {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        let mut child = cmd
             .env("CALLBOX_APP_SECRET", SECRET)
-            .args(["peer", "--server", &format!("ws://{}:7880", self.server_ip()), "--user", "flat"])
             .args(["--publish", "flat-main", "--bind", &ip])
             .env("RUST_LOG", "callbox=debug")
             .stdin(Stdio::piped())
@@ -236,13 +266,13 @@ impl Call {
 }
 
 /// The real server in the lab's "server" namespace (10.203.1.2:7880, media UDP 7882).
-fn spawn_server(lab: &Lab, dir: &std::path::Path, grace_secs: u64) -> Proc {
+fn spawn_server(lab: &Lab, dir: &std::path::Path, grace_secs: u64, extra: &str) -> Proc {
     let ip = lab.host("server").addr;
     let cfg = dir.join("server.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[session]\ngrace_secs = {grace_secs}\n[media]\nbind = \"{ip}\"\nport = 7882\n"
+            "[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[session]\ngrace_secs = {grace_secs}\n[media]\nbind = \"{ip}\"\nport = 7882\n{extra}"
         ),
     )
     .unwrap();
@@ -259,7 +289,7 @@ fn spawn_server(lab: &Lab, dir: &std::path::Path, grace_secs: u64) -> Proc {
     let mut line = String::new();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     out.read_line(&mut line).unwrap();
-    assert!(line.contains("http://"), "server did not start: {line}");
+    assert!(line.contains("://"), "server did not start: {line}");
     // Keep reading: the server prints more, and a closed pipe would end it.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     Proc(child)
@@ -314,7 +344,8 @@ fn cuts_within_grace_come_back_without_churn() {
 #[test]
 fn cut_longer_than_grace_logs_in_again_and_streams_come_back() {
     let _l = lock();
-    let call = Call::start(8);
+    // Over wss, as deployed on the internet: the re-login runs a fresh TLS handshake.
+    let call = Call::start_with(8, true);
     let began = Instant::now();
     let restored = call.fault_for(Fault::Cut, Duration::from_secs(8 + 15));
     call.wait_both_decode(restored, "a cut longer than grace");
@@ -484,7 +515,7 @@ fn webrtcbin_whip_publisher_and_whep_player_are_never_dropped_while_media_flows(
     let _l = lock();
     let lab = Lab::new(&["server", "client"]).expect("network namespaces (root, ip, nft)");
     let dir = tempfile::tempdir().unwrap();
-    let _server = spawn_server(&lab, dir.path(), 45);
+    let _server = spawn_server(&lab, dir.path(), 45, "");
     let key = callbox::auth::parse_secret(SECRET).unwrap();
     let now = callbox::auth::unix_now();
     let claims = callbox::auth::Claims {
