@@ -125,7 +125,8 @@ try {
   await page.getByTestId("leave").click();
   await until("the watcher seeing browser-main deleted", () => watcher.events.slice(mark2).find((e) => e.event === "stream" && e.update === "delete" && e.stream_id === "browser-main"));
   await until("the watcher seeing the browser leave", () => watcher.events.slice(mark2).find((e) => e.event === "user" && e.update === "delete" && e.user_id === "browser"));
-  if ((await page.getByTestId("room-state").textContent()) !== "Disconnected") fail("still connected after leave");
+  // The server tells the others before the page has its logout reply: wait for the page too.
+  await until("the page Disconnected after leave", async () => (await page.getByTestId("room-state").textContent()) === "Disconnected");
   if ((await page.getByTestId("user-list").locator("li").count()) !== 0) fail("user list not cleared");
   console.log(JSON.stringify({ ok: true, ...figures }));
   process.exitCode = 0;
