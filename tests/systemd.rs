@@ -23,20 +23,53 @@ fn server_unit_verifies_clean_and_can_read_its_config_and_keep_state() {
 /// safer; it was 6.5 before the sandboxing keys).
 #[test]
 fn the_server_unit_is_sandboxed() {
+    let score = exposure("callbox-server.service");
+    assert!(score <= 2.5, "exposure {score}");
+}
+
+/// The device unit too (it was 7.0): closed device policy with the classes it opens, no
+/// capabilities, the system-service syscall set.
+#[test]
+fn the_device_unit_is_sandboxed_and_allows_only_its_device_classes() {
+    let score = exposure("callbox.service");
+    assert!(score <= 2.5, "exposure {score}");
+    let unit = std::fs::read_to_string(format!("{}/systemd/callbox.service", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let allowed: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("DeviceAllow=")).collect();
+    for class in ["char-video4linux rw", "char-alsa rw", "char-gpiochip rw", "char-drm rw"] {
+        assert!(allowed.contains(&class), "{class} not allowed: {allowed:?}");
+    }
+    assert!(unit.lines().any(|l| l == "DevicePolicy=closed"));
+}
+
+/// The per-board drop-ins hold only a [Service] section with DeviceAllow lines (they are
+/// installed as /etc/systemd/system/callbox.service.d/board.conf).
+#[test]
+fn the_board_drop_ins_only_add_device_nodes() {
+    for board in ["raspberry-pi", "jetson"] {
+        let path = format!("{}/systemd/boards/{board}.conf", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let keys: Vec<&str> = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+        assert_eq!(keys[0], "[Service]", "{path}");
+        for k in &keys[1..] {
+            let node = k.strip_prefix("DeviceAllow=").unwrap_or_else(|| panic!("{path}: {k}"));
+            assert!(node.ends_with(" rw") && (node.starts_with("/dev/") || node.starts_with("char-")), "{path}: {k}");
+        }
+    }
+}
+
+/// The unit's overall exposure from `systemd-analyze security --offline`.
+fn exposure(name: &str) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let unit =
-        std::fs::read_to_string(format!("{}/systemd/callbox-server.service", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let path = dir.path().join("callbox-server.service");
+    let unit = std::fs::read_to_string(format!("{}/systemd/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let path = dir.path().join(name);
     std::fs::write(&path, unit.replace("/usr/bin/callbox", env!("CARGO_BIN_EXE_callbox"))).unwrap();
     let out = Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&path).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let score: f64 = text
-        .lines()
-        .find_map(|l| l.split("Overall exposure level for callbox-server.service: ").nth(1))
+    text.lines()
+        .find_map(|l| l.split(&format!("Overall exposure level for {name}: ")).nth(1))
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no score in {text}"));
-    assert!(score <= 2.5, "exposure {score}:\n{text}");
+        .unwrap_or_else(|| panic!("no score in {text}"))
 }
 
 fn verify(name: &str) -> String {
@@ -80,7 +113,7 @@ fn sysusers_and_tmpfiles_snippets_create_the_user_and_directories() {
     let dir = env!("CARGO_MANIFEST_DIR");
     let st = Command::new("systemd-sysusers")
         .arg(format!("--root={}", root.path().display()))
-        .arg(format!("{dir}/systemd/callbox.sysusers.conf"))
+        .arg(format!("{dir}/systemd/callbox.sysusers"))
         .status()
         .unwrap();
     assert!(st.success());
@@ -93,7 +126,7 @@ fn sysusers_and_tmpfiles_snippets_create_the_user_and_directories() {
     }
     let st = Command::new("systemd-tmpfiles")
         .args(["--create", &format!("--root={}", root.path().display())])
-        .arg(format!("{dir}/systemd/callbox.tmpfiles.conf"))
+        .arg(format!("{dir}/systemd/callbox.tmpfile"))
         .status()
         .unwrap();
     assert!(st.success());

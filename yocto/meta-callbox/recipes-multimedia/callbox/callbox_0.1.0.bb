@@ -52,8 +52,8 @@ do_install:append() {
     install -d ${D}${systemd_system_unitdir} ${D}${sysconfdir}/callbox \
         ${D}${nonarch_libdir}/sysusers.d ${D}${nonarch_libdir}/tmpfiles.d
     install -m 0644 ${S}/systemd/callbox.service ${S}/systemd/callbox-server.service ${D}${systemd_system_unitdir}/
-    install -m 0644 ${S}/systemd/callbox.sysusers.conf ${D}${nonarch_libdir}/sysusers.d/callbox.conf
-    install -m 0644 ${S}/systemd/callbox.tmpfiles.conf ${D}${nonarch_libdir}/tmpfiles.d/callbox.conf
+    install -m 0644 ${S}/systemd/callbox.sysusers ${D}${nonarch_libdir}/sysusers.d/callbox.conf
+    install -m 0644 ${S}/systemd/callbox.tmpfile ${D}${nonarch_libdir}/tmpfiles.d/callbox.conf
     install -m 0640 -g callbox ${S}/configs/raspberry-pi.toml ${D}${sysconfdir}/callbox/device.toml
     chgrp callbox ${D}${sysconfdir}/callbox
     chmod 0750 ${D}${sysconfdir}/callbox
