@@ -36,6 +36,7 @@ pub fn server(
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
+    cfg.log.apply();
     if cfg.dev {
         tracing::warn!("dev mode: anyone who reaches this server can get tokens for app 1234 from /dev/token");
     }
@@ -188,6 +189,7 @@ pub fn device(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
+    cfg.log.apply();
     runtime()?.block_on(async {
         match daemon::Daemon::start(cfg, callbox::device::systemd::Notifier::from_env()).await {
             Ok(d) => {

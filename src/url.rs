@@ -136,6 +136,13 @@ impl ServerUrl {
         self.host.eq_ignore_ascii_case("localhost") || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
+    /// Whether the host is one of the reserved example domains (RFC 2606: example.com, .net,
+    /// .org and their subdomains) that the shipped configs use as placeholders.
+    pub fn is_placeholder(&self) -> bool {
+        let host = self.host.to_ascii_lowercase();
+        ["example.com", "example.net", "example.org"].iter().any(|d| host == *d || host.ends_with(&format!(".{d}")))
+    }
+
     /// Resolves the host (blocking DNS: call it off the async threads or where a short
     /// block is fine) to its first address.
     pub fn resolve(&self) -> std::io::Result<SocketAddr> {

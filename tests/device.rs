@@ -768,12 +768,11 @@ async fn doctor_and_check_config_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_rechecks_the_config_and_keeps_running() {
     let server = Server::start("");
-    let device = Device::start(&server.url(), "kiosk", None);
+    // No RUST_LOG: the config's [log] level decides.
+    let device = Device::start_with(&server.url(), "kiosk", None, &[("RUST_LOG", "")]);
     device.wait("logged in", |s| s.room.state == "Connected").await;
     let cfg = device.dir.path().join("device.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, text.replace("ring_out_secs = 60", "ring_out_secs = 30")).unwrap();
-    device.signal("-HUP");
     let d = &device;
     let logged = |needle: &'static str| async move {
         let deadline = Instant::now() + WAIT;
@@ -785,7 +784,17 @@ async fn sighup_rechecks_the_config_and_keeps_running() {
         }
         panic!("no {needle:?} in the log:\n{}", d.log());
     };
-    logged("SIGHUP: [call] changed").await;
+    // Live keys are applied (the debug line exists only once the new level is in force);
+    // the rest is named as needing a restart.
+    assert!(!device.log().contains("log level debug"));
+    let edited = text.replace("ring_out_secs = 60", "ring_out_secs = 30").replace("fps = 15", "fps = 10")
+        + "\n[log]\nlevel = \"debug\"\n";
+    assert!(edited.contains("ring_out_secs = 30") && edited.contains("fps = 10"));
+    std::fs::write(&cfg, edited).unwrap();
+    device.signal("-HUP");
+    logged("SIGHUP: applied call.ring_out_secs, log.level").await;
+    logged("log level debug").await;
+    logged("SIGHUP: [video] changed").await;
     std::fs::write(&cfg, text.replace("ring_out_secs = 60", "ring_out_secs = \"soon\"")).unwrap();
     device.signal("-HUP");
     logged("the running configuration stays").await;

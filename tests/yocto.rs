@@ -1,5 +1,6 @@
-//! The Yocto layer stays in step with the code: its crate list matches Cargo.lock, and the
-//! license checksum matches the license line of Cargo.toml.
+//! The Yocto layer stays in step with the code: its crate list and its pinned SRCREV match
+//! Cargo.lock, the license checksum matches the license line of Cargo.toml, and the GStreamer
+//! options the recipe's RDEPENDS need are switched on by the layer's bbappends.
 
 use std::process::Command;
 
@@ -42,6 +43,26 @@ fn the_recipe_names_the_license_line_and_the_layer_is_for_scarthgap() {
     ] {
         assert!(recipe.contains(needed), "{needed}");
     }
+    assert!(!recipe.contains("github.com/callbox"), "a placeholder address in the recipe");
     let layer = std::fs::read_to_string(format!("{root}/yocto/meta-callbox/conf/layer.conf")).unwrap();
     assert!(layer.contains("LAYERSERIES_COMPAT_callbox = \"scarthgap\""));
+}
+
+/// Every GStreamer package in RDEPENDS that poky's default PACKAGECONFIG does not build has
+/// its option switched on by a bbappend of the layer.
+#[test]
+fn the_bbappends_build_the_plugins_the_recipe_needs() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let recipe = std::fs::read_to_string(format!("{root}/{RECIPE}")).unwrap();
+    let dir = format!("{root}/yocto/meta-callbox/recipes-multimedia/gstreamer");
+    for (package, recipe_name, option) in [
+        ("gstreamer1.0-plugins-base-opus", "gstreamer1.0-plugins-base", "opus"),
+        ("gstreamer1.0-plugins-bad-kms", "gstreamer1.0-plugins-bad", "kms"),
+        ("gstreamer1.0-plugins-bad-webrtcdsp", "gstreamer1.0-plugins-bad", "webrtcdsp"),
+    ] {
+        assert!(recipe.contains(package), "{package} not in RDEPENDS");
+        let append = std::fs::read_to_string(format!("{dir}/{recipe_name}_%.bbappend")).unwrap();
+        let line = append.lines().find(|l| l.starts_with("PACKAGECONFIG:append = ")).unwrap();
+        assert!(line.split('"').nth(1).unwrap().split_whitespace().any(|o| o == option), "{option} in {line}");
+    }
 }

@@ -166,6 +166,13 @@ impl CallController {
         }
     }
 
+    /// A new mode and ring-out time from a reloaded config: they apply from the next call;
+    /// a call under way goes on as it is.
+    pub fn reconfigure(&mut self, mode: CallMode, ring_out: Duration) {
+        self.mode = mode;
+        self.ring_out = ring_out;
+    }
+
     /// The current call state.
     pub fn state(&self) -> CallState {
         self.state

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::call::CallMode;
 use crate::config_file::{self, ConfigError};
+use crate::media::devices::AutoDevices;
 use crate::media::encoder::Encoder;
 use crate::media::{AudioSink, AudioSource, Layout, MediaConfig, VideoSink, VideoSource};
 use crate::proto::ids;
@@ -18,6 +19,15 @@ use crate::proto::ids;
 pub const DEFAULT_PATH: &str = "/etc/callbox/device.toml";
 /// Default control socket.
 pub const DEFAULT_SOCKET: &str = "/run/callbox/control.sock";
+
+/// What a re-read device config changes ([`DeviceConfig::reload_plan`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadPlan {
+    /// Keys applied at once.
+    pub live: Vec<&'static str>,
+    /// Sections that changed otherwise and apply after a restart.
+    pub restart: Vec<&'static str>,
+}
 
 /// The device configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +58,9 @@ pub struct DeviceConfig {
     /// The control socket.
     #[serde(default)]
     pub control: ControlSection,
+    /// callbox's log level (applied on SIGHUP too).
+    #[serde(default)]
+    pub log: crate::device::logging::LogSection,
 }
 
 /// `[server]`.
@@ -303,6 +316,7 @@ impl DeviceConfig {
         // A private CA must be readable now; the system's roots are the board's business
         // (doctor checks them by connecting), not the file's.
         self.server_url()?;
+        self.log.validate()?;
         if let Some(ca) = &self.server.ca_file {
             crate::tls::client::roots(Some(Path::new(ca)))
                 .map_err(|e| ConfigError::value("server.ca_file", e.to_string()))?;
@@ -321,7 +335,7 @@ impl DeviceConfig {
         if self.call.ring_out_secs == 0 {
             return Err(ConfigError::value("call.ring_out_secs", "must be at least 1"));
         }
-        self.media_config(|_| false)?.validate().map_err(|e| {
+        self.media_config(&AutoDevices::none())?.validate().map_err(|e| {
             let key = e.split(':').next().unwrap_or("video").replace("media.", "video.");
             ConfigError::value(&key, e)
         })?;
@@ -378,6 +392,39 @@ impl DeviceConfig {
         pairs.into_iter().filter(|(_, a, b)| a != b).map(|(k, _, _)| k).collect()
     }
 
+    /// What a re-read file changes: the keys the running daemon applies at once (call mode
+    /// and timing, button and door-relay timing, the log level) and the sections that need a
+    /// restart (identity, server and credentials, media, GPIO lines, the control socket).
+    pub fn reload_plan(&self, new: &DeviceConfig) -> ReloadPlan {
+        let (a, b) = (self, new);
+        let live = [
+            ("call.mode", a.call.mode != b.call.mode),
+            ("call.ring_out_secs", a.call.ring_out_secs != b.call.ring_out_secs),
+            ("call.answer_delay_secs", a.call.answer_delay_secs != b.call.answer_delay_secs),
+            ("gpio.debounce_ms", a.gpio.debounce_ms != b.gpio.debounce_ms),
+            ("gpio.long_press_ms", a.gpio.long_press_ms != b.gpio.long_press_ms),
+            ("gpio.door_pulse_ms", a.gpio.door_pulse_ms != b.gpio.door_pulse_ms),
+            ("log.level", a.log != b.log),
+        ]
+        .into_iter()
+        .filter_map(|(k, changed)| changed.then_some(k))
+        .collect();
+        let mut applied = self.clone();
+        applied.take_live(new);
+        ReloadPlan { live, restart: applied.changed_sections(new) }
+    }
+
+    /// Takes the keys [`DeviceConfig::reload_plan`] calls live from `new`.
+    pub fn take_live(&mut self, new: &DeviceConfig) {
+        self.call.mode.clone_from(&new.call.mode);
+        self.call.ring_out_secs = new.call.ring_out_secs;
+        self.call.answer_delay_secs = new.call.answer_delay_secs;
+        self.gpio.debounce_ms = new.gpio.debounce_ms;
+        self.gpio.long_press_ms = new.gpio.long_press_ms;
+        self.gpio.door_pulse_ms = new.gpio.door_pulse_ms;
+        self.log = new.log.clone();
+    }
+
     /// What is valid but unsafe in the field (check-config and doctor WARN, the daemon logs
     /// them at start): a cleartext server URL to another host, the app secret on the device,
     /// a token that is never renewed.
@@ -391,6 +438,22 @@ impl DeviceConfig {
                 "server.url: {} is cleartext ws:// to another host: the token and signalling can be read on the way; use wss://",
                 self.server.url
             ));
+        }
+        if let Ok(u) = self.server_url()
+            && u.is_placeholder()
+        {
+            out.push(format!(
+                "server.url: {} is the example's placeholder host: put your server's name",
+                self.server.url
+            ));
+        }
+        if let Some(u) = &self.server.token_url
+            && crate::url::ServerUrl::parse(u).is_ok_and(|u| u.is_placeholder())
+        {
+            out.push(format!("server.token_url: {u} is the example's placeholder host: put your token endpoint"));
+        }
+        if self.server.device_key.as_deref().is_some_and(|k| k.contains("replace-with")) {
+            out.push("server.device_key: the example's placeholder: put this device's key from the admin API".into());
         }
         if self.server.app_sign.is_some() {
             out.push(
@@ -415,15 +478,18 @@ impl DeviceConfig {
         }
     }
 
-    /// The engine's media settings. `auto` sources are resolved with `exists` (is there a
-    /// `/dev/video0`, a sound card): a camera if present, else the test pattern.
-    pub fn media_config(&self, exists: impl Fn(&str) -> bool) -> Result<MediaConfig, ConfigError> {
+    /// The engine's media settings. `auto` sources are what `auto` found (GStreamer's device
+    /// monitor, [`AutoDevices::choose`]): the first camera and microphone, else the test
+    /// pattern and tone.
+    pub fn media_config(&self, auto: &AutoDevices) -> Result<MediaConfig, ConfigError> {
         let v = &self.video;
         let video = match v.source.as_str() {
             "test" => VideoSource::Test,
             "libcamera" => VideoSource::Libcamera,
-            "auto" if exists("/dev/video0") => VideoSource::V4l2 { device: "/dev/video0".into(), mjpeg: v.mjpeg },
-            "auto" => VideoSource::Test,
+            "auto" => match &auto.camera {
+                Some(c) => VideoSource::V4l2 { device: c.device.clone(), mjpeg: v.mjpeg },
+                None => VideoSource::Test,
+            },
             s => match s.strip_prefix("v4l2:") {
                 Some(dev) if dev.starts_with("/dev/") => VideoSource::V4l2 { device: dev.into(), mjpeg: v.mjpeg },
                 _ => {
@@ -437,8 +503,10 @@ impl DeviceConfig {
         let a = &self.audio;
         let audio = match a.source.as_str() {
             "test" => AudioSource::Test,
-            "auto" if exists("/dev/snd/pcmC0D0c") => AudioSource::Alsa { device: "default".into() },
-            "auto" => AudioSource::Test,
+            "auto" => match &auto.microphone {
+                Some(m) => AudioSource::Alsa { device: m.device.clone() },
+                None => AudioSource::Test,
+            },
             s => match s.strip_prefix("alsa:").filter(|d| !d.is_empty()) {
                 Some(d) => AudioSource::Alsa { device: d.into() },
                 None => {
@@ -521,10 +589,35 @@ mod tests {
         assert_eq!(c.stream_id(), "door-1-main");
         assert_eq!(c.call_mode().unwrap(), CallMode::Intercom);
         assert_eq!(c.control.socket, DEFAULT_SOCKET);
-        let m = c.media_config(|_| false).unwrap();
+        let m = c.media_config(&AutoDevices::none()).unwrap();
         assert_eq!((m.video, m.audio), (VideoSource::Test, AudioSource::Test));
-        let m = c.media_config(|p| p == "/dev/video0").unwrap();
-        assert_eq!(m.video, VideoSource::V4l2 { device: "/dev/video0".into(), mjpeg: false });
+        // `auto` takes what the device monitor found, not a fixed /dev/video0 or card 0.
+        use crate::media::devices::{Found, Kind};
+        let found = |kind, device: &str| Found { kind, device: device.into(), name: String::new(), formats: vec![] };
+        let auto = AutoDevices::choose(&[found(Kind::Microphone, "hw:1"), found(Kind::Camera, "/dev/video2")]);
+        let m = c.media_config(&auto).unwrap();
+        assert_eq!(m.video, VideoSource::V4l2 { device: "/dev/video2".into(), mjpeg: false });
+        assert_eq!(m.audio, AudioSource::Alsa { device: "hw:1".into() });
+    }
+
+    #[test]
+    fn a_reload_applies_call_gpio_timing_and_log_level_and_names_the_rest() {
+        let old = parse("").unwrap();
+        let new = parse(
+            "[call]\nmode = \"kiosk\"\n[gpio]\ndoor_pulse_ms = 5000\n[log]\nlevel = \"debug\"\n[video]\nwidth = 320\n",
+        )
+        .unwrap();
+        let plan = old.reload_plan(&new);
+        assert_eq!(plan.live, ["call.mode", "gpio.door_pulse_ms", "log.level"]);
+        assert_eq!(plan.restart, ["[video]"]);
+        let mut applied = old.clone();
+        applied.take_live(&new);
+        assert_eq!(applied.reload_plan(&new), ReloadPlan { live: vec![], restart: vec!["[video]"] });
+        // Identity and GPIO lines are never live.
+        let mut moved = parse("[gpio]\nbuttons = { call = 4 }\n").unwrap();
+        moved.room.room_id = "other".into();
+        assert_eq!(old.reload_plan(&moved), ReloadPlan { live: vec![], restart: vec!["[room]", "[gpio]"] });
+        assert!(parse("[log]\nlevel = \"loud\"\n").unwrap_err().to_string().contains("log.level"));
     }
 
     #[test]

@@ -103,8 +103,10 @@ pub async fn checks(path: &Path) -> Vec<Check> {
             None
         }
     };
-    let media = cfg.as_ref().and_then(|c| c.media_config(|p| Path::new(p).exists()).ok());
-    out.push(camera(media.as_ref().map(|m| &m.video)));
+    // What GStreamer's device monitor lists: the listing, and what `auto` takes.
+    let found = media::devices::probe();
+    let media = cfg.as_ref().and_then(|c| c.media_config(&media::devices::AutoDevices::choose(&found)).ok());
+    out.push(camera(media.as_ref().map(|m| &m.video), &found));
     out.extend(audio(media.as_ref().map(|m| (&m.audio, &m.audio_sink))));
     out.push(encoder_check(media.as_ref().map(|m| m.encoder.as_str()).unwrap_or("auto")));
     let Some(cfg) = cfg else { return out };
@@ -125,13 +127,17 @@ pub async fn checks(path: &Path) -> Vec<Check> {
     out
 }
 
-fn camera(source: Option<&VideoSource>) -> Check {
+fn camera(source: Option<&VideoSource>, found_by_gstreamer: &[media::devices::Found]) -> Check {
     let mut found: Vec<String> = std::fs::read_dir("/dev")
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
         .unwrap_or_default();
     found.retain(|n| n.starts_with("video"));
     found.sort();
-    let formats = camera_formats();
+    let formats: Vec<String> = found_by_gstreamer
+        .iter()
+        .filter(|f| f.kind == media::devices::Kind::Camera)
+        .map(|f| format!("{} {}: {}", f.device, f.name, f.formats.join(", ")))
+        .collect();
     let listing = if found.is_empty() {
         "no /dev/video* device".to_string()
     } else {
@@ -168,40 +174,6 @@ fn camera(source: Option<&VideoSource>) -> Check {
         ),
         None => Check::new(if found.is_empty() { Level::Warn } else { Level::Pass }, "camera", listing, None),
     }
-}
-
-/// `device: FORMAT WxH, ...` for each V4L2 capture device GStreamer sees.
-fn camera_formats() -> Vec<String> {
-    use gstreamer::prelude::*;
-    if media::init().is_err() {
-        return Vec::new();
-    }
-    let monitor = gstreamer::DeviceMonitor::new();
-    monitor.add_filter(Some("Video/Source"), None);
-    if monitor.start().is_err() {
-        return Vec::new();
-    }
-    let out = monitor
-        .devices()
-        .iter()
-        .map(|d| {
-            let caps = d.caps().map(|c| {
-                c.iter()
-                    .take(4)
-                    .map(|s| {
-                        let fmt = s.get::<String>("format").unwrap_or_else(|_| s.name().to_string());
-                        let w = s.get::<i32>("width").map(|w| w.to_string()).unwrap_or_default();
-                        let h = s.get::<i32>("height").map(|h| h.to_string()).unwrap_or_default();
-                        format!("{fmt} {w}x{h}")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            });
-            format!("{}: {}", d.display_name(), caps.unwrap_or_default())
-        })
-        .collect();
-    monitor.stop();
-    out
 }
 
 fn pcm_devices(suffix: char) -> Vec<String> {
@@ -626,7 +598,7 @@ mod tests {
         assert!(!e.is_empty());
         assert!(open_alsa("alsasink", "hw:99,0").is_err());
         // libcamera passes only when GStreamer has libcamerasrc.
-        let c = camera(Some(&VideoSource::Libcamera));
+        let c = camera(Some(&VideoSource::Libcamera), &[]);
         assert_eq!(c.level == Level::Fail, !media::has_element("libcamerasrc"), "{c}");
         // Without a usable config, no playback device is not a PASS.
         let s = audio(None);

@@ -2,10 +2,11 @@
 //! event goes to journald natively with its fields as journal fields: `ROOM_ID`, `USER_ID`,
 //! `STREAM_ID`, `STATE`, `ERROR_CODE`, `CALLBOX_EVENT`, ... (`journalctl -u callbox
 //! CALLBOX_EVENT=room_state`). Elsewhere, readable lines on stderr. `CALLBOX_LOG=stderr` or
-//! `journald` forces one.
+//! `journald` forces one. The level of callbox's own lines is `[log] level` in the config,
+//! applied at start and on SIGHUP ([`set_level`]); `RUST_LOG` replaces the whole filter.
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 /// Where the logs went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,16 +36,71 @@ pub fn default_filter(level: &str) -> String {
     format!("warn,callbox={level},rtc_dtls=error,rtc::peer_connection::handler=error")
 }
 
+/// The levels `[log] level` takes.
+pub const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// `[log]` in the device and server configs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// callbox's own level: error, warn, info, debug or trace (other crates stay at warn).
+    /// SIGHUP applies a change; `RUST_LOG` replaces the whole filter instead.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection { level: "info".into() }
+    }
+}
+
+impl LogSection {
+    /// An error naming `log.level` unless the level is one of [`LEVELS`].
+    pub fn validate(&self) -> Result<(), crate::config_file::ConfigError> {
+        if LEVELS.contains(&self.level.as_str()) {
+            Ok(())
+        } else {
+            Err(crate::config_file::ConfigError::value(
+                "log.level",
+                format!("{:?}: must be one of {}", self.level, LEVELS.join(", ")),
+            ))
+        }
+    }
+
+    /// Applies the level to the running filter and logs what happened.
+    pub fn apply(&self) {
+        match set_level(&self.level) {
+            LevelChange::Applied => tracing::debug!(callbox_event = "log_level", "log level {}", self.level),
+            LevelChange::RustLogWins => {
+                tracing::info!(
+                    callbox_event = "log_level",
+                    "RUST_LOG is set: it wins over [log] level = {:?}",
+                    self.level
+                )
+            }
+            LevelChange::NotOurs => {}
+        }
+    }
+}
+
+/// The running filter, replaced by [`set_level`] (at start from the config, on SIGHUP).
+static FILTER: std::sync::OnceLock<reload::Handle<EnvFilter, Registry>> = std::sync::OnceLock::new();
+
 /// Installs the global subscriber, filtered by `RUST_LOG` (default [`default_filter`]).
 /// Falls back to stderr when journald was chosen but its socket is missing.
 pub fn init(default_level: &str) -> LogTarget {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter(default_level)));
+    let filter = || match rust_log() {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::new(default_filter(default_level)),
+    };
     let want = choose(std::env::var("CALLBOX_LOG").ok().as_deref(), std::env::var_os("JOURNAL_STREAM").is_some());
     if want == LogTarget::Journald {
         match tracing_journald::layer() {
             Ok(layer) => {
                 let layer = layer.with_field_prefix(None).with_syslog_identifier("callbox".into());
-                if tracing_subscriber::registry().with(filter()).with(layer).try_init().is_ok() {
+                let (filter, handle) = reload::Layer::new(filter());
+                if tracing_subscriber::registry().with(filter).with(layer).try_init().is_ok() {
+                    let _ = FILTER.set(handle);
                     return LogTarget::Journald;
                 }
             }
@@ -52,8 +108,40 @@ pub fn init(default_level: &str) -> LogTarget {
         }
     }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let (filter, handle) = reload::Layer::new(filter());
+    let text = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+    if tracing_subscriber::registry().with(filter).with(text).try_init().is_ok() {
+        let _ = FILTER.set(handle);
+    }
     LogTarget::Stderr
+}
+
+/// `RUST_LOG` when set to something (an empty one is as if unset).
+fn rust_log() -> Option<String> {
+    std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty())
+}
+
+/// What [`set_level`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LevelChange {
+    /// The filter is now [`default_filter`] at this level.
+    Applied,
+    /// `RUST_LOG` is set and wins over the config.
+    RustLogWins,
+    /// No subscriber of ours is installed (a library user's own, or tests).
+    NotOurs,
+}
+
+/// Sets callbox's own level (one of [`LEVELS`]) in the running filter, unless `RUST_LOG`
+/// chose the filter.
+pub fn set_level(level: &str) -> LevelChange {
+    if rust_log().is_some() {
+        return LevelChange::RustLogWins;
+    }
+    match FILTER.get() {
+        Some(h) if h.reload(EnvFilter::new(default_filter(level))).is_ok() => LevelChange::Applied,
+        _ => LevelChange::NotOurs,
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,12 @@ impl Outputs {
     }
 
     /// Energises the door relay for the configured pulse.
+    /// How long the next door pulses last (a pulse under way keeps its end).
+    pub fn set_door_pulse_length(&mut self, length: Duration) {
+        self.door_pulse = length;
+    }
+
+    /// Energises the door relay for the pulse length.
     pub fn door_pulse(&mut self, now: Instant) {
         self.set(now, Output::Door, LedMode::On);
         self.door_off_at = Some(now + self.door_pulse);

@@ -9,6 +9,7 @@
 //! board's variant can be unit-tested as text) and run with `gst::parse::launch`.
 
 pub mod chime;
+pub mod devices;
 pub mod encoder;
 mod grid;
 pub mod pipeline;

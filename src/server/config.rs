@@ -37,6 +37,9 @@ pub struct ServerConfig {
     /// `$STATE_DIRECTORY`, else `$HOME/.local/state/callbox-server`.
     #[serde(default)]
     pub state_dir: String,
+    /// callbox's log level (applied on SIGHUP too).
+    #[serde(default)]
+    pub log: crate::device::logging::LogSection,
     /// Development mode (`callbox server --dev`, never from the file): the dev app is added
     /// and `GET /dev/token` hands out its tokens to anyone.
     #[serde(skip)]
@@ -228,6 +231,7 @@ impl ServerConfig {
     /// Checks values the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.log.validate()?;
         let mut seen = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             crate::auth::parse_secret(&app.secret)

@@ -213,6 +213,10 @@ pub async fn run(cfg: ServerConfig, reload: Option<Reload>) -> anyhow::Result<()
                                 "SIGHUP: {what} changed; it applies after a restart"
                             );
                         }
+                        if running.log != new.log {
+                            new.log.apply();
+                            tracing::info!(callbox_event = "reload", "SIGHUP: log level {}", new.log.level);
+                        }
                         let changed = server.reconfigure(new.clone()).await;
                         if changed.is_empty() {
                             tracing::info!(

@@ -98,14 +98,47 @@ pub struct Daemon {
     socket: PathBuf,
 }
 
+/// What `auto` sources resolve to on this board (GStreamer's device monitor), logged: the
+/// journal says which camera and microphone the daemon took, or that it found none and
+/// sends the test pattern or tone.
+async fn auto_devices(cfg: &DeviceConfig) -> crate::media::devices::AutoDevices {
+    use crate::media::devices::{AutoDevices, probe};
+    let (video, audio) = (cfg.video.source == "auto", cfg.audio.source == "auto");
+    if !video && !audio {
+        return AutoDevices::none();
+    }
+    let found = tokio::task::spawn_blocking(probe).await.unwrap_or_default();
+    let auto = AutoDevices::choose(&found);
+    for (wanted, what, chosen, fallback) in
+        [(video, "camera", &auto.camera, "the test pattern"), (audio, "microphone", &auto.microphone, "a test tone")]
+    {
+        match chosen {
+            Some(f) if wanted => tracing::info!(
+                callbox_event = "device_chosen",
+                "{what}: auto chose {} ({}) of {} capture device(s)",
+                f.device,
+                f.name,
+                found.len()
+            ),
+            None if wanted => tracing::warn!(
+                callbox_event = "device_chosen",
+                "{what}: auto found none (GStreamer lists {} capture device(s)); sending {fallback}",
+                found.len()
+            ),
+            _ => {}
+        }
+    }
+    auto
+}
+
 impl Daemon {
     /// Starts everything up to READY=1 (see the module docs).
     pub async fn start(cfg: DeviceConfig, notifier: Notifier) -> Result<Daemon, StartError> {
-        let media =
-            cfg.media_config(|p| std::path::Path::new(p).exists()).map_err(|e| StartError::Config(e.to_string()))?;
-        let mode = cfg.call_mode().map_err(|e| StartError::Config(e.to_string()))?;
         // Load GStreamer's plugin registry now (seconds on a first boot), not at the first call.
         crate::media::init()?;
+        let auto = auto_devices(&cfg).await;
+        let media = cfg.media_config(&auto).map_err(|e| StartError::Config(e.to_string()))?;
+        let mode = cfg.call_mode().map_err(|e| StartError::Config(e.to_string()))?;
         let configured = crate::media::encoder::Encoder::from_element(&media.encoder);
         match crate::media::encoder::choose(configured, &[], crate::media::has_element) {
             Some(c) => tracing::info!(
@@ -295,19 +328,41 @@ impl Daemon {
                 for w in new.warnings() {
                     tracing::warn!(callbox_event = "config_warning", "{w}");
                 }
-                let changed = self.cfg.changed_sections(&new);
-                if changed.is_empty() {
+                let plan = self.cfg.reload_plan(&new);
+                if plan.live.is_empty() && plan.restart.is_empty() {
                     tracing::info!(callbox_event = "reload", "SIGHUP: {} unchanged", path.display());
-                } else {
+                }
+                if !plan.live.is_empty() {
+                    self.apply_live(&new);
+                    tracing::info!(callbox_event = "reload", "SIGHUP: applied {}", plan.live.join(", "));
+                }
+                if !plan.restart.is_empty() {
                     tracing::warn!(
                         callbox_event = "reload",
                         "SIGHUP: {} changed in {}; it applies after a restart (systemctl restart callbox)",
-                        changed.join(", "),
+                        plan.restart.join(", "),
                         path.display()
                     );
                 }
             }
         }
+    }
+
+    /// Applies a reloaded file's live keys: the call mode and ring-out from the next call,
+    /// button timing from the next press, the door pulse from the next opening, the level
+    /// of the next log line.
+    fn apply_live(&mut self, new: &DeviceConfig) {
+        self.cfg.take_live(new);
+        if let Ok(mode) = self.cfg.call_mode() {
+            self.controller.reconfigure(mode, Duration::from_secs(self.cfg.call.ring_out_secs));
+        }
+        let (debounce, long) =
+            (Duration::from_millis(self.cfg.gpio.debounce_ms), Duration::from_millis(self.cfg.gpio.long_press_ms));
+        for d in self.detectors.values_mut() {
+            *d = ButtonDetector::new(debounce, long);
+        }
+        self.outputs.set_door_pulse_length(Duration::from_millis(self.cfg.gpio.door_pulse_ms));
+        self.cfg.log.apply();
     }
 
     /// The file the configuration came from, re-read on SIGHUP.

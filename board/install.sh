@@ -1,0 +1,86 @@
+#!/bin/sh
+# The virtual board (scripts/test-board.sh), booted with systemd: real V4L2 (vivid), ALSA
+# (snd-aloop) and GPIO (gpio-sim) devices; callbox installed from its .deb following the
+# README's "Install on a board" (adapted: amd64 package, root, no network), the hardened
+# callbox.service enabled, the call button pressed on the simulated GPIO line while a peer on
+# the host publishes, the package upgraded (the running unit must restart), then purged.
+# Lines for the host: CALLBOX-BOARD (steps), CALLBOX-STATUS (status JSON), CALLBOX-FAIL.
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+say() { echo "CALLBOX-BOARD: $*"; }
+fail() {
+  echo "CALLBOX-FAIL: $*"
+  journalctl -u callbox --no-pager -n 60 -o cat | sed 's/^/JOURNAL /'
+  systemctl poweroff --force --force
+  exit 1
+}
+IF=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+ip link set lo up; ip link set "$IF" up
+ip addr add 10.0.2.15/24 dev "$IF"; ip route add default via 10.0.2.2
+modprobe vivid n_devs=1 >/dev/null 2>&1 || say "vivid failed"
+modprobe snd-aloop >/dev/null 2>&1 || say "snd-aloop failed"
+modprobe configfs >/dev/null 2>&1; mountpoint -q /sys/kernel/config || mount -t configfs none /sys/kernel/config
+insmod /opt/callbox/gpio-sim-oot.ko || { say "gpio-sim failed"; dmesg | tail -n 5; }
+# One simulated chip with 8 lines; buttons released (active low: pulled up).
+G=/sys/kernel/config/gpio-sim/board
+mkdir -p $G/bank0 && echo 8 > $G/bank0/num_lines && echo 1 > $G/live
+CHIP=$(cat $G/bank0/chip_name)
+LINES=$(ls -d /sys/devices/platform/$(cat $G/dev_name)/$CHIP)
+for n in 1 2 3 4; do echo pull-up > "$LINES/sim_gpio$n/pull"; done
+udevadm settle
+say "devices: $(ls /dev/video* | tr '\n' ' ') $(ls /dev/snd | tr '\n' ' ') /dev/$CHIP"
+
+# README: sudo apt install ./callbox_*.deb (the plugins it depends on are in the image).
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /opt/callbox/callbox.deb >/tmp/apt.log 2>&1 \
+  || { cat /tmp/apt.log; fail "apt install"; }
+[ "$(systemctl is-enabled callbox)" = disabled ] || fail "callbox.service enabled by the install"
+[ "$(systemctl is-active callbox)" = inactive ] || fail "callbox.service started by the install"
+[ "$(stat -c '%G %a' /dev/$CHIP)" = "gpio 660" ] || fail "/dev/$CHIP is $(stat -c '%G %a' /dev/$CHIP), not gpio 660"
+say "installed: $(callbox --version); units disabled; /dev/$CHIP group gpio"
+# README: sudoedit /etc/callbox/device.toml (a conffile, 0640 root:callbox: written in place).
+sed "s|@CHIP@|/dev/$CHIP|" /opt/callbox/device.toml.in > /etc/callbox/device.toml
+[ "$(stat -c '%U %G %a' /etc/callbox/device.toml)" = "root callbox 640" ] || fail "device.toml $(stat -c '%U %G %a' /etc/callbox/device.toml)"
+# README: sudo -u callbox callbox doctor && sudo systemctl enable --now callbox
+runuser -u callbox -- callbox doctor > /tmp/doctor.txt 2>&1; rc=$?
+sed 's/^/DOCTOR /' /tmp/doctor.txt
+[ $rc -eq 0 ] || fail "doctor as the service user exited $rc"
+systemctl enable --now callbox || fail "systemctl enable --now callbox"
+say "exposure: $(systemd-analyze security callbox --no-pager 2>/dev/null | sed -n 's/.*Overall exposure level for callbox.service: //p')"
+
+status() { callbox status --json 2>/dev/null | tr -d '\n'; }
+connected() {
+  i=0
+  until status | grep -q '"state": *"Connected"'; do
+    i=$((i + 1)); [ $i -gt 600 ] && fail "never connected ($1)"
+    sleep 0.5
+  done
+}
+connected "first start"
+pid1=$(systemctl show -p MainPID --value callbox)
+say "logged in under systemd (pid $pid1) after $(cut -d' ' -f1 /proc/uptime) s of uptime"
+
+# An upgrade (the same build one revision later) restarts the running daemon.
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /opt/callbox/callbox-upgrade.deb >/tmp/apt.log 2>&1 \
+  || { cat /tmp/apt.log; fail "apt upgrade"; }
+pid2=$(systemctl show -p MainPID --value callbox)
+[ "$(systemctl is-active callbox)" = active ] || fail "not active after the upgrade"
+[ "$pid2" != "$pid1" ] && [ "$pid2" != 0 ] || fail "the upgrade did not restart the daemon (pid $pid1 -> $pid2)"
+grep -q "^user_id = \"board\"" /etc/callbox/device.toml || fail "the upgrade replaced device.toml"
+say "upgraded to $(dpkg-query -W -f='${Version}' callbox): daemon restarted (pid $pid1 -> $pid2), device.toml kept"
+connected "after the upgrade"
+
+# Press the call button: the line goes low, then back up.
+echo pull-down > "$LINES/sim_gpio1/pull"; sleep 0.3; echo pull-up > "$LINES/sim_gpio1/pull"
+say "call button pressed"
+for i in $(seq 1 40); do
+  sleep 2
+  echo "CALLBOX-STATUS $(status)"
+done
+journalctl -u callbox --no-pager -n 30 -o cat | sed 's/^/JOURNAL /'
+
+# README-less but expected: purge stops the daemon and removes its files and state.
+DEBIAN_FRONTEND=noninteractive apt-get purge -y -q callbox >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; fail "apt purge"; }
+[ "$(systemctl is-active callbox)" != active ] || fail "still running after purge"
+[ ! -e /etc/callbox/device.toml ] && [ ! -e /var/lib/callbox ] && [ ! -e /usr/bin/callbox ] || fail "files left after purge"
+say "purged: daemon stopped, config and state removed"
+say "done"
+systemctl poweroff --force --force
