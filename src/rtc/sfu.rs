@@ -422,7 +422,7 @@ impl Core {
         let id = match self.by_addr.get(&from) {
             Some(id) => *id,
             None => {
-                let Some(id) = stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u)).copied() else {
+                let Some(id) = stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u.as_str())).copied() else {
                     // A plain binding request (`callbox doctor`) learns its address; anything
                     // else is not ours: a stale peer after a restart, or noise.
                     if let Some(resp) = stun::binding_success(data, from) {
