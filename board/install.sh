@@ -1,15 +1,18 @@
 #!/bin/sh
 # The virtual board (scripts/test-board.sh), booted with systemd: real V4L2 (vivid), ALSA
 # (snd-aloop) and GPIO (gpio-sim) devices; callbox installed from its .deb following the
-# README's "Install on a board" (adapted: amd64 package, root, no network), the hardened
-# callbox.service enabled, the call button pressed on the simulated GPIO line while a peer on
-# the host publishes, the package upgraded (the running unit must restart), then purged.
+# README (adapted: amd64 package, root, no network): the room server as "Deploying on the
+# internet" says (TLS on 443, the example config edited), the device as "Install on a board"
+# says, both sandboxed units enabled; the call button pressed on the simulated GPIO line while
+# a peer on the host (through qemu's port forwarding) publishes; the package upgraded (both
+# running units must restart); then purged.
 # Lines for the host: CALLBOX-BOARD (steps), CALLBOX-STATUS (status JSON), CALLBOX-FAIL.
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 say() { echo "CALLBOX-BOARD: $*"; }
 fail() {
   echo "CALLBOX-FAIL: $*"
   journalctl -u callbox --no-pager -n 60 -o cat | sed 's/^/JOURNAL /'
+  journalctl -u callbox-server --no-pager -n 30 -o cat | sed 's/^/SERVER-JOURNAL /'
   systemctl poweroff --force --force
   exit 1
 }
@@ -32,12 +35,38 @@ say "devices: $(ls /dev/video* | tr '\n' ' ') $(ls /dev/snd | tr '\n' ' ') /dev/
 # README: sudo apt install ./callbox_*.deb (the plugins it depends on are in the image).
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /opt/callbox/callbox.deb >/tmp/apt.log 2>&1 \
   || { cat /tmp/apt.log; fail "apt install"; }
-[ "$(systemctl is-enabled callbox)" = disabled ] || fail "callbox.service enabled by the install"
-[ "$(systemctl is-active callbox)" = inactive ] || fail "callbox.service started by the install"
+for unit in callbox callbox-server; do
+  [ "$(systemctl is-enabled $unit)" = disabled ] || fail "$unit.service enabled by the install"
+  [ "$(systemctl is-active $unit)" = inactive ] || fail "$unit.service started by the install"
+done
 [ "$(stat -c '%G %a' /dev/$CHIP)" = "gpio 660" ] || fail "/dev/$CHIP is $(stat -c '%G %a' /dev/$CHIP), not gpio 660"
 say "installed: $(callbox --version); units disabled; /dev/$CHIP group gpio"
+
+# README, Deploying on the internet: the server from the example, TLS, enabled.
+echo "10.0.2.15 callbox.board.test" >> /etc/hosts
+mkdir -p /etc/callbox/tls
+cp /opt/callbox/tls/fullchain.pem /opt/callbox/tls/privkey.pem /opt/callbox/tls/ca.pem /etc/callbox/tls/
+sed -e 's|^listen = .*|listen = "0.0.0.0:443"|' \
+    -e 's|^# \[\[apps\]\]|[[apps]]|' -e 's|^# app_id = 1234|app_id = 1234|' \
+    -e "s|^# secret = .*|secret = \"$(cat /opt/callbox/secret)\"|" \
+    -e "s|^port = 7882|port = $(cat /opt/callbox/media-port)|" \
+    -e 's|^announce = \[\]|announce = ["10.0.2.15", "127.0.0.1"]|' \
+    -e 's|^# cert = .*|cert = "/etc/callbox/tls/fullchain.pem"|' -e 's|^# key = .*|key = "/etc/callbox/tls/privkey.pem"|' \
+    /usr/share/doc/callbox/examples/server.toml > /etc/callbox/server.toml
+chown root:callbox /etc/callbox/server.toml /etc/callbox/tls/*; chmod 0640 /etc/callbox/server.toml /etc/callbox/tls/*
+chgrp callbox /etc/callbox/tls; chmod 0750 /etc/callbox/tls
+callbox check-config /etc/callbox/server.toml > /tmp/check.txt 2>&1 || { cat /tmp/check.txt; fail "check-config server.toml"; }
+sed 's/^/CHECK-CONFIG /' /tmp/check.txt
+systemctl enable --now callbox-server || fail "systemctl enable --now callbox-server"
+i=0
+until journalctl -u callbox-server -o cat --no-pager | grep -q "callbox server listening"; do
+  i=$((i + 1)); [ $i -gt 240 ] && { journalctl -u callbox-server -o cat --no-pager | tail -n 20; fail "the server did not start"; }
+  sleep 0.5
+done
+say "server up: $(systemctl show -p MainPID --value callbox-server), exposure $(systemd-analyze security callbox-server --no-pager 2>/dev/null | sed -n 's/.*Overall exposure level for callbox-server.service: //p')"
+
 # README: sudoedit /etc/callbox/device.toml (a conffile, 0640 root:callbox: written in place).
-sed "s|@CHIP@|/dev/$CHIP|" /opt/callbox/device.toml.in > /etc/callbox/device.toml
+sed -e "s|@CHIP@|/dev/$CHIP|" -e "s|@SECRET@|$(cat /opt/callbox/secret)|" /opt/callbox/device.toml.in > /etc/callbox/device.toml
 [ "$(stat -c '%U %G %a' /etc/callbox/device.toml)" = "root callbox 640" ] || fail "device.toml $(stat -c '%U %G %a' /etc/callbox/device.toml)"
 # README: sudo -u callbox callbox doctor && sudo systemctl enable --now callbox
 runuser -u callbox -- callbox doctor > /tmp/doctor.txt 2>&1; rc=$?
@@ -56,17 +85,29 @@ connected() {
 }
 connected "first start"
 pid1=$(systemctl show -p MainPID --value callbox)
+spid1=$(systemctl show -p MainPID --value callbox-server)
 say "logged in under systemd (pid $pid1) after $(cut -d' ' -f1 /proc/uptime) s of uptime"
 
-# An upgrade (the same build one revision later) restarts the running daemon.
+# An upgrade (the same build one revision later) restarts both running daemons.
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /opt/callbox/callbox-upgrade.deb >/tmp/apt.log 2>&1 \
   || { cat /tmp/apt.log; fail "apt upgrade"; }
 pid2=$(systemctl show -p MainPID --value callbox)
-[ "$(systemctl is-active callbox)" = active ] || fail "not active after the upgrade"
-[ "$pid2" != "$pid1" ] && [ "$pid2" != 0 ] || fail "the upgrade did not restart the daemon (pid $pid1 -> $pid2)"
+spid2=$(systemctl show -p MainPID --value callbox-server)
+for unit in callbox callbox-server; do
+  [ "$(systemctl is-active $unit)" = active ] || fail "$unit not active after the upgrade"
+done
+[ "$pid2" != "$pid1" ] && [ "$pid2" != 0 ] || fail "the upgrade did not restart the device daemon (pid $pid1 -> $pid2)"
+[ "$spid2" != "$spid1" ] && [ "$spid2" != 0 ] || fail "the upgrade did not restart the server (pid $spid1 -> $spid2)"
 grep -q "^user_id = \"board\"" /etc/callbox/device.toml || fail "the upgrade replaced device.toml"
-say "upgraded to $(dpkg-query -W -f='${Version}' callbox): daemon restarted (pid $pid1 -> $pid2), device.toml kept"
+say "upgraded to $(dpkg-query -W -f='${Version}' callbox): daemon restarted (pid $pid1 -> $pid2), server restarted (pid $spid1 -> $spid2), device.toml kept"
 connected "after the upgrade"
+# The host's peer comes back by itself after the server's restart.
+i=0
+until status | grep -q '"flat"'; do
+  i=$((i + 1)); [ $i -gt 600 ] && fail "the peer on the host never joined"
+  sleep 0.5
+done
+say "the host's peer is in the room"
 
 # Press the call button: the line goes low, then back up.
 echo pull-down > "$LINES/sim_gpio1/pull"; sleep 0.3; echo pull-up > "$LINES/sim_gpio1/pull"
@@ -76,11 +117,14 @@ for i in $(seq 1 40); do
   echo "CALLBOX-STATUS $(status)"
 done
 journalctl -u callbox --no-pager -n 30 -o cat | sed 's/^/JOURNAL /'
+journalctl -u callbox-server --no-pager -n 20 -o cat | sed 's/^/SERVER-JOURNAL /'
 
 # README-less but expected: purge stops the daemon and removes its files and state.
 DEBIAN_FRONTEND=noninteractive apt-get purge -y -q callbox >/tmp/apt.log 2>&1 || { cat /tmp/apt.log; fail "apt purge"; }
 [ "$(systemctl is-active callbox)" != active ] || fail "still running after purge"
-[ ! -e /etc/callbox/device.toml ] && [ ! -e /var/lib/callbox ] && [ ! -e /usr/bin/callbox ] || fail "files left after purge"
-say "purged: daemon stopped, config and state removed"
+[ "$(systemctl is-active callbox-server)" != active ] || fail "the server still running after purge"
+[ ! -e /etc/callbox/device.toml ] && [ ! -e /var/lib/callbox ] && [ ! -e /var/lib/private/callbox-server ] && [ ! -e /usr/bin/callbox ] \
+  || fail "files left after purge"
+say "purged: daemons stopped, config and state removed"
 say "done"
 systemctl poweroff --force --force

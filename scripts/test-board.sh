@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The virtual board: a Debian bookworm VM under qemu (software emulation), booted with
 # systemd, with real V4L2 (vivid), ALSA (snd-aloop) and GPIO (gpio-sim, built out of tree from
-# linux-source) devices. board/install.sh installs the amd64 .deb as the README says, enables
-# the sandboxed callbox.service (v4l2 camera, ALSA microphone and speaker, cdev GPIO) against
-# a `callbox server` on the host, reached through qemu's user-mode network (10.0.2.2 is the
-# host's loopback), upgrades the package (the daemon must restart) and, after the call, purges
-# it. The guest presses the call button on the simulated GPIO line; the host checks that a
-# `callbox peer` decodes the board's stream and that the board plays the peer's. The rootfs
-# and the module are cached in ~/.cache. Prints the run time.
+# linux-source) devices. board/install.sh follows the README in it with the amd64 .deb: the
+# room server from the example config with TLS on 443 (a certificate from a CA made here),
+# then the device (v4l2 camera, ALSA microphone and speaker, cdev GPIO), both sandboxed units
+# enabled under the real systemd. A `callbox peer` here reaches the guest's server through
+# qemu's port forwarding and publishes; the guest presses the call button on the simulated
+# GPIO line; the package is upgraded (both running daemons must restart), the call checked
+# (the peer decodes the board's camera, the board decodes the peer), and the package purged.
+# The rootfs and the module are cached in ~/.cache. Prints the run time.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/callbox-target}"
@@ -58,7 +59,8 @@ if [ ! -f "$KO" ]; then
 fi
 
 # 3. The host side: the packages (this build, and the same one revision later for the
-# upgrade), a server (media on loopback, announced as 10.0.2.2 for the guest) and a peer.
+# upgrade), a test CA and the server's certificate (for callbox.board.test, the guest's
+# 10.0.2.15 and, through qemu's port forwarding, the host's 127.0.0.1), an app secret.
 "$ROOT/scripts/build-deb.sh" >/dev/null
 BIN="$CARGO_TARGET_DIR/release/callbox"
 W=$(mktemp -d)
@@ -67,34 +69,31 @@ cp "$DEB" "$W/callbox.deb"
 (cd "$ROOT" && cargo deb --no-build --no-strip --deb-revision 99 --output "$W/callbox-upgrade.deb" >/dev/null 2>&1) || fail "cargo deb (revision 99)"
 cp "$W/callbox.deb" "$DEB"
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+QEMU=""
+cleanup() { for p in "${PIDS[@]}" $QEMU; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
+T="$W/tls" && mkdir "$T"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=callbox-board-test-ca \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign -keyout "$T/ca.key" -out "$T/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=callbox.board.test \
+  -keyout "$T/privkey.pem" -out "$T/req.csr" 2>/dev/null
+printf 'subjectAltName=DNS:callbox.board.test,IP:10.0.2.15,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' > "$T/ext"
+openssl x509 -req -in "$T/req.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreateserial -days 2 -extfile "$T/ext" \
+  -out "$T/fullchain.pem" 2>/dev/null || fail "test certificate"
+SECRET=$(openssl rand -hex 32)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 MPORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf '[[apps]]\napp_id = 1234\nsecret = "%s"\n[media]\nbind = "127.0.0.1"\nport = %s\nannounce = ["10.0.2.2", "127.0.0.1"]\n' \
-  6b1c1f0e2d3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344 "$MPORT" > "$W/server.toml"
-"$BIN" server --dev --config "$W/server.toml" --listen "127.0.0.1:$PORT" > "$W/server.out" 2> "$W/server.log" &
-PIDS+=($!)
-python3 - "$PORT" <<'PY' || fail "the server did not come up"
-import socket, sys, time
-deadline = time.time() + 20
-while time.time() < deadline:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close(); sys.exit(0)
-    except OSError:
-        time.sleep(0.1)
-sys.exit(1)
-PY
-"$BIN" peer --dev --server "ws://127.0.0.1:$PORT" --room lobby --user flat --publish flat-main --seconds 600 > "$W/peer.jsonl" 2> "$W/peer.log" &
-PIDS+=($!)
 
-# 4. The image: rootfs + the packages + module + the install script as a boot-time unit, as ext4.
+# 4. The image: rootfs + the packages + module + certificates + the install script as a
+# boot-time unit, as ext4.
 mkdir "$W/rootfs"
 tar -C "$W/rootfs" -xf "$RFS"
-mkdir -p "$W/rootfs/opt/callbox"
-cp "$W/callbox.deb" "$W/callbox-upgrade.deb" "$ROOT/board/install.sh" "$W/rootfs/opt/callbox/"
+mkdir -p "$W/rootfs/opt/callbox/tls"
+cp "$W/callbox.deb" "$W/callbox-upgrade.deb" "$ROOT/board/install.sh" "$ROOT/board/device.toml.in" "$W/rootfs/opt/callbox/"
+cp "$T/ca.pem" "$T/fullchain.pem" "$T/privkey.pem" "$W/rootfs/opt/callbox/tls/"
+echo "$SECRET" > "$W/rootfs/opt/callbox/secret"
+echo "$MPORT" > "$W/rootfs/opt/callbox/media-port"
 cp "$KO" "$W/rootfs/opt/callbox/gpio-sim-oot.ko"
-sed "s|@PORT@|$PORT|" "$ROOT/board/device.toml.in" > "$W/rootfs/opt/callbox/device.toml.in"
 cp "$ROOT/board/callbox-board.service" "$W/rootfs/etc/systemd/system/"
 mkdir -p "$W/rootfs/etc/systemd/system/multi-user.target.wants"
 ln -sf /etc/systemd/system/callbox-board.service "$W/rootfs/etc/systemd/system/multi-user.target.wants/"
@@ -102,15 +101,31 @@ ln -sf /etc/systemd/system/callbox-board.service "$W/rootfs/etc/systemd/system/m
 ln -sf /dev/null "$W/rootfs/etc/systemd/system/serial-getty@ttyS0.service"
 mkfs.ext4 -q -F -d "$W/rootfs" "$W/board.ext4" 3G
 
-# 5. Boot it (software emulation; KVM does not work here) and read its console.
+# 5. Boot it (software emulation; KVM does not work here) and read its console. The guest's
+# server is reached from here at 127.0.0.1:$PORT (TCP 443) and 127.0.0.1:$MPORT (media).
 timeout 900 qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 1536 -nographic -no-reboot \
   -kernel "$W/rootfs/boot/vmlinuz-$KVER" -initrd "$W/rootfs/boot/initrd.img-$KVER" \
   -drive "file=$W/board.ext4,format=raw,if=virtio" \
-  -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
-  -append "root=/dev/vda rw console=ttyS0 init=/lib/systemd/systemd quiet systemd.show_status=0" > "$W/console.log" 2>&1 || true
-grep -E "CALLBOX-BOARD|CALLBOX-FAIL|^DOCTOR" "$W/console.log" || true
-! grep -q "CALLBOX-FAIL" "$W/console.log" || { grep "^JOURNAL" "$W/console.log" | tail -n 60; fail "$(grep CALLBOX-FAIL "$W/console.log")"; }
-grep -q "CALLBOX-BOARD: upgraded .* daemon restarted" "$W/console.log" || { tail -n 60 "$W/console.log"; fail "no restart on upgrade"; }
+  -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$PORT-10.0.2.15:443,hostfwd=udp:127.0.0.1:$MPORT-10.0.2.15:$MPORT" \
+  -device virtio-net-pci,netdev=n0 \
+  -append "root=/dev/vda rw console=ttyS0 init=/lib/systemd/systemd quiet systemd.show_status=0" > "$W/console.log" 2>&1 &
+QEMU=$!
+# The peer joins once the guest's server is up (the guest then waits for it before the call).
+i=0
+until grep -q "CALLBOX-BOARD: server up" "$W/console.log"; do
+  kill -0 $QEMU 2>/dev/null || { tail -n 60 "$W/console.log"; fail "the board stopped before its server was up"; }
+  i=$((i + 1)); [ $i -gt 1800 ] && { tail -n 60 "$W/console.log"; fail "the board's server never came up"; }
+  sleep 0.5
+done
+CALLBOX_APP_SECRET="$SECRET" "$BIN" peer --server "wss://127.0.0.1:$PORT" --ca-file "$T/ca.pem" --room lobby --user flat \
+  --publish flat-main --seconds 900 > "$W/peer.jsonl" 2> "$W/peer.log" &
+PIDS+=($!)
+disown $! # killed at exit without a "Killed" line
+wait $QEMU || true
+QEMU=""
+grep -E "CALLBOX-BOARD|CALLBOX-FAIL|^DOCTOR|^CHECK-CONFIG" "$W/console.log" || true
+! grep -q "CALLBOX-FAIL" "$W/console.log" || { grep -E "^(SERVER-)?JOURNAL" "$W/console.log" | tail -n 90; tail -n 20 "$W/peer.log"; fail "$(grep CALLBOX-FAIL "$W/console.log")"; }
+grep -q "CALLBOX-BOARD: upgraded .* daemon restarted .* server restarted" "$W/console.log" || { tail -n 60 "$W/console.log"; fail "no restart on upgrade"; }
 grep -q "CALLBOX-BOARD: purged" "$W/console.log" || { tail -n 60 "$W/console.log"; fail "not purged"; }
 last=$(grep '^CALLBOX-STATUS {' "$W/console.log" | tail -n 1 | sed 's/^CALLBOX-STATUS //')
 [ -n "$last" ] || { tail -n 60 "$W/console.log"; fail "no status from the board"; }
