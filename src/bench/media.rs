@@ -16,7 +16,7 @@ use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, MediaEventKind, 
 use callbox::media::MediaConfig;
 use callbox::proto::{ClientMsg, MediaRole, PROTOCOL_VERSION, ServerMsg};
 use callbox::rtc::Kind;
-use callbox::rtc::client::{ClientConn, ClientEvent, Role, RtpSink};
+use callbox::rtc::client::{ClientConn, ClientEvent, RtpSink};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -223,7 +223,7 @@ async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) ->
     tx.send(send(ClientMsg::Play { req: 2, stream_id: stream.into() })).await?;
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
     let conn = ClientConn::start(
-        Role::Play,
+        MediaRole::Play,
         "127.0.0.1:0".parse()?,
         Duration::from_secs(3),
         Some(Box::new(Counter(count))),

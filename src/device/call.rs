@@ -12,6 +12,8 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+pub use super::gpio::Output;
+
 /// How the device takes calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallMode {
@@ -90,22 +92,13 @@ pub enum Input {
     OpenDoor,
 }
 
-/// The device's LEDs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Led {
-    /// In the room.
-    Online,
-    /// Blinks while ringing.
-    Ringing,
-    /// In a call.
-    InCall,
-    /// Something failed (set by the daemon, not by calls).
-    Fault,
-}
-
 /// What the daemon must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    /// Log in to the configured room. The daemon's own (at start and after a failed or
+    /// lost login), never the controller's; carried out by the engine worker like the
+    /// publish, play and mute actions.
+    Login,
     /// Publish our stream.
     Publish,
     /// Stop publishing our stream.
@@ -118,8 +111,8 @@ pub enum Action {
     Mute(bool),
     /// Start (true) or stop the ring chime.
     Chime(bool),
-    /// Set an LED: on, off, or blinking.
-    Led(Led, LedMode),
+    /// Set an LED (an [`Output`] other than the door relay): on, off, or blinking.
+    Led(Output, LedMode),
     /// Pulse the door relay.
     DoorPulse,
     /// The call state changed (for status, logs and STATUS=).
@@ -198,13 +191,13 @@ impl CallController {
         match input {
             Input::RoomUp => {
                 self.room_up = true;
-                self.out.push_back(Action::Led(Led::Online, LedMode::On));
+                self.out.push_back(Action::Led(Output::Online, LedMode::On));
             }
             Input::RoomDown => {
                 // The engine reconnects by itself and restores what was published and played;
                 // the call stays as it is, only the LED tells.
                 self.room_up = false;
-                self.out.push_back(Action::Led(Led::Online, LedMode::Off));
+                self.out.push_back(Action::Led(Output::Online, LedMode::Off));
             }
             Input::StreamAdded(s) => {
                 if !self.remote.insert(s.clone()) {
@@ -278,19 +271,19 @@ impl CallController {
         self.deadline = answer_at;
         self.out.push_back(Action::State(CallState::Ringing));
         self.out.push_back(Action::Chime(true));
-        self.out.push_back(Action::Led(Led::Ringing, LedMode::Blink));
+        self.out.push_back(Action::Led(Output::Ringing, LedMode::Blink));
     }
 
     fn enter_call(&mut self) {
         if self.state == CallState::Ringing {
             self.out.push_back(Action::Chime(false));
-            self.out.push_back(Action::Led(Led::Ringing, LedMode::Off));
+            self.out.push_back(Action::Led(Output::Ringing, LedMode::Off));
         }
         self.state = CallState::InCall;
         self.deadline = None;
         self.answered = !self.remote.is_empty();
         self.out.push_back(Action::State(CallState::InCall));
-        self.out.push_back(Action::Led(Led::InCall, LedMode::On));
+        self.out.push_back(Action::Led(Output::InCall, LedMode::On));
         self.out.push_back(Action::Publish);
         let streams: Vec<String> = self.remote.iter().cloned().collect();
         for s in streams {
@@ -302,7 +295,7 @@ impl CallController {
         match self.state {
             CallState::Ringing => {
                 self.out.push_back(Action::Chime(false));
-                self.out.push_back(Action::Led(Led::Ringing, LedMode::Off));
+                self.out.push_back(Action::Led(Output::Ringing, LedMode::Off));
             }
             CallState::InCall => {
                 self.out.push_back(Action::StopPublish);
@@ -310,7 +303,7 @@ impl CallController {
                 for s in streams {
                     self.out.push_back(Action::StopPlay(s));
                 }
-                self.out.push_back(Action::Led(Led::InCall, LedMode::Off));
+                self.out.push_back(Action::Led(Output::InCall, LedMode::Off));
             }
             CallState::Idle => return,
         }
@@ -348,7 +341,7 @@ mod tests {
         c.handle(t, Input::StreamAdded("door-main".into()));
         let a = drain(&mut c);
         assert_eq!(c.state(), CallState::Ringing);
-        assert!(has(&a, &Action::Chime(true)) && has(&a, &Action::Led(Led::Ringing, LedMode::Blink)));
+        assert!(has(&a, &Action::Chime(true)) && has(&a, &Action::Led(Output::Ringing, LedMode::Blink)));
         assert!(!has(&a, &Action::Publish), "nothing is sent before answering");
         c.handle(t, Input::Button(Button::Call, Press::Short));
         let a = drain(&mut c);
@@ -434,11 +427,11 @@ mod tests {
         assert_eq!(
             drain(&mut c),
             vec![
-                Action::Led(Led::Online, LedMode::On),
+                Action::Led(Output::Online, LedMode::On),
                 Action::Mute(true),
                 Action::DoorPulse,
                 Action::DoorPulse,
-                Action::Led(Led::Online, LedMode::Off),
+                Action::Led(Output::Online, LedMode::Off),
             ]
         );
         assert!(c.muted());

@@ -152,6 +152,9 @@ pub struct VideoSection {
     pub bitrate_kbps: u32,
     /// `auto` or an encoder element name.
     pub encoder: String,
+    /// The `videotestsrc` pattern of the test source: `ball` (default), `smpte`, or `snow`,
+    /// which does not compress and fills the bitrate (benchmarks, congestion tests).
+    pub test_pattern: String,
 }
 
 impl Default for VideoSection {
@@ -164,6 +167,7 @@ impl Default for VideoSection {
             fps: 30,
             bitrate_kbps: 1000,
             encoder: "auto".into(),
+            test_pattern: "ball".into(),
         }
     }
 }
@@ -559,6 +563,7 @@ impl DeviceConfig {
             layout,
             audio_sink,
             silence_ms: self.media.silence_ms,
+            test_pattern: v.test_pattern.clone(),
             ..MediaConfig::default()
         })
     }
@@ -598,6 +603,9 @@ mod tests {
         let m = c.media_config(&auto).unwrap();
         assert_eq!(m.video, VideoSource::V4l2 { device: "/dev/video2".into(), mjpeg: false });
         assert_eq!(m.audio, AudioSource::Alsa { device: "hw:1".into() });
+        assert_eq!(m.test_pattern, "ball");
+        let snow = parse("[video]\nsource = \"test\"\ntest_pattern = \"snow\"\n").unwrap();
+        assert_eq!(snow.media_config(&AutoDevices::none()).unwrap().test_pattern, "snow");
     }
 
     #[test]
@@ -626,6 +634,7 @@ mod tests {
             ("[call]\nmode = \"party\"\n", "call.mode"),
             ("[video]\nsource = \"/dev/video0\"\n", "video.source"),
             ("[video]\nencoder = \"ffmpeg\"\n", "video.encoder"),
+            ("[video]\ntest_pattern = \"snow; rm\"\n", "video.test_pattern"),
             ("[video]\nfps = 0\n", "video.fps"),
             ("[audio]\nsink = \"pulse\"\n", "audio.sink"),
             ("[display]\nsink = \"hdmi\"\n", "display.sink"),

@@ -231,13 +231,7 @@ pub fn renew_in(exp: u64, now: u64) -> Duration {
 /// that lost their token server together do not come back together): up to 2 s doubling
 /// to 60 s, never giving up.
 pub fn renewal_retry() -> crate::engine::ReconnectPolicy {
-    crate::engine::ReconnectPolicy {
-        initial: Duration::from_secs(2),
-        max: Duration::from_secs(60),
-        give_up_after: None,
-        early_max: Duration::from_secs(60),
-        early_window: Duration::ZERO,
-    }
+    crate::engine::ReconnectPolicy::doubling(Duration::from_secs(2), Duration::from_secs(60))
 }
 
 #[cfg(test)]

@@ -31,13 +31,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::event::{EngineEvent, MediaEventKind, PlayQuality, PublishQuality, PublisherState};
+use super::reconnect::ReconnectPolicy;
 #[cfg(doc)]
 use super::session::Session;
 use super::{PlayerState, QualityLevel};
 use crate::media::encoder::{self, Encoder};
 use crate::media::{Grid, Layout, MediaConfig, MediaError, Player, Publisher, RtpOut, has_element, pipeline};
 use crate::proto::{ErrorCode, MediaRole};
-use crate::rtc::client::{ClientConn, ClientEvent, LinkStats, Role};
+use crate::rtc::client::{ClientConn, ClientEvent, LinkStats};
 
 mod rtp_slot;
 mod stall;
@@ -658,7 +659,7 @@ impl MediaManager {
             MediaRole::Publish => {
                 let Some(p) = self.pubs.get_mut(stream) else { return };
                 p.link.conn = None;
-                ClientConn::start(Role::Publish, bind, silence, None, tx).inspect(|c| {
+                ClientConn::start(MediaRole::Publish, bind, silence, None, tx).inspect(|c| {
                     if let Ok(mut g) = p.rtp.lock() {
                         g.tx = Some(c.rtp_sender());
                     }
@@ -678,7 +679,7 @@ impl MediaManager {
                         p.rendered_first = false;
                         p.video.stalled_since = None;
                         p.video.seen = None;
-                        ClientConn::start(Role::Play, bind, silence, Some(Box::new(sink)), tx)
+                        ClientConn::start(MediaRole::Play, bind, silence, Some(Box::new(sink)), tx)
                     }
                     Err(e) => {
                         tracing::error!(stream, error = %e, "cannot build the play pipeline");
@@ -890,9 +891,11 @@ fn level(rtt_ms: f64, loss: f64, connected: bool) -> QualityLevel {
     }
 }
 
-/// 0.5 s, 1 s, 2 s ... at most 10 s.
+/// After a link or pipeline failure: 0.5 s, 1 s, 2 s ... at most 10 s.
+const RELINK: ReconnectPolicy = ReconnectPolicy::doubling(Duration::from_millis(500), Duration::from_secs(10));
+
 fn backoff(failures: u32) -> Duration {
-    Duration::from_millis(500u64.saturating_mul(1 << failures.saturating_sub(1).min(5))).min(Duration::from_secs(10))
+    RELINK.ceiling(failures.saturating_sub(1))
 }
 
 #[cfg(test)]

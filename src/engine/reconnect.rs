@@ -1,4 +1,7 @@
-//! Reconnect policy: exponential backoff with full jitter, as small pure functions.
+//! The one back-off policy: exponential growth to a cap, with full jitter for reconnects
+//! (many devices coming back at once must not arrive together) or without it where one
+//! client retries one thing (a media relink, the daemon's re-login, a token renewal), as
+//! small pure functions.
 
 use std::time::Duration;
 
@@ -34,6 +37,12 @@ impl Default for ReconnectPolicy {
 }
 
 impl ReconnectPolicy {
+    /// A policy of `initial` doubling to `max` that never gives up and has no early cap
+    /// (for [`ReconnectPolicy::ceiling`] and [`ReconnectPolicy::delay`]).
+    pub const fn doubling(initial: Duration, max: Duration) -> Self {
+        ReconnectPolicy { initial, max, give_up_after: None, early_max: max, early_window: Duration::ZERO }
+    }
+
     /// Never gives up (what a device wants).
     pub fn forever() -> Self {
         ReconnectPolicy { give_up_after: None, ..Default::default() }
@@ -43,6 +52,12 @@ impl ReconnectPolicy {
     /// `[0, min(max, initial * 2^attempt)]`, `unit` being a uniform sample in `[0, 1)`.
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
         self.cap(attempt).mul_f64(unit.clamp(0.0, 1.0))
+    }
+
+    /// The delay before retry number `attempt` (0-based) without jitter:
+    /// `min(max, initial * 2^attempt)`.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        self.cap(attempt)
     }
 
     fn cap(&self, attempt: u32) -> Duration {
@@ -113,6 +128,14 @@ mod tests {
         assert_eq!(p.delay_in_outage(0, 1.0, young), Duration::from_millis(500));
         assert_eq!(p.delay_in_outage(10, 0.5, young), Duration::from_millis(750));
         assert_eq!(p.delay_in_outage(10, 1.0, Duration::from_secs(61)), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn without_jitter_it_doubles_to_the_cap() {
+        let p = ReconnectPolicy::doubling(Duration::from_secs(5), Duration::from_secs(60));
+        let steps: Vec<u64> = (0..7).map(|a| p.ceiling(a).as_secs()).collect();
+        assert_eq!(steps, [5, 10, 20, 40, 60, 60, 60]);
+        assert!(!p.exhausted(Duration::from_secs(1 << 30)));
     }
 
     #[test]

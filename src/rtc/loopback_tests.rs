@@ -8,9 +8,10 @@ use bytes::Bytes;
 use rtc::shared::marshal::Marshal;
 use tokio::sync::mpsc;
 
-use super::client::{ClientConn, ClientEvent, Role, RtpSink};
+use super::client::{ClientConn, ClientEvent, RtpSink};
 use super::sfu::{Sfu, StreamKey};
 use super::{H264_PT, Kind, OPUS_PT};
+use crate::proto::MediaRole;
 
 #[derive(Clone, Default)]
 struct Count(Arc<Mutex<[u64; 2]>>);
@@ -45,7 +46,7 @@ fn key() -> StreamKey {
 async fn connect(
     sfu: &Sfu,
     session: &str,
-    role: Role,
+    role: MediaRole,
     sink: Option<Box<dyn RtpSink>>,
 ) -> (ClientConn, mpsc::Receiver<ClientEvent>) {
     connect_via(sfu, session, role, sink, |a| a).await
@@ -56,7 +57,7 @@ async fn connect(
 async fn connect_via(
     sfu: &Sfu,
     session: &str,
-    role: Role,
+    role: MediaRole,
     sink: Option<Box<dyn RtpSink>>,
     edit: impl Fn(String) -> String,
 ) -> (ClientConn, mpsc::Receiver<ClientEvent>) {
@@ -78,7 +79,7 @@ async fn connect_via(
 #[tokio::test]
 async fn publish_forwards_to_every_player() {
     let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
-    let (publisher, mut pub_events) = connect(&sfu, "p", Role::Publish, None).await;
+    let (publisher, mut pub_events) = connect(&sfu, "p", MediaRole::Publish, None).await;
     let tx = publisher.rtp_sender();
     // Media flows continuously, as from an encoder.
     let feeder = tokio::spawn(async move {
@@ -89,8 +90,8 @@ async fn publish_forwards_to_every_player() {
         }
     });
     let (a, b) = (Count::default(), Count::default());
-    let (_pa, _) = connect(&sfu, "a", Role::Play, Some(Box::new(a.clone()))).await;
-    let (_pb, _) = connect(&sfu, "b", Role::Play, Some(Box::new(b.clone()))).await;
+    let (_pa, _) = connect(&sfu, "a", MediaRole::Play, Some(Box::new(a.clone()))).await;
+    let (_pb, _) = connect(&sfu, "b", MediaRole::Play, Some(Box::new(b.clone()))).await;
 
     // Players joining make the SFU ask the publisher for a keyframe.
     let asked = async {
@@ -127,17 +128,17 @@ async fn publish_forwards_to_every_player() {
 #[tokio::test]
 async fn garbage_offer_is_refused_and_the_sfu_lives_on() {
     let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
-    assert!(sfu.offer("x", key(), Role::Publish, "not sdp".into()).await.is_err());
-    assert!(sfu.offer("x", key(), Role::Play, "v=0\r\n".into()).await.is_err());
+    assert!(sfu.offer("x", key(), MediaRole::Publish, "not sdp".into()).await.is_err());
+    assert!(sfu.offer("x", key(), MediaRole::Play, "v=0\r\n".into()).await.is_err());
     // A well-formed offer that only sends VP8: nothing the SFU could forward.
     let vp8 = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
                m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
                a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
                a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
                a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=ssrc:1 cname:x\r\n";
-    let err = sfu.offer("x", key(), Role::Publish, vp8.into()).await.unwrap_err();
+    let err = sfu.offer("x", key(), MediaRole::Publish, vp8.into()).await.unwrap_err();
     assert!(matches!(err, super::RtcError::BadSdp(_)), "{err}");
-    let (_p, _) = connect(&sfu, "p", Role::Publish, None).await;
+    let (_p, _) = connect(&sfu, "p", MediaRole::Publish, None).await;
     assert_eq!(sfu.stats().await.unwrap().publishers, 1);
 }
 
@@ -185,7 +186,7 @@ async fn lossy_relay(sfu: std::net::SocketAddr, percent: u32) -> std::net::Socke
 #[tokio::test]
 async fn nack_repairs_loss_between_the_sfu_and_a_player() {
     let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
-    let (publisher, _) = connect(&sfu, "p", Role::Publish, None).await;
+    let (publisher, _) = connect(&sfu, "p", MediaRole::Publish, None).await;
     let tx = publisher.rtp_sender();
     let feeder = tokio::spawn(async move {
         for seq in 0u16.. {
@@ -198,7 +199,7 @@ async fn nack_repairs_loss_between_the_sfu_and_a_player() {
     let seqs = Seqs::default();
     let sfu_port = format!(" {} typ host", sfu.addr.port());
     let via_relay = |answer: String| answer.replace(&sfu_port, &format!(" {} typ host", relay.port()));
-    let (_player, _) = connect_via(&sfu, "v", Role::Play, Some(Box::new(seqs.clone())), via_relay).await;
+    let (_player, _) = connect_via(&sfu, "v", MediaRole::Play, Some(Box::new(seqs.clone())), via_relay).await;
     // Watch a window of 400 sequence numbers that started after the player was connected.
     let start = loop {
         if let Some(m) = seqs.0.lock().unwrap().iter().max() {

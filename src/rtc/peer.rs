@@ -1,6 +1,9 @@
-//! Building and pumping one sans-IO peer connection: the codecs, the interceptors (NACK,
-//! RTCP reports), ICE settings, host candidates, and moving datagrams in and out.
+//! The WebRTC helpers both sides share: building a sans-IO peer connection (the codecs, the
+//! interceptors: NACK, RTCP reports, keyframe requests; ICE settings), host candidates,
+//! send encodings and negotiated senders, and moving datagrams in ([`feed`]) and out
+//! ([`drain`] to [`Transmit`]s that the socket's task sends).
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -13,7 +16,10 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYP
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
@@ -166,18 +172,79 @@ pub(crate) fn feed(
     Ok(())
 }
 
-/// Sends everything the connection has queued. A full socket buffer drops the datagram
-/// (media is loss-tolerant; NACK and the next keyframe repair it). Returns datagrams sent.
-pub(crate) fn flush(pc: &mut RTCPeerConnection, socket: &UdpSocket) -> usize {
-    let mut sent = 0;
-    while let Some(out) = pc.poll_write() {
-        match socket.try_send_to(&out.message, out.transport.peer_addr) {
-            Ok(_) => sent += 1,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => tracing::trace!(error = %e, peer = %out.transport.peer_addr, "media send failed"),
+/// A datagram a sans-IO core wants sent; the task that owns the socket sends it.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where to.
+    pub to: SocketAddr,
+    /// The datagram.
+    pub data: BytesMut,
+}
+
+/// Moves everything the connection has queued to `out`.
+pub(crate) fn drain(pc: &mut RTCPeerConnection, out: &mut VecDeque<Transmit>) {
+    while let Some(w) = pc.poll_write() {
+        out.push_back(Transmit { to: w.transport.peer_addr, data: w.message });
+    }
+}
+
+/// Sends one transmit. A full socket buffer drops the datagram (media is loss-tolerant;
+/// NACK and the next keyframe repair it).
+pub(crate) fn send(socket: &UdpSocket, t: &Transmit) {
+    match socket.try_send_to(&t.data, t.to) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => tracing::trace!(error = %e, peer = %t.to, "media send failed"),
+    }
+}
+
+/// Which of callbox's two kinds a track of `k` is.
+pub(crate) fn kind_of(k: RtpCodecKind) -> Kind {
+    if k == RtpCodecKind::Audio { Kind::Audio } else { Kind::Video }
+}
+
+/// One encoding of `kind` with a fresh random SSRC: what a sending track or transceiver is
+/// given (the publish side of a device, the play side of the SFU).
+pub(crate) fn send_encodings(kind: Kind) -> Vec<RTCRtpEncodingParameters> {
+    vec![RTCRtpEncodingParameters {
+        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(rand::random::<u32>() | 1), ..Default::default() },
+        codec: codec(kind),
+        ..Default::default()
+    }]
+}
+
+/// A sending connection's senders once negotiated: kind -> (sender, SSRC, payload type).
+pub(crate) fn senders(pc: &mut RTCPeerConnection) -> HashMap<Kind, Sender> {
+    let ids: Vec<_> = pc.get_senders().collect();
+    let mut out = HashMap::new();
+    for id in ids {
+        let Some(mut s) = pc.rtp_sender(id) else { continue };
+        let kind = kind_of(s.track().kind());
+        let ssrc = s.track().ssrcs().last().unwrap_or(0);
+        if let Some(pt) = s.get_parameters().rtp_parameters.codecs.first().map(|c| c.payload_type) {
+            out.insert(kind, Sender { id, ssrc, pt });
         }
     }
-    sent
+    out
+}
+
+/// A negotiated sender: where RTP of one kind is written, with the SSRC and payload type
+/// it must carry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sender {
+    pub id: RTCRtpSenderId,
+    pub ssrc: u32,
+    pub pt: u8,
+}
+
+impl Sender {
+    /// Writes `packet` (any SSRC and payload type: they are set here). False if the
+    /// connection refused it (not connected, closed).
+    pub(crate) fn write(&self, pc: &mut RTCPeerConnection, now: Instant, mut packet: rtc::rtp::Packet) -> bool {
+        packet.header.ssrc = self.ssrc;
+        packet.header.payload_type = self.pt;
+        pc.rtp_sender(self.id).is_some_and(|mut s| s.write_rtp(now, packet).is_ok())
+    }
 }
 
 /// True if the SDP carries at least one ICE candidate.

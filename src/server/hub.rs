@@ -14,8 +14,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::config::ServerConfig;
 use super::registry::MediaOut;
 use super::registry::{ConnId, Now, Output, Registry};
-use crate::proto::{ClientMsg, ErrorCode, MediaRole, ServerMsg};
-use crate::rtc::client::Role;
+use crate::proto::{ClientMsg, ErrorCode, ServerMsg};
 use crate::rtc::sfu::Sfu;
 
 /// Messages waiting to be written to one connection.
@@ -351,10 +350,6 @@ fn media(m: MediaOut, me: &mpsc::Sender<Cmd>, sfu: Option<&Sfu>) {
             let (sfu, me) = (sfu.clone(), me.clone());
             tokio::spawn(async move {
                 let stream_id = stream.stream_id.clone();
-                let role = match role {
-                    MediaRole::Publish => Role::Publish,
-                    MediaRole::Play => Role::Play,
-                };
                 let msg = match sfu.offer(&session, stream, role, sdp).await {
                     Ok(sdp) => ServerMsg::MediaAnswer { req, stream_id, sdp },
                     Err(crate::rtc::RtcError::BadSdp(e)) => ServerMsg::error(

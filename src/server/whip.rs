@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use super::hub::Hub;
 use super::registry::Refusal;
 use crate::proto::ErrorCode;
-use crate::rtc::client::Role;
+use crate::proto::MediaRole;
 use crate::rtc::sfu::Sfu;
 
 /// A WHIP session whose media connection is gone for this long is ended.
@@ -124,7 +124,7 @@ async fn whip(
         hub.with(move |reg, _| reg.whip_end(&sid)).await;
         return Err(too_many());
     }
-    match sfu.offer(&super::registry::whip_media_session(&sid), key, Role::Publish, sdp).await {
+    match sfu.offer(&super::registry::whip_media_session(&sid), key, MediaRole::Publish, sdp).await {
         Ok(answer) => Ok(created(format!("/whip/v1/{app_id}/{room_id}/{stream_id}/{sid}"), answer)),
         Err(e) => {
             hub.with(move |reg, _| reg.whip_end(&sid)).await;
@@ -174,7 +174,7 @@ async fn whep(
         return Err(too_many());
     }
     let id = hex::encode(rand::random::<[u8; 16]>());
-    let answer = sfu.offer(&format!("whep-{id}"), key, Role::Play, sdp).await.map_err(offer_rejected)?;
+    let answer = sfu.offer(&format!("whep-{id}"), key, MediaRole::Play, sdp).await.map_err(offer_rejected)?;
     Ok(created(format!("/whep/v1/{app_id}/{room_id}/{stream_id}/{id}"), answer))
 }
 

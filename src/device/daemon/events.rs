@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
-use super::{Daemon, Op};
-use crate::device::call::{CallState, Input, LedMode};
+use super::Daemon;
+use crate::device::call::{Action, CallState, Input, LedMode};
 use crate::device::gpio::Output;
 use crate::device::status::{PlayFigures, PlayStatus, PublishFigures, PublishStatus, StreamEntry};
 use crate::engine::{EngineEvent, ErrorCode, MediaEventKind, PlayerState, PublisherState, RoomState, UpdateType};
@@ -269,11 +269,11 @@ impl Daemon {
         }
         let stream = self.cfg.stream_id();
         if !self.status.publishing.iter().any(|p| p.stream_id == stream) {
-            self.op(Op::Publish);
+            self.op(Action::Publish);
         }
         for s in self.remote_streams() {
             if !self.status.playing.iter().any(|p| p.stream_id == s) {
-                self.op(Op::Play(s));
+                self.op(Action::Play(s));
             }
         }
     }

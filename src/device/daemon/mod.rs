@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 
 use super::buttons::ButtonDetector;
-use super::call::{Action, Button, CallController, CallState, Input, Led, LedMode, Press};
+use super::call::{Action, Button, CallController, CallState, Input, LedMode, Press};
 use super::config::DeviceConfig;
 use super::control::{self, CallAction, Pending, Request, Response};
 use super::gpio::{self, Edge, Output};
@@ -29,13 +29,14 @@ use super::status::{GpioStatus, RoomStatus, Status};
 use super::systemd::{Notifier, watchdog_interval};
 use crate::engine::{Engine, EngineEvent, EngineProfile, ReconnectPolicy, UserInfo};
 use crate::media::AudioSink;
-use worker::{Done, Op, Target};
+use worker::{Done, Target};
 
 /// A ring chime is repeated this often while ringing.
 pub const CHIME_EVERY: Duration = Duration::from_secs(3);
 /// Re-login back-off after a refused login or a kick: 5 s doubling to 60 s.
-const RELOGIN_MIN: Duration = Duration::from_secs(5);
-const RELOGIN_MAX: Duration = Duration::from_secs(60);
+/// After a failed login: 5 s, 10 s, 20 s, 40 s, then every 60 s.
+const RELOGIN: crate::engine::ReconnectPolicy =
+    crate::engine::ReconnectPolicy::doubling(Duration::from_secs(5), Duration::from_secs(60));
 /// How long shutdown may take before the process exits anyway.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(4);
 
@@ -73,7 +74,7 @@ pub struct Daemon {
     started: Instant,
     engine: Arc<Engine>,
     events: mpsc::Receiver<EngineEvent>,
-    ops: mpsc::Sender<Op>,
+    ops: mpsc::Sender<Action>,
     done: mpsc::Receiver<Done>,
     worker: tokio::task::JoinHandle<()>,
     controller: CallController,
@@ -516,10 +517,9 @@ impl Daemon {
         let now = Instant::now();
         while let Some(a) = self.controller.poll_action() {
             match a {
-                Action::Publish => self.op(Op::Publish),
-                Action::StopPublish => self.op(Op::StopPublish),
-                Action::Play(s) => self.op(Op::Play(s)),
-                Action::StopPlay(s) => self.op(Op::StopPlay(s)),
+                a @ (Action::Login | Action::Publish | Action::StopPublish | Action::Play(_) | Action::StopPlay(_)) => {
+                    self.op(a)
+                }
                 Action::Mute(m) => {
                     tracing::info!(
                         callbox_event = "mute",
@@ -527,13 +527,13 @@ impl Daemon {
                         "microphone {}",
                         if m { "muted" } else { "unmuted" }
                     );
-                    self.op(Op::Mute(m));
+                    self.op(Action::Mute(m));
                 }
                 Action::Chime(on) => self.chime_at = on.then_some(now),
-                Action::Led(Led::Online, LedMode::Off) if self.status.room.state == "Connecting" => {
+                Action::Led(Output::Online, LedMode::Off) if self.status.room.state == "Connecting" => {
                     self.outputs.set(now, Output::Online, LedMode::Blink)
                 }
-                Action::Led(led, mode) => self.outputs.set(now, Output::led(led), mode),
+                Action::Led(led, mode) => self.outputs.set(now, led, mode),
                 Action::DoorPulse => {
                     self.status.door_pulses += 1;
                     tracing::info!(
@@ -557,7 +557,7 @@ impl Daemon {
         }
     }
 
-    fn op(&mut self, op: Op) {
+    fn op(&mut self, op: Action) {
         if let Err(e) = self.ops.try_send(op) {
             tracing::error!(callbox_event = "engine_busy", error = %e, "engine call queue full; call dropped");
         }
@@ -566,7 +566,7 @@ impl Daemon {
     fn login(&mut self) {
         if !self.login_pending {
             self.login_pending = true;
-            self.op(Op::Login);
+            self.op(Action::Login);
         }
     }
 
@@ -575,29 +575,30 @@ impl Daemon {
             return;
         }
         self.login_failures += 1;
-        let wait = RELOGIN_MIN.saturating_mul(1 << self.login_failures.min(5).saturating_sub(1)).min(RELOGIN_MAX);
+        let wait = RELOGIN.ceiling(self.login_failures - 1);
         tracing::warn!(callbox_event = "relogin", in_secs = wait.as_secs(), "logging in again in {} s", wait.as_secs());
         self.relogin_at = Some(Instant::now() + wait);
     }
 
     fn on_done(&mut self, d: Done) {
-        if d.op == Op::Login {
+        if d.op == Action::Login {
             self.login_pending = false;
         }
         let Err(e) = d.result else {
-            if d.op == Op::Login {
+            if d.op == Action::Login {
                 self.login_failures = 0;
             }
             return;
         };
         let code = e.code();
         let what = match &d.op {
-            Op::Login => "login",
-            Op::Publish => "publish",
-            Op::StopPublish => "stop publish",
-            Op::Play(_) => "play",
-            Op::StopPlay(_) => "stop play",
-            Op::Mute(_) => "mute",
+            Action::Login => "login",
+            Action::Publish => "publish",
+            Action::StopPublish => "stop publish",
+            Action::Play(_) => "play",
+            Action::StopPlay(_) => "stop play",
+            Action::Mute(_) => "mute",
+            _ => "action",
         };
         let hint = events::hint(code).map(|h| format!("; {h}")).unwrap_or_default();
         tracing::error!(
@@ -608,7 +609,7 @@ impl Daemon {
             code.0
         );
         self.error(code.0, format!("{what} failed: {e}{hint}"));
-        if d.op == Op::Login {
+        if d.op == Action::Login {
             self.schedule_relogin();
         }
     }

@@ -6,31 +6,15 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::device::call::Action;
 use crate::engine::{Engine, EngineError, PublishChannel, RoomConfig};
 use crate::proto::UserInfo;
-
-/// One engine call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    /// Log in to the configured room (waits while the server is unreachable).
-    Login,
-    /// Publish our stream.
-    Publish,
-    /// Stop publishing.
-    StopPublish,
-    /// Play a stream.
-    Play(String),
-    /// Stop playing a stream.
-    StopPlay(String),
-    /// Mute or unmute the microphone.
-    Mute(bool),
-}
 
 /// A finished call.
 #[derive(Debug)]
 pub struct Done {
     /// The call.
-    pub op: Op,
+    pub op: Action,
     /// Its result.
     pub result: Result<(), EngineError>,
 }
@@ -49,16 +33,18 @@ pub struct Target {
     pub token_exp: tokio::sync::watch::Sender<u64>,
 }
 
-/// Runs until `ops` closes.
-pub async fn run(engine: Arc<Engine>, target: Target, mut ops: mpsc::Receiver<Op>, done: mpsc::Sender<Done>) {
+/// Runs until `ops` closes. Only the engine's actions come here (login, publish, play,
+/// mute); the daemon carries out the others (chime, LEDs, relay) itself.
+pub async fn run(engine: Arc<Engine>, target: Target, mut ops: mpsc::Receiver<Action>, done: mpsc::Sender<Done>) {
     while let Some(op) = ops.recv().await {
         let result = match &op {
-            Op::Login => login(&engine, &target).await,
-            Op::Publish => engine.start_publishing_stream(&target.stream_id, PublishChannel::Main).await,
-            Op::StopPublish => engine.stop_publishing_stream(PublishChannel::Main).await,
-            Op::Play(s) => engine.start_playing_stream(s).await,
-            Op::StopPlay(s) => engine.stop_playing_stream(s).await,
-            Op::Mute(m) => engine.mute_microphone(*m).await,
+            Action::Login => login(&engine, &target).await,
+            Action::Publish => engine.start_publishing_stream(&target.stream_id, PublishChannel::Main).await,
+            Action::StopPublish => engine.stop_publishing_stream(PublishChannel::Main).await,
+            Action::Play(s) => engine.start_playing_stream(s).await,
+            Action::StopPlay(s) => engine.stop_playing_stream(s).await,
+            Action::Mute(m) => engine.mute_microphone(*m).await,
+            Action::Chime(_) | Action::Led(..) | Action::DoorPulse | Action::State(_) => continue,
         };
         if done.send(Done { op, result }).await.is_err() {
             return;

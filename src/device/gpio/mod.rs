@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::call::{Button, Led};
+use super::call::Button;
 use super::config::GpioSection;
 
 pub use sim::SimGpio;
@@ -51,16 +51,6 @@ impl Output {
             Output::InCall => "in_call",
             Output::Fault => "fault",
             Output::Door => "door",
-        }
-    }
-
-    /// The output that shows an LED.
-    pub fn led(led: Led) -> Output {
-        match led {
-            Led::Online => Output::Online,
-            Led::Ringing => Output::Ringing,
-            Led::InCall => Output::InCall,
-            Led::Fault => Output::Fault,
         }
     }
 }

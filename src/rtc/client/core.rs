@@ -1,0 +1,412 @@
+//! A device connection's sans-IO core: the peer connection of one published or played
+//! stream, its silence watch and counters. Time and input come in (`handle_answer`,
+//! `handle_datagram`, `send_rtp`, `handle_timeout`); datagrams ([`ClientCore::poll_transmit`]),
+//! events ([`ClientCore::poll_event`]), received RTP ([`ClientCore::poll_rtp`]) and the next
+//! deadline go out. The task in `mod.rs` owns the socket, the clock and the channels.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
+
+use super::{ClientEvent, LinkStats};
+use crate::proto::MediaRole;
+use crate::rtc::Kind;
+use crate::rtc::peer::{self, PeerOpts, RtcError, Sender, Transmit};
+
+/// Keyframe requests from the server reach the encoder at most this often.
+const KEYFRAME_EVENT_INTERVAL: Duration = Duration::from_millis(300);
+/// How often [`ClientEvent::Stats`] is reported.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// See the module docs.
+pub struct ClientCore {
+    pc: RTCPeerConnection,
+    local: SocketAddr,
+    role: MediaRole,
+    /// Publish: where each kind is written.
+    senders: HashMap<Kind, Sender>,
+    /// Play: track id -> kind.
+    tracks: HashMap<String, Kind>,
+    /// DTLS is up (SRTP keys exist): media may be sent.
+    connected: bool,
+    answered: bool,
+    failed: bool,
+    watch: SilenceWatch,
+    stats: LinkStats,
+    next_stats: Instant,
+    last_key_request: Option<Instant>,
+    events: VecDeque<ClientEvent>,
+    rtp: VecDeque<(Kind, Bytes)>,
+    out: VecDeque<Transmit>,
+}
+
+impl ClientCore {
+    /// A connection for `role` whose socket is bound at `local`; gives the offer to send
+    /// to the server. A connection silent for `silence` once media flowed reports
+    /// [`ClientEvent::Silent`].
+    pub fn new(
+        now: Instant,
+        role: MediaRole,
+        local: SocketAddr,
+        silence: Duration,
+    ) -> Result<(ClientCore, String), RtcError> {
+        let mut pc = peer::build(now, PeerOpts { lite: false, credentials: None })?;
+        for kind in Kind::ALL {
+            let init = match role {
+                MediaRole::Publish => RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    streams: vec![],
+                    send_encodings: peer::send_encodings(kind),
+                },
+                MediaRole::Play => RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                },
+            };
+            pc.add_transceiver_from_kind(peer::codec_kind(kind), Some(init))?;
+        }
+        peer::add_host_candidate(&mut pc, local)?;
+        let offer = pc.create_offer(None)?;
+        pc.set_local_description(now, offer)?;
+        let sdp = pc.local_description().map(|d| d.sdp).unwrap_or_default();
+        if !peer::sdp_has_candidate(&sdp) {
+            return Err(RtcError::Webrtc("the offer has no ICE candidate".into()));
+        }
+        let core = ClientCore {
+            pc,
+            local,
+            role,
+            senders: HashMap::new(),
+            tracks: HashMap::new(),
+            connected: false,
+            answered: false,
+            failed: false,
+            watch: SilenceWatch::new(silence),
+            stats: LinkStats::default(),
+            next_stats: now + STATS_INTERVAL,
+            last_key_request: None,
+            events: VecDeque::new(),
+            rtp: VecDeque::new(),
+            out: VecDeque::new(),
+        };
+        Ok((core, sdp))
+    }
+
+    /// The server's answer. Only the first counts; an unusable one fails the connection.
+    pub fn handle_answer(&mut self, now: Instant, sdp: String) {
+        if std::mem::replace(&mut self.answered, true) {
+            return;
+        }
+        if let Err(e) = self.set_answer(now, sdp) {
+            tracing::warn!(error = %e, "the server's answer is unusable");
+            self.fail();
+            return;
+        }
+        self.process(now);
+    }
+
+    /// One datagram from the server.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        // SRTP or SRTCP (RFC 7983: first byte 128-191): media, or the server's sender or
+        // receiver reports, which the stack keeps to itself.
+        if data.first().is_some_and(|b| (128..=191).contains(b)) && self.watch.packet(now) == Liveness::Back {
+            tracing::info!(role = ?self.role, "media from the server again");
+            self.events.push_back(ClientEvent::Connected);
+        }
+        if let Err(e) = peer::feed(&mut self.pc, now, self.local, from, data, !self.connected) {
+            tracing::trace!(error = %e, "dropping a media datagram");
+        }
+        self.process(now);
+    }
+
+    /// One RTP packet (header and payload) of `kind` to publish; dropped and counted while
+    /// the connection is not up.
+    pub fn send_rtp(&mut self, now: Instant, kind: Kind, raw: &[u8]) {
+        let Some(sender) = self.senders.get(&kind).filter(|_| self.connected).copied() else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &raw[..]) else {
+            return;
+        };
+        let len = packet.payload.len() as u64;
+        let end_of_frame = kind == Kind::Video && packet.header.marker;
+        if sender.write(&mut self.pc, now, packet) {
+            self.stats.packets[kind as usize] += 1;
+            self.stats.bytes[kind as usize] += len;
+            self.stats.frames += end_of_frame as u64;
+        } else {
+            self.stats.dropped += 1;
+        }
+        peer::drain(&mut self.pc, &mut self.out);
+    }
+
+    /// Asks the server for a keyframe of the played stream (a PLI on the video receiver), as
+    /// a decoder does when it has lost a picture. The SFU passes it on to the publisher at
+    /// most every [`crate::rtc::sfu::KEYFRAME_INTERVAL`]. Nothing for a publish connection.
+    pub fn request_keyframe(&mut self, now: Instant) {
+        if self.role != MediaRole::Play {
+            return;
+        }
+        let ids: Vec<_> = self.pc.get_receivers().collect();
+        for id in ids {
+            let Some(mut r) = self.pc.rtp_receiver(id) else { continue };
+            if r.track().kind() != rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
+                continue;
+            }
+            let Some(ssrc) = r.track().ssrcs().last() else { continue };
+            let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            };
+            let _ = r.write_rtcp(now, vec![Box::new(pli)]);
+        }
+        peer::drain(&mut self.pc, &mut self.out);
+    }
+
+    /// Runs what is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.pc.poll_timeout().is_some_and(|t| t <= now) {
+            let _ = self.pc.handle_timeout(now);
+        }
+        self.process(now);
+    }
+
+    /// When [`ClientCore::handle_timeout`] is due next.
+    pub fn poll_timeout(&mut self) -> Instant {
+        let mut deadline = self.pc.poll_timeout().map_or(self.next_stats, |t| t.min(self.next_stats));
+        if let Some(t) = self.watch.deadline() {
+            deadline = deadline.min(t);
+        }
+        deadline
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// The next event for the engine.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next RTP packet received (play), for the play pipeline.
+    pub fn poll_rtp(&mut self) -> Option<(Kind, Bytes)> {
+        self.rtp.pop_front()
+    }
+
+    /// Whether the connection is over for good (a [`ClientEvent::Failed`] was given).
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    fn fail(&mut self) {
+        if !std::mem::replace(&mut self.failed, true) {
+            self.events.push_back(ClientEvent::Failed);
+        }
+    }
+
+    fn set_answer(&mut self, now: Instant, sdp: String) -> Result<(), RtcError> {
+        let desc = RTCSessionDescription::answer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        self.pc.set_remote_description(now, desc).map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        if self.role == MediaRole::Publish {
+            self.senders = peer::senders(&mut self.pc);
+        }
+        Ok(())
+    }
+
+    /// After every input: the connection's events, what it received, the silence watch,
+    /// the counters, and its datagrams.
+    fn process(&mut self, now: Instant) {
+        if self.failed {
+            return;
+        }
+        if !self.drain_events(now) {
+            self.fail();
+            return;
+        }
+        while let Some(m) = self.pc.poll_read() {
+            match m.message {
+                RTCMessage::RtpPacket(track, packet) => {
+                    let Some(kind) = self.tracks.get(&track).copied() else { continue };
+                    let i = kind as usize;
+                    self.stats.packets[i] += 1;
+                    self.stats.bytes[i] += packet.payload.len() as u64;
+                    if kind == Kind::Video && packet.header.marker {
+                        self.stats.frames += 1;
+                        if self.stats.frames == 1 {
+                            self.events.push_back(ClientEvent::FirstVideoFrame);
+                        }
+                    }
+                    if let Ok(raw) = packet.marshal() {
+                        self.rtp.push_back((kind, raw.freeze()));
+                    }
+                }
+                RTCMessage::RtcpPacket(_, packets)
+                    if self.role == MediaRole::Publish && crate::rtc::keyframe::wants_keyframe(&packets) =>
+                {
+                    self.stats.keyframe_requests += 1;
+                    if self.last_key_request.is_none_or(|t| now.duration_since(t) > KEYFRAME_EVENT_INTERVAL) {
+                        self.last_key_request = Some(now);
+                        self.events.push_back(ClientEvent::KeyframeRequested);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.watch.check(now, self.connected) == Liveness::Silent {
+            tracing::warn!(role = ?self.role, "nothing from the server for the silence limit");
+            self.events.push_back(ClientEvent::Silent);
+        }
+        if now >= self.next_stats {
+            self.next_stats = now + STATS_INTERVAL;
+            self.read_stats(now);
+            self.events.push_back(ClientEvent::Stats(self.stats));
+        }
+        peer::drain(&mut self.pc, &mut self.out);
+    }
+
+    /// Handles the connection's events; false once it is closed or failed for good.
+    fn drain_events(&mut self, now: Instant) -> bool {
+        while let Some(e) = self.pc.poll_event() {
+            match e {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                    tracing::debug!(role = ?self.role, %state, "media connection state");
+                    match state {
+                        RTCPeerConnectionState::Connected => {
+                            self.connected = true;
+                            // Back from Disconnected: media is due at once; give it the
+                            // whole limit before calling it silent.
+                            if self.watch.last.is_some() {
+                                self.watch.packet(now);
+                            }
+                            self.events.push_back(ClientEvent::Connected);
+                        }
+                        RTCPeerConnectionState::Disconnected => {
+                            self.connected = false;
+                            self.events.push_back(ClientEvent::Disconnected);
+                        }
+                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => return false,
+                        _ => {}
+                    }
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    let kind = self.pc.rtp_receiver(init.receiver_id).map(|r| peer::kind_of(r.track().kind()));
+                    if let Some(kind) = kind {
+                        self.tracks.insert(init.track_id, kind);
+                    }
+                }
+                _ => {}
+            }
+        }
+        true
+    }
+
+    fn read_stats(&mut self, now: Instant) {
+        let report = self.pc.get_stats(now, StatsSelector::None);
+        let mut lost = 0u64;
+        for entry in report.iter() {
+            match entry {
+                RTCStatsReportEntry::IceCandidatePair(p) if p.nominated && p.current_round_trip_time > 0.0 => {
+                    self.stats.rtt_ms = Some(p.current_round_trip_time * 1000.0);
+                }
+                RTCStatsReportEntry::InboundRtp(s) => lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64,
+                RTCStatsReportEntry::RemoteInboundRtp(s) => {
+                    lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64
+                }
+                _ => {}
+            }
+        }
+        self.stats.lost = lost;
+    }
+}
+
+/// Whether a connection that ICE calls connected still carries anything from the server.
+/// Armed by the first RTP or RTCP packet (a player of a stream nobody sends yet gets
+/// nothing, and that is not a fault); once armed, the server's reports arrive every second
+/// even when the stream is muted or its camera is off, so silence means the path or the
+/// server's side of the connection is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct SilenceWatch {
+    limit: Duration,
+    last: Option<Instant>,
+    silent: bool,
+}
+
+/// What [`SilenceWatch`] tells the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    /// Nothing to report.
+    Same,
+    /// Silent for the limit.
+    Silent,
+    /// Media again after silence.
+    Back,
+}
+
+impl SilenceWatch {
+    pub(crate) fn new(limit: Duration) -> Self {
+        SilenceWatch { limit, last: None, silent: false }
+    }
+
+    /// An RTP or RTCP packet arrived.
+    pub(crate) fn packet(&mut self, now: Instant) -> Liveness {
+        self.last = Some(now);
+        if std::mem::take(&mut self.silent) { Liveness::Back } else { Liveness::Same }
+    }
+
+    /// Checked on every turn; `connected`: ICE and DTLS are up.
+    pub(crate) fn check(&mut self, now: Instant, connected: bool) -> Liveness {
+        match self.last {
+            Some(t) if connected && !self.silent && now.saturating_duration_since(t) >= self.limit => {
+                self.silent = true;
+                Liveness::Silent
+            }
+            _ => Liveness::Same,
+        }
+    }
+
+    /// When the next check is due.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.last.filter(|_| !self.silent).map(|t| t + self.limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_is_noticed_once_and_only_after_media() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(3);
+        let mut w = SilenceWatch::new(s);
+        // Nothing ever arrived: a player of a stream nobody sends yet is not a fault.
+        assert_eq!(w.check(t0 + Duration::from_secs(60), true), Liveness::Same);
+        assert_eq!(w.deadline(), None);
+        assert_eq!(w.packet(t0), Liveness::Same);
+        assert_eq!(w.deadline(), Some(t0 + s));
+        assert_eq!(w.check(t0 + Duration::from_secs(2), true), Liveness::Same);
+        // ICE down: that is reported as Disconnected, not as silence.
+        assert_eq!(w.check(t0 + Duration::from_secs(4), false), Liveness::Same);
+        assert_eq!(w.check(t0 + Duration::from_secs(4), true), Liveness::Silent);
+        assert_eq!(w.check(t0 + Duration::from_secs(9), true), Liveness::Same);
+        assert_eq!(w.deadline(), None);
+        assert_eq!(w.packet(t0 + Duration::from_secs(10)), Liveness::Back);
+        assert_eq!(w.packet(t0 + Duration::from_secs(11)), Liveness::Same);
+    }
+}

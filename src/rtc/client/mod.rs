@@ -1,0 +1,170 @@
+//! A device's connection to the SFU for one stream: a publish connection sends the
+//! stream's video and audio, a play connection receives them. Each has its own UDP socket
+//! and a small task that owns it and the clock around the sans-IO [`ClientCore`]. The task
+//! reports through a bounded event channel; RTP to send arrives on its own bounded channel
+//! (dropped, and counted, when full), RTP received goes straight to an [`RtpSink`].
+
+mod core;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+pub use self::core::ClientCore;
+use super::Kind;
+use super::peer::{self, RtcError};
+pub use crate::proto::MediaRole;
+
+/// Where received RTP goes (the play pipeline's sources). Called from the connection task:
+/// must not block.
+pub trait RtpSink: Send + 'static {
+    /// One RTP packet (header and payload, decrypted) of `kind`.
+    fn rtp(&mut self, kind: Kind, packet: &[u8]);
+}
+
+/// What a connection reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ClientEvent {
+    /// The offer to send to the server (`media_offer`).
+    Offer(String),
+    /// ICE and DTLS are up: media flows. Also sent when a link that was disconnected or
+    /// silent works again.
+    Connected,
+    /// No answer to consent checks for 2 s: the path is cut. The connection is kept and
+    /// comes back by itself ([`ClientEvent::Connected`]) when the path does.
+    Disconnected,
+    /// ICE says connected, but nothing came from the server for the silence limit: no RTP
+    /// and no sender report (play), no receiver report (publish).
+    Silent,
+    /// The connection is over (consent lapsed, DTLS failed, unusable answer): renegotiate.
+    Failed,
+    /// The server asks for a keyframe (PLI or FIR).
+    KeyframeRequested,
+    /// The first complete video frame arrived (play).
+    FirstVideoFrame,
+    /// Counters, every second.
+    Stats(LinkStats),
+}
+
+/// Cumulative counters of one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LinkStats {
+    /// RTP packets sent (publish) or received (play), per kind: video, audio.
+    pub packets: [u64; 2],
+    /// RTP payload bytes sent or received, per kind.
+    pub bytes: [u64; 2],
+    /// Video frames sent or received (RTP packets with the marker bit).
+    pub frames: u64,
+    /// Packets the publisher's pipeline produced that the link could not take.
+    pub dropped: u64,
+    /// Round-trip time to the server, ms (from ICE checks).
+    pub rtt_ms: Option<f64>,
+    /// Packets lost, as counted by the receiver (play) or reported back (publish).
+    pub lost: u64,
+    /// Keyframe requests received (publish).
+    pub keyframe_requests: u64,
+}
+
+/// Commands to a connection.
+#[derive(Debug)]
+pub enum ClientCmd {
+    /// The server's answer to our offer.
+    Answer(String),
+}
+
+/// A running connection. Dropping it closes the connection.
+pub struct ClientConn {
+    cmds: mpsc::Sender<ClientCmd>,
+    rtp: mpsc::Sender<(Kind, Bytes)>,
+    task: tokio::task::JoinHandle<()>,
+    /// The socket's local address.
+    pub local: SocketAddr,
+}
+
+impl ClientConn {
+    /// Starts a connection bound to `bind` (an IP with port 0, or a fixed port). The first
+    /// event is [`ClientEvent::Offer`].
+    pub fn start(
+        role: MediaRole,
+        bind: SocketAddr,
+        silence: Duration,
+        sink: Option<Box<dyn RtpSink>>,
+        events: mpsc::Sender<ClientEvent>,
+    ) -> Result<ClientConn, RtcError> {
+        let socket = peer::bind_udp(bind)?;
+        let local = socket.local_addr()?;
+        let (core, offer) = ClientCore::new(Instant::now(), role, local, silence)?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (rtp_tx, rtp_rx) = mpsc::channel(1024);
+        let _ = events.try_send(ClientEvent::Offer(offer));
+        let task = tokio::spawn(run(socket, core, sink, events, cmd_rx, rtp_rx));
+        Ok(ClientConn { cmds: cmd_tx, rtp: rtp_tx, task, local })
+    }
+
+    /// Gives the connection the server's answer.
+    pub fn answer(&self, sdp: String) {
+        let _ = self.cmds.try_send(ClientCmd::Answer(sdp));
+    }
+
+    /// A sender for RTP to publish (from the encoder pipeline's thread: `try_send`).
+    pub fn rtp_sender(&self) -> mpsc::Sender<(Kind, Bytes)> {
+        self.rtp.clone()
+    }
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A connection's task: the socket, the clock and the channels around [`ClientCore`].
+async fn run(
+    socket: tokio::net::UdpSocket,
+    mut core: ClientCore,
+    mut sink: Option<Box<dyn RtpSink>>,
+    events: mpsc::Sender<ClientEvent>,
+    mut cmds: mpsc::Receiver<ClientCmd>,
+    mut rtp: mpsc::Receiver<(Kind, Bytes)>,
+) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        while let Some(t) = core.poll_transmit() {
+            peer::send(&socket, &t);
+        }
+        while let Some((kind, packet)) = core.poll_rtp() {
+            if let Some(sink) = sink.as_mut() {
+                sink.rtp(kind, &packet);
+            }
+        }
+        while let Some(e) = core.poll_event() {
+            let _ = events.try_send(e);
+        }
+        if core.is_failed() {
+            return;
+        }
+        let deadline = core.poll_timeout();
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, from)) => core.handle_datagram(Instant::now(), from, &buf[..n]),
+                Err(e) => tracing::debug!(error = %e, "media socket error"),
+            },
+            cmd = cmds.recv() => match cmd {
+                Some(ClientCmd::Answer(sdp)) => core.handle_answer(Instant::now(), sdp),
+                None => return,
+            },
+            Some((kind, raw)) = rtp.recv() => {
+                let now = Instant::now();
+                core.send_rtp(now, kind, &raw);
+                // Take what else is queued in one go, then send once.
+                while let Ok((kind, raw)) = rtp.try_recv() {
+                    core.send_rtp(now, kind, &raw);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(Instant::now()),
+        }
+    }
+}

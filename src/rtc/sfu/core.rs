@@ -1,0 +1,446 @@
+//! The SFU's sans-IO core: every peer connection of the media port, the routing of
+//! datagrams to them, forwarding and keyframe requests. Time and input come in
+//! (`handle_offer`, `handle_datagram`, `handle_timeout`, the end_* calls); datagrams to send
+//! ([`SfuCore::poll_transmit`]) and the next deadline ([`SfuCore::poll_timeout`]) go out.
+//! It owns no socket and reads no clock: the task in `mod.rs` does both, and the unit tests
+//! drive it in virtual time.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::sansio::Protocol;
+
+use super::{CONSENT_EXPIRY, SfuStats, StreamKey};
+use crate::proto::MediaRole;
+use crate::rtc::peer::{self, PeerOpts, RtcError, Sender, Transmit};
+use crate::rtc::{Kind, stun};
+
+/// A player's PLI/FIR reaches the publisher at most this often.
+pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+/// How often connections are checked for the consent expiry.
+const EXPIRY_SCAN: Duration = Duration::from_secs(1);
+
+struct Conn {
+    pc: RTCPeerConnection,
+    role: MediaRole,
+    session: String,
+    stream: StreamKey,
+    ufrag: String,
+    connected: bool,
+    /// The last datagram from the peer (or the answer, before any).
+    last_rx: Instant,
+    addrs: Vec<SocketAddr>,
+    /// Publisher: track id -> kind; the video receiver and its SSRC (for PLI).
+    tracks: HashMap<String, Kind>,
+    video_receiver: Option<(RTCRtpReceiverId, u32)>,
+    last_keyframe_request: Option<Instant>,
+    /// Player: where each kind is written.
+    senders: HashMap<Kind, Sender>,
+}
+
+/// See the module docs.
+pub struct SfuCore {
+    local: SocketAddr,
+    candidates: Vec<SocketAddr>,
+    conns: HashMap<u64, Conn>,
+    by_ufrag: HashMap<String, u64>,
+    by_addr: HashMap<SocketAddr, u64>,
+    publisher: HashMap<StreamKey, u64>,
+    players: HashMap<StreamKey, Vec<u64>>,
+    next: u64,
+    stats: SfuStats,
+    next_expiry_scan: Option<Instant>,
+    out: VecDeque<Transmit>,
+}
+
+impl SfuCore {
+    /// A core for the socket bound at `local`; `candidates` are the addresses put in answers.
+    pub fn new(local: SocketAddr, candidates: Vec<SocketAddr>) -> SfuCore {
+        SfuCore {
+            local,
+            candidates,
+            conns: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            publisher: HashMap::new(),
+            players: HashMap::new(),
+            next: 1,
+            stats: SfuStats::default(),
+            next_expiry_scan: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// When [`SfuCore::handle_timeout`] is due next (none while there is no connection).
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let pcs = self.conns.values_mut().filter_map(|c| c.pc.poll_timeout()).min();
+        let scan = self.next_expiry_scan.filter(|_| !self.conns.is_empty());
+        pcs.into_iter().chain(scan).min()
+    }
+
+    /// Counters, with the connections now.
+    pub fn stats(&self) -> SfuStats {
+        let mut s = self.stats;
+        s.publishers = self.publisher.len();
+        s.players = self.players.values().map(Vec::len).sum();
+        s
+    }
+
+    /// Whether `session` still has a media connection.
+    pub fn session_alive(&self, session: &str) -> bool {
+        self.conns.values().any(|c| c.session == session)
+    }
+
+    /// The stream is gone: close its publisher and players.
+    pub fn end_stream(&mut self, stream: &StreamKey) {
+        let mut ids: Vec<u64> = self.players.get(stream).cloned().unwrap_or_default();
+        ids.extend(self.publisher.get(stream));
+        for id in ids {
+            self.remove(id);
+        }
+    }
+
+    /// `session` stopped playing `stream`.
+    pub fn end_play(&mut self, session: &str, stream: &StreamKey) {
+        let ids: Vec<u64> = self.players.get(stream).cloned().unwrap_or_default();
+        for id in ids {
+            if self.conns.get(&id).is_some_and(|c| c.session == session) {
+                self.remove(id);
+            }
+        }
+    }
+
+    /// `session` is gone: close all its connections.
+    pub fn end_session(&mut self, session: &str) {
+        let ids: Vec<u64> = self.conns.iter().filter(|(_, c)| c.session == session).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
+
+    /// Answers an offer for `stream`. Replaces that session's earlier connection for the
+    /// same stream and role (and a publisher replaces the stream's previous publisher).
+    pub fn handle_offer(
+        &mut self,
+        now: Instant,
+        session: String,
+        stream: StreamKey,
+        role: MediaRole,
+        sdp: String,
+    ) -> Result<String, RtcError> {
+        let offer = RTCSessionDescription::offer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        let ufrag = peer::random_token(16);
+        let mut pc =
+            peer::build(now, PeerOpts { lite: true, credentials: Some((ufrag.clone(), peer::random_token(32))) })?;
+        if role == MediaRole::Play {
+            for kind in Kind::ALL {
+                let label = format!("{}-{}", stream.stream_id, kind.as_str());
+                let track = MediaStreamTrack::new(
+                    stream.stream_id.clone(),
+                    label.clone(),
+                    label,
+                    peer::codec_kind(kind),
+                    peer::send_encodings(kind),
+                );
+                pc.add_track(track)?;
+            }
+        }
+        pc.set_remote_description(now, offer).map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        for c in &self.candidates {
+            peer::add_host_candidate(&mut pc, *c)?;
+        }
+        let answer = pc.create_answer(None).map_err(|e| RtcError::BadSdp(e.to_string()))?;
+        pc.set_local_description(now, answer)?;
+        let sdp = pc.local_description().map(|d| d.sdp).unwrap_or_default();
+        let mut senders = HashMap::new();
+        let mut video_receiver = None;
+        match role {
+            MediaRole::Publish => {
+                // Known from the offer's SSRCs, so a keyframe can be asked for before media flows.
+                let ids: Vec<_> = pc.get_receivers().collect();
+                let mut usable = 0;
+                for id in ids {
+                    let Some(mut r) = pc.rtp_receiver(id) else { continue };
+                    if r.get_parameters().rtp_parameters.codecs.is_empty() {
+                        continue;
+                    }
+                    usable += 1;
+                    if r.track().kind() == RtpCodecKind::Video
+                        && let Some(ssrc) = r.track().ssrcs().last()
+                    {
+                        video_receiver = Some((id, ssrc));
+                    }
+                }
+                if usable == 0 {
+                    return Err(RtcError::BadSdp("the offer sends neither H.264 video nor Opus audio".into()));
+                }
+            }
+            MediaRole::Play => {
+                senders = peer::senders(&mut pc);
+                if senders.is_empty() {
+                    return Err(RtcError::BadSdp("the offer receives neither H.264 video nor Opus audio".into()));
+                }
+            }
+        }
+        let old: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session == session && c.stream == stream && c.role == role)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in old {
+            self.remove(id);
+        }
+        if role == MediaRole::Publish
+            && let Some(prev) = self.publisher.get(&stream).copied()
+        {
+            self.remove(prev);
+        }
+        let id = self.next;
+        self.next += 1;
+        self.by_ufrag.insert(ufrag.clone(), id);
+        match role {
+            MediaRole::Publish => {
+                self.publisher.insert(stream.clone(), id);
+            }
+            MediaRole::Play => self.players.entry(stream.clone()).or_default().push(id),
+        }
+        tracing::debug!(id, ?role, stream = %stream.stream_id, "media connection answered");
+        let conn = Conn {
+            pc,
+            role,
+            session,
+            stream,
+            ufrag,
+            connected: false,
+            last_rx: now,
+            addrs: Vec::new(),
+            tracks: HashMap::new(),
+            video_receiver,
+            last_keyframe_request: None,
+            senders,
+        };
+        self.conns.insert(id, conn);
+        self.next_expiry_scan.get_or_insert(now + EXPIRY_SCAN);
+        Ok(sdp)
+    }
+
+    /// One datagram that arrived at the media port from `from`. Routed by address once
+    /// known; the first one from a new address must be an ICE check whose USERNAME names a
+    /// connection's ufrag. A plain binding request (`callbox doctor`) is answered with the
+    /// address it came from; anything else is dropped (a stale peer after a restart, noise).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let id = match self.by_addr.get(&from) {
+            Some(id) => *id,
+            None => {
+                let Some(id) = stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u.as_str())).copied() else {
+                    if let Some(resp) = stun::binding_success(data, from) {
+                        self.out.push_back(Transmit { to: from, data: resp.as_slice().into() });
+                    }
+                    return;
+                };
+                self.by_addr.insert(from, id);
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.addrs.push(from);
+                }
+                id
+            }
+        };
+        let local = self.local_for(from);
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        c.last_rx = now;
+        if peer::feed(&mut c.pc, now, local, from, data, !c.connected).is_err() {
+            return;
+        }
+        self.after_input(now, id);
+    }
+
+    /// Runs what is due at `now`: the connections' timers and the consent expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_expiry_scan.is_some_and(|t| now >= t) {
+            self.next_expiry_scan = Some(now + EXPIRY_SCAN);
+            let expired: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| now.saturating_duration_since(c.last_rx) >= CONSENT_EXPIRY)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in expired {
+                tracing::debug!(id, "media connection silent for the consent lifetime; closing");
+                self.remove(id);
+            }
+        }
+        let due: Vec<u64> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(id, c)| c.pc.poll_timeout().is_some_and(|t| t <= now).then_some(*id))
+            .collect();
+        for id in due {
+            if let Some(c) = self.conns.get_mut(&id) {
+                let _ = c.pc.handle_timeout(now);
+            }
+            self.after_input(now, id);
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(mut c) = self.conns.remove(&id) else { return };
+        let _ = c.pc.close();
+        peer::drain(&mut c.pc, &mut self.out);
+        self.by_ufrag.remove(&c.ufrag);
+        for a in &c.addrs {
+            self.by_addr.remove(a);
+        }
+        match c.role {
+            MediaRole::Publish => {
+                if self.publisher.get(&c.stream) == Some(&id) {
+                    self.publisher.remove(&c.stream);
+                }
+            }
+            MediaRole::Play => {
+                if let Some(v) = self.players.get_mut(&c.stream) {
+                    v.retain(|p| *p != id);
+                    if v.is_empty() {
+                        self.players.remove(&c.stream);
+                    }
+                }
+            }
+        }
+        tracing::debug!(id, role = ?c.role, stream = %c.stream.stream_id, "media connection closed");
+    }
+
+    /// The local candidate a datagram from `from` arrived at. With a wildcard bind (0.0.0.0)
+    /// the socket cannot tell, and ICE drops checks to an address it never announced: a
+    /// loopback peer used the loopback candidate, any other the first routable one.
+    fn local_for(&self, from: SocketAddr) -> SocketAddr {
+        if !self.local.ip().is_unspecified() {
+            return self.local;
+        }
+        let loopback = from.ip().is_loopback();
+        self.candidates
+            .iter()
+            .find(|c| c.ip().is_loopback() == loopback)
+            .or(self.candidates.first())
+            .copied()
+            .unwrap_or(self.local)
+    }
+
+    /// Handles what a connection produced after input: its events, the media it received
+    /// (forwarded), and its datagrams.
+    fn after_input(&mut self, now: Instant, id: u64) {
+        let mut closed = false;
+        let mut wants_key = false;
+        let mut joined = false;
+        let mut media: Vec<(Kind, rtc::rtp::Packet)> = Vec::new();
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        while let Some(e) = c.pc.poll_event() {
+            match e {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                    RTCPeerConnectionState::Connected => {
+                        c.connected = true;
+                        joined = c.role == MediaRole::Play;
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => closed = true,
+                    _ => {}
+                },
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    if let Some(r) = c.pc.rtp_receiver(init.receiver_id) {
+                        let kind = peer::kind_of(r.track().kind());
+                        if kind == Kind::Video {
+                            let ssrc = r.track().ssrcs().last().unwrap_or(0);
+                            c.video_receiver = Some((init.receiver_id, ssrc));
+                        }
+                        c.tracks.insert(init.track_id, kind);
+                    }
+                }
+                _ => {}
+            }
+        }
+        while let Some(m) = c.pc.poll_read() {
+            match m.message {
+                RTCMessage::RtpPacket(track, packet) if c.role == MediaRole::Publish => {
+                    if let Some(kind) = c.tracks.get(&track) {
+                        media.push((*kind, packet));
+                    }
+                }
+                RTCMessage::RtcpPacket(_, packets) if c.role == MediaRole::Play => {
+                    wants_key |= crate::rtc::keyframe::wants_keyframe(&packets);
+                }
+                _ => {}
+            }
+        }
+        peer::drain(&mut c.pc, &mut self.out);
+        // The stream key is cloned only when another connection must be reached (not for
+        // every ICE check or RTCP report).
+        let role = c.role;
+        if role == MediaRole::Publish && !media.is_empty() {
+            let stream = c.stream.clone();
+            self.forward(now, &stream, media);
+        } else if role == MediaRole::Play && (wants_key || joined) {
+            let stream = c.stream.clone();
+            self.request_keyframe(now, &stream, joined);
+        }
+        if closed {
+            self.remove(id);
+        }
+    }
+
+    fn forward(&mut self, now: Instant, stream: &StreamKey, mut media: Vec<(Kind, rtc::rtp::Packet)>) {
+        self.stats.packets_in += media.len() as u64;
+        let Some(players) = self.players.get(stream) else { return };
+        // Header extension IDs (mid, abs-send-time, transport-cc, ...) are negotiated per
+        // connection: the publisher's mean something else, or nothing, to a player (a browser's
+        // audio mid would route its packets to our video). Dropped once, before the copies.
+        for (_, packet) in &mut media {
+            let h = &mut packet.header;
+            h.extension = false;
+            h.extension_profile = 0;
+            h.extensions.clear();
+            h.extensions_padding = 0;
+        }
+        for pid in players {
+            let Some(p) = self.conns.get_mut(pid) else { continue };
+            for (kind, packet) in &media {
+                let Some(sender) = p.senders.get(kind) else { continue };
+                if sender.write(&mut p.pc, now, packet.clone()) {
+                    self.stats.packets_out += 1;
+                }
+            }
+            peer::drain(&mut p.pc, &mut self.out);
+        }
+    }
+
+    /// Asks the stream's publisher for a keyframe (a joining player always, a player's
+    /// PLI/FIR at most every [`KEYFRAME_INTERVAL`]).
+    fn request_keyframe(&mut self, now: Instant, stream: &StreamKey, force: bool) {
+        let Some(id) = self.publisher.get(stream).copied() else { return };
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if !force && c.last_keyframe_request.is_some_and(|t| now.duration_since(t) < KEYFRAME_INTERVAL) {
+            return;
+        }
+        let Some((receiver, ssrc)) = c.video_receiver else { return };
+        c.last_keyframe_request = Some(now);
+        if let Some(mut r) = c.pc.rtp_receiver(receiver) {
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+            if r.write_rtcp(now, vec![Box::new(pli)]).is_ok() {
+                self.stats.keyframe_requests += 1;
+            }
+        }
+        peer::drain(&mut c.pc, &mut self.out);
+    }
+}
