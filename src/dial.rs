@@ -3,6 +3,7 @@
 //! daemon's token renewal and doctor all dial through here, so they verify certificates the
 //! same way and report the same code for the same failure.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,16 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+/// Where a connection to the server runs: this host's address on it and the server's
+/// (resolved and connected, so no lookup is needed to know the route again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// This end.
+    pub local: SocketAddr,
+    /// The server's end.
+    pub server: SocketAddr,
+}
+
 /// Dials one server URL.
 #[derive(Debug, Clone)]
 pub struct Dialer {
@@ -85,26 +96,36 @@ impl Dialer {
 
     /// A connected stream (TCP, and TLS when the URL says so), within `deadline`.
     pub async fn stream(&self, deadline: Duration) -> Result<Box<dyn Io>, DialError> {
-        tokio::time::timeout(deadline, self.stream_inner()).await.map_err(|_| DialError::Timeout(deadline))?
+        let go = async { self.stream_inner().await.map(|(io, _)| io) };
+        tokio::time::timeout(deadline, go).await.map_err(|_| DialError::Timeout(deadline))?
     }
 
-    async fn stream_inner(&self) -> Result<Box<dyn Io>, DialError> {
+    async fn stream_inner(&self) -> Result<(Box<dyn Io>, Option<Route>), DialError> {
         let tcp = TcpStream::connect((self.url.host(), self.url.port())).await?;
         let _ = tcp.set_nodelay(true);
-        match &self.tls {
-            None => Ok(Box::new(tcp)),
-            Some(cfg) => Ok(Box::new(crate::tls::client::connect(cfg.clone(), self.url.host(), tcp).await?)),
-        }
+        let route = match (tcp.local_addr(), tcp.peer_addr()) {
+            (Ok(local), Ok(server)) => Some(Route { local, server }),
+            _ => None,
+        };
+        let io: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
+            Some(cfg) => Box::new(crate::tls::client::connect(cfg.clone(), self.url.host(), tcp).await?),
+        };
+        Ok((io, route))
     }
 
-    /// The signalling WebSocket, within `deadline` for connect, TLS and upgrade together.
-    pub async fn websocket(&self, deadline: Duration) -> Result<WebSocketStream<Box<dyn Io>>, DialError> {
+    /// The signalling WebSocket, within `deadline` for connect, TLS and upgrade together,
+    /// and the route it took (the media side binds to the same local address).
+    pub async fn websocket(
+        &self,
+        deadline: Duration,
+    ) -> Result<(WebSocketStream<Box<dyn Io>>, Option<Route>), DialError> {
         let go = async {
-            let io = self.stream_inner().await?;
+            let (io, route) = self.stream_inner().await?;
             let (ws, _) = tokio_tungstenite::client_async(self.url.signalling(), io)
                 .await
                 .map_err(|e| DialError::Protocol(format!("WebSocket upgrade: {e}")))?;
-            Ok(ws)
+            Ok((ws, route))
         };
         tokio::time::timeout(deadline, go).await.map_err(|_| DialError::Timeout(deadline))?
     }
@@ -119,7 +140,7 @@ impl Dialer {
         deadline: Duration,
     ) -> Result<Answer, DialError> {
         let go = async {
-            let io = self.stream_inner().await?;
+            let (io, _) = self.stream_inner().await?;
             let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
                 .await
                 .map_err(|e| DialError::Protocol(e.to_string()))?;

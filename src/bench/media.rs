@@ -227,7 +227,9 @@ async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) ->
         "127.0.0.1:0".parse()?,
         Duration::from_secs(3),
         Some(Box::new(Counter(count))),
-        ev_tx,
+        move |e| {
+            let _ = ev_tx.try_send(e);
+        },
     )?;
     let Some(ClientEvent::Offer(sdp)) = ev_rx.recv().await else { anyhow::bail!("no offer") };
     tx.send(send(ClientMsg::MediaOffer { req: 3, stream_id: stream.into(), role: MediaRole::Play, sdp })).await?;

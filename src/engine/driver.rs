@@ -134,7 +134,7 @@ impl Engine {
         let session = Session::new(cfg, Instant::now());
         let (tx, rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
-        let media = profile.media.clone().map(|m| MediaManager::new(m, &url));
+        let media = profile.media.clone().map(MediaManager::new);
         if let Some(m) = &profile.media {
             m.config.validate().map_err(EngineError::Profile)?;
         }
@@ -253,7 +253,8 @@ impl Engine {
 }
 
 enum Incoming {
-    Up,
+    /// Connected, by this route.
+    Up(Option<crate::dial::Route>),
     Msg(ServerMsg),
     /// The connection ended or never opened; with the code of a certificate failure.
     Down(Option<crate::proto::ErrorCode>),
@@ -342,7 +343,12 @@ impl Driver {
                 Some((epoch, inc)) = self.in_rx.recv() => {
                     let now = Instant::now();
                     match inc {
-                        Incoming::Up => self.s.handle_connected(now, epoch, crate::auth::unix_now()),
+                        Incoming::Up(route) => {
+                            if let (Some(m), Some(route)) = (&mut self.media, route) {
+                                m.set_route(route);
+                            }
+                            self.s.handle_connected(now, epoch, crate::auth::unix_now())
+                        }
                         Incoming::Msg(m) => self.s.handle_message(now, epoch, m),
                         Incoming::Down(cause) => {
                             if self.conn.as_ref().is_some_and(|c| c.0 == epoch) {
@@ -507,8 +513,8 @@ async fn connection(
     mut out: mpsc::Receiver<ClientMsg>,
     into: mpsc::Sender<(u64, Incoming)>,
 ) {
-    let ws = match dialer.websocket(CONNECT_TIMEOUT).await {
-        Ok(ws) => ws,
+    let (ws, route) = match dialer.websocket(CONNECT_TIMEOUT).await {
+        Ok(connected) => connected,
         Err(e) => {
             match e.code() {
                 Some(code) => {
@@ -520,7 +526,7 @@ async fn connection(
             return;
         }
     };
-    if into.send((epoch, Incoming::Up)).await.is_err() {
+    if into.send((epoch, Incoming::Up(route))).await.is_err() {
         return;
     }
     let (mut sink, mut stream) = ws.split();

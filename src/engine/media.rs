@@ -22,7 +22,6 @@
 //! It runs inside the driver task: notes from connections and pipelines arrive on one
 //! bounded channel, and the driver polls [`MediaManager::poll_timeout`].
 
-use crate::url::ServerUrl;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -135,8 +134,8 @@ impl Play {
 /// See the module docs.
 pub(crate) struct MediaManager {
     cfg: EngineMedia,
-    server: ServerUrl,
-    server_addr: Option<SocketAddr>,
+    /// The signalling connection's route: media binds to the same local address.
+    route: Option<crate::dial::Route>,
     pubs: HashMap<String, Pub>,
     plays: HashMap<String, Play>,
     tx: mpsc::Sender<Note>,
@@ -153,12 +152,11 @@ pub(crate) struct MediaManager {
 }
 
 impl MediaManager {
-    pub(crate) fn new(cfg: EngineMedia, server_url: &ServerUrl) -> Self {
+    pub(crate) fn new(cfg: EngineMedia) -> Self {
         let (tx, rx) = mpsc::channel(1024);
         MediaManager {
             cfg,
-            server: server_url.clone(),
-            server_addr: None,
+            route: None,
             pubs: HashMap::new(),
             plays: HashMap::new(),
             tx,
@@ -378,6 +376,15 @@ impl MediaManager {
                         l.retry_at = None;
                         let was_down = l.down_since.take();
                         l.connected = true;
+                        // A player whose path came back (the publisher's did not break) asks
+                        // for a keyframe: the SFU passes it on (at most every 500 ms), so
+                        // video decodes again now rather than at the next periodic keyframe.
+                        if role == MediaRole::Play
+                            && was_down.is_some()
+                            && let Some(c) = &l.conn
+                        {
+                            c.request_keyframe();
+                        }
                         let tell = l.session_ok && !std::mem::replace(&mut l.shown_ok, l.session_ok);
                         match was_down {
                             Some(t) => tracing::info!(
@@ -526,20 +533,25 @@ impl MediaManager {
         }
     }
 
-    /// Where media sockets bind: the configured IP, else the local address that routes to
-    /// the server (asked again at every new connection, so a changed network is followed).
+    /// The route of the latest signalling connection (every connection tells it, so a
+    /// changed network is followed).
+    pub(crate) fn set_route(&mut self, route: crate::dial::Route) {
+        self.route = Some(route);
+    }
+
+    /// Where media sockets bind: the configured IP, else the local address the signalling
+    /// connection to the server uses (no name lookup here: the connection has resolved it),
+    /// else the address that routes to the server's.
     fn bind_addr(&mut self) -> SocketAddr {
         if let Some(ip) = self.cfg.bind {
             return SocketAddr::new(ip, 0);
         }
-        // A host name is resolved once (this runs on the engine task; a lookup blocks).
-        if self.server_addr.is_none() {
-            self.server_addr = self.server.resolve().ok();
-        }
-        SocketAddr::new(
-            self.server_addr.and_then(crate::rtc::local_ip_towards).unwrap_or(IpAddr::from([127, 0, 0, 1])),
-            0,
-        )
+        let ip = match self.route {
+            Some(r) if !r.local.ip().is_unspecified() => r.local.ip(),
+            Some(r) => crate::rtc::local_ip_towards(r.server).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            None => IpAddr::from([127, 0, 0, 1]),
+        };
+        SocketAddr::new(ip, 0)
     }
 
     fn start_publish(&mut self, stream: &str, now: Instant) {
@@ -622,16 +634,15 @@ impl MediaManager {
         self.events.push(EngineEvent::PublisherMediaError { stream_id: stream.to_string(), error_code: code, message });
     }
 
-    fn pipeline_errors(&self, role: MediaRole, stream: &str, epoch: u64) -> mpsc::Sender<MediaError> {
-        let (tx, mut rx) = mpsc::channel::<MediaError>(8);
+    /// A pipeline's failure comes straight to the note channel, tagged.
+    fn pipeline_errors(&self, role: MediaRole, stream: &str, epoch: u64) -> crate::media::ErrorSink {
         let notes = self.tx.clone();
         let stream = stream.to_string();
-        tokio::spawn(async move {
-            if let Some(e) = rx.recv().await {
-                let _ = notes.send(Note::Pipeline(role, stream, epoch, e)).await;
+        Box::new(move |e| {
+            if notes.try_send(Note::Pipeline(role, stream, epoch, e)).is_err() {
+                tracing::warn!("media notes full; a pipeline failure was dropped");
             }
-        });
-        tx
+        })
     }
 
     fn start_play(&mut self, stream: &str, now: Instant) {
@@ -645,16 +656,14 @@ impl MediaManager {
         let epoch = self.epoch;
         let bind = self.bind_addr();
         let silence = self.silence();
-        let (tx, mut rx) = mpsc::channel(64);
+        // The connection's events come straight to the manager's note channel, tagged.
         let notes = self.tx.clone();
         let s = stream.to_string();
-        tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                if notes.send(Note::Link(role, s.clone(), epoch, ev)).await.is_err() {
-                    return;
-                }
+        let tx = move |ev| {
+            if notes.try_send(Note::Link(role, s.clone(), epoch, ev)).is_err() {
+                tracing::debug!("media notes full; a connection event was dropped");
             }
-        });
+        };
         let result = match role {
             MediaRole::Publish => {
                 let Some(p) = self.pubs.get_mut(stream) else { return };
@@ -911,15 +920,30 @@ mod tests {
         assert_eq!(level(150.0, 0.02, true), QualityLevel::Good);
         assert_eq!(level(20.0, 0.0, false), QualityLevel::Die);
         assert_eq!(loss(1, 99), 0.01);
-        let server = ServerUrl::parse("ws://127.0.0.1:7880/ws/v1").unwrap().resolve().unwrap();
-        assert_eq!(crate::rtc::local_ip_towards(server), Some(IpAddr::from([127, 0, 0, 1])));
+    }
+
+    /// Media binds where the signalling connection runs (no lookup of the server's name on
+    /// the engine's task), the configured IP first.
+    #[test]
+    fn media_binds_on_the_signalling_route() {
+        let mut m = MediaManager::new(EngineMedia { config: MediaConfig::default(), bind: None });
+        assert_eq!(m.bind_addr().ip(), IpAddr::from([127, 0, 0, 1]), "before any connection");
+        let server: SocketAddr = "127.0.0.1:7880".parse().unwrap();
+        m.set_route(crate::dial::Route { local: "192.0.2.10:40000".parse().unwrap(), server });
+        assert_eq!(m.bind_addr(), "192.0.2.10:0".parse::<SocketAddr>().unwrap());
+        m.set_route(crate::dial::Route { local: "0.0.0.0:40000".parse().unwrap(), server });
+        assert_eq!(m.bind_addr().ip(), IpAddr::from([127, 0, 0, 1]), "unspecified: the route to the server");
+        let mut fixed =
+            MediaManager::new(EngineMedia { config: MediaConfig::default(), bind: Some([10, 0, 0, 7].into()) });
+        fixed.set_route(crate::dial::Route { local: "192.0.2.10:40000".parse().unwrap(), server });
+        assert_eq!(fixed.bind_addr(), "10.0.0.7:0".parse::<SocketAddr>().unwrap());
     }
 
     #[test]
     fn answers_apply_only_to_the_offer_they_answer() {
         let now = Instant::now();
         let cfg = EngineMedia { config: MediaConfig::default(), bind: None };
-        let mut m = MediaManager::new(cfg, &ServerUrl::parse("ws://127.0.0.1:9/ws/v1").unwrap());
+        let mut m = MediaManager::new(cfg);
         let link = Link { epoch: 5, offer: Some("v=0".into()), offer_sent: Some(now), ..Default::default() };
         m.plays.insert("s".into(), Play::new(link, now));
         // The answer to a replaced offer (epoch 4) is not this connection's.

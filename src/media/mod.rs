@@ -28,6 +28,10 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
+/// Where a running pipeline's failure goes: called once, from the pipeline's bus task, with
+/// the first error (or an unexpected end of stream); it must not block.
+pub type ErrorSink = Box<dyn FnOnce(MediaError) + Send>;
+
 /// Initialises GStreamer once. Errors if the GStreamer libraries cannot start.
 pub fn init() -> Result<(), MediaError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::AppSrc;
-use tokio::sync::mpsc;
 
 use super::running::{counters, launch, set_playing, watch_bus};
 use super::{Counters, MediaConfig, MediaError, has_element, pipeline};
@@ -38,7 +37,7 @@ impl RtpSink for PlayerSink {
 
 impl Player {
     /// Builds and starts the pipeline for `stream_id`; runtime errors go to `errors`.
-    pub fn start(cfg: &MediaConfig, stream_id: &str, errors: mpsc::Sender<MediaError>) -> Result<Player, MediaError> {
+    pub fn start(cfg: &MediaConfig, stream_id: &str, errors: super::ErrorSink) -> Result<Player, MediaError> {
         super::init()?;
         let decoder = pipeline::decoder(has_element);
         let pipeline = launch(&pipeline::play(cfg, decoder, stream_id))?;

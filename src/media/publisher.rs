@@ -8,7 +8,6 @@ use bytes::BytesMut;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::AppSink;
-use tokio::sync::mpsc;
 
 use super::encoder::Choice;
 use super::running::{counters, launch, set_playing, watch_bus};
@@ -36,7 +35,7 @@ impl Publisher {
         encoder: Choice,
         muted: bool,
         rtp: RtpOut,
-        errors: mpsc::Sender<MediaError>,
+        errors: super::ErrorSink,
     ) -> Result<Publisher, MediaError> {
         super::init()?;
         let desc = pipeline::publish(cfg, encoder.encoder, has_element("timeoverlay"));

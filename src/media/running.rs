@@ -6,7 +6,6 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
-use tokio::sync::mpsc;
 
 use super::{Counters, MediaError};
 
@@ -18,8 +17,9 @@ pub(crate) fn launch(desc: &str) -> Result<gst::Pipeline, MediaError> {
         .map_err(|_| MediaError::Build("not a pipeline".into()))
 }
 
-/// Forwards the pipeline's errors (and an unexpected end of stream) to `errors`.
-pub(super) fn watch_bus(pipeline: &gst::Pipeline, errors: mpsc::Sender<MediaError>) -> tokio::task::JoinHandle<()> {
+/// Hands the pipeline's first error (or an unexpected end of stream) to `errors`: after it
+/// the pipeline counts as failed and is rebuilt, so later ones say nothing new.
+pub(super) fn watch_bus(pipeline: &gst::Pipeline, errors: super::ErrorSink) -> tokio::task::JoinHandle<()> {
     let bus = pipeline.bus().expect("a pipeline has a bus");
     tokio::spawn(async move {
         let mut messages = bus.stream();
@@ -34,9 +34,8 @@ pub(super) fn watch_bus(pipeline: &gst::Pipeline, errors: mpsc::Sender<MediaErro
                 }
                 _ => continue,
             };
-            if errors.send(err).await.is_err() {
-                return;
-            }
+            errors(err);
+            return;
         }
     })
 }

@@ -73,6 +73,8 @@ pub struct LinkStats {
 pub enum ClientCmd {
     /// The server's answer to our offer.
     Answer(String),
+    /// Ask for a keyframe of the played stream (see [`ClientCore::request_keyframe`]).
+    RequestKeyframe,
 }
 
 /// A running connection. Dropping it closes the connection.
@@ -85,28 +87,36 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    /// Starts a connection bound to `bind` (an IP with port 0, or a fixed port). The first
-    /// event is [`ClientEvent::Offer`].
+    /// Starts a connection bound to `bind` (an IP with port 0, or a fixed port). Its events
+    /// go to `events`, called from the connection's task (it must not block: a bounded
+    /// channel's `try_send`, tagged with whatever the caller needs); the first is
+    /// [`ClientEvent::Offer`].
     pub fn start(
         role: MediaRole,
         bind: SocketAddr,
         silence: Duration,
         sink: Option<Box<dyn RtpSink>>,
-        events: mpsc::Sender<ClientEvent>,
+        mut events: impl FnMut(ClientEvent) + Send + 'static,
     ) -> Result<ClientConn, RtcError> {
         let socket = peer::bind_udp(bind)?;
         let local = socket.local_addr()?;
         let (core, offer) = ClientCore::new(Instant::now(), role, local, silence)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (rtp_tx, rtp_rx) = mpsc::channel(1024);
-        let _ = events.try_send(ClientEvent::Offer(offer));
-        let task = tokio::spawn(run(socket, core, sink, events, cmd_rx, rtp_rx));
+        events(ClientEvent::Offer(offer));
+        let task = tokio::spawn(run(socket, core, sink, Box::new(events), cmd_rx, rtp_rx));
         Ok(ClientConn { cmds: cmd_tx, rtp: rtp_tx, task, local })
     }
 
     /// Gives the connection the server's answer.
     pub fn answer(&self, sdp: String) {
         let _ = self.cmds.try_send(ClientCmd::Answer(sdp));
+    }
+
+    /// Asks the server for a keyframe of the played stream: a player whose path came back
+    /// decodes again at once instead of waiting for the publisher's next periodic keyframe.
+    pub fn request_keyframe(&self) {
+        let _ = self.cmds.try_send(ClientCmd::RequestKeyframe);
     }
 
     /// A sender for RTP to publish (from the encoder pipeline's thread: `try_send`).
@@ -126,7 +136,7 @@ async fn run(
     socket: tokio::net::UdpSocket,
     mut core: ClientCore,
     mut sink: Option<Box<dyn RtpSink>>,
-    events: mpsc::Sender<ClientEvent>,
+    mut events: Box<dyn FnMut(ClientEvent) + Send>,
     mut cmds: mpsc::Receiver<ClientCmd>,
     mut rtp: mpsc::Receiver<(Kind, Bytes)>,
 ) {
@@ -141,7 +151,7 @@ async fn run(
             }
         }
         while let Some(e) = core.poll_event() {
-            let _ = events.try_send(e);
+            events(e);
         }
         if core.is_failed() {
             return;
@@ -154,6 +164,7 @@ async fn run(
             },
             cmd = cmds.recv() => match cmd {
                 Some(ClientCmd::Answer(sdp)) => core.handle_answer(Instant::now(), sdp),
+                Some(ClientCmd::RequestKeyframe) => core.request_keyframe(Instant::now()),
                 None => return,
             },
             Some((kind, raw)) = rtp.recv() => {
