@@ -76,13 +76,16 @@ systemctl enable --now callbox || fail "systemctl enable --now callbox"
 say "exposure: $(systemd-analyze security callbox --no-pager 2>/dev/null | sed -n 's/.*Overall exposure level for callbox.service: //p')"
 
 status() { callbox status --json 2>/dev/null | tr -d '\n'; }
-connected() {
+# Polls the daemon's status (nothing here to await but the status itself) until it matches
+# PATTERN, for at most 5 minutes of this slow emulated board.
+wait_status() {
   i=0
-  until status | grep -q '"state": *"Connected"'; do
-    i=$((i + 1)); [ $i -gt 600 ] && fail "never connected ($1)"
+  until status | grep -q "$1"; do
+    i=$((i + 1)); [ $i -gt 600 ] && fail "$2"
     sleep 0.5
   done
 }
+connected() { wait_status '"state": *"Connected"' "never connected ($1)"; }
 connected "first start"
 pid1=$(systemctl show -p MainPID --value callbox)
 spid1=$(systemctl show -p MainPID --value callbox-server)
@@ -102,11 +105,7 @@ grep -q "^user_id = \"board\"" /etc/callbox/device.toml || fail "the upgrade rep
 say "upgraded to $(dpkg-query -W -f='${Version}' callbox): daemon restarted (pid $pid1 -> $pid2), server restarted (pid $spid1 -> $spid2), device.toml kept"
 connected "after the upgrade"
 # The host's peer comes back by itself after the server's restart.
-i=0
-until status | grep -q '"flat"'; do
-  i=$((i + 1)); [ $i -gt 600 ] && fail "the peer on the host never joined"
-  sleep 0.5
-done
+wait_status '"flat"' "the peer on the host never joined"
 say "the host's peer is in the room"
 
 # Press the call button: the line goes low, then back up.

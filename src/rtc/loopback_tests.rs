@@ -4,13 +4,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use rtc::shared::marshal::Marshal;
 use tokio::sync::mpsc;
 
 use super::client::{ClientConn, ClientEvent, RtpSink};
 use super::sfu::{Sfu, StreamKey};
-use super::{H264_PT, Kind, OPUS_PT};
+use super::{Kind, test_rtp};
 use crate::proto::MediaRole;
 
 #[derive(Clone, Default)]
@@ -21,22 +19,6 @@ impl RtpSink for Count {
         assert!(packet.len() >= 12, "an RTP header at least");
         self.0.lock().unwrap()[kind as usize] += 1;
     }
-}
-
-fn packet(pt: u8, seq: u16) -> Bytes {
-    let p = rtc::rtp::Packet {
-        header: rtc::rtp::header::Header {
-            version: 2,
-            payload_type: pt,
-            sequence_number: seq,
-            timestamp: seq as u32 * 3000,
-            ssrc: 42,
-            marker: true,
-            ..Default::default()
-        },
-        payload: Bytes::from(vec![0x65u8; 200]),
-    };
-    p.marshal().unwrap().freeze()
 }
 
 fn key() -> StreamKey {
@@ -87,8 +69,8 @@ async fn publish_forwards_to_every_player() {
     // Media flows continuously, as from an encoder.
     let feeder = tokio::spawn(async move {
         for seq in 0u16.. {
-            let _ = tx.send((Kind::Video, packet(H264_PT, seq))).await;
-            let _ = tx.send((Kind::Audio, packet(OPUS_PT, seq))).await;
+            let _ = tx.send((Kind::Video, test_rtp(Kind::Video, seq))).await;
+            let _ = tx.send((Kind::Audio, test_rtp(Kind::Audio, seq))).await;
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
@@ -193,7 +175,7 @@ async fn nack_repairs_loss_between_the_sfu_and_a_player() {
     let tx = publisher.rtp_sender();
     let feeder = tokio::spawn(async move {
         for seq in 0u16.. {
-            let _ = tx.send((Kind::Video, packet(H264_PT, seq))).await;
+            let _ = tx.send((Kind::Video, test_rtp(Kind::Video, seq))).await;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });

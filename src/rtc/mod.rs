@@ -58,3 +58,23 @@ pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
 
 #[cfg(test)]
 mod loopback_tests;
+
+/// A synthetic RTP packet of `kind` (callbox's payload type, SSRC 42, marker set, 200 bytes
+/// of payload), for the SFU and connection tests.
+#[cfg(test)]
+pub(crate) fn test_rtp(kind: Kind, seq: u16) -> bytes::Bytes {
+    use rtc::shared::marshal::Marshal;
+    let p = rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            payload_type: if kind == Kind::Video { H264_PT } else { OPUS_PT },
+            sequence_number: seq,
+            timestamp: seq as u32 * 3000,
+            ssrc: 42,
+            marker: true,
+            ..Default::default()
+        },
+        payload: bytes::Bytes::from(vec![0x65u8; 200]),
+    };
+    p.marshal().unwrap().freeze()
+}

@@ -6,13 +6,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use rtc::shared::marshal::Marshal;
-
 use super::{SfuCore, StreamKey};
 use crate::proto::MediaRole;
 use crate::rtc::client::{ClientCore, ClientEvent};
-use crate::rtc::{H264_PT, Kind, OPUS_PT, stun};
+use crate::rtc::{Kind, stun, test_rtp};
 
 const SFU: &str = "10.0.0.1:7882";
 const STEP: Duration = Duration::from_millis(5);
@@ -37,22 +34,6 @@ struct Net {
 
 fn key(stream: &str) -> StreamKey {
     StreamKey { app_id: 1, room_id: "r".into(), stream_id: stream.into() }
-}
-
-fn rtp(kind: Kind, seq: u16) -> Bytes {
-    let p = rtc::rtp::Packet {
-        header: rtc::rtp::header::Header {
-            version: 2,
-            payload_type: if kind == Kind::Video { H264_PT } else { OPUS_PT },
-            sequence_number: seq,
-            timestamp: seq as u32 * 3000,
-            ssrc: 42,
-            marker: true,
-            ..Default::default()
-        },
-        payload: Bytes::from(vec![0x65u8; 200]),
-    };
-    p.marshal().unwrap().freeze()
 }
 
 impl Net {
@@ -143,8 +124,8 @@ impl Net {
 
     fn publish(&mut self, i: usize, from_seq: u16, n: u16) {
         for seq in from_seq..from_seq + n {
-            self.clients[i].core.send_rtp(self.now, Kind::Video, &rtp(Kind::Video, seq));
-            self.clients[i].core.send_rtp(self.now, Kind::Audio, &rtp(Kind::Audio, seq));
+            self.clients[i].core.send_rtp(self.now, Kind::Video, &test_rtp(Kind::Video, seq));
+            self.clients[i].core.send_rtp(self.now, Kind::Audio, &test_rtp(Kind::Audio, seq));
         }
         self.pump();
     }
@@ -203,7 +184,7 @@ fn strangers_get_nothing_but_a_plain_binding_answer() {
     let now = net.now;
     // Noise, RTP, and an ICE check naming no connection of ours: no answer at all.
     net.sfu.handle_datagram(now, stranger, &[0u8; 40]);
-    net.sfu.handle_datagram(now, stranger, &rtp(Kind::Video, 1));
+    net.sfu.handle_datagram(now, stranger, &test_rtp(Kind::Video, 1));
     let mut check = stun::binding_request([3; 12]);
     check.extend_from_slice(&[0x00, 0x06, 0x00, 0x08]); // USERNAME, 8 bytes
     check.extend_from_slice(b"nobody:x");
