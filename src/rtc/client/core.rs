@@ -177,11 +177,10 @@ impl ClientCore {
         peer::drain(&mut self.pc, &mut self.out);
     }
 
-    /// Runs what is due at `now`.
+    /// Runs what is due at `now` (the deadline [`ClientCore::poll_timeout`] gave, whichever
+    /// timer it was: the peer connection's timers run on every one, as they always have).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.pc.poll_timeout().is_some_and(|t| t <= now) {
-            let _ = self.pc.handle_timeout(now);
-        }
+        let _ = self.pc.handle_timeout(now);
         self.process(now);
     }
 
