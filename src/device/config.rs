@@ -400,33 +400,29 @@ impl DeviceConfig {
     /// and timing, button and door-relay timing, the log level) and the sections that need a
     /// restart (identity, server and credentials, media, GPIO lines, the control socket).
     pub fn reload_plan(&self, new: &DeviceConfig) -> ReloadPlan {
-        let (a, b) = (self, new);
-        let live = [
-            ("call.mode", a.call.mode != b.call.mode),
-            ("call.ring_out_secs", a.call.ring_out_secs != b.call.ring_out_secs),
-            ("call.answer_delay_secs", a.call.answer_delay_secs != b.call.answer_delay_secs),
-            ("gpio.debounce_ms", a.gpio.debounce_ms != b.gpio.debounce_ms),
-            ("gpio.long_press_ms", a.gpio.long_press_ms != b.gpio.long_press_ms),
-            ("gpio.door_pulse_ms", a.gpio.door_pulse_ms != b.gpio.door_pulse_ms),
-            ("log.level", a.log != b.log),
-        ]
-        .into_iter()
-        .filter_map(|(k, changed)| changed.then_some(k))
-        .collect();
         let mut applied = self.clone();
-        applied.take_live(new);
+        let live = applied.take_live(new);
         ReloadPlan { live, restart: applied.changed_sections(new) }
     }
 
-    /// Takes the keys [`DeviceConfig::reload_plan`] calls live from `new`.
-    pub fn take_live(&mut self, new: &DeviceConfig) {
-        self.call.mode.clone_from(&new.call.mode);
-        self.call.ring_out_secs = new.call.ring_out_secs;
-        self.call.answer_delay_secs = new.call.answer_delay_secs;
-        self.gpio.debounce_ms = new.gpio.debounce_ms;
-        self.gpio.long_press_ms = new.gpio.long_press_ms;
-        self.gpio.door_pulse_ms = new.gpio.door_pulse_ms;
-        self.log = new.log.clone();
+    /// Takes from `new` the keys a running daemon applies at once; returns those that changed.
+    /// The one list of live keys ([`DeviceConfig::reload_plan`] uses it too).
+    pub fn take_live(&mut self, new: &DeviceConfig) -> Vec<&'static str> {
+        fn take<T: PartialEq + Clone>(key: &'static str, mine: &mut T, theirs: &T, taken: &mut Vec<&'static str>) {
+            if mine != theirs {
+                mine.clone_from(theirs);
+                taken.push(key);
+            }
+        }
+        let mut taken = Vec::new();
+        take("call.mode", &mut self.call.mode, &new.call.mode, &mut taken);
+        take("call.ring_out_secs", &mut self.call.ring_out_secs, &new.call.ring_out_secs, &mut taken);
+        take("call.answer_delay_secs", &mut self.call.answer_delay_secs, &new.call.answer_delay_secs, &mut taken);
+        take("gpio.debounce_ms", &mut self.gpio.debounce_ms, &new.gpio.debounce_ms, &mut taken);
+        take("gpio.long_press_ms", &mut self.gpio.long_press_ms, &new.gpio.long_press_ms, &mut taken);
+        take("gpio.door_pulse_ms", &mut self.gpio.door_pulse_ms, &new.gpio.door_pulse_ms, &mut taken);
+        take("log.level", &mut self.log, &new.log, &mut taken);
+        taken
     }
 
     /// What is valid but unsafe in the field (check-config and doctor WARN, the daemon logs
@@ -619,7 +615,7 @@ mod tests {
         assert_eq!(plan.live, ["call.mode", "gpio.door_pulse_ms", "log.level"]);
         assert_eq!(plan.restart, ["[video]"]);
         let mut applied = old.clone();
-        applied.take_live(&new);
+        assert_eq!(applied.take_live(&new), plan.live);
         assert_eq!(applied.reload_plan(&new), ReloadPlan { live: vec![], restart: vec!["[video]"] });
         // Identity and GPIO lines are never live.
         let mut moved = parse("[gpio]\nbuttons = { call = 4 }\n").unwrap();

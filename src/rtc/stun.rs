@@ -16,18 +16,35 @@ pub fn binding_request(txid: [u8; 12]) -> Vec<u8> {
     build(&[Box::new(BINDING_REQUEST), Box::new(TransactionId(txid))]).unwrap_or_default()
 }
 
-/// The answer to a plain binding request (one without USERNAME, i.e. not an ICE check):
-/// a success response telling `from` its address as the server sees it.
-pub fn binding_success(req: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
-    let m = decode(req)?;
-    if m.typ != BINDING_REQUEST || m.contains(ATTR_USERNAME) {
-        return None;
+/// A decoded STUN message from the media port: decoded once, then asked what the SFU needs.
+pub struct Received(Message);
+
+impl Received {
+    /// Decodes `b` if it is a STUN message (after the cheap [`is_stun`] check).
+    pub fn parse(b: &[u8]) -> Option<Received> {
+        decode(b).map(Received)
     }
-    build(&[
-        Box::new(BINDING_SUCCESS),
-        Box::new(m.transaction_id),
-        Box::new(XorMappedAddress { ip: from.ip(), port: from.port() }),
-    ])
+
+    /// The local (first) part of its USERNAME, if it has one (an ICE check names the
+    /// server's ufrag there).
+    pub fn local_ufrag(&self) -> Option<String> {
+        let name = TextAttribute::get_from_as(&self.0, ATTR_USERNAME).ok()?.text;
+        Some(name.split(':').next().unwrap_or_default().to_string())
+    }
+
+    /// The answer to a plain binding request (one without USERNAME, i.e. not an ICE
+    /// check): a success response telling `from` its address as the server sees it.
+    pub fn binding_success(&self, from: SocketAddr) -> Option<Vec<u8>> {
+        let m = &self.0;
+        if m.typ != BINDING_REQUEST || m.contains(ATTR_USERNAME) {
+            return None;
+        }
+        build(&[
+            Box::new(BINDING_SUCCESS),
+            Box::new(m.transaction_id),
+            Box::new(XorMappedAddress { ip: from.ip(), port: from.port() }),
+        ])
+    }
 }
 
 /// The XOR-MAPPED-ADDRESS of a binding success response for transaction `txid`.
@@ -45,13 +62,6 @@ pub fn mapped_address(resp: &[u8], txid: [u8; 12]) -> Option<SocketAddr> {
 /// Cheap: it runs on every datagram from an unknown address before anything is decoded.
 pub fn is_stun(b: &[u8]) -> bool {
     b.len() >= 20 && b[0] < 4 && rtc::stun::message::is_stun_message(b)
-}
-
-/// The local (first) part of a STUN binding request's USERNAME, if it has one.
-pub fn local_ufrag(b: &[u8]) -> Option<String> {
-    let m = decode(b)?;
-    let name = TextAttribute::get_from_as(&m, ATTR_USERNAME).ok()?.text;
-    Some(name.split(':').next().unwrap_or_default().to_string())
 }
 
 fn decode(b: &[u8]) -> Option<Message> {
@@ -72,6 +82,14 @@ fn build(setters: &[Box<dyn Setter + '_>]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn local_ufrag(b: &[u8]) -> Option<String> {
+        Received::parse(b)?.local_ufrag()
+    }
+
+    fn binding_success(req: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
+        Received::parse(req)?.binding_success(from)
+    }
 
     const USERNAME: u16 = 0x0006;
     const MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];

@@ -33,10 +33,8 @@ use worker::{Done, Target};
 
 /// A ring chime is repeated this often while ringing.
 pub const CHIME_EVERY: Duration = Duration::from_secs(3);
-/// Re-login back-off after a refused login or a kick: 5 s doubling to 60 s.
-/// After a failed login: 5 s, 10 s, 20 s, 40 s, then every 60 s.
-const RELOGIN: crate::engine::ReconnectPolicy =
-    crate::engine::ReconnectPolicy::doubling(Duration::from_secs(5), Duration::from_secs(60));
+/// Re-login back-off after a refused login or a kick: 5 s, 10 s, 20 s, 40 s, then every 60 s.
+const RELOGIN: ReconnectPolicy = ReconnectPolicy::doubling(Duration::from_secs(5), Duration::from_secs(60));
 /// How long shutdown may take before the process exits anyway.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(4);
 
@@ -312,8 +310,9 @@ impl Daemon {
         self.shutdown().await;
     }
 
-    /// SIGHUP: the file is read and checked again. What changed is named; none of it is
-    /// applied to the running call yet (a restart applies it), and a bad file changes nothing.
+    /// SIGHUP: the file is read and checked again. The live keys are applied (see
+    /// [`DeviceConfig::reload_plan`]), what needs a restart is named, and a bad file changes
+    /// nothing.
     fn on_reload(&mut self) {
         let Some(path) = self.config_path.clone() else {
             tracing::info!(callbox_event = "reload", "SIGHUP: started without a config file; nothing to re-read");
@@ -353,7 +352,7 @@ impl Daemon {
     /// button timing from the next press, the door pulse from the next opening, the level
     /// of the next log line.
     fn apply_live(&mut self, new: &DeviceConfig) {
-        self.cfg.take_live(new);
+        let _ = self.cfg.take_live(new);
         if let Ok(mode) = self.cfg.call_mode() {
             self.controller.reconfigure(mode, Duration::from_secs(self.cfg.call.ring_out_secs));
         }

@@ -248,8 +248,11 @@ impl SfuCore {
         let id = match self.by_addr.get(&from) {
             Some(id) => *id,
             None => {
-                let Some(id) = stun::local_ufrag(data).and_then(|u| self.by_ufrag.get(u.as_str())).copied() else {
-                    if let Some(resp) = stun::binding_success(data, from) {
+                // Decoded once: an ICE check names a connection, a plain request is answered.
+                let stun = stun::Received::parse(data);
+                let known = stun.as_ref().and_then(|m| m.local_ufrag()).and_then(|u| self.by_ufrag.get(u.as_str()));
+                let Some(id) = known.copied() else {
+                    if let Some(resp) = stun.and_then(|m| m.binding_success(from)) {
                         self.out.push_back(Transmit { to: from, data: resp.as_slice().into() });
                     }
                     return;

@@ -189,7 +189,7 @@ fn strangers_get_nothing_but_a_plain_binding_answer() {
     check.extend_from_slice(&[0x00, 0x06, 0x00, 0x08]); // USERNAME, 8 bytes
     check.extend_from_slice(b"nobody:x");
     check[3] = 12;
-    assert_eq!(stun::local_ufrag(&check).as_deref(), Some("nobody"));
+    assert_eq!(stun::Received::parse(&check).and_then(|m| m.local_ufrag()).as_deref(), Some("nobody"));
     net.sfu.handle_datagram(now, stranger, &check);
     assert!(net.sfu.poll_transmit().is_none());
     // `callbox doctor`'s plain binding request learns the address it came from.
