@@ -16,7 +16,7 @@ use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, MediaEventKind, 
 use callbox::media::MediaConfig;
 use callbox::proto::{ClientMsg, MediaRole, PROTOCOL_VERSION, ServerMsg};
 use callbox::rtc::Kind;
-use callbox::rtc::client::{ClientConn, ClientEvent, RtpSink};
+use callbox::rtc::client::{ClientConn, RtpSink};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -221,17 +221,14 @@ async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) ->
     }))
     .await?;
     tx.send(send(ClientMsg::Play { req: 2, stream_id: stream.into() })).await?;
-    let (ev_tx, mut ev_rx) = mpsc::channel(64);
-    let conn = ClientConn::start(
+    // Counted frames are the figure: the connection's events are not needed.
+    let (conn, sdp) = ClientConn::start(
         MediaRole::Play,
         "127.0.0.1:0".parse()?,
         Duration::from_secs(3),
         Some(Box::new(Counter(count))),
-        move |e| {
-            let _ = ev_tx.try_send(e);
-        },
+        |_| {},
     )?;
-    let Some(ClientEvent::Offer(sdp)) = ev_rx.recv().await else { anyhow::bail!("no offer") };
     tx.send(send(ClientMsg::MediaOffer { req: 3, stream_id: stream.into(), role: MediaRole::Play, sdp })).await?;
     loop {
         let Some(Ok(Message::Text(t))) = rx.next().await else { anyhow::bail!("signalling closed") };

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::error::EngineError;
 use super::event::{EngineEvent, PublishChannel};
 pub use super::media::EngineMedia;
-use super::media::MediaManager;
+use super::media::{MediaManager, MediaOutput, Note};
 use super::reconnect::ReconnectPolicy;
 use super::session::{CmdId, Output, Reply, Session, SessionConfig};
 use crate::dial::Dialer;
@@ -307,7 +307,7 @@ impl Driver {
                 break;
             }
             let deadline = self.s.poll_timeout();
-            let media_deadline = self.media.as_ref().and_then(|m| m.poll_timeout());
+            let media_deadline = self.media.as_ref().and_then(|m| m.sup.poll_timeout());
             let events = self.events.clone();
             let mut fault = None;
             let mut grid = None;
@@ -329,7 +329,7 @@ impl Driver {
                     Some(DriverCmd::GridFrames(reply)) => grid = Some(reply),
                     Some(DriverCmd::Mute(mute)) => {
                         if let Some(m) = &mut self.media {
-                            m.set_muted(mute);
+                            m.run.set_muted(mute);
                         }
                     }
                     Some(DriverCmd::Destroy(reply)) => self.destroy(reply),
@@ -345,7 +345,7 @@ impl Driver {
                     match inc {
                         Incoming::Up(route) => {
                             if let (Some(m), Some(route)) = (&mut self.media, route) {
-                                m.set_route(route);
+                                m.sup.set_route(route);
                             }
                             self.s.handle_connected(now, epoch, crate::auth::unix_now())
                         }
@@ -362,11 +362,15 @@ impl Driver {
                     }
                 }
                 _ = sleep_until(deadline) => self.s.handle_timeout(Instant::now()),
-                Some(()) = next_note(&mut self.media) => {}
+                Some(note) = next_note(&mut self.media) => {
+                    if let Some(m) = &mut self.media {
+                        m.sup.handle_note(Instant::now(), note);
+                    }
+                }
                 _ = sleep_until(media_deadline) => {
                     if let Some(m) = &mut self.media {
                         let now = Instant::now();
-                        m.tick(now, self.s.signalling_fresh(now));
+                        m.handle_timeout(now, self.s.signalling_fresh(now));
                     }
                 }
                 permit = events.reserve(), if !self.queue.is_empty() => match permit {
@@ -375,10 +379,10 @@ impl Driver {
                 },
             }
             if let Some(reply) = grid {
-                let _ = reply.send(self.media.as_ref().and_then(|m| m.grid_frames()));
+                let _ = reply.send(self.media.as_ref().and_then(|m| m.run.grid_frames()));
             }
             if let Some((stream, reply)) = fault {
-                let _ = reply.send(self.media.as_ref().is_some_and(|m| m.inject_fault(&stream)));
+                let _ = reply.send(self.media.as_ref().is_some_and(|m| m.run.inject_fault(&stream)));
             }
         }
     }
@@ -391,28 +395,38 @@ impl Driver {
     /// Carries out the session's and the media's outputs. Returns true when the engine is
     /// finished.
     fn drain(&mut self) -> bool {
-        if self.media.as_mut().is_some_and(|m| m.take_network_back()) {
-            self.s.network_back(Instant::now());
+        let mut finished = false;
+        loop {
+            finished |= self.drain_session();
+            if !self.drain_media(finished) {
+                return finished;
+            }
         }
-        let mut finished = self.drain_session();
-        while let Some(m) = &mut self.media {
-            let offers = m.take_offers();
-            for e in m.take_events() {
-                self.emit(e);
-            }
-            if offers.is_empty() || finished {
-                break;
-            }
-            for (stream, role, sdp, tag) in offers {
-                if !self.s.media_offer(stream.clone(), role, sdp, tag)
-                    && let Some(m) = &mut self.media
-                {
-                    m.unsent(stream, role, tag);
+    }
+
+    /// Carries out the media's outputs: commands run, offers go to the session, events to
+    /// the application. Returns true when the session has new outputs to carry out.
+    fn drain_media(&mut self, finished: bool) -> bool {
+        let mut session_moved = false;
+        let now = Instant::now();
+        while let Some(o) = self.media.as_mut().and_then(|m| m.poll_output(now)) {
+            match o {
+                MediaOutput::Event(e) => self.emit(e),
+                MediaOutput::NetworkBack => {
+                    self.s.network_back(now);
+                    session_moved = true;
+                }
+                MediaOutput::Offer { .. } if finished => {}
+                MediaOutput::Offer { stream, role, sdp, tag } => {
+                    if self.s.media_offer(stream.clone(), role, sdp, tag) {
+                        session_moved = true;
+                    } else if let Some(m) = &mut self.media {
+                        m.sup.handle_unsent(&stream, role, tag);
+                    }
                 }
             }
-            finished |= self.drain_session();
         }
-        finished
+        session_moved && !finished
     }
 
     fn emit(&mut self, e: EngineEvent) {
@@ -446,19 +460,19 @@ impl Driver {
                 }
                 Output::Event(e) => {
                     let e = match &mut self.media {
-                        Some(m) => m.observe(e, Instant::now()),
+                        Some(m) => m.sup.handle_state(Instant::now(), e),
                         None => e,
                     };
                     self.emit(e);
                 }
                 Output::Joined { fresh } => {
                     if let Some(m) = &mut self.media {
-                        m.joined(fresh, Instant::now());
+                        m.sup.handle_joined(Instant::now(), fresh);
                     }
                 }
                 Output::MediaAnswer { stream_id, role, tag, result } => {
                     if let Some(m) = &mut self.media {
-                        m.answer(&stream_id, role, tag, result, Instant::now());
+                        m.sup.handle_answer(Instant::now(), &stream_id, role, tag, result);
                     }
                 }
                 Output::Done { cmd: DESTROY_CMD, .. } => finished = true,
@@ -492,9 +506,9 @@ impl Driver {
     }
 }
 
-async fn next_note(media: &mut Option<MediaManager>) -> Option<()> {
+async fn next_note(media: &mut Option<MediaManager>) -> Option<Note> {
     match media {
-        Some(m) => m.next_note().await,
+        Some(m) => m.run.next_note().await,
         None => std::future::pending().await,
     }
 }

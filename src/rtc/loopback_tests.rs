@@ -47,8 +47,8 @@ async fn connect_via(
     let events = move |e| {
         let _ = tx.try_send(e);
     };
-    let conn = ClientConn::start(role, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(3), sink, events).unwrap();
-    let Some(ClientEvent::Offer(offer)) = rx.recv().await else { panic!("no offer") };
+    let (conn, offer) =
+        ClientConn::start(role, "127.0.0.1:0".parse().unwrap(), Duration::from_secs(3), sink, events).unwrap();
     let answer = sfu.offer(session, key(), role, offer).await.unwrap();
     conn.answer(edit(answer));
     loop {

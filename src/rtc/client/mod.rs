@@ -28,8 +28,6 @@ pub trait RtpSink: Send + 'static {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ClientEvent {
-    /// The offer to send to the server (`media_offer`).
-    Offer(String),
     /// ICE and DTLS are up: media flows. Also sent when a link that was disconnected or
     /// silent works again.
     Connected,
@@ -87,25 +85,25 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    /// Starts a connection bound to `bind` (an IP with port 0, or a fixed port). Its events
-    /// go to `events`, called from the connection's task (it must not block: a bounded
-    /// channel's `try_send`, tagged with whatever the caller needs); the first is
-    /// [`ClientEvent::Offer`].
+    /// Starts a connection bound to `bind` (an IP with port 0, or a fixed port), and gives
+    /// the offer to send to the server (`media_offer`) at once: it goes out in the same
+    /// turn of the caller's loop. Events go to `events`, called from the connection's task
+    /// (it must not block: a bounded channel's `try_send`, tagged with whatever the caller
+    /// needs).
     pub fn start(
         role: MediaRole,
         bind: SocketAddr,
         silence: Duration,
         sink: Option<Box<dyn RtpSink>>,
-        mut events: impl FnMut(ClientEvent) + Send + 'static,
-    ) -> Result<ClientConn, RtcError> {
+        events: impl FnMut(ClientEvent) + Send + 'static,
+    ) -> Result<(ClientConn, String), RtcError> {
         let socket = peer::bind_udp(bind)?;
         let local = socket.local_addr()?;
         let (core, offer) = ClientCore::new(Instant::now(), role, local, silence)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (rtp_tx, rtp_rx) = mpsc::channel(1024);
-        events(ClientEvent::Offer(offer));
         let task = tokio::spawn(run(socket, core, sink, Box::new(events), cmd_rx, rtp_rx));
-        Ok(ClientConn { cmds: cmd_tx, rtp: rtp_tx, task, local })
+        Ok((ClientConn { cmds: cmd_tx, rtp: rtp_tx, task, local }, offer))
     }
 
     /// Gives the connection the server's answer.

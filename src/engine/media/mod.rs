@@ -1,0 +1,153 @@
+//! The engine's media: for every stream the session publishes, a publish pipeline and a
+//! publish connection; for every stream it plays, a play connection and a play pipeline.
+//! Driven by the session's state (Publishing / Playing start media, NoPublish / NoPlay
+//! stop it), kept alive without the application acting:
+//!
+//! - a media connection whose path is cut (no answer to consent checks) is kept: it comes
+//!   back by itself when the path does, which is the fastest recovery from a Wi-Fi roam or
+//!   an LTE handover. While the room connection is demonstrably working
+//!   ([`Session::signalling_fresh`](crate::engine::session::Session::signalling_fresh)) a link that stays down, goes silent (no RTP or report
+//!   from the server for `silence_ms`) or failed is replaced by a new one, offered over
+//!   signalling, with back-off. An offer lost with the room connection is sent again once
+//!   in the room; an offer left unanswered times out and is renegotiated. After a re-login
+//!   (the server forgot us) every connection is renegotiated at once;
+//! - while a stream's media does not flow, the application sees PublishRequesting /
+//!   PlayRequesting with 1003038 / 1004029, and Publishing / Playing again when it does;
+//! - a link that comes back tells the session (`network_back`), which replaces a silent
+//!   room connection at once;
+//! - a publish pipeline that fails (element error, encoder stall) is rebuilt with back-off;
+//!   after three failures of a hardware encoder the next encoder of the chain is used;
+//! - quality every 3 s, first-frame and stall/resume events.
+//!
+//! The shape is the signalling half's: [`MediaSupervisor`] is the sans-IO core (stream
+//! states, joins, answers, notes and time in; [`Command`]s, offers, events and the next
+//! deadline out) and [`MediaRunner`] owns GStreamer and the connections and carries out the
+//! commands. Both run inside the driver task: connections and pipelines put their notes on
+//! the runner's one bounded channel, and the driver feeds them to the supervisor.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::engine::event::EngineEvent;
+use crate::media::encoder::Choice;
+use crate::media::{MediaConfig, MediaError};
+use crate::proto::MediaRole;
+use crate::rtc::client::ClientEvent;
+
+mod link;
+mod rtp_slot;
+mod runner;
+mod stall;
+mod supervisor;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use runner::MediaRunner;
+pub(crate) use supervisor::MediaSupervisor;
+
+/// Media settings of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineMedia {
+    /// Capture, encoding and playback.
+    pub config: MediaConfig,
+    /// Local IP for media sockets; `None`: the address that routes to the server.
+    pub bind: Option<IpAddr>,
+}
+
+/// Where a media connection binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bind {
+    /// This local IP (configured, or the signalling connection's local address).
+    Ip(IpAddr),
+    /// The local IP that routes to this server address (the kernel is asked).
+    Towards(SocketAddr),
+}
+
+/// What the supervisor asks the runner to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Open a media connection for the stream, replacing its previous one (a player gets a
+    /// new play pipeline too). Its events come back tagged with `epoch`.
+    OpenLink { role: MediaRole, stream: String, epoch: u64, bind: Bind, silence: Duration },
+    /// Close the stream's connection (a player's pipeline stays until the next `OpenLink`).
+    CloseLink { role: MediaRole, stream: String },
+    /// Give the connection the server's answer.
+    Answer { role: MediaRole, stream: String, sdp: String },
+    /// Ask the server for a keyframe of a played stream (PLI).
+    RequestKeyframe { stream: String },
+    /// Make the publish pipeline's encoder send a keyframe now.
+    ForceKeyframe { stream: String },
+    /// Start a publish pipeline with this encoder, replacing any; its failure comes back
+    /// tagged with `epoch`.
+    StartPipeline { stream: String, epoch: u64, choice: Choice },
+    /// Stop the publish pipeline (it failed; a new one starts after the back-off).
+    StopPipeline { stream: String },
+    /// The stream is no longer published / played: drop its connection and pipeline.
+    Remove { role: MediaRole, stream: String },
+    /// Show these channels in the grid (grid layout); empty: no grid.
+    Grid(Vec<String>),
+}
+
+/// What the runner tells the supervisor, tagged with the epoch of the command it answers.
+#[derive(Debug)]
+pub(crate) enum Note {
+    /// A new media connection's offer, to send to the server.
+    Offer(MediaRole, String, u64, String),
+    /// A media connection's event.
+    Link(MediaRole, String, u64, ClientEvent),
+    /// A pipeline failed (element error, or it could not start).
+    Pipeline(MediaRole, String, u64, MediaError),
+    /// A connection (for a player, with its pipeline) could not be opened.
+    OpenFailed(MediaRole, String, u64, String),
+}
+
+/// The supervisor's outputs for the driver (its commands go to the runner).
+#[derive(Debug)]
+pub(crate) enum MediaOutput {
+    /// An offer to send over signalling; `tag` comes back with the answer.
+    Offer { stream: String, role: MediaRole, sdp: String, tag: u64 },
+    /// For the application.
+    Event(EngineEvent),
+    /// A media link came back: the network works again.
+    NetworkBack,
+}
+
+/// The running pipelines' counters, read by the supervisor on its ticks.
+pub(crate) trait Meters {
+    /// The publish pipeline's (captured, encoded, audio) counts, if one runs.
+    fn publisher(&self, stream: &str) -> Option<[u64; 3]>;
+    /// The play pipeline's (decoded, rendered, audio) counts and when it last rendered video.
+    fn player(&self, stream: &str) -> Option<([u64; 3], Option<Instant>)>;
+}
+
+/// The supervisor and its runner, as the driver holds them.
+pub(crate) struct MediaManager {
+    pub(crate) sup: MediaSupervisor,
+    pub(crate) run: MediaRunner,
+}
+
+impl MediaManager {
+    pub(crate) fn new(cfg: EngineMedia) -> Self {
+        let present: supervisor::Present = Box::new(crate::media::has_element);
+        MediaManager {
+            sup: MediaSupervisor::new(cfg.config.clone(), cfg.bind, present),
+            run: MediaRunner::new(cfg.config),
+        }
+    }
+
+    /// The supervisor's next output for the driver (an offer, an event, network back),
+    /// once the runner carried out its commands.
+    pub(crate) fn poll_output(&mut self, now: Instant) -> Option<MediaOutput> {
+        while let Some(cmd) = self.sup.poll_command() {
+            if let Some(note) = self.run.execute(cmd) {
+                self.sup.handle_note(now, note);
+            }
+        }
+        self.sup.poll_output()
+    }
+
+    /// The supervisor's timers, with the runner's meters.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, signalling_fresh: bool) {
+        self.sup.handle_timeout(now, signalling_fresh, &self.run);
+    }
+}

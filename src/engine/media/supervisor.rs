@@ -1,0 +1,705 @@
+//! The media supervisor: the sans-IO core of the engine's media (see the module docs of
+//! `engine::media` for what it keeps alive). Time and input in — the session's stream
+//! states, joins and answers, the runner's notes, the pipelines' meters — and out come
+//! commands for the runner, offers for signalling, events for the application and the next
+//! deadline. It holds no connection, pipeline or clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::link::{Link, backoff, per_sec, state_event};
+use super::stall::{STALL, StallWatch};
+use super::{Bind, Command, MediaOutput, Meters, Note};
+use crate::engine::PlayerState;
+use crate::engine::event::{EngineEvent, MediaEventKind, PlayQuality, PublishQuality, PublisherState};
+use crate::media::encoder::{self, Encoder};
+use crate::media::{Layout, MediaConfig, MediaError, pipeline};
+use crate::proto::{ErrorCode, MediaRole};
+use crate::rtc::client::ClientEvent;
+
+/// How often the pipelines' meters are read (first frames, stalls).
+const TICK: Duration = Duration::from_millis(100);
+const QUALITY_EVERY: Duration = Duration::from_secs(3);
+const HW_FAILURES_BEFORE_FALLBACK: u32 = 3;
+/// An offer sent over a working room connection and not answered by then is lost.
+const OFFER_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a resume, a link still down gets this long to come back by itself (one consent
+/// check) before it is renegotiated.
+const RESUME_GRACE: Duration = Duration::from_millis(500);
+
+/// Whether a GStreamer element exists (the encoder chain asks); a fake in tests.
+pub(crate) type Present = Box<dyn Fn(&str) -> bool + Send>;
+
+struct Pub {
+    link: Link,
+    /// The encoder of the pipeline last started, and its epoch; `None`: none running.
+    pipeline: Option<(Encoder, u64)>,
+    failures: u32,
+    failed_encoders: Vec<Encoder>,
+    rebuild_at: Option<Instant>,
+    prev: [u64; 3],
+    last_encoded: u64,
+    encoded_at: Instant,
+    first_reported: bool,
+}
+
+struct Play {
+    link: Link,
+    prev: [u64; 3],
+    received_first: bool,
+    rendered_first: bool,
+    video: StallWatch,
+    audio_stalled: bool,
+    audio_at: Instant,
+}
+
+/// See the module docs.
+pub(crate) struct MediaSupervisor {
+    cfg: MediaConfig,
+    /// The configured local IP for media sockets.
+    bind: Option<IpAddr>,
+    present: Present,
+    /// The signalling connection's route: media binds to the same local address.
+    route: Option<crate::dial::Route>,
+    pubs: HashMap<String, Pub>,
+    plays: HashMap<String, Play>,
+    commands: VecDeque<Command>,
+    out: VecDeque<MediaOutput>,
+    epoch: u64,
+    next_tick: Option<Instant>,
+    /// The last time the timers ran: a deadline already passed then was held back (it
+    /// waits for a working room connection) and is looked at again on the next tick.
+    last_timeout: Option<Instant>,
+    next_quality: Option<Instant>,
+    /// The grid's channels last asked for.
+    grid: Vec<String>,
+}
+
+impl MediaSupervisor {
+    /// A supervisor with no stream. `present` says which GStreamer elements exist.
+    pub(crate) fn new(cfg: MediaConfig, bind: Option<IpAddr>, present: Present) -> Self {
+        MediaSupervisor {
+            cfg,
+            bind,
+            present,
+            route: None,
+            pubs: HashMap::new(),
+            plays: HashMap::new(),
+            commands: VecDeque::new(),
+            out: VecDeque::new(),
+            epoch: 0,
+            next_tick: None,
+            last_timeout: None,
+            next_quality: None,
+            grid: Vec::new(),
+        }
+    }
+
+    /// The next command for the runner.
+    pub(crate) fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// The next output for the driver: an offer, an event, or that the network works again.
+    pub(crate) fn poll_output(&mut self) -> Option<MediaOutput> {
+        self.out.pop_front()
+    }
+
+    /// When [`MediaSupervisor::handle_timeout`] is due; `None`: no stream, nothing to do.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let links = self.pubs.values().map(|p| &p.link).chain(self.plays.values().map(|p| &p.link));
+        let link_times = links.flat_map(|l| [l.retry_at, l.offer_sent.map(|t| t + OFFER_TIMEOUT)]);
+        let held = |t: &Instant| self.last_timeout.is_some_and(|last| *t <= last);
+        let link_times = link_times.flatten().filter(|t| !held(t));
+        let rebuilds = self.pubs.values().filter_map(|p| p.rebuild_at);
+        [self.next_tick, self.next_quality].into_iter().flatten().chain(link_times).chain(rebuilds).min()
+    }
+
+    /// Reacts to the session's publisher and player states, and returns the event the
+    /// application should see: the session's Publishing / Playing (the server accepted) is
+    /// told as PublishRequesting / PlayRequesting while the stream's media is down.
+    pub(crate) fn handle_state(&mut self, now: Instant, e: EngineEvent) -> EngineEvent {
+        let e = match e {
+            EngineEvent::PublisherStateUpdate { stream_id, state, error_code } => {
+                match state {
+                    PublisherState::Publishing if !self.pubs.contains_key(&stream_id) => {
+                        self.start_publish(&stream_id, now)
+                    }
+                    PublisherState::NoPublish => self.remove(MediaRole::Publish, &stream_id),
+                    _ => {}
+                }
+                let ok = state == PublisherState::Publishing;
+                match self.pubs.get_mut(&stream_id).map(|p| p.link.session_says(ok)) {
+                    Some(false) if ok => state_event(MediaRole::Publish, stream_id, false),
+                    _ => EngineEvent::PublisherStateUpdate { stream_id, state, error_code },
+                }
+            }
+            EngineEvent::PlayerStateUpdate { stream_id, state, error_code } => {
+                match state {
+                    PlayerState::Playing if !self.plays.contains_key(&stream_id) => self.start_play(&stream_id, now),
+                    PlayerState::NoPlay => self.remove(MediaRole::Play, &stream_id),
+                    // The stream is gone (or not there yet): nothing to receive until it is back.
+                    PlayerState::PlayRequesting if error_code == ErrorCode::STREAM_NOT_FOUND => {
+                        self.remove(MediaRole::Play, &stream_id)
+                    }
+                    _ => {}
+                }
+                let ok = state == PlayerState::Playing;
+                match self.plays.get_mut(&stream_id).map(|p| p.link.session_says(ok)) {
+                    Some(false) if ok => state_event(MediaRole::Play, stream_id, false),
+                    _ => EngineEvent::PlayerStateUpdate { stream_id, state, error_code },
+                }
+            }
+            other => other,
+        };
+        self.update_grid();
+        if self.pubs.is_empty() && self.plays.is_empty() {
+            self.next_tick = None;
+            self.next_quality = None;
+        } else {
+            self.next_tick.get_or_insert(now + TICK);
+            self.next_quality.get_or_insert(now + QUALITY_EVERY);
+        }
+        e
+    }
+
+    /// In the room again; `fresh` means the server has none of our media connections.
+    pub(crate) fn handle_joined(&mut self, now: Instant, fresh: bool) {
+        for (role, stream) in self.streams() {
+            if fresh {
+                self.relink(role, &stream, now);
+                continue;
+            }
+            let Some(l) = self.link_mut(role, &stream) else { continue };
+            if l.offer.is_some() && l.offer_sent.is_none() {
+                // Never sent, or lost with the old room connection.
+                self.queue_offer(role, &stream, now);
+            } else if l.offer.is_none() && l.down_since.is_some() {
+                // Cut while the room connection was down: one more consent check to come
+                // back by itself, then a new connection.
+                let at = now + RESUME_GRACE;
+                l.retry_at = Some(l.retry_at.map_or(at, |t| t.min(at)));
+            }
+        }
+    }
+
+    /// An offer could not be sent (signalling down): keep it for the next join.
+    pub(crate) fn handle_unsent(&mut self, stream: &str, role: MediaRole, tag: u64) {
+        if let Some(l) = self.link_mut(role, stream).filter(|l| l.epoch == tag) {
+            l.offer_sent = None;
+        }
+    }
+
+    /// The server's answer to an offer.
+    pub(crate) fn handle_answer(
+        &mut self,
+        now: Instant,
+        stream: &str,
+        role: MediaRole,
+        tag: u64,
+        result: Result<String, ErrorCode>,
+    ) {
+        // An answer to an offer a newer connection replaced (it was slow, or lost and sent
+        // again) carries another connection's ICE credentials: applying it would leave the
+        // new connection checking against nothing until ICE gives up.
+        let Some(l) = self.link_mut(role, stream).filter(|l| l.epoch == tag) else {
+            tracing::debug!(stream, ?role, tag, "answer to a replaced offer; ignored");
+            return;
+        };
+        match result {
+            Ok(sdp) => {
+                l.offer = None;
+                l.offer_sent = None;
+                if l.open {
+                    self.run(Command::Answer { role, stream: stream.to_string(), sdp });
+                }
+            }
+            Err(ErrorCode::NETWORK_INTERRUPTED) => {
+                // Lost with the room connection: the same offer goes again after the resume.
+                tracing::info!(stream, ?role, "media offer lost with the room connection; sending it again when back");
+                l.offer_sent = None;
+            }
+            Err(code) => {
+                tracing::warn!(stream, ?role, error_code = code.0, "media offer refused; retrying");
+                l.offer = None;
+                l.offer_sent = None;
+                l.failed(now);
+                self.close_link(role, stream);
+                self.link_down(role, stream, now);
+            }
+        }
+    }
+
+    /// A note from a connection or a pipeline.
+    pub(crate) fn handle_note(&mut self, now: Instant, note: Note) {
+        match note {
+            Note::Offer(role, stream, epoch, sdp) => {
+                let Some(l) = self.link_mut(role, &stream).filter(|l| l.epoch == epoch) else { return };
+                l.offer = Some(sdp);
+                l.offer_sent = None;
+                self.queue_offer(role, &stream, now);
+            }
+            Note::Link(role, stream, epoch, ev) => self.link_event(now, role, &stream, epoch, ev),
+            Note::OpenFailed(role, stream, epoch, error) => {
+                let Some(l) = self.link_mut(role, &stream).filter(|l| l.epoch == epoch) else { return };
+                tracing::error!(stream, ?role, %error, "cannot open a media connection");
+                l.open = false;
+                l.failed(now);
+            }
+            Note::Pipeline(MediaRole::Publish, stream, epoch, err) => {
+                if self.pubs.get(&stream).is_some_and(|p| p.pipeline.is_some_and(|(_, e)| e == epoch)) {
+                    self.pipeline_failed(&stream, ErrorCode::MEDIA_PIPELINE_FAILED, err.to_string(), now);
+                }
+            }
+            Note::Pipeline(MediaRole::Play, stream, epoch, err) => {
+                if self.plays.get(&stream).is_some_and(|p| p.link.epoch == epoch) {
+                    tracing::warn!(stream, error = %err, "play pipeline failed; rebuilding");
+                    self.relink(MediaRole::Play, &stream, now);
+                }
+            }
+        }
+    }
+
+    fn link_event(&mut self, now: Instant, role: MediaRole, stream: &str, epoch: u64, ev: ClientEvent) {
+        let silence = self.silence();
+        let Some(l) = self.link_mut(role, stream).filter(|l| l.epoch == epoch) else { return };
+        match ev {
+            ClientEvent::Connected => {
+                l.failures = 0;
+                l.retry_at = None;
+                let was_down = l.down_since.take();
+                l.connected = true;
+                let tell = l.session_ok && !std::mem::replace(&mut l.shown_ok, l.session_ok);
+                match was_down {
+                    Some(t) => tracing::info!(
+                        stream,
+                        ?role,
+                        down_ms = now.saturating_duration_since(t).as_millis() as u64,
+                        "media flows again"
+                    ),
+                    None => tracing::info!(stream, ?role, "media connected"),
+                }
+                // A player whose path came back (the publisher's did not break) asks for a
+                // keyframe: the SFU passes it on (at most every 500 ms), so video decodes
+                // again now rather than at the next periodic keyframe.
+                if role == MediaRole::Play && was_down.is_some() {
+                    self.run(Command::RequestKeyframe { stream: stream.to_string() });
+                }
+                self.out.push_back(MediaOutput::NetworkBack);
+                if tell {
+                    self.tell_state(role, stream, true);
+                }
+                if role == MediaRole::Publish {
+                    self.run(Command::ForceKeyframe { stream: stream.to_string() });
+                }
+            }
+            ClientEvent::Disconnected => {
+                tracing::warn!(stream, ?role, "media path cut (no answer to consent checks); waiting for it");
+                l.retry_at.get_or_insert(now + silence);
+                self.link_down(role, stream, now);
+            }
+            ClientEvent::Silent => {
+                tracing::warn!(stream, ?role, "no media or reports from the server; renegotiating");
+                l.failed(now);
+                self.link_down(role, stream, now);
+            }
+            ClientEvent::Failed => {
+                tracing::warn!(stream, ?role, "media connection failed; renegotiating");
+                l.failed(now);
+                self.close_link(role, stream);
+                self.link_down(role, stream, now);
+            }
+            ClientEvent::KeyframeRequested => {
+                if role == MediaRole::Publish {
+                    self.run(Command::ForceKeyframe { stream: stream.to_string() });
+                }
+            }
+            ClientEvent::Stats(s) => l.stats = s,
+            ClientEvent::FirstVideoFrame => {
+                if let Some(p) = self.plays.get_mut(stream).filter(|p| !p.received_first) {
+                    p.received_first = true;
+                    self.media_event(stream, MediaEventKind::ReceivedFirstFrame);
+                }
+            }
+        }
+    }
+
+    /// Timers: retries, offer timeouts, rebuilds, stalls, quality. `signalling_fresh`: the
+    /// room connection demonstrably works (an offer sent now gets through). `meters`: the
+    /// running pipelines' counters.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, signalling_fresh: bool, meters: &dyn Meters) {
+        self.last_timeout = Some(now);
+        let links = self
+            .pubs
+            .iter()
+            .map(|(s, p)| (MediaRole::Publish, s, &p.link))
+            .chain(self.plays.iter().map(|(s, p)| (MediaRole::Play, s, &p.link)));
+        let mut due = Vec::new();
+        for (role, stream, l) in links {
+            let retry = l.retry_at.is_some_and(|t| t <= now)
+                // A connection that may still come back is only replaced when the new offer
+                // can reach the server; a failed one is replaced at once (its offer waits).
+                && (!l.open || signalling_fresh);
+            let lost_offer =
+                signalling_fresh && l.offer_sent.is_some_and(|t| now.saturating_duration_since(t) >= OFFER_TIMEOUT);
+            if lost_offer {
+                tracing::warn!(stream, ?role, "media offer unanswered; renegotiating");
+            }
+            if retry || lost_offer {
+                due.push((role, stream.clone(), lost_offer));
+            }
+        }
+        for (role, s, lost_offer) in due {
+            if lost_offer && let Some(l) = self.link_mut(role, &s) {
+                l.failures += 1;
+            }
+            self.relink(role, &s, now);
+        }
+        let rebuild: Vec<String> =
+            self.pubs.iter().filter(|(_, p)| p.rebuild_at.is_some_and(|t| t <= now)).map(|(s, _)| s.clone()).collect();
+        for s in rebuild {
+            self.start_pipeline(&s, now);
+        }
+        if self.next_tick.is_some_and(|t| t <= now) {
+            self.next_tick = Some(now + TICK);
+            self.watch_publishers(now, meters);
+            self.watch_players(now, meters);
+        }
+        if let Some(due) = self.next_quality.filter(|t| *t <= now) {
+            let secs = (now - due + QUALITY_EVERY).as_secs_f64();
+            self.next_quality = Some(now + QUALITY_EVERY);
+            self.quality(secs, meters);
+        }
+    }
+
+    /// The route of the latest signalling connection (every connection tells it, so a
+    /// changed network is followed).
+    pub(crate) fn set_route(&mut self, route: crate::dial::Route) {
+        self.route = Some(route);
+    }
+
+    /// Where media sockets bind: the configured IP, else the local address the signalling
+    /// connection to the server uses (no name lookup: the connection has resolved it), else
+    /// the address that routes to the server's (the runner asks the kernel).
+    pub(super) fn bind(&self) -> Bind {
+        if let Some(ip) = self.bind {
+            return Bind::Ip(ip);
+        }
+        match self.route {
+            Some(r) if !r.local.ip().is_unspecified() => Bind::Ip(r.local.ip()),
+            Some(r) => Bind::Towards(r.server),
+            None => Bind::Ip(IpAddr::from([127, 0, 0, 1])),
+        }
+    }
+
+    fn streams(&self) -> Vec<(MediaRole, String)> {
+        let pubs = self.pubs.keys().map(|s| (MediaRole::Publish, s.clone()));
+        pubs.chain(self.plays.keys().map(|s| (MediaRole::Play, s.clone()))).collect()
+    }
+
+    fn run(&mut self, c: Command) {
+        self.commands.push_back(c);
+    }
+
+    fn media_event(&mut self, stream: &str, event: MediaEventKind) {
+        self.out.push_back(MediaOutput::Event(EngineEvent::MediaEvent { stream_id: stream.to_string(), event }));
+    }
+
+    /// In grid layout, shows the local preview and every played stream, asking for a new
+    /// grid when that set changes.
+    fn update_grid(&mut self) {
+        if self.cfg.layout != Layout::Grid {
+            return;
+        }
+        let mut want = Vec::new();
+        if self.cfg.preview && !self.pubs.is_empty() {
+            want.push(pipeline::PREVIEW_CHANNEL.to_string());
+        }
+        let mut plays: Vec<&String> = self.plays.keys().collect();
+        plays.sort();
+        want.extend(plays.into_iter().map(|s| pipeline::play_channel(s)));
+        if want != self.grid {
+            self.grid = want.clone();
+            self.run(Command::Grid(want));
+        }
+    }
+
+    /// The silence limit of media links.
+    fn silence(&self) -> Duration {
+        Duration::from_millis(self.cfg.silence_ms.max(500))
+    }
+
+    /// Queues the link's offer for signalling (the driver calls
+    /// [`MediaSupervisor::handle_unsent`] if the room connection is down).
+    fn queue_offer(&mut self, role: MediaRole, stream: &str, now: Instant) {
+        let Some(l) = self.link_mut(role, stream) else { return };
+        let Some(sdp) = l.offer.clone() else { return };
+        l.offer_sent = Some(now);
+        let tag = l.epoch;
+        self.out.push_back(MediaOutput::Offer { stream: stream.to_string(), role, sdp, tag });
+    }
+
+    /// The stream's media stopped flowing: the application is told once.
+    fn link_down(&mut self, role: MediaRole, stream: &str, now: Instant) {
+        let Some(l) = self.link_mut(role, stream) else { return };
+        l.connected = false;
+        l.down_since.get_or_insert(now);
+        if std::mem::take(&mut l.shown_ok) {
+            self.tell_state(role, stream, false);
+        }
+    }
+
+    fn close_link(&mut self, role: MediaRole, stream: &str) {
+        if let Some(l) = self.link_mut(role, stream) {
+            l.open = false;
+            self.run(Command::CloseLink { role, stream: stream.to_string() });
+        }
+    }
+
+    fn tell_state(&mut self, role: MediaRole, stream: &str, ok: bool) {
+        self.out.push_back(MediaOutput::Event(state_event(role, stream.to_string(), ok)));
+    }
+
+    fn link_mut(&mut self, role: MediaRole, stream: &str) -> Option<&mut Link> {
+        match role {
+            MediaRole::Publish => self.pubs.get_mut(stream).map(|p| &mut p.link),
+            MediaRole::Play => self.plays.get_mut(stream).map(|p| &mut p.link),
+        }
+    }
+
+    fn remove(&mut self, role: MediaRole, stream: &str) {
+        let had = match role {
+            MediaRole::Publish => self.pubs.remove(stream).is_some(),
+            MediaRole::Play => self.plays.remove(stream).is_some(),
+        };
+        if had {
+            self.run(Command::Remove { role, stream: stream.to_string() });
+        }
+    }
+
+    fn start_publish(&mut self, stream: &str, now: Instant) {
+        let p = Pub {
+            link: Link::default(),
+            pipeline: None,
+            failures: 0,
+            failed_encoders: Vec::new(),
+            rebuild_at: None,
+            prev: [0; 3],
+            last_encoded: 0,
+            encoded_at: now,
+            first_reported: false,
+        };
+        self.pubs.insert(stream.to_string(), p);
+        self.start_pipeline(stream, now);
+        self.relink(MediaRole::Publish, stream, now);
+    }
+
+    fn start_play(&mut self, stream: &str, now: Instant) {
+        let play = Play {
+            link: Link::default(),
+            prev: [0; 3],
+            received_first: false,
+            rendered_first: false,
+            video: StallWatch::default(),
+            audio_stalled: false,
+            audio_at: now,
+        };
+        self.plays.insert(stream.to_string(), play);
+        self.relink(MediaRole::Play, stream, now);
+    }
+
+    /// Replaces a stream's media connection (and, for a player, its pipeline) with a new one.
+    fn relink(&mut self, role: MediaRole, stream: &str, now: Instant) {
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let (bind, silence) = (self.bind(), self.silence());
+        match role {
+            MediaRole::Publish => {
+                let Some(p) = self.pubs.get_mut(stream) else { return };
+                p.link.reopen(epoch);
+            }
+            MediaRole::Play => {
+                let Some(p) = self.plays.get_mut(stream) else { return };
+                p.link.reopen(epoch);
+                // A new connection and pipeline: first-frame events report when media is back.
+                p.prev = [0; 3];
+                p.received_first = false;
+                p.rendered_first = false;
+                p.video.stalled_since = None;
+                p.video.seen = None;
+                p.audio_at = now;
+            }
+        }
+        self.run(Command::OpenLink { role, stream: stream.to_string(), epoch, bind, silence });
+    }
+
+    fn start_pipeline(&mut self, stream: &str, now: Instant) {
+        let configured = Encoder::from_element(&self.cfg.encoder);
+        let Some(p) = self.pubs.get_mut(stream) else { return };
+        p.rebuild_at = None;
+        p.pipeline = None;
+        let Some(choice) = encoder::choose(configured, &p.failed_encoders, &self.present) else {
+            let message = MediaError::NoEncoder.to_string();
+            let stream_id = stream.to_string();
+            let error_code = ErrorCode::MEDIA_PIPELINE_FAILED;
+            self.out.push_back(MediaOutput::Event(EngineEvent::PublisherMediaError { stream_id, error_code, message }));
+            return;
+        };
+        tracing::info!(stream, encoder = %choice.encoder, reason = %choice.reason, "encoder chosen");
+        self.epoch += 1;
+        p.pipeline = Some((choice.encoder, self.epoch));
+        p.encoded_at = now;
+        p.prev = [0; 3];
+        p.last_encoded = 0;
+        self.out.push_back(MediaOutput::Event(EngineEvent::PublisherEncoder {
+            stream_id: stream.to_string(),
+            encoder: choice.encoder.to_string(),
+            hardware: choice.encoder.is_hardware(),
+            reason: choice.reason.clone(),
+        }));
+        self.run(Command::StartPipeline { stream: stream.to_string(), epoch: self.epoch, choice });
+    }
+
+    /// The publish pipeline failed (or stalled): rebuilt after the back-off; a hardware
+    /// encoder that failed three times in a row gives way to the next one of the chain.
+    fn pipeline_failed(&mut self, stream: &str, code: ErrorCode, message: String, now: Instant) {
+        let Some(p) = self.pubs.get_mut(stream) else { return };
+        let encoder = p.pipeline.take().map(|(e, _)| e);
+        p.failures += 1;
+        if let Some(e) = encoder
+            && e.is_hardware()
+            && p.failures >= HW_FAILURES_BEFORE_FALLBACK
+        {
+            tracing::warn!(stream, encoder = %e, "hardware encoder keeps failing; trying the next encoder");
+            p.failed_encoders.push(e);
+            p.failures = 0;
+        }
+        let delay = backoff(p.failures);
+        p.rebuild_at = Some(now + delay);
+        tracing::warn!(stream, error_code = code.0, %message, delay_ms = delay.as_millis() as u64, "publish pipeline failed");
+        self.run(Command::StopPipeline { stream: stream.to_string() });
+        let stream_id = stream.to_string();
+        self.out.push_back(MediaOutput::Event(EngineEvent::PublisherMediaError {
+            stream_id,
+            error_code: code,
+            message,
+        }));
+    }
+
+    fn watch_publishers(&mut self, now: Instant, meters: &dyn Meters) {
+        let stall = Duration::from_secs(self.cfg.stall_secs.max(1));
+        let mut stalled = Vec::new();
+        let mut first = Vec::new();
+        for (stream, p) in &mut self.pubs {
+            let Some(c) = p.pipeline.and(meters.publisher(stream)) else { continue };
+            if !p.first_reported && c[0] > 0 {
+                p.first_reported = true;
+                first.push(stream.clone());
+            }
+            if c[1] != p.last_encoded {
+                p.encoded_at = now;
+                p.last_encoded = c[1];
+            } else if now.duration_since(p.encoded_at) > stall {
+                stalled.push(stream.clone());
+            }
+        }
+        for s in first {
+            self.media_event(&s, MediaEventKind::CapturedFirstFrame);
+        }
+        for s in stalled {
+            let msg = format!("no encoded frame for {} s", stall.as_secs());
+            self.pipeline_failed(&s, ErrorCode::MEDIA_ENCODER_STALLED, msg, now);
+        }
+    }
+
+    fn watch_players(&mut self, now: Instant, meters: &dyn Meters) {
+        let mut events = Vec::new();
+        for (stream, p) in &mut self.plays {
+            let Some((c, last_video)) = meters.player(stream) else { continue };
+            let mut ev = |e| events.push((stream.clone(), e));
+            if !p.rendered_first && c[1] > 0 {
+                p.rendered_first = true;
+                ev(MediaEventKind::RenderedFirstFrame);
+            }
+            if p.rendered_first {
+                for e in p.video.check(now, last_video.unwrap_or(now)) {
+                    ev(e);
+                }
+            }
+            if c[2] != p.prev[2] {
+                p.audio_at = now;
+                if p.audio_stalled {
+                    p.audio_stalled = false;
+                    ev(MediaEventKind::AudioResume);
+                }
+            } else if c[2] > 0 && !p.audio_stalled && now.duration_since(p.audio_at) >= STALL {
+                p.audio_stalled = true;
+                ev(MediaEventKind::AudioStall);
+            }
+            p.prev[2] = c[2];
+        }
+        for (s, e) in events {
+            self.media_event(&s, e);
+        }
+    }
+
+    fn quality(&mut self, secs: f64, meters: &dyn Meters) {
+        let secs = secs.max(0.001);
+        for (stream, p) in &mut self.pubs {
+            let (Some((encoder, _)), Some(c)) = (p.pipeline, meters.publisher(stream)) else { continue };
+            let link = p.link.rates(secs);
+            let quality = PublishQuality {
+                capture_fps: per_sec(c[0], p.prev[0], secs),
+                encode_fps: per_sec(c[1], p.prev[1], secs),
+                send_fps: link.fps,
+                video_kbps: link.video_kbps,
+                audio_kbps: link.audio_kbps,
+                rtt_ms: link.rtt_ms,
+                packet_loss: link.loss,
+                level: link.level,
+                hardware_encoder: encoder.is_hardware(),
+                encoder: encoder.to_string(),
+            };
+            p.prev = c;
+            let e = EngineEvent::PublisherQualityUpdate { stream_id: stream.clone(), quality };
+            self.out.push_back(MediaOutput::Event(e));
+        }
+        for (stream, p) in &mut self.plays {
+            let Some((c, _)) = meters.player(stream) else { continue };
+            let link = p.link.rates(secs);
+            let quality = PlayQuality {
+                receive_fps: link.fps,
+                decode_fps: per_sec(c[0], p.prev[0], secs),
+                render_fps: per_sec(c[1], p.prev[1], secs),
+                video_kbps: link.video_kbps,
+                audio_kbps: link.audio_kbps,
+                rtt_ms: link.rtt_ms,
+                packet_loss: link.loss,
+                jitter_buffer_ms: f64::from(pipeline::VIDEO_JITTER_MS),
+                stall_count: p.video.count,
+                stall_ms: p.video.total_ms,
+                frames_decoded: c[0],
+                audio_decoded: c[2],
+                level: link.level,
+            };
+            // prev[2] is the audio stall watch's, kept by `watch_players`.
+            p.prev = [c[0], c[1], p.prev[2]];
+            let e = EngineEvent::PlayerQualityUpdate { stream_id: stream.clone(), quality };
+            self.out.push_back(MediaOutput::Event(e));
+        }
+    }
+}
+
+/// The address a link binds to, once the runner resolved [`Bind::Towards`].
+impl Bind {
+    /// The socket address to bind (port 0: any); `towards` asks the kernel for the local
+    /// address that routes to the server.
+    pub(crate) fn resolve(self, towards: impl Fn(SocketAddr) -> Option<IpAddr>) -> SocketAddr {
+        let ip = match self {
+            Bind::Ip(ip) => ip,
+            Bind::Towards(server) => towards(server).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        };
+        SocketAddr::new(ip, 0)
+    }
+}
