@@ -126,6 +126,9 @@ pub struct PublishFigures {
     pub packet_loss: f64,
     /// `excellent` .. `die`.
     pub level: String,
+    /// `udp`, or `tcp` (ICE-TCP, where UDP does not pass).
+    #[serde(default)]
+    pub path: String,
 }
 
 /// Playing figures from the last quality report.
@@ -143,6 +146,9 @@ pub struct PlayFigures {
     pub stall_count: u64,
     /// `excellent` .. `die`.
     pub level: String,
+    /// `udp`, or `tcp` (ICE-TCP, where UDP does not pass).
+    #[serde(default)]
+    pub path: String,
 }
 
 /// GPIO in the status.
@@ -208,12 +214,13 @@ impl Status {
         for p in &self.publishing {
             let q = p.quality.as_ref().map(|q| {
                 format!(
-                    "  {:.0} fps {:.0} kbps rtt {:.0} ms loss {:.1}% {}",
+                    "  {:.0} fps {:.0} kbps rtt {:.0} ms loss {:.1}% {} over {}",
                     q.send_fps,
                     q.video_kbps,
                     q.rtt_ms,
                     q.packet_loss * 100.0,
-                    q.level
+                    q.level,
+                    q.path
                 )
             });
             let stalled = if p.stalled { " stalled" } else { "" };
@@ -222,12 +229,13 @@ impl Status {
         for p in &self.playing {
             let q = p.quality.as_ref().map(|q| {
                 format!(
-                    "  {:.0} fps {:.0} kbps loss {:.1}% stalls {} {}",
+                    "  {:.0} fps {:.0} kbps loss {:.1}% stalls {} {} over {}",
                     q.render_fps,
                     q.video_kbps,
                     q.packet_loss * 100.0,
                     q.stall_count,
-                    q.level
+                    q.level,
+                    q.path
                 )
             });
             let _ = writeln!(

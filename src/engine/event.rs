@@ -263,6 +263,8 @@ pub struct PublishQuality {
     pub hardware_encoder: bool,
     /// The encoder element.
     pub encoder: String,
+    /// How media reaches the server: `udp`, or `tcp` (ICE-TCP, where UDP does not pass).
+    pub path: String,
 }
 
 /// Playing figures over the last interval.
@@ -294,4 +296,6 @@ pub struct PlayQuality {
     pub audio_decoded: u64,
     /// Overall level.
     pub level: QualityLevel,
+    /// How media arrives from the server: `udp`, or `tcp` (ICE-TCP).
+    pub path: String,
 }

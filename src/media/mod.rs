@@ -243,19 +243,48 @@ pub struct Counters {
     first: Mutex<[Option<Instant>; 3]>,
     /// When the last video frame was seen (stall detection).
     last_video: Mutex<Option<Instant>>,
+    /// Told when a counter's first buffer passes.
+    on_first: FirstHook,
+}
+
+/// What [`Counters::on_first`] is given.
+pub type OnFirst = Box<dyn Fn(usize) + Send + Sync>;
+
+/// The callback of [`Counters::on_first`], if set.
+#[derive(Default)]
+struct FirstHook(Mutex<Option<OnFirst>>);
+
+impl std::fmt::Debug for FirstHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FirstHook")
+    }
 }
 
 impl Counters {
+    /// Calls `hook(which)` from the streaming thread when counter `which` (0 video in,
+    /// 1 video out, 2 audio) sees its first buffer, so a first frame is reported when it
+    /// happens rather than at the next poll. It must not block.
+    pub fn on_first(&self, hook: OnFirst) {
+        if let Ok(mut h) = self.on_first.0.lock() {
+            *h = Some(hook);
+        }
+    }
+
     fn bump(&self, which: usize) {
         let c = match which {
             0 => &self.video_frames,
             1 => &self.video_frames_out,
             _ => &self.audio_buffers,
         };
-        if c.fetch_add(1, Ordering::Relaxed) == 0
-            && let Ok(mut f) = self.first.lock()
-        {
-            f[which].get_or_insert(Instant::now());
+        if c.fetch_add(1, Ordering::Relaxed) == 0 {
+            if let Ok(mut f) = self.first.lock() {
+                f[which].get_or_insert(Instant::now());
+            }
+            if let Ok(h) = self.on_first.0.lock()
+                && let Some(h) = h.as_ref()
+            {
+                h(which);
+            }
         }
         if which == 1
             && let Ok(mut l) = self.last_video.lock()

@@ -63,7 +63,7 @@ async fn connect_via(
 
 #[tokio::test]
 async fn publish_forwards_to_every_player() {
-    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
+    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![], Some(0)).unwrap();
     let (publisher, mut pub_events) = connect(&sfu, "p", MediaRole::Publish, None).await;
     let tx = publisher.rtp_sender();
     // Media flows continuously, as from an encoder.
@@ -112,7 +112,7 @@ async fn publish_forwards_to_every_player() {
 
 #[tokio::test]
 async fn garbage_offer_is_refused_and_the_sfu_lives_on() {
-    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
+    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![], Some(0)).unwrap();
     assert!(sfu.offer("x", key(), MediaRole::Publish, "not sdp".into()).await.is_err());
     assert!(sfu.offer("x", key(), MediaRole::Play, "v=0\r\n".into()).await.is_err());
     // A well-formed offer that only sends VP8: nothing the SFU could forward.
@@ -170,7 +170,7 @@ async fn lossy_relay(sfu: std::net::SocketAddr, percent: u32) -> std::net::Socke
 
 #[tokio::test]
 async fn nack_repairs_loss_between_the_sfu_and_a_player() {
-    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![]).unwrap();
+    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![], Some(0)).unwrap();
     let (publisher, _) = connect(&sfu, "p", MediaRole::Publish, None).await;
     let tx = publisher.rtp_sender();
     let feeder = tokio::spawn(async move {

@@ -2,21 +2,25 @@
 //! webrtc-rs). It owns the peer connections on both sides:
 //!
 //! - [`client`]: one connection per published or played stream on a device, each with its
-//!   own UDP socket, driven by a small tokio task;
+//!   own UDP socket (and ICE-TCP connections to the server when UDP does not pass), driven
+//!   by a small tokio task;
 //! - [`sfu`]: the server's selective forwarding unit, every connection on **one** UDP
-//!   socket (one firewall rule), demultiplexed by the ICE username and then by address.
+//!   socket and one TCP port of the same number (two firewall rules), demultiplexed by the
+//!   ICE username and then by address.
 //!
 //! Both sides use the same codecs: H.264 constrained baseline (packetization-mode 1) and
 //! Opus 48 kHz stereo with in-band FEC, with NACK, PLI and RTCP reports from the default
-//! interceptors. Candidates are host candidates only, carried in the SDP (no trickle).
+//! interceptors. Candidates are host candidates only (UDP, and TCP per RFC 6544: passive
+//! on the server, active on devices), carried in the SDP (no trickle).
 
 pub mod client;
 mod keyframe;
 mod peer;
 pub mod sfu;
 pub(crate) mod stun;
+mod tcp;
 
-pub use peer::{RtcError, sdp_has_candidate};
+pub use peer::{RtcError, Transport, sdp_has_candidate};
 
 /// This host's address on the route to `peer` (no packet is sent), for host candidates.
 pub fn local_ip_towards(peer: std::net::SocketAddr) -> Option<std::net::IpAddr> {

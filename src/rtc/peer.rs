@@ -127,17 +127,70 @@ pub(crate) fn build(now: Instant, opts: PeerOpts) -> Result<RTCPeerConnection, R
     Ok(pc)
 }
 
-/// Adds a UDP host candidate for `addr`.
-pub(crate) fn add_host_candidate(pc: &mut RTCPeerConnection, addr: SocketAddr) -> Result<(), RtcError> {
+/// How a datagram travels: UDP, or over a TCP connection in RFC 4571 frames (ICE-TCP,
+/// RFC 6544: the server listens, passive; devices and browsers connect, active).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP.
+    #[default]
+    Udp,
+    /// TCP, framed.
+    Tcp,
+}
+
+impl Transport {
+    /// `udp` or `tcp`, as status and quality events name the path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+
+    fn protocol(self) -> TransportProtocol {
+        match self {
+            Transport::Udp => TransportProtocol::UDP,
+            Transport::Tcp => TransportProtocol::TCP,
+        }
+    }
+
+    fn of(p: TransportProtocol) -> Transport {
+        match p {
+            TransportProtocol::TCP => Transport::Tcp,
+            _ => Transport::Udp,
+        }
+    }
+}
+
+/// A host candidate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HostCandidate {
+    /// The UDP socket at this address.
+    Udp(SocketAddr),
+    /// A TCP port that accepts ICE-TCP connections (the server).
+    TcpPassive(SocketAddr),
+    /// Connections to the other side's passive candidates, from this IP (a device).
+    TcpActive(std::net::IpAddr),
+}
+
+/// Adds a host candidate.
+pub(crate) fn add_host_candidate(pc: &mut RTCPeerConnection, c: HostCandidate) -> Result<(), RtcError> {
+    use rtc::ice::tcp_type::TcpType;
+    let (network, addr, tcp_type) = match c {
+        HostCandidate::Udp(a) => ("udp", a, TcpType::Unspecified),
+        HostCandidate::TcpPassive(a) => ("tcp", a, TcpType::Passive),
+        // An active candidate has no port of its own; 9 (discard) by convention (RFC 6544).
+        HostCandidate::TcpActive(ip) => ("tcp", SocketAddr::new(ip, 9), TcpType::Active),
+    };
     let candidate = CandidateHostConfig {
         base_config: CandidateConfig {
-            network: "udp".to_owned(),
+            network: network.to_owned(),
             address: addr.ip().to_string(),
             port: addr.port(),
             component: 1,
             ..Default::default()
         },
-        ..Default::default()
+        tcp_type,
     }
     .new_candidate_host()?;
     let init = RTCIceCandidate::from(&candidate).to_json()?;
@@ -153,6 +206,7 @@ pub(crate) fn feed(
     now: Instant,
     local: SocketAddr,
     peer: SocketAddr,
+    transport: Transport,
     data: &[u8],
     setting_up: bool,
 ) -> Result<(), RtcError> {
@@ -162,7 +216,7 @@ pub(crate) fn feed(
             local_addr: local,
             peer_addr: peer,
             ecn: None,
-            transport_protocol: TransportProtocol::UDP,
+            transport_protocol: transport.protocol(),
         },
         message: BytesMut::from(data),
     })?;
@@ -177,6 +231,8 @@ pub(crate) fn feed(
 pub struct Transmit {
     /// Where to.
     pub to: SocketAddr,
+    /// Over UDP, or over the TCP connection with `to`.
+    pub transport: Transport,
     /// The datagram.
     pub data: BytesMut,
 }
@@ -184,7 +240,8 @@ pub struct Transmit {
 /// Moves everything the connection has queued to `out`.
 pub(crate) fn drain(pc: &mut RTCPeerConnection, out: &mut VecDeque<Transmit>) {
     while let Some(w) = pc.poll_write() {
-        out.push_back(Transmit { to: w.transport.peer_addr, data: w.message });
+        let transport = Transport::of(w.transport.transport_protocol);
+        out.push_back(Transmit { to: w.transport.peer_addr, transport, data: w.message });
     }
 }
 

@@ -63,11 +63,23 @@ pub struct MediaConfig {
     /// address, or, when that is 0.0.0.0, this host's address on its default route and
     /// 127.0.0.1 (for a device or browser on the server's own machine).
     pub announce: Vec<String>,
+    /// Accept ICE-TCP (RFC 6544): clients whose UDP does not pass (corporate, hotel and some
+    /// LTE networks) carry media over TCP to `tcp_port`.
+    pub tcp: bool,
+    /// The TCP port for ICE-TCP; absent: the same number as `port`.
+    pub tcp_port: Option<u16>,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        MediaConfig { enabled: true, bind: "0.0.0.0".into(), port: DEFAULT_MEDIA_PORT, announce: vec![] }
+        MediaConfig {
+            enabled: true,
+            bind: "0.0.0.0".into(),
+            port: DEFAULT_MEDIA_PORT,
+            announce: vec![],
+            tcp: true,
+            tcp_port: None,
+        }
     }
 }
 
@@ -360,6 +372,11 @@ impl ServerConfig {
             .parse()
             .map_err(|_| ConfigError::value("media.bind", format!("{:?} is not an IP address", self.media.bind)))?;
         Ok(SocketAddr::new(ip, self.media.port))
+    }
+
+    /// The ICE-TCP port to listen on, if ICE-TCP is on (0: any free port).
+    pub fn media_tcp_port(&self) -> Option<u16> {
+        self.media.tcp.then_some(self.media.tcp_port.unwrap_or(self.media.port))
     }
 
     /// The addresses announced to clients (see [`MediaConfig::announce`]).

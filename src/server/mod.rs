@@ -79,9 +79,10 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
             cfg.media_bind().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let announce =
             cfg.media_announce().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        let sfu = crate::rtc::sfu::Sfu::start(bind, announce.clone())
-            .map_err(|e| std::io::Error::other(format!("media port {bind}: {e}")))?;
-        tracing::info!(addr = %sfu.addr, ?announce, "media relay listening (UDP)");
+        let tcp = cfg.media_tcp_port();
+        let sfu = crate::rtc::sfu::Sfu::start(bind, announce.clone(), tcp)
+            .map_err(|e| std::io::Error::other(format!("media port {bind} (UDP, TCP {tcp:?}): {e}")))?;
+        tracing::info!(addr = %sfu.addr, tcp = ?sfu.tcp_addr, ?announce, "media relay listening (UDP and ICE-TCP)");
         Some(sfu)
     } else {
         None

@@ -180,6 +180,7 @@ impl Daemon {
                         rtt_ms: q.rtt_ms,
                         packet_loss: q.packet_loss,
                         level: format!("{:?}", q.level).to_lowercase(),
+                        path: q.path,
                     });
                 }
             }
@@ -193,6 +194,7 @@ impl Daemon {
                         packet_loss: q.packet_loss,
                         stall_count: q.stall_count,
                         level: format!("{:?}", q.level).to_lowercase(),
+                        path: q.path,
                     });
                 }
             }

@@ -48,6 +48,7 @@ pub(super) struct LinkRates {
     pub(super) rtt_ms: f64,
     pub(super) loss: f64,
     pub(super) level: QualityLevel,
+    pub(super) path: &'static str,
 }
 
 impl Link {
@@ -91,6 +92,7 @@ impl Link {
             rtt_ms,
             loss,
             level: level(rtt_ms, loss, self.connected),
+            path: s.path.as_str(),
         }
     }
 }

@@ -99,6 +99,8 @@ pub(crate) enum Note {
     Pipeline(MediaRole, String, u64, MediaError),
     /// A connection (for a player, with its pipeline) could not be opened.
     OpenFailed(MediaRole, String, u64, String),
+    /// The play pipeline of this link rendered its first video frame.
+    Rendered(String, u64),
 }
 
 /// The supervisor's outputs for the driver (its commands go to the runner).

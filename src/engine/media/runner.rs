@@ -81,7 +81,15 @@ impl MediaRunner {
                 let p = self.plays.entry(stream.clone()).or_default();
                 p.conn = None;
                 p.player = None;
+                let rendered = self.tx.clone();
+                let name = stream.clone();
+                let first = Box::new(move |which: usize| {
+                    if which == 1 {
+                        let _ = rendered.try_send(Note::Rendered(name.clone(), epoch));
+                    }
+                });
                 let started = Player::start(&self.config, &stream, errors)
+                    .inspect(|pl| pl.counters.on_first(first))
                     .and_then(|pl| pl.sink().map(|s| (pl, s)))
                     .map_err(|e| format!("cannot build the play pipeline: {e}"))
                     .and_then(|(pl, sink)| {

@@ -247,6 +247,12 @@ impl MediaSupervisor {
                 l.open = false;
                 l.failed(now);
             }
+            Note::Rendered(stream, epoch) => {
+                if let Some(p) = self.plays.get_mut(&stream).filter(|p| p.link.epoch == epoch && !p.rendered_first) {
+                    p.rendered_first = true;
+                    self.media_event(&stream, MediaEventKind::RenderedFirstFrame);
+                }
+            }
             Note::Pipeline(MediaRole::Publish, stream, epoch, err) => {
                 if self.pubs.get(&stream).is_some_and(|p| p.pipeline.is_some_and(|(_, e)| e == epoch)) {
                     self.pipeline_failed(&stream, ErrorCode::MEDIA_PIPELINE_FAILED, err.to_string(), now);
@@ -315,7 +321,12 @@ impl MediaSupervisor {
                     self.run(Command::ForceKeyframe { stream: stream.to_string() });
                 }
             }
-            ClientEvent::Stats(s) => l.stats = s,
+            ClientEvent::Stats(s) => {
+                if s.path != l.stats.path && s.packets != [0, 0] {
+                    tracing::info!(stream, ?role, path = s.path.as_str(), "media path changed");
+                }
+                l.stats = s;
+            }
             ClientEvent::FirstVideoFrame => {
                 if let Some(p) = self.plays.get_mut(stream).filter(|p| !p.received_first) {
                     p.received_first = true;
@@ -660,6 +671,7 @@ impl MediaSupervisor {
                 level: link.level,
                 hardware_encoder: encoder.is_hardware(),
                 encoder: encoder.to_string(),
+                path: link.path.to_string(),
             };
             p.prev = c;
             let e = EngineEvent::PublisherQualityUpdate { stream_id: stream.clone(), quality };
@@ -682,6 +694,7 @@ impl MediaSupervisor {
                 frames_decoded: c[0],
                 audio_decoded: c[2],
                 level: link.level,
+                path: link.path.to_string(),
             };
             // prev[2] is the audio stall watch's, kept by `watch_players`.
             p.prev = [c[0], c[1], p.prev[2]];

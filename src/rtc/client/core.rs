@@ -23,7 +23,7 @@ use rtc::statistics::report::RTCStatsReportEntry;
 use super::{ClientEvent, LinkStats};
 use crate::proto::MediaRole;
 use crate::rtc::Kind;
-use crate::rtc::peer::{self, PeerOpts, RtcError, Sender, Transmit};
+use crate::rtc::peer::{self, HostCandidate, PeerOpts, RtcError, Sender, Transmit, Transport};
 
 /// Keyframe requests from the server reach the encoder at most this often.
 const KEYFRAME_EVENT_INTERVAL: Duration = Duration::from_millis(300);
@@ -78,7 +78,10 @@ impl ClientCore {
             };
             pc.add_transceiver_from_kind(peer::codec_kind(kind), Some(init))?;
         }
-        peer::add_host_candidate(&mut pc, local)?;
+        peer::add_host_candidate(&mut pc, HostCandidate::Udp(local))?;
+        // Where UDP does not pass, ICE finds the server's passive TCP candidate: the task
+        // connects to it when the agent first sends a check there.
+        peer::add_host_candidate(&mut pc, HostCandidate::TcpActive(local.ip()))?;
         let offer = pc.create_offer(None)?;
         pc.set_local_description(now, offer)?;
         let sdp = pc.local_description().map(|d| d.sdp).unwrap_or_default();
@@ -118,15 +121,18 @@ impl ClientCore {
         self.process(now);
     }
 
-    /// One datagram from the server.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    /// One datagram from the server, over UDP or in a frame of an ICE-TCP connection.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, transport: Transport, data: &[u8]) {
         // SRTP or SRTCP (RFC 7983: first byte 128-191): media, or the server's sender or
         // receiver reports, which the stack keeps to itself.
-        if data.first().is_some_and(|b| (128..=191).contains(b)) && self.watch.packet(now) == Liveness::Back {
-            tracing::info!(role = ?self.role, "media from the server again");
-            self.events.push_back(ClientEvent::Connected);
+        if data.first().is_some_and(|b| (128..=191).contains(b)) {
+            self.stats.path = transport;
+            if self.watch.packet(now) == Liveness::Back {
+                tracing::info!(role = ?self.role, path = transport.as_str(), "media from the server again");
+                self.events.push_back(ClientEvent::Connected);
+            }
         }
-        if let Err(e) = peer::feed(&mut self.pc, now, self.local, from, data, !self.connected) {
+        if let Err(e) = peer::feed(&mut self.pc, now, self.local, from, transport, data, !self.connected) {
             tracing::trace!(error = %e, "dropping a media datagram");
         }
         self.process(now);

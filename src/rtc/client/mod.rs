@@ -1,6 +1,7 @@
 //! A device's connection to the SFU for one stream: a publish connection sends the
 //! stream's video and audio, a play connection receives them. Each has its own UDP socket
-//! and a small task that owns it and the clock around the sans-IO [`ClientCore`]. The task
+//! (and, where UDP does not pass, ICE-TCP connections to the server's TCP port) and a small
+//! task that owns them and the clock around the sans-IO [`ClientCore`]. The task
 //! reports through a bounded event channel; RTP to send arrives on its own bounded channel
 //! (dropped, and counted, when full), RTP received goes straight to an [`RtpSink`].
 
@@ -14,8 +15,14 @@ use tokio::sync::mpsc;
 
 pub use self::core::ClientCore;
 use super::Kind;
-use super::peer::{self, RtcError};
+use super::peer::{self, RtcError, Transport};
+use super::tcp::{Deadlines, TcpIn, TcpLinks};
 pub use crate::proto::MediaRole;
+
+/// ICE-TCP connections of one media connection at most (one per server candidate).
+const TCP_LINKS: usize = 4;
+/// The server answers a check at once; ICE consent keeps the connection busy afterwards.
+const TCP_DEADLINES: Deadlines = Deadlines { first: Duration::from_secs(10), idle: Duration::from_secs(30) };
 
 /// Where received RTP goes (the play pipeline's sources). Called from the connection task:
 /// must not block.
@@ -62,6 +69,8 @@ pub struct LinkStats {
     pub rtt_ms: Option<f64>,
     /// Packets lost, as counted by the receiver (play) or reported back (publish).
     pub lost: u64,
+    /// How the server's packets last arrived: UDP, or ICE-TCP.
+    pub path: Transport,
     /// Keyframe requests received (publish).
     pub keyframe_requests: u64,
 }
@@ -139,9 +148,21 @@ async fn run(
     mut rtp: mpsc::Receiver<(Kind, Bytes)>,
 ) {
     let mut buf = vec![0u8; 2048];
+    let local_ip = socket.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let mut tcp = TcpLinks::new(TCP_LINKS, TCP_LINKS, TCP_DEADLINES);
     loop {
         while let Some(t) = core.poll_transmit() {
-            peer::send(&socket, &t);
+            match t.transport {
+                Transport::Udp => peer::send(&socket, &t),
+                Transport::Tcp => {
+                    // The agent checks one of the server's passive candidates: connect to
+                    // it first (the check waits in the connection's queue).
+                    if !tcp.send(t.to, &t.data) {
+                        tcp.connect(local_ip, t.to);
+                        tcp.send(t.to, &t.data);
+                    }
+                }
+            }
         }
         while let Some((kind, packet)) = core.poll_rtp() {
             if let Some(sink) = sink.as_mut() {
@@ -157,9 +178,14 @@ async fn run(
         let deadline = core.poll_timeout();
         tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => core.handle_datagram(Instant::now(), from, &buf[..n]),
+                Ok((n, from)) => core.handle_datagram(Instant::now(), from, Transport::Udp, &buf[..n]),
                 Err(e) => tracing::debug!(error = %e, "media socket error"),
             },
+            got = tcp.recv() => {
+                if let TcpIn::Frame(from, frame) = got {
+                    core.handle_datagram(Instant::now(), from, Transport::Tcp, &frame);
+                }
+            }
             cmd = cmds.recv() => match cmd {
                 Some(ClientCmd::Answer(sdp)) => core.handle_answer(Instant::now(), sdp),
                 Some(ClientCmd::RequestKeyframe) => core.request_keyframe(Instant::now()),

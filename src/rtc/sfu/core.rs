@@ -22,7 +22,7 @@ use rtc::sansio::Protocol;
 
 use super::{CONSENT_EXPIRY, SfuStats, StreamKey};
 use crate::proto::MediaRole;
-use crate::rtc::peer::{self, PeerOpts, RtcError, Sender, Transmit};
+use crate::rtc::peer::{self, HostCandidate, PeerOpts, RtcError, Sender, Transmit, Transport};
 use crate::rtc::{Kind, stun};
 
 /// A player's PLI/FIR reaches the publisher at most this often.
@@ -39,7 +39,9 @@ struct Conn {
     connected: bool,
     /// The last datagram from the peer (or the answer, before any).
     last_rx: Instant,
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<(Transport, SocketAddr)>,
+    /// How media last arrived (for status).
+    path: Transport,
     /// Publisher: track id -> kind; the video receiver and its SSRC (for PLI).
     tracks: HashMap<String, Kind>,
     video_receiver: Option<(RTCRtpReceiverId, u32)>,
@@ -52,9 +54,11 @@ struct Conn {
 pub struct SfuCore {
     local: SocketAddr,
     candidates: Vec<SocketAddr>,
+    /// The TCP port's bound address and the passive candidates announced for it.
+    tcp: Option<(SocketAddr, Vec<SocketAddr>)>,
     conns: HashMap<u64, Conn>,
     by_ufrag: HashMap<String, u64>,
-    by_addr: HashMap<SocketAddr, u64>,
+    by_addr: HashMap<(Transport, SocketAddr), u64>,
     publisher: HashMap<StreamKey, u64>,
     players: HashMap<StreamKey, Vec<u64>>,
     next: u64,
@@ -69,6 +73,7 @@ impl SfuCore {
         SfuCore {
             local,
             candidates,
+            tcp: None,
             conns: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
@@ -79,6 +84,13 @@ impl SfuCore {
             next_expiry_scan: None,
             out: VecDeque::new(),
         }
+    }
+
+    /// Also accepts ICE-TCP on the TCP port bound at `local`: answers carry a passive TCP
+    /// candidate for each of `candidates`.
+    pub fn with_tcp(mut self, local: SocketAddr, candidates: Vec<SocketAddr>) -> SfuCore {
+        self.tcp = Some((local, candidates));
+        self
     }
 
     /// The next datagram to send.
@@ -98,6 +110,7 @@ impl SfuCore {
         let mut s = self.stats;
         s.publishers = self.publisher.len();
         s.players = self.players.values().map(Vec::len).sum();
+        s.over_tcp = self.conns.values().filter(|c| c.connected && c.path == Transport::Tcp).count();
         s
     }
 
@@ -162,7 +175,10 @@ impl SfuCore {
         }
         pc.set_remote_description(now, offer).map_err(|e| RtcError::BadSdp(e.to_string()))?;
         for c in &self.candidates {
-            peer::add_host_candidate(&mut pc, *c)?;
+            peer::add_host_candidate(&mut pc, HostCandidate::Udp(*c))?;
+        }
+        for c in self.tcp.iter().flat_map(|(_, cs)| cs) {
+            peer::add_host_candidate(&mut pc, HostCandidate::TcpPassive(*c))?;
         }
         let answer = pc.create_answer(None).map_err(|e| RtcError::BadSdp(e.to_string()))?;
         pc.set_local_description(now, answer)?;
@@ -230,6 +246,7 @@ impl SfuCore {
             connected: false,
             last_rx: now,
             addrs: Vec::new(),
+            path: Transport::Udp,
             tracks: HashMap::new(),
             video_receiver,
             last_keyframe_request: None,
@@ -240,12 +257,13 @@ impl SfuCore {
         Ok(sdp)
     }
 
-    /// One datagram that arrived at the media port from `from`. Routed by address once
-    /// known; the first one from a new address must be an ICE check whose USERNAME names a
-    /// connection's ufrag. A plain binding request (`callbox doctor`) is answered with the
-    /// address it came from; anything else is dropped (a stale peer after a restart, noise).
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        let id = match self.by_addr.get(&from) {
+    /// One datagram that arrived at the media port from `from`, over UDP or in a frame of
+    /// an ICE-TCP connection. Routed by address once known; the first one from a new
+    /// address must be an ICE check whose USERNAME names a connection's ufrag. A plain
+    /// binding request (`callbox doctor`) is answered with the address it came from;
+    /// anything else is dropped (a stale peer after a restart, noise).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, transport: Transport, data: &[u8]) {
+        let id = match self.by_addr.get(&(transport, from)) {
             Some(id) => *id,
             None => {
                 // Decoded once: an ICE check names a connection, a plain request is answered.
@@ -253,21 +271,24 @@ impl SfuCore {
                 let known = stun.as_ref().and_then(|m| m.local_ufrag()).and_then(|u| self.by_ufrag.get(u.as_str()));
                 let Some(id) = known.copied() else {
                     if let Some(resp) = stun.and_then(|m| m.binding_success(from)) {
-                        self.out.push_back(Transmit { to: from, data: resp.as_slice().into() });
+                        self.out.push_back(Transmit { to: from, transport, data: resp.as_slice().into() });
                     }
                     return;
                 };
-                self.by_addr.insert(from, id);
+                self.by_addr.insert((transport, from), id);
                 if let Some(c) = self.conns.get_mut(&id) {
-                    c.addrs.push(from);
+                    c.addrs.push((transport, from));
                 }
                 id
             }
         };
-        let local = self.local_for(from);
+        let local = self.local_for(from, transport);
         let Some(c) = self.conns.get_mut(&id) else { return };
         c.last_rx = now;
-        if peer::feed(&mut c.pc, now, local, from, data, !c.connected).is_err() {
+        if data.first().is_some_and(|b| (128..=191).contains(b)) {
+            c.path = transport;
+        }
+        if peer::feed(&mut c.pc, now, local, from, transport, data, !c.connected).is_err() {
             return;
         }
         self.after_input(now, id);
@@ -330,17 +351,16 @@ impl SfuCore {
     /// The local candidate a datagram from `from` arrived at. With a wildcard bind (0.0.0.0)
     /// the socket cannot tell, and ICE drops checks to an address it never announced: a
     /// loopback peer used the loopback candidate, any other the first routable one.
-    fn local_for(&self, from: SocketAddr) -> SocketAddr {
-        if !self.local.ip().is_unspecified() {
-            return self.local;
+    fn local_for(&self, from: SocketAddr, transport: Transport) -> SocketAddr {
+        let (local, candidates) = match (transport, &self.tcp) {
+            (Transport::Tcp, Some((local, candidates))) => (*local, candidates),
+            _ => (self.local, &self.candidates),
+        };
+        if !local.ip().is_unspecified() {
+            return local;
         }
         let loopback = from.ip().is_loopback();
-        self.candidates
-            .iter()
-            .find(|c| c.ip().is_loopback() == loopback)
-            .or(self.candidates.first())
-            .copied()
-            .unwrap_or(self.local)
+        candidates.iter().find(|c| c.ip().is_loopback() == loopback).or(candidates.first()).copied().unwrap_or(local)
     }
 
     /// Handles what a connection produced after input: its events, the media it received

@@ -9,8 +9,12 @@
 //! Datagrams are routed by address once known; the first datagram from a new address is
 //! an ICE check whose USERNAME names the server's ufrag, which is unique per connection.
 //!
+//! Clients whose UDP does not pass reach the same port number over TCP (ICE-TCP, RFC 6544):
+//! answers carry a passive TCP candidate next to the UDP one, and frames from a TCP
+//! connection are datagrams like any other to the core.
+//!
 //! All of that is [`SfuCore`] (sans-IO: time and datagrams in, datagrams and a deadline
-//! out). The task here only owns the socket and the clock: it feeds the core what arrives,
+//! out). The task here only owns the sockets and the clock: it feeds the core what arrives,
 //! the registry's commands and its deadline, and sends what the core gives back.
 
 mod core;
@@ -20,17 +24,25 @@ mod tests;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::core::{KEYFRAME_INTERVAL, SfuCore};
-use super::peer::{self, RtcError};
+use super::peer::{self, RtcError, Transport};
+use super::tcp::{Deadlines, TcpIn, TcpLinks};
 use crate::proto::MediaRole;
 /// A connection that sent nothing at all (no STUN, no media, no RTCP) for this long is gone
 /// (RFC 7675's consent lifetime). Media and RTCP count: agents such as libnice send a
 /// consent check only every ~25 s while their media flows.
 pub const CONSENT_EXPIRY: Duration = Duration::from_secs(30);
 const MAX_BATCH: usize = 64;
+/// ICE-TCP connections at most, and from one address (a NAT may hide a few devices, each
+/// with a publish and a play connection).
+const MAX_TCP: usize = 1024;
+const MAX_TCP_PER_IP: usize = 32;
+/// A TCP connection must send its first frame (an ICE check) within this, and then some
+/// frame within the consent lifetime.
+const TCP_DEADLINES: Deadlines = Deadlines { first: Duration::from_secs(10), idle: CONSENT_EXPIRY };
 
 /// A stream as the SFU knows it: app, room and stream ID.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -50,6 +62,8 @@ pub struct SfuStats {
     pub publishers: usize,
     /// Play connections now.
     pub players: usize,
+    /// Connections whose media arrives over ICE-TCP now.
+    pub over_tcp: usize,
     /// RTP packets received from publishers.
     pub packets_in: u64,
     /// RTP packets forwarded to players.
@@ -79,21 +93,38 @@ pub struct Sfu {
     tx: mpsc::Sender<Cmd>,
     /// The media socket's address.
     pub addr: SocketAddr,
+    /// The ICE-TCP port's address, if it listens.
+    pub tcp_addr: Option<SocketAddr>,
 }
 
 impl Sfu {
     /// Binds the media socket at `bind` and starts the SFU. `announce` are the addresses
-    /// put in answers (with the socket's port); empty means the bound address.
-    pub fn start(bind: SocketAddr, announce: Vec<IpAddr>) -> Result<Sfu, RtcError> {
+    /// put in answers (with the socket's port); empty means the bound address. With
+    /// `tcp_port`, ICE-TCP is accepted on that TCP port of the same IP (0: any free port).
+    pub fn start(bind: SocketAddr, announce: Vec<IpAddr>, tcp_port: Option<u16>) -> Result<Sfu, RtcError> {
         let socket = peer::bind_udp(bind)?;
         let addr = socket.local_addr()?;
-        let mut candidates: Vec<SocketAddr> = announce.into_iter().map(|ip| SocketAddr::new(ip, addr.port())).collect();
-        if candidates.is_empty() {
-            candidates.push(addr);
-        }
+        let at = |port: u16| -> Vec<SocketAddr> {
+            let mut c: Vec<SocketAddr> = announce.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+            if c.is_empty() {
+                c.push(SocketAddr::new(addr.ip(), port));
+            }
+            c
+        };
+        let mut core = SfuCore::new(addr, at(addr.port()));
+        let listener = match tcp_port {
+            Some(port) => {
+                let l = bind_tcp(SocketAddr::new(bind.ip(), port))?;
+                let local = l.local_addr()?;
+                core = core.with_tcp(local, at(local.port()));
+                Some(l)
+            }
+            None => None,
+        };
+        let tcp_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(socket, SfuCore::new(addr, candidates), rx));
-        Ok(Sfu { tx, addr })
+        tokio::spawn(run(socket, listener, core, rx));
+        Ok(Sfu { tx, addr, tcp_addr })
     }
 
     /// Answers a device's or browser's offer for `stream`. Replaces that session's earlier
@@ -145,25 +176,52 @@ impl Sfu {
     }
 }
 
-/// The SFU's task: the socket and the clock around [`SfuCore`].
-async fn run(socket: UdpSocket, mut core: SfuCore, mut cmds: mpsc::Receiver<Cmd>) {
+/// A listening TCP socket (address reuse, so a restarted server gets its port back at once).
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// The SFU's task: the sockets and the clock around [`SfuCore`].
+async fn run(socket: UdpSocket, listener: Option<TcpListener>, mut core: SfuCore, mut cmds: mpsc::Receiver<Cmd>) {
     let mut buf = vec![0u8; 2048];
+    let mut tcp = TcpLinks::new(MAX_TCP, MAX_TCP_PER_IP, TCP_DEADLINES);
     loop {
         while let Some(t) = core.poll_transmit() {
-            peer::send(&socket, &t);
+            match t.transport {
+                Transport::Udp => peer::send(&socket, &t),
+                Transport::Tcp => {
+                    tcp.send(t.to, &t.data);
+                }
+            }
         }
         let deadline = core.poll_timeout();
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 if let Ok((n, from)) = r {
-                    core.handle_datagram(Instant::now(), from, &buf[..n]);
+                    core.handle_datagram(Instant::now(), from, Transport::Udp, &buf[..n]);
                 }
                 // Take what else has arrived before looking at timers again.
                 for _ in 0..MAX_BATCH {
                     match socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => core.handle_datagram(Instant::now(), from, &buf[..n]),
+                        Ok((n, from)) => core.handle_datagram(Instant::now(), from, Transport::Udp, &buf[..n]),
                         Err(_) => break,
                     }
+                }
+            }
+            r = accept(listener.as_ref()) => match r {
+                Ok((stream, from)) => tcp.accept(stream, from),
+                Err(e) => {
+                    // Out of descriptors, typically: wait rather than spin.
+                    tracing::warn!(error = %e, "cannot accept an ICE-TCP connection");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            got = tcp.recv() => {
+                if let TcpIn::Frame(from, frame) = got {
+                    core.handle_datagram(Instant::now(), from, Transport::Tcp, &frame);
                 }
             }
             cmd = cmds.recv() => match cmd {
@@ -172,6 +230,14 @@ async fn run(socket: UdpSocket, mut core: SfuCore, mut cmds: mpsc::Receiver<Cmd>
             },
             _ = sleep_until(deadline) => core.handle_timeout(Instant::now()),
         }
+    }
+}
+
+/// The next connection on the ICE-TCP port, or never without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{SfuCore, StreamKey};
 use crate::proto::MediaRole;
 use crate::rtc::client::{ClientCore, ClientEvent};
-use crate::rtc::{Kind, stun, test_rtp};
+use crate::rtc::{Kind, Transport, stun, test_rtp};
 
 const SFU: &str = "10.0.0.1:7882";
 const STEP: Duration = Duration::from_millis(5);
@@ -21,6 +21,15 @@ struct Client {
     received: [u64; 2],
     /// The network drops everything to and from this client.
     cut: bool,
+    /// The network drops this client's UDP (TCP passes).
+    udp_blocked: bool,
+}
+
+impl Client {
+    /// The source address of the client's ICE-TCP connection to the SFU.
+    fn tcp_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr.ip(), 40_000)
+    }
 }
 
 struct Net {
@@ -41,7 +50,8 @@ impl Net {
         let sfu_addr: SocketAddr = SFU.parse().unwrap();
         Net {
             now: Instant::now(),
-            sfu: SfuCore::new(sfu_addr, vec![sfu_addr]),
+            // ICE-TCP on the same port number: UDP and TCP addresses must not be confused.
+            sfu: SfuCore::new(sfu_addr, vec![sfu_addr]).with_tcp(sfu_addr, vec![sfu_addr]),
             sfu_addr,
             clients: vec![],
             strays: vec![],
@@ -54,7 +64,7 @@ impl Net {
         let (mut core, offer) = ClientCore::new(self.now, role, addr, Duration::from_secs(3)).unwrap();
         let answer = self.sfu.handle_offer(self.now, session.into(), key(stream), role, offer).unwrap();
         core.handle_answer(self.now, answer);
-        self.clients.push(Client { core, addr, events: vec![], received: [0; 2], cut: false });
+        self.clients.push(Client { core, addr, events: vec![], received: [0; 2], cut: false, udp_blocked: false });
         self.clients.len() - 1
     }
 
@@ -65,16 +75,25 @@ impl Net {
             for c in &mut self.clients {
                 while let Some(t) = c.core.poll_transmit() {
                     moved = true;
+                    let from = match t.transport {
+                        Transport::Udp if c.udp_blocked => continue,
+                        Transport::Udp => c.addr,
+                        Transport::Tcp => c.tcp_addr(),
+                    };
                     if !c.cut && t.to == self.sfu_addr {
-                        self.sfu.handle_datagram(self.now, c.addr, &t.data);
+                        self.sfu.handle_datagram(self.now, from, t.transport, &t.data);
                     }
                 }
             }
             while let Some(t) = self.sfu.poll_transmit() {
                 moved = true;
-                match self.clients.iter_mut().find(|c| c.addr == t.to) {
-                    Some(c) if !c.cut => c.core.handle_datagram(self.now, self.sfu_addr, &t.data),
-                    Some(_) => {}
+                let to = |c: &Client| match t.transport {
+                    Transport::Udp => c.addr == t.to,
+                    Transport::Tcp => c.tcp_addr() == t.to,
+                };
+                match self.clients.iter_mut().find(|c| to(c)) {
+                    Some(c) if c.cut || (c.udp_blocked && t.transport == Transport::Udp) => {}
+                    Some(c) => c.core.handle_datagram(self.now, self.sfu_addr, t.transport, &t.data),
                     None => self.strays.push((t.to, t.data.to_vec())),
                 }
             }
@@ -183,17 +202,17 @@ fn strangers_get_nothing_but_a_plain_binding_answer() {
     let stranger: SocketAddr = "203.0.113.9:4000".parse().unwrap();
     let now = net.now;
     // Noise, RTP, and an ICE check naming no connection of ours: no answer at all.
-    net.sfu.handle_datagram(now, stranger, &[0u8; 40]);
-    net.sfu.handle_datagram(now, stranger, &test_rtp(Kind::Video, 1));
+    net.sfu.handle_datagram(now, stranger, Transport::Udp, &[0u8; 40]);
+    net.sfu.handle_datagram(now, stranger, Transport::Udp, &test_rtp(Kind::Video, 1));
     let mut check = stun::binding_request([3; 12]);
     check.extend_from_slice(&[0x00, 0x06, 0x00, 0x08]); // USERNAME, 8 bytes
     check.extend_from_slice(b"nobody:x");
     check[3] = 12;
     assert_eq!(stun::Received::parse(&check).and_then(|m| m.local_ufrag()).as_deref(), Some("nobody"));
-    net.sfu.handle_datagram(now, stranger, &check);
+    net.sfu.handle_datagram(now, stranger, Transport::Udp, &check);
     assert!(net.sfu.poll_transmit().is_none());
     // `callbox doctor`'s plain binding request learns the address it came from.
-    net.sfu.handle_datagram(now, stranger, &stun::binding_request([7; 12]));
+    net.sfu.handle_datagram(now, stranger, Transport::Udp, &stun::binding_request([7; 12]));
     let t = net.sfu.poll_transmit().expect("an answer");
     assert_eq!(t.to, stranger);
     assert_eq!(stun::mapped_address(&t.data, [7; 12]), Some(stranger));
@@ -240,4 +259,24 @@ fn a_connection_silent_for_the_consent_lifetime_is_closed() {
     assert_eq!(net.sfu.stats().players, 1, "kept within the consent lifetime");
     assert!(net.run_until(Duration::from_secs(4), |n| n.sfu.stats().players == 0), "closed after it");
     assert!(net.sfu.session_alive("door"), "the publisher, which kept talking, stays");
+}
+
+#[test]
+fn a_device_whose_udp_is_blocked_connects_over_ice_tcp_and_media_flows() {
+    let mut net = Net::new();
+    let publisher = net.join("door", "s", MediaRole::Publish);
+    net.clients[publisher].udp_blocked = true;
+    let player = net.join("desk", "s", MediaRole::Play);
+    assert!(net.run_until(Duration::from_secs(10), |n| n.connected(publisher) && n.connected(player)));
+    net.publish(publisher, 1, 10);
+    assert!(net.run_until(Duration::from_secs(1), |n| n.clients[player].received[0] >= 10));
+    assert_eq!(net.clients[player].received, [10, 10]);
+    assert_eq!(net.sfu.stats().over_tcp, 1, "the publisher's media arrives over TCP");
+    // The player, whose UDP passes, stays on UDP (preferred).
+    let stats = |n: &mut Net, i: usize| {
+        n.run_until(Duration::from_millis(1100), |_| false);
+        n.clients[i].events.iter().rev().find_map(|e| if let ClientEvent::Stats(s) = e { Some(*s) } else { None })
+    };
+    assert_eq!(stats(&mut net, player).map(|s| s.path), Some(Transport::Udp));
+    assert_eq!(stats(&mut net, publisher).map(|s| s.path), Some(Transport::Tcp));
 }
