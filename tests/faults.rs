@@ -67,6 +67,11 @@ impl Call {
     /// The same with signalling over wss (a certificate for the server's address from a
     /// test CA that the device and the peer trust).
     fn start_with(grace_secs: u64, tls: bool) -> Call {
+        Call::start_after(grace_secs, tls, None)
+    }
+
+    /// The same with `fault` on the device's link from before anything starts.
+    fn start_after(grace_secs: u64, tls: bool, fault: Option<Fault>) -> Call {
         let lab = Lab::new(&["server", "device", "peer"]).expect("network namespaces (root, ip, nft)");
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("control.sock");
@@ -85,6 +90,9 @@ impl Call {
             let pki = common::Pki::new();
             pki.leaf("server", &[&call.server_ip().to_string()], false);
             call.pki = Some(pki);
+        }
+        if let Some(f) = fault {
+            call.lab.apply("device", f).unwrap();
         }
         call.start_server();
         call.start_device();
@@ -366,6 +374,36 @@ fn udp_only_and_tcp_only_cuts() {
     let restored = call.fault_for(Fault::CutTcp, Duration::from_secs(10));
     call.wait_both_decode(restored, "a 10 s TCP cut");
     assert!(call.peer_saw_door(began).is_empty(), "the peer saw {:?}", call.peer_saw_door(began));
+}
+
+/// A device on a network that drops all UDP (corporate, hotel, some LTE): the call comes up
+/// over ICE-TCP to the server's TCP media port, and both sides decode each other.
+#[test]
+fn a_device_whose_udp_is_blocked_calls_over_ice_tcp() {
+    let _l = lock();
+    let began = Instant::now();
+    let call = Call::start_after(45, false, Some(Fault::CutUdp));
+    eprintln!("ICE-TCP: both sides decode {:?} after the start", began.elapsed());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let path = |s: &Status| s.publishing.iter().find_map(|p| p.quality.as_ref().map(|q| q.path.clone()));
+    let mut seen = None;
+    while Instant::now() < deadline && seen.as_deref() != Some("tcp") {
+        seen = call.status().and_then(|s| path(&s));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(seen.as_deref(), Some("tcp"), "the device's status names the path");
+    let peer_path = call.lines.lock().unwrap().iter().rev().find_map(|(_, v)| {
+        (v["event"] == "quality" && v["stream_id"] == "door-main").then(|| v["path"].as_str().map(String::from))
+    });
+    assert_eq!(peer_path.flatten().as_deref(), Some("udp"), "the peer, whose UDP passes, stays on UDP");
+    let play = call.status().and_then(|s| s.playing.iter().find_map(|p| p.quality.as_ref().map(|q| q.path.clone())));
+    assert_eq!(play.as_deref(), Some("tcp"));
+    // Doctor on that network: UDP gets no answer, the media port answers over TCP (WARN).
+    let cfg = call.dir.path().join("device.toml");
+    let out = call.lab.command("device", BIN).args(["doctor", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let media = text.lines().find(|l| l.contains(" media ")).unwrap_or_default().to_string();
+    assert!(media.starts_with("WARN") && media.contains("calls run over ICE-TCP"), "doctor said:\n{text}");
 }
 
 #[test]

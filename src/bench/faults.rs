@@ -176,3 +176,79 @@ pub fn run(cuts: usize, grace_secs: u64, fixed: Option<Duration>) -> anyhow::Res
     let _ = std::fs::remove_file(&cfg);
     Ok(figures)
 }
+
+/// First frame over each media path: a "flat" peer waits in the room; a "door" peer joins
+/// and publishes, `n` times with its UDP passing and `n` times with all its UDP dropped (the
+/// call then runs over ICE-TCP). Per call: from the flat learning of the stream (it starts
+/// playing at once) to the flat rendering its first frame. Returns (path, times).
+pub fn first_frame_by_path(n: usize) -> anyhow::Result<Vec<(&'static str, Vec<Duration>)>> {
+    let lab = Lab::new(&["server", "door", "flat"])?;
+    let ip = lab.host("server").addr;
+    let cfg = std::env::temp_dir().join(format!("callbox-bench-paths-{}.toml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{}\"\n[session]\ngrace_secs = 5\n[media]\nbind = \"{ip}\"\nport = 7882\n",
+            secret()
+        ),
+    )?;
+    let exe = std::env::current_exe()?;
+    let logs = std::env::temp_dir().join(format!("callbox-bench-paths-{}", std::process::id()));
+    std::fs::create_dir_all(&logs)?;
+    println!("  logs in {}", logs.display());
+    let mut server = lab.command("server", &exe);
+    server.args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", &format!("{ip}:7880")]);
+    let _server = spawn_lines(server, &Arc::default(), &logs.join("server.log"))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let url = format!("ws://{ip}:7880");
+    let peer = |host: &str, publish: Option<&str>, lines: &Lines| {
+        let mut c = lab.command(host, &exe);
+        c.env("CALLBOX_APP_SECRET", secret());
+        c.args(["peer", "--server", &url, "--user", host, "--bind", &lab.host(host).addr.to_string()]);
+        if let Some(s) = publish {
+            c.args(["--publish", s]);
+        }
+        spawn_lines(c, lines, &logs.join(format!("{host}.log")))
+    };
+    let flat: Lines = Arc::default();
+    let _flat = peer("flat", None, &flat)?;
+    let mut out = Vec::new();
+    for (path, fault) in [("udp", None), ("ice-tcp", Some(Fault::CutUdp))] {
+        let mut times = Vec::new();
+        for i in 0..n {
+            if let Some(f) = fault {
+                lab.apply("door", f)?;
+            }
+            let since = Instant::now();
+            let stream = format!("door-{path}-{i}");
+            let door = peer("door", Some(&stream), &Arc::default())?;
+            let deadline = since + Duration::from_secs(20);
+            let took = loop {
+                let l = flat.lock().map_err(|_| anyhow::anyhow!("lines poisoned"))?;
+                let at = |event: &str| {
+                    l.iter()
+                        .find(|(t, v)| *t >= since && v["event"] == event && v["stream_id"] == stream.as_str())
+                        .map(|(t, _)| *t)
+                };
+                if let (Some(added), Some(first)) = (at("stream"), at("first_frame")) {
+                    break Some(first.saturating_duration_since(added));
+                }
+                drop(l);
+                if Instant::now() > deadline {
+                    break None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            match took {
+                Some(d) => times.push(d),
+                None => println!("  {path} call {i}: no first frame within 20 s"),
+            }
+            drop(door);
+            lab.clear("door")?;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        out.push((path, times));
+    }
+    let _ = std::fs::remove_file(&cfg);
+    Ok(out)
+}

@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Cuts of 15 s with a grace of 5 s (a full re-login each), timing media recovery.
     #[arg(long, default_value_t = 0)]
     fault_relogins: usize,
+    /// Calls timed to their first frame over each media path, UDP and ICE-TCP (the
+    /// publisher's UDP dropped), in network namespaces (0: skip; needs root, ip and nft).
+    #[arg(long, default_value_t = 0)]
+    paths: usize,
     /// Make every `--fault-cuts` cut this long (ms) instead of random.
     #[arg(long)]
     fault_cut_ms: Option<u64>,
@@ -164,6 +168,17 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             );
         }
         println!("{what}: {} of {n} cuts left a stream stuck for 30 s", f.stuck);
+    }
+    if a.paths > 0 {
+        println!("first frame by media path:");
+        let n = a.paths;
+        for (path, mut times) in tokio::task::spawn_blocking(move || faults::first_frame_by_path(n)).await?? {
+            if times.is_empty() {
+                println!("first frame over {path}: none of {n} calls rendered");
+                continue;
+            }
+            print_stats(&format!("first frame over {path} (player learns of the stream -> renders)"), &mut times);
+        }
     }
     if a.device_secs > 0 {
         for f in device::footprint(Duration::from_secs(a.device_secs)).await? {

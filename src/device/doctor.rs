@@ -122,7 +122,7 @@ pub async fn checks(path: &Path) -> Vec<Check> {
     out.push(clock(health.as_ref().and_then(|h| h.date)));
     let server = if reachable { cfg.dialer().ok().and_then(|d| d.url().resolve().ok()) } else { None };
     if let (Some(addr), Some(h)) = (server, &health) {
-        out.push(media_port(addr, h.media_port, &cfg.media.bind).await);
+        out.push(media_port(addr, h.media_port, h.media_tcp_port, &cfg.media.bind).await);
     }
     out
 }
@@ -380,18 +380,20 @@ async fn server_check(cfg: &DeviceConfig, out: &mut Vec<Check>) -> (bool, Option
 struct Health {
     date: Option<std::time::SystemTime>,
     media_port: Option<u16>,
+    media_tcp_port: Option<u16>,
 }
 
 /// The health answer's clock (its Date header) and media port.
 fn health(a: &crate::dial::Answer) -> Health {
     let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or_default();
     let media_port = v["media_port"].as_u64().and_then(|p| u16::try_from(p).ok());
+    let media_tcp_port = v["media_tcp_port"].as_u64().and_then(|p| u16::try_from(p).ok());
     let date = a
         .headers
         .get(hyper::header::DATE)
         .and_then(|d| d.to_str().ok())
         .and_then(|d| httpdate::parse_http_date(d).ok());
-    Health { date, media_port }
+    Health { date, media_port, media_tcp_port }
 }
 
 async fn credentials(cfg: &DeviceConfig) -> Check {
@@ -540,7 +542,7 @@ fn clock(server_date: Option<std::time::SystemTime>) -> Check {
     }
 }
 
-async fn media_port(server: SocketAddr, port: Option<u16>, bind: &str) -> Check {
+async fn media_port(server: SocketAddr, port: Option<u16>, tcp_port: Option<u16>, bind: &str) -> Check {
     let Some(port) = port else {
         return Check::new(
             Level::Fail,
@@ -579,12 +581,59 @@ async fn media_port(server: SocketAddr, port: Option<u16>, bind: &str) -> Check 
             );
         }
     }
-    Check::new(
-        Level::Fail,
-        "media",
-        format!("no answer from UDP {target}"),
-        Some("open UDP to the server's media port (firewall/NAT); TCP signalling alone cannot carry calls"),
-    )
+    let udp = format!("no answer from UDP {target}");
+    match tcp_port {
+        Some(p) => match media_over_tcp(local, SocketAddr::new(server.ip(), p)).await {
+            Ok(mapped) => Check::new(
+                Level::Warn,
+                "media",
+                format!(
+                    "{udp}; TCP {} answers (the server sees {mapped}): calls run over ICE-TCP",
+                    SocketAddr::new(server.ip(), p)
+                ),
+                Some("open UDP to the server's media port for lower latency under loss"),
+            ),
+            Err(e) => Check::new(
+                Level::Fail,
+                "media",
+                format!("{udp}, nor from TCP {}: {e}", SocketAddr::new(server.ip(), p)),
+                Some(
+                    "open UDP (or at least TCP) to the server's media port (firewall/NAT); signalling alone cannot carry calls",
+                ),
+            ),
+        },
+        None => Check::new(
+            Level::Fail,
+            "media",
+            udp,
+            Some("open UDP to the server's media port (firewall/NAT); TCP signalling alone cannot carry calls"),
+        ),
+    }
+}
+
+/// A STUN binding request in an RFC 4571 frame over TCP to the media port (the ICE-TCP
+/// path): the address the server saw, or why not.
+async fn media_over_tcp(local: std::net::IpAddr, target: SocketAddr) -> Result<SocketAddr, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = if target.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+        .map_err(|e| e.to_string())?;
+    if !local.is_unspecified() && local.is_ipv4() == target.is_ipv4() {
+        socket.bind(SocketAddr::new(local, 0)).map_err(|e| e.to_string())?;
+    }
+    let talk = async {
+        let mut s = socket.connect(target).await.map_err(|e| e.to_string())?;
+        let txid: [u8; 12] = rand::random();
+        let req = crate::rtc::stun::binding_request(txid);
+        let mut framed = (req.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&req);
+        s.write_all(&framed).await.map_err(|e| e.to_string())?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await.map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        crate::rtc::stun::mapped_address(&buf, txid).ok_or_else(|| "not a STUN answer".to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(3), talk).await.map_err(|_| "no answer within 3 s".to_string())?
 }
 
 #[cfg(test)]

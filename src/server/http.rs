@@ -95,11 +95,17 @@ async fn dev_token(
     }
 }
 
-/// `{"status":"ok","version":"0.1.0 (commit)","media_port":7882}` (`media_port` absent when
-/// media is off).
+/// `{"status":"ok","version":"0.1.0 (commit)","media_port":7882,"media_tcp_port":7882}`
+/// (`media_port` absent when media is off, `media_tcp_port` when ICE-TCP is).
 async fn healthz(State(hub): State<Hub>) -> Json<serde_json::Value> {
     match hub.sfu() {
-        Some(sfu) => Json(json!({"status": "ok", "version": crate::BUILD, "media_port": sfu.addr.port()})),
+        Some(sfu) => {
+            let mut v = json!({"status": "ok", "version": crate::BUILD, "media_port": sfu.addr.port()});
+            if let Some(tcp) = sfu.tcp_addr {
+                v["media_tcp_port"] = json!(tcp.port());
+            }
+            Json(v)
+        }
         None => Json(json!({"status": "ok", "version": crate::BUILD})),
     }
 }

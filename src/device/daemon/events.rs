@@ -38,7 +38,7 @@ pub fn hint(code: ErrorCode) -> Option<&'static str> {
         ErrorCode::MEDIA_PIPELINE_FAILED => "check the camera/microphone ([video]/[audio] source) and `callbox doctor`",
         ErrorCode::MEDIA_ENCODER_STALLED => "the encoder stopped producing frames; see `callbox doctor`",
         ErrorCode::PUBLISH_MEDIA_RECOVERING | ErrorCode::PLAY_MEDIA_RECOVERING => {
-            "no media on the network path to the server; recovering by itself (is UDP to the server's media port allowed?)"
+            "no media on the network path to the server; recovering by itself (is UDP or TCP to the server's media port allowed?)"
         }
         _ => return None,
     })
