@@ -58,6 +58,25 @@ fn the_page_over_https_by_name_publishes_and_plays_a_device() {
     println!("browser over https: {r}");
 }
 
+/// The page in a namespace whose UDP to the media port is dropped plays a device over
+/// ICE-TCP (the server's metrics count the TCP connection).
+#[test]
+fn the_page_plays_a_device_over_ice_tcp_when_udp_is_dropped() {
+    let script = format!(
+        "ip link set lo up && node {}/tests/browser/tcp.mjs {}",
+        env!("CARGO_MANIFEST_DIR"),
+        env!("CARGO_BIN_EXE_callbox"),
+    );
+    let out = Command::new("unshare").args(["-n", "sh", "-c", &script]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or("");
+    let r: serde_json::Value = serde_json::from_str(last)
+        .unwrap_or_else(|_| panic!("no result line: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(r["ok"], true, "{r:#}\nstderr tail: {}", tail(&out.stderr));
+    assert!(r["connections_tcp"].as_u64().unwrap_or(0) >= 1);
+    println!("browser over ICE-TCP: {r}");
+}
+
 fn tail(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
     s.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")

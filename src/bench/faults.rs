@@ -68,36 +68,66 @@ fn rendered_after(lines: &Lines, stream: &str, since: Instant, cut_from: Instant
 
 /// Runs `cuts` cuts of 0.5-10 s with `grace_secs` of grace (or, with `fixed`, cuts of that
 /// length) and returns the figures.
+/// A lab with "server", "door" and "flat" namespaces and the real server running in the
+/// first (grace `grace_secs`); its signalling URL and the directory for logs.
+struct ServerLab {
+    // Field order is drop order: the server before its namespaces.
+    _server: Kill,
+    lab: Lab,
+    url: String,
+    logs: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+}
+
+impl ServerLab {
+    fn start(name: &str, grace_secs: u64) -> anyhow::Result<ServerLab> {
+        let lab = Lab::new(&["server", "door", "flat"])?;
+        let ip = lab.host("server").addr;
+        let id = format!("callbox-bench-{name}-{}-{grace_secs}", std::process::id());
+        let cfg = std::env::temp_dir().join(format!("{id}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{}\"\n[session]\ngrace_secs = {grace_secs}\n[media]\nbind = \"{ip}\"\nport = 7882\n",
+                secret()
+            ),
+        )?;
+        let mut server = lab.command("server", std::env::current_exe()?);
+        server.args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", &format!("{ip}:7880")]);
+        let logs = std::env::temp_dir().join(id);
+        std::fs::create_dir_all(&logs)?;
+        println!("  logs in {}", logs.display());
+        let server = spawn_lines(server, &Arc::default(), &logs.join("server.log"))?;
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(ServerLab { _server: server, lab, url: format!("ws://{ip}:7880"), logs, cfg })
+    }
+
+    /// A `callbox peer` as user `host` in namespace `host`, publishing `publish` if given.
+    fn peer(&self, host: &str, publish: Option<&str>, lines: &Lines) -> anyhow::Result<Kill> {
+        let mut c = self.lab.command(host, std::env::current_exe()?);
+        c.env("CALLBOX_APP_SECRET", secret());
+        c.args(["peer", "--server", &self.url, "--user", host, "--bind", &self.lab.host(host).addr.to_string()]);
+        if let Some(s) = publish {
+            c.args(["--publish", s]);
+        }
+        spawn_lines(c, lines, &self.logs.join(format!("{host}.log")))
+    }
+}
+
+impl Drop for ServerLab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.cfg);
+    }
+}
+
 pub fn run(cuts: usize, grace_secs: u64, fixed: Option<Duration>) -> anyhow::Result<CutFigures> {
-    let lab = Lab::new(&["server", "door", "flat"])?;
-    let ip = lab.host("server").addr;
-    let cfg = std::env::temp_dir().join(format!("callbox-bench-faults-{}.toml", std::process::id()));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{}\"\n[session]\ngrace_secs = {grace_secs}\n[media]\nbind = \"{ip}\"\nport = 7882\n",
-            secret()
-        ),
-    )?;
-    let exe = std::env::current_exe()?;
-    let server_lines: Lines = Arc::default();
-    let mut server = lab.command("server", &exe);
-    server.args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", &format!("{ip}:7880")]);
-    let logs = std::env::temp_dir().join(format!("callbox-bench-faults-{}-{grace_secs}", std::process::id()));
-    std::fs::create_dir_all(&logs)?;
-    println!("  logs in {}", logs.display());
-    let _server = spawn_lines(server, &server_lines, &logs.join("server.log"))?;
-    std::thread::sleep(Duration::from_millis(500));
-    let url = format!("ws://{ip}:7880");
+    let sl = ServerLab::start("faults", grace_secs)?;
+    let lab = &sl.lab;
     let mut peers = Vec::new();
     let mut lines = Vec::new();
-    for (host, user) in [("door", "door"), ("flat", "flat")] {
+    for host in ["door", "flat"] {
         let l: Lines = Arc::default();
-        let mut c = lab.command(host, &exe);
-        c.env("CALLBOX_APP_SECRET", secret());
-        c.args(["peer", "--server", &url, "--user", user, "--publish", &format!("{user}-main")])
-            .args(["--bind", &lab.host(host).addr.to_string()]);
-        peers.push(spawn_lines(c, &l, &logs.join(format!("{user}.log")))?);
+        peers.push(sl.peer(host, Some(&format!("{host}-main")), &l)?);
         lines.push(l);
     }
     let (door, flat) = (&lines[0], &lines[1]);
@@ -173,7 +203,6 @@ pub fn run(cuts: usize, grace_secs: u64, fixed: Option<Duration>) -> anyhow::Res
         std::thread::sleep(Duration::from_millis(1500 + rand() % 1000));
     }
     drop(peers);
-    let _ = std::fs::remove_file(&cfg);
     Ok(figures)
 }
 
@@ -182,46 +211,19 @@ pub fn run(cuts: usize, grace_secs: u64, fixed: Option<Duration>) -> anyhow::Res
 /// call then runs over ICE-TCP). Per call: from the flat learning of the stream (it starts
 /// playing at once) to the flat rendering its first frame. Returns (path, times).
 pub fn first_frame_by_path(n: usize) -> anyhow::Result<Vec<(&'static str, Vec<Duration>)>> {
-    let lab = Lab::new(&["server", "door", "flat"])?;
-    let ip = lab.host("server").addr;
-    let cfg = std::env::temp_dir().join(format!("callbox-bench-paths-{}.toml", std::process::id()));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{}\"\n[session]\ngrace_secs = 5\n[media]\nbind = \"{ip}\"\nport = 7882\n",
-            secret()
-        ),
-    )?;
-    let exe = std::env::current_exe()?;
-    let logs = std::env::temp_dir().join(format!("callbox-bench-paths-{}", std::process::id()));
-    std::fs::create_dir_all(&logs)?;
-    println!("  logs in {}", logs.display());
-    let mut server = lab.command("server", &exe);
-    server.args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", &format!("{ip}:7880")]);
-    let _server = spawn_lines(server, &Arc::default(), &logs.join("server.log"))?;
-    std::thread::sleep(Duration::from_millis(500));
-    let url = format!("ws://{ip}:7880");
-    let peer = |host: &str, publish: Option<&str>, lines: &Lines| {
-        let mut c = lab.command(host, &exe);
-        c.env("CALLBOX_APP_SECRET", secret());
-        c.args(["peer", "--server", &url, "--user", host, "--bind", &lab.host(host).addr.to_string()]);
-        if let Some(s) = publish {
-            c.args(["--publish", s]);
-        }
-        spawn_lines(c, lines, &logs.join(format!("{host}.log")))
-    };
+    let sl = ServerLab::start("paths", 5)?;
     let flat: Lines = Arc::default();
-    let _flat = peer("flat", None, &flat)?;
+    let _flat = sl.peer("flat", None, &flat)?;
     let mut out = Vec::new();
     for (path, fault) in [("udp", None), ("ice-tcp", Some(Fault::CutUdp))] {
         let mut times = Vec::new();
         for i in 0..n {
             if let Some(f) = fault {
-                lab.apply("door", f)?;
+                sl.lab.apply("door", f)?;
             }
             let since = Instant::now();
             let stream = format!("door-{path}-{i}");
-            let door = peer("door", Some(&stream), &Arc::default())?;
+            let door = sl.peer("door", Some(&stream), &Arc::default())?;
             let deadline = since + Duration::from_secs(20);
             let took = loop {
                 let l = flat.lock().map_err(|_| anyhow::anyhow!("lines poisoned"))?;
@@ -244,11 +246,57 @@ pub fn first_frame_by_path(n: usize) -> anyhow::Result<Vec<(&'static str, Vec<Du
                 None => println!("  {path} call {i}: no first frame within 20 s"),
             }
             drop(door);
-            lab.clear("door")?;
+            sl.lab.clear("door")?;
             std::thread::sleep(Duration::from_millis(500));
         }
         out.push((path, times));
     }
-    let _ = std::fs::remove_file(&cfg);
+    Ok(out)
+}
+
+/// Media under 1% loss on the publisher's link, over each path: the flat's rendered frames
+/// per second (from its 3 s quality reports) and its video stalls over `secs`. Returns
+/// (path, mean render fps, stalls).
+pub fn loss_by_path(secs: u64) -> anyhow::Result<Vec<(&'static str, f64, usize)>> {
+    let sl = ServerLab::start("paths-loss", 5)?;
+    let flat: Lines = Arc::default();
+    let _flat = sl.peer("flat", None, &flat)?;
+    let mut out = Vec::new();
+    for (path, blocked) in [("udp", false), ("ice-tcp", true)] {
+        if blocked {
+            sl.lab.apply("door", Fault::CutUdp)?;
+        }
+        let stream = format!("door-loss-{path}");
+        let door = sl.peer("door", Some(&stream), &Arc::default())?;
+        let started = Instant::now();
+        let up = loop {
+            if rendered_after(&flat, &stream, started, started).is_some_and(|t| t > started) {
+                break true;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        anyhow::ensure!(up, "no first frame over {path}");
+        sl.lab.apply("door", Fault::Loss(1))?;
+        let since = Instant::now();
+        std::thread::sleep(Duration::from_secs(secs));
+        let l = flat.lock().map_err(|_| anyhow::anyhow!("lines poisoned"))?;
+        let mine = |v: &Value| v["stream_id"] == stream.as_str();
+        // Quality windows wholly inside the loss.
+        let fps: Vec<f64> = l
+            .iter()
+            .filter(|(t, v)| *t >= since + Duration::from_millis(3200) && v["event"] == "quality" && mine(v))
+            .filter_map(|(_, v)| v["render_fps"].as_f64())
+            .collect();
+        let stalls = l.iter().filter(|(t, v)| *t >= since && v["event"] == "video_stall" && mine(v)).count();
+        drop(l);
+        let mean = if fps.is_empty() { 0.0 } else { fps.iter().sum::<f64>() / fps.len() as f64 };
+        out.push((path, mean, stalls));
+        drop(door);
+        sl.lab.clear("door")?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
     Ok(out)
 }

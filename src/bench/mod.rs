@@ -50,7 +50,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0)]
     fault_relogins: usize,
     /// Calls timed to their first frame over each media path, UDP and ICE-TCP (the
-    /// publisher's UDP dropped), in network namespaces (0: skip; needs root, ip and nft).
+    /// publisher's UDP dropped), then 30 s of 1% loss over each, in network namespaces (0:
+    /// skip; needs root, ip and nft).
     #[arg(long, default_value_t = 0)]
     paths: usize,
     /// Make every `--fault-cuts` cut this long (ms) instead of random.
@@ -178,6 +179,11 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             print_stats(&format!("first frame over {path} (player learns of the stream -> renders)"), &mut times);
+        }
+        for (path, fps, stalls) in tokio::task::spawn_blocking(|| faults::loss_by_path(30)).await?? {
+            println!(
+                "1% loss on the publisher's link for 30 s over {path}: player renders {fps:.1} fps (of 15), {stalls} video stalls"
+            );
         }
     }
     if a.device_secs > 0 {

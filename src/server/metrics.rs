@@ -66,6 +66,12 @@ pub fn render_media(m: &crate::rtc::sfu::SfuStats) -> String {
     };
     one("callbox_media_publishers", "gauge", "Publish connections on the media relay.", m.publishers as u64);
     one("callbox_media_players", "gauge", "Play connections on the media relay.", m.players as u64);
+    one(
+        "callbox_media_connections_tcp",
+        "gauge",
+        "Media connections whose media arrives over ICE-TCP (their client's UDP does not pass).",
+        m.over_tcp as u64,
+    );
     one("callbox_media_packets_in_total", "counter", "RTP packets received from publishers.", m.packets_in);
     one("callbox_media_packets_out_total", "counter", "RTP packets forwarded to players.", m.packets_out);
     one(
