@@ -101,6 +101,12 @@ impl TcpLinks {
         tokio::spawn(run(stream, from, id, rx, self.in_tx.clone(), self.deadlines));
     }
 
+    /// Forgets the connection with `peer`: what is queued for it is still written, then it
+    /// closes (a stranger's connection that named no media connection of ours).
+    pub(crate) fn close(&mut self, peer: SocketAddr) {
+        self.links.remove(&peer);
+    }
+
     /// The next frame or closed connection (a closed one is forgotten here).
     pub(crate) async fn recv(&mut self) -> TcpIn {
         // `in_tx` lives in self: the channel never closes.
@@ -233,6 +239,13 @@ mod tests {
         let mut got = [0u8; 4];
         a.read_exact(&mut got).await.unwrap();
         assert_eq!(got, [0, 2, b'h', b'i']);
+        // Forgotten: what is queued is still written, then the connection closes.
+        assert!(links.send(from, b"bye"));
+        links.close(from);
+        assert!(!links.send(from, b"late"), "gone");
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), a.read_to_end(&mut rest)).await.unwrap().unwrap();
+        assert_eq!((n, &rest[..]), (5, &[0u8, 3, b'b', b'y', b'e'][..]), "flushed, then closed");
         // A second stranger that sends nothing: closed after the first-frame deadline.
         let mut links = TcpLinks::new(8, 4, deadlines);
         let mut c = TcpStream::connect(addr).await.unwrap();

@@ -294,6 +294,11 @@ impl SfuCore {
         self.after_input(now, id);
     }
 
+    /// Whether datagrams from `from` reach a media connection (an ICE check named one).
+    pub fn knows(&self, transport: Transport, from: SocketAddr) -> bool {
+        self.by_addr.contains_key(&(transport, from))
+    }
+
     /// Runs what is due at `now`: the connections' timers and the consent expiry.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.next_expiry_scan.is_some_and(|t| now >= t) {

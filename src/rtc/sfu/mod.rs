@@ -190,12 +190,7 @@ async fn run(socket: UdpSocket, listener: Option<TcpListener>, mut core: SfuCore
     let mut tcp = TcpLinks::new(MAX_TCP, MAX_TCP_PER_IP, TCP_DEADLINES);
     loop {
         while let Some(t) = core.poll_transmit() {
-            match t.transport {
-                Transport::Udp => peer::send(&socket, &t),
-                Transport::Tcp => {
-                    tcp.send(t.to, &t.data);
-                }
-            }
+            send(&socket, &mut tcp, &t);
         }
         let deadline = core.poll_timeout();
         tokio::select! {
@@ -222,6 +217,14 @@ async fn run(socket: UdpSocket, listener: Option<TcpListener>, mut core: SfuCore
             got = tcp.recv() => {
                 if let TcpIn::Frame(from, frame) = got {
                     core.handle_datagram(Instant::now(), from, Transport::Tcp, &frame);
+                    if !core.knows(Transport::Tcp, from) {
+                        // A stranger (or `callbox doctor`): its answer, if any, is written,
+                        // then the connection closes rather than hold one of the slots.
+                        while let Some(t) = core.poll_transmit() {
+                            send(&socket, &mut tcp, &t);
+                        }
+                        tcp.close(from);
+                    }
                 }
             }
             cmd = cmds.recv() => match cmd {
@@ -229,6 +232,16 @@ async fn run(socket: UdpSocket, listener: Option<TcpListener>, mut core: SfuCore
                 None => return,
             },
             _ = sleep_until(deadline) => core.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// Sends one transmit over UDP or the TCP connection it names.
+fn send(socket: &UdpSocket, tcp: &mut TcpLinks, t: &peer::Transmit) {
+    match t.transport {
+        Transport::Udp => peer::send(socket, t),
+        Transport::Tcp => {
+            tcp.send(t.to, &t.data);
         }
     }
 }

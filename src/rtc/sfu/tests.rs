@@ -218,6 +218,8 @@ fn strangers_get_nothing_but_a_plain_binding_answer() {
     assert_eq!(stun::mapped_address(&t.data, [7; 12]), Some(stranger));
     assert!(net.sfu.poll_transmit().is_none());
     assert_eq!(net.sfu.poll_timeout(), None, "no connection, no deadline");
+    // None of it made the stranger known (its TCP connection is closed by the task).
+    assert!(!net.sfu.knows(Transport::Udp, stranger) && !net.sfu.knows(Transport::Tcp, stranger));
 }
 
 #[test]
@@ -272,6 +274,7 @@ fn a_device_whose_udp_is_blocked_connects_over_ice_tcp_and_media_flows() {
     assert!(net.run_until(Duration::from_secs(1), |n| n.clients[player].received[0] >= 10));
     assert_eq!(net.clients[player].received, [10, 10]);
     assert_eq!(net.sfu.stats().over_tcp, 1, "the publisher's media arrives over TCP");
+    assert!(net.sfu.knows(Transport::Tcp, net.clients[publisher].tcp_addr()));
     // The player, whose UDP passes, stays on UDP (preferred).
     let stats = |n: &mut Net, i: usize| {
         n.run_until(Duration::from_millis(1100), |_| false);
