@@ -13,22 +13,7 @@ use std::process::Command;
 fn the_page_calls_an_engine_and_comes_back_after_a_server_restart() {
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
     let _ = std::fs::remove_file(artifacts.join("browser-call.png"));
-    let script = format!(
-        "ip link set lo up && node {}/tests/browser/call.mjs {} {}",
-        env!("CARGO_MANIFEST_DIR"),
-        env!("CARGO_BIN_EXE_callbox"),
-        artifacts.display()
-    );
-    let out = Command::new("unshare")
-        .args(["-n", "sh", "-c", &script])
-        .output()
-        .expect("unshare (util-linux) and node; Chromium and playwright-core come from scripts/install-deps.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("");
-    let r: serde_json::Value = serde_json::from_str(last)
-        .unwrap_or_else(|_| panic!("no result line: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(r["ok"], true, "{r:#}\nstderr tail: {}", tail(&out.stderr));
-    assert!(out.status.success());
+    let r = run_page_script("call.mjs", &[&artifacts.display().to_string()]);
     assert!(artifacts.join("browser-call.png").exists(), "screenshot saved");
     println!("browser call: {r}");
 }
@@ -41,20 +26,8 @@ fn the_page_over_https_by_name_publishes_and_plays_a_device() {
     let cfg = pki.dir.path().join("server.toml");
     let section = pki.tls_section("srv");
     std::fs::write(&cfg, format!("[media]\nbind = \"127.0.0.1\"\nport = 0\n{section}")).unwrap();
-    let script = format!(
-        "ip link set lo up && node {}/tests/browser/https.mjs {} {} {} {name} {}",
-        env!("CARGO_MANIFEST_DIR"),
-        env!("CARGO_BIN_EXE_callbox"),
-        cfg.display(),
-        pki.ca_file().display(),
-        pki.spki_sha256("srv"),
-    );
-    let out = Command::new("unshare").args(["-n", "sh", "-c", &script]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or("");
-    let r: serde_json::Value = serde_json::from_str(last)
-        .unwrap_or_else(|_| panic!("no result line: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(r["ok"], true, "{r:#}\nstderr tail: {}", tail(&out.stderr));
+    let (cfg, ca, spki) = (cfg.display().to_string(), pki.ca_file().display().to_string(), pki.spki_sha256("srv"));
+    let r = run_page_script("https.mjs", &[&cfg, &ca, name, &spki]);
     println!("browser over https: {r}");
 }
 
@@ -62,19 +35,31 @@ fn the_page_over_https_by_name_publishes_and_plays_a_device() {
 /// ICE-TCP (the server's metrics count the TCP connection).
 #[test]
 fn the_page_plays_a_device_over_ice_tcp_when_udp_is_dropped() {
+    let r = run_page_script("tcp.mjs", &[]);
+    assert!(r["connections_tcp"].as_u64().unwrap_or(0) >= 1);
+    println!("browser over ICE-TCP: {r}");
+}
+
+/// Runs `tests/browser/<script> <callbox binary> <args>` with node in a network namespace of
+/// its own (only `lo`); its last stdout line is the JSON result, which must say ok and exit 0.
+fn run_page_script(script: &str, args: &[&str]) -> serde_json::Value {
     let script = format!(
-        "ip link set lo up && node {}/tests/browser/tcp.mjs {}",
+        "ip link set lo up && node {}/tests/browser/{script} {} {}",
         env!("CARGO_MANIFEST_DIR"),
         env!("CARGO_BIN_EXE_callbox"),
+        args.join(" ")
     );
-    let out = Command::new("unshare").args(["-n", "sh", "-c", &script]).output().unwrap();
+    let out = Command::new("unshare")
+        .args(["-n", "sh", "-c", &script])
+        .output()
+        .expect("unshare (util-linux) and node; Chromium and playwright-core come from scripts/install-deps.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or("");
     let r: serde_json::Value = serde_json::from_str(last)
         .unwrap_or_else(|_| panic!("no result line: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(r["ok"], true, "{r:#}\nstderr tail: {}", tail(&out.stderr));
-    assert!(r["connections_tcp"].as_u64().unwrap_or(0) >= 1);
-    println!("browser over ICE-TCP: {r}");
+    assert!(out.status.success());
+    r
 }
 
 fn tail(b: &[u8]) -> String {

@@ -12,8 +12,7 @@ import { mkdirSync, writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
-import { fail, until } from "./lib.mjs";
+import { fail, jsonLines, launchChromium, until } from "./lib.mjs";
 
 const [bin, artifacts] = process.argv.slice(2);
 mkdirSync(artifacts, { recursive: true });
@@ -41,9 +40,7 @@ function startPeer(addr, user, publish) {
   const p = spawn(bin, args,
     { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.CHILD_LOG || "warn" } });
   children.push(p);
-  const events = [];
-  createInterface({ input: p.stdout }).on("line", (l) => { try { events.push(JSON.parse(l)); } catch { /* not ours */ } });
-  return { proc: p, events };
+  return { proc: p, events: jsonLines(p) };
 }
 
 async function frames(page, stream) {
@@ -63,13 +60,7 @@ try {
   const watcher = startPeer(addr, "watcher", null);
   await until("the peer in the room", () => peer.events.find((e) => e.event === "state" && e.state === "Connected"));
 
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
-      "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection"],
-  });
+  browser = await launchChromium();
   page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.on("pageerror", (e) => console.error("page error:", e.message));
   const t0 = Date.now();

@@ -9,8 +9,7 @@
 
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
-import { fail, until } from "./lib.mjs";
+import { fail, jsonLines, launchChromium, until } from "./lib.mjs";
 
 const [bin, cfg, ca, name, spki] = process.argv.slice(2);
 const children = [];
@@ -30,18 +29,10 @@ try {
   const peer = spawn(bin, ["peer", "--dev", "--server", `wss://localhost:${port}`, "--ca-file", ca, "--room", "lobby", "--user", "door", "--publish", "door-main"],
     { stdio: ["pipe", "pipe", "inherit"], env });
   children.push(peer);
-  const events = [];
-  createInterface({ input: peer.stdout }).on("line", (l) => { try { events.push(JSON.parse(l)); } catch { /* not ours */ } });
+  const events = jsonLines(peer);
   await until("the peer in the room over wss", () => events.find((e) => e.event === "state" && e.state === "Connected"));
 
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
-      "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection",
-      `--host-resolver-rules=MAP ${name} 127.0.0.1`, `--ignore-certificate-errors-spki-list=${spki}`],
-  });
+  browser = await launchChromium([`--host-resolver-rules=MAP ${name} 127.0.0.1`, `--ignore-certificate-errors-spki-list=${spki}`]);
   const page = await browser.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
   const t0 = Date.now();

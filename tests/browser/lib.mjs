@@ -1,4 +1,8 @@
-// What the browser scripts share: failing with a reason and waiting for a condition.
+// What the browser scripts share: failing with a reason, waiting for a condition, starting
+// Chromium and reading a `callbox peer`'s JSON lines.
+
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
 
 export const WAIT = 30000;
 
@@ -13,4 +17,22 @@ export async function until(what, fn, ms = WAIT) {
     await new Promise((r) => setTimeout(r, 200));
   }
   fail(`timed out waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
+
+// Debian's Chromium, headless, with a fake camera and microphone; `extra` adds flags.
+export function launchChromium(extra = []) {
+  return chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
+      "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection", ...extra],
+  });
+}
+
+// The JSON lines a child (a `callbox peer`) prints, collected as they come.
+export function jsonLines(proc) {
+  const events = [];
+  createInterface({ input: proc.stdout }).on("line", (l) => { try { events.push(JSON.parse(l)); } catch { /* not ours */ } });
+  return events;
 }

@@ -12,8 +12,7 @@ import { writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
-import { fail, until } from "./lib.mjs";
+import { fail, jsonLines, launchChromium, until } from "./lib.mjs";
 
 const [bin] = process.argv.slice(2);
 const dir = mkdtempSync(join(tmpdir(), "callbox-browser-tcp-"));
@@ -46,17 +45,10 @@ try {
   const peer = spawn(bin, ["peer", "--dev", "--server", `ws://${addr}`, "--room", "lobby", "--user", "door", "--publish", "door-main", "--bind", "127.0.0.2"],
     { stdio: ["pipe", "pipe", "inherit"], env });
   children.push(peer);
-  const events = [];
-  createInterface({ input: peer.stdout }).on("line", (l) => { try { events.push(JSON.parse(l)); } catch { /* not ours */ } });
+  const events = jsonLines(peer);
   await until("the peer in the room", () => events.find((e) => e.event === "state" && e.state === "Connected"));
 
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
-      "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection"],
-  });
+  browser = await launchChromium();
   const page = await browser.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
   const t0 = Date.now();

@@ -63,6 +63,18 @@ pub(crate) enum Bind {
     Towards(SocketAddr),
 }
 
+impl Bind {
+    /// The socket address to bind (port 0: any); `towards` asks the kernel for the local
+    /// address that routes to the server.
+    pub(crate) fn resolve(self, towards: impl Fn(SocketAddr) -> Option<IpAddr>) -> SocketAddr {
+        let ip = match self {
+            Bind::Ip(ip) => ip,
+            Bind::Towards(server) => towards(server).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+        };
+        SocketAddr::new(ip, 0)
+    }
+}
+
 /// What the supervisor asks the runner to do.
 #[derive(Debug)]
 pub(crate) enum Command {

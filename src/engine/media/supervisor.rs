@@ -5,7 +5,7 @@
 //! deadline. It holds no connection, pipeline or clock.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::link::{Link, backoff, per_sec, state_event};
@@ -701,18 +701,5 @@ impl MediaSupervisor {
             let e = EngineEvent::PlayerQualityUpdate { stream_id: stream.clone(), quality };
             self.out.push_back(MediaOutput::Event(e));
         }
-    }
-}
-
-/// The address a link binds to, once the runner resolved [`Bind::Towards`].
-impl Bind {
-    /// The socket address to bind (port 0: any); `towards` asks the kernel for the local
-    /// address that routes to the server.
-    pub(crate) fn resolve(self, towards: impl Fn(SocketAddr) -> Option<IpAddr>) -> SocketAddr {
-        let ip = match self {
-            Bind::Ip(ip) => ip,
-            Bind::Towards(server) => towards(server).unwrap_or(IpAddr::from([127, 0, 0, 1])),
-        };
-        SocketAddr::new(ip, 0)
     }
 }
