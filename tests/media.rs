@@ -160,22 +160,39 @@ async fn media_flows_again_after_the_server_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_encoder_is_rebuilt_and_media_resumes() {
     let server = Server::start("");
+    let t0 = std::time::Instant::now();
     let ((a, mut ea), (b, mut eb)) = door_and_flat_media(&server.url()).await;
+    // The steps' times are printed: a failure shows how far the rebuild got.
+    let step = |what: &str| println!("{:>6.0} ms  {what}", t0.elapsed().as_secs_f64() * 1e3);
+    step("first frame");
 
     assert!(a.inject_media_fault("door-main").await, "a running publish pipeline");
-    let e = ea.wait("media error", |e| matches!(e, EngineEvent::PublisherMediaError { .. })).await;
-    let EngineEvent::PublisherMediaError { error_code, message, .. } = e else { unreachable!() };
+    // The injected failure's error (any other one before it is printed, not taken for it).
+    let e = ea
+        .wait("media error", |e| {
+            let error = matches!(e, EngineEvent::PublisherMediaError { .. });
+            if error {
+                println!("publisher error: {e:?}");
+            }
+            matches!(e, EngineEvent::PublisherMediaError { message, .. } if message.contains("simulated encoder failure"))
+        })
+        .await;
+    let EngineEvent::PublisherMediaError { error_code, .. } = e else { unreachable!() };
     assert_eq!(error_code, callbox::engine::ErrorCode::MEDIA_PIPELINE_FAILED);
-    assert!(message.contains("simulated encoder failure"), "{message}");
+    step("media error");
     ea.wait("encoder chosen again", |e| matches!(e, EngineEvent::PublisherEncoder { .. })).await;
+    step("encoder chosen again");
     // The rebuild takes at least the 500 ms back-off: the player reports a stall, then resume.
     eb.wait("video stall", |e| matches!(e, EngineEvent::MediaEvent { event: MediaEventKind::VideoStall, .. })).await;
+    step("player stalled");
     eb.wait("video resume", |e| matches!(e, EngineEvent::MediaEvent { event: MediaEventKind::VideoResume, .. })).await;
+    step("player resumed");
     // The player keeps decoding on the same connection once the new pipeline sends a keyframe.
     let q0 = quality_of(&eb.wait("play quality", play_quality("door-main")).await).frames_decoded;
     let mut last = q0;
-    for _ in 0..4 {
+    for _ in 0..6 {
         last = quality_of(&eb.wait("play quality", play_quality("door-main")).await).frames_decoded;
+        step(&format!("decoded {q0} -> {last}"));
         if last >= q0 + 20 {
             break;
         }
