@@ -56,6 +56,8 @@ pub enum Fault {
     CutTcp,
     /// Each packet dropped with this probability, in percent.
     Loss(u8),
+    /// TCP to or from this port dropped (a server's ICE-TCP port, say).
+    CutTcpPort(u16),
 }
 
 /// One party's namespace.
@@ -161,6 +163,27 @@ impl Lab {
             Fault::Cut => {}
             Fault::CutUdp => args.extend(["meta", "l4proto", "udp"]),
             Fault::CutTcp => args.extend(["meta", "l4proto", "tcp"]),
+            Fault::CutTcpPort(p) => {
+                pct = p.to_string();
+                args.extend(["tcp", "dport", &pct]);
+                // Both directions: the same rule on the source port.
+                let chain = format!("h{}", self.host(name).index);
+                run(Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    &self.router,
+                    "nft",
+                    "add",
+                    "rule",
+                    "inet",
+                    TABLE,
+                    &chain,
+                    "tcp",
+                    "sport",
+                    &pct,
+                    "drop",
+                ]))?;
+            }
             Fault::Loss(p) => {
                 pct = p.min(100).to_string();
                 args.extend(["numgen", "random", "mod", "100", "<", &pct]);

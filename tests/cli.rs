@@ -71,6 +71,8 @@ fn check_config_names_the_key_and_exits_78() {
         ("[[apps]]\napp_id = 1\nsecret = \"short\"\n", "apps[0].secret"),
         ("listen = \"nowhere\"\n", "listen"),
         ("[limits]\nmessages_per_sec = 0\n", "limits.messages_per_sec"),
+        ("[media]\nturn_urls = [\"turns:relay.example.com:443\"]\n", "media.turn_secret"),
+        ("[media]\nturn_urls = [\"relay.example.com\"]\nturn_secret = \"s\"\n", "media.turn_urls[0]"),
     ];
     for (text, key) in cases {
         let f = dir.path().join("bad.toml");

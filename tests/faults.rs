@@ -54,6 +54,8 @@ struct Call {
     grace_secs: u64,
     /// Signalling over wss with this test CA (the field setup), else ws.
     pki: Option<common::Pki>,
+    /// More `[media]` keys for the server.
+    server_extra: String,
     lab: Lab,
 }
 
@@ -73,6 +75,19 @@ impl Call {
     /// The same with `fault` on the device's link from before anything starts.
     fn start_after(grace_secs: u64, tls: bool, fault: Option<Fault>) -> Call {
         let lab = Lab::new(&["server", "device", "peer"]).expect("network namespaces (root, ip, nft)");
+        let mut call = Call::new(lab, grace_secs, tls);
+        if let Some(f) = fault {
+            call.lab.apply("device", f).unwrap();
+        }
+        call.start_server();
+        call.start_device();
+        call.start_peer();
+        call.wait_both_decode(Instant::now(), "the first call");
+        call
+    }
+
+    /// The parties' files and, with `tls`, a test CA and the server's certificate.
+    fn new(lab: Lab, grace_secs: u64, tls: bool) -> Call {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("control.sock");
         let mut call = Call {
@@ -84,6 +99,7 @@ impl Call {
             socket,
             grace_secs,
             pki: None,
+            server_extra: String::new(),
             lab,
         };
         if tls {
@@ -91,13 +107,6 @@ impl Call {
             pki.leaf("server", &[&call.server_ip().to_string()], false);
             call.pki = Some(pki);
         }
-        if let Some(f) = fault {
-            call.lab.apply("device", f).unwrap();
-        }
-        call.start_server();
-        call.start_device();
-        call.start_peer();
-        call.wait_both_decode(Instant::now(), "the first call");
         call
     }
 
@@ -107,7 +116,8 @@ impl Call {
 
     fn start_server(&mut self) {
         let tls = self.pki.as_ref().map(|p| p.tls_section("server")).unwrap_or_default();
-        self.server = Some(spawn_server(&self.lab, self.dir.path(), self.grace_secs, &tls));
+        let extra = format!("{}{tls}", self.server_extra);
+        self.server = Some(spawn_server(&self.lab, self.dir.path(), self.grace_secs, &extra));
     }
 
     /// The signalling URL, and the CA to trust for it.
@@ -391,7 +401,12 @@ fn a_device_whose_udp_is_blocked_calls_over_ice_tcp() {
         seen = call.status().and_then(|s| path(&s));
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert_eq!(seen.as_deref(), Some("tcp"), "the device's status names the path");
+    assert_eq!(
+        seen.as_deref(),
+        Some("tcp"),
+        "the device's status names the path; device log:\n{}",
+        call.log_tail("device.log")
+    );
     let peer_path = call.lines.lock().unwrap().iter().rev().find_map(|(_, v)| {
         (v["event"] == "quality" && v["stream_id"] == "door-main").then(|| v["path"].as_str().map(String::from))
     });
@@ -404,6 +419,67 @@ fn a_device_whose_udp_is_blocked_calls_over_ice_tcp() {
     let text = String::from_utf8_lossy(&out.stdout);
     let media = text.lines().find(|l| l.contains(" media ")).unwrap_or_default().to_string();
     assert!(media.starts_with("WARN") && media.contains("calls run over ICE-TCP"), "doctor said:\n{text}");
+}
+
+/// Only TCP reaches the server's signalling port and a TURN server's 443 (UDP dropped, the
+/// media port's TCP too): the call comes up through TURN over TLS, with credentials the
+/// server handed out at login (coturn `use-auth-secret`).
+#[test]
+fn a_device_behind_a_firewall_that_passes_only_tcp_calls_through_turn_over_tls() {
+    let _l = lock();
+    let lab = Lab::new(&["server", "device", "peer", "turn"]).expect("network namespaces (root, ip, nft)");
+    let mut call = Call::new(lab, 45, true);
+    let turn_ip = call.lab.host("turn").addr.to_string();
+    let (crt, key) = call.pki.as_ref().unwrap().leaf("turn", &[&turn_ip], false);
+    let conf = call.dir.path().join("turnserver.conf");
+    std::fs::write(&conf, "").unwrap();
+    let log = std::fs::File::create(call.dir.path().join("turn.log")).unwrap();
+    let _turn = Proc(
+        call.lab
+            .command("turn", "turnserver")
+            .arg("-c")
+            .arg(&conf)
+            .args(["-n", "--no-cli", "--log-file", "stdout", "--simple-log", "--fingerprint", "--realm", "callbox"])
+            .args(["--listening-ip", &turn_ip, "--relay-ip", &turn_ip, "--listening-port", "3478"])
+            .args(["--tls-listening-port", "443", "--use-auth-secret", "--static-auth-secret", "turn-secret"])
+            .arg("--cert")
+            .arg(&crt)
+            .arg("--pkey")
+            .arg(&key)
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("coturn (turnserver) installed"),
+    );
+    call.server_extra = format!("turn_urls = [\"turns:{turn_ip}:443?transport=tcp\"]\nturn_secret = \"turn-secret\"\n");
+    call.lab.apply("device", Fault::CutUdp).unwrap();
+    call.lab.apply("device", Fault::CutTcpPort(7882)).unwrap();
+    let began = Instant::now();
+    call.start_server();
+    call.start_device();
+    call.start_peer();
+    call.wait_both_decode(began, "the call through TURN/TLS");
+    eprintln!("TURN/TLS: both sides decode {:?} after the start", began.elapsed());
+    // The status names the path once a quality window has passed on it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let paths = |s: &Status| {
+        let publish: Vec<String> =
+            s.publishing.iter().map(|p| p.quality.as_ref().map(|q| q.path.clone()).unwrap_or_default()).collect();
+        let play: Vec<String> =
+            s.playing.iter().map(|p| p.quality.as_ref().map(|q| q.path.clone()).unwrap_or_default()).collect();
+        (publish, play)
+    };
+    let want = (vec!["turn-tls".to_string()], vec!["turn-tls".to_string()]);
+    let mut seen = None;
+    while Instant::now() < deadline && seen.as_ref() != Some(&want) {
+        seen = call.status().map(|s| paths(&s));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(seen, Some(want), "the device's status names the path; device log:\n{}", call.log_tail("device.log"));
+    let peer_path = call.lines.lock().unwrap().iter().rev().find_map(|(_, v)| {
+        (v["event"] == "quality" && v["stream_id"] == "door-main").then(|| v["path"].as_str().map(String::from))
+    });
+    assert_eq!(peer_path.flatten().as_deref(), Some("udp"), "the peer, whose UDP passes, stays on UDP");
 }
 
 #[test]

@@ -226,6 +226,7 @@ async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) ->
         MediaRole::Play,
         "127.0.0.1:0".parse()?,
         Duration::from_secs(3),
+        Default::default(),
         Some(Box::new(Counter(count))),
         |_| {},
     )?;

@@ -215,11 +215,14 @@ pub struct MediaSection {
     /// Milliseconds without anything from the server on a stream's media connection before
     /// it is renegotiated (500 to 60000).
     pub silence_ms: u64,
+    /// This device's own TURN servers (`[[media.ice_servers]]`: `urls`, `username`,
+    /// `credential`), used with those the server hands out at login.
+    pub ice_servers: Vec<crate::rtc::ice_servers::IceServer>,
 }
 
 impl Default for MediaSection {
     fn default() -> Self {
-        MediaSection { bind: String::new(), silence_ms: MediaConfig::default().silence_ms }
+        MediaSection { bind: String::new(), silence_ms: MediaConfig::default().silence_ms, ice_servers: vec![] }
     }
 }
 
@@ -338,6 +341,9 @@ impl DeviceConfig {
         self.call_mode()?;
         if self.call.ring_out_secs == 0 {
             return Err(ConfigError::value("call.ring_out_secs", "must be at least 1"));
+        }
+        for (i, s) in self.media.ice_servers.iter().enumerate() {
+            s.validate().map_err(|e| ConfigError::value(&format!("media.ice_servers[{i}]"), e))?;
         }
         self.media_config(&AutoDevices::none())?.validate().map_err(|e| {
             let key = e.split(':').next().unwrap_or("video").replace("media.", "video.");
@@ -560,6 +566,7 @@ impl DeviceConfig {
             audio_sink,
             silence_ms: self.media.silence_ms,
             test_pattern: v.test_pattern.clone(),
+            ice_servers: self.media.ice_servers.clone(),
             ..MediaConfig::default()
         })
     }
@@ -600,6 +607,10 @@ mod tests {
         assert_eq!(m.video, VideoSource::V4l2 { device: "/dev/video2".into(), mjpeg: false });
         assert_eq!(m.audio, AudioSource::Alsa { device: "hw:1".into() });
         assert_eq!(m.test_pattern, "ball");
+        let turn = parse(
+            "[[media.ice_servers]]\nurls = [\"turns:relay.example.com:443\"]\nusername = \"u\"\ncredential = \"p\"\n",
+        );
+        assert_eq!(turn.unwrap().media_config(&AutoDevices::none()).unwrap().ice_servers[0].username, "u");
         let snow = parse("[video]\nsource = \"test\"\ntest_pattern = \"snow\"\n").unwrap();
         assert_eq!(snow.media_config(&AutoDevices::none()).unwrap().test_pattern, "snow");
     }
@@ -636,6 +647,8 @@ mod tests {
             ("[display]\nsink = \"hdmi\"\n", "display.sink"),
             ("[display]\nlayout = \"mosaic\"\n", "display.layout"),
             ("[media]\nbind = \"eth0\"\n", "media.bind"),
+            ("[[media.ice_servers]]\nurls = [\"turn:relay:3478?transport=sctp\"]\n", "media.ice_servers[0]"),
+            ("[[media.ice_servers]]\nurls = []\n", "media.ice_servers[0]"),
             ("[gpio]\nbackend = \"sysfs\"\n", "gpio.backend"),
             ("[gpio.buttons]\nbell = 4\n", "gpio.buttons.bell"),
             ("[gpio.outputs]\nsiren = 4\n", "gpio.outputs.siren"),

@@ -134,7 +134,7 @@ impl Engine {
         let session = Session::new(cfg, Instant::now());
         let (tx, rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
-        let media = profile.media.clone().map(MediaManager::new);
+        let media = profile.media.clone().map(|m| MediaManager::new(m, profile.ca_file.clone()));
         if let Some(m) = &profile.media {
             m.config.validate().map_err(EngineError::Profile)?;
         }
@@ -465,8 +465,9 @@ impl Driver {
                     };
                     self.emit(e);
                 }
-                Output::Joined { fresh } => {
+                Output::Joined { fresh, ice_servers } => {
                     if let Some(m) = &mut self.media {
+                        m.sup.set_server_ice(ice_servers);
                         m.sup.handle_joined(Instant::now(), fresh);
                     }
                 }

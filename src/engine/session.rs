@@ -70,6 +70,8 @@ pub enum Output {
     Joined {
         /// A new server session.
         fresh: bool,
+        /// The TURN servers (with credentials) the server handed out, if any.
+        ice_servers: Vec<crate::rtc::ice_servers::IceServer>,
     },
 }
 
@@ -493,17 +495,17 @@ impl Session {
         }
         self.last_rx = now;
         match msg {
-            ServerMsg::LoginOk { req, session_id, resume_token, room, heartbeat_ms, .. } => {
+            ServerMsg::LoginOk { req, session_id, resume_token, room, heartbeat_ms, ice_servers, .. } => {
                 if matches!(self.pending.remove(&req), Some(Pending::Login)) {
                     self.resume = Some((session_id, resume_token));
                     self.heartbeat = Duration::from_millis(heartbeat_ms.clamp(100, 60_000));
-                    self.out.push_back(Output::Joined { fresh: true });
+                    self.out.push_back(Output::Joined { fresh: true, ice_servers });
                     self.joined(now, room);
                 }
             }
-            ServerMsg::Resumed { req, room } => {
+            ServerMsg::Resumed { req, room, ice_servers } => {
                 if matches!(self.pending.remove(&req), Some(Pending::Resume)) {
-                    self.out.push_back(Output::Joined { fresh: false });
+                    self.out.push_back(Output::Joined { fresh: false, ice_servers });
                     self.joined(now, room);
                 }
             }

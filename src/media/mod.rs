@@ -176,6 +176,10 @@ pub struct MediaConfig {
     /// `videotestsrc` pattern for the test source (`ball`; `snow` is incompressible, for
     /// bitrate benchmarks).
     pub test_pattern: String,
+    /// The device's own TURN servers (`[[media.ice_servers]]`), used with those the server
+    /// hands out at login: where neither UDP nor ICE-TCP reaches the server, media goes
+    /// through a relay (TURN over UDP, TCP, or TLS on 443).
+    pub ice_servers: Vec<crate::rtc::ice_servers::IceServer>,
 }
 
 impl Default for MediaConfig {
@@ -196,6 +200,7 @@ impl Default for MediaConfig {
             stall_secs: 5,
             silence_ms: 3000,
             test_pattern: "ball".into(),
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -208,6 +213,9 @@ impl MediaConfig {
 
     /// Checks values; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
+        for s in &self.ice_servers {
+            s.validate().map_err(|e| format!("media.ice_servers: {e}"))?;
+        }
         if !(16..=4096).contains(&self.width) || !(16..=4096).contains(&self.height) {
             return Err("media.width/height: must be between 16 and 4096".into());
         }

@@ -249,6 +249,10 @@ pub enum ServerMsg {
         grace_secs: u64,
         /// Server clock, Unix milliseconds.
         server_time_ms: u64,
+        /// TURN servers with credentials for this user, valid for a while (`[media]
+        /// turn_urls`); absent when the server names none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<crate::rtc::ice_servers::IceServer>,
     },
     /// Resume accepted: the session, its streams and subscriptions are as they were.
     Resumed {
@@ -256,6 +260,9 @@ pub enum ServerMsg {
         req: u64,
         /// The room as it is now.
         room: RoomSnapshot,
+        /// Fresh TURN credentials, as in `login_ok`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<crate::rtc::ice_servers::IceServer>,
     },
     /// A request succeeded.
     Ok {

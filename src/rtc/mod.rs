@@ -14,11 +14,13 @@
 //! on the server, active on devices), carried in the SDP (no trickle).
 
 pub mod client;
+pub mod ice_servers;
 mod keyframe;
 mod peer;
 pub mod sfu;
 pub(crate) mod stun;
 mod tcp;
+pub mod turn;
 
 pub use peer::{RtcError, Transport, sdp_has_candidate};
 

@@ -14,7 +14,7 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, CandidateRelayConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -154,7 +154,7 @@ impl Transport {
         }
     }
 
-    fn of(p: TransportProtocol) -> Transport {
+    pub(crate) fn of(p: TransportProtocol) -> Transport {
         match p {
             TransportProtocol::TCP => Transport::Tcp,
             _ => Transport::Udp,
@@ -198,6 +198,31 @@ pub(crate) fn add_host_candidate(pc: &mut RTCPeerConnection, c: HostCandidate) -
     Ok(())
 }
 
+/// Adds the relayed address of a TURN allocation (`base`: the local socket it was made
+/// from) as a relay candidate: the agent checks the server's candidates from it too.
+pub(crate) fn add_relay_candidate(
+    pc: &mut RTCPeerConnection,
+    relayed: SocketAddr,
+    base: SocketAddr,
+) -> Result<(), RtcError> {
+    let candidate = CandidateRelayConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: relayed.ip().to_string(),
+            port: relayed.port(),
+            component: 1,
+            ..Default::default()
+        },
+        rel_addr: base.ip().to_string(),
+        rel_port: base.port(),
+        ..Default::default()
+    }
+    .new_candidate_relay()?;
+    let init = RTCIceCandidate::from(&candidate).to_json()?;
+    pc.add_local_candidate(init)?;
+    Ok(())
+}
+
 /// Hands one received datagram to the connection. While the connection is being set up,
 /// its timers are run at once too: the ICE and DTLS layers queue their next flight on a
 /// timer, and waiting for it costs a check interval (~200 ms) per round trip.
@@ -229,6 +254,8 @@ pub(crate) fn feed(
 /// A datagram a sans-IO core wants sent; the task that owns the socket sends it.
 #[derive(Debug)]
 pub struct Transmit {
+    /// From which local candidate (a relayed address goes through its TURN allocation).
+    pub from: SocketAddr,
     /// Where to.
     pub to: SocketAddr,
     /// Over UDP, or over the TCP connection with `to`.
@@ -241,7 +268,7 @@ pub struct Transmit {
 pub(crate) fn drain(pc: &mut RTCPeerConnection, out: &mut VecDeque<Transmit>) {
     while let Some(w) = pc.poll_write() {
         let transport = Transport::of(w.transport.transport_protocol);
-        out.push_back(Transmit { to: w.transport.peer_addr, transport, data: w.message });
+        out.push_back(Transmit { from: w.transport.local_addr, to: w.transport.peer_addr, transport, data: w.message });
     }
 }
 

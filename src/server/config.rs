@@ -68,6 +68,27 @@ pub struct MediaConfig {
     pub tcp: bool,
     /// The TCP port for ICE-TCP; absent: the same number as `port`.
     pub tcp_port: Option<u16>,
+    /// TURN servers handed to every client at login (`turn:`, `turns:` and `stun:` URLs),
+    /// for networks where neither UDP nor ICE-TCP reaches the media port.
+    pub turn_urls: Vec<String>,
+    /// The secret shared with the TURN server (coturn `static-auth-secret`): each login gets
+    /// credentials made from it, valid for `turn_ttl_secs`.
+    pub turn_secret: String,
+    /// How long handed-out TURN credentials are valid, seconds.
+    pub turn_ttl_secs: u64,
+}
+
+impl MediaConfig {
+    /// The TURN servers with credentials for `user_id`, valid until `now_unix` plus
+    /// `turn_ttl_secs`; none unless `turn_urls` are set.
+    pub fn ice_servers_for(&self, user_id: &str, now_unix: u64) -> Vec<crate::rtc::ice_servers::IceServer> {
+        if self.turn_urls.is_empty() {
+            return vec![];
+        }
+        let expires = now_unix + self.turn_ttl_secs;
+        let (username, credential) = crate::rtc::ice_servers::rest_credentials(&self.turn_secret, user_id, expires);
+        vec![crate::rtc::ice_servers::IceServer { urls: self.turn_urls.clone(), username, credential }]
+    }
 }
 
 impl Default for MediaConfig {
@@ -79,6 +100,9 @@ impl Default for MediaConfig {
             announce: vec![],
             tcp: true,
             tcp_port: None,
+            turn_urls: vec![],
+            turn_secret: String::new(),
+            turn_ttl_secs: 86_400,
         }
     }
 }
@@ -300,7 +324,26 @@ impl ServerConfig {
         }
         self.media_bind()?;
         self.media_announce()?;
+        self.validate_turn()?;
         self.validate_tls()?;
+        Ok(())
+    }
+
+    fn validate_turn(&self) -> Result<(), ConfigError> {
+        let m = &self.media;
+        for (i, u) in m.turn_urls.iter().enumerate() {
+            crate::rtc::ice_servers::IceUrl::parse(u)
+                .map_err(|e| ConfigError::value(&format!("media.turn_urls[{i}]"), e))?;
+        }
+        if m.turn_urls.is_empty() != m.turn_secret.is_empty() {
+            return Err(ConfigError::value(
+                "media.turn_secret",
+                "media.turn_urls and media.turn_secret go together: set both or neither",
+            ));
+        }
+        if !(60..=7 * 86_400).contains(&m.turn_ttl_secs) {
+            return Err(ConfigError::value("media.turn_ttl_secs", "must be 60 to 604800"));
+        }
         Ok(())
     }
 

@@ -167,6 +167,8 @@ pub struct Registry {
     heartbeat_ms: u64,
     limits: Limits,
     media_enabled: bool,
+    /// The TURN part of the configuration (URLs, secret, lifetime of credentials).
+    turn: crate::server::config::MediaConfig,
     apps: HashMap<u32, App>,
     sessions: HashMap<String, Session>,
     conns: HashMap<ConnId, Conn>,
@@ -208,6 +210,7 @@ impl Registry {
             heartbeat_ms: cfg.session.heartbeat_ms,
             limits,
             media_enabled: cfg.media.enabled,
+            turn: cfg.media.clone(),
             apps,
             sessions: HashMap::new(),
             conns: HashMap::new(),
@@ -548,6 +551,7 @@ impl Registry {
                 heartbeat_ms: self.heartbeat_ms,
                 grace_secs: self.grace.as_secs(),
                 server_time_ms: now.unix_ms,
+                ice_servers: self.turn.ice_servers_for(&user.user_id, now.unix_secs()),
             },
         );
         for other in others {
@@ -593,7 +597,9 @@ impl Registry {
         }
         self.metrics.resumes += 1;
         let room = self.snapshot(session_id);
-        self.send(conn, ServerMsg::Resumed { req, room });
+        let user = self.sessions.get(session_id).map(|s| s.user.user_id.clone()).unwrap_or_default();
+        let ice_servers = self.turn.ice_servers_for(&user, now.unix_secs());
+        self.send(conn, ServerMsg::Resumed { req, room, ice_servers });
         for m in backlog {
             self.send(conn, m);
         }

@@ -80,7 +80,14 @@ impl Bind {
 pub(crate) enum Command {
     /// Open a media connection for the stream, replacing its previous one (a player gets a
     /// new play pipeline too). Its events come back tagged with `epoch`.
-    OpenLink { role: MediaRole, stream: String, epoch: u64, bind: Bind, silence: Duration },
+    OpenLink {
+        role: MediaRole,
+        stream: String,
+        epoch: u64,
+        bind: Bind,
+        silence: Duration,
+        ice: Vec<crate::rtc::ice_servers::IceServer>,
+    },
     /// Close the stream's connection (a player's pipeline stays until the next `OpenLink`).
     CloseLink { role: MediaRole, stream: String },
     /// Give the connection the server's answer.
@@ -141,11 +148,12 @@ pub(crate) struct MediaManager {
 }
 
 impl MediaManager {
-    pub(crate) fn new(cfg: EngineMedia) -> Self {
+    /// `ca_file`: the room connection's CA, also trusted for TURN over TLS.
+    pub(crate) fn new(cfg: EngineMedia, ca_file: Option<std::path::PathBuf>) -> Self {
         let present: supervisor::Present = Box::new(crate::media::has_element);
         MediaManager {
             sup: MediaSupervisor::new(cfg.config.clone(), cfg.bind, present),
-            run: MediaRunner::new(cfg.config),
+            run: MediaRunner::new(cfg.config, ca_file),
         }
     }
 

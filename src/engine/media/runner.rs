@@ -3,6 +3,8 @@
 //! and carries out the supervisor's commands. Connections and pipelines report on one
 //! bounded note channel, tagged with the epoch the supervisor gave them.
 
+use crate::rtc::client::Relays;
+use crate::rtc::ice_servers::{IceServer, TurnTransport};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -41,12 +43,40 @@ pub(crate) struct MediaRunner {
     grid: Option<Grid>,
     tx: mpsc::Sender<Note>,
     rx: mpsc::Receiver<Note>,
+    /// The room connection's trust, for `turns:` (built on first use).
+    ca_file: Option<std::path::PathBuf>,
+    turn_tls: Option<Option<std::sync::Arc<rustls::ClientConfig>>>,
 }
 
 impl MediaRunner {
-    pub(crate) fn new(config: MediaConfig) -> Self {
+    /// A runner with no stream; `ca_file` is the room connection's CA (also trusted for
+    /// TURN over TLS), `None`: the system's roots.
+    pub(crate) fn new(config: MediaConfig, ca_file: Option<std::path::PathBuf>) -> Self {
         let (tx, rx) = mpsc::channel(NOTES);
-        MediaRunner { config, muted: false, pubs: HashMap::new(), plays: HashMap::new(), grid: None, tx, rx }
+        MediaRunner {
+            config,
+            muted: false,
+            pubs: HashMap::new(),
+            plays: HashMap::new(),
+            grid: None,
+            tx,
+            rx,
+            ca_file,
+            turn_tls: None,
+        }
+    }
+
+    /// The TURN servers a new connection may use, with the trust for `turns:`.
+    fn relays(&mut self, servers: Vec<IceServer>) -> Relays {
+        let wants_tls = servers.iter().flat_map(|s| s.turn_urls()).any(|u| u.transport == TurnTransport::Tls);
+        if wants_tls && self.turn_tls.is_none() {
+            let cfg = crate::tls::client::config(self.ca_file.as_deref(), &[]);
+            if let Err(e) = &cfg {
+                tracing::warn!(error = %e, "no TLS trust for TURN over TLS; turns: servers are skipped");
+            }
+            self.turn_tls = Some(cfg.ok());
+        }
+        Relays { servers, tls: self.turn_tls.clone().flatten() }
     }
 
     /// The next note from a connection or a pipeline.
@@ -58,12 +88,13 @@ impl MediaRunner {
     /// connection's offer, or a failure.
     pub(crate) fn execute(&mut self, cmd: Command) -> Option<Note> {
         match cmd {
-            Command::OpenLink { role: MediaRole::Publish, stream, epoch, bind, silence } => {
+            Command::OpenLink { role: MediaRole::Publish, stream, epoch, bind, silence, ice } => {
                 let bind = bind.resolve(crate::rtc::local_ip_towards);
+                let relays = self.relays(ice);
                 let events = self.link_events(MediaRole::Publish, &stream, epoch);
                 let p = self.pubs.entry(stream.clone()).or_default();
                 p.conn = None;
-                match ClientConn::start(MediaRole::Publish, bind, silence, None, events) {
+                match ClientConn::start(MediaRole::Publish, bind, silence, relays, None, events) {
                     Ok((c, offer)) => {
                         if let Ok(mut g) = p.rtp.lock() {
                             g.tx = Some(c.rtp_sender());
@@ -74,8 +105,9 @@ impl MediaRunner {
                     Err(e) => Some(Note::OpenFailed(MediaRole::Publish, stream, epoch, e.to_string())),
                 }
             }
-            Command::OpenLink { role: MediaRole::Play, stream, epoch, bind, silence } => {
+            Command::OpenLink { role: MediaRole::Play, stream, epoch, bind, silence, ice } => {
                 let bind = bind.resolve(crate::rtc::local_ip_towards);
+                let relays = self.relays(ice);
                 let events = self.link_events(MediaRole::Play, &stream, epoch);
                 let errors = self.pipeline_errors(MediaRole::Play, &stream, epoch);
                 let p = self.plays.entry(stream.clone()).or_default();
@@ -93,7 +125,7 @@ impl MediaRunner {
                     .and_then(|pl| pl.sink().map(|s| (pl, s)))
                     .map_err(|e| format!("cannot build the play pipeline: {e}"))
                     .and_then(|(pl, sink)| {
-                        let c = ClientConn::start(MediaRole::Play, bind, silence, Some(Box::new(sink)), events);
+                        let c = ClientConn::start(MediaRole::Play, bind, silence, relays, Some(Box::new(sink)), events);
                         c.map(|c| (pl, c)).map_err(|e| e.to_string())
                     });
                 match started {

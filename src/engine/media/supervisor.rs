@@ -74,6 +74,9 @@ pub(crate) struct MediaSupervisor {
     next_quality: Option<Instant>,
     /// The grid's channels last asked for.
     grid: Vec<String>,
+    /// The TURN servers the server handed out at the last login (the configured ones are
+    /// in `cfg`).
+    server_ice: Vec<crate::rtc::ice_servers::IceServer>,
 }
 
 impl MediaSupervisor {
@@ -93,7 +96,17 @@ impl MediaSupervisor {
             last_timeout: None,
             next_quality: None,
             grid: Vec::new(),
+            server_ice: Vec::new(),
         }
+    }
+
+    /// The TURN servers (with fresh credentials) from the server's login reply: the next
+    /// connections use them with the configured ones.
+    pub(crate) fn set_server_ice(&mut self, servers: Vec<crate::rtc::ice_servers::IceServer>) {
+        if !servers.is_empty() || !self.server_ice.is_empty() {
+            tracing::debug!(count = servers.len(), "TURN servers from the server");
+        }
+        self.server_ice = servers;
     }
 
     /// The next command for the runner.
@@ -542,7 +555,8 @@ impl MediaSupervisor {
                 p.audio_at = now;
             }
         }
-        self.run(Command::OpenLink { role, stream: stream.to_string(), epoch, bind, silence });
+        let ice = self.cfg.ice_servers.iter().chain(&self.server_ice).cloned().collect();
+        self.run(Command::OpenLink { role, stream: stream.to_string(), epoch, bind, silence, ice });
     }
 
     fn start_pipeline(&mut self, stream: &str, now: Instant) {

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
@@ -20,10 +20,12 @@ use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
-use super::{ClientEvent, LinkStats};
+use super::{ClientEvent, LinkStats, Path};
 use crate::proto::MediaRole;
 use crate::rtc::Kind;
+use crate::rtc::ice_servers::TurnTransport;
 use crate::rtc::peer::{self, HostCandidate, PeerOpts, RtcError, Sender, Transmit, Transport};
+use crate::rtc::turn::{Relay, TurnServer};
 
 /// Keyframe requests from the server reach the encoder at most this often.
 const KEYFRAME_EVENT_INTERVAL: Duration = Duration::from_millis(300);
@@ -50,6 +52,10 @@ pub struct ClientCore {
     events: VecDeque<ClientEvent>,
     rtp: VecDeque<(Kind, Bytes)>,
     out: VecDeque<Transmit>,
+    /// TURN allocations, by the index [`ClientCore::add_relay`] gave.
+    relays: Vec<Relay>,
+    /// Messages for TURN servers reached over TCP or TLS: (relay index, message).
+    relay_out: VecDeque<(usize, BytesMut)>,
 }
 
 impl ClientCore {
@@ -104,6 +110,8 @@ impl ClientCore {
             events: VecDeque::new(),
             rtp: VecDeque::new(),
             out: VecDeque::new(),
+            relays: Vec::new(),
+            relay_out: VecDeque::new(),
         };
         Ok((core, sdp))
     }
@@ -123,19 +131,102 @@ impl ClientCore {
 
     /// One datagram from the server, over UDP or in a frame of an ICE-TCP connection.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, transport: Transport, data: &[u8]) {
+        if transport == Transport::Udp
+            && let Some(i) =
+                self.relays.iter().position(|r| r.server.url.transport == TurnTransport::Udp && r.server.addr == from)
+        {
+            return self.handle_relay_input(now, i, data);
+        }
+        self.receive(now, self.local, from, Path::from(transport), data);
+    }
+
+    /// A TURN allocation from `server`, made from this connection's UDP socket (`turn:`) or
+    /// over a stream the task opens to it (TCP, TLS); its index names the stream.
+    pub fn add_relay(&mut self, now: Instant, server: TurnServer) -> Result<usize, RtcError> {
+        let relay = Relay::new(now, server, self.local)?;
+        self.relays.push(relay);
+        let i = self.relays.len() - 1;
+        self.flush(now);
+        Ok(i)
+    }
+
+    /// One message from TURN server `i` (read from its stream, or a datagram from it).
+    pub fn handle_relay_input(&mut self, now: Instant, i: usize, data: &[u8]) {
+        let Some(r) = self.relays.get_mut(i) else { return };
+        r.handle_input(now, data);
+        let (transport, relayed, allocated) = (r.server.url.transport, r.relayed(), r.take_allocated());
+        let mut got = Vec::new();
+        while let Some(d) = r.poll_received() {
+            got.push(d);
+        }
+        if let Some(relayed) = allocated
+            && let Err(e) = peer::add_relay_candidate(&mut self.pc, relayed, self.local)
+        {
+            tracing::warn!(error = %e, "cannot use a TURN allocation");
+        }
+        if let Some(local) = relayed {
+            for (from, data) in got {
+                self.receive(now, local, from, Path::Turn(transport), &data);
+            }
+        }
+        self.flush(now);
+    }
+
+    /// The stream to TURN server `i` closed: its allocation is gone.
+    pub fn relay_closed(&mut self, i: usize) {
+        if let Some(r) = self.relays.get_mut(i) {
+            r.close();
+        }
+    }
+
+    /// The next message for a TURN server reached over TCP or TLS: (relay index, bytes).
+    pub fn poll_relay_transmit(&mut self) -> Option<(usize, BytesMut)> {
+        self.relay_out.pop_front()
+    }
+
+    fn receive(&mut self, now: Instant, local: SocketAddr, from: SocketAddr, path: Path, data: &[u8]) {
+        let transport = if path == Path::Tcp { Transport::Tcp } else { Transport::Udp };
         // SRTP or SRTCP (RFC 7983: first byte 128-191): media, or the server's sender or
         // receiver reports, which the stack keeps to itself.
         if data.first().is_some_and(|b| (128..=191).contains(b)) {
-            self.stats.path = transport;
+            self.stats.path = path;
             if self.watch.packet(now) == Liveness::Back {
-                tracing::info!(role = ?self.role, path = transport.as_str(), "media from the server again");
+                tracing::info!(role = ?self.role, path = path.as_str(), "media from the server again");
                 self.events.push_back(ClientEvent::Connected);
             }
         }
-        if let Err(e) = peer::feed(&mut self.pc, now, self.local, from, transport, data, !self.connected) {
+        if let Err(e) = peer::feed(&mut self.pc, now, local, from, transport, data, !self.connected) {
             tracing::trace!(error = %e, "dropping a media datagram");
         }
         self.process(now);
+    }
+
+    /// Moves the connection's datagrams out: straight to the socket, or through the TURN
+    /// allocation whose relayed address they are sent from; then what the relays send.
+    fn flush(&mut self, now: Instant) {
+        while let Some(w) = self.pc.poll_write() {
+            let from = w.transport.local_addr;
+            match self.relays.iter_mut().find(|r| r.relayed() == Some(from)) {
+                Some(r) => r.send(now, w.transport.peer_addr, w.message),
+                None => {
+                    let transport = Transport::of(w.transport.transport_protocol);
+                    self.out.push_back(Transmit { from, to: w.transport.peer_addr, transport, data: w.message });
+                }
+            }
+        }
+        for (i, r) in self.relays.iter_mut().enumerate() {
+            while let Some(data) = r.poll_transmit() {
+                match r.server.url.transport {
+                    TurnTransport::Udp => self.out.push_back(Transmit {
+                        from: self.local,
+                        to: r.server.addr,
+                        transport: Transport::Udp,
+                        data,
+                    }),
+                    TurnTransport::Tcp | TurnTransport::Tls => self.relay_out.push_back((i, data)),
+                }
+            }
+        }
     }
 
     /// One RTP packet (header and payload) of `kind` to publish; dropped and counted while
@@ -157,7 +248,7 @@ impl ClientCore {
         } else {
             self.stats.dropped += 1;
         }
-        peer::drain(&mut self.pc, &mut self.out);
+        self.flush(now);
     }
 
     /// Asks the server for a keyframe of the played stream (a PLI on the video receiver), as
@@ -180,13 +271,18 @@ impl ClientCore {
             };
             let _ = r.write_rtcp(now, vec![Box::new(pli)]);
         }
-        peer::drain(&mut self.pc, &mut self.out);
+        self.flush(now);
     }
 
     /// Runs what is due at `now` (the deadline [`ClientCore::poll_timeout`] gave, whichever
     /// timer it was: the peer connection's timers run on every one, as they always have).
     pub fn handle_timeout(&mut self, now: Instant) {
         let _ = self.pc.handle_timeout(now);
+        for r in &mut self.relays {
+            if r.poll_timeout().is_some_and(|t| t <= now) {
+                r.handle_timeout(now);
+            }
+        }
         self.process(now);
     }
 
@@ -195,6 +291,11 @@ impl ClientCore {
         let mut deadline = self.pc.poll_timeout().map_or(self.next_stats, |t| t.min(self.next_stats));
         if let Some(t) = self.watch.deadline() {
             deadline = deadline.min(t);
+        }
+        for r in &mut self.relays {
+            if let Some(t) = r.poll_timeout() {
+                deadline = deadline.min(t);
+            }
         }
         deadline
     }
@@ -282,7 +383,7 @@ impl ClientCore {
             self.read_stats(now);
             self.events.push_back(ClientEvent::Stats(self.stats));
         }
-        peer::drain(&mut self.pc, &mut self.out);
+        self.flush(now);
     }
 
     /// Handles the connection's events; false once it is closed or failed for good.

@@ -6,6 +6,7 @@
 //! (dropped, and counted, when full), RTP received goes straight to an [`RtpSink`].
 
 mod core;
+mod relay_io;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,9 +15,13 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 pub use self::core::ClientCore;
+pub use self::relay_io::Relays;
+use self::relay_io::{RelayIn, RelayIo};
 use super::Kind;
+use super::ice_servers::TurnTransport;
 use super::peer::{self, RtcError, Transport};
 use super::tcp::{Deadlines, TcpIn, TcpLinks};
+use super::turn::TurnServer;
 pub use crate::proto::MediaRole;
 
 /// ICE-TCP connections of one media connection at most (one per server candidate).
@@ -69,10 +74,42 @@ pub struct LinkStats {
     pub rtt_ms: Option<f64>,
     /// Packets lost, as counted by the receiver (play) or reported back (publish).
     pub lost: u64,
-    /// How the server's packets last arrived: UDP, or ICE-TCP.
-    pub path: Transport,
+    /// How the server's packets last arrived: UDP, ICE-TCP, or through a TURN relay.
+    pub path: Path,
     /// Keyframe requests received (publish).
     pub keyframe_requests: u64,
+}
+
+/// The way a connection's media travels, as status and quality events name it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Path {
+    /// Straight to the server over UDP.
+    #[default]
+    Udp,
+    /// Straight to the server over ICE-TCP.
+    Tcp,
+    /// Through a TURN relay reached over UDP, TCP or TLS.
+    Turn(TurnTransport),
+}
+
+impl Path {
+    /// `udp`, `tcp`, `turn-udp`, `turn-tcp` or `turn-tls`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Udp => "udp",
+            Path::Tcp => "tcp",
+            Path::Turn(t) => t.path_name(),
+        }
+    }
+}
+
+impl From<Transport> for Path {
+    fn from(t: Transport) -> Path {
+        match t {
+            Transport::Udp => Path::Udp,
+            Transport::Tcp => Path::Tcp,
+        }
+    }
 }
 
 /// Commands to a connection.
@@ -99,10 +136,14 @@ impl ClientConn {
     /// turn of the caller's loop. Events go to `events`, called from the connection's task
     /// (it must not block: a bounded channel's `try_send`, tagged with whatever the caller
     /// needs).
+    /// TURN allocations are made on `relays` meanwhile: their relay candidates join the
+    /// checks when ready (the server needs no word of them: it answers checks from any
+    /// address that has the connection's credentials).
     pub fn start(
         role: MediaRole,
         bind: SocketAddr,
         silence: Duration,
+        relays: Relays,
         sink: Option<Box<dyn RtpSink>>,
         events: impl FnMut(ClientEvent) + Send + 'static,
     ) -> Result<(ClientConn, String), RtcError> {
@@ -111,7 +152,8 @@ impl ClientConn {
         let (core, offer) = ClientCore::new(Instant::now(), role, local, silence)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (rtp_tx, rtp_rx) = mpsc::channel(1024);
-        let task = tokio::spawn(run(socket, core, sink, Box::new(events), cmd_rx, rtp_rx));
+        let io = Io { socket, tcp: TcpLinks::new(TCP_LINKS, TCP_LINKS, TCP_DEADLINES), relays: RelayIo::start(relays) };
+        let task = tokio::spawn(run(io, core, sink, Box::new(events), cmd_rx, rtp_rx));
         Ok((ClientConn { cmds: cmd_tx, rtp: rtp_tx, task, local }, offer))
     }
 
@@ -138,9 +180,16 @@ impl Drop for ClientConn {
     }
 }
 
-/// A connection's task: the socket, the clock and the channels around [`ClientCore`].
-async fn run(
+/// A connection's sockets: UDP, ICE-TCP connections to the server, TURN streams.
+struct Io {
     socket: tokio::net::UdpSocket,
+    tcp: TcpLinks,
+    relays: RelayIo,
+}
+
+/// A connection's task: the sockets, the clock and the channels around [`ClientCore`].
+async fn run(
+    mut io: Io,
     mut core: ClientCore,
     mut sink: Option<Box<dyn RtpSink>>,
     mut events: Box<dyn FnMut(ClientEvent) + Send>,
@@ -148,20 +197,25 @@ async fn run(
     mut rtp: mpsc::Receiver<(Kind, Bytes)>,
 ) {
     let mut buf = vec![0u8; 2048];
-    let local_ip = socket.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    let mut tcp = TcpLinks::new(TCP_LINKS, TCP_LINKS, TCP_DEADLINES);
+    let local_ip = io.socket.local_addr().map(|a| a.ip()).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let mut servers: Vec<TurnServer> = Vec::new();
     loop {
         while let Some(t) = core.poll_transmit() {
             match t.transport {
-                Transport::Udp => peer::send(&socket, &t),
+                Transport::Udp => peer::send(&io.socket, &t),
                 Transport::Tcp => {
                     // The agent checks one of the server's passive candidates: connect to
                     // it first (the check waits in the connection's queue).
-                    if !tcp.send(t.to, &t.data) {
-                        tcp.connect(local_ip, t.to);
-                        tcp.send(t.to, &t.data);
+                    if !io.tcp.send(t.to, &t.data) {
+                        io.tcp.connect(local_ip, t.to);
+                        io.tcp.send(t.to, &t.data);
                     }
                 }
+            }
+        }
+        while let Some((i, msg)) = core.poll_relay_transmit() {
+            if let Some(server) = servers.get(i) {
+                io.relays.send(i, server, msg);
             }
         }
         while let Some((kind, packet)) = core.poll_rtp() {
@@ -177,15 +231,26 @@ async fn run(
         }
         let deadline = core.poll_timeout();
         tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
+            r = io.socket.recv_from(&mut buf) => match r {
                 Ok((n, from)) => core.handle_datagram(Instant::now(), from, Transport::Udp, &buf[..n]),
                 Err(e) => tracing::debug!(error = %e, "media socket error"),
             },
-            got = tcp.recv() => {
+            got = io.tcp.recv() => {
                 if let TcpIn::Frame(from, frame) = got {
                     core.handle_datagram(Instant::now(), from, Transport::Tcp, &frame);
                 }
             }
+            got = io.relays.recv() => match got {
+                RelayIn::Resolved(server) => match core.add_relay(Instant::now(), server.clone()) {
+                    Ok(i) => {
+                        debug_assert_eq!(i, servers.len());
+                        servers.push(server);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot use a TURN server"),
+                },
+                RelayIn::Message(i, msg) => core.handle_relay_input(Instant::now(), i, &msg),
+                RelayIn::Closed(i) => core.relay_closed(i),
+            },
             cmd = cmds.recv() => match cmd {
                 Some(ClientCmd::Answer(sdp)) => core.handle_answer(Instant::now(), sdp),
                 Some(ClientCmd::RequestKeyframe) => core.request_keyframe(Instant::now()),

@@ -271,7 +271,12 @@ impl SfuCore {
                 let known = stun.as_ref().and_then(|m| m.local_ufrag()).and_then(|u| self.by_ufrag.get(u.as_str()));
                 let Some(id) = known.copied() else {
                     if let Some(resp) = stun.and_then(|m| m.binding_success(from)) {
-                        self.out.push_back(Transmit { to: from, transport, data: resp.as_slice().into() });
+                        self.out.push_back(Transmit {
+                            from: self.local,
+                            to: from,
+                            transport,
+                            data: resp.as_slice().into(),
+                        });
                     }
                     return;
                 };
