@@ -16,8 +16,8 @@ SRC_URI = "${CALLBOX_GIT_URI};nobranch=1"
 # A fixed commit, so a build is reproducible and matches callbox-crates.inc: both come from
 # the same Cargo.lock. `scripts/yocto-crates.py --pin` moves the pin to HEAD (with Cargo.lock
 # committed) and rewrites the crate list; tests/yocto.rs fails while they disagree.
-SRCREV = "3bc258616a099d5ea9d488274cba86c43375808c"
-# sha256 of Cargo.lock at SRCREV: a2e3b969cb9dc1e743f0eff6e050e960c4aac43806e480d7a9a2b5a71fb7c1e4
+SRCREV = "9c84b62268eadf9ca0545b23f47fa04a2bcf668a"
+# sha256 of Cargo.lock at SRCREV: ed4a7294df87f22c7cf2c1aa89305a83c1f3a5392bde4de78f506360503b3678
 PV = "0.1.0+git"
 S = "${WORKDIR}/git"
 
