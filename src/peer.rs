@@ -121,7 +121,8 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
                 }
                 Some(EngineEvent::PlayerQualityUpdate { stream_id, quality }) => {
                     out(json!({"event": "quality", "stream_id": stream_id, "frames_decoded": quality.frames_decoded,
-                        "audio_decoded": quality.audio_decoded, "render_fps": quality.render_fps, "path": quality.path}));
+                        "audio_decoded": quality.audio_decoded, "render_fps": quality.render_fps, "path": quality.path,
+                        "receive_fps": quality.receive_fps, "video_kbps": quality.video_kbps}));
                 }
                 Some(EngineEvent::RoomStateChanged { state, reason, .. }) => {
                     out(json!({"event": "state", "state": format!("{state:?}"), "reason": format!("{reason:?}")}));

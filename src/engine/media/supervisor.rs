@@ -18,6 +18,9 @@ use crate::media::{Layout, MediaConfig, MediaError, pipeline};
 use crate::proto::{ErrorCode, MediaRole};
 use crate::rtc::client::ClientEvent;
 
+/// A played stream whose link is up but whose video does not render asks for a keyframe
+/// this often.
+const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
 /// How often the pipelines' meters are read (first frames, stalls).
 const TICK: Duration = Duration::from_millis(100);
 const QUALITY_EVERY: Duration = Duration::from_secs(3);
@@ -52,6 +55,10 @@ struct Play {
     video: StallWatch,
     audio_stalled: bool,
     audio_at: Instant,
+    /// Since when the link is up but no video renders (none yet, or stalled).
+    dark_since: Option<Instant>,
+    /// The last keyframe asked for because of that.
+    key_asked: Option<Instant>,
 }
 
 /// See the module docs.
@@ -527,6 +534,8 @@ impl MediaSupervisor {
             rendered_first: false,
             video: StallWatch::default(),
             audio_stalled: false,
+            dark_since: None,
+            key_asked: None,
             audio_at: now,
         };
         self.plays.insert(stream.to_string(), play);
@@ -551,6 +560,7 @@ impl MediaSupervisor {
                 p.received_first = false;
                 p.rendered_first = false;
                 p.video.stalled_since = None;
+                p.dark_since = None;
                 p.video.seen = None;
                 p.audio_at = now;
             }
@@ -640,6 +650,7 @@ impl MediaSupervisor {
 
     fn watch_players(&mut self, now: Instant, meters: &dyn Meters) {
         let mut events = Vec::new();
+        let mut want_key = Vec::new();
         for (stream, p) in &mut self.plays {
             let Some((c, last_video)) = meters.player(stream) else { continue };
             let mut ev = |e| events.push((stream.clone(), e));
@@ -663,9 +674,28 @@ impl MediaSupervisor {
                 ev(MediaEventKind::AudioStall);
             }
             p.prev[2] = c[2];
+            // The link is up but no video renders: the keyframe the decoder needs was lost,
+            // or the publisher (a browser) sends one only when asked. Ask, every second.
+            let dark = p.link.connected && (!p.rendered_first || p.video.stalled_since.is_some());
+            match (dark, p.dark_since) {
+                (false, _) => p.dark_since = None,
+                (true, None) => p.dark_since = Some(now),
+                (true, Some(t)) => {
+                    if now.duration_since(t) >= KEYFRAME_RETRY
+                        && p.key_asked.is_none_or(|k| now.duration_since(k) >= KEYFRAME_RETRY)
+                    {
+                        p.key_asked = Some(now);
+                        want_key.push(stream.clone());
+                    }
+                }
+            }
         }
         for (s, e) in events {
             self.media_event(&s, e);
+        }
+        for stream in want_key {
+            tracing::debug!(stream, "no video renders; asking for a keyframe");
+            self.run(Command::RequestKeyframe { stream });
         }
     }
 

@@ -455,6 +455,30 @@ fn a_player_reports_first_frames_stalls_and_asks_for_a_keyframe_when_back() {
 }
 
 #[test]
+fn a_player_whose_video_does_not_render_asks_for_a_keyframe_every_second() {
+    let mut h = Harness::software();
+    h.play("desk");
+    let epoch = open_epoch(&h.commands(), PLAY).unwrap();
+    h.connect(PLAY, "desk", epoch);
+    h.commands();
+    // Packets arrive, but the decoder has no keyframe: nothing renders.
+    h.meters.plays.insert("desk".into(), ([0, 0, 3], None));
+    let key = |c: &Command| matches!(c, Command::RequestKeyframe { stream } if stream == "desk");
+    let (_, first) = h.until(Duration::from_secs(5), key);
+    assert!(first >= Duration::from_secs(1) && first <= Duration::from_millis(1300), "first request at {first:?}");
+    let (_, second) = h.until(Duration::from_secs(5), key);
+    assert!(second - first >= Duration::from_secs(1), "at most every second: {first:?} then {second:?}");
+    // Video renders: no more requests.
+    h.meters.plays.insert("desk".into(), ([5, 5, 5], Some(h.now)));
+    h.advance(Duration::from_millis(100));
+    for _ in 0..30 {
+        h.meters.plays.insert("desk".into(), ([5, 5, 5], Some(h.now)));
+        h.advance(Duration::from_millis(100));
+        assert!(!h.commands().iter().any(key), "rendering: no keyframe request at {:?}", h.at());
+    }
+}
+
+#[test]
 fn a_failed_play_pipeline_gets_a_new_link_and_pipeline() {
     let mut h = Harness::software();
     h.play("hall");
