@@ -71,35 +71,72 @@ fn rendered_after(lines: &Lines, stream: &str, since: Instant, cut_from: Instant
 /// A lab with "server", "door" and "flat" namespaces and the real server running in the
 /// first (grace `grace_secs`); its signalling URL and the directory for logs.
 struct ServerLab {
-    // Field order is drop order: the server before its namespaces.
+    // Field order is drop order: the processes before their namespaces.
     _server: Kill,
+    _turn: Option<(Kill, super::tls::TestPki)>,
     lab: Lab,
     url: String,
     logs: std::path::PathBuf,
     cfg: std::path::PathBuf,
 }
 
+/// The secret the bench's server and its coturn share.
+const TURN_SECRET: &str = "callbox-bench-turn";
+
 impl ServerLab {
     fn start(name: &str, grace_secs: u64) -> anyhow::Result<ServerLab> {
-        let lab = Lab::new(&["server", "door", "flat"])?;
+        ServerLab::start_with(name, grace_secs, false)
+    }
+
+    /// With `turn`, a fourth namespace runs coturn (TURN over TLS on 443, with a test CA
+    /// the peers trust) and the server hands out credentials for it.
+    fn start_with(name: &str, grace_secs: u64, turn: bool) -> anyhow::Result<ServerLab> {
+        let lab =
+            if turn { Lab::new(&["server", "door", "flat", "turn"])? } else { Lab::new(&["server", "door", "flat"])? };
         let ip = lab.host("server").addr;
         let id = format!("callbox-bench-{name}-{}-{grace_secs}", std::process::id());
+        let logs = std::env::temp_dir().join(&id);
+        std::fs::create_dir_all(&logs)?;
+        println!("  logs in {}", logs.display());
+        let (turn_keys, turn) = if turn {
+            let tip = lab.host("turn").addr.to_string();
+            let pki = super::tls::TestPki::for_names(&id, &[&tip])?;
+            let conf = logs.join("turnserver.conf");
+            std::fs::write(&conf, "")?;
+            let mut c = lab.command("turn", "turnserver");
+            c.arg("-c").arg(&conf);
+            c.args(["-n", "--no-cli", "--log-file", "stdout", "--simple-log", "--fingerprint", "--realm", "callbox"]);
+            c.args([
+                "--listening-ip",
+                &tip,
+                "--relay-ip",
+                &tip,
+                "--listening-port",
+                "3478",
+                "--tls-listening-port",
+                "443",
+            ]);
+            c.args(["--use-auth-secret", "--static-auth-secret", TURN_SECRET]);
+            c.arg("--cert").arg(&pki.cert).arg("--pkey").arg(&pki.key);
+            let k = spawn_lines(c, &Arc::default(), &logs.join("turn.log"))?;
+            let keys = format!("turn_urls = [\"turns:{tip}:443?transport=tcp\"]\nturn_secret = \"{TURN_SECRET}\"\n");
+            (keys, Some((k, pki)))
+        } else {
+            (String::new(), None)
+        };
         let cfg = std::env::temp_dir().join(format!("{id}.toml"));
         std::fs::write(
             &cfg,
             format!(
-                "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{}\"\n[session]\ngrace_secs = {grace_secs}\n[media]\nbind = \"{ip}\"\nport = 7882\n",
+                "[[apps]]\napp_id = {DEMO_APP_ID}\nsecret = \"{}\"\n[session]\ngrace_secs = {grace_secs}\n[media]\nbind = \"{ip}\"\nport = 7882\n{turn_keys}",
                 secret()
             ),
         )?;
         let mut server = lab.command("server", std::env::current_exe()?);
         server.args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", &format!("{ip}:7880")]);
-        let logs = std::env::temp_dir().join(id);
-        std::fs::create_dir_all(&logs)?;
-        println!("  logs in {}", logs.display());
         let server = spawn_lines(server, &Arc::default(), &logs.join("server.log"))?;
         std::thread::sleep(Duration::from_millis(500));
-        Ok(ServerLab { _server: server, lab, url: format!("ws://{ip}:7880"), logs, cfg })
+        Ok(ServerLab { _server: server, _turn: turn, lab, url: format!("ws://{ip}:7880"), logs, cfg })
     }
 
     /// A `callbox peer` as user `host` in namespace `host`, publishing `publish` if given.
@@ -107,6 +144,9 @@ impl ServerLab {
         let mut c = self.lab.command(host, std::env::current_exe()?);
         c.env("CALLBOX_APP_SECRET", secret());
         c.args(["peer", "--server", &self.url, "--user", host, "--bind", &self.lab.host(host).addr.to_string()]);
+        if let Some((_, pki)) = &self._turn {
+            c.arg("--ca-file").arg(&pki.ca);
+        }
         if let Some(s) = publish {
             c.args(["--publish", s]);
         }
@@ -206,20 +246,26 @@ pub fn run(cuts: usize, grace_secs: u64, fixed: Option<Duration>) -> anyhow::Res
     Ok(figures)
 }
 
+/// The door's faults for each media path: nothing (UDP); UDP dropped (ICE-TCP); UDP and
+/// TCP to the media port dropped (TURN over TLS on 443).
+const PATHS: [(&str, &[Fault]); 3] =
+    [("udp", &[]), ("ice-tcp", &[Fault::CutUdp]), ("turn-tls", &[Fault::CutUdp, Fault::CutTcpPort(7882)])];
+
 /// First frame over each media path: a "flat" peer waits in the room; a "door" peer joins
-/// and publishes, `n` times with its UDP passing and `n` times with all its UDP dropped (the
-/// call then runs over ICE-TCP). Per call: from the flat learning of the stream (it starts
-/// playing at once) to the flat rendering its first frame. Returns (path, times).
+/// and publishes, `n` times over each of [`PATHS`] (the server hands out TURN credentials
+/// for a coturn in every case, as a deployment with TURN would). Per call: from the flat
+/// learning of the stream (it starts playing at once) to the flat rendering its first
+/// frame. Returns (path, times).
 pub fn first_frame_by_path(n: usize) -> anyhow::Result<Vec<(&'static str, Vec<Duration>)>> {
-    let sl = ServerLab::start("paths", 5)?;
+    let sl = ServerLab::start_with("paths", 5, true)?;
     let flat: Lines = Arc::default();
     let _flat = sl.peer("flat", None, &flat)?;
     let mut out = Vec::new();
-    for (path, fault) in [("udp", None), ("ice-tcp", Some(Fault::CutUdp))] {
+    for (path, faults) in PATHS {
         let mut times = Vec::new();
         for i in 0..n {
-            if let Some(f) = fault {
-                sl.lab.apply("door", f)?;
+            for f in faults {
+                sl.lab.apply("door", *f)?;
             }
             let since = Instant::now();
             let stream = format!("door-{path}-{i}");
@@ -258,13 +304,13 @@ pub fn first_frame_by_path(n: usize) -> anyhow::Result<Vec<(&'static str, Vec<Du
 /// per second (from its 3 s quality reports) and its video stalls over `secs`. Returns
 /// (path, mean render fps, stalls).
 pub fn loss_by_path(secs: u64) -> anyhow::Result<Vec<(&'static str, f64, usize)>> {
-    let sl = ServerLab::start("paths-loss", 5)?;
+    let sl = ServerLab::start_with("paths-loss", 5, true)?;
     let flat: Lines = Arc::default();
     let _flat = sl.peer("flat", None, &flat)?;
     let mut out = Vec::new();
-    for (path, blocked) in [("udp", false), ("ice-tcp", true)] {
-        if blocked {
-            sl.lab.apply("door", Fault::CutUdp)?;
+    for (path, faults) in PATHS {
+        for f in faults {
+            sl.lab.apply("door", *f)?;
         }
         let stream = format!("door-loss-{path}");
         let door = sl.peer("door", Some(&stream), &Arc::default())?;

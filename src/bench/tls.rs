@@ -17,14 +17,20 @@ pub struct TestPki {
 impl TestPki {
     /// Makes a CA and a certificate for `localhost` and `127.0.0.1`.
     pub fn new() -> anyhow::Result<TestPki> {
-        let dir = std::env::temp_dir().join(format!("callbox-bench-tls-{}", std::process::id()));
+        TestPki::for_names("wss", &["localhost", "127.0.0.1"])
+    }
+
+    /// Makes a CA and a certificate for `names` (DNS names or IPs), in a directory named
+    /// after `tag`.
+    pub fn for_names(tag: &str, names: &[&str]) -> anyhow::Result<TestPki> {
+        let dir = std::env::temp_dir().join(format!("callbox-bench-tls-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.distinguished_name.push(rcgen::DnType::CommonName, "callbox bench CA");
         let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
         let leaf_key = rcgen::KeyPair::generate()?;
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?
+        let leaf = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?
             .signed_by(&leaf_key, &ca)?;
         let pki = TestPki { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem"), dir };
         std::fs::write(&pki.ca, ca.pem())?;
