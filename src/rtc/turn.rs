@@ -103,6 +103,18 @@ impl Relay {
         self.state == State::Failed
     }
 
+    /// Releases the allocation (a Refresh with lifetime 0), so the TURN server frees its
+    /// port now rather than when the allocation expires (10 minutes): a device that relinks
+    /// often would otherwise pile allocations up on it.
+    pub(crate) fn release(&mut self, now: Instant) {
+        if let Some(relayed) = self.relayed()
+            && let Ok(mut r) = self.client.relay(relayed)
+        {
+            let _ = r.close(now);
+        }
+        self.state = State::Failed;
+    }
+
     /// The stream to the server closed: the allocation is gone with it.
     pub(crate) fn close(&mut self) {
         if self.state != State::Failed {

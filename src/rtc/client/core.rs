@@ -179,6 +179,15 @@ impl ClientCore {
         }
     }
 
+    /// The connection is being closed: releases its TURN allocations (the messages saying
+    /// so come out of [`ClientCore::poll_transmit`] and [`ClientCore::poll_relay_transmit`]).
+    pub fn release_relays(&mut self, now: Instant) {
+        for r in &mut self.relays {
+            r.release(now);
+        }
+        self.flush(now);
+    }
+
     /// The next message for a TURN server reached over TCP or TLS: (relay index, bytes).
     pub fn poll_relay_transmit(&mut self) -> Option<(usize, BytesMut)> {
         self.relay_out.pop_front()

@@ -126,6 +126,8 @@ pub struct ClientConn {
     cmds: mpsc::Sender<ClientCmd>,
     rtp: mpsc::Sender<(Kind, Bytes)>,
     task: tokio::task::JoinHandle<()>,
+    /// TURN servers were given: the task must end by itself to release its allocations.
+    relays: bool,
     /// The socket's local address.
     pub local: SocketAddr,
 }
@@ -152,9 +154,10 @@ impl ClientConn {
         let (core, offer) = ClientCore::new(Instant::now(), role, local, silence)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (rtp_tx, rtp_rx) = mpsc::channel(1024);
+        let with_relays = relays.servers.iter().any(|s| s.turn_urls().next().is_some());
         let io = Io { socket, tcp: TcpLinks::new(TCP_LINKS, TCP_LINKS, TCP_DEADLINES), relays: RelayIo::start(relays) };
         let task = tokio::spawn(run(io, core, sink, Box::new(events), cmd_rx, rtp_rx));
-        Ok((ClientConn { cmds: cmd_tx, rtp: rtp_tx, task, local }, offer))
+        Ok((ClientConn { cmds: cmd_tx, rtp: rtp_tx, task, relays: with_relays, local }, offer))
     }
 
     /// Gives the connection the server's answer.
@@ -176,7 +179,11 @@ impl ClientConn {
 
 impl Drop for ClientConn {
     fn drop(&mut self) {
-        self.task.abort();
+        // The task sees its command channel close and ends by itself, releasing its TURN
+        // allocations on the way out; one that has none is stopped at once.
+        if !self.relays {
+            self.task.abort();
+        }
     }
 }
 
@@ -227,7 +234,7 @@ async fn run(
             events(e);
         }
         if core.is_failed() {
-            return;
+            return release(&mut core, &mut io, &servers);
         }
         let deadline = core.poll_timeout();
         tokio::select! {
@@ -254,7 +261,7 @@ async fn run(
             cmd = cmds.recv() => match cmd {
                 Some(ClientCmd::Answer(sdp)) => core.handle_answer(Instant::now(), sdp),
                 Some(ClientCmd::RequestKeyframe) => core.request_keyframe(Instant::now()),
-                None => return,
+                None => return release(&mut core, &mut io, &servers),
             },
             Some((kind, raw)) = rtp.recv() => {
                 let now = Instant::now();
@@ -265,6 +272,22 @@ async fn run(
                 }
             }
             _ = tokio::time::sleep_until(deadline.into()) => core.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// The connection is over: its TURN allocations are released (the stream tasks write what is
+/// queued before they see their channel close).
+fn release(core: &mut ClientCore, io: &mut Io, servers: &[TurnServer]) {
+    core.release_relays(Instant::now());
+    while let Some(t) = core.poll_transmit() {
+        if t.transport == Transport::Udp {
+            peer::send(&io.socket, &t);
+        }
+    }
+    while let Some((i, msg)) = core.poll_relay_transmit() {
+        if let Some(server) = servers.get(i) {
+            io.relays.send(i, server, msg);
         }
     }
 }
