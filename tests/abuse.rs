@@ -220,19 +220,20 @@ async fn connections_that_never_authenticate_are_capped_and_time_out() {
         let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
         held.push(s);
     }
-    // Over the per-source cap, the server closes them at once.
-    let mut refused = 0;
-    for s in held.iter_mut().skip(10) {
-        refused += usize::from(closed_within(s, Duration::from_millis(500)).await);
-    }
-    assert_eq!(refused, 15, "connections over the per-source cap are closed at once");
+    // Over the per-source cap, the server closes them at once: 15 of the 25 (which ones
+    // depends on the order the kernel hands them to the server), all watched together for
+    // 1 s, well inside the 2 s handshake deadline that ends the other 10.
+    let closed =
+        futures_util::future::join_all(held.iter_mut().map(|s| closed_within(s, Duration::from_secs(1)))).await;
+    assert_eq!(closed.iter().filter(|c| **c).count(), 15, "connections over the per-source cap are closed at once");
+    let mut held: Vec<_> = held.into_iter().zip(closed).filter(|(_, c)| !c).map(|(s, _)| s).collect();
     // Meanwhile a device logs in from elsewhere and health answers.
     let (e, _events) = engine(&server.url());
     tokio::time::timeout(Duration::from_secs(5), e.login_room("lobby", user("door"), notify())).await.unwrap().unwrap();
     let (status, _) = http(&server.http(), "GET", "/healthz", None).await;
     assert_eq!(status, 200);
     // The trickling ones are closed once the header deadline passes.
-    for s in held.iter_mut().take(10) {
+    for s in held.iter_mut() {
         assert!(closed_within(s, Duration::from_secs(5)).await, "a connection that never sent its headers is closed");
     }
     // A WebSocket that is upgraded but never logs in is closed after the same deadline.
