@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the aarch64 release binary (scripts/cross-build.sh arm64 --run-deps) and runs it under
-# qemu-aarch64-static: --version, check-config of the Raspberry Pi example, and a 12-second
+# qemu-aarch64-static: --version, check-config of the Raspberry Pi example, and a 20-second
 # demo with two virtual devices in which media must flow both ways (the demo exits 1 if not).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -12,5 +12,5 @@ echo "aarch64 binary: $BIN ($(stat -c %s "$BIN") bytes)"
 "${QEMU[@]}" "$BIN" --version
 "${QEMU[@]}" "$BIN" check-config "$ROOT/configs/raspberry-pi.toml"
 start=$(date +%s)
-"${QEMU[@]}" "$BIN" demo --peers 2 --duration 12 --listen 127.0.0.1:0 | tail -n 6
+"${QEMU[@]}" "$BIN" demo --peers 2 --duration 20 --listen 127.0.0.1:0 | tail -n 6
 echo "aarch64 demo under qemu-user: $(( $(date +%s) - start )) s"

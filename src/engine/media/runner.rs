@@ -2,6 +2,12 @@
 //! connections (each a task around a `ClientCore`), the RTP slots between them and the grid —
 //! and carries out the supervisor's commands. Connections and pipelines report on one
 //! bounded note channel, tagged with the epoch the supervisor gave them.
+//!
+//! Pipelines are built and torn down on tokio's blocking pool, never on the driver's task:
+//! building one loads plugins and opens devices, which takes seconds on a slow board (and
+//! tens of seconds the first time after an update, while GStreamer rescans its plugins), and
+//! the driver must keep answering the server meanwhile. A finished build comes back on its
+//! own channel and is installed only if no later command replaced it (`build`).
 
 use crate::rtc::client::Relays;
 use crate::rtc::ice_servers::{IceServer, TurnTransport};
@@ -20,18 +26,31 @@ use crate::rtc::client::ClientConn;
 /// Notes waiting for the supervisor; full: a note is dropped and logged (a dropped `Stats`
 /// is replaced a second later; the silence watch covers a lost state change).
 const NOTES: usize = 1024;
+/// Builds finished on the blocking pool, waiting to be installed.
+const BUILT: usize = 64;
+
+/// A pipeline (for a player, with its connection and offer) built off the driver's task.
+enum Built {
+    Publisher { stream: String, build: u64, epoch: u64, result: Result<Publisher, crate::media::MediaError> },
+    Player { stream: String, build: u64, epoch: u64, result: Result<(Player, ClientConn, String), String> },
+}
 
 #[derive(Default)]
 struct RunPub {
     conn: Option<ClientConn>,
     pipeline: Option<Publisher>,
     rtp: Arc<Mutex<RtpSlot>>,
+    /// The latest pipeline command's number: a build that finishes under an older one is
+    /// dropped.
+    build: u64,
 }
 
 #[derive(Default)]
 struct RunPlay {
     conn: Option<ClientConn>,
     player: Option<Player>,
+    /// As in `RunPub`, for the player and its connection.
+    build: u64,
 }
 
 /// See the module docs.
@@ -43,6 +62,10 @@ pub(crate) struct MediaRunner {
     grid: Option<Grid>,
     tx: mpsc::Sender<Note>,
     rx: mpsc::Receiver<Note>,
+    built_tx: mpsc::Sender<Built>,
+    built_rx: mpsc::Receiver<Built>,
+    /// Numbers pipeline commands (see `RunPub::build`).
+    builds: u64,
     /// The room connection's trust, for `turns:` (built on first use).
     ca_file: Option<std::path::PathBuf>,
     turn_tls: Option<Option<std::sync::Arc<rustls::ClientConfig>>>,
@@ -53,7 +76,11 @@ impl MediaRunner {
     /// TURN over TLS), `None`: the system's roots.
     pub(crate) fn new(config: MediaConfig, ca_file: Option<std::path::PathBuf>) -> Self {
         let (tx, rx) = mpsc::channel(NOTES);
+        let (built_tx, built_rx) = mpsc::channel(BUILT);
         MediaRunner {
+            built_tx,
+            built_rx,
+            builds: 0,
             config,
             muted: false,
             pubs: HashMap::new(),
@@ -81,7 +108,58 @@ impl MediaRunner {
 
     /// The next note from a connection or a pipeline.
     pub(crate) async fn next_note(&mut self) -> Option<Note> {
-        self.rx.recv().await
+        loop {
+            tokio::select! {
+                n = self.rx.recv() => return n,
+                Some(b) = self.built_rx.recv() => {
+                    if let Some(n) = self.install(b) {
+                        return Some(n);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Installs a finished build unless a later command replaced it; what the supervisor
+    /// must hear of it comes back as a note.
+    fn install(&mut self, built: Built) -> Option<Note> {
+        match built {
+            Built::Publisher { stream, build, epoch, result } => {
+                let p = self.pubs.get_mut(&stream).filter(|p| p.build == build);
+                match (p, result) {
+                    (Some(p), Ok(pl)) => {
+                        pl.set_muted(self.muted);
+                        p.pipeline = Some(pl);
+                        None
+                    }
+                    (Some(_), Err(e)) => Some(Note::Pipeline(MediaRole::Publish, stream, epoch, e)),
+                    (None, r) => {
+                        retire(r.ok());
+                        None
+                    }
+                }
+            }
+            Built::Player { stream, build, epoch, result } => {
+                let p = self.plays.get_mut(&stream).filter(|p| p.build == build);
+                match (p, result) {
+                    (Some(p), Ok((player, conn, offer))) => {
+                        p.player = Some(player);
+                        p.conn = Some(conn);
+                        Some(Note::Offer(MediaRole::Play, stream, epoch, offer))
+                    }
+                    (Some(_), Err(e)) => Some(Note::OpenFailed(MediaRole::Play, stream, epoch, e)),
+                    (None, r) => {
+                        retire(r.ok());
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_build(&mut self) -> u64 {
+        self.builds += 1;
+        self.builds
     }
 
     /// Carries out one command. What is known at once comes back as a note: a new
@@ -110,9 +188,10 @@ impl MediaRunner {
                 let relays = self.relays(ice);
                 let events = self.link_events(MediaRole::Play, &stream, epoch);
                 let errors = self.pipeline_errors(MediaRole::Play, &stream, epoch);
+                let build = self.next_build();
                 let p = self.plays.entry(stream.clone()).or_default();
-                p.conn = None;
-                p.player = None;
+                p.build = build;
+                retire((p.conn.take(), p.player.take()));
                 let rendered = self.tx.clone();
                 let name = stream.clone();
                 let first = Box::new(move |which: usize| {
@@ -120,22 +199,22 @@ impl MediaRunner {
                         let _ = rendered.try_send(Note::Rendered(name.clone(), epoch));
                     }
                 });
-                let started = Player::start(&self.config, &stream, errors)
-                    .inspect(|pl| pl.counters.on_first(first))
-                    .and_then(|pl| pl.sink().map(|s| (pl, s)))
-                    .map_err(|e| format!("cannot build the play pipeline: {e}"))
-                    .and_then(|(pl, sink)| {
-                        let c = ClientConn::start(MediaRole::Play, bind, silence, relays, Some(Box::new(sink)), events);
-                        c.map(|c| (pl, c)).map_err(|e| e.to_string())
-                    });
-                match started {
-                    Ok((player, (conn, offer))) => {
-                        p.player = Some(player);
-                        p.conn = Some(conn);
-                        Some(Note::Offer(MediaRole::Play, stream, epoch, offer))
-                    }
-                    Err(e) => Some(Note::OpenFailed(MediaRole::Play, stream, epoch, e)),
-                }
+                let config = self.config.clone();
+                let done = self.built_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = Player::start(&config, &stream, errors)
+                        .inspect(|pl| pl.counters.on_first(first))
+                        .and_then(|pl| pl.sink().map(|s| (pl, s)))
+                        .map_err(|e| format!("cannot build the play pipeline: {e}"))
+                        .and_then(|(pl, sink)| {
+                            let c =
+                                ClientConn::start(MediaRole::Play, bind, silence, relays, Some(Box::new(sink)), events);
+                            c.map(|(c, offer)| (pl, c, offer)).map_err(|e| e.to_string())
+                        });
+                    // A runner that is gone drops the build here, off its task.
+                    let _ = done.blocking_send(Built::Player { stream, build, epoch, result });
+                });
+                None
             }
             Command::CloseLink { role: MediaRole::Publish, stream } => {
                 if let Some(p) = self.pubs.get_mut(&stream) {
@@ -144,8 +223,11 @@ impl MediaRunner {
                 None
             }
             Command::CloseLink { role: MediaRole::Play, stream } => {
-                // The player stays until the next connection replaces it with its own.
+                // The player stays until the next connection replaces it with its own; one
+                // still being built is dropped.
+                let build = self.next_build();
                 if let Some(p) = self.plays.get_mut(&stream) {
+                    p.build = build;
                     p.conn = None;
                 }
                 None
@@ -170,34 +252,41 @@ impl MediaRunner {
             }
             Command::StartPipeline { stream, epoch, choice } => {
                 let errors = self.pipeline_errors(MediaRole::Publish, &stream, epoch);
+                let build = self.next_build();
                 let p = self.pubs.entry(stream.clone()).or_default();
-                p.pipeline = None;
+                p.build = build;
+                retire(p.pipeline.take());
                 let slot = p.rtp.clone();
                 let out: RtpOut = Arc::new(move |kind, bytes| {
                     if let Ok(mut g) = slot.lock() {
                         g.send(epoch, kind, bytes);
                     }
                 });
-                match Publisher::start(&self.config, choice, self.muted, out, errors) {
-                    Ok(pl) => {
-                        p.pipeline = Some(pl);
-                        None
-                    }
-                    Err(e) => Some(Note::Pipeline(MediaRole::Publish, stream, epoch, e)),
-                }
+                let (config, muted, done) = (self.config.clone(), self.muted, self.built_tx.clone());
+                tokio::task::spawn_blocking(move || {
+                    let result = Publisher::start(&config, choice, muted, out, errors);
+                    let _ = done.blocking_send(Built::Publisher { stream, build, epoch, result });
+                });
+                None
             }
             Command::StopPipeline { stream } => {
+                let build = self.next_build();
                 if let Some(p) = self.pubs.get_mut(&stream) {
-                    p.pipeline = None;
+                    p.build = build;
+                    retire(p.pipeline.take());
                 }
                 None
             }
             Command::Remove { role: MediaRole::Publish, stream } => {
-                self.pubs.remove(&stream);
+                if let Some(p) = self.pubs.remove(&stream) {
+                    retire((p.conn, p.pipeline));
+                }
                 None
             }
             Command::Remove { role: MediaRole::Play, stream } => {
-                self.plays.remove(&stream);
+                if let Some(p) = self.plays.remove(&stream) {
+                    retire((p.conn, p.player));
+                }
                 None
             }
             Command::Grid(channels) => {
@@ -266,6 +355,12 @@ impl MediaRunner {
     }
 }
 
+/// Drops pipelines (and what goes with them) on the blocking pool: stopping one waits for
+/// its streaming threads.
+fn retire<T: Send + 'static>(what: T) {
+    tokio::task::spawn_blocking(move || drop(what));
+}
+
 impl Meters for MediaRunner {
     fn publisher(&self, stream: &str) -> Option<[u64; 3]> {
         self.pubs.get(stream)?.pipeline.as_ref().map(|p| p.counters.snapshot())
@@ -274,5 +369,71 @@ impl Meters for MediaRunner {
     fn player(&self, stream: &str) -> Option<([u64; 3], Option<Instant>)> {
         let p = self.plays.get(stream)?.player.as_ref()?;
         Some((p.counters.snapshot(), p.counters.last_video()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::media::Bind;
+    use crate::media::encoder::{Choice, Encoder};
+    use std::time::Duration;
+
+    fn runner() -> MediaRunner {
+        MediaRunner::new(MediaConfig::small(), None)
+    }
+
+    fn x264() -> Choice {
+        Choice { encoder: Encoder::X264, reason: "test".into() }
+    }
+
+    async fn next_build(r: &mut MediaRunner) -> Built {
+        tokio::time::timeout(Duration::from_secs(30), r.built_rx.recv()).await.expect("a build finishes").unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_publish_pipeline_is_built_off_the_drivers_task_and_installed_when_done() {
+        let mut r = runner();
+        let cmd = Command::StartPipeline { stream: "s".into(), epoch: 1, choice: x264() };
+        assert!(r.execute(cmd).is_none());
+        // On a current-thread runtime nothing else ran yet: the pipeline is not there.
+        assert!(r.publisher("s").is_none(), "execute built the pipeline on the driver's task");
+        let b = next_build(&mut r).await;
+        assert!(r.install(b).is_none());
+        assert!(r.publisher("s").is_some(), "the finished build was not installed");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_build_that_a_later_command_replaced_is_dropped() {
+        let mut r = runner();
+        r.execute(Command::StartPipeline { stream: "s".into(), epoch: 1, choice: x264() });
+        r.execute(Command::StopPipeline { stream: "s".into() });
+        let b = next_build(&mut r).await;
+        assert!(r.install(b).is_none());
+        assert!(r.publisher("s").is_none(), "a stopped pipeline's build was installed");
+
+        // A player whose link closed while it was being built: no offer, nothing installed.
+        let open = || Command::OpenLink {
+            role: MediaRole::Play,
+            stream: "p".into(),
+            epoch: 2,
+            bind: Bind::Ip([127, 0, 0, 1].into()),
+            silence: Duration::from_secs(3),
+            ice: Vec::new(),
+        };
+        r.execute(open());
+        r.execute(Command::CloseLink { role: MediaRole::Play, stream: "p".into() });
+        let b = next_build(&mut r).await;
+        assert!(r.install(b).is_none(), "a closed link's offer reached the supervisor");
+        assert!(r.player("p").is_none());
+
+        // The same link opened again: its offer comes back through next_note.
+        r.execute(open());
+        let b = next_build(&mut r).await;
+        match r.install(b) {
+            Some(Note::Offer(MediaRole::Play, s, 2, sdp)) => assert!(s == "p" && sdp.contains("m=video")),
+            other => panic!("expected the player's offer, got {other:?}"),
+        }
+        assert!(r.player("p").is_some());
     }
 }
