@@ -131,16 +131,21 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 println!("device-{i}: {stream_id}: {event:?}");
             }
             EngineEvent::PublisherQualityUpdate { stream_id, quality: q } => println!(
-                "device-{i} -> {stream_id}: capture {:.1} fps, encode {:.1}, send {:.1}, video {:.0} kbps, audio {:.0} kbps, rtt {:.1} ms, loss {:.1}%, {}",
+                "device-{i} -> {stream_id}: capture {:.1} fps, encode {:.1}, send {:.1}, video {:.0} kbps (target {:.0}, estimate {:.0}), audio {:.0} kbps, rtt {:.1} ms, loss {:.1}%, {}",
                 q.capture_fps,
                 q.encode_fps,
                 q.send_fps,
                 q.video_kbps,
+                q.target_kbps,
+                q.estimate_kbps,
                 q.audio_kbps,
                 q.rtt_ms,
                 q.packet_loss * 100.0,
                 q.encoder
             ),
+            EngineEvent::PublisherVideoAdapted { stream_id, rate, reason } => {
+                println!("device-{i} -> {stream_id}: video now {rate}: {reason}")
+            }
             EngineEvent::PlayerQualityUpdate { stream_id, quality: q } => {
                 println!(
                     "device-{i} <- {stream_id}: receive {:.1} fps, decode {:.1}, render {:.1}, video {:.0} kbps, audio {:.0} kbps, loss {:.1}%, stalls {}, frames {}",

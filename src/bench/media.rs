@@ -225,7 +225,6 @@ async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) ->
     let (conn, sdp) = ClientConn::start(
         MediaRole::Play,
         "127.0.0.1:0".parse()?,
-        Duration::from_secs(3),
         Default::default(),
         Some(Box::new(Counter(count))),
         |_| {},

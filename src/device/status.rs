@@ -129,6 +129,18 @@ pub struct PublishFigures {
     /// `udp`, or `tcp` (ICE-TCP, where UDP does not pass).
     #[serde(default)]
     pub path: String,
+    /// The device's estimate of its uplink to the server, kbit/s (0: none yet).
+    #[serde(default)]
+    pub estimate_kbps: f64,
+    /// The lowest estimate among the stream's players, kbit/s (0: none known).
+    #[serde(default)]
+    pub cap_kbps: f64,
+    /// The encoder's bitrate now, kbit/s.
+    #[serde(default)]
+    pub target_kbps: f64,
+    /// The encoded picture now: `640x480@30`.
+    #[serde(default)]
+    pub video: String,
 }
 
 /// Playing figures from the last quality report.
@@ -213,10 +225,14 @@ impl Status {
         let _ = writeln!(t, "users    {}", if self.users.is_empty() { "-".into() } else { self.users.join(", ") });
         for p in &self.publishing {
             let q = p.quality.as_ref().map(|q| {
+                let cap = if q.cap_kbps > 0.0 { format!(" players {:.0}", q.cap_kbps) } else { String::new() };
                 format!(
-                    "  {:.0} fps {:.0} kbps rtt {:.0} ms loss {:.1}% {} over {}",
+                    "  {} {:.0} fps {:.0} kbps (target {:.0}, estimate {:.0}{cap}) rtt {:.0} ms loss {:.1}% {} over {}",
+                    q.video,
                     q.send_fps,
                     q.video_kbps,
+                    q.target_kbps,
+                    q.estimate_kbps,
                     q.rtt_ms,
                     q.packet_loss * 100.0,
                     q.level,

@@ -218,6 +218,16 @@ pub enum EngineEvent {
         /// Why this one.
         reason: String,
     },
+    /// A published stream's picture stepped down or up in size or frame rate to follow its
+    /// link (`[video] adaptive`); bitrate changes alone show in the quality updates.
+    PublisherVideoAdapted {
+        /// The stream.
+        stream_id: String,
+        /// What the video is held to now.
+        rate: crate::media::VideoRate,
+        /// Why: the target against the step's threshold.
+        reason: String,
+    },
 }
 
 /// Media moments of a stream.
@@ -265,6 +275,19 @@ pub struct PublishQuality {
     pub encoder: String,
     /// How media reaches the server: `udp`, or `tcp` (ICE-TCP, where UDP does not pass).
     pub path: String,
+    /// The send-side estimate of the path to the server, kbit/s (0: none yet).
+    pub estimate_kbps: f64,
+    /// The lowest estimate among the stream's players, as the server reports it, kbit/s
+    /// (0: no player's estimate known).
+    pub cap_kbps: f64,
+    /// The encoder's bitrate now, kbit/s.
+    pub target_kbps: f64,
+    /// The encoded picture's width now (adaptation may halve it).
+    pub width: u32,
+    /// The encoded picture's height now.
+    pub height: u32,
+    /// The encoded frame rate now (adaptation may halve it).
+    pub fps: u32,
 }
 
 /// Playing figures over the last interval.

@@ -79,6 +79,30 @@ impl Encoder {
     }
 }
 
+/// How a running encoder takes a new bitrate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BitrateControl {
+    /// Set this property of `venc` to this value.
+    Property(&'static str, u32),
+    /// Set `venc`'s `extra-controls` to this structure: the Pi's V4L2 encoder takes a
+    /// bitrate only through its own controls (one set from another process is ignored).
+    ExtraControls(String),
+}
+
+impl Encoder {
+    /// The way to give this encoder `kbps` while it runs: `x264enc` and `vaapih264enc`
+    /// take kbit/s, `openh264enc` and `nvv4l2h264enc` bit/s, `v4l2h264enc` the V4L2
+    /// control `video_bitrate` (bit/s). The hardware ones are untested on hardware.
+    pub fn bitrate_control(self, kbps: u32) -> BitrateControl {
+        let bps = kbps.saturating_mul(1000);
+        match self {
+            Encoder::X264 | Encoder::Vaapi => BitrateControl::Property("bitrate", kbps),
+            Encoder::OpenH264 | Encoder::Nvidia => BitrateControl::Property("bitrate", bps),
+            Encoder::V4l2 => BitrateControl::ExtraControls(format!("controls,video_bitrate={bps}")),
+        }
+    }
+}
+
 impl fmt::Display for Encoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.element())
@@ -131,6 +155,18 @@ pub fn choose(configured: Option<Encoder>, skip: &[Encoder], present: impl Fn(&s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_encoder_takes_a_new_bitrate_in_its_own_unit() {
+        assert_eq!(Encoder::X264.bitrate_control(450), BitrateControl::Property("bitrate", 450));
+        assert_eq!(Encoder::Vaapi.bitrate_control(450), BitrateControl::Property("bitrate", 450));
+        assert_eq!(Encoder::OpenH264.bitrate_control(450), BitrateControl::Property("bitrate", 450_000));
+        assert_eq!(Encoder::Nvidia.bitrate_control(450), BitrateControl::Property("bitrate", 450_000));
+        assert_eq!(
+            Encoder::V4l2.bitrate_control(450),
+            BitrateControl::ExtraControls("controls,video_bitrate=450000".into())
+        );
+    }
 
     #[test]
     fn chain_prefers_hardware_and_skips_what_failed() {

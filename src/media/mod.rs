@@ -151,8 +151,15 @@ pub struct MediaConfig {
     pub height: u32,
     /// Frames per second.
     pub fps: u32,
-    /// Video bitrate, kbit/s.
+    /// Video bitrate, kbit/s: the most the encoder is given (with `adaptive`, it follows
+    /// the link's estimate below this).
     pub bitrate_kbps: u32,
+    /// Follow the link: the encoder's bitrate tracks the bandwidth estimate (the device's
+    /// uplink and its players' downlinks), and the picture steps down in size, then rate,
+    /// when the estimate is far below `bitrate_kbps` (see `engine::media::adapt`).
+    pub adaptive: bool,
+    /// The least video bitrate adaptation goes down to, kbit/s.
+    pub min_bitrate_kbps: u32,
     /// Force an encoder by element name (e.g. `x264enc`); empty: choose from the chain.
     pub encoder: String,
     /// Audio source.
@@ -190,6 +197,8 @@ impl Default for MediaConfig {
             height: 480,
             fps: 30,
             bitrate_kbps: 1000,
+            adaptive: true,
+            min_bitrate_kbps: 150,
             encoder: String::new(),
             audio: AudioSource::Test,
             echo_cancel: false,
@@ -225,6 +234,9 @@ impl MediaConfig {
         if !(50..=50_000).contains(&self.bitrate_kbps) {
             return Err("media.bitrate_kbps: must be between 50 and 50000".into());
         }
+        if !(50..=self.bitrate_kbps).contains(&self.min_bitrate_kbps) {
+            return Err("media.min_bitrate_kbps: must be between 50 and bitrate_kbps".into());
+        }
         if !self.test_pattern.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(format!("media.test_pattern: {:?} is not a pattern name", self.test_pattern));
         }
@@ -235,6 +247,38 @@ impl MediaConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// What a publish pipeline's video is held to: the encoder's bitrate and the picture's
+/// size and rate (adaptation lowers them on a thin link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoRate {
+    /// Encoder bitrate, kbit/s.
+    pub kbps: u32,
+    /// Picture width, pixels.
+    pub width: u32,
+    /// Picture height, pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+}
+
+impl VideoRate {
+    /// The configured maximum: full size, full rate, `bitrate_kbps`.
+    pub fn full(cfg: &MediaConfig) -> VideoRate {
+        VideoRate { kbps: cfg.bitrate_kbps, width: cfg.width, height: cfg.height, fps: cfg.fps }
+    }
+
+    /// The raw video caps of this size and rate.
+    pub fn caps(&self) -> String {
+        format!("video/x-raw,width={},height={},framerate={}/1", self.width, self.height, self.fps)
+    }
+}
+
+impl std::fmt::Display for VideoRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}@{} {} kbit/s", self.width, self.height, self.fps, self.kbps)
     }
 }
 

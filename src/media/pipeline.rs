@@ -4,7 +4,7 @@
 //! (RTP in), `vdec` (decoded), `vout` (rendered), `adec` (audio decoded).
 
 use super::encoder::Encoder;
-use super::{AudioSink, AudioSource, Layout, MediaConfig, VideoSink, VideoSource};
+use super::{AudioSink, AudioSource, Layout, MediaConfig, VideoRate, VideoSink, VideoSource};
 use crate::rtc::{H264_PT, OPUS_PT};
 
 /// The play pipeline's video jitter buffer target, ms (reported in player quality).
@@ -15,7 +15,11 @@ pub const RTP_MTU: u32 = 1200;
 
 /// The publish pipeline: source, encoder, payloader, appsinks `vsink` and `asink`.
 /// `overlay`: draw a clock on the test pattern (needs the pango plugin).
-pub fn publish(cfg: &MediaConfig, encoder: Encoder, overlay: bool) -> String {
+///
+/// `rate` is what the video starts held to (adaptation changes it while it runs): the
+/// capture stays at the configured size and rate (a camera is not renegotiated), and
+/// `vadapt` scales and drops frames down to `rate`'s before the encoder.
+pub fn publish(cfg: &MediaConfig, rate: VideoRate, encoder: Encoder, overlay: bool) -> String {
     let (w, h, fps) = (cfg.width, cfg.height, cfg.fps);
     let raw = format!("video/x-raw,width={w},height={h},framerate={fps}/1");
     let source = match &cfg.video {
@@ -47,10 +51,12 @@ pub fn publish(cfg: &MediaConfig, encoder: Encoder, overlay: bool) -> String {
         (source, String::new())
     };
     let video = format!(
-        "{source} ! queue max-size-buffers=2 leaky=downstream ! {enc} ! \
+        "{source} ! queue max-size-buffers=2 leaky=downstream ! videoscale ! videorate ! \
+         capsfilter name=vadapt caps={adapt} ! {enc} ! \
          rtph264pay pt={H264_PT} mtu={RTP_MTU} config-interval=-1 aggregate-mode=zero-latency ! \
          appsink name=vsink sync=false max-buffers=256 drop=true",
-        enc = encoder.description(cfg.bitrate_kbps, fps)
+        adapt = rate.caps(),
+        enc = encoder.description(rate.kbps, fps)
     );
     let mic = match &cfg.audio {
         AudioSource::Test => "audiotestsrc is-live=true wave=sine freq=440 volume=0.1".to_string(),
@@ -161,30 +167,40 @@ mod tests {
         cfg.video_sink = VideoSink::Kms;
         assert!(grid(&cfg, &chans[..1]).contains("width=640,height=480 ! queue"));
         assert!(grid(&cfg, &chans).contains("kmssink name=gout"));
-        let p = publish(&cfg, Encoder::X264, false);
+        let p = publish(&cfg, VideoRate::full(&cfg), Encoder::X264, false);
         assert!(p.contains("tee name=vt") && p.contains("intervideosink channel=callbox-preview"), "{p}");
         cfg.preview = false;
-        assert!(!publish(&cfg, Encoder::X264, false).contains("intervideosink"));
+        assert!(!publish(&cfg, VideoRate::full(&cfg), Encoder::X264, false).contains("intervideosink"));
     }
 
     #[test]
     fn publish_variants() {
         let mut cfg = MediaConfig::small();
-        let p = publish(&cfg, Encoder::X264, true);
+        let p = publish(&cfg, VideoRate::full(&cfg), Encoder::X264, true);
         assert!(p.contains("videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1"));
         assert!(p.contains("timeoverlay"));
-        assert!(!publish(&cfg, Encoder::X264, false).contains("timeoverlay"));
+        assert!(!publish(&cfg, VideoRate::full(&cfg), Encoder::X264, false).contains("timeoverlay"));
         assert!(p.contains("opusenc name=aenc inband-fec=true"));
         assert!(p.contains("rtph264pay pt=102 mtu=1200 config-interval=-1"));
+        // Adaptation's stage: full size and rate unless told otherwise, before the encoder.
+        assert!(p.contains(
+            "videoscale ! videorate ! capsfilter name=vadapt caps=video/x-raw,width=320,height=240,framerate=15/1 ! videoconvert ! x264enc"
+        ));
+        let half = VideoRate { kbps: 120, width: 160, height: 120, fps: 7 };
+        let p = publish(&cfg, half, Encoder::X264, false);
+        assert!(p.contains("caps=video/x-raw,width=160,height=120,framerate=7/1"));
+        assert!(p.contains("x264enc name=venc tune=zerolatency speed-preset=ultrafast bitrate=120 "));
+        // The capture is not renegotiated.
+        assert!(p.contains("videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1"));
         cfg.video = VideoSource::V4l2 { device: "/dev/video0".into(), mjpeg: true };
         cfg.audio = AudioSource::Alsa { device: "hw:1,0".into() };
         cfg.echo_cancel = true;
-        let p = publish(&cfg, Encoder::V4l2, false);
+        let p = publish(&cfg, VideoRate::full(&cfg), Encoder::V4l2, false);
         assert!(p.contains("v4l2src device=/dev/video0 ! image/jpeg"));
         assert!(p.contains("alsasrc device=hw:1,0"));
         assert!(p.contains("webrtcdsp echo-cancel=true"));
         cfg.video = VideoSource::Libcamera;
-        assert!(publish(&cfg, Encoder::OpenH264, false).starts_with("libcamerasrc"));
+        assert!(publish(&cfg, VideoRate::full(&cfg), Encoder::OpenH264, false).starts_with("libcamerasrc"));
     }
 
     #[test]

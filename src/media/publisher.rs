@@ -9,9 +9,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::AppSink;
 
-use super::encoder::Choice;
+use super::encoder::{BitrateControl, Choice, Encoder};
 use super::running::{counters, launch, set_playing, watch_bus};
-use super::{Counters, MediaConfig, MediaError, has_element, pipeline};
+use super::{Counters, MediaConfig, MediaError, VideoRate, has_element, pipeline};
 use crate::rtc::Kind;
 
 /// Where a publish pipeline's RTP packets go (called on GStreamer's streaming threads).
@@ -33,12 +33,13 @@ impl Publisher {
     pub fn start(
         cfg: &MediaConfig,
         encoder: Choice,
+        rate: VideoRate,
         muted: bool,
         rtp: RtpOut,
         errors: super::ErrorSink,
     ) -> Result<Publisher, MediaError> {
         super::init()?;
-        let desc = pipeline::publish(cfg, encoder.encoder, has_element("timeoverlay"));
+        let desc = pipeline::publish(cfg, rate, encoder.encoder, has_element("timeoverlay"));
         tracing::debug!(pipeline = %desc, "publish pipeline");
         let pipeline = launch(&desc)?;
         for (name, kind) in [("vsink", Kind::Video), ("asink", Kind::Audio)] {
@@ -75,6 +76,44 @@ impl Publisher {
         if let Some(sink) = self.pipeline.by_name("vsink") {
             let ev = gstreamer_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
             sink.send_event(ev);
+        }
+    }
+
+    /// Holds the running video to `rate`: the encoder's bitrate (in its own unit, see
+    /// [`crate::media::encoder::Encoder::bitrate_control`]) and the picture's size and rate
+    /// (the encoder is renegotiated when those change, and starts with a keyframe).
+    pub fn set_rate(&self, rate: VideoRate) {
+        if let Some(enc) = self.pipeline.by_name("venc") {
+            match self.encoder.encoder.bitrate_control(rate.kbps) {
+                BitrateControl::Property(name, value) => {
+                    if enc.find_property(name).is_some() {
+                        enc.set_property(name, value);
+                    }
+                }
+                BitrateControl::ExtraControls(s) => match s.parse::<gst::Structure>() {
+                    Ok(st) => enc.set_property("extra-controls", st),
+                    Err(e) => tracing::warn!(error = %e, "cannot set the encoder's bitrate control"),
+                },
+            }
+        }
+        if let Some(f) = self.pipeline.by_name("vadapt")
+            && let Ok(caps) = rate.caps().parse::<gst::Caps>()
+            && f.property::<Option<gst::Caps>>("caps").as_ref() != Some(&caps)
+        {
+            f.set_property("caps", caps);
+        }
+    }
+
+    /// The encoder's bitrate as it runs now, kbit/s (tests, status).
+    pub fn bitrate_kbps(&self) -> Option<u32> {
+        let enc = self.pipeline.by_name("venc")?;
+        match self.encoder.encoder {
+            Encoder::X264 | Encoder::Vaapi => Some(enc.property::<u32>("bitrate")),
+            Encoder::OpenH264 | Encoder::Nvidia => Some(enc.property::<u32>("bitrate") / 1000),
+            Encoder::V4l2 => {
+                let st = enc.property::<Option<gst::Structure>>("extra-controls")?;
+                st.get::<i32>("video_bitrate").ok().map(|b| b as u32 / 1000)
+            }
         }
     }
 

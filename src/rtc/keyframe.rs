@@ -1,7 +1,8 @@
-//! An interceptor that lets keyframe requests (PLI, FIR) through to the application. The
-//! interceptor chain ends inbound RTCP at its terminus unless a packet is marked for
-//! delivery; callbox acts on keyframe requests (the SFU relays them, a device's encoder
-//! makes a keyframe), so those, and only those, are marked.
+//! An interceptor that lets keyframe requests (PLI, FIR) and bandwidth caps (REMB) through
+//! to the application. The interceptor chain ends inbound RTCP at its terminus unless a
+//! packet is marked for delivery; callbox acts on keyframe requests (the SFU relays them, a
+//! device's encoder makes a keyframe) and on the SFU's REMB (a device's encoder follows its
+//! players' lowest estimate), so those, and only those, are marked.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -9,13 +10,23 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::sansio::Protocol;
 
-/// Marks inbound PLI/FIR for the application.
+/// Marks inbound PLI/FIR and REMB for the application.
 #[derive(Default)]
-pub(crate) struct KeyframeRequests {
+pub(crate) struct FeedbackToApplication {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
+}
+
+/// The lowest bitrate a REMB in the RTCP compound allows, bit/s.
+pub(crate) fn remb_bps(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Option<f64> {
+    packets
+        .iter()
+        .filter_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
+        .map(|r| r.bitrate as f64)
+        .reduce(f64::min)
 }
 
 /// True if the RTCP compound asks for a keyframe.
@@ -23,7 +34,7 @@ pub(crate) fn wants_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     packets.iter().any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -32,7 +43,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && wants_keyframe(packets)
+            && (wants_keyframe(packets) || remb_bps(packets).is_some())
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
@@ -54,7 +65,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequests {
     }
 }
 
-impl Interceptor for KeyframeRequests {
+impl Interceptor for FeedbackToApplication {
     fn bind_local_stream(&mut self, _: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}

@@ -50,7 +50,6 @@ async fn connect_via(
     let (conn, offer) = ClientConn::start(
         role,
         "127.0.0.1:0".parse().unwrap(),
-        Duration::from_secs(3),
         Default::default(),
         sink,
         events,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rand::Rng;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{CongestionControlBuilder, Gcc, Registry, Slot, TwccSenderBuilder};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine};
@@ -18,7 +18,7 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, Cand
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, TYPE_RTCP_FB_GOOG_REMB, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -52,6 +52,28 @@ pub(crate) struct PeerOpts {
     pub lite: bool,
     /// Fixed local ICE credentials (the server routes datagrams by its ufrag).
     pub credentials: Option<(String, String)>,
+    /// Send-side congestion control on what this connection sends (see [`Congestion`]).
+    pub congestion: Option<Congestion>,
+}
+
+/// Send-side bandwidth estimation for a connection that sends media: transport-wide
+/// sequence numbers on every packet it sends, the remote's TWCC feedback resolved against
+/// them, and the `rtc` crate's GCC estimator on the result. The estimate shows in the
+/// connection's outbound stats (`target_bitrate`), which the cores read once a second.
+///
+/// No pacer: the `rtc` pacer releases at exactly the estimate, so every keyframe (several
+/// times the average frame) would wait in its queue, which is the delay a new player must
+/// not see; the encoder is held to the estimate instead, and the estimator counts each
+/// packet from the instant it is written, which is when it leaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Congestion {
+    /// Where the estimate starts, bit/s: the configured maximum, so a call starts at full
+    /// quality and comes down within a second or two where the path is thinner.
+    pub initial_bps: f64,
+    /// The estimate's floor, bit/s.
+    pub min_bps: f64,
+    /// The estimate's ceiling, bit/s.
+    pub max_bps: f64,
 }
 
 /// The engine's ICE liveness: it sends a consent check every 500 ms and calls the link
@@ -100,8 +122,25 @@ pub(crate) fn build(now: Instant, opts: PeerOpts) -> Result<RTCPeerConnection, R
         media.register_codec(params, codec_kind(kind))?;
     }
     // Application-most (after the NACK and report interceptors), before the terminus.
-    let registry = Registry::new().with(Slot::Custom(9_500), super::keyframe::KeyframeRequests::default());
-    let registry = register_default_interceptors(registry, &mut media)?;
+    let registry = Registry::new().with(Slot::Custom(9_500), super::keyframe::FeedbackToApplication::default());
+    let mut registry = register_default_interceptors(registry, &mut media)?;
+    // REMB is how the SFU tells a publisher its players' lowest estimate: browsers obey it
+    // when `goog-remb` is negotiated, engines read it (`keyframe::FeedbackToApplication`).
+    media.register_feedback(
+        RTCPFeedback { typ: TYPE_RTCP_FB_GOOG_REMB.to_owned(), parameter: String::new() },
+        RtpCodecKind::Video,
+    );
+    if let Some(c) = opts.congestion {
+        // The default chain already reports what arrives (TWCC receiver) and negotiates the
+        // transport-cc extension; these are the sending half.
+        // The crate announces an estimate only when it changes: one that starts at its
+        // ceiling on a path that never congests would never be announced at all. Just
+        // under it, the first feedback moves it.
+        let gcc = Gcc::new(c.initial_bps.min(c.max_bps * 0.95), c.min_bps, c.max_bps);
+        registry = registry
+            .with(Slot::CongestionControl, CongestionControlBuilder::new(gcc).build())
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+    }
     // The server (ICE-lite) never times a connection out through ICE: the `rtc` agent counts
     // only STUN as a sign of life, and agents such as libnice send a check every ~25 s
     // while their media flows. The SFU expires connections itself, counting every datagram

@@ -181,6 +181,10 @@ impl Daemon {
                         packet_loss: q.packet_loss,
                         level: format!("{:?}", q.level).to_lowercase(),
                         path: q.path,
+                        estimate_kbps: q.estimate_kbps,
+                        cap_kbps: q.cap_kbps,
+                        target_kbps: q.target_kbps,
+                        video: format!("{}x{}@{}", q.width, q.height, q.fps),
                     });
                 }
             }

@@ -34,6 +34,7 @@ use crate::media::{MediaConfig, MediaError};
 use crate::proto::MediaRole;
 use crate::rtc::client::ClientEvent;
 
+mod adapt;
 mod link;
 mod rtp_slot;
 mod runner;
@@ -87,6 +88,8 @@ pub(crate) enum Command {
         bind: Bind,
         silence: Duration,
         ice: Vec<crate::rtc::ice_servers::IceServer>,
+        /// Publish: the range its bandwidth estimate moves in.
+        send_rate: Option<crate::rtc::client::SendRate>,
     },
     /// Close the stream's connection (a player's pipeline stays until the next `OpenLink`).
     CloseLink { role: MediaRole, stream: String },
@@ -96,9 +99,11 @@ pub(crate) enum Command {
     RequestKeyframe { stream: String },
     /// Make the publish pipeline's encoder send a keyframe now.
     ForceKeyframe { stream: String },
-    /// Start a publish pipeline with this encoder, replacing any; its failure comes back
-    /// tagged with `epoch`.
-    StartPipeline { stream: String, epoch: u64, choice: Choice },
+    /// Start a publish pipeline with this encoder, its video held to `rate`, replacing
+    /// any; its failure comes back tagged with `epoch`.
+    StartPipeline { stream: String, epoch: u64, choice: Choice, rate: crate::media::VideoRate },
+    /// Hold the running publish pipeline's video to this rate (adaptation).
+    SetRate { stream: String, rate: crate::media::VideoRate },
     /// Stop the publish pipeline (it failed; a new one starts after the back-off).
     StopPipeline { stream: String },
     /// The stream is no longer published / played: drop its connection and pipeline.
@@ -137,6 +142,8 @@ pub(crate) enum MediaOutput {
 pub(crate) trait Meters {
     /// The publish pipeline's (captured, encoded, audio) counts, if one runs.
     fn publisher(&self, stream: &str) -> Option<[u64; 3]>;
+    /// The publish pipeline's encoder bitrate as it runs, kbit/s.
+    fn encoder_kbps(&self, stream: &str) -> Option<u32>;
     /// The play pipeline's (decoded, rendered, audio) counts and when it last rendered video.
     fn player(&self, stream: &str) -> Option<([u64; 3], Option<Instant>)>;
 }

@@ -9,7 +9,7 @@
 //! the driver must keep answering the server meanwhile. A finished build comes back on its
 //! own channel and is installed only if no later command replaced it (`build`).
 
-use crate::rtc::client::Relays;
+use crate::rtc::client::{LinkOpts, Relays};
 use crate::rtc::ice_servers::{IceServer, TurnTransport};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::rtp_slot::RtpSlot;
 use super::{Command, Meters, Note};
-use crate::media::{Grid, MediaConfig, Player, Publisher, RtpOut};
+use crate::media::{Grid, MediaConfig, Player, Publisher, RtpOut, VideoRate};
 use crate::proto::MediaRole;
 use crate::rtc::client::ClientConn;
 
@@ -43,6 +43,8 @@ struct RunPub {
     /// The latest pipeline command's number: a build that finishes under an older one is
     /// dropped.
     build: u64,
+    /// The rate last asked for, applied to a pipeline installed after it.
+    rate: Option<VideoRate>,
 }
 
 #[derive(Default)]
@@ -129,6 +131,9 @@ impl MediaRunner {
                 match (p, result) {
                     (Some(p), Ok(pl)) => {
                         pl.set_muted(self.muted);
+                        if let Some(r) = p.rate {
+                            pl.set_rate(r);
+                        }
                         p.pipeline = Some(pl);
                         None
                     }
@@ -166,13 +171,13 @@ impl MediaRunner {
     /// connection's offer, or a failure.
     pub(crate) fn execute(&mut self, cmd: Command) -> Option<Note> {
         match cmd {
-            Command::OpenLink { role: MediaRole::Publish, stream, epoch, bind, silence, ice } => {
+            Command::OpenLink { role: MediaRole::Publish, stream, epoch, bind, silence, ice, send_rate } => {
                 let bind = bind.resolve(crate::rtc::local_ip_towards);
-                let relays = self.relays(ice);
+                let opts = LinkOpts { silence, relays: self.relays(ice), send_rate };
                 let events = self.link_events(MediaRole::Publish, &stream, epoch);
                 let p = self.pubs.entry(stream.clone()).or_default();
                 p.conn = None;
-                match ClientConn::start(MediaRole::Publish, bind, silence, relays, None, events) {
+                match ClientConn::start(MediaRole::Publish, bind, opts, None, events) {
                     Ok((c, offer)) => {
                         if let Ok(mut g) = p.rtp.lock() {
                             g.tx = Some(c.rtp_sender());
@@ -183,9 +188,9 @@ impl MediaRunner {
                     Err(e) => Some(Note::OpenFailed(MediaRole::Publish, stream, epoch, e.to_string())),
                 }
             }
-            Command::OpenLink { role: MediaRole::Play, stream, epoch, bind, silence, ice } => {
+            Command::OpenLink { role: MediaRole::Play, stream, epoch, bind, silence, ice, .. } => {
                 let bind = bind.resolve(crate::rtc::local_ip_towards);
-                let relays = self.relays(ice);
+                let opts = LinkOpts { silence, relays: self.relays(ice), send_rate: None };
                 let events = self.link_events(MediaRole::Play, &stream, epoch);
                 let errors = self.pipeline_errors(MediaRole::Play, &stream, epoch);
                 let build = self.next_build();
@@ -208,7 +213,7 @@ impl MediaRunner {
                         .map_err(|e| format!("cannot build the play pipeline: {e}"))
                         .and_then(|(pl, sink)| {
                             let c =
-                                ClientConn::start(MediaRole::Play, bind, silence, relays, Some(Box::new(sink)), events);
+                                ClientConn::start(MediaRole::Play, bind, opts, Some(Box::new(sink)), events);
                             c.map(|(c, offer)| (pl, c, offer)).map_err(|e| e.to_string())
                         });
                     // A runner that is gone drops the build here, off its task.
@@ -250,11 +255,12 @@ impl MediaRunner {
                 }
                 None
             }
-            Command::StartPipeline { stream, epoch, choice } => {
+            Command::StartPipeline { stream, epoch, choice, rate } => {
                 let errors = self.pipeline_errors(MediaRole::Publish, &stream, epoch);
                 let build = self.next_build();
                 let p = self.pubs.entry(stream.clone()).or_default();
                 p.build = build;
+                p.rate = None;
                 retire(p.pipeline.take());
                 let slot = p.rtp.clone();
                 let out: RtpOut = Arc::new(move |kind, bytes| {
@@ -264,9 +270,18 @@ impl MediaRunner {
                 });
                 let (config, muted, done) = (self.config.clone(), self.muted, self.built_tx.clone());
                 tokio::task::spawn_blocking(move || {
-                    let result = Publisher::start(&config, choice, muted, out, errors);
+                    let result = Publisher::start(&config, choice, rate, muted, out, errors);
                     let _ = done.blocking_send(Built::Publisher { stream, build, epoch, result });
                 });
+                None
+            }
+            Command::SetRate { stream, rate } => {
+                if let Some(p) = self.pubs.get_mut(&stream) {
+                    p.rate = Some(rate);
+                    if let Some(pl) = &p.pipeline {
+                        pl.set_rate(rate);
+                    }
+                }
                 None
             }
             Command::StopPipeline { stream } => {
@@ -366,6 +381,10 @@ impl Meters for MediaRunner {
         self.pubs.get(stream)?.pipeline.as_ref().map(|p| p.counters.snapshot())
     }
 
+    fn encoder_kbps(&self, stream: &str) -> Option<u32> {
+        self.pubs.get(stream)?.pipeline.as_ref()?.bitrate_kbps()
+    }
+
     fn player(&self, stream: &str) -> Option<([u64; 3], Option<Instant>)> {
         let p = self.plays.get(stream)?.player.as_ref()?;
         Some((p.counters.snapshot(), p.counters.last_video()))
@@ -394,19 +413,25 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_publish_pipeline_is_built_off_the_drivers_task_and_installed_when_done() {
         let mut r = runner();
-        let cmd = Command::StartPipeline { stream: "s".into(), epoch: 1, choice: x264() };
+        let rate = VideoRate::full(&r.config);
+        let cmd = Command::StartPipeline { stream: "s".into(), epoch: 1, choice: x264(), rate };
         assert!(r.execute(cmd).is_none());
         // On a current-thread runtime nothing else ran yet: the pipeline is not there.
         assert!(r.publisher("s").is_none(), "execute built the pipeline on the driver's task");
         let b = next_build(&mut r).await;
         assert!(r.install(b).is_none());
         assert!(r.publisher("s").is_some(), "the finished build was not installed");
+        // Adaptation reaches the running encoder.
+        assert_eq!(r.encoder_kbps("s"), Some(300));
+        r.execute(Command::SetRate { stream: "s".into(), rate: VideoRate { kbps: 120, ..rate } });
+        assert_eq!(r.encoder_kbps("s"), Some(120));
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_build_that_a_later_command_replaced_is_dropped() {
         let mut r = runner();
-        r.execute(Command::StartPipeline { stream: "s".into(), epoch: 1, choice: x264() });
+        let rate = VideoRate::full(&r.config);
+        r.execute(Command::StartPipeline { stream: "s".into(), epoch: 1, choice: x264(), rate });
         r.execute(Command::StopPipeline { stream: "s".into() });
         let b = next_build(&mut r).await;
         assert!(r.install(b).is_none());
@@ -420,6 +445,7 @@ mod tests {
             bind: Bind::Ip([127, 0, 0, 1].into()),
             silence: Duration::from_secs(3),
             ice: Vec::new(),
+            send_rate: None,
         };
         r.execute(open());
         r.execute(Command::CloseLink { role: MediaRole::Play, stream: "p".into() });

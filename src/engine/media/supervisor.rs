@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::adapt::Adapter;
 use super::link::{Link, backoff, per_sec, state_event};
 use super::stall::{STALL, StallWatch};
 use super::{Bind, Command, MediaOutput, Meters, Note};
@@ -45,6 +46,8 @@ struct Pub {
     last_encoded: u64,
     encoded_at: Instant,
     first_reported: bool,
+    /// The video's rate, following the link (with `adaptive`).
+    adapt: Adapter,
 }
 
 struct Play {
@@ -346,6 +349,9 @@ impl MediaSupervisor {
                     tracing::info!(stream, ?role, path = s.path.as_str(), "media path changed");
                 }
                 l.stats = s;
+                if role == MediaRole::Publish && self.cfg.adaptive {
+                    self.adapt(now, stream, s.estimate_kbps, s.cap_kbps);
+                }
             }
             ClientEvent::FirstVideoFrame => {
                 if let Some(p) = self.plays.get_mut(stream).filter(|p| !p.received_first) {
@@ -520,6 +526,7 @@ impl MediaSupervisor {
             last_encoded: 0,
             encoded_at: now,
             first_reported: false,
+            adapt: Adapter::new(&self.cfg),
         };
         self.pubs.insert(stream.to_string(), p);
         self.start_pipeline(stream, now);
@@ -566,7 +573,13 @@ impl MediaSupervisor {
             }
         }
         let ice = self.cfg.ice_servers.iter().chain(&self.server_ice).cloned().collect();
-        self.run(Command::OpenLink { role, stream: stream.to_string(), epoch, bind, silence, ice });
+        // Every publish link estimates its path (shown even when adaptation is off).
+        let audio = super::adapt::AUDIO_KBPS as u32;
+        let send_rate = (role == MediaRole::Publish).then(|| crate::rtc::client::SendRate {
+            min_kbps: self.cfg.min_bitrate_kbps + audio,
+            max_kbps: self.cfg.bitrate_kbps + audio,
+        });
+        self.run(Command::OpenLink { role, stream: stream.to_string(), epoch, bind, silence, ice, send_rate });
     }
 
     fn start_pipeline(&mut self, stream: &str, now: Instant) {
@@ -593,7 +606,8 @@ impl MediaSupervisor {
             hardware: choice.encoder.is_hardware(),
             reason: choice.reason.clone(),
         }));
-        self.run(Command::StartPipeline { stream: stream.to_string(), epoch: self.epoch, choice });
+        let rate = p.adapt.rate();
+        self.run(Command::StartPipeline { stream: stream.to_string(), epoch: self.epoch, choice, rate });
     }
 
     /// The publish pipeline failed (or stalled): rebuilt after the back-off; a hardware
@@ -620,6 +634,34 @@ impl MediaSupervisor {
             error_code: code,
             message,
         }));
+    }
+
+    /// The link's estimate moved: the encoder follows, and a step of the picture is told.
+    fn adapt(&mut self, now: Instant, stream: &str, own: Option<f64>, cap: Option<f64>) {
+        let Some(p) = self.pubs.get_mut(stream) else { return };
+        let Some(change) = p.adapt.update(now, own, cap) else { return };
+        let rate = change.rate;
+        if let Some(reason) = change.step {
+            tracing::info!(
+                callbox_event = "video_adapted",
+                stream,
+                width = rate.width,
+                height = rate.height,
+                fps = rate.fps,
+                bitrate_kbps = rate.kbps,
+                "video now {rate}: {reason}"
+            );
+            self.out.push_back(MediaOutput::Event(EngineEvent::PublisherVideoAdapted {
+                stream_id: stream.to_string(),
+                rate,
+                reason,
+            }));
+        } else {
+            tracing::debug!(stream, bitrate_kbps = rate.kbps, own_kbps = ?own, cap_kbps = ?cap, "encoder bitrate follows the estimate");
+        }
+        if p.pipeline.is_some() {
+            self.run(Command::SetRate { stream: stream.to_string(), rate });
+        }
     }
 
     fn watch_publishers(&mut self, now: Instant, meters: &dyn Meters) {
@@ -716,6 +758,12 @@ impl MediaSupervisor {
                 hardware_encoder: encoder.is_hardware(),
                 encoder: encoder.to_string(),
                 path: link.path.to_string(),
+                estimate_kbps: p.link.stats.estimate_kbps.unwrap_or(0.0),
+                cap_kbps: p.link.stats.cap_kbps.unwrap_or(0.0),
+                target_kbps: f64::from(meters.encoder_kbps(stream).unwrap_or(p.adapt.rate().kbps)),
+                width: p.adapt.rate().width,
+                height: p.adapt.rate().height,
+                fps: p.adapt.rate().fps,
             };
             p.prev = c;
             let e = EngineEvent::PublisherQualityUpdate { stream_id: stream.clone(), quality };

@@ -27,6 +27,9 @@ impl Meters for FakeMeters {
     fn publisher(&self, stream: &str) -> Option<[u64; 3]> {
         self.pubs.get(stream).copied()
     }
+    fn encoder_kbps(&self, _: &str) -> Option<u32> {
+        None
+    }
     fn player(&self, stream: &str) -> Option<([u64; 3], Option<Instant>)> {
         self.plays.get(stream).copied()
     }

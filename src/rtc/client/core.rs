@@ -20,7 +20,7 @@ use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
-use super::{ClientEvent, LinkStats, Path};
+use super::{ClientEvent, LinkStats, Path, SendRate};
 use crate::proto::MediaRole;
 use crate::rtc::Kind;
 use crate::rtc::ice_servers::TurnTransport;
@@ -67,8 +67,14 @@ impl ClientCore {
         role: MediaRole,
         local: SocketAddr,
         silence: Duration,
+        send_rate: Option<SendRate>,
     ) -> Result<(ClientCore, String), RtcError> {
-        let mut pc = peer::build(now, PeerOpts { lite: false, credentials: None })?;
+        let congestion = send_rate.filter(|_| role == MediaRole::Publish).map(|r| peer::Congestion {
+            initial_bps: r.max_kbps as f64 * 1000.0,
+            min_bps: r.min_kbps as f64 * 1000.0,
+            max_bps: r.max_kbps as f64 * 1000.0,
+        });
+        let mut pc = peer::build(now, PeerOpts { lite: false, credentials: None, congestion })?;
         for kind in Kind::ALL {
             let init = match role {
                 MediaRole::Publish => RTCRtpTransceiverInit {
@@ -371,9 +377,13 @@ impl ClientCore {
                         self.rtp.push_back((kind, raw.freeze()));
                     }
                 }
-                RTCMessage::RtcpPacket(_, packets)
-                    if self.role == MediaRole::Publish && crate::rtc::keyframe::wants_keyframe(&packets) =>
-                {
+                RTCMessage::RtcpPacket(_, packets) if self.role == MediaRole::Publish => {
+                    if let Some(bps) = crate::rtc::keyframe::remb_bps(&packets) {
+                        self.stats.cap_kbps = Some(bps / 1000.0);
+                    }
+                    if !crate::rtc::keyframe::wants_keyframe(&packets) {
+                        continue;
+                    }
                     self.stats.keyframe_requests += 1;
                     if self.last_key_request.is_none_or(|t| now.duration_since(t) > KEYFRAME_EVENT_INTERVAL) {
                         self.last_key_request = Some(now);
@@ -442,6 +452,10 @@ impl ClientCore {
                 RTCStatsReportEntry::InboundRtp(s) => lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64,
                 RTCStatsReportEntry::RemoteInboundRtp(s) => {
                     lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64
+                }
+                // One estimate for the connection, shown on each of its streams.
+                RTCStatsReportEntry::OutboundRtp(s) if s.target_bitrate > 0.0 => {
+                    self.stats.estimate_kbps = Some(s.target_bitrate / 1000.0);
                 }
                 _ => {}
             }

@@ -78,6 +78,34 @@ pub struct LinkStats {
     pub path: Path,
     /// Keyframe requests received (publish).
     pub keyframe_requests: u64,
+    /// Publish: the send-side estimate of the path to the server (GCC over TWCC), kbit/s,
+    /// audio and video together; none before the server's first feedback.
+    pub estimate_kbps: Option<f64>,
+    /// Publish: the lowest estimate among the stream's players, as the server's last REMB
+    /// said, kbit/s; none while nobody plays it or no player's estimate is known.
+    pub cap_kbps: Option<f64>,
+}
+
+/// The range a publish connection's bandwidth estimate moves in, kbit/s (audio and video
+/// together). It starts at the maximum: a call starts at full quality and comes down
+/// within a second or two where the path is thinner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendRate {
+    /// The estimate's floor.
+    pub min_kbps: u32,
+    /// The estimate's ceiling and starting point.
+    pub max_kbps: u32,
+}
+
+/// How a connection is set up, besides its role and socket.
+#[derive(Clone, Default)]
+pub struct LinkOpts {
+    /// Silence, once media flowed, before [`ClientEvent::Silent`] (zero: 3 s).
+    pub silence: Duration,
+    /// TURN servers to allocate on.
+    pub relays: Relays,
+    /// Publish: estimate the path and report it in [`LinkStats::estimate_kbps`].
+    pub send_rate: Option<SendRate>,
 }
 
 /// The way a connection's media travels, as status and quality events name it.
@@ -144,14 +172,15 @@ impl ClientConn {
     pub fn start(
         role: MediaRole,
         bind: SocketAddr,
-        silence: Duration,
-        relays: Relays,
+        opts: LinkOpts,
         sink: Option<Box<dyn RtpSink>>,
         events: impl FnMut(ClientEvent) + Send + 'static,
     ) -> Result<(ClientConn, String), RtcError> {
         let socket = peer::bind_udp(bind)?;
         let local = socket.local_addr()?;
-        let (core, offer) = ClientCore::new(Instant::now(), role, local, silence)?;
+        let silence = if opts.silence.is_zero() { Duration::from_secs(3) } else { opts.silence };
+        let relays = opts.relays;
+        let (core, offer) = ClientCore::new(Instant::now(), role, local, silence, opts.send_rate)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (rtp_tx, rtp_rx) = mpsc::channel(1024);
         let with_relays = relays.servers.iter().any(|s| s.turn_urls().next().is_some());

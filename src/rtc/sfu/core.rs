@@ -16,9 +16,12 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
 
 use super::{CONSENT_EXPIRY, SfuStats, StreamKey};
 use crate::proto::MediaRole;
@@ -27,8 +30,14 @@ use crate::rtc::{Kind, stun};
 
 /// A player's PLI/FIR reaches the publisher at most this often.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
-/// How often connections are checked for the consent expiry.
+/// How often connections are checked for the consent expiry, players' estimates read and
+/// publishers told the lowest (REMB).
 const EXPIRY_SCAN: Duration = Duration::from_secs(1);
+/// The range of the SFU's estimate of each player's downlink (GCC over the player's TWCC
+/// feedback), bit/s. It starts at the ceiling: a player limits its publisher only once its
+/// own feedback shows a thinner path.
+const PLAYER_ESTIMATE: peer::Congestion =
+    peer::Congestion { initial_bps: 10_000_000.0, min_bps: 100_000.0, max_bps: 10_000_000.0 };
 
 struct Conn {
     pc: RTCPeerConnection,
@@ -48,6 +57,8 @@ struct Conn {
     last_keyframe_request: Option<Instant>,
     /// Player: where each kind is written.
     senders: HashMap<Kind, Sender>,
+    /// Player: the send-side estimate of its downlink, bit/s (read every scan).
+    estimate_bps: Option<f64>,
 }
 
 /// See the module docs.
@@ -159,7 +170,11 @@ impl SfuCore {
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
         let ufrag = peer::random_token(16);
         let mut pc =
-            peer::build(now, PeerOpts { lite: true, credentials: Some((ufrag.clone(), peer::random_token(32))) })?;
+            peer::build(now, PeerOpts {
+            lite: true,
+            credentials: Some((ufrag.clone(), peer::random_token(32))),
+            congestion: (role == MediaRole::Play).then_some(PLAYER_ESTIMATE),
+        })?;
         if role == MediaRole::Play {
             for kind in Kind::ALL {
                 let label = format!("{}-{}", stream.stream_id, kind.as_str());
@@ -251,6 +266,7 @@ impl SfuCore {
             video_receiver,
             last_keyframe_request: None,
             senders,
+            estimate_bps: None,
         };
         self.conns.insert(id, conn);
         self.next_expiry_scan.get_or_insert(now + EXPIRY_SCAN);
@@ -318,6 +334,7 @@ impl SfuCore {
                 tracing::debug!(id, "media connection silent for the consent lifetime; closing");
                 self.remove(id);
             }
+            self.tell_publishers(now);
         }
         let due: Vec<u64> = self
             .conns
@@ -456,6 +473,40 @@ impl SfuCore {
             }
             peer::drain(&mut p.pc, &mut self.out);
         }
+    }
+
+    /// Reads each player's estimate and tells each publisher the lowest among its stream's
+    /// players (REMB): a browser publisher caps its own estimate with it, an engine's
+    /// encoder follows it. Nothing while no player's estimate is known.
+    fn tell_publishers(&mut self, now: Instant) {
+        let mut lowest: HashMap<StreamKey, f64> = HashMap::new();
+        for c in self.conns.values_mut().filter(|c| c.role == MediaRole::Play && c.connected) {
+            c.estimate_bps = c.pc.get_stats(now, StatsSelector::None).iter().find_map(|e| match e {
+                RTCStatsReportEntry::OutboundRtp(s) if s.target_bitrate > 0.0 => Some(s.target_bitrate),
+                _ => None,
+            });
+            if let Some(bps) = c.estimate_bps {
+                let l = lowest.entry(c.stream.clone()).or_insert(bps);
+                *l = l.min(bps);
+            }
+        }
+        for (stream, bps) in lowest {
+            let Some(c) = self.publisher.get(&stream).and_then(|id| self.conns.get_mut(id)) else { continue };
+            let Some((receiver, ssrc)) = c.video_receiver else { continue };
+            if let Some(mut r) = c.pc.rtp_receiver(receiver) {
+                let remb = ReceiverEstimatedMaximumBitrate { sender_ssrc: 0, bitrate: bps as f32, ssrcs: vec![ssrc] };
+                if r.write_rtcp(now, vec![Box::new(remb)]).is_ok() {
+                    self.stats.bitrate_caps += 1;
+                }
+            }
+            peer::drain(&mut c.pc, &mut self.out);
+        }
+    }
+
+    /// The lowest estimate among `stream`'s players, bit/s, as last read.
+    pub fn players_estimate(&self, stream: &StreamKey) -> Option<f64> {
+        let ids = self.players.get(stream)?;
+        ids.iter().filter_map(|id| self.conns.get(id)?.estimate_bps).reduce(f64::min)
     }
 
     /// Asks the stream's publisher for a keyframe (a joining player always, a player's

@@ -70,6 +70,8 @@ pub struct SfuStats {
     pub packets_out: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests: u64,
+    /// Bitrate caps (REMB: the lowest of the stream's players' estimates) sent to publishers.
+    pub bitrate_caps: u64,
 }
 
 enum Cmd {
