@@ -47,14 +47,8 @@ async fn connect_via(
     let events = move |e| {
         let _ = tx.try_send(e);
     };
-    let (conn, offer) = ClientConn::start(
-        role,
-        "127.0.0.1:0".parse().unwrap(),
-        Default::default(),
-        sink,
-        events,
-    )
-    .unwrap();
+    let (conn, offer) =
+        ClientConn::start(role, "127.0.0.1:0".parse().unwrap(), Default::default(), sink, events).unwrap();
     let answer = sfu.offer(session, key(), role, offer).await.unwrap();
     conn.answer(edit(answer));
     loop {

@@ -140,7 +140,8 @@ impl Adapter {
             self.up_since = None;
         }
         let rate = self.at_step(target.round() as u32);
-        let moved = (f64::from(rate.kbps) - f64::from(self.applied.kbps)).abs() >= f64::from(self.applied.kbps) * MIN_CHANGE;
+        let moved =
+            (f64::from(rate.kbps) - f64::from(self.applied.kbps)).abs() >= f64::from(self.applied.kbps) * MIN_CHANGE;
         if reason.is_none() && !moved {
             return None;
         }

@@ -212,8 +212,7 @@ impl MediaRunner {
                         .and_then(|pl| pl.sink().map(|s| (pl, s)))
                         .map_err(|e| format!("cannot build the play pipeline: {e}"))
                         .and_then(|(pl, sink)| {
-                            let c =
-                                ClientConn::start(MediaRole::Play, bind, opts, Some(Box::new(sink)), events);
+                            let c = ClientConn::start(MediaRole::Play, bind, opts, Some(Box::new(sink)), events);
                             c.map(|(c, offer)| (pl, c, offer)).map_err(|e| e.to_string())
                         });
                     // A runner that is gone drops the build here, off its task.

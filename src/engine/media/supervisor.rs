@@ -669,7 +669,12 @@ impl MediaSupervisor {
         let mut stalled = Vec::new();
         let mut first = Vec::new();
         for (stream, p) in &mut self.pubs {
-            let Some(c) = p.pipeline.and(meters.publisher(stream)) else { continue };
+            let Some(c) = p.pipeline.and(meters.publisher(stream)) else {
+                // Not running yet (being built off the driver's task, which can take
+                // seconds): the stall clock starts when it runs.
+                p.encoded_at = now;
+                continue;
+            };
             if !p.first_reported && c[0] > 0 {
                 p.first_reported = true;
                 first.push(stream.clone());

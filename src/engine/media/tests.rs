@@ -358,6 +358,20 @@ fn an_encoder_that_stops_producing_is_rebuilt() {
 }
 
 #[test]
+fn a_pipeline_slow_to_start_is_not_called_stalled_and_its_stall_clock_starts_when_it_runs() {
+    let mut h = Harness::software();
+    h.publish("door");
+    h.commands();
+    // Built off the driver's task for 8 s (a board loading its plugins): no meters yet.
+    h.advance(Duration::from_secs(8));
+    assert!(!h.commands().iter().any(|c| matches!(c, Command::StopPipeline { .. })), "stalled while being built");
+    // It runs, and never encodes: stalled 5 s after it started running, not before.
+    h.meters.pubs.insert("door".into(), [0, 0, 0]);
+    let (_, at) = h.until(Duration::from_secs(10), |c| matches!(c, Command::StopPipeline { .. }));
+    assert!(at > Duration::from_secs(13) && at <= Duration::from_millis(13_400), "{at:?}");
+}
+
+#[test]
 fn an_unanswered_offer_is_renegotiated_and_a_late_answer_ignored() {
     let mut h = Harness::software();
     h.play("hall");

@@ -169,12 +169,14 @@ impl SfuCore {
     ) -> Result<String, RtcError> {
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
         let ufrag = peer::random_token(16);
-        let mut pc =
-            peer::build(now, PeerOpts {
-            lite: true,
-            credentials: Some((ufrag.clone(), peer::random_token(32))),
-            congestion: (role == MediaRole::Play).then_some(PLAYER_ESTIMATE),
-        })?;
+        let mut pc = peer::build(
+            now,
+            PeerOpts {
+                lite: true,
+                credentials: Some((ufrag.clone(), peer::random_token(32))),
+                congestion: (role == MediaRole::Play).then_some(PLAYER_ESTIMATE),
+            },
+        )?;
         if role == MediaRole::Play {
             for kind in Kind::ALL {
                 let label = format!("{}-{}", stream.stream_id, kind.as_str());
