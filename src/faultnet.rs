@@ -60,6 +60,15 @@ pub enum Fault {
     CutTcpPort(u16),
 }
 
+/// Which way a cap applies, from the host's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// What the host sends.
+    Up,
+    /// What the host receives.
+    Down,
+}
+
 /// One party's namespace.
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -233,6 +242,33 @@ impl Lab {
         );
         run(Command::new("ip").args(["netns", "exec", &self.router, "nft", &rule]))?;
         Ok(DelayRelay { router: self.router.clone(), stop, thread: Some(thread) })
+    }
+
+    /// Caps the host's link at `kbit` kbit/s in `dir` with a token bucket (`tc tbf`: a
+    /// 100 ms queue, then drops, as a thin DSL or LTE uplink behaves), replacing any cap
+    /// there. Uplink: on the host's own interface; downlink: on the router's toward it.
+    pub fn cap(&self, name: &str, dir: Direction, kbit: u32) -> Result<(), LabError> {
+        let (netns, dev) = self.cap_dev(name, dir);
+        let rate = format!("{kbit}kbit");
+        run(Command::new("ip").args([
+            "netns", "exec", &netns, "tc", "qdisc", "replace", "dev", &dev, "root", "tbf", "rate", &rate, "burst",
+            "16kb", "latency", "100ms",
+        ]))
+        .map(|_| ())
+    }
+
+    /// Lifts the cap [`Lab::cap`] put on the host's link in `dir`.
+    pub fn uncap(&self, name: &str, dir: Direction) -> Result<(), LabError> {
+        let (netns, dev) = self.cap_dev(name, dir);
+        run(Command::new("ip").args(["netns", "exec", &netns, "tc", "qdisc", "del", "dev", &dev, "root"])).map(|_| ())
+    }
+
+    fn cap_dev(&self, name: &str, dir: Direction) -> (String, String) {
+        let h = self.host(name);
+        match dir {
+            Direction::Up => (h.netns.clone(), "eth0".to_string()),
+            Direction::Down => (self.router.clone(), format!("r{}", h.index)),
+        }
     }
 
     /// Removes every fault from the host's link.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use callbox::device::control::{self, Request};
 use callbox::device::status::Status;
-use callbox::faultnet::{Fault, Lab};
+use callbox::faultnet::{Direction, Fault, Lab};
 use common::{APP, SECRET};
 use serde_json::Value;
 
@@ -56,6 +56,8 @@ struct Call {
     pki: Option<common::Pki>,
     /// More `[media]` keys for the server.
     server_extra: String,
+    /// The device's `[video]` bitrate line, replaced (a test pattern, a bitrate).
+    device_video: String,
     lab: Lab,
 }
 
@@ -100,6 +102,7 @@ impl Call {
             grace_secs,
             pki: None,
             server_extra: String::new(),
+            device_video: String::new(),
             lab,
         };
         if tls {
@@ -132,6 +135,9 @@ impl Call {
         let cfg = self.dir.path().join("device.toml");
         let (url, ca) = self.url();
         let mut text = common::device_config(&url, "kiosk", &self.socket, "");
+        if !self.device_video.is_empty() {
+            text = text.replace("bitrate_kbps = 300\n", &self.device_video);
+        }
         if let Some(ca) = ca {
             text = text.replace("[room]", &format!("ca_file = \"{}\"\n[room]", ca.display()));
         }
@@ -525,6 +531,113 @@ fn random_loss_keeps_media_decoding() {
     std::thread::sleep(Duration::from_secs(20).saturating_sub(began.elapsed()));
     call.lab.clear("device").unwrap();
     assert!(call.peer_saw_door(began).is_empty(), "the peer saw {:?}", call.peer_saw_door(began));
+}
+
+/// The device's publish figures now: (estimate, players' cap, encoder bitrate, picture).
+fn publish_rate(call: &Call) -> Option<(f64, f64, f64, String)> {
+    let s = call.status()?;
+    let q = s.publishing.iter().find(|p| p.stream_id == "door-main")?.quality.clone()?;
+    let video = format!(
+        "{} sent {:.0} kbps {:.0} fps loss {:.1}% rtt {:.0}",
+        q.video,
+        q.video_kbps,
+        q.send_fps,
+        q.packet_loss * 100.0,
+        q.rtt_ms
+    );
+    Some((q.estimate_kbps, q.cap_kbps, q.target_kbps, video))
+}
+
+/// Polls the device's publish figures until `ok` holds, at most `limit`; the figures seen.
+fn wait_rate(call: &Call, limit: Duration, ok: impl Fn(f64, f64, f64) -> bool) -> (bool, Vec<String>) {
+    let end = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while Instant::now() < end {
+        if let Some((est, cap, target, video)) = publish_rate(call) {
+            seen.push(format!(
+                "{:.0}s est {est:.0} cap {cap:.0} target {target:.0} {video}",
+                limit.as_secs_f64() - (end - Instant::now()).as_secs_f64()
+            ));
+            if ok(est, cap, target) {
+                return (true, seen);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    (false, seen)
+}
+
+/// The peer's render rate of door-main over quality windows wholly inside [from, to].
+fn peer_render_fps(call: &Call, from: Instant, to: Instant) -> Vec<f64> {
+    call.lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, v)| {
+            *t >= from + Duration::from_millis(3200)
+                && *t <= to
+                && v["event"] == "quality"
+                && v["stream_id"] == "door-main"
+        })
+        .map(|(_, v)| v["render_fps"].as_f64().unwrap_or(0.0))
+        .collect()
+}
+
+#[test]
+fn a_thin_uplink_or_a_thin_player_brings_the_encoder_down_and_video_keeps_decoding() {
+    let _l = lock();
+    let lab = Lab::new(&["server", "device", "peer"]).expect("network namespaces (root, ip, nft)");
+    let mut call = Call::new(lab, 45, false);
+    // A scene that does not compress, up to 1500 kbit/s: the encoder really fills it.
+    call.device_video = "bitrate_kbps = 1500\ntest_pattern = \"snow\"\n".into();
+    call.start_server();
+    call.start_device();
+    call.start_peer();
+    call.wait_both_decode(Instant::now(), "the first call");
+    let (ok, seen) = wait_rate(&call, Duration::from_secs(20), |est, _, target| est > 1000.0 && target > 1000.0);
+    assert!(ok, "uncapped, the estimate and the encoder stay near the maximum: {seen:#?}");
+
+    // The device's uplink capped at 500 kbit/s: within 30 s the target is under 70% of the
+    // maximum, read back from the running encoder's bitrate property.
+    call.lab.cap("device", Direction::Up, 500).unwrap();
+    let capped = Instant::now();
+    let (ok, seen) = wait_rate(&call, Duration::from_secs(30), |est, _, target| est < 1050.0 && target < 1050.0);
+    eprintln!("uplink capped at 500 kbit/s: {seen:#?}");
+    assert!(ok, "under a 500 kbit/s uplink the encoder's bitrate did not fall below 1050 kbit/s");
+    // Then video keeps decoding: at least 5 frames a second over 10 s (three quality
+    // windows), while adaptation works the cap out.
+    let settled = Instant::now();
+    std::thread::sleep(Duration::from_millis(13_500));
+    let fps = peer_render_fps(&call, settled, Instant::now());
+    let mean = fps.iter().sum::<f64>() / fps.len().max(1) as f64;
+    eprintln!(
+        "peer render fps under the cap: {fps:.1?}, mean {mean:.1} (capped {:.0} s before); device {:?}",
+        settled.duration_since(capped).as_secs_f64(),
+        publish_rate(&call)
+    );
+    assert!(fps.len() >= 3 && mean >= 5.0, "video kept decoding at 5 fps or more: {fps:?}");
+
+    // Lifted: the picture steps back up to full size and rate (each step up is a trial of
+    // the path; after failed ones the hold doubles, up to 64 s) and the encoder climbs.
+    call.lab.uncap("device", Direction::Up).unwrap();
+    let full =
+        || publish_rate(&call).is_some_and(|(_, _, target, video)| target > 900.0 && video.starts_with("320x240@15"));
+    let lifted = Instant::now();
+    while !full() && lifted.elapsed() < Duration::from_secs(90) {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    eprintln!("uplink cap lifted: full again after {:.0} s: {:?}", lifted.elapsed().as_secs_f64(), publish_rate(&call));
+    assert!(full(), "the picture did not come back to full size and rate within 90 s of the cap lifted");
+
+    // Only the player's downlink capped: the server's estimate of it reaches the device
+    // (REMB) and the device follows.
+    call.lab.cap("peer", Direction::Down, 500).unwrap();
+    let (ok, seen) =
+        wait_rate(&call, Duration::from_secs(30), |_, cap, target| cap > 0.0 && cap < 1050.0 && target < 1050.0);
+    eprintln!("player's downlink capped at 500 kbit/s: {seen:#?}");
+    assert!(ok, "a thin player did not bring the publisher down");
+    call.lab.uncap("peer", Direction::Down).unwrap();
+    call.wait_both_decode(Instant::now(), "after the caps");
 }
 
 #[test]

@@ -148,8 +148,14 @@ pub struct VideoSection {
     pub height: u32,
     /// Frames per second.
     pub fps: u32,
-    /// kbit/s.
+    /// kbit/s: the most the encoder is given.
     pub bitrate_kbps: u32,
+    /// Follow the link: the encoder's bitrate tracks the bandwidth estimate, and the
+    /// picture steps down in size, then rate, on a thin link (default on).
+    pub adaptive: bool,
+    /// The least video bitrate adaptation goes down to, kbit/s (default 150, or
+    /// `bitrate_kbps` if that is lower).
+    pub min_bitrate_kbps: Option<u32>,
     /// `auto` or an encoder element name.
     pub encoder: String,
     /// The `videotestsrc` pattern of the test source: `ball` (default), `smpte`, or `snow`,
@@ -166,6 +172,8 @@ impl Default for VideoSection {
             height: 480,
             fps: 30,
             bitrate_kbps: 1000,
+            adaptive: true,
+            min_bitrate_kbps: None,
             encoder: "auto".into(),
             test_pattern: "ball".into(),
         }
@@ -558,6 +566,8 @@ impl DeviceConfig {
             height: v.height,
             fps: v.fps,
             bitrate_kbps: v.bitrate_kbps,
+            adaptive: v.adaptive,
+            min_bitrate_kbps: v.min_bitrate_kbps.unwrap_or(v.bitrate_kbps.min(150)),
             encoder,
             audio,
             echo_cancel: a.echo_cancel,
@@ -643,6 +653,8 @@ mod tests {
             ("[video]\nencoder = \"ffmpeg\"\n", "video.encoder"),
             ("[video]\ntest_pattern = \"snow; rm\"\n", "video.test_pattern"),
             ("[video]\nfps = 0\n", "video.fps"),
+            ("[video]\nbitrate_kbps = 500\nmin_bitrate_kbps = 600\n", "video.min_bitrate_kbps"),
+            ("[video]\nmin_bitrate_kbps = 10\n", "video.min_bitrate_kbps"),
             ("[audio]\nsink = \"pulse\"\n", "audio.sink"),
             ("[display]\nsink = \"hdmi\"\n", "display.sink"),
             ("[display]\nlayout = \"mosaic\"\n", "display.layout"),

@@ -235,7 +235,7 @@ impl MediaConfig {
             return Err("media.bitrate_kbps: must be between 50 and 50000".into());
         }
         if !(50..=self.bitrate_kbps).contains(&self.min_bitrate_kbps) {
-            return Err("media.min_bitrate_kbps: must be between 50 and bitrate_kbps".into());
+            return Err(format!("media.min_bitrate_kbps: must be between 50 and bitrate_kbps ({})", self.bitrate_kbps));
         }
         if !self.test_pattern.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(format!("media.test_pattern: {:?} is not a pattern name", self.test_pattern));

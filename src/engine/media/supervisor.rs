@@ -575,9 +575,12 @@ impl MediaSupervisor {
         let ice = self.cfg.ice_servers.iter().chain(&self.server_ice).cloned().collect();
         // Every publish link estimates its path (shown even when adaptation is off).
         let audio = super::adapt::AUDIO_KBPS as u32;
+        let (min_kbps, max_kbps) = (self.cfg.min_bitrate_kbps + audio, self.cfg.bitrate_kbps + audio);
+        let last = self.pubs.get(stream).and_then(|p| p.adapt.estimate_kbps);
         let send_rate = (role == MediaRole::Publish).then(|| crate::rtc::client::SendRate {
-            min_kbps: self.cfg.min_bitrate_kbps + audio,
-            max_kbps: self.cfg.bitrate_kbps + audio,
+            min_kbps,
+            max_kbps,
+            start_kbps: last.map_or(max_kbps, |k| (k as u32).clamp(min_kbps, max_kbps)),
         });
         self.run(Command::OpenLink { role, stream: stream.to_string(), epoch, bind, silence, ice, send_rate });
     }

@@ -70,7 +70,7 @@ impl ClientCore {
         send_rate: Option<SendRate>,
     ) -> Result<(ClientCore, String), RtcError> {
         let congestion = send_rate.filter(|_| role == MediaRole::Publish).map(|r| peer::Congestion {
-            initial_bps: r.max_kbps as f64 * 1000.0,
+            initial_bps: r.start_kbps as f64 * 1000.0,
             min_bps: r.min_kbps as f64 * 1000.0,
             max_bps: r.max_kbps as f64 * 1000.0,
         });

@@ -87,14 +87,18 @@ pub struct LinkStats {
 }
 
 /// The range a publish connection's bandwidth estimate moves in, kbit/s (audio and video
-/// together). It starts at the maximum: a call starts at full quality and comes down
-/// within a second or two where the path is thinner.
+/// together), and where it starts: a new stream at the maximum (a call starts at full
+/// quality and comes down within a second or two where the path is thinner), a replaced
+/// connection at the last estimate (a link renegotiated on a thin path must not start by
+/// flooding it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SendRate {
     /// The estimate's floor.
     pub min_kbps: u32,
-    /// The estimate's ceiling and starting point.
+    /// The estimate's ceiling.
     pub max_kbps: u32,
+    /// The estimate's starting point.
+    pub start_kbps: u32,
 }
 
 /// How a connection is set up, besides its role and socket.
