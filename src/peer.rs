@@ -1,7 +1,8 @@
 //! `callbox peer`: a scriptable room member for tests and field checks. It logs in with a
 //! token, the app secret (AppSign) or, with `--dev`, the dev app's public secret, optionally publishes a test pattern and tone, plays
 //! every other stream, and prints one JSON line per event on stdout: `user`, `stream`,
-//! `first_frame`, `video_stall`, `video_resume`, `quality` (frames and audio buffers decoded per played stream), `state`.
+//! `first_frame`, `video_stall`, `video_resume`, `quality` (frames and audio buffers decoded per played stream),
+//! `publish_quality` (estimate, players' cap, encoder target, picture), `video_adapted`, `state`.
 //! It stops after `--seconds` or when stdin closes, logging out first.
 
 use std::process::ExitCode;
@@ -44,6 +45,18 @@ pub struct PeerArgs {
     /// Publish a test pattern and tone as this stream.
     #[arg(long)]
     publish: Option<String>,
+    /// The published video: `WIDTHxHEIGHT@FPS` (default 320x240@15).
+    #[arg(long)]
+    video: Option<String>,
+    /// The published video's (maximum) bitrate, kbit/s.
+    #[arg(long)]
+    bitrate_kbps: Option<u32>,
+    /// The test pattern: `ball`, `smpte`, or `snow` (does not compress: fills the bitrate).
+    #[arg(long)]
+    pattern: Option<String>,
+    /// Hold the bitrate and picture fixed instead of following the link.
+    #[arg(long)]
+    fixed_rate: bool,
     /// Media bind address.
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
@@ -71,7 +84,23 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("say how to log in: --token, --secret (or CALLBOX_APP_SECRET), or --dev for a --dev server")
         }
     };
-    let mut p = EngineProfile::new(a.app_id, auth, a.server.clone()).with_media(MediaConfig::small());
+    let mut media = MediaConfig::small();
+    if let Some(v) = &a.video {
+        let bad = || anyhow::anyhow!("--video {v:?}: expected WIDTHxHEIGHT@FPS, like 640x480@30");
+        let (size, fps) = v.split_once('@').ok_or_else(bad)?;
+        let (w, h) = size.split_once('x').ok_or_else(bad)?;
+        (media.width, media.height, media.fps) = (w.parse()?, h.parse()?, fps.parse()?);
+    }
+    if let Some(b) = a.bitrate_kbps {
+        media.bitrate_kbps = b;
+    }
+    if let Some(pat) = &a.pattern {
+        media.test_pattern = pat.clone();
+    }
+    media.adaptive = !a.fixed_rate;
+    media.min_bitrate_kbps = media.min_bitrate_kbps.min(media.bitrate_kbps);
+    media.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let mut p = EngineProfile::new(a.app_id, auth, a.server.clone()).with_media(media);
     p.ca_file = a.ca_file.clone();
     if let Some(m) = &mut p.media {
         m.bind = Some(a.bind);
@@ -122,7 +151,16 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
                 Some(EngineEvent::PlayerQualityUpdate { stream_id, quality }) => {
                     out(json!({"event": "quality", "stream_id": stream_id, "frames_decoded": quality.frames_decoded,
                         "audio_decoded": quality.audio_decoded, "render_fps": quality.render_fps, "path": quality.path,
-                        "receive_fps": quality.receive_fps, "video_kbps": quality.video_kbps}));
+                        "receive_fps": quality.receive_fps, "video_kbps": quality.video_kbps, "stall_ms": quality.stall_ms}));
+                }
+                Some(EngineEvent::PublisherQualityUpdate { stream_id, quality: q }) => {
+                    out(json!({"event": "publish_quality", "stream_id": stream_id, "estimate_kbps": q.estimate_kbps,
+                        "cap_kbps": q.cap_kbps, "target_kbps": q.target_kbps, "video_kbps": q.video_kbps,
+                        "send_fps": q.send_fps, "width": q.width, "height": q.height, "fps": q.fps}));
+                }
+                Some(EngineEvent::PublisherVideoAdapted { stream_id, rate, reason }) => {
+                    out(json!({"event": "video_adapted", "stream_id": stream_id, "width": rate.width,
+                        "height": rate.height, "fps": rate.fps, "bitrate_kbps": rate.kbps, "reason": reason}));
                 }
                 Some(EngineEvent::RoomStateChanged { state, reason, .. }) => {
                     out(json!({"event": "state", "state": format!("{state:?}"), "reason": format!("{reason:?}")}));

@@ -16,9 +16,9 @@ use serde_json::Value;
 use super::secret;
 use crate::demo::DEMO_APP_ID;
 
-type Lines = Arc<Mutex<Vec<(Instant, Value)>>>;
+pub(super) type Lines = Arc<Mutex<Vec<(Instant, Value)>>>;
 
-struct Kill(Child);
+pub(super) struct Kill(Child);
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -53,7 +53,7 @@ fn spawn_lines(mut cmd: Command, lines: &Lines, log: &std::path::Path) -> anyhow
 }
 
 /// When `lines` shows `stream` rendering again after `since`: None if not (yet).
-fn rendered_after(lines: &Lines, stream: &str, since: Instant, cut_from: Instant) -> Option<Instant> {
+pub(super) fn rendered_after(lines: &Lines, stream: &str, since: Instant, cut_from: Instant) -> Option<Instant> {
     let l = lines.lock().ok()?;
     let stalled = l.iter().any(|(t, v)| *t >= cut_from && v["event"] == "video_stall" && v["stream_id"] == stream);
     let back = l.iter().find(|(t, v)| {
@@ -70,11 +70,11 @@ fn rendered_after(lines: &Lines, stream: &str, since: Instant, cut_from: Instant
 /// length) and returns the figures.
 /// A lab with "server", "door" and "flat" namespaces and the real server running in the
 /// first (grace `grace_secs`); its signalling URL and the directory for logs.
-struct ServerLab {
+pub(super) struct ServerLab {
     // Field order is drop order: the processes before their namespaces.
     _server: Kill,
     _turn: Option<(Kill, super::tls::TestPki)>,
-    lab: Lab,
+    pub(super) lab: Lab,
     url: String,
     logs: std::path::PathBuf,
     cfg: std::path::PathBuf,
@@ -84,7 +84,7 @@ struct ServerLab {
 const TURN_SECRET: &str = "callbox-bench-turn";
 
 impl ServerLab {
-    fn start(name: &str, grace_secs: u64) -> anyhow::Result<ServerLab> {
+    pub(super) fn start(name: &str, grace_secs: u64) -> anyhow::Result<ServerLab> {
         ServerLab::start_with(name, grace_secs, false)
     }
 
@@ -140,7 +140,18 @@ impl ServerLab {
     }
 
     /// A `callbox peer` as user `host` in namespace `host`, publishing `publish` if given.
-    fn peer(&self, host: &str, publish: Option<&str>, lines: &Lines) -> anyhow::Result<Kill> {
+    pub(super) fn peer(&self, host: &str, publish: Option<&str>, lines: &Lines) -> anyhow::Result<Kill> {
+        self.peer_with(host, publish, &[], lines)
+    }
+
+    /// The same with more arguments for `callbox peer` (`--video`, `--pattern`, ...).
+    pub(super) fn peer_with(
+        &self,
+        host: &str,
+        publish: Option<&str>,
+        args: &[&str],
+        lines: &Lines,
+    ) -> anyhow::Result<Kill> {
         let mut c = self.lab.command(host, std::env::current_exe()?);
         c.env("CALLBOX_APP_SECRET", secret());
         c.args(["peer", "--server", &self.url, "--user", host, "--bind", &self.lab.host(host).addr.to_string()]);
@@ -150,6 +161,7 @@ impl ServerLab {
         if let Some(s) = publish {
             c.args(["--publish", s]);
         }
+        c.args(args);
         spawn_lines(c, lines, &self.logs.join(format!("{host}.log")))
     }
 }

@@ -4,6 +4,7 @@
 //! recovery after a server crash, SFU fan-out; and the device daemon's RSS and CPU
 //! ([`device`]).
 
+mod congestion;
 mod device;
 mod faults;
 mod media;
@@ -54,6 +55,10 @@ pub struct BenchArgs {
     /// skip; needs root, ip and nft).
     #[arg(long, default_value_t = 0)]
     paths: usize,
+    /// Seconds under a 500 kbit/s cap for the congestion figures (0: none), following the
+    /// link and with a fixed rate side by side (root: network namespaces and tc).
+    #[arg(long, default_value_t = 0)]
+    congestion_secs: u64,
     /// Make every `--fault-cuts` cut this long (ms) instead of random.
     #[arg(long)]
     fault_cut_ms: Option<u64>,
@@ -183,6 +188,23 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
         for (path, fps, stalls) in tokio::task::spawn_blocking(|| faults::loss_by_path(30)).await?? {
             println!(
                 "1% loss on the publisher's link for 30 s over {path}: player renders {fps:.1} fps (of 15), {stalls} video stalls"
+            );
+        }
+    }
+    if a.congestion_secs > 0 {
+        let secs = a.congestion_secs;
+        println!("congestion: 640x480@30 snow, max 1500 kbit/s, caps of {} kbit/s:", congestion::CAP_KBPS);
+        for adaptive in [true, false] {
+            let f = tokio::task::spawn_blocking(move || congestion::run(adaptive, secs)).await??;
+            let ms = |d: Option<Duration>| d.map_or("never".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
+            let label = if adaptive { "following the link" } else { "fixed rate (baseline)" };
+            println!(
+                "  {label}: uplink cap -> target <= 450 kbit/s: {}; player renders {:.1} fps (of 30), stalled {:.1}% of {secs} s; cap lifted -> target >= 90% of max: {}; player's downlink capped -> target <= 450 kbit/s: {}",
+                ms(f.to_target),
+                f.capped_fps,
+                f.stall_share * 100.0,
+                ms(f.to_recover),
+                ms(f.to_follow_player)
             );
         }
     }

@@ -575,7 +575,10 @@ impl MediaSupervisor {
         let ice = self.cfg.ice_servers.iter().chain(&self.server_ice).cloned().collect();
         // Every publish link estimates its path (shown even when adaptation is off).
         let audio = super::adapt::AUDIO_KBPS as u32;
-        let (min_kbps, max_kbps) = (self.cfg.min_bitrate_kbps + audio, self.cfg.bitrate_kbps + audio);
+        // The ceiling leaves room for the encoder's headroom: at the ceiling the encoder
+        // gets its whole `bitrate_kbps`.
+        let max_kbps = ((f64::from(self.cfg.bitrate_kbps + audio)) / super::adapt::HEADROOM).ceil() as u32;
+        let min_kbps = self.cfg.min_bitrate_kbps + audio;
         let last = self.pubs.get(stream).and_then(|p| p.adapt.estimate_kbps);
         let send_rate = (role == MediaRole::Publish).then(|| crate::rtc::client::SendRate {
             min_kbps,
