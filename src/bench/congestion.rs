@@ -75,7 +75,7 @@ pub fn run(adaptive: bool, secs: u64) -> anyhow::Result<Figures> {
     let _flat = sl.peer("flat", None, &flat)?;
     let _door = sl.peer_with("door", Some(stream), &args, &door)?;
     let started = Instant::now();
-    while !rendered_after(&flat, stream, started, started).is_some_and(|t| t > started) {
+    while rendered_after(&flat, stream, started, started).is_none_or(|t| t <= started) {
         anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "no first frame");
         std::thread::sleep(Duration::from_millis(100));
     }
