@@ -225,7 +225,9 @@ impl Status {
         let _ = writeln!(t, "users    {}", if self.users.is_empty() { "-".into() } else { self.users.join(", ") });
         for p in &self.publishing {
             let q = p.quality.as_ref().map(|q| {
-                let cap = if q.cap_kbps > 0.0 { format!(" players {:.0}", q.cap_kbps) } else { String::new() };
+                // The players' cap only where it is what holds the stream down.
+                let limited = q.cap_kbps > 0.0 && (q.estimate_kbps == 0.0 || q.cap_kbps < q.estimate_kbps);
+                let cap = if limited { format!(", players {:.0}", q.cap_kbps) } else { String::new() };
                 format!(
                     "  {} {:.0} fps {:.0} kbps (target {:.0}, estimate {:.0}{cap}) rtt {:.0} ms loss {:.1}% {} over {}",
                     q.video,
@@ -317,5 +319,31 @@ mod tests {
         assert_eq!(s.summary(), "room lobby Connected (Logined), call in_call, playing 1, media stalled (recovering)");
         let back: Status = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn the_publish_line_shows_the_link_and_names_the_players_only_when_they_hold_it_down() {
+        let mut s = Status::default();
+        let q = PublishFigures {
+            send_fps: 30.0,
+            video_kbps: 402.0,
+            estimate_kbps: 520.0,
+            cap_kbps: 9500.0,
+            target_kbps: 418.0,
+            video: "320x240@30".into(),
+            level: "good".into(),
+            path: "udp".into(),
+            ..Default::default()
+        };
+        s.publishing.push(PublishStatus {
+            stream_id: "door-main".into(),
+            state: "Publishing".into(),
+            stalled: false,
+            quality: Some(q),
+        });
+        let t = s.to_text();
+        assert!(t.contains("door-main Publishing  320x240@30 30 fps 402 kbps (target 418, estimate 520) rtt"), "{t}");
+        s.publishing[0].quality.as_mut().unwrap().cap_kbps = 300.0;
+        assert!(s.to_text().contains("(target 418, estimate 520, players 300)"), "{}", s.to_text());
     }
 }

@@ -6,7 +6,9 @@
 //! over the server's TWCC feedback) and the cap the server sends (REMB: the lowest
 //! estimate among the stream's players' downlinks). The encoder's bitrate is that minus
 //! [`AUDIO_KBPS`], with [`HEADROOM`], between `min_bitrate_kbps` and `bitrate_kbps`,
-//! climbing at most [`RAMP_PER_SEC`] a second. Far below the maximum
+//! climbing at most [`RAMP_PER_SEC`] a second and falling at most to [`DOWN_PER_REPORT`]
+//! of itself a report; after a collapse of the estimate it climbs only
+//! [`NEAR_CEILING_PER_SEC`] near the rate that broke the path. Far below the maximum
 //! the picture steps down: to half its size below [`HALF_SIZE_BELOW`] of the maximum, and
 //! to half its frame rate as well (not below [`MIN_FPS`]) below [`HALF_RATE_BELOW`]; it steps back up, one step at
 //! a time, once the target is [`UP_MARGIN`] times above the step's threshold for
@@ -53,6 +55,17 @@ pub(crate) const DOWN_HOLD: Duration = Duration::from_secs(1);
 /// encoder meets the path's limit gently enough for the delay half to catch it with a
 /// queue, not a burst of loss. Going down is not limited.
 pub(crate) const RAMP_PER_SEC: f64 = 0.15;
+/// The encoder's bitrate falls at most to this share of the running one per report (one a
+/// second): the same estimator collapses to its floor on a burst of loss, far below what
+/// the path carried a moment before; three reports still take 1500 kbit/s below 330.
+pub(crate) const DOWN_PER_REPORT: f64 = 0.6;
+/// A fall of more than this share in one report is a collapse: the running rate is
+/// remembered as what the path did not take...
+pub(crate) const COLLAPSE: f64 = 0.3;
+/// The rate that broke the path is remembered for this long, and above 85% of it the
+/// bitrate climbs only this much a second.
+pub(crate) const CEILING_TTL: Duration = Duration::from_secs(30);
+pub(crate) const NEAR_CEILING_PER_SEC: f64 = 0.03;
 /// A bitrate change smaller than this fraction of the running one is not applied.
 const MIN_CHANGE: f64 = 0.05;
 
@@ -103,6 +116,10 @@ pub(crate) struct Adapter {
     failed_ups: u32,
     /// When the last estimate came.
     last_update: Option<Instant>,
+    /// When the running rate was applied.
+    applied_at: Option<Instant>,
+    /// The rate the path last did not take, and when.
+    ceiling: Option<(f64, Instant)>,
     /// The last estimate the link reported (own and cap, the lower), kbit/s.
     pub(crate) estimate_kbps: Option<f64>,
 }
@@ -121,6 +138,8 @@ impl Adapter {
             stepped_up: None,
             failed_ups: 0,
             last_update: None,
+            applied_at: None,
+            ceiling: None,
             estimate_kbps: None,
         }
     }
@@ -139,11 +158,26 @@ impl Adapter {
         };
         self.estimate_kbps = Some(estimate);
         let max = f64::from(self.full.kbps);
-        let dt = self.last_update.map_or(1.0, |t| now.saturating_duration_since(t).as_secs_f64().min(2.0));
+        // Climbing is measured from the last change applied: small steps that are not worth
+        // a reconfiguration add up.
+        let dt = self.applied_at.map_or(1.0, |t| now.saturating_duration_since(t).as_secs_f64().min(5.0));
         self.last_update = Some(now);
         let running = f64::from(self.applied.kbps);
-        let ramp = running * (1.0 + RAMP_PER_SEC * dt) + 10.0 * dt;
-        let target = (estimate * HEADROOM - AUDIO_KBPS).min(ramp).clamp(f64::from(self.min_kbps), max);
+        let wanted = estimate * HEADROOM - AUDIO_KBPS;
+        self.ceiling = self.ceiling.filter(|(_, at)| now.saturating_duration_since(*at) < CEILING_TTL);
+        // The rate that broke the path: the one running when the estimate collapsed, not
+        // the lower ones it passes on its way down.
+        if wanted < running * (1.0 - COLLAPSE) && self.ceiling.is_none_or(|(c, _)| running >= 0.85 * c) {
+            self.ceiling = Some((running, now));
+        }
+        let near = self.ceiling.is_some_and(|(c, _)| running >= 0.85 * c);
+        let per_sec = if near { NEAR_CEILING_PER_SEC } else { RAMP_PER_SEC };
+        let mut up = running * (1.0 + per_sec * dt) + 10.0 * dt;
+        if let Some((c, _)) = self.ceiling.filter(|_| !near) {
+            up = up.min(0.85 * c);
+        }
+        let down = running * DOWN_PER_REPORT;
+        let target = wanted.clamp(down, up.max(down)).clamp(f64::from(self.min_kbps), max);
         let fraction = target / max;
         let (down, up) = (Step::for_fraction(fraction, 1.0), Step::for_fraction(fraction, UP_MARGIN));
         if self.stepped_up.is_some_and(|t| now.saturating_duration_since(t) >= UP_TRIAL) {
@@ -188,12 +222,14 @@ impl Adapter {
             self.up_since = None;
         }
         let rate = self.at_step(target.round() as u32);
-        let moved =
-            (f64::from(rate.kbps) - f64::from(self.applied.kbps)).abs() >= f64::from(self.applied.kbps) * MIN_CHANGE;
-        if reason.is_none() && !moved {
+        let diff = (f64::from(rate.kbps) - f64::from(self.applied.kbps)).abs();
+        // Small changes wait, but the range's ends are reached exactly.
+        let at_end = rate.kbps != self.applied.kbps && (rate.kbps == self.full.kbps || rate.kbps == self.min_kbps);
+        if reason.is_none() && diff < f64::from(self.applied.kbps) * MIN_CHANGE && !at_end {
             return None;
         }
         self.applied = rate;
+        self.applied_at = Some(now);
         Some(Change { rate, step: reason })
     }
 
@@ -240,13 +276,18 @@ mod tests {
         (from..to).filter_map(|s| a.update(secs(t, s as f64), Some(estimate), None).map(|c| (s, c.rate))).collect()
     }
 
+    /// The second after the adapter's last report.
+    fn a_now(a: &Adapter, t: Instant) -> u64 {
+        a.last_update.map_or(0, |u| u.duration_since(t).as_secs() + 1)
+    }
+
     /// The second at which the picture first became `width` wide.
     fn when_width(changes: &[(u64, VideoRate)], width: u32) -> Option<u64> {
         changes.iter().find(|(_, r)| r.width == width).map(|(s, _)| *s)
     }
 
     #[test]
-    fn the_bitrate_follows_the_lower_estimate_down_at_once_and_up_at_most_15_percent_a_second() {
+    fn the_bitrate_follows_the_lower_estimate_falling_at_most_to_60_percent_and_climbing_15_percent_a_second() {
         let (mut a, t) = adapter();
         assert_eq!(a.update(t, None, None), None, "no estimate: nothing changes");
         let c = a.update(t, Some(e(1150.0)), None).unwrap();
@@ -258,32 +299,37 @@ mod tests {
         // Up: 15% a second and 10 kbit/s, to the configured maximum.
         let up = feed(&mut a, t, 1, 6, e(5000.0));
         let kbps: Vec<u32> = up.iter().map(|(_, r)| r.kbps).collect();
-        assert_eq!(kbps, vec![974, 1130, 1310, 1500]);
-        // Down to the configured minimum at once.
-        assert_eq!(a.update(secs(t, 6.5), Some(e(10.0)), None).unwrap().rate.kbps, 150);
+        assert_eq!(kbps, vec![987, 1145, 1327, 1500]);
+        // The estimate collapses: down to 60% a report, to the configured minimum.
+        let down = feed(&mut a, t, 6, 12, e(10.0));
+        let kbps: Vec<u32> = down.iter().map(|(_, r)| r.kbps).collect();
+        assert_eq!(kbps, vec![900, 540, 324, 194, 150]);
+        // It comes back: up to 85% of the rate that broke the path (1500) at 15% a
+        // second, then 3% a second (and 10 kbit/s) while that is remembered.
+        let back = feed(&mut a, t, 12, 60, e(5000.0));
+        let at = |s: u64| back.iter().rev().find(|(x, _)| *x <= s).map_or(150, |(_, r)| r.kbps);
+        assert!(at(25) <= 1275 && at(25) > 1200, "{back:?}");
+        assert!(at(29) < 1400, "near the ceiling it climbs slowly: {back:?}");
+        assert_eq!(at(59), 1500, "{back:?}");
     }
 
     #[test]
     fn the_picture_steps_down_after_a_second_below_a_threshold_and_back_up_one_step_at_a_time() {
         let (mut a, t) = adapter();
-        // 600 kbit/s of 1500: 40%, below half. The first report only starts the clock.
-        let c = a.update(t, Some(e(600.0)), None).unwrap();
-        assert_eq!((c.rate.width, c.step.is_none()), (640, true));
-        let c = a.update(secs(t, 1.0), Some(e(590.0)), None).unwrap();
-        assert_eq!((c.rate.width, c.rate.height, c.rate.fps), (320, 240, 30));
-        assert!(c.step.unwrap().contains("below 50% of the maximum 1500"));
+        // 600 kbit/s of 1500: 40%, below half, for a second: half the size.
+        let down = feed(&mut a, t, 0, 8, e(600.0));
+        let (at, r) = down.iter().find(|(_, r)| r.width == 320).copied().expect("half size");
+        assert_eq!((r.height, r.fps, r.kbps), (240, 30, 600));
+        assert!(at >= 2, "not before a second below the threshold: {down:?}");
         // 250 kbit/s: 17%, below a fifth: half the frame rate too.
-        a.update(secs(t, 2.0), Some(e(250.0)), None);
-        let c = a.update(secs(t, 3.0), Some(e(250.0)), None).unwrap();
-        assert_eq!((c.rate.width, c.rate.fps, c.rate.kbps), (320, 15, 250));
-        // The path recovers: the bitrate climbs, and the picture comes back a step at a
-        // time, each after 4 s above its threshold (26%, then 65%) times the margin.
-        let up = feed(&mut a, t, 4, 40, e(1500.0));
+        let down = feed(&mut a, t, 8, 16, e(250.0));
+        assert!(down.iter().any(|(_, r)| (r.width, r.fps, r.kbps) == (320, 15, 250)), "{down:?}");
+        // The path recovers: the picture comes back one step at a time, each after 4 s
+        // above its threshold times the margin.
+        let up = feed(&mut a, t, 16, 120, e(1500.0));
         let half_size = up.iter().find(|(_, r)| r.fps == 30).map(|(s, _)| *s).expect("full rate back");
         let full = when_width(&up, 640).expect("full size back");
-        let above = |kbps: f64| up.iter().find(|(_, r)| f64::from(r.kbps) >= kbps).map(|(s, _)| *s).unwrap();
-        assert_eq!(half_size, above(390.0) + 4);
-        assert!(full >= half_size + 4 && full >= above(975.0) + 4, "{up:?}");
+        assert!(full >= half_size + 4, "{up:?}");
         assert_eq!(a.rate(), VideoRate { kbps: 1500, width: 640, height: 480, fps: 30 });
     }
 
@@ -301,29 +347,38 @@ mod tests {
     fn a_step_up_undone_on_trial_doubles_the_hold_before_the_next_and_one_that_holds_resets_it() {
         let (mut a, t) = adapter();
         // Down to half size (450 kbit/s).
-        feed(&mut a, t, 0, 2, e(450.0));
+        feed(&mut a, t, 0, 6, e(450.0));
         assert_eq!(a.rate().width, 320);
-        // The estimate grows (the small picture does not fill the path): a step up after
-        // `first` seconds of it.
-        let up_after = |a: &mut Adapter, from: u64| {
-            (from..from + 60)
-                .find(|s| a.update(secs(t, *s as f64), Some(e(1500.0)), None).is_some_and(|c| c.rate.width == 640))
-                .unwrap()
-                - from
+        // The estimate grows (the small picture does not fill the path): the picture steps
+        // up once the bitrate has stayed above 65% of the maximum (975 kbit/s) for the hold.
+        let hold = |a: &mut Adapter, from: u64| {
+            let mut above = None;
+            for s in from..from + 120 {
+                let c = a.update(secs(t, s as f64), Some(e(1500.0)), None);
+                if above.is_none() && a.rate().kbps >= 975 {
+                    above = Some(s);
+                }
+                if c.is_some_and(|c| c.rate.width == 640) {
+                    return s - above.unwrap();
+                }
+            }
+            panic!("no step up");
         };
-        let first = up_after(&mut a, 2);
-        // The path did not take it: down again within the trial; the next try waits 4 s more.
-        let at = 2 + first + 2;
-        feed(&mut a, t, at, at + 2, e(450.0));
+        let first = hold(&mut a, 6);
+        assert_eq!(first, 4);
+        // The path did not take it: down again within the trial; the next hold is 8 s.
+        let from = a_now(&a, t);
+        feed(&mut a, t, from, from + 8, e(450.0));
         assert_eq!(a.rate().width, 320);
-        let second = up_after(&mut a, at + 2);
-        assert_eq!(second, first + 4, "the hold doubled from 4 to 8 s");
+        let from = a_now(&a, t);
+        let second = hold(&mut a, from);
+        assert_eq!(second, 8, "the hold doubled");
         // This one holds past the trial: the hold is back to 4 s.
-        let at = at + 2 + second;
-        feed(&mut a, t, at, at + 16, e(1500.0));
-        feed(&mut a, t, at + 16, at + 18, e(450.0));
+        let from = a_now(&a, t);
+        feed(&mut a, t, from, from + 40, e(1500.0));
+        feed(&mut a, t, from + 40, from + 48, e(450.0));
         assert_eq!(a.rate().width, 320);
-        let third = up_after(&mut a, at + 18);
+        let third = hold(&mut a, from + 48);
         assert_eq!(third, first);
     }
 }
