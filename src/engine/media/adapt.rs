@@ -10,9 +10,9 @@
 //! of itself a report; after a collapse of the estimate it climbs only
 //! [`NEAR_CEILING_PER_SEC`] near the rate that broke the path. Far below the maximum
 //! the picture steps down: to half its size below [`HALF_SIZE_BELOW`] of the maximum, and
-//! to half its frame rate as well (not below [`MIN_FPS`]) below [`HALF_RATE_BELOW`]; it steps back up, one step at
-//! a time, once the target is [`UP_MARGIN`] times above the step's threshold for
-//! [`UP_HOLD`].
+//! to half its frame rate as well (not below [`MIN_FPS`]) below [`HALF_RATE_BELOW`]; it
+//! steps back up, one step at a time, once the target is [`UP_MARGIN`] times above the
+//! step's threshold for [`UP_HOLD`].
 //!
 //! A step up is also the probe: while the encoder sends less than the path could carry (a
 //! small picture), the estimator cannot see the path's limit and its estimate only grows,
@@ -52,8 +52,8 @@ pub(crate) const DOWN_HOLD: Duration = Duration::from_secs(1);
 /// the estimate does: the `rtc` GCC's loss half climbs about 28% a second, reaches twice a
 /// thin path's capacity before it sees it and then collapses to its floor (measured: a
 /// 500 kbit/s uplink went 200 -> 1000 -> 200 kbit/s every 11 s). Climbing at 15%, the
-/// encoder meets the path's limit gently enough for the delay half to catch it with a
-/// queue, not a burst of loss. Going down is not limited.
+/// encoder meets the path's limit more gently (the delay half may catch it with a queue
+/// before a burst of loss does).
 pub(crate) const RAMP_PER_SEC: f64 = 0.15;
 /// The encoder's bitrate falls at most to this share of the running one per report (one a
 /// second): the same estimator collapses to its floor on a burst of loss, far below what
@@ -62,9 +62,9 @@ pub(crate) const DOWN_PER_REPORT: f64 = 0.6;
 /// A fall of more than this share in one report is a collapse: the running rate is
 /// remembered as what the path did not take...
 pub(crate) const COLLAPSE: f64 = 0.3;
-/// The rate that broke the path is remembered for this long, and above 85% of it the
-/// bitrate climbs only this much a second.
+/// ...for this long.
 pub(crate) const CEILING_TTL: Duration = Duration::from_secs(30);
+/// Above 85% of that rate the bitrate climbs only this much a second.
 pub(crate) const NEAR_CEILING_PER_SEC: f64 = 0.03;
 /// A bitrate change smaller than this fraction of the running one is not applied.
 const MIN_CHANGE: f64 = 0.05;
