@@ -297,8 +297,14 @@ async fn aiortc_publishes_over_https_verifying_the_certificate() {
     flat.login_room("lobby", user("flat"), notify()).await.unwrap();
     let t = token(APP, SECRET, "obs", Some("lobby"), &["login", "publish"], 600);
     let url = format!("https://localhost:{}/whip/v1/{APP}/lobby/cam-1", server.addr.port());
-    let client = tokio::spawn(aiortc_trusting("publish", url, t, "5", Some(pki.ca_file())));
-    ev.wait("cam-1 added", stream_update("cam-1", UpdateType::Add)).await;
+    let mut client = tokio::spawn(aiortc_trusting("publish", url, t, "5", Some(pki.ca_file())));
+    // A client that ends first (its request refused, say) says why, instead of a timeout;
+    // one that is only slow to start (Python, aiortc and PyAV imported on a loaded CI
+    // machine; CI once saw nothing within 20 s) gets a minute.
+    tokio::select! {
+        _ = ev.wait_within(std::time::Duration::from_secs(60), "cam-1 added", stream_update("cam-1", UpdateType::Add)) => {}
+        r = &mut client => panic!("aiortc ended before cam-1 was added: {r:?}"),
+    }
     flat.start_playing_stream("cam-1").await.unwrap();
     ev.wait("aiortc's video over https signalling", rendered("cam-1")).await;
     let r = client.await.unwrap();

@@ -286,7 +286,17 @@ pub struct Events {
 impl Events {
     /// Waits for an event matching `pred` (up to [`WAIT`]).
     pub async fn wait(&mut self, what: &str, pred: impl Fn(&EngineEvent) -> bool) -> EngineEvent {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.wait_within(WAIT, what, pred).await
+    }
+
+    /// Waits for an event matching `pred`, up to `limit`.
+    pub async fn wait_within(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&EngineEvent) -> bool,
+    ) -> EngineEvent {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(e)) => {
