@@ -56,9 +56,13 @@ async fn aiortc_publishes_over_whip_and_an_engine_decodes_it() {
     flat.login_room("lobby", user("flat"), notify()).await.unwrap();
     let publish_token = token(APP, SECRET, "obs", Some("lobby"), &["login", "publish"], 600);
     let url = format!("http://{}/whip/v1/{APP}/lobby/cam-1", server.addr);
-    let client = tokio::spawn(aiortc("publish", url, publish_token.clone(), "6"));
+    let mut client = tokio::spawn(aiortc("publish", url, publish_token.clone(), "6"));
 
-    let e = ev.wait("cam-1 added", stream_update("cam-1", UpdateType::Add)).await;
+    // A minute for Python to start (as over https, below); a client that ends first says why.
+    let e = tokio::select! {
+        e = ev.wait_within(std::time::Duration::from_secs(60), "cam-1 added", stream_update("cam-1", UpdateType::Add)) => e,
+        r = &mut client => panic!("aiortc ended before cam-1 was added: {r:?}"),
+    };
     assert!(matches!(&e, EngineEvent::RoomStreamUpdate { streams, .. } if streams[0].user.user_id == "obs"));
     assert!(ev.seen.iter().any(|e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Add, users, .. }
         if users.iter().any(|u| u.user_id == "obs"))));

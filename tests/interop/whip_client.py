@@ -17,7 +17,13 @@ import aioice.ice
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 import av  # noqa: E402
-from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack  # noqa: E402
+from aiortc import (  # noqa: E402
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
 from aiortc.mediastreams import AudioStreamTrack  # noqa: E402
 
 
@@ -72,7 +78,9 @@ async def connected(pc, limit=10.0):
 
 async def main(mode, url, token, seconds):
     base = url.split("/whip/")[0].split("/whep/")[0]
-    pc = RTCPeerConnection()
+    # No ICE servers: aiortc's default is a public STUN server, whose name lookup and
+    # requests leave the machine and, without a route out, hold the offer for up to 35 s.
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     result = {"mode": mode}
     frames = {"video": 0, "audio": 0}
     if mode == "publish":
