@@ -645,7 +645,10 @@ fn added_delay_and_jitter_keep_media_decoding() {
     let _l = lock();
     let call = Call::start(45);
     // The device's media to and from the server held 150-180 ms each way (300 ms or more
-    // added round trip, packets reordered by the jitter), for 20 s.
+    // added round trip, packets reordered by the jitter), for 20 s. Its ICE-TCP path to the
+    // media port is closed: the delay is on UDP only, and a link renegotiated meanwhile
+    // would take the undelayed TCP path (CI once read a 1 ms RTT at the end).
+    call.lab.apply("device", Fault::CutTcpPort(7882)).unwrap();
     let relay =
         call.lab.delay_udp("device", "server", 7882, Duration::from_millis(150), Duration::from_millis(30)).unwrap();
     let began = Instant::now();
@@ -654,7 +657,12 @@ fn added_delay_and_jitter_keep_media_decoding() {
     let s = call.status().expect("status");
     let rtt = s.publishing.iter().find_map(|p| p.quality.as_ref().map(|q| q.rtt_ms)).unwrap_or(0.0);
     eprintln!("delay: the device's publish RTT reads {rtt:.0} ms");
-    assert!(rtt >= 250.0, "the delay is on the media path (publish RTT {rtt} ms)");
+    let path = s.publishing.iter().find_map(|p| p.quality.as_ref().map(|q| q.path.clone())).unwrap_or_default();
+    assert!(
+        rtt >= 250.0,
+        "the delay is on the media path (publish RTT {rtt} ms over {path})\n--- device log tail:\n{}",
+        call.log_tail("device.log")
+    );
     drop(relay);
     let restored = Instant::now();
     call.wait_both_decode(restored, "after the delay is lifted");
