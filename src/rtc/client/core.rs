@@ -29,6 +29,9 @@ use crate::rtc::turn::{Relay, TurnServer};
 
 /// Keyframe requests from the server reach the encoder at most this often.
 const KEYFRAME_EVENT_INTERVAL: Duration = Duration::from_millis(300);
+/// The server's REMB cap counts for this long: it sends one a second while the stream has
+/// a player with an estimate, and none once the last such player is gone.
+const CAP_TTL: Duration = Duration::from_secs(3);
 /// How often [`ClientEvent::Stats`] is reported.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -49,6 +52,8 @@ pub struct ClientCore {
     stats: LinkStats,
     next_stats: Instant,
     last_key_request: Option<Instant>,
+    /// When the server's last REMB arrived.
+    cap_at: Option<Instant>,
     events: VecDeque<ClientEvent>,
     rtp: VecDeque<(Kind, Bytes)>,
     out: VecDeque<Transmit>,
@@ -113,6 +118,7 @@ impl ClientCore {
             stats: LinkStats::default(),
             next_stats: now + STATS_INTERVAL,
             last_key_request: None,
+            cap_at: None,
             events: VecDeque::new(),
             rtp: VecDeque::new(),
             out: VecDeque::new(),
@@ -380,6 +386,7 @@ impl ClientCore {
                 RTCMessage::RtcpPacket(_, packets) if self.role == MediaRole::Publish => {
                     if let Some(bps) = crate::rtc::keyframe::remb_bps(&packets) {
                         self.stats.cap_kbps = Some(bps / 1000.0);
+                        self.cap_at = Some(now);
                     }
                     if !crate::rtc::keyframe::wants_keyframe(&packets) {
                         continue;
@@ -461,6 +468,10 @@ impl ClientCore {
             }
         }
         self.stats.lost = lost;
+        if self.cap_at.is_some_and(|t| now.saturating_duration_since(t) > CAP_TTL) {
+            self.cap_at = None;
+            self.stats.cap_kbps = None;
+        }
     }
 }
 
