@@ -57,6 +57,9 @@ pub struct PeerArgs {
     /// Hold the bitrate and picture fixed instead of following the link.
     #[arg(long)]
     fixed_rate: bool,
+    /// No loss repair (no NACK/RTX, FlexFEC or Opus in-band FEC), to compare.
+    #[arg(long)]
+    no_repair: bool,
     /// Media bind address.
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
@@ -98,6 +101,7 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
         media.test_pattern = pat.clone();
     }
     media.adaptive = !a.fixed_rate;
+    media.repair = !a.no_repair;
     media.min_bitrate_kbps = media.min_bitrate_kbps.min(media.bitrate_kbps);
     media.validate().map_err(|e| anyhow::anyhow!(e))?;
     let mut p = EngineProfile::new(a.app_id, auth, a.server.clone()).with_media(media);
@@ -151,12 +155,16 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
                 Some(EngineEvent::PlayerQualityUpdate { stream_id, quality }) => {
                     out(json!({"event": "quality", "stream_id": stream_id, "frames_decoded": quality.frames_decoded,
                         "audio_decoded": quality.audio_decoded, "render_fps": quality.render_fps, "path": quality.path,
-                        "receive_fps": quality.receive_fps, "video_kbps": quality.video_kbps, "stall_ms": quality.stall_ms}));
+                        "receive_fps": quality.receive_fps, "video_kbps": quality.video_kbps, "stall_ms": quality.stall_ms,
+                        "stall_count": quality.stall_count, "video_retransmitted": quality.video_retransmitted,
+                        "video_fec_rebuilt": quality.video_fec_rebuilt, "video_lost": quality.video_lost,
+                        "audio_lost": quality.audio_lost, "audio_concealed": quality.audio_concealed}));
                 }
                 Some(EngineEvent::PublisherQualityUpdate { stream_id, quality: q }) => {
                     out(json!({"event": "publish_quality", "stream_id": stream_id, "estimate_kbps": q.estimate_kbps,
                         "cap_kbps": q.cap_kbps, "target_kbps": q.target_kbps, "video_kbps": q.video_kbps,
-                        "send_fps": q.send_fps, "width": q.width, "height": q.height, "fps": q.fps}));
+                        "send_fps": q.send_fps, "width": q.width, "height": q.height, "fps": q.fps,
+                        "retransmitted": q.retransmitted, "audio_fec_percent": q.audio_fec_percent}));
                 }
                 Some(EngineEvent::PublisherVideoAdapted { stream_id, rate, reason }) => {
                     out(json!({"event": "video_adapted", "stream_id": stream_id, "width": rate.width,

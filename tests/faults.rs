@@ -520,7 +520,7 @@ fn device_killed_is_removed_after_grace() {
 }
 
 #[test]
-fn random_loss_keeps_media_decoding() {
+fn random_loss_is_repaired_and_media_keeps_decoding() {
     let _l = lock();
     let call = Call::start(45);
     call.lab.apply("device", Fault::Loss(20)).unwrap();
@@ -529,7 +529,31 @@ fn random_loss_keeps_media_decoding() {
     // 20 s of loss).
     call.wait_both_decode(began, "20% loss");
     std::thread::sleep(Duration::from_secs(20).saturating_sub(began.elapsed()));
+    // Repair is at work on both hops the loss is on: the device's uplink (the server's
+    // counters, the device's retransmissions) and the server's hop to the device (the
+    // device's play figures).
+    let status = call.status().expect("status");
+    let played = status.playing.iter().find(|p| p.stream_id == "flat-main").and_then(|p| p.quality.clone());
+    let published = status.publishing.iter().find(|p| p.stream_id == "door-main").and_then(|p| p.quality.clone());
+    let text = metrics(&call.lab, "peer");
     call.lab.clear("device").unwrap();
+    let played = played.expect("the device's play figures");
+    let published = published.expect("the device's publish figures");
+    let r = played.repair;
+    println!(
+        "device plays at {:.1} fps: {r:?}; publishes {} retransmitted, audio FEC for {}%; server repaired rtx {} fec {}",
+        played.render_fps,
+        published.retransmitted,
+        published.audio_fec_percent,
+        metric(&text, "callbox_media_repaired_total{how=\"rtx\"}"),
+        metric(&text, "callbox_media_repaired_total{how=\"fec\"}"),
+    );
+    assert!(r.video_retransmitted > 0 && r.video_fec_rebuilt > 0, "the device's played video was not repaired: {r:?}");
+    assert!(r.audio_lost > 0 && r.audio_concealed < r.audio_lost, "no audio frame rebuilt by Opus FEC: {r:?}");
+    assert!(published.retransmitted > 0, "the device retransmitted nothing: {published:?}");
+    assert!(published.audio_fec_percent >= 10, "audio FEC not sized for the loss: {published:?}");
+    assert!(metric(&text, "callbox_media_repaired_total{how=\"rtx\"}") > 0, "the server got no retransmission:\n{text}");
+    assert!(metric(&text, "callbox_media_repaired_total{how=\"fec\"}") > 0, "the server rebuilt nothing:\n{text}");
     assert!(call.peer_saw_door(began).is_empty(), "the peer saw {:?}", call.peer_saw_door(began));
 }
 
@@ -721,20 +745,27 @@ fn webrtcbin(lab: &Lab, mode: &str, url: &str, token: &str, secs: u64) -> (Proc,
     (Proc(child), lines)
 }
 
-/// The server's received and forwarded RTP packet counters, from /metrics inside the lab.
-fn media_counters(lab: &Lab) -> (u64, u64) {
+/// The server's /metrics text, fetched from the lab's host `from`.
+fn metrics(lab: &Lab, from: &str) -> String {
     let url = format!("http://{}:7880/metrics", lab.host("server").addr);
     let code = format!("import urllib.request;print(urllib.request.urlopen('{url}').read().decode())");
-    let out = lab.command("client", "/usr/bin/python3").args(["-c", &code]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let value = |name: &str| -> u64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (value("callbox_media_packets_in_total"), value("callbox_media_packets_out_total"))
+    let out = lab.command(from, "/usr/bin/python3").args(["-c", &code]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// One sample's value in a /metrics text (0 if absent).
+fn metric(text: &str, sample: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The server's received and forwarded RTP packet counters.
+fn media_counters(lab: &Lab) -> (u64, u64) {
+    let text = metrics(lab, "client");
+    (metric(&text, "callbox_media_packets_in_total"), metric(&text, "callbox_media_packets_out_total"))
 }
 
 /// The client's last frame count, and whether its connection ever reported failed.

@@ -190,11 +190,14 @@ pub struct AudioSection {
     pub sink: String,
     /// Echo cancellation.
     pub echo_cancel: bool,
+    /// Opus discontinuous transmission: almost nothing is sent while the microphone hears
+    /// silence (a metered uplink; default off).
+    pub dtx: bool,
 }
 
 impl Default for AudioSection {
     fn default() -> Self {
-        AudioSection { source: "auto".into(), sink: "auto".into(), echo_cancel: false }
+        AudioSection { source: "auto".into(), sink: "auto".into(), echo_cancel: false, dtx: false }
     }
 }
 
@@ -223,6 +226,9 @@ pub struct MediaSection {
     /// Milliseconds without anything from the server on a stream's media connection before
     /// it is renegotiated (500 to 60000).
     pub silence_ms: u64,
+    /// Loss repair (NACK/RTX and FlexFEC for video, Opus in-band FEC, a play jitter buffer
+    /// that waits for a retransmission); default on. Off only to compare.
+    pub repair: bool,
     /// This device's own TURN servers (`[[media.ice_servers]]`: `urls`, `username`,
     /// `credential`), used with those the server hands out at login.
     pub ice_servers: Vec<crate::rtc::ice_servers::IceServer>,
@@ -230,7 +236,7 @@ pub struct MediaSection {
 
 impl Default for MediaSection {
     fn default() -> Self {
-        MediaSection { bind: String::new(), silence_ms: MediaConfig::default().silence_ms, ice_servers: vec![] }
+        MediaSection { bind: String::new(), silence_ms: MediaConfig::default().silence_ms, repair: true, ice_servers: vec![] }
     }
 }
 
@@ -577,6 +583,8 @@ impl DeviceConfig {
             silence_ms: self.media.silence_ms,
             test_pattern: v.test_pattern.clone(),
             ice_servers: self.media.ice_servers.clone(),
+            repair: self.media.repair,
+            dtx: a.dtx,
             ..MediaConfig::default()
         })
     }

@@ -141,6 +141,12 @@ pub struct PublishFigures {
     /// The encoded picture now: `640x480@30`.
     #[serde(default)]
     pub video: String,
+    /// Video packets sent again on the server's request, since publishing started.
+    #[serde(default)]
+    pub retransmitted: u64,
+    /// The loss Opus's in-band FEC is sized for, percent (0: off).
+    #[serde(default)]
+    pub audio_fec_percent: u32,
 }
 
 /// Playing figures from the last quality report.
@@ -161,6 +167,24 @@ pub struct PlayFigures {
     /// `udp`, or `tcp` (ICE-TCP, where UDP does not pass).
     #[serde(default)]
     pub path: String,
+    /// Loss repair since playing started (see [`Repair`]).
+    #[serde(default)]
+    pub repair: Repair,
+}
+
+/// What loss repair did for a played stream, since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    /// Video packets that arrived as retransmissions.
+    pub video_retransmitted: u64,
+    /// Video packets rebuilt from FlexFEC.
+    pub video_fec_rebuilt: u64,
+    /// Video packets lost for good.
+    pub video_lost: u64,
+    /// Audio frames lost on the way.
+    pub audio_lost: u64,
+    /// Of those, frames concealed (the rest Opus's in-band FEC rebuilt).
+    pub audio_concealed: u64,
 }
 
 /// GPIO in the status.
@@ -246,8 +270,18 @@ impl Status {
         }
         for p in &self.playing {
             let q = p.quality.as_ref().map(|q| {
+                let r = &q.repair;
+                let repaired = r.video_retransmitted + r.video_fec_rebuilt;
+                let repair = if repaired + r.video_lost + r.audio_lost > 0 {
+                    format!(
+                        " repaired {repaired} (rtx {}, fec {}) lost {}, audio lost {} concealed {}",
+                        r.video_retransmitted, r.video_fec_rebuilt, r.video_lost, r.audio_lost, r.audio_concealed
+                    )
+                } else {
+                    String::new()
+                };
                 format!(
-                    "  {:.0} fps {:.0} kbps loss {:.1}% stalls {} {} over {}",
+                    "  {:.0} fps {:.0} kbps loss {:.1}% stalls {}{repair} {} over {}",
                     q.render_fps,
                     q.video_kbps,
                     q.packet_loss * 100.0,
@@ -345,5 +379,16 @@ mod tests {
         assert!(t.contains("door-main Publishing  320x240@30 30 fps 402 kbps (target 418, estimate 520) rtt"), "{t}");
         s.publishing[0].quality.as_mut().unwrap().cap_kbps = 300.0;
         assert!(s.to_text().contains("(target 418, estimate 520, players 300)"), "{}", s.to_text());
+        s.playing.push(PlayStatus {
+            stream_id: "flat-main".into(),
+            state: "Playing".into(),
+            quality: Some(PlayFigures { render_fps: 15.0, path: "udp".into(), ..Default::default() }),
+            ..Default::default()
+        });
+        assert!(!s.to_text().contains("repaired"), "{}", s.to_text());
+        let r = Repair { video_retransmitted: 40, video_fec_rebuilt: 7, video_lost: 2, audio_lost: 30, audio_concealed: 6 };
+        s.playing[0].quality.as_mut().unwrap().repair = r;
+        let t = s.to_text();
+        assert!(t.contains("stalls 0 repaired 47 (rtx 40, fec 7) lost 2, audio lost 30 concealed 6"), "{t}");
     }
 }

@@ -288,6 +288,10 @@ pub struct PublishQuality {
     pub height: u32,
     /// The encoded frame rate now (adaptation may halve it).
     pub fps: u32,
+    /// Video packets sent again because the server asked (NACK), since publishing started.
+    pub retransmitted: u64,
+    /// The share of lost packets Opus's in-band FEC is sized for now, percent (0: off).
+    pub audio_fec_percent: u32,
 }
 
 /// Playing figures over the last interval.
@@ -321,4 +325,14 @@ pub struct PlayQuality {
     pub level: QualityLevel,
     /// How media arrives from the server: `udp`, or `tcp` (ICE-TCP).
     pub path: String,
+    /// Video packets that arrived as retransmissions, since playing started.
+    pub video_retransmitted: u64,
+    /// Video packets rebuilt from FlexFEC, since playing started.
+    pub video_fec_rebuilt: u64,
+    /// Video packets lost for good (not repaired), since playing started.
+    pub video_lost: u64,
+    /// Audio frames lost on the way, since playing started.
+    pub audio_lost: u64,
+    /// Of those, frames the decoder had to conceal (the rest Opus's in-band FEC rebuilt).
+    pub audio_concealed: u64,
 }

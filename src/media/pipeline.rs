@@ -7,8 +7,30 @@ use super::encoder::Encoder;
 use super::{AudioSink, AudioSource, Layout, MediaConfig, VideoRate, VideoSink, VideoSource};
 use crate::rtc::{H264_PT, OPUS_PT};
 
-/// The play pipeline's video jitter buffer target, ms (reported in player quality).
+/// The play pipeline's video jitter buffer target without loss repair, ms.
 pub const VIDEO_JITTER_MS: u32 = 80;
+/// ... and with it: room for one retransmission (the loss seen at the next packet, up to
+/// 40 ms until it is asked for, the round trip) at round trips up to about 80 ms; the
+/// 70 ms more of delay is what repair costs.
+pub const REPAIR_JITTER_MS: u32 = 150;
+
+/// The play pipeline's video jitter buffer, ms (reported in player quality).
+pub fn video_jitter_ms(cfg: &MediaConfig) -> u32 {
+    if cfg.repair { REPAIR_JITTER_MS } else { VIDEO_JITTER_MS }
+}
+
+/// The share of packets Opus's in-band FEC is sized for, percent, when the loss the server
+/// reports is `reported` (0..1): at least 10, because the copy a packet carries of the one
+/// before also protects the server's hop to each player, which the publisher cannot see,
+/// and because below 10 the encoder makes almost none (measured with GStreamer's opusenc:
+/// at 5, about one packet in ten carried FEC; at 10, all of them); at most 30. Zero without
+/// repair: no FEC is sent.
+pub fn opus_loss_percent(repair: bool, reported: f64) -> u32 {
+    if !repair {
+        return 0;
+    }
+    ((reported * 100.0).ceil() as u32).clamp(10, 30)
+}
 
 /// RTP packets are kept under this size (fits any path MTU with SRTP and IP headers).
 pub const RTP_MTU: u32 = 1200;
@@ -59,14 +81,22 @@ pub fn publish(cfg: &MediaConfig, rate: VideoRate, encoder: Encoder, overlay: bo
         enc = encoder.description(rate.kbps, fps)
     );
     let mic = match &cfg.audio {
-        AudioSource::Test => "audiotestsrc is-live=true wave=sine freq=440 volume=0.1".to_string(),
+        // A tone loud enough to be heard as voice: Opus makes in-band FEC only for frames its
+        // voice detector calls active, and a quiet tone is not (measured: at volume 0.1, one
+        // packet in eight carried FEC; at 0.8, all).
+        AudioSource::Test => "audiotestsrc is-live=true wave=sine freq=440 volume=0.8".to_string(),
         AudioSource::Alsa { device } => format!("alsasrc device={device}"),
     };
     let aec = if cfg.echo_cancel { " ! webrtcdsp echo-cancel=true noise-suppression=true" } else { "" };
+    // Mono voice: a door's microphone is one channel, and Opus's in-band FEC (a coarse copy
+    // of each frame in the next packet) is only made in its SILK and hybrid (voice) modes.
     let audio = format!(
-        "{mic} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2{aec} ! volume name=micvol ! audioconvert ! \
-         opusenc name=aenc inband-fec=true bitrate=32000 frame-size=20 ! rtpopuspay pt={OPUS_PT} ! \
-         appsink name=asink sync=false max-buffers=256 drop=true"
+        "{mic} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1{aec} ! volume name=micvol ! audioconvert ! \
+         opusenc name=aenc audio-type=voice bitrate=32000 frame-size=20 inband-fec={fec} packet-loss-percentage={loss} dtx={dtx} ! \
+         rtpopuspay pt={OPUS_PT} ! appsink name=asink sync=false max-buffers=256 drop=true",
+        fec = cfg.repair,
+        loss = opus_loss_percent(cfg.repair, 0.0),
+        dtx = cfg.dtx,
     );
     format!("{video}  {audio}{preview}")
 }
@@ -131,10 +161,11 @@ pub fn play(cfg: &MediaConfig, decoder: &str, stream_id: &str) -> String {
     // With echo cancellation, played audio passes the probe that the capture side's
     // webrtcdsp uses as its far-end reference.
     let probe = if cfg.echo_cancel { "webrtcechoprobe ! " } else { "" };
+    let jitter = video_jitter_ms(cfg);
     format!(
         "appsrc name=vsrc is-live=true format=time do-timestamp=true \
          caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload={H264_PT}\" ! \
-         rtpjitterbuffer latency={VIDEO_JITTER_MS} do-lost=true ! rtph264depay ! h264parse ! {decoder} name=vdec ! \
+         rtpjitterbuffer latency={jitter} do-lost=true ! rtph264depay ! h264parse ! {decoder} name=vdec ! \
          videoconvert ! {vout}  \
          appsrc name=asrc is-live=true format=time do-timestamp=true \
          caps=\"application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload={OPUS_PT}\" ! \
@@ -180,7 +211,17 @@ mod tests {
         assert!(p.contains("videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1"));
         assert!(p.contains("timeoverlay"));
         assert!(!publish(&cfg, VideoRate::full(&cfg), Encoder::X264, false).contains("timeoverlay"));
-        assert!(p.contains("opusenc name=aenc inband-fec=true"));
+        assert!(p.contains("channels=1"));
+        assert!(p.contains("opusenc name=aenc audio-type=voice bitrate=32000 frame-size=20 inband-fec=true packet-loss-percentage=10 dtx=false"));
+        let off = MediaConfig { repair: false, dtx: true, ..MediaConfig::small() };
+        let p_off = publish(&off, VideoRate::full(&off), Encoder::X264, false);
+        assert!(p_off.contains("inband-fec=false packet-loss-percentage=0 dtx=true"), "{p_off}");
+        assert!(play(&off, "avdec_h264", "s").contains("rtpjitterbuffer latency=80 "));
+        assert!(play(&cfg, "avdec_h264", "s").contains("rtpjitterbuffer latency=150 "));
+        assert_eq!(opus_loss_percent(true, 0.0), 10);
+        assert_eq!(opus_loss_percent(true, 0.123), 13);
+        assert_eq!(opus_loss_percent(true, 0.9), 30);
+        assert_eq!(opus_loss_percent(false, 0.5), 0);
         assert!(p.contains("rtph264pay pt=102 mtu=1200 config-interval=-1"));
         // Adaptation's stage: full size and rate unless told otherwise, before the encoder.
         assert!(p.contains(

@@ -117,6 +117,19 @@ impl Publisher {
         }
     }
 
+    /// Sizes Opus's in-band FEC for `percent` lost packets (0: none is made).
+    pub fn set_audio_loss(&self, percent: u32) {
+        if let Some(enc) = self.pipeline.by_name("aenc") {
+            enc.set_property("packet-loss-percentage", percent.min(100) as i32);
+        }
+    }
+
+    /// What Opus's in-band FEC is sized for now, percent (tests, status).
+    pub fn audio_loss(&self) -> Option<u32> {
+        let enc = self.pipeline.by_name("aenc")?;
+        Some(enc.property::<i32>("packet-loss-percentage").max(0) as u32)
+    }
+
     /// Mutes (silence is still sent) or unmutes the microphone.
     pub fn set_muted(&self, muted: bool) {
         if let Some(v) = self.pipeline.by_name("micvol") {

@@ -9,14 +9,15 @@
 //!   ICE username and then by address.
 //!
 //! Both sides use the same codecs: H.264 constrained baseline (packetization-mode 1) and
-//! Opus 48 kHz stereo with in-band FEC, with NACK, PLI and RTCP reports from the default
-//! interceptors. Candidates are host candidates only (UDP, and TCP per RFC 6544: passive
+//! Opus (sent as mono voice) with in-band FEC, with PLI and RTCP reports, and loss repair
+//! ([`repair`]: NACK with RTX, FlexFEC-03) unless it is turned off. Candidates are host candidates only (UDP, and TCP per RFC 6544: passive
 //! on the server, active on devices), carried in the SDP (no trickle).
 
 pub mod client;
 pub mod ice_servers;
 mod keyframe;
 mod peer;
+pub mod repair;
 pub mod sfu;
 pub(crate) mod stun;
 mod tcp;
@@ -59,6 +60,10 @@ pub const H264_PT: u8 = 102;
 pub const OPUS_PT: u8 = 111;
 /// H.264 fmtp: constrained baseline level 3.1, packetization-mode 1.
 pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// The payload type of H.264 retransmissions (RTX, `apt=102`) in callbox's offers.
+pub const RTX_PT: u8 = 103;
+/// The payload type of FlexFEC-03 in callbox's offers.
+pub const FLEXFEC_PT: u8 = 104;
 /// Opus fmtp: in-band FEC on.
 pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
 

@@ -80,5 +80,12 @@ pub fn render_media(m: &crate::rtc::sfu::SfuStats) -> String {
         "Keyframe requests sent to publishers.",
         m.keyframe_requests,
     );
+    let name = "callbox_media_repaired_total";
+    let _ = writeln!(
+        s,
+        "# HELP {name} Publishers' lost video packets repaired, by how: a retransmission (rtx) or FlexFEC (fec).\n\
+         # TYPE {name} counter\n{name}{{how=\"rtx\"}} {}\n{name}{{how=\"fec\"}} {}",
+        m.rtx_received, m.fec_rebuilt
+    );
     s
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::Daemon;
 use crate::device::call::{Action, CallState, Input, LedMode};
 use crate::device::gpio::Output;
-use crate::device::status::{PlayFigures, PlayStatus, PublishFigures, PublishStatus, StreamEntry};
+use crate::device::status::{PlayFigures, PlayStatus, PublishFigures, PublishStatus, Repair, StreamEntry};
 use crate::engine::{EngineEvent, ErrorCode, MediaEventKind, PlayerState, PublisherState, RoomState, UpdateType};
 
 /// The broadcast message that opens a door station's door (see docs/device.md):
@@ -185,6 +185,8 @@ impl Daemon {
                         cap_kbps: q.cap_kbps,
                         target_kbps: q.target_kbps,
                         video: format!("{}x{}@{}", q.width, q.height, q.fps),
+                        retransmitted: q.retransmitted,
+                        audio_fec_percent: q.audio_fec_percent,
                     });
                 }
             }
@@ -199,6 +201,13 @@ impl Daemon {
                         stall_count: q.stall_count,
                         level: format!("{:?}", q.level).to_lowercase(),
                         path: q.path,
+                        repair: Repair {
+                            video_retransmitted: q.video_retransmitted,
+                            video_fec_rebuilt: q.video_fec_rebuilt,
+                            video_lost: q.video_lost,
+                            audio_lost: q.audio_lost,
+                            audio_concealed: q.audio_concealed,
+                        },
                     });
                 }
             }

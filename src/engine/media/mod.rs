@@ -104,6 +104,8 @@ pub(crate) enum Command {
     StartPipeline { stream: String, epoch: u64, choice: Choice, rate: crate::media::VideoRate },
     /// Hold the running publish pipeline's video to this rate (adaptation).
     SetRate { stream: String, rate: crate::media::VideoRate },
+    /// Size the publish pipeline's Opus in-band FEC for this share of lost packets, percent.
+    SetAudioLoss { stream: String, percent: u32 },
     /// Stop the publish pipeline (it failed; a new one starts after the back-off).
     StopPipeline { stream: String },
     /// The stream is no longer published / played: drop its connection and pipeline.

@@ -45,6 +45,8 @@ struct RunPub {
     build: u64,
     /// The rate last asked for, applied to a pipeline installed after it.
     rate: Option<VideoRate>,
+    /// The audio loss last sized for, the same way.
+    audio_loss: Option<u32>,
 }
 
 #[derive(Default)]
@@ -134,6 +136,9 @@ impl MediaRunner {
                         if let Some(r) = p.rate {
                             pl.set_rate(r);
                         }
+                        if let Some(l) = p.audio_loss {
+                            pl.set_audio_loss(l);
+                        }
                         p.pipeline = Some(pl);
                         None
                     }
@@ -173,7 +178,7 @@ impl MediaRunner {
         match cmd {
             Command::OpenLink { role: MediaRole::Publish, stream, epoch, bind, silence, ice, send_rate } => {
                 let bind = bind.resolve(crate::rtc::local_ip_towards);
-                let opts = LinkOpts { silence, relays: self.relays(ice), send_rate };
+                let opts = LinkOpts { silence, relays: self.relays(ice), send_rate, repair: self.config.repair };
                 let events = self.link_events(MediaRole::Publish, &stream, epoch);
                 let p = self.pubs.entry(stream.clone()).or_default();
                 p.conn = None;
@@ -190,7 +195,7 @@ impl MediaRunner {
             }
             Command::OpenLink { role: MediaRole::Play, stream, epoch, bind, silence, ice, .. } => {
                 let bind = bind.resolve(crate::rtc::local_ip_towards);
-                let opts = LinkOpts { silence, relays: self.relays(ice), send_rate: None };
+                let opts = LinkOpts { silence, relays: self.relays(ice), send_rate: None, repair: self.config.repair };
                 let events = self.link_events(MediaRole::Play, &stream, epoch);
                 let errors = self.pipeline_errors(MediaRole::Play, &stream, epoch);
                 let build = self.next_build();
@@ -279,6 +284,15 @@ impl MediaRunner {
                     p.rate = Some(rate);
                     if let Some(pl) = &p.pipeline {
                         pl.set_rate(rate);
+                    }
+                }
+                None
+            }
+            Command::SetAudioLoss { stream, percent } => {
+                if let Some(p) = self.pubs.get_mut(&stream) {
+                    p.audio_loss = Some(percent);
+                    if let Some(pl) = &p.pipeline {
+                        pl.set_audio_loss(percent);
                     }
                 }
                 None

@@ -48,6 +48,8 @@ struct Pub {
     first_reported: bool,
     /// The video's rate, following the link (with `adaptive`).
     adapt: Adapter,
+    /// What Opus's in-band FEC is sized for, percent (the pipeline starts at the floor).
+    audio_fec_percent: u32,
 }
 
 struct Play {
@@ -352,6 +354,9 @@ impl MediaSupervisor {
                 if role == MediaRole::Publish && self.cfg.adaptive {
                     self.adapt(now, stream, s.estimate_kbps, s.cap_kbps);
                 }
+                if role == MediaRole::Publish {
+                    self.size_audio_fec(stream, s.audio_loss);
+                }
             }
             ClientEvent::FirstVideoFrame => {
                 if let Some(p) = self.plays.get_mut(stream).filter(|p| !p.received_first) {
@@ -527,6 +532,7 @@ impl MediaSupervisor {
             encoded_at: now,
             first_reported: false,
             adapt: Adapter::new(&self.cfg),
+            audio_fec_percent: pipeline::opus_loss_percent(self.cfg.repair, 0.0),
         };
         self.pubs.insert(stream.to_string(), p);
         self.start_pipeline(stream, now);
@@ -670,6 +676,18 @@ impl MediaSupervisor {
         }
     }
 
+    /// The server reported the audio's loss: Opus's in-band FEC is sized for it.
+    fn size_audio_fec(&mut self, stream: &str, reported: Option<f64>) {
+        let Some(p) = self.pubs.get_mut(stream) else { return };
+        let percent = pipeline::opus_loss_percent(self.cfg.repair, reported.unwrap_or(0.0));
+        if percent == p.audio_fec_percent {
+            return;
+        }
+        tracing::debug!(stream, percent, "audio in-band FEC sized for the reported loss");
+        p.audio_fec_percent = percent;
+        self.run(Command::SetAudioLoss { stream: stream.to_string(), percent });
+    }
+
     fn watch_publishers(&mut self, now: Instant, meters: &dyn Meters) {
         let stall = Duration::from_secs(self.cfg.stall_secs.max(1));
         let mut stalled = Vec::new();
@@ -775,6 +793,8 @@ impl MediaSupervisor {
                 width: p.adapt.rate().width,
                 height: p.adapt.rate().height,
                 fps: p.adapt.rate().fps,
+                retransmitted: p.link.stats.repaired.rtx_sent,
+                audio_fec_percent: p.audio_fec_percent,
             };
             p.prev = c;
             let e = EngineEvent::PublisherQualityUpdate { stream_id: stream.clone(), quality };
@@ -791,13 +811,18 @@ impl MediaSupervisor {
                 audio_kbps: link.audio_kbps,
                 rtt_ms: link.rtt_ms,
                 packet_loss: link.loss,
-                jitter_buffer_ms: f64::from(pipeline::VIDEO_JITTER_MS),
+                jitter_buffer_ms: f64::from(pipeline::video_jitter_ms(&self.cfg)),
                 stall_count: p.video.count,
                 stall_ms: p.video.total_ms,
                 frames_decoded: c[0],
                 audio_decoded: c[2],
                 level: link.level,
                 path: link.path.to_string(),
+                video_retransmitted: p.link.stats.repaired.rtx_received,
+                video_fec_rebuilt: p.link.stats.repaired.fec_rebuilt,
+                video_lost: p.link.stats.repaired.video_lost,
+                audio_lost: p.link.stats.repaired.audio.lost,
+                audio_concealed: p.link.stats.repaired.audio.concealed(),
             };
             // prev[2] is the audio stall watch's, kept by `watch_players`.
             p.prev = [c[0], c[1], p.prev[2]];

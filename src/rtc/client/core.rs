@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -25,6 +26,7 @@ use crate::proto::MediaRole;
 use crate::rtc::Kind;
 use crate::rtc::ice_servers::TurnTransport;
 use crate::rtc::peer::{self, HostCandidate, PeerOpts, RtcError, Sender, Transmit, Transport};
+use crate::rtc::repair::{AudioLossLog, RepairCounters};
 use crate::rtc::turn::{Relay, TurnServer};
 
 /// Keyframe requests from the server reach the encoder at most this often.
@@ -54,6 +56,12 @@ pub struct ClientCore {
     last_key_request: Option<Instant>,
     /// When the server's last REMB arrived.
     cap_at: Option<Instant>,
+    /// What the receiving side repaired (shared with the interceptor that repairs it).
+    repair: Option<Arc<RepairCounters>>,
+    /// Play: the audio's losses, and what in-band FEC rebuilds.
+    audio_loss: AudioLossLog,
+    /// Publish: the server's last cumulative (lost, highest sequence number) for the audio.
+    audio_reported: Option<(u64, u64)>,
     events: VecDeque<ClientEvent>,
     rtp: VecDeque<(Kind, Bytes)>,
     out: VecDeque<Transmit>,
@@ -66,26 +74,28 @@ pub struct ClientCore {
 impl ClientCore {
     /// A connection for `role` whose socket is bound at `local`; gives the offer to send
     /// to the server. A connection silent for `silence` once media flowed reports
-    /// [`ClientEvent::Silent`].
+    /// [`ClientEvent::Silent`]. `repair`: offer NACK/RTX and FlexFEC.
     pub fn new(
         now: Instant,
         role: MediaRole,
         local: SocketAddr,
         silence: Duration,
         send_rate: Option<SendRate>,
+        repair: bool,
     ) -> Result<(ClientCore, String), RtcError> {
         let congestion = send_rate.filter(|_| role == MediaRole::Publish).map(|r| peer::Congestion {
             initial_bps: r.start_kbps as f64 * 1000.0,
             min_bps: r.min_kbps as f64 * 1000.0,
             max_bps: r.max_kbps as f64 * 1000.0,
         });
-        let mut pc = peer::build(now, PeerOpts { lite: false, credentials: None, congestion })?;
+        let counters = repair.then(|| Arc::new(RepairCounters::default()));
+        let mut pc = peer::build(now, PeerOpts { lite: false, credentials: None, congestion, repair: counters.clone() })?;
         for kind in Kind::ALL {
             let init = match role {
                 MediaRole::Publish => RTCRtpTransceiverInit {
                     direction: RTCRtpTransceiverDirection::Sendonly,
                     streams: vec![],
-                    send_encodings: peer::send_encodings(kind),
+                    send_encodings: peer::send_encodings(kind, repair),
                 },
                 MediaRole::Play => RTCRtpTransceiverInit {
                     direction: RTCRtpTransceiverDirection::Recvonly,
@@ -119,6 +129,9 @@ impl ClientCore {
             next_stats: now + STATS_INTERVAL,
             last_key_request: None,
             cap_at: None,
+            repair: counters,
+            audio_loss: AudioLossLog::default(),
+            audio_reported: None,
             events: VecDeque::new(),
             rtp: VecDeque::new(),
             out: VecDeque::new(),
@@ -373,6 +386,9 @@ impl ClientCore {
                     let i = kind as usize;
                     self.stats.packets[i] += 1;
                     self.stats.bytes[i] += packet.payload.len() as u64;
+                    if kind == Kind::Audio {
+                        self.audio_loss.packet(packet.header.sequence_number, &packet.payload);
+                    }
                     if kind == Kind::Video && packet.header.marker {
                         self.stats.frames += 1;
                         if self.stats.frames == 1 {
@@ -451,22 +467,48 @@ impl ClientCore {
     fn read_stats(&mut self, now: Instant) {
         let report = self.pc.get_stats(now, StatsSelector::None);
         let mut lost = 0u64;
+        let r = &mut self.stats.repaired;
+        r.rtx_sent = 0;
         for entry in report.iter() {
             match entry {
                 RTCStatsReportEntry::IceCandidatePair(p) if p.nominated && p.current_round_trip_time > 0.0 => {
                     self.stats.rtt_ms = Some(p.current_round_trip_time * 1000.0);
                 }
-                RTCStatsReportEntry::InboundRtp(s) => lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64,
-                RTCStatsReportEntry::RemoteInboundRtp(s) => {
-                    lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64
+                RTCStatsReportEntry::InboundRtp(s) => {
+                    let n = s.received_rtp_stream_stats.packets_lost.max(0) as u64;
+                    lost += n;
+                    if s.received_rtp_stream_stats.rtp_stream_stats.kind == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
+                        r.video_lost = n;
+                        r.fec_received = s.fec_packets_received;
+                    }
                 }
-                // One estimate for the connection, shown on each of its streams.
-                RTCStatsReportEntry::OutboundRtp(s) if s.target_bitrate > 0.0 => {
-                    self.stats.estimate_kbps = Some(s.target_bitrate / 1000.0);
+                RTCStatsReportEntry::RemoteInboundRtp(s) => {
+                    lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64;
+                    if s.received_rtp_stream_stats.rtp_stream_stats.kind == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio {
+                        // Over the last second, from the cumulative counts (the report's own
+                        // fraction covers whatever interval the server chose).
+                        let (lost, highest) = (s.received_rtp_stream_stats.packets_lost.max(0) as u64, s.received_rtp_stream_stats.packets_received);
+                        let (was_lost, was_highest) = self.audio_reported.replace((lost, highest)).unwrap_or((lost, highest));
+                        let sent = highest.saturating_sub(was_highest);
+                        if sent > 0 {
+                            self.stats.audio_loss = Some((lost.saturating_sub(was_lost) as f64 / sent as f64).min(1.0));
+                        }
+                    }
+                }
+                RTCStatsReportEntry::OutboundRtp(s) => {
+                    r.rtx_sent += s.retransmitted_packets_sent;
+                    // One estimate for the connection, shown on each of its streams.
+                    if s.target_bitrate > 0.0 {
+                        self.stats.estimate_kbps = Some(s.target_bitrate / 1000.0);
+                    }
                 }
                 _ => {}
             }
         }
+        if let Some(c) = &self.repair {
+            (r.rtx_received, r.fec_rebuilt) = c.read();
+        }
+        r.audio = self.audio_loss.counts;
         self.stats.lost = lost;
         if self.cap_at.is_some_and(|t| now.saturating_duration_since(t) > CAP_TTL) {
             self.cap_at = None;

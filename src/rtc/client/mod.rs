@@ -84,6 +84,28 @@ pub struct LinkStats {
     /// Publish: the lowest estimate among the stream's players, as the server's last REMB
     /// said, kbit/s; none while nobody plays it or no player's estimate is known.
     pub cap_kbps: Option<f64>,
+    /// Loss repair so far (see [`Repaired`]).
+    pub repaired: Repaired,
+    /// Publish: the fraction of audio packets the server last reported lost (its receiver
+    /// report), 0..1; what the Opus encoder's in-band FEC is sized for.
+    pub audio_loss: Option<f64>,
+}
+
+/// What loss repair did on one connection, cumulative.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Repaired {
+    /// Publish: video packets sent again on request (NACK, as RTX).
+    pub rtx_sent: u64,
+    /// Play: retransmitted video packets that arrived.
+    pub rtx_received: u64,
+    /// Play: FlexFEC repair packets that arrived.
+    pub fec_received: u64,
+    /// Play: video packets FlexFEC rebuilt.
+    pub fec_rebuilt: u64,
+    /// Play: video packets lost for good (after retransmission and FEC).
+    pub video_lost: u64,
+    /// Play: audio frames, lost and rebuilt (see [`crate::rtc::repair::AudioRepair`]).
+    pub audio: crate::rtc::repair::AudioRepair,
 }
 
 /// The range a publish connection's bandwidth estimate moves in, kbit/s (audio and video
@@ -102,7 +124,7 @@ pub struct SendRate {
 }
 
 /// How a connection is set up, besides its role and socket.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct LinkOpts {
     /// Silence, once media flowed, before [`ClientEvent::Silent`] (zero: 3 s).
     pub silence: Duration,
@@ -110,6 +132,15 @@ pub struct LinkOpts {
     pub relays: Relays,
     /// Publish: estimate the path and report it in [`LinkStats::estimate_kbps`].
     pub send_rate: Option<SendRate>,
+    /// Loss repair: NACK/RTX and FlexFEC for video offered (`[media] repair`, on unless
+    /// turned off to compare).
+    pub repair: bool,
+}
+
+impl Default for LinkOpts {
+    fn default() -> Self {
+        LinkOpts { silence: Duration::ZERO, relays: Relays::default(), send_rate: None, repair: true }
+    }
 }
 
 /// The way a connection's media travels, as status and quality events name it.
@@ -184,7 +215,7 @@ impl ClientConn {
         let local = socket.local_addr()?;
         let silence = if opts.silence.is_zero() { Duration::from_secs(3) } else { opts.silence };
         let relays = opts.relays;
-        let (core, offer) = ClientCore::new(Instant::now(), role, local, silence, opts.send_rate)?;
+        let (core, offer) = ClientCore::new(Instant::now(), role, local, silence, opts.send_rate, opts.repair)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (rtp_tx, rtp_rx) = mpsc::channel(1024);
         let with_relays = relays.servers.iter().any(|s| s.turn_urls().next().is_some());

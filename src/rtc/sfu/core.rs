@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
@@ -26,6 +27,7 @@ use rtc::statistics::report::RTCStatsReportEntry;
 use super::{CONSENT_EXPIRY, SfuStats, StreamKey};
 use crate::proto::MediaRole;
 use crate::rtc::peer::{self, HostCandidate, PeerOpts, RtcError, Sender, Transmit, Transport};
+use crate::rtc::repair::RepairCounters;
 use crate::rtc::{Kind, stun};
 
 /// A player's PLI/FIR reaches the publisher at most this often.
@@ -74,6 +76,9 @@ pub struct SfuCore {
     players: HashMap<StreamKey, Vec<u64>>,
     next: u64,
     stats: SfuStats,
+    /// What every connection's receiving side repaired (publishers' retransmissions and
+    /// FEC), shared with their interceptors.
+    repaired: Arc<RepairCounters>,
     next_expiry_scan: Option<Instant>,
     out: VecDeque<Transmit>,
 }
@@ -92,6 +97,7 @@ impl SfuCore {
             players: HashMap::new(),
             next: 1,
             stats: SfuStats::default(),
+            repaired: Arc::default(),
             next_expiry_scan: None,
             out: VecDeque::new(),
         }
@@ -122,6 +128,7 @@ impl SfuCore {
         s.publishers = self.publisher.len();
         s.players = self.players.values().map(Vec::len).sum();
         s.over_tcp = self.conns.values().filter(|c| c.connected && c.path == Transport::Tcp).count();
+        (s.rtx_received, s.fec_rebuilt) = self.repaired.read();
         s
     }
 
@@ -175,6 +182,8 @@ impl SfuCore {
                 lite: true,
                 credentials: Some((ufrag.clone(), peer::random_token(32))),
                 congestion: (role == MediaRole::Play).then_some(PLAYER_ESTIMATE),
+                // The server repairs for whoever offers it, in both directions.
+                repair: Some(self.repaired.clone()),
             },
         )?;
         if role == MediaRole::Play {
@@ -185,7 +194,7 @@ impl SfuCore {
                     label.clone(),
                     label,
                     peer::codec_kind(kind),
-                    peer::send_encodings(kind),
+                    peer::send_encodings(kind, true),
                 );
                 pc.add_track(track)?;
             }

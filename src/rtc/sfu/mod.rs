@@ -72,6 +72,10 @@ pub struct SfuStats {
     pub keyframe_requests: u64,
     /// Bitrate caps (REMB: the lowest of the stream's players' estimates) sent to publishers.
     pub bitrate_caps: u64,
+    /// Publishers' lost video packets that arrived again as retransmissions (RTX).
+    pub rtx_received: u64,
+    /// Publishers' lost video packets rebuilt from FlexFEC.
+    pub fec_rebuilt: u64,
 }
 
 enum Cmd {

@@ -61,7 +61,7 @@ impl Net {
     /// A device connection for `stream` offered, answered and handed its answer; its index.
     fn join(&mut self, session: &str, stream: &str, role: MediaRole) -> usize {
         let addr: SocketAddr = format!("10.0.1.{}:5000", self.clients.len() + 1).parse().unwrap();
-        let (mut core, offer) = ClientCore::new(self.now, role, addr, Duration::from_secs(3), None).unwrap();
+        let (mut core, offer) = ClientCore::new(self.now, role, addr, Duration::from_secs(3), None, true).unwrap();
         let answer = self.sfu.handle_offer(self.now, session.into(), key(stream), role, offer).unwrap();
         core.handle_answer(self.now, answer);
         self.clients.push(Client { core, addr, events: vec![], received: [0; 2], cut: false, udp_blocked: false });
