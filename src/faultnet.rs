@@ -212,6 +212,21 @@ impl Lab {
         delay: Duration,
         jitter: Duration,
     ) -> Result<DelayRelay, LabError> {
+        self.delay_udp_lossy(from, to, port, delay, jitter, 0)
+    }
+
+    /// The same, and the relay drops `loss_pct` % of the datagrams each way at random
+    /// (relayed datagrams pass the router's own sockets, not its forward hook, so
+    /// [`Fault::Loss`] does not reach them).
+    pub fn delay_udp_lossy(
+        &self,
+        from: &str,
+        to: &str,
+        port: u16,
+        delay: Duration,
+        jitter: Duration,
+        loss_pct: u8,
+    ) -> Result<DelayRelay, LabError> {
         let (from, to) = (self.host(from).clone(), self.host(to).clone());
         let relay_ip = Ipv4Addr::new(10, 203, from.index as u8, 1);
         let netns = std::fs::File::open(format!("/var/run/netns/{}", self.router))
@@ -230,7 +245,7 @@ impl Lab {
                 return;
             };
             let _ = ready_tx.send(down.local_addr().ok().map(|a| a.port()));
-            relay(down, target, delay, jitter, &stop2);
+            relay(down, target, delay, jitter, loss_pct, &stop2);
         });
         let relay_port = ready_rx.recv().ok().flatten().ok_or_else(|| {
             LabError::Spawn("delay relay".into(), std::io::Error::other("cannot start in the router"))
@@ -312,19 +327,33 @@ impl Drop for DelayRelay {
 
 /// Moves datagrams between the clients that reach `down` and `target`, each held for
 /// `delay` plus up to `jitter`. One upstream socket per client, so replies find their way.
-fn relay(down: std::net::UdpSocket, target: SocketAddrV4, delay: Duration, jitter: Duration, stop: &AtomicBool) {
+fn relay(
+    down: std::net::UdpSocket,
+    target: SocketAddrV4,
+    delay: Duration,
+    jitter: Duration,
+    loss_pct: u8,
+    stop: &AtomicBool,
+) {
     let _ = down.set_nonblocking(true);
     let mut ups: Vec<(SocketAddr, std::net::UdpSocket)> = Vec::new();
     // (due, upstream index or none for downstream, destination, bytes)
     let mut queue: std::collections::VecDeque<(Instant, Option<usize>, SocketAddr, Vec<u8>)> = Default::default();
     let mut buf = vec![0u8; 2048];
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut hold = move || {
+    let mut random = move || {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
+        seed
+    };
+    // None: dropped.
+    let mut hold = move || {
+        if random() % 100 < u64::from(loss_pct) {
+            return None;
+        }
         let j = jitter.as_micros() as u64;
-        delay + Duration::from_micros(if j == 0 { 0 } else { seed % j })
+        Some(delay + Duration::from_micros(if j == 0 { 0 } else { random() % j }))
     };
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
@@ -340,11 +369,15 @@ fn relay(down: std::net::UdpSocket, target: SocketAddrV4, delay: Duration, jitte
                     ups.len() - 1
                 }
             };
-            queue.push_back((now + hold(), Some(i), SocketAddr::V4(target), buf[..n].to_vec()));
+            if let Some(h) = hold() {
+                queue.push_back((now + h, Some(i), SocketAddr::V4(target), buf[..n].to_vec()));
+            }
         }
         for (client, up) in &ups {
             while let Ok((n, _)) = up.recv_from(&mut buf) {
-                queue.push_back((now + hold(), None, *client, buf[..n].to_vec()));
+                if let Some(h) = hold() {
+                    queue.push_back((now + h, None, *client, buf[..n].to_vec()));
+                }
             }
         }
         let now = Instant::now();

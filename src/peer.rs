@@ -158,7 +158,9 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
                         "receive_fps": quality.receive_fps, "video_kbps": quality.video_kbps, "stall_ms": quality.stall_ms,
                         "stall_count": quality.stall_count, "video_retransmitted": quality.video_retransmitted,
                         "video_fec_rebuilt": quality.video_fec_rebuilt, "video_lost": quality.video_lost,
-                        "audio_lost": quality.audio_lost, "audio_concealed": quality.audio_concealed}));
+                        "audio_lost": quality.audio_lost, "audio_concealed": quality.audio_concealed,
+                        "video_frames": quality.video_frames, "video_frames_intact": quality.video_frames_intact,
+                        "video_freezes": quality.video_freezes}));
                 }
                 Some(EngineEvent::PublisherQualityUpdate { stream_id, quality: q }) => {
                     out(json!({"event": "publish_quality", "stream_id": stream_id, "estimate_kbps": q.estimate_kbps,

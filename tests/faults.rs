@@ -552,7 +552,10 @@ fn random_loss_is_repaired_and_media_keeps_decoding() {
     assert!(r.audio_lost > 0 && r.audio_concealed < r.audio_lost, "no audio frame rebuilt by Opus FEC: {r:?}");
     assert!(published.retransmitted > 0, "the device retransmitted nothing: {published:?}");
     assert!(published.audio_fec_percent >= 10, "audio FEC not sized for the loss: {published:?}");
-    assert!(metric(&text, "callbox_media_repaired_total{how=\"rtx\"}") > 0, "the server got no retransmission:\n{text}");
+    assert!(
+        metric(&text, "callbox_media_repaired_total{how=\"rtx\"}") > 0,
+        "the server got no retransmission:\n{text}"
+    );
     assert!(metric(&text, "callbox_media_repaired_total{how=\"fec\"}") > 0, "the server rebuilt nothing:\n{text}");
     assert!(call.peer_saw_door(began).is_empty(), "the peer saw {:?}", call.peer_saw_door(began));
 }

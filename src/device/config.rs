@@ -236,7 +236,12 @@ pub struct MediaSection {
 
 impl Default for MediaSection {
     fn default() -> Self {
-        MediaSection { bind: String::new(), silence_ms: MediaConfig::default().silence_ms, repair: true, ice_servers: vec![] }
+        MediaSection {
+            bind: String::new(),
+            silence_ms: MediaConfig::default().silence_ms,
+            repair: true,
+            ice_servers: vec![],
+        }
     }
 }
 

@@ -185,6 +185,12 @@ pub struct Repair {
     pub audio_lost: u64,
     /// Of those, frames concealed (the rest Opus's in-band FEC rebuilt).
     pub audio_concealed: u64,
+    /// Video frames shown intact, and all frames, since playing started.
+    #[serde(default)]
+    pub video_frames_intact: u64,
+    /// See `video_frames_intact`.
+    #[serde(default)]
+    pub video_frames: u64,
 }
 
 /// GPIO in the status.
@@ -274,8 +280,14 @@ impl Status {
                 let repaired = r.video_retransmitted + r.video_fec_rebuilt;
                 let repair = if repaired + r.video_lost + r.audio_lost > 0 {
                     format!(
-                        " repaired {repaired} (rtx {}, fec {}) lost {}, audio lost {} concealed {}",
-                        r.video_retransmitted, r.video_fec_rebuilt, r.video_lost, r.audio_lost, r.audio_concealed
+                        " repaired {repaired} (rtx {}, fec {}) lost {}, intact {}/{} frames, audio lost {} concealed {}",
+                        r.video_retransmitted,
+                        r.video_fec_rebuilt,
+                        r.video_lost,
+                        r.video_frames_intact,
+                        r.video_frames,
+                        r.audio_lost,
+                        r.audio_concealed
                     )
                 } else {
                     String::new()
@@ -386,9 +398,20 @@ mod tests {
             ..Default::default()
         });
         assert!(!s.to_text().contains("repaired"), "{}", s.to_text());
-        let r = Repair { video_retransmitted: 40, video_fec_rebuilt: 7, video_lost: 2, audio_lost: 30, audio_concealed: 6 };
+        let r = Repair {
+            video_retransmitted: 40,
+            video_fec_rebuilt: 7,
+            video_lost: 2,
+            audio_lost: 30,
+            audio_concealed: 6,
+            video_frames_intact: 290,
+            video_frames: 300,
+        };
         s.playing[0].quality.as_mut().unwrap().repair = r;
         let t = s.to_text();
-        assert!(t.contains("stalls 0 repaired 47 (rtx 40, fec 7) lost 2, audio lost 30 concealed 6"), "{t}");
+        assert!(
+            t.contains("stalls 0 repaired 47 (rtx 40, fec 7) lost 2, intact 290/300 frames, audio lost 30 concealed 6"),
+            "{t}"
+        );
     }
 }

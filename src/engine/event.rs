@@ -335,4 +335,11 @@ pub struct PlayQuality {
     pub audio_lost: u64,
     /// Of those, frames the decoder had to conceal (the rest Opus's in-band FEC rebuilt).
     pub audio_concealed: u64,
+    /// Video frames whose playout time came, since playing started.
+    pub video_frames: u64,
+    /// Of those, frames that arrived whole in time and follow an intact frame (or are a
+    /// keyframe): shown without damage.
+    pub video_frames_intact: u64,
+    /// Runs of damaged frames of 200 ms or more, since playing started.
+    pub video_freezes: u64,
 }

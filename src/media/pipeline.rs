@@ -7,16 +7,11 @@ use super::encoder::Encoder;
 use super::{AudioSink, AudioSource, Layout, MediaConfig, VideoRate, VideoSink, VideoSource};
 use crate::rtc::{H264_PT, OPUS_PT};
 
-/// The play pipeline's video jitter buffer target without loss repair, ms.
-pub const VIDEO_JITTER_MS: u32 = 80;
-/// ... and with it: room for one retransmission (the loss seen at the next packet, up to
-/// 40 ms until it is asked for, the round trip) at round trips up to about 80 ms; the
-/// 70 ms more of delay is what repair costs.
-pub const REPAIR_JITTER_MS: u32 = 150;
-
-/// The play pipeline's video jitter buffer, ms (reported in player quality).
+/// The play pipeline's video jitter buffer, ms (reported in player quality): see
+/// [`crate::rtc::repair::PLAY_WAIT`].
 pub fn video_jitter_ms(cfg: &MediaConfig) -> u32 {
-    if cfg.repair { REPAIR_JITTER_MS } else { VIDEO_JITTER_MS }
+    let wait = if cfg.repair { crate::rtc::repair::PLAY_WAIT_REPAIR } else { crate::rtc::repair::PLAY_WAIT };
+    wait.as_millis() as u32
 }
 
 /// The share of packets Opus's in-band FEC is sized for, percent, when the loss the server

@@ -159,7 +159,10 @@ fn repair(media: &mut MediaEngine, registry: Registry, counters: Arc<RepairCount
         rtcp_feedback: vec![],
     };
     media.register_codec(
-        RTCRtpCodecParameters { rtp_codec: repair_codec(MIME_TYPE_RTX, format!("apt={H264_PT}")), payload_type: RTX_PT },
+        RTCRtpCodecParameters {
+            rtp_codec: repair_codec(MIME_TYPE_RTX, format!("apt={H264_PT}")),
+            payload_type: RTX_PT,
+        },
         RtpCodecKind::Video,
     )?;
     media.register_codec(

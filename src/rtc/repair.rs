@@ -13,7 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -247,13 +247,165 @@ impl AudioLossLog {
     }
 }
 
+/// What a player counts of the video frames it receives: those whose every packet arrived
+/// (first transmission, retransmission or FEC) before the play jitter buffer gave up on
+/// them, and of those the ones a decoder can show intact: a complete keyframe, or a
+/// complete frame after an intact one (H.264 frames refer to the frame before). A frame
+/// that is not intact is one a decoder shows with damage, or freezes on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VideoFrames {
+    /// Frames whose playout time passed.
+    pub frames: u64,
+    /// ... that were complete.
+    pub complete: u64,
+    /// ... that were intact.
+    pub intact: u64,
+    /// Runs of frames not intact that lasted [`FREEZE`] or more of the picture's time.
+    pub freezes: u64,
+}
+
+/// How long the play pipeline's video jitter buffer waits for a late packet without loss
+/// repair, and with it: room for one retransmission (the loss seen at the next packet, up
+/// to 40 ms until it is asked for, the round trip) at round trips up to about 80 ms; the
+/// 70 ms more of delay is what repair costs.
+pub const PLAY_WAIT: Duration = Duration::from_millis(80);
+/// See [`PLAY_WAIT`].
+pub const PLAY_WAIT_REPAIR: Duration = Duration::from_millis(150);
+
+/// A run of damaged frames this long (by their timestamps) is a freeze.
+pub const FREEZE: Duration = Duration::from_millis(200);
+
+#[derive(Debug)]
+struct Frame {
+    first_seen: Instant,
+    seqs: Vec<u16>,
+    marker: Option<u16>,
+    key: bool,
+}
+
+/// Follows one video stream's packets: [`VideoFrames`]. A frame is judged `wait` after its
+/// first packet arrived (the jitter buffer's wait); packets later than that count as lost.
+#[derive(Debug)]
+pub(crate) struct FrameLog {
+    wait: Duration,
+    frames: std::collections::BTreeMap<i64, Frame>,
+    /// The last timestamp seen, unwrapped, and its raw value.
+    last_ts: Option<(i64, u32)>,
+    /// The last judged frame: its timestamp, the sequence number it ended at, and whether
+    /// that was its last packet (its marker arrived).
+    judged: Option<(i64, u16, bool)>,
+    intact_chain: bool,
+    /// Since when (RTP timestamp) frames are damaged, if they are.
+    damaged_since: Option<i64>,
+    counted_freeze: bool,
+    pub counts: VideoFrames,
+    /// A frame was damaged since the last look (the player asks for a keyframe).
+    pub damaged: bool,
+}
+
+/// True if an H.264 RTP payload (RFC 6184) carries an IDR slice or an SPS.
+fn h264_key(payload: &[u8]) -> bool {
+    let Some(&b0) = payload.first() else { return false };
+    let nal = match b0 & 0x1f {
+        // FU-A: the type is in the FU header.
+        28 => payload.get(1).map(|b| b & 0x1f),
+        // STAP-A: the first aggregated unit's type.
+        24 => payload.get(3).map(|b| b & 0x1f),
+        t => Some(t),
+    };
+    matches!(nal, Some(5 | 7))
+}
+
+impl FrameLog {
+    pub(crate) fn new(wait: Duration) -> Self {
+        FrameLog {
+            wait,
+            frames: Default::default(),
+            last_ts: None,
+            judged: None,
+            intact_chain: false,
+            damaged_since: None,
+            counted_freeze: false,
+            counts: VideoFrames::default(),
+            damaged: false,
+        }
+    }
+
+    /// One video packet.
+    pub(crate) fn packet(&mut self, now: Instant, seq: u16, ts: u32, marker: bool, payload: &[u8]) {
+        let ts = match self.last_ts {
+            None => i64::from(ts),
+            Some((u, raw)) => u + i64::from(ts.wrapping_sub(raw) as i32),
+        };
+        if self.last_ts.is_none_or(|(u, _)| ts > u) {
+            self.last_ts = Some((ts, (ts & 0xffff_ffff) as u32));
+        }
+        if self.judged.is_some_and(|(j, _, _)| ts <= j) {
+            return; // too late for its frame
+        }
+        let f = self.frames.entry(ts).or_insert(Frame { first_seen: now, seqs: Vec::new(), marker: None, key: false });
+        f.seqs.push(seq);
+        f.key |= h264_key(payload);
+        if marker {
+            f.marker = Some(seq);
+        }
+    }
+
+    /// Judges the frames whose wait is over.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        while let Some(entry) = self.frames.first_entry() {
+            if now.saturating_duration_since(entry.get().first_seen) < self.wait {
+                break;
+            }
+            let (ts, f) = entry.remove_entry();
+            let first = f.seqs.iter().copied().min_by_key(|s| s.wrapping_sub(f.seqs[0]) as i16).unwrap_or(f.seqs[0]);
+            let end = f.marker.unwrap_or_else(|| {
+                *f.seqs.iter().max_by_key(|s| s.wrapping_sub(f.seqs[0]) as i16).unwrap_or(&f.seqs[0])
+            });
+            let start = match self.judged {
+                // After a frame whose end was lost, what is missing before this frame's
+                // first packet is counted against that one.
+                Some((_, prev_end, true)) => prev_end.wrapping_add(1),
+                _ => first,
+            };
+            let n = end.wrapping_sub(start);
+            let contiguous = n < 1024 && (0..=n).all(|i| f.seqs.contains(&start.wrapping_add(i)));
+            // The first frame seen: where it started is unknown; a keyframe is taken whole.
+            let complete = f.marker.is_some() && contiguous && (self.judged.is_some() || f.key);
+            self.judged = Some((ts, end, f.marker.is_some()));
+            self.counts.frames += 1;
+            self.counts.complete += complete as u64;
+            self.intact_chain = complete && (f.key || self.intact_chain);
+            if self.intact_chain {
+                self.counts.intact += 1;
+                self.damaged_since = None;
+                self.counted_freeze = false;
+            } else {
+                self.damaged = true;
+                let since = *self.damaged_since.get_or_insert(ts);
+                // 90 kHz video clock.
+                if !self.counted_freeze && ts - since >= FREEZE.as_millis() as i64 * 90 {
+                    self.counted_freeze = true;
+                    self.counts.freezes += 1;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn rtp(ssrc: u32, pt: u8, seq: u16, payload: &[u8]) -> rtc::rtp::Packet {
         rtc::rtp::Packet {
-            header: rtc::rtp::header::Header { version: 2, ssrc, payload_type: pt, sequence_number: seq, ..Default::default() },
+            header: rtc::rtp::header::Header {
+                version: 2,
+                ssrc,
+                payload_type: pt,
+                sequence_number: seq,
+                ..Default::default()
+            },
             payload: Bytes::copy_from_slice(payload),
         }
     }
@@ -270,7 +422,13 @@ mod tests {
     fn a_retransmission_becomes_the_packet_it_repairs_and_is_counted() {
         let counters = Arc::new(RepairCounters::default());
         let mut i = UnwrapRtx::new(counters.clone());
-        let info = StreamInfo { ssrc: 10, ssrc_rtx: Some(11), payload_type: 102, payload_type_rtx: Some(103), ..Default::default() };
+        let info = StreamInfo {
+            ssrc: 10,
+            ssrc_rtx: Some(11),
+            payload_type: 102,
+            payload_type_rtx: Some(103),
+            ..Default::default()
+        };
         i.bind_remote_stream(&info);
         i.handle_read(tagged(rtp(11, 103, 7, &[0x12, 0x34, 0xaa, 0xbb]))).unwrap();
         i.handle_read(tagged(rtp(10, 102, 0x1235, &[0xcc]))).unwrap();
@@ -327,6 +485,51 @@ mod tests {
         assert!(n(&with) * 10 >= with.len() * 9, "{} of {} packets carry FEC", n(&with), with.len());
         assert_eq!(n(&without), 0);
         assert_eq!(n(&opus_packets(true, 0)), 0, "no FEC is made while no loss is expected");
+    }
+
+    /// A frame of `n` packets from `seq`, key or not, at timestamp `ts`.
+    fn frame(log: &mut FrameLog, now: Instant, seq: u16, n: u16, ts: u32, key: bool, drop: &[u16]) {
+        for i in 0..n {
+            let s = seq.wrapping_add(i);
+            if drop.contains(&s) {
+                continue;
+            }
+            let payload: &[u8] = if key && i == 0 { &[0x7c, 0x85] } else { &[0x7c, 0x01] };
+            log.packet(now, s, ts, i == n - 1, payload);
+        }
+    }
+
+    #[test]
+    fn frames_are_judged_complete_and_intact_after_the_wait() {
+        let t0 = Instant::now();
+        let wait = Duration::from_millis(150);
+        let mut log = FrameLog::new(wait);
+        // Keyframe (3 packets), then P-frames of 2 packets, 66 ms apart (6000 ticks).
+        frame(&mut log, t0, 100, 3, 0, true, &[]);
+        frame(&mut log, t0, 103, 2, 6000, false, &[]);
+        frame(&mut log, t0, 105, 2, 12000, false, &[106]);
+        frame(&mut log, t0, 107, 2, 18000, false, &[]);
+        log.tick(t0 + Duration::from_millis(100));
+        assert_eq!(log.counts.frames, 0, "judged before the wait");
+        // 106 is repaired late, but in time.
+        log.packet(t0 + Duration::from_millis(120), 106, 12000, true, &[0x7c, 0x01]);
+        log.tick(t0 + wait);
+        assert_eq!(log.counts, VideoFrames { frames: 4, complete: 4, intact: 4, freezes: 0 });
+        // A packet lost for good: that frame is damaged and so is every frame after it until
+        // a keyframe; 4 damaged frames span 200 ms: a freeze.
+        let t1 = t0 + Duration::from_secs(1);
+        frame(&mut log, t1, 109, 2, 24000, false, &[110]);
+        for k in 0..4u16 {
+            frame(&mut log, t1, 111 + 2 * k, 2, 30000 + 6000 * u32::from(k), false, &[]);
+        }
+        frame(&mut log, t1, 119, 2, 54000, true, &[]);
+        log.tick(t1 + wait);
+        // The late packet of a judged frame changes nothing.
+        log.packet(t1 + wait, 110, 24000, true, &[0x7c, 0x01]);
+        log.tick(t1 + wait * 2);
+        assert_eq!(log.counts, VideoFrames { frames: 10, complete: 9, intact: 5, freezes: 1 });
+        assert!(log.damaged);
+        assert!(h264_key(&[0x67]) && h264_key(&[0x78, 0, 0, 0x67]) && !h264_key(&[0x41]));
     }
 
     #[test]

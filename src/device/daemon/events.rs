@@ -207,6 +207,8 @@ impl Daemon {
                             video_lost: q.video_lost,
                             audio_lost: q.audio_lost,
                             audio_concealed: q.audio_concealed,
+                            video_frames_intact: q.video_frames_intact,
+                            video_frames: q.video_frames,
                         },
                     });
                 }

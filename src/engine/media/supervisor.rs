@@ -347,6 +347,7 @@ impl MediaSupervisor {
                 }
             }
             ClientEvent::Stats(s) => {
+                let s = *s;
                 if s.path != l.stats.path && s.packets != [0, 0] {
                     tracing::info!(stream, ?role, path = s.path.as_str(), "media path changed");
                 }
@@ -823,6 +824,9 @@ impl MediaSupervisor {
                 video_lost: p.link.stats.repaired.video_lost,
                 audio_lost: p.link.stats.repaired.audio.lost,
                 audio_concealed: p.link.stats.repaired.audio.concealed(),
+                video_frames: p.link.stats.repaired.frames.frames,
+                video_frames_intact: p.link.stats.repaired.frames.intact,
+                video_freezes: p.link.stats.repaired.frames.freezes,
             };
             // prev[2] is the audio stall watch's, kept by `watch_players`.
             p.prev = [c[0], c[1], p.prev[2]];

@@ -26,7 +26,7 @@ use crate::proto::MediaRole;
 use crate::rtc::Kind;
 use crate::rtc::ice_servers::TurnTransport;
 use crate::rtc::peer::{self, HostCandidate, PeerOpts, RtcError, Sender, Transmit, Transport};
-use crate::rtc::repair::{AudioLossLog, RepairCounters};
+use crate::rtc::repair::{AudioLossLog, FrameLog, PLAY_WAIT, PLAY_WAIT_REPAIR, RepairCounters};
 use crate::rtc::turn::{Relay, TurnServer};
 
 /// Keyframe requests from the server reach the encoder at most this often.
@@ -34,6 +34,8 @@ const KEYFRAME_EVENT_INTERVAL: Duration = Duration::from_millis(300);
 /// The server's REMB cap counts for this long: it sends one a second while the stream has
 /// a player with an estimate, and none once the last such player is gone.
 const CAP_TTL: Duration = Duration::from_secs(3);
+/// A player asks for a keyframe because of a damaged frame at most this often.
+const DAMAGE_KEY_INTERVAL: Duration = Duration::from_millis(500);
 /// How often [`ClientEvent::Stats`] is reported.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -60,6 +62,10 @@ pub struct ClientCore {
     repair: Option<Arc<RepairCounters>>,
     /// Play: the audio's losses, and what in-band FEC rebuilds.
     audio_loss: AudioLossLog,
+    /// Play: which video frames arrived whole, in time.
+    frame_log: FrameLog,
+    /// Play, with repair: when a keyframe was last asked for because a frame was damaged.
+    damage_key_request: Option<Instant>,
     /// Publish: the server's last cumulative (lost, highest sequence number) for the audio.
     audio_reported: Option<(u64, u64)>,
     events: VecDeque<ClientEvent>,
@@ -89,7 +95,8 @@ impl ClientCore {
             max_bps: r.max_kbps as f64 * 1000.0,
         });
         let counters = repair.then(|| Arc::new(RepairCounters::default()));
-        let mut pc = peer::build(now, PeerOpts { lite: false, credentials: None, congestion, repair: counters.clone() })?;
+        let mut pc =
+            peer::build(now, PeerOpts { lite: false, credentials: None, congestion, repair: counters.clone() })?;
         for kind in Kind::ALL {
             let init = match role {
                 MediaRole::Publish => RTCRtpTransceiverInit {
@@ -132,6 +139,8 @@ impl ClientCore {
             repair: counters,
             audio_loss: AudioLossLog::default(),
             audio_reported: None,
+            frame_log: FrameLog::new(if repair { PLAY_WAIT_REPAIR } else { PLAY_WAIT }),
+            damage_key_request: None,
             events: VecDeque::new(),
             rtp: VecDeque::new(),
             out: VecDeque::new(),
@@ -386,8 +395,12 @@ impl ClientCore {
                     let i = kind as usize;
                     self.stats.packets[i] += 1;
                     self.stats.bytes[i] += packet.payload.len() as u64;
-                    if kind == Kind::Audio {
-                        self.audio_loss.packet(packet.header.sequence_number, &packet.payload);
+                    let h = &packet.header;
+                    match kind {
+                        Kind::Audio => self.audio_loss.packet(h.sequence_number, &packet.payload),
+                        Kind::Video => {
+                            self.frame_log.packet(now, h.sequence_number, h.timestamp, h.marker, &packet.payload)
+                        }
                     }
                     if kind == Kind::Video && packet.header.marker {
                         self.stats.frames += 1;
@@ -416,6 +429,17 @@ impl ClientCore {
                 _ => {}
             }
         }
+        self.frame_log.tick(now);
+        // A frame nothing repaired in time: the pictures after it are damaged until the next
+        // keyframe, so ask for one now rather than wait for the encoder's next (with repair;
+        // the server passes on one request per 500 ms).
+        if std::mem::take(&mut self.frame_log.damaged)
+            && self.repair.is_some()
+            && self.damage_key_request.is_none_or(|t| now.duration_since(t) >= DAMAGE_KEY_INTERVAL)
+        {
+            self.damage_key_request = Some(now);
+            self.request_keyframe(now);
+        }
         if self.watch.check(now, self.connected) == Liveness::Silent {
             tracing::warn!(role = ?self.role, "nothing from the server for the silence limit");
             self.events.push_back(ClientEvent::Silent);
@@ -423,7 +447,7 @@ impl ClientCore {
         if now >= self.next_stats {
             self.next_stats = now + STATS_INTERVAL;
             self.read_stats(now);
-            self.events.push_back(ClientEvent::Stats(self.stats));
+            self.events.push_back(ClientEvent::Stats(Box::new(self.stats)));
         }
         self.flush(now);
     }
@@ -477,18 +501,26 @@ impl ClientCore {
                 RTCStatsReportEntry::InboundRtp(s) => {
                     let n = s.received_rtp_stream_stats.packets_lost.max(0) as u64;
                     lost += n;
-                    if s.received_rtp_stream_stats.rtp_stream_stats.kind == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
+                    if s.received_rtp_stream_stats.rtp_stream_stats.kind
+                        == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video
+                    {
                         r.video_lost = n;
                         r.fec_received = s.fec_packets_received;
                     }
                 }
                 RTCStatsReportEntry::RemoteInboundRtp(s) => {
                     lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64;
-                    if s.received_rtp_stream_stats.rtp_stream_stats.kind == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio {
+                    if s.received_rtp_stream_stats.rtp_stream_stats.kind
+                        == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio
+                    {
                         // Over the last second, from the cumulative counts (the report's own
                         // fraction covers whatever interval the server chose).
-                        let (lost, highest) = (s.received_rtp_stream_stats.packets_lost.max(0) as u64, s.received_rtp_stream_stats.packets_received);
-                        let (was_lost, was_highest) = self.audio_reported.replace((lost, highest)).unwrap_or((lost, highest));
+                        let (lost, highest) = (
+                            s.received_rtp_stream_stats.packets_lost.max(0) as u64,
+                            s.received_rtp_stream_stats.packets_received,
+                        );
+                        let (was_lost, was_highest) =
+                            self.audio_reported.replace((lost, highest)).unwrap_or((lost, highest));
                         let sent = highest.saturating_sub(was_highest);
                         if sent > 0 {
                             self.stats.audio_loss = Some((lost.saturating_sub(was_lost) as f64 / sent as f64).min(1.0));
@@ -509,6 +541,7 @@ impl ClientCore {
             (r.rtx_received, r.fec_rebuilt) = c.read();
         }
         r.audio = self.audio_loss.counts;
+        r.frames = self.frame_log.counts;
         self.stats.lost = lost;
         if self.cap_at.is_some_and(|t| now.saturating_duration_since(t) > CAP_TTL) {
             self.cap_at = None;

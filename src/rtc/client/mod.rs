@@ -56,7 +56,7 @@ pub enum ClientEvent {
     /// The first complete video frame arrived (play).
     FirstVideoFrame,
     /// Counters, every second.
-    Stats(LinkStats),
+    Stats(Box<LinkStats>),
 }
 
 /// Cumulative counters of one connection.
@@ -106,6 +106,8 @@ pub struct Repaired {
     pub video_lost: u64,
     /// Play: audio frames, lost and rebuilt (see [`crate::rtc::repair::AudioRepair`]).
     pub audio: crate::rtc::repair::AudioRepair,
+    /// Play: video frames, complete and intact (see [`crate::rtc::repair::VideoFrames`]).
+    pub frames: crate::rtc::repair::VideoFrames,
 }
 
 /// The range a publish connection's bandwidth estimate moves in, kbit/s (audio and video

@@ -278,7 +278,7 @@ fn a_device_whose_udp_is_blocked_connects_over_ice_tcp_and_media_flows() {
     // The player, whose UDP passes, stays on UDP (preferred).
     let stats = |n: &mut Net, i: usize| {
         n.run_until(Duration::from_millis(1100), |_| false);
-        n.clients[i].events.iter().rev().find_map(|e| if let ClientEvent::Stats(s) = e { Some(*s) } else { None })
+        n.clients[i].events.iter().rev().find_map(|e| if let ClientEvent::Stats(s) = e { Some(**s) } else { None })
     };
     assert_eq!(stats(&mut net, player).map(|s| s.path), Some(crate::rtc::client::Path::Udp));
     assert_eq!(stats(&mut net, publisher).map(|s| s.path), Some(crate::rtc::client::Path::Tcp));
