@@ -66,8 +66,6 @@ pub struct ClientCore {
     frame_log: FrameLog,
     /// Play, with repair: when a keyframe was last asked for because a frame was damaged.
     damage_key_request: Option<Instant>,
-    /// Publish: the server's last cumulative (lost, highest sequence number) for the audio.
-    audio_reported: Option<(u64, u64)>,
     events: VecDeque<ClientEvent>,
     rtp: VecDeque<(Kind, Bytes)>,
     out: VecDeque<Transmit>,
@@ -138,7 +136,6 @@ impl ClientCore {
             cap_at: None,
             repair: counters,
             audio_loss: AudioLossLog::default(),
-            audio_reported: None,
             frame_log: FrameLog::new(if repair { PLAY_WAIT_REPAIR } else { PLAY_WAIT }),
             damage_key_request: None,
             events: VecDeque::new(),
@@ -413,6 +410,13 @@ impl ClientCore {
                     }
                 }
                 RTCMessage::RtcpPacket(_, packets) if self.role == MediaRole::Publish => {
+                    let audio = self.senders.get(&Kind::Audio).map(|s| s.ssrc);
+                    if let Some(loss) = audio.and_then(|ssrc| crate::rtc::keyframe::reported_loss(&packets, ssrc)) {
+                        // Each report covers a second, about 50 packets: smoothed, so the
+                        // FEC follows the loss rather than each report's luck.
+                        let smoothed = self.stats.audio_loss.map_or(loss, |l| 0.7 * l + 0.3 * loss);
+                        self.stats.audio_loss = Some(smoothed);
+                    }
                     if let Some(bps) = crate::rtc::keyframe::remb_bps(&packets) {
                         self.stats.cap_kbps = Some(bps / 1000.0);
                         self.cap_at = Some(now);
@@ -510,22 +514,6 @@ impl ClientCore {
                 }
                 RTCStatsReportEntry::RemoteInboundRtp(s) => {
                     lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64;
-                    if s.received_rtp_stream_stats.rtp_stream_stats.kind
-                        == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Audio
-                    {
-                        // Over the last second, from the cumulative counts (the report's own
-                        // fraction covers whatever interval the server chose).
-                        let (lost, highest) = (
-                            s.received_rtp_stream_stats.packets_lost.max(0) as u64,
-                            s.received_rtp_stream_stats.packets_received,
-                        );
-                        let (was_lost, was_highest) =
-                            self.audio_reported.replace((lost, highest)).unwrap_or((lost, highest));
-                        let sent = highest.saturating_sub(was_highest);
-                        if sent > 0 {
-                            self.stats.audio_loss = Some((lost.saturating_sub(was_lost) as f64 / sent as f64).min(1.0));
-                        }
-                    }
                 }
                 RTCStatsReportEntry::OutboundRtp(s) => {
                     r.rtx_sent += s.retransmitted_packets_sent;

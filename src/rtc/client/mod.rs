@@ -86,8 +86,8 @@ pub struct LinkStats {
     pub cap_kbps: Option<f64>,
     /// Loss repair so far (see [`Repaired`]).
     pub repaired: Repaired,
-    /// Publish: the fraction of audio packets the server last reported lost (its receiver
-    /// report), 0..1; what the Opus encoder's in-band FEC is sized for.
+    /// Publish: the fraction of audio packets the server reports lost (its receiver reports,
+    /// smoothed), 0..1; what the Opus encoder's in-band FEC is sized for.
     pub audio_loss: Option<f64>,
 }
 

@@ -283,3 +283,24 @@ fn a_device_whose_udp_is_blocked_connects_over_ice_tcp_and_media_flows() {
     assert_eq!(stats(&mut net, player).map(|s| s.path), Some(crate::rtc::client::Path::Udp));
     assert_eq!(stats(&mut net, publisher).map(|s| s.path), Some(crate::rtc::client::Path::Tcp));
 }
+
+#[test]
+fn the_server_reports_a_publishers_audio_loss_back_to_it() {
+    let mut net = Net::new();
+    let publisher = net.join("door", "s", MediaRole::Publish);
+    assert!(net.run_until(Duration::from_secs(10), |n| n.connected(publisher)));
+    // 3 s of audio, 50 packets a second, every fifth lost on the way.
+    for seq in 0..150u16 {
+        if seq % 5 != 4 {
+            net.clients[publisher].core.send_rtp(net.now, Kind::Audio, &test_rtp(Kind::Audio, seq));
+        }
+        net.run_until(Duration::from_millis(20), |_| false);
+    }
+    let loss = net.clients[publisher]
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| if let ClientEvent::Stats(s) = e { s.audio_loss } else { None });
+    let loss = loss.expect("no receiver report reached the publisher");
+    assert!((0.1..=0.3).contains(&loss), "reported audio loss {loss}");
+}
