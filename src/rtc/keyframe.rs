@@ -32,15 +32,15 @@ pub(crate) fn remb_bps(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Option<f64> {
         .reduce(f64::min)
 }
 
-/// The fraction of packets of `ssrc` a receiver report in the compound says were lost
-/// since the one before, 0..1.
-pub(crate) fn reported_loss(packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32) -> Option<f64> {
+/// What a receiver report in the compound says of `ssrc`: the fraction of its packets lost
+/// since the report before (0..1), and how many were lost in all.
+pub(crate) fn reported_loss(packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32) -> Option<(f64, u64)> {
     packets
         .iter()
         .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
         .flat_map(|r| r.reports.iter())
         .find(|r| r.ssrc == ssrc)
-        .map(|r| f64::from(r.fraction_lost) / 256.0)
+        .map(|r| (f64::from(r.fraction_lost) / 256.0, u64::from(r.total_lost)))
 }
 
 fn has_receiver_report(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {

@@ -62,6 +62,8 @@ pub struct ClientCore {
     repair: Option<Arc<RepairCounters>>,
     /// Play: the audio's losses, and what in-band FEC rebuilds.
     audio_loss: AudioLossLog,
+    /// Publish: packets lost in all, per kind, as the server's last receiver report said.
+    reported_lost: [u64; 2],
     /// Play: which video frames arrived whole, in time.
     frame_log: FrameLog,
     /// Play, with repair: when a keyframe was last asked for because a frame was damaged.
@@ -136,6 +138,7 @@ impl ClientCore {
             cap_at: None,
             repair: counters,
             audio_loss: AudioLossLog::default(),
+            reported_lost: [0; 2],
             frame_log: FrameLog::new(if repair { PLAY_WAIT_REPAIR } else { PLAY_WAIT }),
             damage_key_request: None,
             events: VecDeque::new(),
@@ -410,12 +413,17 @@ impl ClientCore {
                     }
                 }
                 RTCMessage::RtcpPacket(_, packets) if self.role == MediaRole::Publish => {
-                    let audio = self.senders.get(&Kind::Audio).map(|s| s.ssrc);
-                    if let Some(loss) = audio.and_then(|ssrc| crate::rtc::keyframe::reported_loss(&packets, ssrc)) {
-                        // Each report covers a second, about 50 packets: smoothed, so the
-                        // FEC follows the loss rather than each report's luck.
-                        let smoothed = self.stats.audio_loss.map_or(loss, |l| 0.7 * l + 0.3 * loss);
-                        self.stats.audio_loss = Some(smoothed);
+                    for (kind, sender) in &self.senders {
+                        let Some((fraction, total)) = crate::rtc::keyframe::reported_loss(&packets, sender.ssrc) else {
+                            continue;
+                        };
+                        self.reported_lost[*kind as usize] = total;
+                        if *kind == Kind::Audio {
+                            // Each report covers a second, about 50 packets: smoothed, so the
+                            // FEC follows the loss rather than each report's luck.
+                            let smoothed = self.stats.audio_loss.map_or(fraction, |l| 0.7 * l + 0.3 * fraction);
+                            self.stats.audio_loss = Some(smoothed);
+                        }
                     }
                     if let Some(bps) = crate::rtc::keyframe::remb_bps(&packets) {
                         self.stats.cap_kbps = Some(bps / 1000.0);
@@ -512,9 +520,6 @@ impl ClientCore {
                         r.fec_received = s.fec_packets_received;
                     }
                 }
-                RTCStatsReportEntry::RemoteInboundRtp(s) => {
-                    lost += s.received_rtp_stream_stats.packets_lost.max(0) as u64;
-                }
                 RTCStatsReportEntry::OutboundRtp(s) => {
                     r.rtx_sent += s.retransmitted_packets_sent;
                     // One estimate for the connection, shown on each of its streams.
@@ -530,7 +535,8 @@ impl ClientCore {
         }
         r.audio = self.audio_loss.counts;
         r.frames = self.frame_log.counts;
-        self.stats.lost = lost;
+        // Publish: what the server's receiver reports say (see `keyframe::reported_loss`).
+        self.stats.lost = lost + self.reported_lost.iter().sum::<u64>();
         if self.cap_at.is_some_and(|t| now.saturating_duration_since(t) > CAP_TTL) {
             self.cap_at = None;
             self.stats.cap_kbps = None;
