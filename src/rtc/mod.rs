@@ -64,6 +64,8 @@ pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;prof
 pub const RTX_PT: u8 = 103;
 /// The payload type of FlexFEC-03 in callbox's offers.
 pub const FLEXFEC_PT: u8 = 104;
+/// The payload type of audio RED (RFC 2198, Opus in Opus) in the server's answers.
+pub const RED_PT: u8 = 63;
 /// Opus fmtp: in-band FEC on.
 pub const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
 

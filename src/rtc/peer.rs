@@ -34,7 +34,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 
 use super::repair::{RepairCounters, UnwrapRtx};
-use super::{FLEXFEC_PT, H264_FMTP, H264_PT, Kind, OPUS_FMTP, OPUS_PT, RTX_PT};
+use super::{FLEXFEC_PT, H264_FMTP, H264_PT, Kind, OPUS_FMTP, OPUS_PT, RED_PT, RTX_PT};
 
 /// What can go wrong in the WebRTC layer.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,11 @@ pub(crate) struct PeerOpts {
     /// Loss repair (see [`build`]), counted into these counters; none: no repair at all
     /// (no NACK either), which is what `[media] repair = false` compares against.
     pub repair: Option<Arc<RepairCounters>>,
+    /// Offer audio RED (RFC 2198) to whoever takes it: the server's play connections, whose
+    /// browsers rebuild a lost Opus frame from the copy the next packet carries
+    /// ([`crate::rtc::repair::RedEncoder`]). Never for what a connection receives: devices
+    /// play plain Opus.
+    pub red: bool,
 }
 
 /// Send-side bandwidth estimation for a connection that sends media: transport-wide
@@ -123,6 +128,9 @@ pub(crate) fn codec_kind(kind: Kind) -> RtpCodecKind {
         Kind::Audio => RtpCodecKind::Audio,
     }
 }
+
+/// Audio RED's MIME type.
+const MIME_TYPE_RED: &str = "audio/red";
 
 /// How many times one lost packet is asked for (NACK), [`NACK_INTERVAL`] apart.
 const MAX_NACKS: u16 = 3;
@@ -195,6 +203,16 @@ pub(crate) fn build(now: Instant, opts: PeerOpts) -> Result<RTCPeerConnection, R
     }
     // Application-most (after the NACK and report interceptors), before the terminus.
     let registry = Registry::new().with(Slot::Custom(9_500), super::keyframe::FeedbackToApplication::default());
+    if opts.red {
+        let red = RTCRtpCodec {
+            mime_type: MIME_TYPE_RED.to_owned(),
+            clock_rate: 48000,
+            channels: 2,
+            sdp_fmtp_line: format!("{OPUS_PT}/{OPUS_PT}"),
+            rtcp_feedback: vec![],
+        };
+        media.register_codec(RTCRtpCodecParameters { rtp_codec: red, payload_type: RED_PT }, RtpCodecKind::Audio)?;
+    }
     let registry = match &opts.repair {
         Some(counters) => repair(&mut media, registry, counters.clone())?,
         None => registry,
@@ -430,7 +448,7 @@ pub(crate) fn send_encodings(kind: Kind, repair: bool) -> Vec<RTCRtpEncodingPara
     }]
 }
 
-/// A sending connection's senders once negotiated: kind -> (sender, SSRC, payload type).
+/// A sending connection's senders once negotiated: kind -> (sender, SSRC, payload types).
 pub(crate) fn senders(pc: &mut RTCPeerConnection) -> HashMap<Kind, Sender> {
     let ids: Vec<_> = pc.get_senders().collect();
     let mut out = HashMap::new();
@@ -438,8 +456,15 @@ pub(crate) fn senders(pc: &mut RTCPeerConnection) -> HashMap<Kind, Sender> {
         let Some(mut s) = pc.rtp_sender(id) else { continue };
         let kind = kind_of(s.track().kind());
         let ssrc = s.track().ssrcs().last().unwrap_or(0);
-        if let Some(pt) = s.get_parameters().rtp_parameters.codecs.first().map(|c| c.payload_type) {
-            out.insert(kind, Sender { id, ssrc, pt });
+        let codecs = s.get_parameters().rtp_parameters.codecs.clone();
+        let mime = |c: &RTCRtpCodecParameters| c.rtp_codec.mime_type.to_ascii_lowercase();
+        // The media codec, not a repair format that rides along (RTX, FEC, RED).
+        let is_repair =
+            |m: String| m.ends_with("/rtx") || m.ends_with("/ulpfec") || m.ends_with("/red") || m.contains("flexfec");
+        let media = codecs.iter().find(|c| !is_repair(mime(c)));
+        let red = codecs.iter().find(|c| mime(c) == MIME_TYPE_RED.to_ascii_lowercase()).map(|c| c.payload_type);
+        if let Some(pt) = media.map(|c| c.payload_type) {
+            out.insert(kind, Sender { id, ssrc, pt, red });
         }
     }
     out
@@ -452,14 +477,27 @@ pub(crate) struct Sender {
     pub id: RTCRtpSenderId,
     pub ssrc: u32,
     pub pt: u8,
+    /// Audio RED's payload type, if the other side takes RED.
+    pub red: Option<u8>,
 }
 
 impl Sender {
     /// Writes `packet` (any SSRC and payload type: they are set here). False if the
     /// connection refused it (not connected, closed).
-    pub(crate) fn write(&self, pc: &mut RTCPeerConnection, now: Instant, mut packet: rtc::rtp::Packet) -> bool {
+    pub(crate) fn write(&self, pc: &mut RTCPeerConnection, now: Instant, packet: rtc::rtp::Packet) -> bool {
+        self.write_as(pc, now, packet, self.pt)
+    }
+
+    /// The same with payload type `pt` (a RED packet).
+    pub(crate) fn write_as(
+        &self,
+        pc: &mut RTCPeerConnection,
+        now: Instant,
+        mut packet: rtc::rtp::Packet,
+        pt: u8,
+    ) -> bool {
         packet.header.ssrc = self.ssrc;
-        packet.header.payload_type = self.pt;
+        packet.header.payload_type = pt;
         pc.rtp_sender(self.id).is_some_and(|mut s| s.write_rtp(now, packet).is_ok())
     }
 }

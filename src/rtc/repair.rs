@@ -393,6 +393,43 @@ impl FrameLog {
     }
 }
 
+/// Audio RED (RFC 2198) as the server sends it to a player that takes it: each Opus packet
+/// also carries the one before it, so a player that lost a packet (and whose Opus in-band
+/// FEC is only a coarse copy) gets the frame itself from the next one. About double the
+/// audio's bitrate (32 kbit/s more), on the hop to that player only.
+#[derive(Debug, Default)]
+pub(crate) struct RedEncoder {
+    /// The previous packet: sequence number, timestamp, payload.
+    prev: Option<(u16, u32, Bytes)>,
+}
+
+impl RedEncoder {
+    /// The RED payload for `packet` (Opus, payload type `pt`): the previous packet as a
+    /// redundant block when it came just before and fits the header's fields (a 14-bit
+    /// timestamp offset, a 10-bit length), then the packet itself.
+    pub(crate) fn encode(&mut self, packet: &rtc::rtp::Packet, pt: u8) -> Bytes {
+        let (seq, ts) = (packet.header.sequence_number, packet.header.timestamp);
+        let pt = pt & 0x7f;
+        let mut out = Vec::with_capacity(5 + 2 * packet.payload.len());
+        let previous = self.prev.take().filter(|(s, t, p)| {
+            s.wrapping_add(1) == seq && ts.wrapping_sub(*t) < 1 << 14 && !p.is_empty() && p.len() < 1 << 10
+        });
+        if let Some((_, t, p)) = &previous {
+            let offset = ts.wrapping_sub(*t);
+            let len = p.len() as u32;
+            out.push(0x80 | pt);
+            out.extend_from_slice(&((offset << 10) | len).to_be_bytes()[1..]);
+        }
+        out.push(pt);
+        if let Some((_, _, p)) = &previous {
+            out.extend_from_slice(p);
+        }
+        out.extend_from_slice(&packet.payload);
+        self.prev = Some((seq, ts, packet.payload.clone()));
+        Bytes::from(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,6 +567,33 @@ mod tests {
         assert_eq!(log.counts, VideoFrames { frames: 10, complete: 9, intact: 5, freezes: 1 });
         assert!(log.damaged);
         assert!(h264_key(&[0x67]) && h264_key(&[0x78, 0, 0, 0x67]) && !h264_key(&[0x41]));
+    }
+
+    #[test]
+    fn red_carries_the_packet_before_when_it_came_just_before() {
+        let mut red = RedEncoder::default();
+        let p = |seq: u16, ts: u32, payload: &[u8]| rtp(1, 111, seq, payload).with_ts(ts);
+        // The first packet: only itself, behind a one-byte header.
+        assert_eq!(&red.encode(&p(10, 960, &[1, 2, 3]), 111)[..], &[111, 1, 2, 3]);
+        // The next: the previous as a redundant block (offset 960, length 3), then itself.
+        let b = red.encode(&p(11, 1920, &[4, 5]), 111);
+        let offset_len = (960u32 << 10) | 3;
+        let mut want = vec![0x80 | 111];
+        want.extend_from_slice(&offset_len.to_be_bytes()[1..]);
+        want.extend_from_slice(&[111, 1, 2, 3, 4, 5]);
+        assert_eq!(&b[..], &want[..]);
+        // After a gap the previous one is not the one before: only itself.
+        assert_eq!(&red.encode(&p(13, 3840, &[6]), 111)[..], &[111, 6]);
+    }
+
+    trait WithTs {
+        fn with_ts(self, ts: u32) -> Self;
+    }
+    impl WithTs for rtc::rtp::Packet {
+        fn with_ts(mut self, ts: u32) -> Self {
+            self.header.timestamp = ts;
+            self
+        }
     }
 
     #[test]

@@ -78,6 +78,15 @@ try {
   const after = await frames(page, "door-main");
   if (after <= before) fail(`frames not rising: ${before} -> ${after}`);
   figures.page_fps = after - before;
+  // Its audio comes as RED (each packet also carries the one before) and decodes: a
+  // malformed RED packet is dropped, and the decoder would conceal nearly everything.
+  const tile = page.locator('.tile[data-stream-id="door-main"]');
+  if ((await tile.getAttribute("data-audio-red")) !== "true") fail("the server did not answer RED for the page's audio");
+  await until("door-main's audio decoding in the page", async () => Number(await tile.getAttribute("data-audio-samples")) > 48000);
+  const samples = Number(await tile.getAttribute("data-audio-samples"));
+  const concealed = Number(await tile.getAttribute("data-audio-concealed"));
+  figures.audio_concealed = concealed / samples;
+  if (concealed > 0.2 * samples) fail(`the page concealed ${concealed} of ${samples} audio samples`);
   const tileUser = await page.locator('.tile[data-stream-id="door-main"] [data-testid="tile-user"]').textContent();
   if (tileUser !== "door") fail(`tile labelled ${tileUser}`);
 

@@ -95,8 +95,10 @@ impl ClientCore {
             max_bps: r.max_kbps as f64 * 1000.0,
         });
         let counters = repair.then(|| Arc::new(RepairCounters::default()));
-        let mut pc =
-            peer::build(now, PeerOpts { lite: false, credentials: None, congestion, repair: counters.clone() })?;
+        let mut pc = peer::build(
+            now,
+            PeerOpts { lite: false, credentials: None, congestion, repair: counters.clone(), red: false },
+        )?;
         for kind in Kind::ALL {
             let init = match role {
                 MediaRole::Publish => RTCRtpTransceiverInit {

@@ -27,7 +27,7 @@ use rtc::statistics::report::RTCStatsReportEntry;
 use super::{CONSENT_EXPIRY, SfuStats, StreamKey};
 use crate::proto::MediaRole;
 use crate::rtc::peer::{self, HostCandidate, PeerOpts, RtcError, Sender, Transmit, Transport};
-use crate::rtc::repair::RepairCounters;
+use crate::rtc::repair::{RedEncoder, RepairCounters};
 use crate::rtc::{Kind, stun};
 
 /// A player's PLI/FIR reaches the publisher at most this often.
@@ -61,6 +61,8 @@ struct Conn {
     senders: HashMap<Kind, Sender>,
     /// Player: the send-side estimate of its downlink, bit/s (read every scan).
     estimate_bps: Option<f64>,
+    /// Player that takes audio RED: the packet before rides with each.
+    red: RedEncoder,
 }
 
 /// See the module docs.
@@ -184,6 +186,7 @@ impl SfuCore {
                 congestion: (role == MediaRole::Play).then_some(PLAYER_ESTIMATE),
                 // The server repairs for whoever offers it, in both directions.
                 repair: Some(self.repaired.clone()),
+                red: role == MediaRole::Play,
             },
         )?;
         if role == MediaRole::Play {
@@ -278,6 +281,7 @@ impl SfuCore {
             last_keyframe_request: None,
             senders,
             estimate_bps: None,
+            red: RedEncoder::default(),
         };
         self.conns.insert(id, conn);
         self.next_expiry_scan.get_or_insert(now + EXPIRY_SCAN);
@@ -478,9 +482,15 @@ impl SfuCore {
             let Some(p) = self.conns.get_mut(pid) else { continue };
             for (kind, packet) in &media {
                 let Some(sender) = p.senders.get(kind) else { continue };
-                if sender.write(&mut p.pc, now, packet.clone()) {
-                    self.stats.packets_out += 1;
-                }
+                let sent = match sender.red.filter(|_| *kind == Kind::Audio) {
+                    Some(red_pt) => {
+                        let payload = p.red.encode(packet, sender.pt);
+                        let red = rtc::rtp::Packet { header: packet.header.clone(), payload };
+                        sender.write_as(&mut p.pc, now, red, red_pt)
+                    }
+                    None => sender.write(&mut p.pc, now, packet.clone()),
+                };
+                self.stats.packets_out += sent as u64;
             }
             peer::drain(&mut p.pc, &mut self.out);
         }
