@@ -21,15 +21,19 @@ impl Drop for Pebble {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `N` distinct free ports: every listener is held until all are known (a port released at
+/// once can be handed out again by the next bind; CI once gave pebble and the server the
+/// same one: "Address already in use").
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<_> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_gets_its_certificate_from_acme_and_a_client_verifies_it() {
     let pki = Pki::new();
     let (cert, key) = pki.leaf("pebble", &["localhost", "127.0.0.1"], false);
-    let (dir_port, mgmt_port, listen_port) = (free_port(), free_port(), free_port());
+    let [dir_port, mgmt_port, listen_port, http_port] = free_ports();
     // Pebble validates TLS-ALPN-01 by connecting to the name on `tlsPort`: our listen port.
     let config = pki.dir.path().join("pebble.json");
     std::fs::write(
@@ -38,7 +42,7 @@ async fn the_server_gets_its_certificate_from_acme_and_a_client_verifies_it() {
             "listenAddress": format!("127.0.0.1:{dir_port}"),
             "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
             "certificate": cert, "privateKey": key,
-            "httpPort": free_port(), "tlsPort": listen_port,
+            "httpPort": http_port, "tlsPort": listen_port,
             "ocspResponderURL": "", "externalAccountBindingRequired": false,
         }})
         .to_string(),
