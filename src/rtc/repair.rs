@@ -272,6 +272,10 @@ pub const PLAY_WAIT: Duration = Duration::from_millis(80);
 /// See [`PLAY_WAIT`].
 pub const PLAY_WAIT_REPAIR: Duration = Duration::from_millis(150);
 
+/// A packet this far (90 kHz ticks: 10 s) behind the frames already judged is from a new
+/// sender.
+const NEW_SENDER: i64 = 900_000;
+
 /// A run of damaged frames this long (by their timestamps) is a freeze.
 pub const FREEZE: Duration = Duration::from_millis(200);
 
@@ -332,7 +336,8 @@ impl FrameLog {
     }
 
     /// One video packet.
-    pub(crate) fn packet(&mut self, now: Instant, seq: u16, ts: u32, marker: bool, payload: &[u8]) {
+    pub(crate) fn packet(&mut self, now: Instant, seq: u16, raw: u32, marker: bool, payload: &[u8]) {
+        let ts = raw;
         let ts = match self.last_ts {
             None => i64::from(ts),
             Some((u, raw)) => u + i64::from(ts.wrapping_sub(raw) as i32),
@@ -340,8 +345,17 @@ impl FrameLog {
         if self.last_ts.is_none_or(|(u, _)| ts > u) {
             self.last_ts = Some((ts, (ts & 0xffff_ffff) as u32));
         }
-        if self.judged.is_some_and(|(j, _, _)| ts <= j) {
-            return; // too late for its frame
+        if let Some((j, _, _)) = self.judged
+            && ts <= j
+        {
+            if j - ts < NEW_SENDER {
+                return; // too late for its frame
+            }
+            // Far behind what was judged: a new sender (a replaced publisher), not a late
+            // packet. Start over.
+            *self = FrameLog { counts: self.counts, ..FrameLog::new(self.wait) };
+            self.last_ts = Some((i64::from(raw), raw));
+            return self.packet(now, seq, raw, marker, payload);
         }
         let f = self.frames.entry(ts).or_insert(Frame { first_seen: now, seqs: Vec::new(), marker: None, key: false });
         f.seqs.push(seq);
@@ -566,6 +580,13 @@ mod tests {
         log.tick(t1 + wait * 2);
         assert_eq!(log.counts, VideoFrames { frames: 10, complete: 9, intact: 5, freezes: 1 });
         assert!(log.damaged);
+        // A replaced publisher starts at a timestamp far behind: counted from there.
+        let t2 = t1 + Duration::from_secs(1);
+        frame(&mut log, t2, 5000, 2, 4_000_000_000, true, &[]);
+        frame(&mut log, t2, 5002, 2, 4_000_006_000, false, &[]);
+        log.tick(t2 + wait);
+        assert_eq!(log.counts.frames, 12);
+        assert_eq!(log.counts.intact, 7);
         assert!(h264_key(&[0x67]) && h264_key(&[0x78, 0, 0, 0x67]) && !h264_key(&[0x41]));
     }
 
