@@ -256,9 +256,6 @@ impl Lab {
             to.addr
         );
         run(Command::new("ip").args(["netns", "exec", &self.router, "nft", &rule]))?;
-        // A flow the router already tracks is not rewritten (NAT is decided at a flow's first
-        // packet): forget the tracked flows so the media's next packet takes the relay.
-        let _ = run(Command::new("ip").args(["netns", "exec", &self.router, "conntrack", "-F"]));
         Ok(DelayRelay { router: self.router.clone(), stop, thread: Some(thread) })
     }
 
