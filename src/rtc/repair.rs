@@ -200,7 +200,7 @@ pub struct AudioRepair {
 impl AudioRepair {
     /// Lost frames the decoder conceals.
     pub fn concealed(&self) -> u64 {
-        self.lost - self.fec_rebuilt
+        self.lost.saturating_sub(self.fec_rebuilt)
     }
 }
 
@@ -229,6 +229,8 @@ impl AudioLossLog {
             if ahead != 0 && self.counts.lost > 0 {
                 self.counts.lost -= 1;
                 self.counts.received += 1;
+                // It may be one FEC was counted for: what is rebuilt never exceeds what is lost.
+                self.counts.fec_rebuilt = self.counts.fec_rebuilt.min(self.counts.lost);
             }
             return;
         }
@@ -639,6 +641,15 @@ mod tests {
         // 102 arrives late after all.
         log.packet(102, &silk_no_fec);
         assert_eq!(log.counts.lost, 1);
+        // Reordered: 7 comes after 8, which carried FEC for it; nothing is lost after all.
+        let mut log = AudioLossLog::default();
+        let silk_fec = [1u8 << 3, 0xff, 0xff, 0xff, 0xff];
+        assert!(opus_has_fec(&silk_fec));
+        for seq in [6u16, 8, 7] {
+            log.packet(seq, &silk_fec);
+        }
+        assert_eq!(log.counts, AudioRepair { received: 3, lost: 0, fec_rebuilt: 0 });
+        assert_eq!(log.counts.concealed(), 0);
         // Wraps around; a jump of thousands is a new sender, not loss.
         let mut log = AudioLossLog::default();
         log.packet(65535, &silk_no_fec);
