@@ -16,14 +16,17 @@ demo: build
 	$(CALLBOX) demo --peers 2 --duration 20
 
 lint: deps
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	./scripts/check-layers.sh
 
 test: lint
-	cargo test --all-targets
+	cargo test --workspace --all-targets
 
+# The benchmark program (crates/bench, never shipped) runs the release `callbox` next to it.
 bench: build
-	$(CALLBOX) bench --iterations 300
+	cargo build --release -p callbox-bench
+	$(CARGO_TARGET_DIR)/release/callbox-bench --iterations 300
 
 # The aarch64 / armv7 release binary without Docker (scripts/cross-build.sh); prints its path last.
 aarch64: deps

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use callbox::device::control::Request;
 use clap::{Parser, Subcommand};
 
-mod bench;
 mod cli;
 mod demo;
 mod peer;
@@ -86,10 +85,6 @@ enum Command {
     /// A scriptable room member (tests, field checks): publishes a test pattern, plays the
     /// others, prints JSON lines.
     Peer(peer::PeerArgs),
-    /// Print benchmark figures: login over ws and wss, first remote frame, recovery after a
-    /// server restart, SFU fan-out, the device daemon's footprint, and (with the fault
-    /// options) media recovery from network cuts.
-    Bench(bench::BenchArgs),
     /// Run the demo: a local server and engines in room `demo`.
     Demo(demo::DemoArgs),
 }
@@ -125,7 +120,6 @@ fn main() -> ExitCode {
     let quiet = matches!(
         cli.command,
         Command::Demo(_)
-            | Command::Bench(_)
             | Command::Doctor { .. }
             | Command::Status { .. }
             | Command::Call { .. }
@@ -148,7 +142,6 @@ fn main() -> ExitCode {
             cli::control(&cli::control_socket(socket.socket, socket.config), Request::GpioPress { button, long }, false)
         }
         Command::Doctor { config, json } => cli::doctor(config, json),
-        Command::Bench(args) => bench::run(args),
         Command::Peer(args) => peer::run(args),
         Command::Demo(args) => demo::run(args),
     };

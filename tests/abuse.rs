@@ -131,6 +131,9 @@ async fn admin_api_lists_and_kicks_with_an_admin_token() {
         "callbox_logins_total 2",
         "callbox_kicks_total 1",
         "callbox_streams 0",
+        "callbox_registry_inconsistencies_total 0",
+        "callbox_dropped_total{what=\"slow_client\"} 0",
+        "callbox_dropped_total{what=\"media_command\"} 0",
     ] {
         assert!(metrics.contains(needle), "{needle} missing in\n{metrics}");
     }

@@ -1,5 +1,5 @@
 //! The fault tier: the real server, a kiosk `callbox device` and a `callbox peer`, each in a
-//! network namespace of its own behind a router namespace (`callbox::faultnet`), with cuts
+//! network namespace of its own behind a router namespace (`callbox_faultnet`), with cuts
 //! and loss applied on the router so both ends see silent loss. Every case asserts that
 //! media decodes again on both sides after the fault and what the peer saw of it.
 //!
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use callbox::device::control::{self, Request};
 use callbox::device::status::Status;
-use callbox::faultnet::{Direction, Fault, Lab};
+use callbox_faultnet::{Direction, Fault, Lab};
 use common::{APP, SECRET};
 use serde_json::Value;
 
@@ -545,8 +545,8 @@ fn random_loss_is_repaired_and_media_keeps_decoding() {
     let published = status.publishing.iter().find(|p| p.stream_id == "door-main").and_then(|p| p.quality.clone());
     let text = metrics(&call.lab, "peer");
     call.lab.clear("device").unwrap();
-    let played = played.expect("the device's play figures");
-    let published = published.expect("the device's publish figures");
+    let played = played.unwrap_or_else(|| panic!("no play figures for flat-main in {status:?}"));
+    let published = published.unwrap_or_else(|| panic!("no publish figures for door-main in {status:?}"));
     let r = played.repair;
     println!(
         "device plays at {:.1} fps: {r:?}; publishes {} retransmitted, audio FEC for {}%; server repaired rtx {} fec {}",

@@ -231,7 +231,7 @@ pub struct MediaSection {
     pub repair: bool,
     /// This device's own TURN servers (`[[media.ice_servers]]`: `urls`, `username`,
     /// `credential`), used with those the server hands out at login.
-    pub ice_servers: Vec<crate::rtc::ice_servers::IceServer>,
+    pub ice_servers: Vec<crate::proto::ice_servers::IceServer>,
 }
 
 impl Default for MediaSection {

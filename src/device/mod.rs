@@ -11,8 +11,6 @@
 //! - [`systemd`]: READY/STATUS/WATCHDOG/STOPPING; [`logging`]: journald fields or stderr;
 //! - [`doctor`]: `callbox doctor`, the field check.
 
-pub mod buttons;
-pub mod call;
 pub mod config;
 pub mod control;
 pub mod credentials;
@@ -23,3 +21,5 @@ pub mod logging;
 pub mod outputs;
 pub mod status;
 pub mod systemd;
+
+pub use callbox_core::device::{buttons, call, io};

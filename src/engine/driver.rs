@@ -1,13 +1,16 @@
 //! The engine's tokio side: the public [`Engine`] handle and the one task that drives the
 //! sans-IO [`Session`] with a WebSocket, timers and the application's calls.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::backlog::{BACKLOG, Backlog};
 use super::error::EngineError;
 use super::event::{EngineEvent, PublishChannel};
 pub use super::media::EngineMedia;
@@ -18,7 +21,8 @@ use crate::dial::Dialer;
 use crate::proto::{ClientMsg, ServerMsg, UserInfo};
 use crate::url::ServerUrl;
 
-/// Events waiting in the channel before the engine holds them back in its own queue.
+/// Events waiting in the channel before the engine holds them back in its own bounded
+/// backlog (`engine/backlog.rs`).
 pub const EVENT_CHANNEL: usize = 256;
 /// A connect that has not completed by then is abandoned and retried: one lost SYN costs
 /// 1 s, two cost 3 s, and the next attempt (a new SYN at once) is better than waiting.
@@ -104,6 +108,7 @@ enum DriverCmd {
 /// The engine handle. Cheap to share behind an `Arc`; every call is async.
 pub struct Engine {
     tx: mpsc::Sender<DriverCmd>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Engine {
@@ -138,8 +143,16 @@ impl Engine {
         if let Some(m) = &profile.media {
             m.config.validate().map_err(EngineError::Profile)?;
         }
-        tokio::spawn(Driver::new(session, std::sync::Arc::new(dialer), token, ev_tx, media).run(rx));
-        Ok((Engine { tx }, ev_rx))
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(Driver::new(session, Arc::new(dialer), token, ev_tx, dropped.clone(), media).run(rx));
+        Ok((Engine { tx, dropped }, ev_rx))
+    }
+
+    /// Events dropped because the application did not read them: the channel
+    /// ([`EVENT_CHANNEL`]) and the engine's backlog behind it ([`BACKLOG`], quality reports
+    /// dropped first) were full. 0 in an application that keeps reading.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     async fn call(&self, f: impl FnOnce(&mut Session, Instant, CmdId) + Send + 'static) -> Reply {
@@ -265,7 +278,7 @@ struct Driver {
     dialer: std::sync::Arc<Dialer>,
     profile_token: Option<String>,
     events: mpsc::Sender<EngineEvent>,
-    queue: VecDeque<EngineEvent>,
+    queue: Backlog,
     replies: HashMap<CmdId, oneshot::Sender<Reply>>,
     next_cmd: CmdId,
     conn: Option<(u64, mpsc::Sender<ClientMsg>, tokio::task::JoinHandle<()>)>,
@@ -281,6 +294,7 @@ impl Driver {
         dialer: std::sync::Arc<Dialer>,
         profile_token: Option<String>,
         events: mpsc::Sender<EngineEvent>,
+        dropped: Arc<AtomicU64>,
         media: Option<MediaManager>,
     ) -> Self {
         let (in_tx, in_rx) = mpsc::channel(1024);
@@ -289,7 +303,7 @@ impl Driver {
             dialer,
             profile_token,
             events,
-            queue: VecDeque::new(),
+            queue: Backlog::new(BACKLOG, dropped),
             replies: HashMap::new(),
             next_cmd: 1,
             conn: None,
@@ -374,7 +388,11 @@ impl Driver {
                     }
                 }
                 permit = events.reserve(), if !self.queue.is_empty() => match permit {
-                    Ok(p) => p.send(self.queue.pop_front().expect("non-empty")),
+                    Ok(p) => {
+                        if let Some(e) = self.queue.pop_front() {
+                            p.send(e);
+                        }
+                    }
                     Err(_) => self.queue.clear(), // nobody listens any more
                 },
             }
@@ -431,9 +449,9 @@ impl Driver {
 
     fn emit(&mut self, e: EngineEvent) {
         if !self.queue.is_empty() {
-            self.queue.push_back(e);
+            self.queue.push(e);
         } else if let Err(mpsc::error::TrySendError::Full(e)) = self.events.try_send(e) {
-            self.queue.push_back(e);
+            self.queue.push(e);
         }
     }
 

@@ -4,16 +4,16 @@
 //! when the server answered. Inside, [`session::Session`] is the sans-IO state machine and
 //! [`driver`] the tokio task that connects it to the WebSocket.
 
+mod backlog;
 mod driver;
-mod error;
 mod event;
 mod media;
-mod quality;
-mod reconnect;
 pub mod session;
 
 pub use crate::proto::{ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
-pub use driver::{Auth, Engine, EngineProfile, RoomConfig};
+pub use backlog::BACKLOG;
+pub(crate) use callbox_core::engine::{error, quality, reconnect};
+pub use driver::{Auth, EVENT_CHANNEL, Engine, EngineProfile, RoomConfig};
 pub use error::EngineError;
 pub use event::{
     EngineEvent, MediaEventKind, PlayQuality, PlayerState, PublishChannel, PublishQuality, PublisherState, RoomState,

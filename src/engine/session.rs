@@ -71,7 +71,7 @@ pub enum Output {
         /// A new server session.
         fresh: bool,
         /// The TURN servers (with credentials) the server handed out, if any.
-        ice_servers: Vec<crate::rtc::ice_servers::IceServer>,
+        ice_servers: Vec<crate::proto::ice_servers::IceServer>,
     },
 }
 

@@ -194,7 +194,7 @@ pub struct MediaConfig {
     /// The device's own TURN servers (`[[media.ice_servers]]`), used with those the server
     /// hands out at login: where neither UDP nor ICE-TCP reaches the server, media goes
     /// through a relay (TURN over UDP, TCP, or TLS on 443).
-    pub ice_servers: Vec<crate::rtc::ice_servers::IceServer>,
+    pub ice_servers: Vec<crate::proto::ice_servers::IceServer>,
 }
 
 impl Default for MediaConfig {

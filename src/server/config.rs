@@ -81,13 +81,13 @@ pub struct MediaConfig {
 impl MediaConfig {
     /// The TURN servers with credentials for `user_id`, valid until `now_unix` plus
     /// `turn_ttl_secs`; none unless `turn_urls` are set.
-    pub fn ice_servers_for(&self, user_id: &str, now_unix: u64) -> Vec<crate::rtc::ice_servers::IceServer> {
+    pub fn ice_servers_for(&self, user_id: &str, now_unix: u64) -> Vec<crate::proto::ice_servers::IceServer> {
         if self.turn_urls.is_empty() {
             return vec![];
         }
         let expires = now_unix + self.turn_ttl_secs;
-        let (username, credential) = crate::rtc::ice_servers::rest_credentials(&self.turn_secret, user_id, expires);
-        vec![crate::rtc::ice_servers::IceServer { urls: self.turn_urls.clone(), username, credential }]
+        let (username, credential) = crate::proto::ice_servers::rest_credentials(&self.turn_secret, user_id, expires);
+        vec![crate::proto::ice_servers::IceServer { urls: self.turn_urls.clone(), username, credential }]
     }
 }
 
@@ -332,7 +332,7 @@ impl ServerConfig {
     fn validate_turn(&self) -> Result<(), ConfigError> {
         let m = &self.media;
         for (i, u) in m.turn_urls.iter().enumerate() {
-            crate::rtc::ice_servers::IceUrl::parse(u)
+            crate::proto::ice_servers::IceUrl::parse(u)
                 .map_err(|e| ConfigError::value(&format!("media.turn_urls[{i}]"), e))?;
         }
         if m.turn_urls.is_empty() != m.turn_secret.is_empty() {

@@ -129,10 +129,11 @@ async fn signalling(
 }
 
 async fn metrics(State(hub): State<Hub>) -> Response {
+    let media_dropped = hub.sfu().map_or(0, |s| s.commands_dropped());
     let text = hub
-        .with(|reg, _| {
+        .with(move |reg, _| {
             let (rooms, connected, detached, streams) = reg.gauges();
-            reg.metrics.render(rooms, connected, detached, streams)
+            reg.metrics.render(rooms, connected, detached, streams, media_dropped)
         })
         .await
         .unwrap_or_default();

@@ -310,10 +310,13 @@ fn deliver(
                         continue;
                     }
                 };
-                if matches!(msg, ServerMsg::LoginOk { .. } | ServerMsg::Resumed { .. }) {
-                    let _ = tx.try_send(ToConn::Authenticated);
-                }
-                if tx.try_send(ToConn::Text(text)).is_err() {
+                // A connection whose queue cannot take "authenticated" cannot take the reply
+                // either: it is closed like any other that does not read (never left counted
+                // as not logged in, holding a slot of the pending cap).
+                let authenticated = matches!(msg, ServerMsg::LoginOk { .. } | ServerMsg::Resumed { .. });
+                if (authenticated && tx.try_send(ToConn::Authenticated).is_err())
+                    || tx.try_send(ToConn::Text(text)).is_err()
+                {
                     overflowed.push(id);
                 }
             }
@@ -326,6 +329,7 @@ fn deliver(
             Output::SaveDeviceKeys(text) => match saver {
                 Some(s) => {
                     if s.try_send(StateMsg::Write(text)).is_err() {
+                        reg.metrics.dropped(super::metrics::Dropped::DeviceKeysWrite);
                         tracing::error!("the device keys writer is behind; this change is not stored yet");
                     }
                 }
@@ -335,6 +339,7 @@ fn deliver(
     }
     for id in overflowed {
         if conns.remove(&id).is_some() {
+            reg.metrics.dropped(super::metrics::Dropped::SlowClient);
             tracing::warn!(conn = id, "client does not read its messages; closing its connection (it may resume)");
             reg.handle_disconnect(id, Now::system());
         }

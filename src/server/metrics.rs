@@ -20,6 +20,33 @@ pub struct Metrics {
     pub messages: u64,
     /// Error answers by code.
     pub errors: BTreeMap<u32, u64>,
+    /// Registry lookups that failed where they should not (answered `SERVER_INTERNAL`).
+    pub inconsistencies: u64,
+    /// What the hub dropped instead of waiting, by what (see [`Dropped`]).
+    pub dropped: BTreeMap<Dropped, u64>,
+}
+
+/// What the server drops instead of waiting on a full queue: each counted in
+/// `callbox_dropped_total{what=...}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dropped {
+    /// A connection that does not read its messages: closed (its session keeps its grace).
+    SlowClient,
+    /// A command to the media relay (end a stream, a play, a session) while its queue was full.
+    MediaCommand,
+    /// A device keys write while the state writer was behind (the next change writes them all).
+    DeviceKeysWrite,
+}
+
+impl Dropped {
+    /// The `what` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dropped::SlowClient => "slow_client",
+            Dropped::MediaCommand => "media_command",
+            Dropped::DeviceKeysWrite => "device_keys_write",
+        }
+    }
 }
 
 impl Metrics {
@@ -28,8 +55,21 @@ impl Metrics {
         *self.errors.entry(code.0).or_default() += 1;
     }
 
-    /// Renders the Prometheus text format with the given gauges.
-    pub fn render(&self, rooms: usize, connected: usize, detached: usize, streams: usize) -> String {
+    /// Counts one drop.
+    pub fn dropped(&mut self, what: Dropped) {
+        *self.dropped.entry(what).or_default() += 1;
+    }
+
+    /// Renders the Prometheus text format with the given gauges; `media_dropped`: the media
+    /// relay's own count of commands it could not queue (it is called from outside the hub too).
+    pub fn render(
+        &self,
+        rooms: usize,
+        connected: usize,
+        detached: usize,
+        streams: usize,
+        media_dropped: u64,
+    ) -> String {
         let mut s = String::new();
         let mut gauge = |name: &str, help: &str, v: usize| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -50,9 +90,26 @@ impl Metrics {
             self.heartbeat_timeouts,
         );
         counter("callbox_messages_total", "Signalling messages received.", self.messages);
+        counter(
+            "callbox_registry_inconsistencies_total",
+            "Registry lookups that failed where they should not (answered SERVER_INTERNAL; a bug).",
+            self.inconsistencies,
+        );
         let _ = writeln!(s, "# HELP callbox_errors_total Error answers by code.\n# TYPE callbox_errors_total counter");
         for (code, n) in &self.errors {
             let _ = writeln!(s, "callbox_errors_total{{code=\"{code}\",name=\"{}\"}} {n}", ErrorCode(*code).name());
+        }
+        let _ = writeln!(
+            s,
+            "# HELP callbox_dropped_total Messages and commands dropped on a full queue instead of waiting, by what.\n\
+             # TYPE callbox_dropped_total counter"
+        );
+        for what in [Dropped::SlowClient, Dropped::MediaCommand, Dropped::DeviceKeysWrite] {
+            let mut n = self.dropped.get(&what).copied().unwrap_or(0);
+            if what == Dropped::MediaCommand {
+                n += media_dropped;
+            }
+            let _ = writeln!(s, "callbox_dropped_total{{what=\"{}\"}} {n}", what.as_str());
         }
         s
     }
@@ -88,4 +145,21 @@ pub fn render_media(m: &crate::rtc::sfu::SfuStats) -> String {
         m.rtx_received, m.fec_rebuilt
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_one_counter_family_by_what() {
+        let mut m = Metrics::default();
+        m.dropped(Dropped::SlowClient);
+        m.dropped(Dropped::SlowClient);
+        let text = m.render(0, 0, 0, 0, 3);
+        assert!(text.contains("callbox_dropped_total{what=\"slow_client\"} 2"), "{text}");
+        assert!(text.contains("callbox_dropped_total{what=\"media_command\"} 3"), "{text}");
+        assert!(text.contains("callbox_dropped_total{what=\"device_keys_write\"} 0"), "{text}");
+        assert_eq!(text.matches("# TYPE callbox_dropped_total counter").count(), 1);
+    }
 }

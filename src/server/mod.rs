@@ -7,12 +7,12 @@
 
 mod accept;
 pub mod config;
-pub mod device_keys;
 mod http;
 mod hub;
-mod limits;
 mod metrics;
 pub mod registry;
+pub use callbox_core::server::device_keys;
+use callbox_core::server::limits;
 mod whip;
 mod ws;
 

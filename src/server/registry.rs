@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 mod admin;
+#[cfg(test)]
+mod invariants;
 mod keys;
 mod media;
 mod reload;
@@ -97,7 +99,7 @@ const REFUSED_TABLE_MAX: usize = 10_000;
 /// Why an HTTP request (WHIP/WHEP, admin, token) is refused: the HTTP status, the callbox code and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// 400, 401, 403, 404, 409 or 429.
+    /// 400, 401, 403, 404, 409, 429, or 500 for an internal error.
     pub status: u16,
     /// The callbox error code.
     pub code: ErrorCode,
@@ -487,7 +489,9 @@ impl Registry {
         if let Err(code) = self.check_not_revoked(&claims) {
             return self.fail(conn, Some(req), code, "the device key of this token was revoked");
         }
-        let app = self.apps.get_mut(&app_id).expect("checked above");
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            return self.internal(conn, Some(req), "login: the app vanished");
+        };
         if !app.logins.take(now.at) {
             return self.fail(
                 conn,
@@ -525,7 +529,9 @@ impl Registry {
             backlog: VecDeque::new(),
             pinned: false,
         };
-        let app = self.apps.get_mut(&app_id).expect("checked above");
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            return self.internal(conn, Some(req), "login: the app vanished");
+        };
         app.users.insert(user.user_id.clone(), session_id.clone());
         let room = app
             .rooms
@@ -581,7 +587,9 @@ impl Registry {
                 "the session's token expired; log in again with a new token",
             );
         }
-        let s = self.sessions.get_mut(session_id).expect("checked above");
+        let Some(s) = self.sessions.get_mut(session_id) else {
+            return self.internal(conn, Some(req), "resume: the session vanished");
+        };
         let old = s.conn.replace(conn);
         s.last_seen = now.at;
         let backlog: Vec<ServerMsg> = s.backlog.drain(..).collect();
@@ -623,7 +631,9 @@ impl Registry {
         .and_then(|c| if auth::renewal_within(&s.claims, &c) { Ok(c) } else { Err(ErrorCode::RENEW_TOKEN_ESCALATES) });
         match checked {
             Ok(claims) => {
-                let s = self.sessions.get_mut(sid).expect("present");
+                let Some(s) = self.sessions.get_mut(sid) else {
+                    return self.internal(conn, Some(req), "renew: the session vanished");
+                };
                 s.claims = claims;
                 s.warned_expiry = false;
                 s.told_expired = false;
@@ -672,7 +682,9 @@ impl Registry {
         for stream in streams {
             self.unpublish(sid, &stream, reason);
         }
-        let s = self.sessions.remove(sid).expect("present");
+        let Some(s) = self.sessions.remove(sid) else {
+            return self.inconsistent("remove: the session vanished while its streams ended");
+        };
         self.forget_whip_of(sid);
         self.media_out(MediaOut::EndSession(sid.to_string()));
         if let Some(c) = s.conn
@@ -709,7 +721,9 @@ impl Registry {
         if extra_info.len() > EXTRA_VALUE_MAX {
             return self.fail(conn, Some(req), ErrorCode::EXTRA_INFO_TOO_LARGE, "stream extra info over 1024 bytes");
         }
-        let s = self.sessions.get(sid).expect("logged in");
+        let Some(s) = self.sessions.get(sid) else {
+            return self.internal(conn, Some(req), "publish: no session behind the connection");
+        };
         if !s.claims.has("publish") {
             return self.fail(conn, Some(req), ErrorCode::NO_PUBLISH_PRIVILEGE, "token lacks the publish privilege");
         }
@@ -722,7 +736,9 @@ impl Registry {
         if s.published.len() >= self.limits.max_streams_per_user {
             return self.fail(conn, Some(req), ErrorCode::TOO_MANY_STREAMS, "too many streams for one user");
         }
-        let app = self.apps.get_mut(&s.app_id).expect("app of a session");
+        let Some(app) = self.apps.get_mut(&s.app_id) else {
+            return self.internal(conn, Some(req), "publish: the session's app vanished");
+        };
         if app.streams.contains_key(&stream_id) {
             return self.fail(
                 conn,
@@ -738,13 +754,17 @@ impl Registry {
     /// Records an accepted publish and tells the room (StreamUpdate Add, PlayAvailable to
     /// those waiting for it).
     fn announce_stream(&mut self, sid: &str, stream_id: String, extra_info: String) {
-        let s = self.sessions.get(sid).expect("present");
+        let Some(s) = self.sessions.get(sid) else {
+            return self.inconsistent("announce: the publishing session vanished");
+        };
         if let Some(app) = self.apps.get_mut(&s.app_id) {
             app.streams.insert(stream_id.clone(), sid.to_string());
         }
         let room_id = s.room_id.clone();
         let info = StreamInfo { stream_id: stream_id.clone(), user: s.user.clone(), extra_info: extra_info.clone() };
-        self.sessions.get_mut(sid).expect("present").published.insert(stream_id.clone(), extra_info);
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.published.insert(stream_id.clone(), extra_info);
+        }
         tracing::info!(callbox_event = "stream_update", room_id = %room_id, stream_id = %stream_id, user_id = %info.user.user_id, "stream published");
         for other in self.room_others(sid) {
             let subscribed = self.sessions.get(&other).is_some_and(|o| o.subscriptions.contains(&stream_id));
@@ -789,8 +809,7 @@ impl Registry {
                     reason,
                 },
             );
-            let o = self.sessions.get_mut(&other).expect("room member");
-            if o.subscriptions.remove(stream_id) {
+            if self.sessions.get_mut(&other).is_some_and(|o| o.subscriptions.remove(stream_id)) {
                 self.send_session(
                     &other,
                     ServerMsg::PlayStopped { stream_id: stream_id.to_string(), code: ErrorCode::STREAM_DELETED },
@@ -803,7 +822,9 @@ impl Registry {
         if let Err(code) = ids::check_stream_id(&stream_id) {
             return self.fail(conn, Some(req), code, "invalid stream ID");
         }
-        let s = self.sessions.get(sid).expect("logged in");
+        let Some(s) = self.sessions.get(sid) else {
+            return self.internal(conn, Some(req), "play: no session behind the connection");
+        };
         if !s.claims.has("play") {
             return self.fail(conn, Some(req), ErrorCode::NO_PLAY_PRIVILEGE, "token lacks the play privilege");
         }
@@ -811,7 +832,9 @@ impl Registry {
             return self.fail(conn, Some(req), ErrorCode::STREAM_NOT_ALLOWED, "token does not allow this stream ID");
         }
         let published_here = self.published_in_room(sid, &stream_id);
-        self.sessions.get_mut(sid).expect("present").subscriptions.insert(stream_id);
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.subscriptions.insert(stream_id);
+        }
         if published_here {
             self.send(conn, ServerMsg::Ok { req });
         } else {
@@ -898,6 +921,24 @@ impl Registry {
     fn fail(&mut self, conn: ConnId, req: Option<u64>, code: ErrorCode, message: impl Into<String>) {
         self.metrics.error(code);
         self.send(conn, ServerMsg::error(req, code, message));
+    }
+
+    /// A cross-map lookup that should not fail did: the request is answered
+    /// `SERVER_INTERNAL` (1001006), logged and counted, and the hub, every other session and
+    /// this one carry on. `what` names the lookup for the journal.
+    fn internal(&mut self, conn: ConnId, req: Option<u64>, what: &'static str) {
+        self.inconsistent(what);
+        self.fail(conn, req, ErrorCode::SERVER_INTERNAL, "internal error; retry");
+    }
+
+    /// A cross-map lookup failed where nobody waits for an answer: logged and counted.
+    fn inconsistent(&mut self, what: &'static str) {
+        self.metrics.inconsistencies += 1;
+        tracing::error!(
+            callbox_event = "registry_inconsistent",
+            what,
+            "a registry lookup failed; the request was dropped"
+        );
     }
 }
 

@@ -537,3 +537,121 @@ fn refused_logins_are_limited_per_source_address() {
     // Good tokens still get in.
     w.login(3000, "door", "lobby", false);
 }
+
+/// Random operation sequences (logins, resumes, logouts, drops, publish, play, WHIP, admin
+/// kicks, time passing beyond the grace): no step panics the registry, and its cross-map
+/// invariants hold after every one. Seeded, so a failure names a sequence that repeats.
+#[test]
+fn random_operation_sequences_keep_the_registry_consistent() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    const USERS: [&str; 4] = ["u1", "u2", "u3", "u4"];
+    const ROOMS: [&str; 2] = ["r1", "r2"];
+    const STREAMS: [&str; 3] = ["s1", "s2", "s3"];
+    let mut reached = (0u64, 0u64, 0u64); // resumes, grace expiries, WHIP resources
+    for seed in 0..24u64 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut w = World::new(5);
+        w.reg.media_enabled = true;
+        // What a client would remember per connection: its session's resume credentials.
+        let mut resumable: Vec<(String, String)> = Vec::new();
+        let mut whip: Vec<String> = Vec::new();
+        let mut log = Vec::new();
+        // Six clients; each slot holds its current connection. A connection ID is never
+        // reused (as in the hub): a dropped client comes back on a new one.
+        let mut slots: Vec<(ConnId, bool)> = (1..=6).map(|c| (c, false)).collect();
+        let mut next_conn: ConnId = 7;
+        for step in 0..300 {
+            let slot = rng.random_range(0..slots.len());
+            if !slots[slot].1 {
+                w.reg.handle_connect(slots[slot].0, w.now);
+                slots[slot].1 = true;
+            }
+            let conn = slots[slot].0;
+            let req = step as u64 + 10;
+            let user = USERS[rng.random_range(0..USERS.len())];
+            let room = ROOMS[rng.random_range(0..ROOMS.len())];
+            let stream = STREAMS[rng.random_range(0..STREAMS.len())].to_string();
+            let op = rng.random_range(0..14);
+            log.push(format!("{op}:c{conn}:{user}:{room}:{stream}"));
+            match op {
+                0 | 1 => {
+                    let app = rng.random_range(1..=2);
+                    let token = w.token(app, user, &["login", "publish", "play"], 3600);
+                    let m = ClientMsg::Login {
+                        req,
+                        version: 1,
+                        app_id: app,
+                        token,
+                        room_id: room.into(),
+                        user: UserInfo { user_id: user.into(), user_name: user.into() },
+                        user_status_notify: rng.random_bool(0.5),
+                    };
+                    w.msg(conn, m);
+                    for m in w.take(conn) {
+                        if let ServerMsg::LoginOk { session_id, resume_token, .. } = m {
+                            resumable.push((session_id, resume_token));
+                        }
+                    }
+                }
+                2 if !resumable.is_empty() => {
+                    let (session_id, resume_token) = resumable[rng.random_range(0..resumable.len())].clone();
+                    w.msg(conn, ClientMsg::Resume { req, version: 1, session_id, resume_token });
+                }
+                3 => w.msg(conn, ClientMsg::Logout { req }),
+                4 => {
+                    w.reg.handle_disconnect(conn, w.now);
+                    w.pump();
+                    slots[slot] = (next_conn, false);
+                    next_conn += 1;
+                }
+                5 => w.msg(conn, ClientMsg::Publish { req, stream_id: stream, extra_info: String::new() }),
+                6 => w.msg(conn, ClientMsg::Unpublish { req, stream_id: stream }),
+                7 => w.msg(conn, ClientMsg::Play { req, stream_id: stream }),
+                8 => w.msg(conn, ClientMsg::StopPlay { req, stream_id: stream }),
+                9 => w.msg(
+                    conn,
+                    offer(req, &stream, if rng.random_bool(0.5) { MediaRole::Publish } else { MediaRole::Play }),
+                ),
+                10 => {
+                    let token = w.token(1, user, &["login", "publish"], 3600);
+                    if let Ok((resource, _)) = w.reg.whip_start(1, room, &stream, &token, w.now) {
+                        whip.push(resource);
+                    }
+                    w.pump();
+                }
+                11 if !whip.is_empty() => {
+                    let resource = whip.swap_remove(rng.random_range(0..whip.len()));
+                    w.reg.whip_end(&resource);
+                    w.pump();
+                }
+                12 => {
+                    w.reg.kick(1, room, user, w.now);
+                    w.pump();
+                }
+                _ => w.advance(Duration::from_millis(rng.random_range(0..8000))),
+            }
+            w.outbox.clear();
+            // The hub drops a connection the registry closed.
+            for c in std::mem::take(&mut w.closed) {
+                if let Some(i) = slots.iter().position(|s| s.0 == c) {
+                    w.reg.handle_disconnect(c, w.now);
+                    slots[i] = (next_conn, false);
+                    next_conn += 1;
+                }
+            }
+            w.pump();
+            if let Err(e) = w.reg.check_invariants() {
+                panic!("seed {seed}, step {step}: {e}\nsteps: {}", log.join(" "));
+            }
+        }
+        assert_eq!(w.reg.metrics.inconsistencies, 0, "seed {seed}: a lookup failed; steps: {}", log.join(" "));
+        // The sequences reach the states worth checking: logins, resumes, kicks, timeouts.
+        let m = &w.reg.metrics;
+        assert!(m.logins >= 10 && m.kicks >= 1, "seed {seed}: {m:?}");
+        reached.0 += m.resumes;
+        reached.1 += m.heartbeat_timeouts;
+        reached.2 += w.reg.whip.len() as u64 + whip.len() as u64;
+    }
+    assert!(reached.0 >= 5 && reached.1 >= 5 && reached.2 >= 1, "resumes, expiries, WHIP: {reached:?}");
+}

@@ -15,60 +15,12 @@ mod sim;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::call::Button;
 use super::config::GpioSection;
+pub use callbox_core::device::io::{Button, Output, button_by_key, button_key};
 
 pub use sim::SimGpio;
-
-/// The device's outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Output {
-    /// LED: in the room.
-    Online,
-    /// LED: an incoming call (blinks).
-    Ringing,
-    /// LED: in a call.
-    InCall,
-    /// LED: something needs attention.
-    Fault,
-    /// The door relay.
-    Door,
-}
-
-impl Output {
-    /// Every output, in status order.
-    pub const ALL: [Output; 5] = [Output::Online, Output::Ringing, Output::InCall, Output::Fault, Output::Door];
-
-    /// The config key: `online`, `ringing`, `in_call`, `fault`, `door`.
-    pub fn key(self) -> &'static str {
-        match self {
-            Output::Online => "online",
-            Output::Ringing => "ringing",
-            Output::InCall => "in_call",
-            Output::Fault => "fault",
-            Output::Door => "door",
-        }
-    }
-}
-
-/// The config key of a button: `call`, `leave`, `mute`, `door`.
-pub fn button_key(b: Button) -> &'static str {
-    match b {
-        Button::Call => "call",
-        Button::Leave => "leave",
-        Button::Mute => "mute",
-        Button::Door => "door",
-    }
-}
-
-/// A button by its config key.
-pub fn button_by_key(key: &str) -> Option<Button> {
-    [Button::Call, Button::Leave, Button::Mute, Button::Door].into_iter().find(|b| button_key(*b) == key)
-}
 
 /// A button's level changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

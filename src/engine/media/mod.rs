@@ -62,17 +62,27 @@ pub(crate) enum Bind {
     Ip(IpAddr),
     /// The local IP that routes to this server address (the kernel is asked).
     Towards(SocketAddr),
+    /// No signalling connection has said which local address reaches the server yet.
+    Unknown,
 }
 
 impl Bind {
     /// The socket address to bind (port 0: any); `towards` asks the kernel for the local
-    /// address that routes to the server.
-    pub(crate) fn resolve(self, towards: impl Fn(SocketAddr) -> Option<IpAddr>) -> SocketAddr {
+    /// address that routes to the server. An error names why there is none: media never
+    /// binds to loopback by default, where the server could not reach it.
+    pub(crate) fn resolve(self, towards: impl Fn(SocketAddr) -> Option<IpAddr>) -> Result<SocketAddr, String> {
         let ip = match self {
             Bind::Ip(ip) => ip,
-            Bind::Towards(server) => towards(server).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            Bind::Towards(server) => towards(server).ok_or_else(|| {
+                format!("no local address routes to the server's {server}: the network is down or has no route there")
+            })?,
+            Bind::Unknown => {
+                return Err(
+                    "no signalling connection yet: the local address that reaches the server is not known".into()
+                );
+            }
         };
-        SocketAddr::new(ip, 0)
+        Ok(SocketAddr::new(ip, 0))
     }
 }
 
@@ -87,7 +97,7 @@ pub(crate) enum Command {
         epoch: u64,
         bind: Bind,
         silence: Duration,
-        ice: Vec<crate::rtc::ice_servers::IceServer>,
+        ice: Vec<crate::proto::ice_servers::IceServer>,
         /// Publish: the range its bandwidth estimate moves in.
         send_rate: Option<crate::rtc::client::SendRate>,
     },

@@ -9,8 +9,8 @@
 //! the driver must keep answering the server meanwhile. A finished build comes back on its
 //! own channel and is installed only if no later command replaced it (`build`).
 
+use crate::proto::ice_servers::{IceServer, TurnTransport};
 use crate::rtc::client::{LinkOpts, Relays};
-use crate::rtc::ice_servers::{IceServer, TurnTransport};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -33,6 +33,7 @@ const BUILT: usize = 64;
 enum Built {
     Publisher { stream: String, build: u64, epoch: u64, result: Result<Publisher, crate::media::MediaError> },
     Player { stream: String, build: u64, epoch: u64, result: Result<(Player, ClientConn, String), String> },
+    Grid { build: u64, result: Result<Grid, crate::media::MediaError> },
 }
 
 #[derive(Default)]
@@ -64,6 +65,8 @@ pub(crate) struct MediaRunner {
     pubs: HashMap<String, RunPub>,
     plays: HashMap<String, RunPlay>,
     grid: Option<Grid>,
+    /// The latest grid command's number, as in `RunPub::build`.
+    grid_build: u64,
     tx: mpsc::Sender<Note>,
     rx: mpsc::Receiver<Note>,
     built_tx: mpsc::Sender<Built>,
@@ -90,6 +93,7 @@ impl MediaRunner {
             pubs: HashMap::new(),
             plays: HashMap::new(),
             grid: None,
+            grid_build: 0,
             tx,
             rx,
             ca_file,
@@ -164,6 +168,14 @@ impl MediaRunner {
                     }
                 }
             }
+            Built::Grid { build, result } => {
+                match result {
+                    Ok(g) if build == self.grid_build => self.grid = Some(g),
+                    Ok(g) => retire(g),
+                    Err(e) => tracing::error!(error = %e, "cannot build the grid"),
+                }
+                None
+            }
         }
     }
 
@@ -177,7 +189,10 @@ impl MediaRunner {
     pub(crate) fn execute(&mut self, cmd: Command) -> Option<Note> {
         match cmd {
             Command::OpenLink { role: MediaRole::Publish, stream, epoch, bind, silence, ice, send_rate } => {
-                let bind = bind.resolve(crate::rtc::local_ip_towards);
+                let bind = match bind.resolve(crate::rtc::local_ip_towards) {
+                    Ok(b) => b,
+                    Err(e) => return Some(Note::OpenFailed(MediaRole::Publish, stream, epoch, e)),
+                };
                 let opts = LinkOpts { silence, relays: self.relays(ice), send_rate, repair: self.config.repair };
                 let events = self.link_events(MediaRole::Publish, &stream, epoch);
                 let p = self.pubs.entry(stream.clone()).or_default();
@@ -194,7 +209,10 @@ impl MediaRunner {
                 }
             }
             Command::OpenLink { role: MediaRole::Play, stream, epoch, bind, silence, ice, .. } => {
-                let bind = bind.resolve(crate::rtc::local_ip_towards);
+                let bind = match bind.resolve(crate::rtc::local_ip_towards) {
+                    Ok(b) => b,
+                    Err(e) => return Some(Note::OpenFailed(MediaRole::Play, stream, epoch, e)),
+                };
                 let opts = LinkOpts { silence, relays: self.relays(ice), send_rate: None, repair: self.config.repair };
                 let events = self.link_events(MediaRole::Play, &stream, epoch);
                 let errors = self.pipeline_errors(MediaRole::Play, &stream, epoch);
@@ -242,8 +260,10 @@ impl MediaRunner {
                 None
             }
             Command::Answer { role, stream, sdp } => {
-                if let Some(c) = self.conn(role, &stream) {
-                    c.answer(sdp);
+                if let Some(c) = self.conn(role, &stream)
+                    && !c.answer(sdp)
+                {
+                    tracing::warn!(stream = %stream, ?role, "the media connection did not take the server's answer");
                 }
                 None
             }
@@ -318,12 +338,17 @@ impl MediaRunner {
                 None
             }
             Command::Grid(channels) => {
-                self.grid = None;
+                // Built on the blocking pool like every pipeline (it opens the display); a
+                // build finished under a later grid command is dropped.
+                let build = self.next_build();
+                self.grid_build = build;
+                retire(self.grid.take());
                 if !channels.is_empty() {
-                    match Grid::start(&self.config, channels) {
-                        Ok(g) => self.grid = Some(g),
-                        Err(e) => tracing::error!(error = %e, "cannot build the grid"),
-                    }
+                    let (config, done) = (self.config.clone(), self.built_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let result = Grid::start(&config, channels);
+                        let _ = done.blocking_send(Built::Grid { build, result });
+                    });
                 }
                 None
             }

@@ -88,7 +88,7 @@ pub(crate) struct MediaSupervisor {
     grid: Vec<String>,
     /// The TURN servers the server handed out at the last login (the configured ones are
     /// in `cfg`).
-    server_ice: Vec<crate::rtc::ice_servers::IceServer>,
+    server_ice: Vec<crate::proto::ice_servers::IceServer>,
 }
 
 impl MediaSupervisor {
@@ -114,7 +114,7 @@ impl MediaSupervisor {
 
     /// The TURN servers (with fresh credentials) from the server's login reply: the next
     /// connections use them with the configured ones.
-    pub(crate) fn set_server_ice(&mut self, servers: Vec<crate::rtc::ice_servers::IceServer>) {
+    pub(crate) fn set_server_ice(&mut self, servers: Vec<crate::proto::ice_servers::IceServer>) {
         if !servers.is_empty() || !self.server_ice.is_empty() {
             tracing::debug!(count = servers.len(), "TURN servers from the server");
         }
@@ -424,7 +424,8 @@ impl MediaSupervisor {
 
     /// Where media sockets bind: the configured IP, else the local address the signalling
     /// connection to the server uses (no name lookup: the connection has resolved it), else
-    /// the address that routes to the server's (the runner asks the kernel).
+    /// the address that routes to the server's (the runner asks the kernel); never loopback
+    /// by default.
     pub(super) fn bind(&self) -> Bind {
         if let Some(ip) = self.bind {
             return Bind::Ip(ip);
@@ -432,7 +433,7 @@ impl MediaSupervisor {
         match self.route {
             Some(r) if !r.local.ip().is_unspecified() => Bind::Ip(r.local.ip()),
             Some(r) => Bind::Towards(r.server),
-            None => Bind::Ip(IpAddr::from([127, 0, 0, 1])),
+            None => Bind::Unknown,
         }
     }
 

@@ -531,7 +531,7 @@ fn the_grid_follows_the_preview_and_the_played_streams() {
 fn media_binds_on_the_signalling_route() {
     let none: Present = Box::new(|_: &str| false);
     let mut m = MediaSupervisor::new(MediaConfig::default(), None, none);
-    assert_eq!(m.bind(), Bind::Ip(IpAddr::from([127, 0, 0, 1])), "before any connection");
+    assert_eq!(m.bind(), Bind::Unknown, "before any connection: no silent loopback");
     let server = "127.0.0.1:7880".parse().unwrap();
     m.set_route(crate::dial::Route { local: "192.0.2.10:40000".parse().unwrap(), server });
     assert_eq!(m.bind(), Bind::Ip(IpAddr::from([192, 0, 2, 10])));
@@ -539,9 +539,11 @@ fn media_binds_on_the_signalling_route() {
     assert_eq!(m.bind(), Bind::Towards(server), "unspecified: the route to the server");
     assert_eq!(
         m.bind().resolve(|_| Some(IpAddr::from([10, 1, 1, 1]))),
-        "10.1.1.1:0".parse::<std::net::SocketAddr>().unwrap()
+        Ok("10.1.1.1:0".parse::<std::net::SocketAddr>().unwrap())
     );
-    assert_eq!(m.bind().resolve(|_| None), "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap());
+    let no_route = m.bind().resolve(|_| None).unwrap_err();
+    assert!(no_route.contains("no local address routes to the server's 127.0.0.1:7880"), "{no_route}");
+    assert!(Bind::Unknown.resolve(|_| None).unwrap_err().contains("no signalling connection"));
     let none: Present = Box::new(|_: &str| false);
     let mut fixed = MediaSupervisor::new(MediaConfig::default(), Some([10, 0, 0, 7].into()), none);
     fixed.set_route(crate::dial::Route { local: "192.0.2.10:40000".parse().unwrap(), server });

@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::rtc::ice_servers::{IceServer, TurnTransport, TurnUrl};
+use crate::proto::ice_servers::{IceServer, TurnTransport, TurnUrl};
 use crate::rtc::turn::{StreamFramer, TurnServer};
 
 /// How long connecting (and the TLS handshake) to a TURN server may take.
@@ -144,7 +144,7 @@ async fn stream(
                 let Ok(n) = n.map_err(|_| ()).and_then(|n| if n == 0 { Err(()) } else { Ok(n) }) else { break };
                 framer.push(&buf[..n]);
                 loop {
-                    match framer.next() {
+                    match framer.next_message() {
                         Ok(Some(m)) => {
                             if back.send(RelayIn::Message(i, m)).await.is_err() {
                                 return;

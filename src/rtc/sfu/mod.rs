@@ -17,24 +17,22 @@
 //! out). The task here only owns the sockets and the clock: it feeds the core what arrives,
 //! the registry's commands and its deadline, and sends what the core gives back.
 
-mod core;
-#[cfg(test)]
-mod tests;
-
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::core::{KEYFRAME_INTERVAL, SfuCore};
-use super::peer::{self, RtcError, Transport};
+pub(crate) mod accept;
+
+use self::accept::Acceptor;
 use super::tcp::{Deadlines, TcpIn, TcpLinks};
+use super::udp;
+use super::{RtcError, Transport};
 use crate::proto::MediaRole;
-/// A connection that sent nothing at all (no STUN, no media, no RTCP) for this long is gone
-/// (RFC 7675's consent lifetime). Media and RTCP count: agents such as libnice send a
-/// consent check only every ~25 s while their media flows.
-pub const CONSENT_EXPIRY: Duration = Duration::from_secs(30);
+pub use callbox_core::rtc::sfu::{CONSENT_EXPIRY, KEYFRAME_INTERVAL, SfuCore, SfuStats, StreamKey};
 const MAX_BATCH: usize = 64;
 /// ICE-TCP connections at most, and from one address (a NAT may hide a few devices, each
 /// with a publish and a play connection).
@@ -43,40 +41,6 @@ const MAX_TCP_PER_IP: usize = 32;
 /// A TCP connection must send its first frame (an ICE check) within this, and then some
 /// frame within the consent lifetime.
 const TCP_DEADLINES: Deadlines = Deadlines { first: Duration::from_secs(10), idle: CONSENT_EXPIRY };
-
-/// A stream as the SFU knows it: app, room and stream ID.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StreamKey {
-    /// The AppID.
-    pub app_id: u32,
-    /// The room.
-    pub room_id: String,
-    /// The stream.
-    pub stream_id: String,
-}
-
-/// Counters of the SFU, cumulative.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SfuStats {
-    /// Publish connections now.
-    pub publishers: usize,
-    /// Play connections now.
-    pub players: usize,
-    /// Connections whose media arrives over ICE-TCP now.
-    pub over_tcp: usize,
-    /// RTP packets received from publishers.
-    pub packets_in: u64,
-    /// RTP packets forwarded to players.
-    pub packets_out: u64,
-    /// Keyframe requests sent to publishers.
-    pub keyframe_requests: u64,
-    /// Bitrate caps (REMB: the lowest of the stream's players' estimates) sent to publishers.
-    pub bitrate_caps: u64,
-    /// Publishers' lost video packets that arrived again as retransmissions (RTX).
-    pub rtx_received: u64,
-    /// Publishers' lost video packets rebuilt from FlexFEC.
-    pub fec_rebuilt: u64,
-}
 
 enum Cmd {
     Offer {
@@ -93,6 +57,19 @@ enum Cmd {
     Alive(String, oneshot::Sender<bool>),
 }
 
+impl Cmd {
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::Offer { .. } => "offer",
+            Cmd::EndStream(_) => "end_stream",
+            Cmd::EndPlay(..) => "end_play",
+            Cmd::EndSession(_) => "end_session",
+            Cmd::Stats(_) => "stats",
+            Cmd::Alive(..) => "alive",
+        }
+    }
+}
+
 /// A handle to the SFU task. Cheap to clone.
 #[derive(Clone)]
 pub struct Sfu {
@@ -101,6 +78,8 @@ pub struct Sfu {
     pub addr: SocketAddr,
     /// The ICE-TCP port's address, if it listens.
     pub tcp_addr: Option<SocketAddr>,
+    /// Commands dropped on a full queue.
+    dropped: Arc<AtomicU64>,
 }
 
 impl Sfu {
@@ -108,7 +87,17 @@ impl Sfu {
     /// put in answers (with the socket's port); empty means the bound address. With
     /// `tcp_port`, ICE-TCP is accepted on that TCP port of the same IP (0: any free port).
     pub fn start(bind: SocketAddr, announce: Vec<IpAddr>, tcp_port: Option<u16>) -> Result<Sfu, RtcError> {
-        let socket = peer::bind_udp(bind)?;
+        Sfu::start_with(bind, announce, tcp_port, |l| l)
+    }
+
+    /// [`Sfu::start`], with the ICE-TCP listener wrapped by `acceptor` (tests: one that fails).
+    pub(crate) fn start_with<A: Acceptor>(
+        bind: SocketAddr,
+        announce: Vec<IpAddr>,
+        tcp_port: Option<u16>,
+        acceptor: impl FnOnce(TcpListener) -> A,
+    ) -> Result<Sfu, RtcError> {
+        let socket = udp::bind_udp(bind)?;
         let addr = socket.local_addr()?;
         let at = |port: u16| -> Vec<SocketAddr> {
             let mut c: Vec<SocketAddr> = announce.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
@@ -128,9 +117,10 @@ impl Sfu {
             None => None,
         };
         let tcp_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let accepted = listener.map(|l| accept::spawn(acceptor(l)));
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(socket, listener, core, rx));
-        Ok(Sfu { tx, addr, tcp_addr })
+        tokio::spawn(run(socket, accepted, core, rx));
+        Ok(Sfu { tx, addr, tcp_addr, dropped: Arc::new(AtomicU64::new(0)) })
     }
 
     /// Answers a device's or browser's offer for `stream`. Replaces that session's earlier
@@ -150,20 +140,33 @@ impl Sfu {
 
     /// The stream is gone: close its publisher and players.
     pub fn end_stream(&self, stream: StreamKey) {
-        let _ = self.tx.try_send(Cmd::EndStream(stream));
+        self.command(Cmd::EndStream(stream));
     }
 
     /// `session` stopped playing `stream`.
     pub fn end_play(&self, session: &str, stream: StreamKey) {
-        let _ = self.tx.try_send(Cmd::EndPlay(session.to_string(), stream));
+        self.command(Cmd::EndPlay(session.to_string(), stream));
     }
 
     /// `session` is gone: close all its connections.
     pub fn end_session(&self, session: &str) {
-        let _ = self.tx.try_send(Cmd::EndSession(session.to_string()));
+        self.command(Cmd::EndSession(session.to_string()));
     }
 
-    /// The counters.
+    /// Queues a command that must not wait (the hub and HTTP handlers call these): on a full
+    /// queue it is dropped, counted and logged.
+    fn command(&self, cmd: Cmd) {
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.tx.try_send(cmd) {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(command = cmd.name(), dropped = n, "the media relay is behind; command dropped");
+        }
+    }
+
+    /// Commands dropped on a full queue since start (`callbox_dropped_total{what="media_command"}`).
+    pub fn commands_dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     /// Whether `session` still has a media connection (one whose ICE failed or that was
     /// closed is gone).
     pub async fn session_alive(&self, session: &str) -> bool {
@@ -191,7 +194,12 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// The SFU's task: the sockets and the clock around [`SfuCore`].
-async fn run(socket: UdpSocket, listener: Option<TcpListener>, mut core: SfuCore, mut cmds: mpsc::Receiver<Cmd>) {
+async fn run(
+    socket: UdpSocket,
+    mut accepted: Option<mpsc::Receiver<(TcpStream, SocketAddr)>>,
+    mut core: SfuCore,
+    mut cmds: mpsc::Receiver<Cmd>,
+) {
     let mut buf = vec![0u8; 2048];
     let mut tcp = TcpLinks::new(MAX_TCP, MAX_TCP_PER_IP, TCP_DEADLINES);
     loop {
@@ -212,13 +220,9 @@ async fn run(socket: UdpSocket, listener: Option<TcpListener>, mut core: SfuCore
                     }
                 }
             }
-            r = accept(listener.as_ref()) => match r {
-                Ok((stream, from)) => tcp.accept(stream, from),
-                Err(e) => {
-                    // Out of descriptors, typically: wait rather than spin.
-                    tracing::warn!(error = %e, "cannot accept an ICE-TCP connection");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+            conn = next_accepted(&mut accepted) => match conn {
+                Some((stream, from)) => tcp.accept(stream, from),
+                None => accepted = None, // the accept task ended: no more ICE-TCP
             },
             got = tcp.recv() => {
                 if let TcpIn::Frame(from, frame) = got {
@@ -243,19 +247,21 @@ async fn run(socket: UdpSocket, listener: Option<TcpListener>, mut core: SfuCore
 }
 
 /// Sends one transmit over UDP or the TCP connection it names.
-fn send(socket: &UdpSocket, tcp: &mut TcpLinks, t: &peer::Transmit) {
+fn send(socket: &UdpSocket, tcp: &mut TcpLinks, t: &callbox_core::rtc::peer::Transmit) {
     match t.transport {
-        Transport::Udp => peer::send(socket, t),
+        Transport::Udp => udp::send(socket, t),
         Transport::Tcp => {
             tcp.send(t.to, &t.data);
         }
     }
 }
 
-/// The next connection on the ICE-TCP port, or never without one.
-async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
+/// The next connection the accept task took, or never without ICE-TCP.
+async fn next_accepted(
+    accepted: &mut Option<mpsc::Receiver<(TcpStream, SocketAddr)>>,
+) -> Option<(TcpStream, SocketAddr)> {
+    match accepted {
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }

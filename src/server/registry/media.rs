@@ -45,7 +45,9 @@ impl Registry {
         if !self.media_enabled {
             return self.fail(conn, Some(req), ErrorCode::MEDIA_UNAVAILABLE, "this server relays no media");
         }
-        let s = self.sessions.get(sid).expect("logged in");
+        let Some(s) = self.sessions.get(sid) else {
+            return self.internal(conn, Some(req), "media offer: no session behind the connection");
+        };
         match role {
             MediaRole::Publish if !s.published.contains_key(&stream_id) => {
                 return self.fail(

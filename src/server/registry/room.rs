@@ -15,10 +15,14 @@ impl Registry {
                 "key must be 1..127 bytes, value <= 1024 bytes",
             );
         }
-        let s = self.sessions.get(sid).expect("logged in");
+        let Some(s) = self.sessions.get(sid) else {
+            return self.internal(conn, Some(req), "room extra info: no session behind the connection");
+        };
         let (app_id, room_id, user) = (s.app_id, s.room_id.clone(), s.user.clone());
         let max_keys = self.limits.max_extra_info_keys;
-        let room = self.apps.get_mut(&app_id).and_then(|a| a.rooms.get_mut(&room_id)).expect("room of a session");
+        let Some(room) = self.apps.get_mut(&app_id).and_then(|a| a.rooms.get_mut(&room_id)) else {
+            return self.internal(conn, Some(req), "room extra info: the session's room vanished");
+        };
         if !room.extra_info.contains_key(&key) && room.extra_info.len() >= max_keys {
             return self.fail(
                 conn,
@@ -39,7 +43,9 @@ impl Registry {
         if message.is_empty() || message.len() > BROADCAST_MAX {
             return self.fail(conn, Some(req), ErrorCode::BROADCAST_TOO_LARGE, "broadcast must be 1..=1024 bytes");
         }
-        let s = self.sessions.get_mut(sid).expect("logged in");
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return self.internal(conn, Some(req), "broadcast: no session behind the connection");
+        };
         if !s.broadcasts.take(now.at) {
             return self.fail(conn, Some(req), ErrorCode::BROADCAST_RATE_LIMITED, "broadcast messages sent too fast");
         }

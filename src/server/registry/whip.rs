@@ -78,7 +78,10 @@ impl Registry {
             ));
         }
         ids::check_user_id(&claims.user_id).map_err(|c| refuse(400, c, "the token's user ID is not valid"))?;
-        let app = self.apps.get(&app_id).expect("checked");
+        let Some(app) = self.apps.get(&app_id) else {
+            self.inconsistent("whip: the app vanished");
+            return Err(refuse(500, ErrorCode::SERVER_INTERNAL, "internal error; retry"));
+        };
         if app.streams.contains_key(stream_id) {
             return Err(refuse(409, ErrorCode::STREAM_ID_IN_USE, "stream ID already published"));
         }
@@ -87,7 +90,10 @@ impl Registry {
         let existing = app.users.get(&user.user_id).cloned();
         let (sid, attached) = match existing {
             Some(sid) => {
-                let s = self.sessions.get(&sid).expect("a user's session");
+                let Some(s) = self.sessions.get(&sid) else {
+                    self.inconsistent("whip: the user's session vanished");
+                    return Err(refuse(500, ErrorCode::SERVER_INTERNAL, "internal error; retry"));
+                };
                 if s.room_id != room_id {
                     return Err(refuse(409, ErrorCode::TOKEN_ROOM_MISMATCH, "the user is in another room"));
                 }
@@ -117,7 +123,10 @@ impl Registry {
         claims: Claims,
         now: Now,
     ) -> Result<String, Refusal> {
-        let app = self.apps.get_mut(&app_id).expect("checked");
+        let Some(app) = self.apps.get_mut(&app_id) else {
+            self.inconsistent("whip: the app vanished");
+            return Err(refuse(500, ErrorCode::SERVER_INTERNAL, "internal error; retry"));
+        };
         let occupied = app.rooms.get(room_id).map(|r| r.sessions.len()).unwrap_or(0);
         if occupied >= self.limits.max_users_per_room {
             return Err(refuse(403, ErrorCode::ROOM_FULL, "the room is full"));

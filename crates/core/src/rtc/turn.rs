@@ -13,8 +13,8 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::turn::client::{Client, ClientConfig, Event};
 
-use super::ice_servers::{TurnTransport, TurnUrl};
 use super::peer::RtcError;
+use crate::proto::ice_servers::{TurnTransport, TurnUrl};
 
 /// Packets held per relay while permissions are asked for (ICE checks, mostly; the agent
 /// sends them again anyway).
@@ -41,9 +41,10 @@ enum State {
 }
 
 /// See the module docs.
-pub(crate) struct Relay {
+pub struct Relay {
     client: Client,
-    pub(crate) server: TurnServer,
+    /// The TURN server it is allocated on.
+    pub server: TurnServer,
     local: SocketAddr,
     state: State,
     /// The relayed address, once, when the allocation succeeds.
@@ -57,7 +58,7 @@ pub(crate) struct Relay {
 impl Relay {
     /// Starts an allocation on `server`; `local` is the UDP socket's address (UDP) or the
     /// stream's (TCP, TLS: only a label).
-    pub(crate) fn new(now: Instant, server: TurnServer, local: SocketAddr) -> Result<Relay, RtcError> {
+    pub fn new(now: Instant, server: TurnServer, local: SocketAddr) -> Result<Relay, RtcError> {
         let err = |e: &dyn std::fmt::Display| RtcError::Webrtc(format!("TURN {}: {e}", server.url));
         let cfg = ClientConfig {
             turn_serv_addr: server.addr.to_string(),
@@ -85,7 +86,7 @@ impl Relay {
     }
 
     /// The relayed address, if allocated.
-    pub(crate) fn relayed(&self) -> Option<SocketAddr> {
+    pub fn relayed(&self) -> Option<SocketAddr> {
         match self.state {
             State::Ready(a) => Some(a),
             _ => None,
@@ -93,20 +94,20 @@ impl Relay {
     }
 
     /// The relayed address, once, right after the allocation succeeded.
-    pub(crate) fn take_allocated(&mut self) -> Option<SocketAddr> {
+    pub fn take_allocated(&mut self) -> Option<SocketAddr> {
         self.allocated.take()
     }
 
     /// The allocation failed or was lost.
     #[cfg(test)]
-    pub(crate) fn is_failed(&self) -> bool {
+    pub fn is_failed(&self) -> bool {
         self.state == State::Failed
     }
 
     /// Releases the allocation (a Refresh with lifetime 0), so the TURN server frees its
     /// port now rather than when the allocation expires (10 minutes): a device that relinks
     /// often would otherwise pile allocations up on it.
-    pub(crate) fn release(&mut self, now: Instant) {
+    pub fn release(&mut self, now: Instant) {
         if let Some(relayed) = self.relayed()
             && let Ok(mut r) = self.client.relay(relayed)
         {
@@ -116,7 +117,7 @@ impl Relay {
     }
 
     /// The stream to the server closed: the allocation is gone with it.
-    pub(crate) fn close(&mut self) {
+    pub fn close(&mut self) {
         if self.state != State::Failed {
             tracing::warn!(turn = %self.server.url, "TURN connection closed");
         }
@@ -124,7 +125,7 @@ impl Relay {
     }
 
     /// One message from the TURN server.
-    pub(crate) fn handle_input(&mut self, now: Instant, data: &[u8]) {
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -142,7 +143,7 @@ impl Relay {
     }
 
     /// Sends `data` to `peer` through the relay; held while its permission is asked for.
-    pub(crate) fn send(&mut self, now: Instant, peer: SocketAddr, data: BytesMut) {
+    pub fn send(&mut self, now: Instant, peer: SocketAddr, data: BytesMut) {
         let Some(relayed) = self.relayed() else { return };
         if self.granted.contains(&peer) {
             if let Ok(mut r) = self.client.relay(relayed) {
@@ -162,23 +163,23 @@ impl Relay {
     }
 
     /// Data a peer sent through the relay.
-    pub(crate) fn poll_received(&mut self) -> Option<(SocketAddr, BytesMut)> {
+    pub fn poll_received(&mut self) -> Option<(SocketAddr, BytesMut)> {
         self.received.pop_front()
     }
 
     /// The next message for the TURN server.
-    pub(crate) fn poll_transmit(&mut self) -> Option<BytesMut> {
+    pub fn poll_transmit(&mut self) -> Option<BytesMut> {
         self.client.poll_write().map(|m| m.message)
     }
 
     /// Retransmissions, refreshes of the allocation and permissions.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         let _ = self.client.handle_timeout(now);
         self.events(now);
     }
 
     /// When [`Relay::handle_timeout`] is due.
-    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
         if self.state == State::Failed { None } else { self.client.poll_timeout() }
     }
 
@@ -226,7 +227,7 @@ fn protocol(t: TurnTransport) -> TransportProtocol {
 /// Splits a TURN stream (TCP or TLS, RFC 8656 §6.2) into messages: STUN messages (20-byte
 /// header with the body length) and ChannelData (4-byte header, padded to 4 over streams).
 #[derive(Default)]
-pub(crate) struct StreamFramer {
+pub struct StreamFramer {
     buf: BytesMut,
 }
 
@@ -235,12 +236,12 @@ const MAX_MESSAGE: usize = 4 + 65_535 + 3;
 
 impl StreamFramer {
     /// Appends bytes read from the stream.
-    pub(crate) fn push(&mut self, data: &[u8]) {
+    pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }
 
     /// The next whole message; `Err` when the stream cannot be TURN (the caller closes it).
-    pub(crate) fn next(&mut self) -> Result<Option<BytesMut>, &'static str> {
+    pub fn next_message(&mut self) -> Result<Option<BytesMut>, &'static str> {
         if self.buf.len() < 4 {
             return Ok(None);
         }
@@ -278,13 +279,13 @@ mod tests {
         let mut got = Vec::new();
         for b in &all {
             f.push(&[*b]);
-            while let Some(m) = f.next().unwrap() {
+            while let Some(m) = f.next_message().unwrap() {
                 got.push(m.to_vec());
             }
         }
         assert_eq!(got, vec![stun, chan.to_vec()]);
         f.push(&[0xff, 0, 0, 0]);
-        assert!(f.next().is_err(), "garbage ends the stream");
+        assert!(f.next_message().is_err(), "garbage ends the stream");
     }
 
     #[test]

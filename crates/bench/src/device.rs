@@ -15,7 +15,7 @@ use callbox::media::MediaConfig;
 
 use super::media::{ServerProc, engine, proc_cpu, user};
 use super::secret;
-use crate::demo::DEMO_APP_ID;
+use callbox::server::DEV_APP_ID as DEMO_APP_ID;
 
 /// One phase's figures.
 pub struct Footprint {
@@ -91,7 +91,7 @@ pub async fn footprint(window: Duration) -> anyhow::Result<Vec<Footprint>> {
             socket.display()
         ),
     )?;
-    let child = Command::new(std::env::current_exe()?)
+    let child = Command::new(crate::callbox_exe()?)
         .args(["device", "--config", cfg.to_str().unwrap_or_default()])
         .env("RUST_LOG", "warn")
         .env_remove("JOURNAL_STREAM")

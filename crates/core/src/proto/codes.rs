@@ -211,7 +211,7 @@ mod tests {
     /// rewrites it.
     #[test]
     fn protocol_doc_lists_every_code() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol.md");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md");
         let doc = std::fs::read_to_string(path).unwrap();
         let (head, rest) = doc.split_once("<!-- codes:begin -->\n").expect("begin marker");
         let (current, tail) = rest.split_once("<!-- codes:end -->").expect("end marker");

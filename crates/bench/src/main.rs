@@ -1,4 +1,7 @@
-//! `callbox bench`: figures printed by a program, not asserted by timed tests.
+//! `callbox-bench`: figures printed by a program, not asserted by timed tests. A program of
+//! its own, so the fault lab (network namespaces, nftables; root) and the test CA never ship
+//! in the `callbox` binary that goes onto a board. It runs that binary as a child for the
+//! server, device and peer roles: the `callbox` next to this program, or `$CALLBOX_BIN`.
 //! Login time: from the `login_room` call to its return (Logined), on loopback against an
 //! embedded server (or `--server`). Then the media figures of [`media`]: first remote frame,
 //! recovery after a server crash, SFU fan-out; and the device daemon's RSS and CPU
@@ -18,10 +21,13 @@ use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, RoomConfig, Room
 use callbox::server::ServerConfig;
 use callbox::server::config::AppConfig;
 
-use crate::demo::DEMO_APP_ID;
+use callbox::server::DEV_APP_ID as DEMO_APP_ID;
 
-/// Arguments of `callbox bench`.
-#[derive(clap::Args)]
+/// Print benchmark figures: login over ws and wss, first remote frame, recovery after a
+/// server restart, SFU fan-out, the device daemon's footprint, and (with the fault options)
+/// media recovery from network cuts, media paths, congestion and loss repair.
+#[derive(clap::Parser)]
+#[command(name = "callbox-bench", version = callbox::BUILD, about)]
 pub struct BenchArgs {
     /// Logins to time.
     #[arg(long, default_value_t = 200)]
@@ -69,10 +75,37 @@ pub struct BenchArgs {
     fault_cut_ms: Option<u64>,
 }
 
-/// `callbox bench`.
-pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(bench(a))
+fn main() -> ExitCode {
+    let a = <BenchArgs as clap::Parser>::parse();
+    // The program prints its own lines; logs stay quiet unless RUST_LOG asks.
+    callbox::device::logging::init("warn");
+    let run = || -> anyhow::Result<ExitCode> {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        rt.block_on(bench(a))
+    };
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("callbox-bench: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The `callbox` binary the benchmarks run as server, device and peer: `$CALLBOX_BIN`, or the
+/// one built next to this program (same target directory and profile).
+pub(crate) fn callbox_exe() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("CALLBOX_BIN") {
+        return Ok(p.into());
+    }
+    let me = std::env::current_exe()?;
+    let exe = me.with_file_name("callbox");
+    anyhow::ensure!(
+        exe.is_file(),
+        "no callbox binary at {} (build it: cargo build --release; or set CALLBOX_BIN)",
+        exe.display()
+    );
+    Ok(exe)
 }
 
 async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {

@@ -1,13 +1,13 @@
 //! Congestion figures: a "door" `callbox peer` publishes 640x480@30 of `snow` (a scene that
 //! does not compress, so the encoder fills whatever it is given) at up to 1.5 Mbit/s to a
-//! "flat" player, in network namespaces behind a router (`callbox::faultnet`), with `tc
+//! "flat" player, in network namespaces behind a router (`callbox_faultnet`), with `tc
 //! tbf` caps on either side's link; once following the link and once with a fixed rate
 //! (`--fixed-rate`), in the same run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callbox::faultnet::Direction;
+use callbox_faultnet::Direction;
 use serde_json::Value;
 
 use super::faults::{Lines, ServerLab, rendered_after};

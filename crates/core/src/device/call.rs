@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-pub use super::gpio::Output;
+pub use super::io::{Button, LedMode, Output, Press};
 
 /// How the device takes calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,28 +45,6 @@ impl CallState {
             CallState::InCall => "in_call",
         }
     }
-}
-
-/// The device's buttons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Button {
-    /// Call or answer.
-    Call,
-    /// Leave the call (or decline a ring).
-    Leave,
-    /// Toggle the microphone.
-    Mute,
-    /// Open the door.
-    Door,
-}
-
-/// Short or long press (a long press of Call is the same as Leave, for one-button stations).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Press {
-    /// Released before the long-press time.
-    Short,
-    /// Held for the long-press time.
-    Long,
 }
 
 /// What the controller learns.
@@ -117,17 +95,6 @@ pub enum Action {
     DoorPulse,
     /// The call state changed (for status, logs and STATUS=).
     State(CallState),
-}
-
-/// An LED's mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LedMode {
-    /// Off.
-    Off,
-    /// On.
-    On,
-    /// Blinking.
-    Blink,
 }
 
 /// See the module docs.

@@ -252,7 +252,7 @@ pub enum ServerMsg {
         /// TURN servers with credentials for this user, valid for a while (`[media]
         /// turn_urls`); absent when the server names none.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        ice_servers: Vec<crate::rtc::ice_servers::IceServer>,
+        ice_servers: Vec<crate::proto::ice_servers::IceServer>,
     },
     /// Resume accepted: the session, its streams and subscriptions are as they were.
     Resumed {
@@ -262,7 +262,7 @@ pub enum ServerMsg {
         room: RoomSnapshot,
         /// Fresh TURN credentials, as in `login_ok`.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        ice_servers: Vec<crate::rtc::ice_servers::IceServer>,
+        ice_servers: Vec<crate::proto::ice_servers::IceServer>,
     },
     /// A request succeeded.
     Ok {

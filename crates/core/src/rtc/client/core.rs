@@ -23,8 +23,8 @@ use rtc::statistics::report::RTCStatsReportEntry;
 
 use super::{ClientEvent, LinkStats, Path, SendRate};
 use crate::proto::MediaRole;
+use crate::proto::ice_servers::TurnTransport;
 use crate::rtc::Kind;
-use crate::rtc::ice_servers::TurnTransport;
 use crate::rtc::peer::{self, HostCandidate, PeerOpts, RtcError, Sender, Transmit, Transport};
 use crate::rtc::repair::{AudioLossLog, FrameLog, PLAY_WAIT, PLAY_WAIT_REPAIR, RepairCounters};
 use crate::rtc::turn::{Relay, TurnServer};
@@ -552,7 +552,7 @@ impl ClientCore {
 /// even when the stream is muted or its camera is off, so silence means the path or the
 /// server's side of the connection is gone.
 #[derive(Debug, Clone)]
-pub(crate) struct SilenceWatch {
+pub struct SilenceWatch {
     limit: Duration,
     last: Option<Instant>,
     silent: bool,
@@ -560,7 +560,7 @@ pub(crate) struct SilenceWatch {
 
 /// What [`SilenceWatch`] tells the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Liveness {
+pub enum Liveness {
     /// Nothing to report.
     Same,
     /// Silent for the limit.
@@ -570,18 +570,18 @@ pub(crate) enum Liveness {
 }
 
 impl SilenceWatch {
-    pub(crate) fn new(limit: Duration) -> Self {
+    pub fn new(limit: Duration) -> Self {
         SilenceWatch { limit, last: None, silent: false }
     }
 
     /// An RTP or RTCP packet arrived.
-    pub(crate) fn packet(&mut self, now: Instant) -> Liveness {
+    pub fn packet(&mut self, now: Instant) -> Liveness {
         self.last = Some(now);
         if std::mem::take(&mut self.silent) { Liveness::Back } else { Liveness::Same }
     }
 
     /// Checked on every turn; `connected`: ICE and DTLS are up.
-    pub(crate) fn check(&mut self, now: Instant, connected: bool) -> Liveness {
+    pub fn check(&mut self, now: Instant, connected: bool) -> Liveness {
         match self.last {
             Some(t) if connected && !self.silent && now.saturating_duration_since(t) >= self.limit => {
                 self.silent = true;
@@ -592,7 +592,7 @@ impl SilenceWatch {
     }
 
     /// When the next check is due.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
+    pub fn deadline(&self) -> Option<Instant> {
         self.last.filter(|_| !self.silent).map(|t| t + self.limit)
     }
 }

@@ -31,7 +31,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::net::UdpSocket;
 
 use super::repair::{RepairCounters, UnwrapRtx};
 use super::{FLEXFEC_PT, H264_FMTP, H264_PT, Kind, OPUS_FMTP, OPUS_PT, RED_PT, RTX_PT};
@@ -57,7 +56,7 @@ impl From<rtc::shared::error::Error> for RtcError {
 }
 
 /// How a connection is set up.
-pub(crate) struct PeerOpts {
+pub struct PeerOpts {
     /// ICE-lite (the server: it only answers checks, which makes it connect sooner).
     pub lite: bool,
     /// Fixed local ICE credentials (the server routes datagrams by its ufrag).
@@ -84,7 +83,7 @@ pub(crate) struct PeerOpts {
 /// not see; the encoder is held to the estimate instead, and the estimator counts each
 /// packet from the instant it is written, which is when it leaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Congestion {
+pub struct Congestion {
     /// Where the estimate starts, bit/s: the configured maximum, so a call starts at full
     /// quality and comes down within a second or two where the path is thinner.
     pub initial_bps: f64,
@@ -103,7 +102,7 @@ const CLIENT_FAILED: Duration = Duration::from_secs(25);
 const CLIENT_KEEPALIVE: Duration = Duration::from_millis(500);
 
 /// The codec callbox sends and accepts for `kind`.
-pub(crate) fn codec(kind: Kind) -> RTCRtpCodec {
+pub fn codec(kind: Kind) -> RTCRtpCodec {
     match kind {
         Kind::Video => RTCRtpCodec {
             mime_type: MIME_TYPE_H264.to_owned(),
@@ -122,7 +121,8 @@ pub(crate) fn codec(kind: Kind) -> RTCRtpCodec {
     }
 }
 
-pub(crate) fn codec_kind(kind: Kind) -> RtpCodecKind {
+/// The `rtc` crate's codec kind of `kind`.
+pub fn codec_kind(kind: Kind) -> RtpCodecKind {
     match kind {
         Kind::Video => RtpCodecKind::Video,
         Kind::Audio => RtpCodecKind::Audio,
@@ -195,7 +195,8 @@ fn repair(media: &mut MediaEngine, registry: Registry, counters: Arc<RepairCount
 /// How long a device's agent waits for a direct pair before it takes a relayed one.
 const RELAY_WAIT: Duration = Duration::from_secs(1);
 
-pub(crate) fn build(now: Instant, opts: PeerOpts) -> Result<RTCPeerConnection, RtcError> {
+/// A new peer connection with callbox's codecs, interceptors and ICE settings.
+pub fn build(now: Instant, opts: PeerOpts) -> Result<RTCPeerConnection, RtcError> {
     let mut media = MediaEngine::default();
     for (kind, pt) in [(Kind::Video, H264_PT), (Kind::Audio, OPUS_PT)] {
         let params = RTCRtpCodecParameters { rtp_codec: codec(kind), payload_type: pt };
@@ -296,7 +297,8 @@ impl Transport {
         }
     }
 
-    pub(crate) fn of(p: TransportProtocol) -> Transport {
+    /// The transport of an `rtc` transport protocol.
+    pub fn of(p: TransportProtocol) -> Transport {
         match p {
             TransportProtocol::TCP => Transport::Tcp,
             _ => Transport::Udp,
@@ -306,7 +308,7 @@ impl Transport {
 
 /// A host candidate.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum HostCandidate {
+pub enum HostCandidate {
     /// The UDP socket at this address.
     Udp(SocketAddr),
     /// A TCP port that accepts ICE-TCP connections (the server).
@@ -316,7 +318,7 @@ pub(crate) enum HostCandidate {
 }
 
 /// Adds a host candidate.
-pub(crate) fn add_host_candidate(pc: &mut RTCPeerConnection, c: HostCandidate) -> Result<(), RtcError> {
+pub fn add_host_candidate(pc: &mut RTCPeerConnection, c: HostCandidate) -> Result<(), RtcError> {
     use rtc::ice::tcp_type::TcpType;
     let (network, addr, tcp_type) = match c {
         HostCandidate::Udp(a) => ("udp", a, TcpType::Unspecified),
@@ -342,11 +344,7 @@ pub(crate) fn add_host_candidate(pc: &mut RTCPeerConnection, c: HostCandidate) -
 
 /// Adds the relayed address of a TURN allocation (`base`: the local socket it was made
 /// from) as a relay candidate: the agent checks the server's candidates from it too.
-pub(crate) fn add_relay_candidate(
-    pc: &mut RTCPeerConnection,
-    relayed: SocketAddr,
-    base: SocketAddr,
-) -> Result<(), RtcError> {
+pub fn add_relay_candidate(pc: &mut RTCPeerConnection, relayed: SocketAddr, base: SocketAddr) -> Result<(), RtcError> {
     let candidate = CandidateRelayConfig {
         base_config: CandidateConfig {
             network: "udp".to_owned(),
@@ -368,7 +366,7 @@ pub(crate) fn add_relay_candidate(
 /// Hands one received datagram to the connection. While the connection is being set up,
 /// its timers are run at once too: the ICE and DTLS layers queue their next flight on a
 /// timer, and waiting for it costs a check interval (~200 ms) per round trip.
-pub(crate) fn feed(
+pub fn feed(
     pc: &mut RTCPeerConnection,
     now: Instant,
     local: SocketAddr,
@@ -407,25 +405,15 @@ pub struct Transmit {
 }
 
 /// Moves everything the connection has queued to `out`.
-pub(crate) fn drain(pc: &mut RTCPeerConnection, out: &mut VecDeque<Transmit>) {
+pub fn drain(pc: &mut RTCPeerConnection, out: &mut VecDeque<Transmit>) {
     while let Some(w) = pc.poll_write() {
         let transport = Transport::of(w.transport.transport_protocol);
         out.push_back(Transmit { from: w.transport.local_addr, to: w.transport.peer_addr, transport, data: w.message });
     }
 }
 
-/// Sends one transmit. A full socket buffer drops the datagram (media is loss-tolerant;
-/// NACK and the next keyframe repair it).
-pub(crate) fn send(socket: &UdpSocket, t: &Transmit) {
-    match socket.try_send_to(&t.data, t.to) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        Err(e) => tracing::trace!(error = %e, peer = %t.to, "media send failed"),
-    }
-}
-
 /// Which of callbox's two kinds a track of `k` is.
-pub(crate) fn kind_of(k: RtpCodecKind) -> Kind {
+pub fn kind_of(k: RtpCodecKind) -> Kind {
     if k == RtpCodecKind::Audio { Kind::Audio } else { Kind::Video }
 }
 
@@ -433,7 +421,7 @@ pub(crate) fn kind_of(k: RtpCodecKind) -> Kind {
 /// given (the publish side of a device, the play side of the SFU). Video with `repair` also
 /// gets SSRCs for retransmissions and FEC (dropped by the stack if the other side does not
 /// take them).
-pub(crate) fn send_encodings(kind: Kind, repair: bool) -> Vec<RTCRtpEncodingParameters> {
+pub fn send_encodings(kind: Kind, repair: bool) -> Vec<RTCRtpEncodingParameters> {
     let ssrc = || rand::random::<u32>() | 1;
     let repair = repair && kind == Kind::Video;
     vec![RTCRtpEncodingParameters {
@@ -449,7 +437,7 @@ pub(crate) fn send_encodings(kind: Kind, repair: bool) -> Vec<RTCRtpEncodingPara
 }
 
 /// A sending connection's senders once negotiated: kind -> (sender, SSRC, payload types).
-pub(crate) fn senders(pc: &mut RTCPeerConnection) -> HashMap<Kind, Sender> {
+pub fn senders(pc: &mut RTCPeerConnection) -> HashMap<Kind, Sender> {
     let ids: Vec<_> = pc.get_senders().collect();
     let mut out = HashMap::new();
     for id in ids {
@@ -473,9 +461,12 @@ pub(crate) fn senders(pc: &mut RTCPeerConnection) -> HashMap<Kind, Sender> {
 /// A negotiated sender: where RTP of one kind is written, with the SSRC and payload type
 /// it must carry.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Sender {
+pub struct Sender {
+    /// The sender in its peer connection.
     pub id: RTCRtpSenderId,
+    /// The SSRC its RTP carries.
     pub ssrc: u32,
+    /// The negotiated payload type.
     pub pt: u8,
     /// Audio RED's payload type, if the other side takes RED.
     pub red: Option<u8>,
@@ -484,18 +475,12 @@ pub(crate) struct Sender {
 impl Sender {
     /// Writes `packet` (any SSRC and payload type: they are set here). False if the
     /// connection refused it (not connected, closed).
-    pub(crate) fn write(&self, pc: &mut RTCPeerConnection, now: Instant, packet: rtc::rtp::Packet) -> bool {
+    pub fn write(&self, pc: &mut RTCPeerConnection, now: Instant, packet: rtc::rtp::Packet) -> bool {
         self.write_as(pc, now, packet, self.pt)
     }
 
     /// The same with payload type `pt` (a RED packet).
-    pub(crate) fn write_as(
-        &self,
-        pc: &mut RTCPeerConnection,
-        now: Instant,
-        mut packet: rtc::rtp::Packet,
-        pt: u8,
-    ) -> bool {
+    pub fn write_as(&self, pc: &mut RTCPeerConnection, now: Instant, mut packet: rtc::rtp::Packet, pt: u8) -> bool {
         packet.header.ssrc = self.ssrc;
         packet.header.payload_type = pt;
         pc.rtp_sender(self.id).is_some_and(|mut s| s.write_rtp(now, packet).is_ok())
@@ -508,15 +493,8 @@ pub fn sdp_has_candidate(sdp: &str) -> bool {
 }
 
 /// A random string of ASCII letters and digits (ICE credentials, track IDs).
-pub(crate) fn random_token(n: usize) -> String {
+pub fn random_token(n: usize) -> String {
     rand::rng().sample_iter(rand::distr::Alphanumeric).take(n).map(char::from).collect()
-}
-
-/// A UDP socket on `ip` (port 0) that can hold a burst of video.
-pub(crate) fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let std = std::net::UdpSocket::bind(addr)?;
-    std.set_nonblocking(true)?;
-    UdpSocket::from_std(std)
 }
 
 #[cfg(test)]

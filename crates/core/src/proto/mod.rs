@@ -2,6 +2,7 @@
 //! ID rules and the numeric error codes. Pure data, no I/O. Documented in `docs/protocol.md`.
 
 mod codes;
+pub mod ice_servers;
 pub mod ids;
 mod messages;
 

@@ -22,7 +22,7 @@ use rtc::sansio::Protocol;
 /// Packets repaired on one connection's receiving side, shared with the core that reads
 /// them once a second (the interceptor itself is owned by the peer connection).
 #[derive(Debug, Default)]
-pub(crate) struct RepairCounters {
+pub struct RepairCounters {
     /// Retransmissions (RTX) that arrived and were turned back into media.
     pub rtx: AtomicU64,
     /// Media packets the FlexFEC decoder rebuilt.
@@ -31,13 +31,13 @@ pub(crate) struct RepairCounters {
 
 impl RepairCounters {
     /// (retransmitted, rebuilt by FEC) so far.
-    pub(crate) fn read(&self) -> (u64, u64) {
+    pub fn read(&self) -> (u64, u64) {
         (self.rtx.load(Ordering::Relaxed), self.fec.load(Ordering::Relaxed))
     }
 }
 
 /// The interceptor: RTX back to media, and counts.
-pub(crate) struct UnwrapRtx {
+pub struct UnwrapRtx {
     /// RTX SSRC -> (media SSRC, media payload type).
     rtx: HashMap<u32, (u32, u8)>,
     counters: Arc<RepairCounters>,
@@ -46,7 +46,8 @@ pub(crate) struct UnwrapRtx {
 }
 
 impl UnwrapRtx {
-    pub(crate) fn new(counters: Arc<RepairCounters>) -> Self {
+    /// An interceptor that counts what it unwraps into `counters`.
+    pub fn new(counters: Arc<RepairCounters>) -> Self {
         UnwrapRtx { rtx: HashMap::new(), counters, reads: VecDeque::new(), writes: VecDeque::new() }
     }
 }
@@ -121,7 +122,7 @@ impl Interceptor for UnwrapRtx {
 /// a single-frame packet (code 0, as callbox's 20 ms frames are) in a SILK or hybrid mode
 /// whose range-coded header has the LBRR flag set (RFC 6716 §4.2.3: after the VAD flag,
 /// both coded with probability one half). CELT-only packets never carry it.
-pub(crate) fn opus_has_fec(payload: &[u8]) -> bool {
+pub fn opus_has_fec(payload: &[u8]) -> bool {
     let Some(&toc) = payload.first() else { return false };
     let config = toc >> 3;
     // Configs 0-11 are SILK-only, 12-15 hybrid; code 0 is one frame; mono only (a stereo
@@ -206,8 +207,9 @@ impl AudioRepair {
 
 /// Follows one audio stream's sequence numbers: [`AudioRepair`].
 #[derive(Debug, Default)]
-pub(crate) struct AudioLossLog {
+pub struct AudioLossLog {
     last: Option<u16>,
+    /// The counts so far.
     pub counts: AudioRepair,
 }
 
@@ -216,7 +218,7 @@ const MAX_GAP: u16 = 250;
 
 impl AudioLossLog {
     /// One audio packet: its sequence number and payload.
-    pub(crate) fn packet(&mut self, seq: u16, payload: &[u8]) {
+    pub fn packet(&mut self, seq: u16, payload: &[u8]) {
         let Some(last) = self.last else {
             self.last = Some(seq);
             self.counts.received += 1;
@@ -292,7 +294,7 @@ struct Frame {
 /// Follows one video stream's packets: [`VideoFrames`]. A frame is judged `wait` after its
 /// first packet arrived (the jitter buffer's wait); packets later than that count as lost.
 #[derive(Debug)]
-pub(crate) struct FrameLog {
+pub struct FrameLog {
     wait: Duration,
     frames: std::collections::BTreeMap<i64, Frame>,
     /// The last timestamp seen, unwrapped, and its raw value.
@@ -304,6 +306,7 @@ pub(crate) struct FrameLog {
     /// Since when (RTP timestamp) frames are damaged, if they are.
     damaged_since: Option<i64>,
     counted_freeze: bool,
+    /// The counts so far.
     pub counts: VideoFrames,
     /// A frame was damaged since the last look (the player asks for a keyframe).
     pub damaged: bool,
@@ -323,7 +326,8 @@ fn h264_key(payload: &[u8]) -> bool {
 }
 
 impl FrameLog {
-    pub(crate) fn new(wait: Duration) -> Self {
+    /// A log that judges a frame `wait` after its last packet could still arrive.
+    pub fn new(wait: Duration) -> Self {
         FrameLog {
             wait,
             frames: Default::default(),
@@ -338,7 +342,7 @@ impl FrameLog {
     }
 
     /// One video packet.
-    pub(crate) fn packet(&mut self, now: Instant, seq: u16, raw: u32, marker: bool, payload: &[u8]) {
+    pub fn packet(&mut self, now: Instant, seq: u16, raw: u32, marker: bool, payload: &[u8]) {
         let ts = raw;
         let ts = match self.last_ts {
             None => i64::from(ts),
@@ -368,7 +372,7 @@ impl FrameLog {
     }
 
     /// Judges the frames whose wait is over.
-    pub(crate) fn tick(&mut self, now: Instant) {
+    pub fn tick(&mut self, now: Instant) {
         while let Some(entry) = self.frames.first_entry() {
             if now.saturating_duration_since(entry.get().first_seen) < self.wait {
                 break;
@@ -414,7 +418,7 @@ impl FrameLog {
 /// FEC is only a coarse copy) gets the frame itself from the next one. About double the
 /// audio's bitrate (32 kbit/s more), on the hop to that player only.
 #[derive(Debug, Default)]
-pub(crate) struct RedEncoder {
+pub struct RedEncoder {
     /// The previous packet: sequence number, timestamp, payload.
     prev: Option<(u16, u32, Bytes)>,
 }
@@ -423,7 +427,7 @@ impl RedEncoder {
     /// The RED payload for `packet` (Opus, payload type `pt`): the previous packet as a
     /// redundant block when it came just before and fits the header's fields (a 14-bit
     /// timestamp offset, a 10-bit length), then the packet itself.
-    pub(crate) fn encode(&mut self, packet: &rtc::rtp::Packet, pt: u8) -> Bytes {
+    pub fn encode(&mut self, packet: &rtc::rtp::Packet, pt: u8) -> Bytes {
         let (seq, ts) = (packet.header.sequence_number, packet.header.timestamp);
         let pt = pt & 0x7f;
         let mut out = Vec::with_capacity(5 + 2 * packet.payload.len());
@@ -509,7 +513,7 @@ mod tests {
         let wave = "sine";
         use gstreamer as gst;
         use gstreamer::prelude::*;
-        crate::media::init().unwrap();
+        gst::init().unwrap();
         let desc = format!(
             "audiotestsrc num-buffers=150 wave={wave} ! audio/x-raw,rate=48000,channels=1 ! \
              opusenc audio-type=voice bitrate=32000 frame-size=20 inband-fec={fec} packet-loss-percentage={loss} ! \

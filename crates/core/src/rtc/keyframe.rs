@@ -18,13 +18,13 @@ use rtc::sansio::Protocol;
 
 /// Marks inbound PLI/FIR and REMB for the application.
 #[derive(Default)]
-pub(crate) struct FeedbackToApplication {
+pub struct FeedbackToApplication {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
 /// The lowest bitrate a REMB in the RTCP compound allows, bit/s.
-pub(crate) fn remb_bps(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Option<f64> {
+pub fn remb_bps(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Option<f64> {
     packets
         .iter()
         .filter_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
@@ -34,7 +34,7 @@ pub(crate) fn remb_bps(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Option<f64> {
 
 /// What a receiver report in the compound says of `ssrc`: the fraction of its packets lost
 /// since the report before (0..1), and how many were lost in all.
-pub(crate) fn reported_loss(packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32) -> Option<(f64, u64)> {
+pub fn reported_loss(packets: &[Box<dyn rtc::rtcp::Packet>], ssrc: u32) -> Option<(f64, u64)> {
     packets
         .iter()
         .filter_map(|p| p.as_any().downcast_ref::<ReceiverReport>())
@@ -48,7 +48,7 @@ fn has_receiver_report(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
 }
 
 /// True if the RTCP compound asks for a keyframe.
-pub(crate) fn wants_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+pub fn wants_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     packets.iter().any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
 }
 

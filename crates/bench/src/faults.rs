@@ -1,6 +1,6 @@
 //! Recovery figures over many network cuts: the real server and two `callbox peer`s (a
 //! "door" and a "flat", each publishing and playing the other) in network namespaces behind
-//! a router (`callbox::faultnet`); the door's link is cut for a random 0.5-10 s, then
+//! a router (`callbox_faultnet`); the door's link is cut for a random 0.5-10 s, then
 //! restored, again and again. For each cut: the time from the restore until both sides
 //! render the other's video again (a `video_resume` or `first_frame` line after the restore;
 //! zero when a side never stalled). Then cuts longer than the grace period (a full re-login).
@@ -10,11 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callbox::faultnet::{Fault, Lab};
+use callbox_faultnet::{Fault, Lab};
 use serde_json::Value;
 
 use super::secret;
-use crate::demo::DEMO_APP_ID;
+use callbox::server::DEV_APP_ID as DEMO_APP_ID;
 
 pub(super) type Lines = Arc<Mutex<Vec<(Instant, Value)>>>;
 
@@ -132,7 +132,7 @@ impl ServerLab {
                 secret()
             ),
         )?;
-        let mut server = lab.command("server", std::env::current_exe()?);
+        let mut server = lab.command("server", crate::callbox_exe()?);
         server.args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", &format!("{ip}:7880")]);
         let server = spawn_lines(server, &Arc::default(), &logs.join("server.log"))?;
         std::thread::sleep(Duration::from_millis(500));
@@ -152,7 +152,7 @@ impl ServerLab {
         args: &[&str],
         lines: &Lines,
     ) -> anyhow::Result<Kill> {
-        let mut c = self.lab.command(host, std::env::current_exe()?);
+        let mut c = self.lab.command(host, crate::callbox_exe()?);
         c.env("CALLBOX_APP_SECRET", secret());
         c.args(["peer", "--server", &self.url, "--user", host, "--bind", &self.lab.host(host).addr.to_string()]);
         if let Some((_, pki)) = &self._turn {

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::secret;
-use crate::demo::DEMO_APP_ID;
+use callbox::server::DEV_APP_ID as DEMO_APP_ID;
 
 /// `callbox server` as a child process.
 pub struct ServerProc {
@@ -47,7 +47,7 @@ impl ServerProc {
                 secret()
             ),
         )?;
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut child = Command::new(crate::callbox_exe()?)
             .args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", listen])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -234,7 +234,7 @@ async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) ->
         let Some(Ok(Message::Text(t))) = rx.next().await else { anyhow::bail!("signalling closed") };
         match serde_json::from_str::<ServerMsg>(t.as_str())? {
             ServerMsg::MediaAnswer { sdp, .. } => {
-                conn.answer(sdp);
+                anyhow::ensure!(conn.answer(sdp), "the play connection did not take the answer");
                 break;
             }
             ServerMsg::Error { code, message, .. } => anyhow::bail!("refused: {} {message}", code.0),

@@ -1,6 +1,6 @@
 //! Loss-repair figures: a "door" `callbox peer` and a "flat" `callbox peer` each publish
 //! 320x240@15 and play the other, in network namespaces behind a router
-//! (`callbox::faultnet`), with random loss on the door's link both ways: 20% (nftables),
+//! (`callbox_faultnet`), with random loss on the door's link both ways: 20% (nftables),
 //! and 5% with 25 ms added each way on its media (a user-space relay that also drops; the
 //! door's ICE-TCP to the media port closed so the media stays on that path). Once with repair and once
 //! with `--no-repair`, in the same run.
@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callbox::faultnet::Fault;
+use callbox_faultnet::Fault;
 use serde_json::Value;
 
 use super::faults::{Lines, ServerLab, rendered_after};

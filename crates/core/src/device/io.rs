@@ -1,0 +1,85 @@
+//! The device's physical vocabulary: buttons, presses, outputs and LED modes, with their
+//! config keys. A leaf: the call controller, the button detector, the GPIO backends and the
+//! config all speak it, and it imports none of them.
+
+use serde::Serialize;
+
+/// The device's buttons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Button {
+    /// Call or answer.
+    Call,
+    /// Leave the call (or decline a ring).
+    Leave,
+    /// Toggle the microphone.
+    Mute,
+    /// Open the door.
+    Door,
+}
+
+/// Short or long press (a long press of Call is the same as Leave, for one-button stations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Press {
+    /// Released before the long-press time.
+    Short,
+    /// Held for the long-press time.
+    Long,
+}
+
+/// An LED's mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedMode {
+    /// Off.
+    Off,
+    /// On.
+    On,
+    /// Blinking.
+    Blink,
+}
+
+/// The device's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// LED: in the room.
+    Online,
+    /// LED: an incoming call (blinks).
+    Ringing,
+    /// LED: in a call.
+    InCall,
+    /// LED: something needs attention.
+    Fault,
+    /// The door relay.
+    Door,
+}
+
+impl Output {
+    /// Every output, in status order.
+    pub const ALL: [Output; 5] = [Output::Online, Output::Ringing, Output::InCall, Output::Fault, Output::Door];
+
+    /// The config key: `online`, `ringing`, `in_call`, `fault`, `door`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Output::Online => "online",
+            Output::Ringing => "ringing",
+            Output::InCall => "in_call",
+            Output::Fault => "fault",
+            Output::Door => "door",
+        }
+    }
+}
+
+/// The config key of a button: `call`, `leave`, `mute`, `door`.
+pub fn button_key(b: Button) -> &'static str {
+    match b {
+        Button::Call => "call",
+        Button::Leave => "leave",
+        Button::Mute => "mute",
+        Button::Door => "door",
+    }
+}
+
+/// A button by its config key.
+pub fn button_by_key(key: &str) -> Option<Button> {
+    [Button::Call, Button::Leave, Button::Mute, Button::Door].into_iter().find(|b| button_key(*b) == key)
+}

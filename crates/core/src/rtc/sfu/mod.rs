@@ -1,0 +1,50 @@
+//! The server's selective forwarding unit as a sans-IO core ([`SfuCore`]: time and
+//! datagrams in, datagrams and a deadline out) and the names it speaks: a stream's key and
+//! the SFU's counters. The task that owns the media sockets is the `callbox` crate's
+//! `rtc::sfu::Sfu`.
+
+use std::time::Duration;
+
+mod core;
+#[cfg(test)]
+mod tests;
+
+pub use self::core::*;
+
+/// A connection that sent nothing at all (no STUN, no media, no RTCP) for this long is gone
+/// (RFC 7675's consent lifetime). Media and RTCP count: agents such as libnice send a
+/// consent check only every ~25 s while their media flows.
+pub const CONSENT_EXPIRY: Duration = Duration::from_secs(30);
+/// A stream as the SFU knows it: app, room and stream ID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    /// The AppID.
+    pub app_id: u32,
+    /// The room.
+    pub room_id: String,
+    /// The stream.
+    pub stream_id: String,
+}
+
+/// Counters of the SFU, cumulative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    /// Publish connections now.
+    pub publishers: usize,
+    /// Play connections now.
+    pub players: usize,
+    /// Connections whose media arrives over ICE-TCP now.
+    pub over_tcp: usize,
+    /// RTP packets received from publishers.
+    pub packets_in: u64,
+    /// RTP packets forwarded to players.
+    pub packets_out: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
+    /// Bitrate caps (REMB: the lowest of the stream's players' estimates) sent to publishers.
+    pub bitrate_caps: u64,
+    /// Publishers' lost video packets that arrived again as retransmissions (RTX).
+    pub rtx_received: u64,
+    /// Publishers' lost video packets rebuilt from FlexFEC.
+    pub fec_rebuilt: u64,
+}
