@@ -16,8 +16,8 @@ SRC_URI = "${CALLBOX_GIT_URI};nobranch=1"
 # A fixed commit, so a build is reproducible and matches callbox-crates.inc: both come from
 # the same Cargo.lock. `scripts/yocto-crates.py --pin` moves the pin to HEAD (with Cargo.lock
 # committed) and rewrites the crate list; tests/yocto.rs fails while they disagree.
-SRCREV = "9c84b62268eadf9ca0545b23f47fa04a2bcf668a"
-# sha256 of Cargo.lock at SRCREV: ed4a7294df87f22c7cf2c1aa89305a83c1f3a5392bde4de78f506360503b3678
+SRCREV = "32125cd9aa1a3fa7e83f37377918f6a59abe3345"
+# sha256 of Cargo.lock at SRCREV: b2e7f7103443e44823314d5fd9cd6de82009fcab705d695960b4cb6b63cabaff
 PV = "0.1.0+git"
 S = "${WORKDIR}/git"
 
