@@ -14,7 +14,7 @@ pub const EXIT_CONFIG: u8 = 78;
 /// Logs to journald under systemd, else stderr, filtered by `RUST_LOG` (default
 /// `default_level`).
 pub fn init_logging(default_level: &str) {
-    callbox::device::logging::init(default_level);
+    callbox::logging::init(default_level);
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -22,6 +22,7 @@ pub const BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BUILD_COM
 pub mod device;
 pub mod dial;
 pub mod engine;
+pub mod logging;
 pub mod media;
 pub mod rtc;
 pub mod server;

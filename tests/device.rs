@@ -144,14 +144,20 @@ impl Drop for Device {
 }
 
 fn playing(s: &Status, stream: &str) -> Option<u64> {
-    s.playing.iter().find(|p| p.stream_id == stream && p.state == "Playing").map(|p| p.frames_decoded)
+    s.playing
+        .iter()
+        .find(|p| p.stream_id == stream && p.state == callbox::engine::PlayerState::Playing)
+        .map(|p| p.frames_decoded)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_button_publishes_and_plays_leave_withdraws_and_a_ring_is_answered() {
     let server = Server::start("");
     let dev = Device::start(&server.url(), "intercom", None);
-    dev.wait("logged in", |s| s.room.state == "Connected" && s.gpio.outputs["online"] == "on").await;
+    dev.wait("logged in", |s| {
+        s.room.state == callbox::engine::RoomState::Connected && s.gpio.outputs["online"] == "on"
+    })
+    .await;
 
     let (flat, mut ev) = media_engine(&server.url());
     flat.login_room("lobby", user("flat"), notify()).await.unwrap();
@@ -212,7 +218,7 @@ async fn call_button_publishes_and_plays_leave_withdraws_and_a_ring_is_answered(
 async fn a_kiosk_joins_whenever_someone_publishes() {
     let server = Server::start("");
     let dev = Device::start(&server.url(), "kiosk", None);
-    dev.wait("logged in", |s| s.room.state == "Connected").await;
+    dev.wait("logged in", |s| s.room.state == callbox::engine::RoomState::Connected).await;
     let (desk, mut ev) = media_engine(&server.url());
     desk.login_room("lobby", user("desk"), notify()).await.unwrap();
     desk.start_publishing_stream("desk-main", PublishChannel::Main).await.unwrap();
@@ -228,7 +234,7 @@ async fn a_kiosk_joins_whenever_someone_publishes() {
 async fn the_door_opens_from_the_button_and_an_authorised_broadcast_only() {
     let server = Server::start("");
     let dev = Device::start(&server.url(), "intercom", None);
-    dev.wait("logged in", |s| s.room.state == "Connected").await;
+    dev.wait("logged in", |s| s.room.state == callbox::engine::RoomState::Connected).await;
     dev.press("door");
     dev.wait("door relay energised", |s| s.door_pulses == 1 && s.gpio.outputs["door"] == "on").await;
     dev.wait("door relay released after the pulse", |s| s.gpio.outputs["door"] == "off").await;
@@ -263,13 +269,15 @@ async fn ready_before_the_network_then_joins_when_the_server_appears() {
     let first = dev.notified("READY=1").await;
     assert!(!first.iter().any(|m| m.starts_with("STOPPING")), "{first:?}");
     assert!(dev.status().await.is_some(), "control socket up with READY");
-    dev.wait("retrying, online LED blinking", |s| s.room.state == "Connecting" && s.gpio.outputs["online"] == "blink")
-        .await;
+    dev.wait("retrying, online LED blinking", |s| {
+        s.room.state == callbox::engine::RoomState::Connecting && s.gpio.outputs["online"] == "blink"
+    })
+    .await;
     // The watchdog is fed from the supervisor loop (WATCHDOG_USEC=300ms: every 150 ms).
     dev.notified("WATCHDOG=1").await;
 
     let _server = Server::start_on("", &addr.to_string());
-    dev.wait("joined once the server is there", |s| s.room.state == "Connected").await;
+    dev.wait("joined once the server is there", |s| s.room.state == callbox::engine::RoomState::Connected).await;
     let msgs = dev.notified("STATUS=room lobby Connected").await;
     assert!(msgs.iter().all(|m| !m.contains('\n')), "{msgs:?}");
     dev.signal("-TERM");
@@ -307,7 +315,7 @@ async fn after_kill_9_the_peer_sees_the_delete_after_the_grace_period() {
     let mut dev = Device::start(&server.url(), "intercom", None);
     let (flat, mut ev) = engine(&server.url());
     flat.login_room("lobby", user("flat"), notify()).await.unwrap();
-    dev.wait("logged in", |s| s.room.state == "Connected").await;
+    dev.wait("logged in", |s| s.room.state == callbox::engine::RoomState::Connected).await;
     dev.press("call");
     ev.wait("door-main added", stream_update("door-main", UpdateType::Add)).await;
     let t = Instant::now();
@@ -456,9 +464,10 @@ async fn under_systemd_each_log_line_reaches_journald_with_its_fields() {
         Remove
     });
     let dev = Device::start_with(&server.url(), "intercom", None, &[("CALLBOX_LOG", "journald")]);
-    dev.wait("logged in", |s| s.room.state == "Connected").await;
+    dev.wait("logged in", |s| s.room.state == callbox::engine::RoomState::Connected).await;
     dev.press("call");
-    dev.wait("publishing", |s| s.publishing.iter().any(|p| p.state == "Publishing")).await;
+    dev.wait("publishing", |s| s.publishing.iter().any(|p| p.state == callbox::engine::PublisherState::Publishing))
+        .await;
     let entries: Vec<std::collections::HashMap<String, String>> = if own {
         received.lock().unwrap().clone()
     } else {
@@ -563,7 +572,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 async fn out_of_file_descriptors_the_control_socket_waits_instead_of_spinning() {
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let dev = Device::start(&format!("ws://{addr}"), "intercom", None);
-    dev.wait("up and retrying", |s| s.room.state == "Connecting").await;
+    dev.wait("up and retrying", |s| s.room.state == callbox::engine::RoomState::Connecting).await;
     let pid = dev.child.id();
     let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
     let limit = format!("--nofile={}:{}", open + 6, open + 6);
@@ -665,7 +674,9 @@ async fn a_device_key_logs_in_over_wss_renews_and_is_revoked_mid_call() {
     let url = server.wss("localhost");
     let creds = format!("device_key = \"{key}\"\nca_file = \"{}\"", ca.display());
     let device = Device::start_edited(&url, "kiosk", None, &[], |c| with_credentials(c, &creds));
-    let first = device.wait("logged in", |s| s.room.state == "Connected" && s.credentials.expires_at > 0).await;
+    let first = device
+        .wait("logged in", |s| s.room.state == callbox::engine::RoomState::Connected && s.credentials.expires_at > 0)
+        .await;
     assert_eq!(first.credentials.source, "device_key");
     device.wait("renewed", |s| s.credentials.expires_at > first.credentials.expires_at).await;
 
@@ -700,7 +711,7 @@ async fn a_device_key_logs_in_over_wss_renews_and_is_revoked_mid_call() {
     });
     assert_eq!(gone, Some(ErrorCode::DEVICE_KEY_REVOKED));
     let s = device.wait("the refusal in status", |s| s.last_errors.iter().any(|e| e.code == 1002068)).await;
-    assert_ne!(s.room.state, "Connected");
+    assert_ne!(s.room.state, callbox::engine::RoomState::Connected);
     assert_eq!(https(&server, &ca, "POST", "/api/v1/token", &key, "{}").await.0, 401);
     peer.destroy().await;
 
@@ -770,7 +781,7 @@ async fn sighup_rechecks_the_config_and_keeps_running() {
     let server = Server::start("");
     // No RUST_LOG: the config's [log] level decides.
     let device = Device::start_with(&server.url(), "kiosk", None, &[("RUST_LOG", "")]);
-    device.wait("logged in", |s| s.room.state == "Connected").await;
+    device.wait("logged in", |s| s.room.state == callbox::engine::RoomState::Connected).await;
     let cfg = device.dir.path().join("device.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let d = &device;
@@ -798,7 +809,7 @@ async fn sighup_rechecks_the_config_and_keeps_running() {
     std::fs::write(&cfg, text.replace("ring_out_secs = 60", "ring_out_secs = \"soon\"")).unwrap();
     device.signal("-HUP");
     logged("the running configuration stays").await;
-    let s = device.wait("still serving its status", |s| s.room.state == "Connected").await;
+    let s = device.wait("still serving its status", |s| s.room.state == callbox::engine::RoomState::Connected).await;
     assert!(device.log().contains("ring_out_secs"), "the bad key is named");
     assert_eq!(s.call, "idle");
 }

@@ -235,13 +235,14 @@ impl Call {
         }
         let Some(s) = self.status() else { return false };
         let Some(play) = s.playing.iter().find(|p| p.stream_id == "flat-main") else { return false };
-        let publishing =
-            s.publishing.iter().any(|p| p.stream_id == "door-main" && p.state == "Publishing" && !p.stalled);
+        let publishing = s.publishing.iter().any(|p| {
+            p.stream_id == "door-main" && p.state == callbox::engine::PublisherState::Publishing && !p.stalled
+        });
         let fresh = first.replace(play.frames_decoded).is_some_and(|f| f != play.frames_decoded);
         let online = s.gpio.outputs.get("online").map(String::as_str) == Some("on");
         publishing
             && online
-            && play.state == "Playing"
+            && play.state == callbox::engine::PlayerState::Playing
             && !play.stalled
             && fresh
             && play.quality.as_ref().is_some_and(|q| q.render_fps > 1.0)
@@ -344,8 +345,12 @@ fn cuts_within_grace_come_back_without_churn() {
             let mut told = None;
             while began.elapsed() < Duration::from_secs(9) && told.is_none() {
                 told = call.status().filter(|s| {
-                    s.publishing.iter().any(|p| p.stalled && p.state == "PublishRequesting")
-                        && s.playing.iter().any(|p| p.stalled && p.state == "PlayRequesting")
+                    s.publishing
+                        .iter()
+                        .any(|p| p.stalled && p.state == callbox::engine::PublisherState::PublishRequesting)
+                        && s.playing
+                            .iter()
+                            .any(|p| p.stalled && p.state == callbox::engine::PlayerState::PlayRequesting)
                         && s.gpio.outputs.get("online").map(String::as_str) == Some("blink")
                 });
                 std::thread::sleep(Duration::from_millis(200));

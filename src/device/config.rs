@@ -14,6 +14,7 @@ use crate::media::devices::AutoDevices;
 use crate::media::encoder::Encoder;
 use crate::media::{AudioSink, AudioSource, Layout, MediaConfig, VideoSink, VideoSource};
 use crate::proto::ids;
+use callbox_core::device::io::GpioKind;
 
 /// Default path of the device configuration.
 pub const DEFAULT_PATH: &str = "/etc/callbox/device.toml";
@@ -60,7 +61,7 @@ pub struct DeviceConfig {
     pub control: ControlSection,
     /// callbox's log level (applied on SIGHUP too).
     #[serde(default)]
-    pub log: crate::device::logging::LogSection,
+    pub log: crate::logging::LogSection,
 }
 
 /// `[server]`.
@@ -267,10 +268,18 @@ pub struct GpioSection {
     pub door_pulse_ms: u64,
 }
 
+impl GpioSection {
+    /// The backend `backend` names (validated at load; an unknown name, which validation
+    /// refuses, would mean the simulated one).
+    pub fn kind(&self) -> GpioKind {
+        GpioKind::parse(&self.backend).unwrap_or(GpioKind::Sim)
+    }
+}
+
 impl Default for GpioSection {
     fn default() -> Self {
         GpioSection {
-            backend: "sim".into(),
+            backend: GpioKind::Sim.as_str().into(),
             chip: "/dev/gpiochip0".into(),
             buttons: Default::default(),
             outputs: Default::default(),
@@ -374,7 +383,7 @@ impl DeviceConfig {
         if !self.media.bind.is_empty() {
             self.media.bind.parse::<IpAddr>().map_err(|_| ConfigError::value("media.bind", "not an IP address"))?;
         }
-        if !["rppal", "cdev", "sim"].contains(&self.gpio.backend.as_str()) {
+        if GpioKind::parse(&self.gpio.backend).is_none() {
             return Err(ConfigError::value("gpio.backend", "must be rppal, cdev or sim"));
         }
         for k in self.gpio.buttons.keys() {

@@ -307,14 +307,14 @@ fn gpio(cfg: &DeviceConfig) -> Check {
     let g = &cfg.gpio;
     let lines = super::gpio::Lines::from_config(g);
     let max = lines.buttons.iter().map(|(_, l)| *l).chain(lines.outputs.iter().map(|(_, l)| *l)).max();
-    match g.backend.as_str() {
-        "sim" => Check::new(
+    match g.kind() {
+        super::gpio::GpioKind::Sim => Check::new(
             Level::Warn,
             "gpio",
             "simulated (buttons via `callbox gpio press`)",
             Some("set [gpio] backend = \"rppal\" (Pi) or \"cdev\" on a device with buttons"),
         ),
-        "cdev" => match gpiocdev::chip::Chip::from_path(&g.chip).and_then(|c| c.info()) {
+        super::gpio::GpioKind::Cdev => match gpiocdev::chip::Chip::from_path(&g.chip).and_then(|c| c.info()) {
             Ok(info) if max.is_some_and(|m| m >= info.num_lines) => Check::new(
                 Level::Fail,
                 "gpio",
@@ -331,7 +331,7 @@ fn gpio(cfg: &DeviceConfig) -> Check {
                 Some("check [gpio] chip (gpiodetect) and that the user is in group gpio"),
             ),
         },
-        _ => match rppal::gpio::Gpio::new() {
+        super::gpio::GpioKind::Rppal => match rppal::gpio::Gpio::new() {
             Ok(_) => Check::new(Level::Pass, "gpio", "Raspberry Pi GPIO accessible", None),
             Err(e) => Check::new(
                 Level::Fail,
@@ -402,8 +402,8 @@ async fn credentials(cfg: &DeviceConfig) -> Check {
     if let Ok(r) = super::control::request(&cfg.control.socket_path(), &super::control::Request::Status).await
         && let Some(s) = r.status
     {
-        return match (s.room.state.as_str(), s.room.error_code) {
-            ("Connected", _) => Check::new(
+        return match (s.room.state, s.room.error_code) {
+            (crate::engine::RoomState::Connected, _) => Check::new(
                 Level::Pass,
                 "credentials",
                 format!("accepted: the running daemon is logged in to {}", s.room.room_id),

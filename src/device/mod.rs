@@ -8,7 +8,7 @@
 //!   modes and the door pulse on top of it;
 //! - [`daemon`]: the supervisor loop that ties them to the engine;
 //! - [`control`] and [`status`]: the control socket and what `callbox status` shows;
-//! - [`systemd`]: READY/STATUS/WATCHDOG/STOPPING; [`logging`]: journald fields or stderr;
+//! - [`systemd`]: READY/STATUS/WATCHDOG/STOPPING (logging, shared with the server: [`crate::logging`]);
 //! - [`doctor`]: `callbox doctor`, the field check.
 
 pub mod config;
@@ -17,7 +17,6 @@ pub mod credentials;
 pub mod daemon;
 pub mod doctor;
 pub mod gpio;
-pub mod logging;
 pub mod outputs;
 pub mod status;
 pub mod systemd;

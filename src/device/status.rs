@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{PlayerState, PublisherState, RoomState};
+
 /// Errors kept for `last_errors`.
 pub const KEPT_ERRORS: usize = 10;
 
@@ -67,7 +69,7 @@ pub struct RoomStatus {
     /// This device's user ID.
     pub user_id: String,
     /// `Disconnected`, `Connecting` or `Connected`.
-    pub state: String,
+    pub state: RoomState,
     /// The reason of the last change, e.g. `Logined`, `Reconnecting`, `LoginFailed`.
     pub reason: String,
     /// 0, or the error code of the last change.
@@ -89,7 +91,7 @@ pub struct PublishStatus {
     /// Stream ID.
     pub stream_id: String,
     /// `NoPublish`, `PublishRequesting` or `Publishing`.
-    pub state: String,
+    pub state: PublisherState,
     /// Accepted by the server but no media flows (cut, UDP blocked); being recovered.
     #[serde(default)]
     pub stalled: bool,
@@ -103,7 +105,7 @@ pub struct PlayStatus {
     /// Stream ID.
     pub stream_id: String,
     /// `NoPlay`, `PlayRequesting` or `Playing`.
-    pub state: String,
+    pub state: PlayerState,
     /// Requested but no media arrives (cut, UDP blocked); being recovered.
     #[serde(default)]
     pub stalled: bool,
@@ -125,7 +127,7 @@ pub struct PublishFigures {
     /// Loss fraction 0..1.
     pub packet_loss: f64,
     /// `excellent` .. `die`.
-    pub level: String,
+    pub level: crate::proto::QualityLevel,
     /// `udp`, or `tcp` (ICE-TCP, where UDP does not pass).
     #[serde(default)]
     pub path: String,
@@ -163,7 +165,7 @@ pub struct PlayFigures {
     /// Stalls so far.
     pub stall_count: u64,
     /// `excellent` .. `die`.
-    pub level: String,
+    pub level: crate::proto::QualityLevel,
     /// `udp`, or `tcp` (ICE-TCP, where UDP does not pass).
     #[serde(default)]
     pub path: String,
@@ -340,7 +342,7 @@ mod tests {
         let mut s = Status { call: "in_call".into(), ..Default::default() };
         s.room = RoomStatus {
             room_id: "lobby".into(),
-            state: "Connected".into(),
+            state: RoomState::Connected,
             reason: "Logined".into(),
             ..Default::default()
         };
@@ -351,7 +353,7 @@ mod tests {
         assert_eq!(s.last_errors[0].message, "e5");
         s.playing.push(PlayStatus {
             stream_id: "flat-main".into(),
-            state: "Playing".into(),
+            state: PlayerState::Playing,
             stalled: false,
             frames_decoded: 42,
             quality: None,
@@ -359,7 +361,7 @@ mod tests {
         let t = s.to_text();
         assert!(t.contains("room     lobby") && t.contains("flat-main Playing frames 42") && t.contains("e14"), "{t}");
         assert_eq!(s.summary(), "room lobby Connected (Logined), call in_call, playing 1");
-        s.playing[0].state = "PlayRequesting".into();
+        s.playing[0].state = PlayerState::PlayRequesting;
         s.playing[0].stalled = true;
         assert!(s.to_text().contains("flat-main PlayRequesting stalled frames 42"));
         assert_eq!(s.summary(), "room lobby Connected (Logined), call in_call, playing 1, media stalled (recovering)");
@@ -377,13 +379,13 @@ mod tests {
             cap_kbps: 9500.0,
             target_kbps: 418.0,
             video: "320x240@30".into(),
-            level: "good".into(),
+            level: crate::proto::QualityLevel::Good,
             path: "udp".into(),
             ..Default::default()
         };
         s.publishing.push(PublishStatus {
             stream_id: "door-main".into(),
-            state: "Publishing".into(),
+            state: PublisherState::Publishing,
             stalled: false,
             quality: Some(q),
         });
@@ -393,7 +395,7 @@ mod tests {
         assert!(s.to_text().contains("(target 418, estimate 520, players 300)"), "{}", s.to_text());
         s.playing.push(PlayStatus {
             stream_id: "flat-main".into(),
-            state: "Playing".into(),
+            state: PlayerState::Playing,
             quality: Some(PlayFigures { render_fps: 15.0, path: "udp".into(), ..Default::default() }),
             ..Default::default()
         });

@@ -11,12 +11,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::backlog::{BACKLOG, Backlog};
+use super::core::{Call, CoreOutput, EngineCore, Input};
 use super::error::EngineError;
 use super::event::{EngineEvent, PublishChannel};
 pub use super::media::EngineMedia;
-use super::media::{MediaManager, MediaOutput, Note};
+use super::media::{MediaRunner, Note};
 use super::reconnect::ReconnectPolicy;
-use super::session::{CmdId, Output, Reply, Session, SessionConfig};
+use super::session::{CmdId, Reply, Session, SessionConfig};
 use crate::dial::Dialer;
 use crate::proto::{ClientMsg, ServerMsg, UserInfo};
 use crate::url::ServerUrl;
@@ -95,8 +96,6 @@ pub struct RoomConfig {
     pub is_user_status_notify: bool,
 }
 
-type Call = Box<dyn FnOnce(&mut Session, Instant, CmdId) + Send>;
-
 enum DriverCmd {
     Call(Call, oneshot::Sender<Reply>),
     Fault(String, oneshot::Sender<bool>),
@@ -139,12 +138,16 @@ impl Engine {
         let session = Session::new(cfg, Instant::now());
         let (tx, rx) = mpsc::channel(64);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_CHANNEL);
-        let media = profile.media.clone().map(|m| MediaManager::new(m, profile.ca_file.clone()));
         if let Some(m) = &profile.media {
             m.config.validate().map_err(EngineError::Profile)?;
         }
+        let (sup, run) = match profile.media.clone().map(|m| super::media::parts(m, profile.ca_file.clone())) {
+            Some((sup, run)) => (Some(sup), Some(run)),
+            None => (None, None),
+        };
+        let core = EngineCore::new(session, sup);
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(Driver::new(session, Arc::new(dialer), token, ev_tx, dropped.clone(), media).run(rx));
+        tokio::spawn(Driver::new(core, run, Arc::new(dialer), token, ev_tx, dropped.clone()).run(rx));
         Ok((Engine { tx, dropped }, ev_rx))
     }
 
@@ -274,7 +277,9 @@ enum Incoming {
 }
 
 struct Driver {
-    s: Session,
+    core: EngineCore,
+    /// Carries out the core's media commands (GStreamer, connections); `None`: signalling only.
+    run: Option<MediaRunner>,
     dialer: std::sync::Arc<Dialer>,
     profile_token: Option<String>,
     events: mpsc::Sender<EngineEvent>,
@@ -285,21 +290,36 @@ struct Driver {
     in_tx: mpsc::Sender<(u64, Incoming)>,
     in_rx: mpsc::Receiver<(u64, Incoming)>,
     destroying: Option<oneshot::Sender<()>>,
-    media: Option<MediaManager>,
+}
+
+/// The meters of no pipeline (an engine without media).
+struct NoMeters;
+
+impl super::media::Meters for NoMeters {
+    fn publisher(&self, _: &str) -> Option<super::media::PublishCounts> {
+        None
+    }
+    fn encoder_kbps(&self, _: &str) -> Option<u32> {
+        None
+    }
+    fn player(&self, _: &str) -> Option<(super::media::PlayCounts, Option<Instant>)> {
+        None
+    }
 }
 
 impl Driver {
     fn new(
-        s: Session,
+        core: EngineCore,
+        run: Option<MediaRunner>,
         dialer: std::sync::Arc<Dialer>,
         profile_token: Option<String>,
         events: mpsc::Sender<EngineEvent>,
         dropped: Arc<AtomicU64>,
-        media: Option<MediaManager>,
     ) -> Self {
         let (in_tx, in_rx) = mpsc::channel(1024);
         Driver {
-            s,
+            core,
+            run,
             dialer,
             profile_token,
             events,
@@ -310,18 +330,18 @@ impl Driver {
             in_tx,
             in_rx,
             destroying: None,
-            media,
         }
     }
 
+    /// The task: moves inputs into the core (calls, frames, notes, time) and carries out
+    /// what comes out. Nothing here decides anything.
     async fn run(mut self, mut calls: mpsc::Receiver<DriverCmd>) {
         let mut calls_open = true;
         loop {
             if self.drain() {
                 break;
             }
-            let deadline = self.s.poll_timeout();
-            let media_deadline = self.media.as_ref().and_then(|m| m.sup.poll_timeout());
+            let deadline = self.core.poll_timeout();
             let events = self.events.clone();
             let mut fault = None;
             let mut grid = None;
@@ -337,15 +357,11 @@ impl Driver {
                             s.set_default_token(token);
                             f(s, now, cmd)
                         });
-                        f(&mut self.s, Instant::now(), cmd);
+                        self.core.handle(Instant::now(), Input::Call(f, cmd));
                     }
                     Some(DriverCmd::Fault(stream, reply)) => fault = Some((stream, reply)),
                     Some(DriverCmd::GridFrames(reply)) => grid = Some(reply),
-                    Some(DriverCmd::Mute(mute)) => {
-                        if let Some(m) = &mut self.media {
-                            m.run.set_muted(mute);
-                        }
-                    }
+                    Some(DriverCmd::Mute(mute)) => self.core.handle(Instant::now(), Input::Mute(mute)),
                     Some(DriverCmd::Destroy(reply)) => self.destroy(reply),
                     None => {
                         // The Engine was dropped without destroy(): log out all the same.
@@ -355,38 +371,23 @@ impl Driver {
                     }
                 },
                 Some((epoch, inc)) = self.in_rx.recv() => {
-                    let now = Instant::now();
-                    match inc {
-                        Incoming::Up(route) => {
-                            if let (Some(m), Some(route)) = (&mut self.media, route) {
-                                m.sup.set_route(route);
-                            }
-                            self.s.handle_connected(now, epoch, crate::auth::unix_now())
-                        }
-                        Incoming::Msg(m) => self.s.handle_message(now, epoch, m),
-                        Incoming::Down(cause) => {
+                    let input = match inc {
+                        Incoming::Up(route) => Input::Connected { epoch, route, unix_secs: crate::auth::unix_now() },
+                        Incoming::Msg(msg) => Input::Message { epoch, msg },
+                        Incoming::Down(refused) => {
                             if self.conn.as_ref().is_some_and(|c| c.0 == epoch) {
                                 self.conn = None;
                             }
-                            match cause {
-                                Some(code) => self.s.handle_connect_refused(now, epoch, code),
-                                None => self.s.handle_disconnected(now, epoch),
-                            }
+                            Input::Disconnected { epoch, refused }
                         }
-                    }
+                    };
+                    self.core.handle(Instant::now(), input);
                 }
-                _ = sleep_until(deadline) => self.s.handle_timeout(Instant::now()),
-                Some(note) = next_note(&mut self.media) => {
-                    if let Some(m) = &mut self.media {
-                        m.sup.handle_note(Instant::now(), note);
-                    }
-                }
-                _ = sleep_until(media_deadline) => {
-                    if let Some(m) = &mut self.media {
-                        let now = Instant::now();
-                        m.handle_timeout(now, self.s.signalling_fresh(now));
-                    }
-                }
+                _ = sleep_until(deadline) => match &self.run {
+                    Some(run) => self.core.handle_timeout(Instant::now(), run),
+                    None => self.core.handle_timeout(Instant::now(), &NoMeters),
+                },
+                Some(note) = next_note(&mut self.run) => self.core.handle(Instant::now(), Input::Note(note)),
                 permit = events.reserve(), if !self.queue.is_empty() => match permit {
                     Ok(p) => {
                         if let Some(e) = self.queue.pop_front() {
@@ -397,54 +398,74 @@ impl Driver {
                 },
             }
             if let Some(reply) = grid {
-                let _ = reply.send(self.media.as_ref().and_then(|m| m.run.grid_frames()));
+                let _ = reply.send(self.run.as_ref().and_then(|r| r.grid_frames()));
             }
             if let Some((stream, reply)) = fault {
-                let _ = reply.send(self.media.as_ref().is_some_and(|m| m.run.inject_fault(&stream)));
+                let _ = reply.send(self.run.as_ref().is_some_and(|r| r.inject_fault(&stream)));
             }
         }
     }
 
     fn destroy(&mut self, reply: oneshot::Sender<()>) {
         self.destroying = Some(reply);
-        self.s.logout(Instant::now(), DESTROY_CMD);
+        self.core.handle(Instant::now(), Input::Destroy(DESTROY_CMD));
     }
 
-    /// Carries out the session's and the media's outputs. Returns true when the engine is
-    /// finished.
+    /// Carries out the core's outputs. Returns true when the engine is finished.
     fn drain(&mut self) -> bool {
-        let mut finished = false;
-        loop {
-            finished |= self.drain_session();
-            if !self.drain_media(finished) {
-                return finished;
-            }
-        }
-    }
-
-    /// Carries out the media's outputs: commands run, offers go to the session, events to
-    /// the application. Returns true when the session has new outputs to carry out.
-    fn drain_media(&mut self, finished: bool) -> bool {
-        let mut session_moved = false;
         let now = Instant::now();
-        while let Some(o) = self.media.as_mut().and_then(|m| m.poll_output(now)) {
+        while let Some(o) = self.core.poll_output(now) {
             match o {
-                MediaOutput::Event(e) => self.emit(e),
-                MediaOutput::NetworkBack => {
-                    self.s.network_back(now);
-                    session_moved = true;
-                }
-                MediaOutput::Offer { .. } if finished => {}
-                MediaOutput::Offer { stream, role, sdp, tag } => {
-                    if self.s.media_offer(stream.clone(), role, sdp, tag) {
-                        session_moved = true;
-                    } else if let Some(m) = &mut self.media {
-                        m.sup.handle_unsent(&stream, role, tag);
+                CoreOutput::Connect { epoch } => self.open(epoch),
+                CoreOutput::Send { epoch, msg } => {
+                    if let Some((g, tx, _)) = &self.conn
+                        && *g == epoch
+                        && tx.try_send(msg).is_err()
+                    {
+                        tracing::warn!("signalling write queue full; reconnecting");
+                        self.conn = None;
+                        self.core.handle(Instant::now(), Input::Disconnected { epoch, refused: None });
                     }
                 }
+                CoreOutput::Close { epoch } => {
+                    if self.conn.as_ref().is_some_and(|c| c.0 == epoch) {
+                        // Dropping the sender lets the writer flush what is queued, then close.
+                        self.conn = None;
+                    }
+                }
+                CoreOutput::Event(e) => self.emit(e),
+                CoreOutput::Done { cmd, result } => {
+                    if let Some(r) = self.replies.remove(&cmd) {
+                        let _ = r.send(result);
+                    }
+                }
+                CoreOutput::Media(cmd) => {
+                    if let Some(note) = self.run.as_mut().and_then(|r| r.execute(cmd)) {
+                        self.core.handle(now, Input::Note(note));
+                    }
+                }
+                CoreOutput::Finished => {
+                    self.finish();
+                    return true;
+                }
             }
         }
-        session_moved && !finished
+        false
+    }
+
+    /// Lets the connection flush its logout, then answers `destroy`.
+    fn finish(&mut self) {
+        let conn = self.conn.take();
+        let reply = self.destroying.take();
+        tokio::spawn(async move {
+            if let Some((_, tx, task)) = conn {
+                drop(tx);
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
+            if let Some(r) = reply {
+                let _ = r.send(());
+            }
+        });
     }
 
     fn emit(&mut self, e: EngineEvent) {
@@ -455,69 +476,6 @@ impl Driver {
         }
     }
 
-    fn drain_session(&mut self) -> bool {
-        let mut finished = false;
-        while let Some(o) = self.s.poll_output() {
-            match o {
-                Output::Connect { epoch } => self.open(epoch),
-                Output::Send { epoch, msg } => {
-                    if let Some((g, tx, _)) = &self.conn
-                        && *g == epoch
-                        && tx.try_send(msg).is_err()
-                    {
-                        tracing::warn!("signalling write queue full; reconnecting");
-                        self.conn = None;
-                        self.s.handle_disconnected(Instant::now(), epoch);
-                    }
-                }
-                Output::Close { epoch } => {
-                    if self.conn.as_ref().is_some_and(|c| c.0 == epoch) {
-                        // Dropping the sender lets the writer flush what is queued, then close.
-                        self.conn = None;
-                    }
-                }
-                Output::Event(e) => {
-                    let e = match &mut self.media {
-                        Some(m) => m.sup.handle_state(Instant::now(), e),
-                        None => e,
-                    };
-                    self.emit(e);
-                }
-                Output::Joined { fresh, ice_servers } => {
-                    if let Some(m) = &mut self.media {
-                        m.sup.set_server_ice(ice_servers);
-                        m.sup.handle_joined(Instant::now(), fresh);
-                    }
-                }
-                Output::MediaAnswer { stream_id, role, tag, result } => {
-                    if let Some(m) = &mut self.media {
-                        m.sup.handle_answer(Instant::now(), &stream_id, role, tag, result);
-                    }
-                }
-                Output::Done { cmd: DESTROY_CMD, .. } => finished = true,
-                Output::Done { cmd, result } => {
-                    if let Some(r) = self.replies.remove(&cmd) {
-                        let _ = r.send(result);
-                    }
-                }
-            }
-        }
-        if finished {
-            let conn = self.conn.take();
-            let reply = self.destroying.take();
-            tokio::spawn(async move {
-                if let Some((_, tx, task)) = conn {
-                    drop(tx);
-                    let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
-                }
-                if let Some(r) = reply {
-                    let _ = r.send(());
-                }
-            });
-        }
-        finished
-    }
-
     fn open(&mut self, epoch: u64) {
         let (tx, rx) = mpsc::channel(256);
         let task = tokio::spawn(connection(self.dialer.clone(), epoch, rx, self.in_tx.clone()));
@@ -525,9 +483,9 @@ impl Driver {
     }
 }
 
-async fn next_note(media: &mut Option<MediaManager>) -> Option<Note> {
-    match media {
-        Some(m) => m.run.next_note().await,
+async fn next_note(run: &mut Option<MediaRunner>) -> Option<Note> {
+    match run {
+        Some(r) => r.next_note().await,
         None => std::future::pending().await,
     }
 }

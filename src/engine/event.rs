@@ -3,9 +3,10 @@
 use crate::proto::{ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
 
 /// Connection state of the room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum RoomState {
     /// Not in the room.
+    #[default]
     Disconnected,
     /// Logging in or reconnecting.
     Connecting,
@@ -14,7 +15,7 @@ pub enum RoomState {
 }
 
 /// Why the room state changed; each reason implies its [`RoomState`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RoomStateReason {
     /// Logging in (Connecting).
     Logining,
@@ -49,9 +50,10 @@ impl RoomStateReason {
 }
 
 /// State of one published stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum PublisherState {
     /// Not publishing.
+    #[default]
     NoPublish,
     /// Asking the server (first time, or again after a network fault).
     PublishRequesting,
@@ -60,15 +62,36 @@ pub enum PublisherState {
 }
 
 /// State of one played stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum PlayerState {
     /// Not playing.
+    #[default]
     NoPlay,
     /// Asking the server, waiting for the stream to be published, or retrying after a fault.
     PlayRequesting,
     /// Playing.
     Playing,
 }
+
+/// The variant names, as `callbox status` shows them and its JSON carries them.
+macro_rules! state_names {
+    ($t:ty { $($v:ident),* }) => {
+        impl $t {
+            /// The state's name (`Connected`, `Publishing`, ...).
+            pub fn as_str(self) -> &'static str {
+                match self { $(<$t>::$v => stringify!($v)),* }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+state_names!(RoomState { Disconnected, Connecting, Connected });
+state_names!(PublisherState { NoPublish, PublishRequesting, Publishing });
+state_names!(PlayerState { NoPlay, PlayRequesting, Playing });
 
 /// Which publishing channel (a user may publish several streams: main camera, aux).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

@@ -5,6 +5,9 @@
 //! [`driver`] the tokio task that connects it to the WebSocket.
 
 mod backlog;
+#[cfg(test)]
+mod call_tests;
+mod core;
 mod driver;
 mod event;
 mod media;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::client::{ClientConn, ClientEvent, RtpSink};
-use super::sfu::{Sfu, StreamKey};
+use super::sfu::{MediaOffer, Sfu, StreamKey};
 use super::{Kind, test_rtp};
 use crate::proto::MediaRole;
 
@@ -23,6 +23,10 @@ impl RtpSink for Count {
 
 fn key() -> StreamKey {
     StreamKey { app_id: 1, room_id: "r".into(), stream_id: "s".into() }
+}
+
+fn offer_for(session: &str, role: MediaRole, sdp: String) -> MediaOffer {
+    MediaOffer { session: session.into(), stream: key(), role, sdp }
 }
 
 async fn connect(
@@ -49,7 +53,7 @@ async fn connect_via(
     };
     let (conn, offer) =
         ClientConn::start(role, "127.0.0.1:0".parse().unwrap(), Default::default(), sink, events).unwrap();
-    let answer = sfu.offer(session, key(), role, offer).await.unwrap();
+    let answer = sfu.offer(offer_for(session, role, offer)).await.unwrap();
     assert!(conn.answer(edit(answer)), "the connection takes the answer");
     loop {
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("connects within 10 s") {
@@ -113,15 +117,15 @@ async fn publish_forwards_to_every_player() {
 #[tokio::test]
 async fn garbage_offer_is_refused_and_the_sfu_lives_on() {
     let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![], Some(0)).unwrap();
-    assert!(sfu.offer("x", key(), MediaRole::Publish, "not sdp".into()).await.is_err());
-    assert!(sfu.offer("x", key(), MediaRole::Play, "v=0\r\n".into()).await.is_err());
+    assert!(sfu.offer(offer_for("x", MediaRole::Publish, "not sdp".into())).await.is_err());
+    assert!(sfu.offer(offer_for("x", MediaRole::Play, "v=0\r\n".into())).await.is_err());
     // A well-formed offer that only sends VP8: nothing the SFU could forward.
     let vp8 = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
                m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
                a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
                a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
                a=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:96 VP8/90000\r\na=ssrc:1 cname:x\r\n";
-    let err = sfu.offer("x", key(), MediaRole::Publish, vp8.into()).await.unwrap_err();
+    let err = sfu.offer(offer_for("x", MediaRole::Publish, vp8.into())).await.unwrap_err();
     assert!(matches!(err, super::RtcError::BadSdp(_)), "{err}");
     let (_p, _) = connect(&sfu, "p", MediaRole::Publish, None).await;
     assert_eq!(sfu.stats().await.unwrap().publishers, 1);

@@ -39,7 +39,7 @@ pub struct ServerConfig {
     pub state_dir: String,
     /// callbox's log level (applied on SIGHUP too).
     #[serde(default)]
-    pub log: crate::device::logging::LogSection,
+    pub log: crate::logging::LogSection,
     /// Development mode (`callbox server --dev`, never from the file): the dev app is added
     /// and `GET /dev/token` hands out its tokens to anyone.
     #[serde(skip)]

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::json;
 
+use super::http_error::{bearer, error, refused};
 use super::hub::Hub;
 use super::{whip, ws};
 use crate::auth;
@@ -145,23 +146,6 @@ async fn metrics(State(hub): State<Hub>) -> Response {
         text.push_str(&super::metrics::render_media(&stats));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-/// A JSON error body `{"code", "name", "message"}` with `status`.
-pub(super) fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    (status, Json(json!({"code": code.0, "name": code.name(), "message": message}))).into_response()
-}
-
-/// The bearer token of `Authorization: Bearer <token>` (the scheme in any case, RFC 7235).
-pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = v.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
-}
-
-fn refused(r: super::registry::Refusal) -> Response {
-    error(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST), r.code, &r.message)
 }
 
 /// Checks the bearer token against the app (and the room the request is about); returns

@@ -351,11 +351,11 @@ fn deliver(
 fn media(m: MediaOut, me: &mpsc::Sender<Cmd>, sfu: Option<&Sfu>) {
     let Some(sfu) = sfu else { return };
     match m {
-        MediaOut::Offer { conn, req, session, stream, role, sdp } => {
+        MediaOut::Offer { conn, req, offer } => {
             let (sfu, me) = (sfu.clone(), me.clone());
             tokio::spawn(async move {
-                let stream_id = stream.stream_id.clone();
-                let msg = match sfu.offer(&session, stream, role, sdp).await {
+                let stream_id = offer.stream.stream_id.clone();
+                let msg = match sfu.offer(offer).await {
                     Ok(sdp) => ServerMsg::MediaAnswer { req, stream_id, sdp },
                     Err(crate::rtc::RtcError::BadSdp(e)) => ServerMsg::error(
                         Some(req),

@@ -8,6 +8,7 @@
 mod accept;
 pub mod config;
 mod http;
+mod http_error;
 mod hub;
 mod metrics;
 pub mod registry;

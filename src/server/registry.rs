@@ -724,7 +724,7 @@ impl Registry {
         let Some(s) = self.sessions.get(sid) else {
             return self.internal(conn, Some(req), "publish: no session behind the connection");
         };
-        if !s.claims.has("publish") {
+        if !s.claims.has(auth::Privilege::Publish) {
             return self.fail(conn, Some(req), ErrorCode::NO_PUBLISH_PRIVILEGE, "token lacks the publish privilege");
         }
         if !s.claims.allows_stream(&stream_id) {
@@ -825,7 +825,7 @@ impl Registry {
         let Some(s) = self.sessions.get(sid) else {
             return self.internal(conn, Some(req), "play: no session behind the connection");
         };
-        if !s.claims.has("play") {
+        if !s.claims.has(auth::Privilege::Play) {
             return self.fail(conn, Some(req), ErrorCode::NO_PLAY_PRIVILEGE, "token lacks the play privilege");
         }
         if !s.claims.allows_stream(&stream_id) {

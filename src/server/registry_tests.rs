@@ -377,7 +377,7 @@ fn device_keys_mint_scoped_tokens_and_revocation_ends_their_sessions() {
     let claims = auth::peek(&issued.token).unwrap();
     assert_eq!((claims.user_id.as_str(), claims.room_id.as_deref()), ("door", Some("r")));
     assert_eq!(claims.dk.as_deref(), Some(rec.id.as_str()));
-    assert!(!claims.has("admin") && claims.has("login"));
+    assert!(!claims.has(auth::Privilege::Admin) && claims.has(auth::Privilege::Login));
     assert_eq!(w.reg.device_token("cbk_nope_00", None, w.now).unwrap_err().code, ErrorCode::DEVICE_KEY_INVALID);
 
     // Its token logs in only as its user and room.
@@ -485,7 +485,7 @@ fn media_offers_need_publish_or_play_first_and_stay_in_the_room() {
     w.msg(1, offer(4, "s", MediaRole::Publish));
     let key = StreamKey { app_id: 1, room_id: "r".into(), stream_id: "s".into() };
     assert!(
-        matches!(&w.media[..], [MediaOut::Offer { conn: 1, req: 4, stream, role: MediaRole::Publish, .. }] if *stream == key)
+        matches!(&w.media[..], [MediaOut::Offer { conn: 1, req: 4, offer }] if offer.stream == key && offer.role == MediaRole::Publish)
     );
     w.media.clear();
     // Playing needs `play` first, and only streams of one's own room are reachable.
@@ -498,7 +498,9 @@ fn media_offers_need_publish_or_play_first_and_stay_in_the_room() {
     assert!(w.media.is_empty());
     w.msg(2, ClientMsg::Play { req: 3, stream_id: "s".into() });
     w.msg(2, offer(4, "s", MediaRole::Play));
-    assert!(matches!(&w.media[..], [MediaOut::Offer { conn: 2, role: MediaRole::Play, stream, .. }] if *stream == key));
+    assert!(
+        matches!(&w.media[..], [MediaOut::Offer { conn: 2, offer, .. }] if offer.stream == key && offer.role == MediaRole::Play)
+    );
     w.media.clear();
     // Stop playing, unpublish, leave: the relay is told each time.
     w.msg(2, ClientMsg::StopPlay { req: 5, stream_id: "s".into() });

@@ -22,21 +22,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::http_error::{bearer, refused};
 use super::hub::Hub;
 use super::registry::Refusal;
 use crate::proto::ErrorCode;
 use crate::proto::MediaRole;
-use crate::rtc::sfu::Sfu;
+use crate::rtc::sfu::{MediaOffer, Sfu};
 
 /// A WHIP session whose media connection is gone for this long is ended.
 pub const REAP_AFTER: Duration = Duration::from_secs(15);
 /// Largest SDP offer accepted.
 pub const MAX_SDP: usize = 64 * 1024;
-
-fn refusal(r: Refusal) -> Response {
-    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
-    super::http::error(status, r.code, &r.message)
-}
 
 fn bad(status: StatusCode, code: ErrorCode, message: &str) -> Refusal {
     Refusal { status: status.as_u16(), code, message: message.to_string() }
@@ -52,7 +48,7 @@ fn offer_and_token(headers: &HeaderMap, body: &Bytes) -> Result<(String, String)
             "Content-Type must be application/sdp",
         ));
     }
-    let token = super::http::bearer(headers)
+    let token = bearer(headers)
         .ok_or_else(|| bad(StatusCode::UNAUTHORIZED, ErrorCode::TOKEN_INVALID, "missing bearer token"))?;
     if body.len() > MAX_SDP {
         return Err(bad(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::MEDIA_OFFER_REJECTED, "SDP offer over 64 KB"));
@@ -105,7 +101,7 @@ pub async fn whip_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    whip(hub, app, room_id, stream_id, headers, body).await.unwrap_or_else(refusal)
+    whip(hub, app, room_id, stream_id, headers, body).await.unwrap_or_else(refused)
 }
 
 async fn whip(
@@ -124,7 +120,15 @@ async fn whip(
         hub.with(move |reg, _| reg.whip_end(&sid)).await;
         return Err(too_many());
     }
-    match sfu.offer(&super::registry::whip_media_session(&sid), key, MediaRole::Publish, sdp).await {
+    match sfu
+        .offer(MediaOffer {
+            session: super::registry::whip_media_session(&sid),
+            stream: key,
+            role: MediaRole::Publish,
+            sdp,
+        })
+        .await
+    {
         Ok(answer) => Ok(created(format!("/whip/v1/{app_id}/{room_id}/{stream_id}/{sid}"), answer)),
         Err(e) => {
             hub.with(move |reg, _| reg.whip_end(&sid)).await;
@@ -145,7 +149,7 @@ pub async fn whip_delete(
         }
         StatusCode::OK.into_response()
     } else {
-        refusal(bad(StatusCode::NOT_FOUND, ErrorCode::STREAM_NOT_FOUND, "no such WHIP session"))
+        refused(bad(StatusCode::NOT_FOUND, ErrorCode::STREAM_NOT_FOUND, "no such WHIP session"))
     }
 }
 
@@ -156,7 +160,7 @@ pub async fn whep_post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    whep(hub, app, room_id, stream_id, headers, body).await.unwrap_or_else(refusal)
+    whep(hub, app, room_id, stream_id, headers, body).await.unwrap_or_else(refused)
 }
 
 async fn whep(
@@ -174,7 +178,10 @@ async fn whep(
         return Err(too_many());
     }
     let id = hex::encode(rand::random::<[u8; 16]>());
-    let answer = sfu.offer(&format!("whep-{id}"), key, MediaRole::Play, sdp).await.map_err(offer_rejected)?;
+    let answer = sfu
+        .offer(MediaOffer { session: format!("whep-{id}"), stream: key, role: MediaRole::Play, sdp })
+        .await
+        .map_err(offer_rejected)?;
     Ok(created(format!("/whep/v1/{app_id}/{room_id}/{stream_id}/{id}"), answer))
 }
 
@@ -184,14 +191,14 @@ pub async fn whep_delete(
     Path((_app, _room, _stream, id)): Path<(String, String, String, String)>,
 ) -> Response {
     let Some(sfu) = hub.sfu() else {
-        return refusal(bad(StatusCode::NOT_FOUND, ErrorCode::STREAM_NOT_FOUND, "no such WHEP session"));
+        return refused(bad(StatusCode::NOT_FOUND, ErrorCode::STREAM_NOT_FOUND, "no such WHEP session"));
     };
     let session = format!("whep-{id}");
     if sfu.session_alive(&session).await {
         sfu.end_session(&session);
         StatusCode::OK.into_response()
     } else {
-        refusal(bad(StatusCode::NOT_FOUND, ErrorCode::STREAM_NOT_FOUND, "no such WHEP session"))
+        refused(bad(StatusCode::NOT_FOUND, ErrorCode::STREAM_NOT_FOUND, "no such WHEP session"))
     }
 }
 

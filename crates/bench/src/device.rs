@@ -101,7 +101,7 @@ pub async fn footprint(window: Duration) -> anyhow::Result<Vec<Footprint>> {
         .context("starting callbox device")?;
     let daemon = Daemon(child);
     let pid = daemon.0.id();
-    wait_status(&socket, "logged in", |s| s.room.state == "Connected").await?;
+    wait_status(&socket, "logged in", |s| s.room.state == callbox::engine::RoomState::Connected).await?;
     let idle = measure(pid, "logged in, idle", window).await;
 
     let mut media = MediaConfig::small();

@@ -78,7 +78,7 @@ pub struct BenchArgs {
 fn main() -> ExitCode {
     let a = <BenchArgs as clap::Parser>::parse();
     // The program prints its own lines; logs stay quiet unless RUST_LOG asks.
-    callbox::device::logging::init("warn");
+    callbox::logging::init("warn");
     let run = || -> anyhow::Result<ExitCode> {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         rt.block_on(bench(a))

@@ -10,6 +10,42 @@ use crate::proto::ErrorCode;
 /// Privilege names a token may carry.
 pub const PRIVILEGES: &[&str] = &["login", "publish", "play", "admin", "door"];
 
+/// A privilege a token grants. Tokens carry them as names ([`Privilege::as_str`]) so that a
+/// token minted elsewhere with a name callbox does not know still verifies (it grants
+/// nothing here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Privilege {
+    /// Log in to a room.
+    Login,
+    /// Publish streams.
+    Publish,
+    /// Play streams.
+    Play,
+    /// The admin API.
+    Admin,
+    /// Ask a device to open its door.
+    Door,
+}
+
+impl Privilege {
+    /// The name in a token's `privileges`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Privilege::Login => "login",
+            Privilege::Publish => "publish",
+            Privilege::Play => "play",
+            Privilege::Admin => "admin",
+            Privilege::Door => "door",
+        }
+    }
+}
+
+impl std::fmt::Display for Privilege {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The claims of a callbox token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -40,8 +76,13 @@ pub struct Claims {
 
 impl Claims {
     /// Whether the token grants `privilege`.
-    pub fn has(&self, privilege: &str) -> bool {
-        self.privileges.iter().any(|p| p == privilege)
+    pub fn has(&self, privilege: Privilege) -> bool {
+        self.has_name(privilege.as_str())
+    }
+
+    /// Whether the token carries the privilege named `name` (known to callbox or not).
+    pub fn has_name(&self, name: &str) -> bool {
+        self.privileges.iter().any(|p| p == name)
     }
 
     /// Whether the token allows publishing or playing `stream_id`.
@@ -142,7 +183,7 @@ pub fn verify_login(
     if claims.room_id.as_deref().is_some_and(|r| r != room_id) {
         return Err(ErrorCode::TOKEN_ROOM_MISMATCH);
     }
-    if !claims.has("login") {
+    if !claims.has(Privilege::Login) {
         return Err(ErrorCode::NO_LOGIN_PRIVILEGE);
     }
     Ok(claims)
@@ -156,7 +197,7 @@ pub fn verify_admin(secret: &[u8], app_id: u32, token: &str, now: u64, max_lifet
     if claims.app_id != app_id {
         return Err(ErrorCode::ADMIN_UNAUTHORIZED);
     }
-    if !claims.has("admin") {
+    if !claims.has(Privilege::Admin) {
         return Err(ErrorCode::ADMIN_FORBIDDEN);
     }
     Ok(claims)
@@ -179,7 +220,7 @@ pub fn renewal_within(current: &Claims, renewed: &Claims) -> bool {
         && current.user_id == renewed.user_id
         && room_ok
         && streams_ok
-        && renewed.privileges.iter().all(|p| current.has(p))
+        && renewed.privileges.iter().all(|p| current.has_name(p))
 }
 
 /// Current Unix time in seconds.

@@ -44,27 +44,11 @@ pub fn hint(code: ErrorCode) -> Option<&'static str> {
     })
 }
 
-fn publisher_state(s: PublisherState) -> &'static str {
-    match s {
-        PublisherState::NoPublish => "NoPublish",
-        PublisherState::PublishRequesting => "PublishRequesting",
-        PublisherState::Publishing => "Publishing",
-    }
-}
-
-fn player_state(s: PlayerState) -> &'static str {
-    match s {
-        PlayerState::NoPlay => "NoPlay",
-        PlayerState::PlayRequesting => "PlayRequesting",
-        PlayerState::Playing => "Playing",
-    }
-}
-
 impl Daemon {
     /// In the room, the online LED is steady while media flows and blinks while a stream
     /// is being recovered, as it does while the room connection is.
     fn show_media_health(&mut self, now: Instant) {
-        if self.status.room.state == "Connected" {
+        if self.status.room.state == RoomState::Connected {
             let mode = if self.status.media_stalled() { LedMode::Blink } else { LedMode::On };
             self.outputs.set(now, Output::Online, mode);
         }
@@ -75,7 +59,7 @@ impl Daemon {
         let room_id = self.cfg.room.room_id.clone();
         match e {
             EngineEvent::RoomStateChanged { state, reason, error_code, .. } => {
-                let (st, why) = (format!("{state:?}"), format!("{reason:?}"));
+                let (st, why) = (state.as_str(), format!("{reason:?}"));
                 let hint = hint(error_code).map(|h| format!("; {h}")).unwrap_or_default();
                 let msg = format!(
                     "room {room_id}: {st} ({why}){}",
@@ -87,7 +71,7 @@ impl Daemon {
                 } else {
                     tracing::info!(callbox_event = "room_state", room_id = %room_id, user_id = %self.cfg.room.user_id, state = %st, reason = %why, error_code = error_code.0, "{msg}");
                 }
-                self.status.room.state = st;
+                self.status.room.state = state;
                 self.status.room.reason = why;
                 self.status.room.error_code = error_code.0;
                 match state {
@@ -143,28 +127,28 @@ impl Daemon {
                 }
             }
             EngineEvent::PublisherStateUpdate { stream_id, state, error_code } => {
-                let st = publisher_state(state);
+                let st = state.as_str();
                 tracing::info!(callbox_event = "publisher_state", room_id = %room_id, stream_id = %stream_id, state = st, error_code = error_code.0, "publish {stream_id}: {st}");
                 self.status.publishing.retain(|p| p.stream_id != stream_id);
                 if state != PublisherState::NoPublish {
                     let stalled = error_code == ErrorCode::PUBLISH_MEDIA_RECOVERING;
-                    self.status.publishing.push(PublishStatus { stream_id, state: st.into(), stalled, quality: None });
+                    self.status.publishing.push(PublishStatus { stream_id, state, stalled, quality: None });
                 }
                 self.show_media_health(now);
             }
             EngineEvent::PlayerStateUpdate { stream_id, state, error_code } => {
-                let st = player_state(state);
+                let st = state.as_str();
                 tracing::info!(callbox_event = "player_state", room_id = %room_id, stream_id = %stream_id, state = st, error_code = error_code.0, "play {stream_id}: {st}");
                 let stalled = error_code == ErrorCode::PLAY_MEDIA_RECOVERING;
                 if state == PlayerState::NoPlay {
                     self.status.playing.retain(|p| p.stream_id != stream_id);
                 } else if let Some(p) = self.status.playing.iter_mut().find(|p| p.stream_id == stream_id) {
-                    p.state = st.into();
+                    p.state = state;
                     p.stalled = stalled;
                 } else {
                     self.status.playing.push(PlayStatus {
                         stream_id,
-                        state: st.into(),
+                        state,
                         stalled,
                         frames_decoded: 0,
                         quality: None,
@@ -179,7 +163,7 @@ impl Daemon {
                         video_kbps: q.video_kbps,
                         rtt_ms: q.rtt_ms,
                         packet_loss: q.packet_loss,
-                        level: format!("{:?}", q.level).to_lowercase(),
+                        level: q.level,
                         path: q.path,
                         estimate_kbps: q.estimate_kbps,
                         cap_kbps: q.cap_kbps,
@@ -199,7 +183,7 @@ impl Daemon {
                         rtt_ms: q.rtt_ms,
                         packet_loss: q.packet_loss,
                         stall_count: q.stall_count,
-                        level: format!("{:?}", q.level).to_lowercase(),
+                        level: q.level,
                         path: q.path,
                         repair: Repair {
                             video_retransmitted: q.video_retransmitted,

@@ -227,7 +227,7 @@ impl Daemon {
             room: RoomStatus {
                 room_id: cfg.room.room_id.clone(),
                 user_id: cfg.room.user_id.clone(),
-                state: "Disconnected".into(),
+                state: crate::engine::RoomState::Disconnected,
                 reason: "Logining".into(),
                 error_code: 0,
             },
@@ -488,7 +488,7 @@ impl Daemon {
     /// Presses a simulated button: a press edge now and a release after the hold time, through
     /// the same debouncer as real buttons. Returns when the press will have been handled.
     fn sim_press(&mut self, key: &str, long: bool) -> Result<Instant, Box<Response>> {
-        if self.outputs.backend() != "sim" {
+        if self.outputs.backend() != gpio::GpioKind::Sim.as_str() {
             return Err(Box::new(Response::fail("gpio_not_simulated", "gpio press needs [gpio] backend = \"sim\"")));
         }
         let Some(button) = gpio::button_by_key(key) else {
@@ -529,7 +529,9 @@ impl Daemon {
                     self.op(Action::Mute(m));
                 }
                 Action::Chime(on) => self.chime_at = on.then_some(now),
-                Action::Led(Output::Online, LedMode::Off) if self.status.room.state == "Connecting" => {
+                Action::Led(Output::Online, LedMode::Off)
+                    if self.status.room.state == crate::engine::RoomState::Connecting =>
+                {
                     self.outputs.set(now, Output::Online, LedMode::Blink)
                 }
                 Action::Led(led, mode) => self.outputs.set(now, led, mode),

@@ -9,7 +9,7 @@ use gpiocdev::line::{Bias, EdgeKind, Value};
 use gpiocdev::request::Request;
 use tokio::sync::mpsc;
 
-use super::{Edge, GpioBackend, GpioError, Lines, Output};
+use super::{Edge, GpioBackend, GpioError, GpioKind, Lines, Output};
 
 /// Lines on one GPIO chip.
 pub struct CdevGpio {
@@ -82,7 +82,7 @@ impl CdevGpio {
 
 impl GpioBackend for CdevGpio {
     fn name(&self) -> &'static str {
-        "cdev"
+        GpioKind::Cdev.as_str()
     }
 
     fn set(&mut self, output: Output, on: bool) -> Result<(), GpioError> {

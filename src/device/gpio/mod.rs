@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::config::GpioSection;
-pub use callbox_core::device::io::{Button, Output, button_by_key, button_key};
+pub use callbox_core::device::io::{Button, GpioKind, Output, button_by_key, button_key};
 
 pub use sim::SimGpio;
 
@@ -100,10 +100,10 @@ impl Lines {
 pub fn open(cfg: &GpioSection, edges: mpsc::Sender<Edge>) -> Result<Box<dyn GpioBackend>, GpioError> {
     let lines = Lines::from_config(cfg);
     let debounce = Duration::from_millis(cfg.debounce_ms);
-    match cfg.backend.as_str() {
-        "cdev" => Ok(Box::new(cdev::CdevGpio::open(&cfg.chip, &lines, cfg.active_low, debounce, edges)?)),
-        "rppal" => Ok(Box::new(pi::PiGpio::open(&lines, cfg.active_low, debounce, edges)?)),
-        _ => Ok(Box::new(SimGpio::new())),
+    match cfg.kind() {
+        GpioKind::Cdev => Ok(Box::new(cdev::CdevGpio::open(&cfg.chip, &lines, cfg.active_low, debounce, edges)?)),
+        GpioKind::Rppal => Ok(Box::new(pi::PiGpio::open(&lines, cfg.active_low, debounce, edges)?)),
+        GpioKind::Sim => Ok(Box::new(SimGpio::new())),
     }
 }
 

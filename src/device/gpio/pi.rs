@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rppal::gpio::{Gpio, InputPin, OutputPin, Trigger};
 use tokio::sync::mpsc;
 
-use super::{Edge, GpioBackend, GpioError, Lines, Output};
+use super::{Edge, GpioBackend, GpioError, GpioKind, Lines, Output};
 
 /// Pins of a Raspberry Pi.
 pub struct PiGpio {
@@ -50,7 +50,7 @@ impl PiGpio {
 
 impl GpioBackend for PiGpio {
     fn name(&self) -> &'static str {
-        "rppal"
+        GpioKind::Rppal.as_str()
     }
 
     fn set(&mut self, output: Output, on: bool) -> Result<(), GpioError> {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{GpioBackend, GpioError, Levels, Output};
+use super::{GpioBackend, GpioError, GpioKind, Levels, Output};
 
 /// Simulated GPIO.
 #[derive(Debug, Default)]
@@ -20,7 +20,7 @@ impl SimGpio {
 
 impl GpioBackend for SimGpio {
     fn name(&self) -> &'static str {
-        "sim"
+        GpioKind::Sim.as_str()
     }
 
     fn set(&mut self, output: Output, on: bool) -> Result<(), GpioError> {

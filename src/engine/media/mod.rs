@@ -37,9 +37,9 @@ use crate::rtc::client::ClientEvent;
 mod adapt;
 mod link;
 mod rtp_slot;
-mod runner;
+pub(crate) mod runner;
 mod stall;
-mod supervisor;
+pub(crate) mod supervisor;
 #[cfg(test)]
 mod tests;
 
@@ -116,6 +116,8 @@ pub(crate) enum Command {
     SetRate { stream: String, rate: crate::media::VideoRate },
     /// Size the publish pipeline's Opus in-band FEC for this share of lost packets, percent.
     SetAudioLoss { stream: String, percent: u32 },
+    /// Microphone mute on every publish pipeline, and on those built later.
+    Mute(bool),
     /// Stop the publish pipeline (it failed; a new one starts after the back-off).
     StopPipeline { stream: String },
     /// The stream is no longer published / played: drop its connection and pipeline.
@@ -150,45 +152,41 @@ pub(crate) enum MediaOutput {
     NetworkBack,
 }
 
+/// A publish pipeline's counters since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PublishCounts {
+    /// Video frames captured (into the encoder).
+    pub(crate) captured: u64,
+    /// Video frames encoded.
+    pub(crate) encoded: u64,
+    /// Audio buffers encoded.
+    pub(crate) audio: u64,
+}
+
+/// A play pipeline's counters since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PlayCounts {
+    /// Video frames decoded.
+    pub(crate) decoded: u64,
+    /// Video frames rendered.
+    pub(crate) rendered: u64,
+    /// Audio buffers decoded.
+    pub(crate) audio: u64,
+}
+
 /// The running pipelines' counters, read by the supervisor on its ticks.
 pub(crate) trait Meters {
-    /// The publish pipeline's (captured, encoded, audio) counts, if one runs.
-    fn publisher(&self, stream: &str) -> Option<[u64; 3]>;
+    /// The publish pipeline's counts, if one runs.
+    fn publisher(&self, stream: &str) -> Option<PublishCounts>;
     /// The publish pipeline's encoder bitrate as it runs, kbit/s.
     fn encoder_kbps(&self, stream: &str) -> Option<u32>;
-    /// The play pipeline's (decoded, rendered, audio) counts and when it last rendered video.
-    fn player(&self, stream: &str) -> Option<([u64; 3], Option<Instant>)>;
+    /// The play pipeline's counts and when it last rendered video.
+    fn player(&self, stream: &str) -> Option<(PlayCounts, Option<Instant>)>;
 }
 
-/// The supervisor and its runner, as the driver holds them.
-pub(crate) struct MediaManager {
-    pub(crate) sup: MediaSupervisor,
-    pub(crate) run: MediaRunner,
-}
-
-impl MediaManager {
-    /// `ca_file`: the room connection's CA, also trusted for TURN over TLS.
-    pub(crate) fn new(cfg: EngineMedia, ca_file: Option<std::path::PathBuf>) -> Self {
-        let present: supervisor::Present = Box::new(crate::media::has_element);
-        MediaManager {
-            sup: MediaSupervisor::new(cfg.config.clone(), cfg.bind, present),
-            run: MediaRunner::new(cfg.config, ca_file),
-        }
-    }
-
-    /// The supervisor's next output for the driver (an offer, an event, network back),
-    /// once the runner carried out its commands.
-    pub(crate) fn poll_output(&mut self, now: Instant) -> Option<MediaOutput> {
-        while let Some(cmd) = self.sup.poll_command() {
-            if let Some(note) = self.run.execute(cmd) {
-                self.sup.handle_note(now, note);
-            }
-        }
-        self.sup.poll_output()
-    }
-
-    /// The supervisor's timers, with the runner's meters.
-    pub(crate) fn handle_timeout(&mut self, now: Instant, signalling_fresh: bool) {
-        self.sup.handle_timeout(now, signalling_fresh, &self.run);
-    }
+/// The supervisor and its runner for a media configuration; `ca_file`: the room
+/// connection's CA, also trusted for TURN over TLS.
+pub(crate) fn parts(cfg: EngineMedia, ca_file: Option<std::path::PathBuf>) -> (MediaSupervisor, MediaRunner) {
+    let present: supervisor::Present = Box::new(crate::media::has_element);
+    (MediaSupervisor::new(cfg.config.clone(), cfg.bind, present), MediaRunner::new(cfg.config, ca_file))
 }

@@ -18,7 +18,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::rtp_slot::RtpSlot;
-use super::{Command, Meters, Note};
+use super::{Command, Meters, Note, PlayCounts, PublishCounts};
 use crate::media::{Grid, MediaConfig, Player, Publisher, RtpOut, VideoRate};
 use crate::proto::MediaRole;
 use crate::rtc::client::ClientConn;
@@ -308,6 +308,10 @@ impl MediaRunner {
                 }
                 None
             }
+            Command::Mute(muted) => {
+                self.set_muted(muted);
+                None
+            }
             Command::SetAudioLoss { stream, percent } => {
                 if let Some(p) = self.pubs.get_mut(&stream) {
                     p.audio_loss = Some(percent);
@@ -415,17 +419,19 @@ fn retire<T: Send + 'static>(what: T) {
 }
 
 impl Meters for MediaRunner {
-    fn publisher(&self, stream: &str) -> Option<[u64; 3]> {
-        self.pubs.get(stream)?.pipeline.as_ref().map(|p| p.counters.snapshot())
+    fn publisher(&self, stream: &str) -> Option<PublishCounts> {
+        let [captured, encoded, audio] = self.pubs.get(stream)?.pipeline.as_ref()?.counters.snapshot();
+        Some(PublishCounts { captured, encoded, audio })
     }
 
     fn encoder_kbps(&self, stream: &str) -> Option<u32> {
         self.pubs.get(stream)?.pipeline.as_ref()?.bitrate_kbps()
     }
 
-    fn player(&self, stream: &str) -> Option<([u64; 3], Option<Instant>)> {
+    fn player(&self, stream: &str) -> Option<(PlayCounts, Option<Instant>)> {
         let p = self.plays.get(stream)?.player.as_ref()?;
-        Some((p.counters.snapshot(), p.counters.last_video()))
+        let [decoded, rendered, audio] = p.counters.snapshot();
+        Some((PlayCounts { decoded, rendered, audio }, p.counters.last_video()))
     }
 }
 

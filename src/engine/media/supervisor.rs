@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::adapt::Adapter;
 use super::link::{Link, backoff, per_sec, state_event};
 use super::stall::{STALL, StallWatch};
-use super::{Bind, Command, MediaOutput, Meters, Note};
+use super::{Bind, Command, MediaOutput, Meters, Note, PlayCounts, PublishCounts};
 use crate::engine::PlayerState;
 use crate::engine::event::{EngineEvent, MediaEventKind, PlayQuality, PublishQuality, PublisherState};
 use crate::media::encoder::{self, Encoder};
@@ -42,7 +42,7 @@ struct Pub {
     failures: u32,
     failed_encoders: Vec<Encoder>,
     rebuild_at: Option<Instant>,
-    prev: [u64; 3],
+    prev: PublishCounts,
     last_encoded: u64,
     encoded_at: Instant,
     first_reported: bool,
@@ -54,7 +54,7 @@ struct Pub {
 
 struct Play {
     link: Link,
-    prev: [u64; 3],
+    prev: PlayCounts,
     received_first: bool,
     rendered_first: bool,
     video: StallWatch,
@@ -110,6 +110,11 @@ impl MediaSupervisor {
             grid: Vec::new(),
             server_ice: Vec::new(),
         }
+    }
+
+    /// Microphone mute on or off: every publish pipeline, and those built later.
+    pub(crate) fn set_muted(&mut self, muted: bool) {
+        self.run(Command::Mute(muted));
     }
 
     /// The TURN servers (with fresh credentials) from the server's login reply: the next
@@ -529,7 +534,7 @@ impl MediaSupervisor {
             failures: 0,
             failed_encoders: Vec::new(),
             rebuild_at: None,
-            prev: [0; 3],
+            prev: Default::default(),
             last_encoded: 0,
             encoded_at: now,
             first_reported: false,
@@ -544,7 +549,7 @@ impl MediaSupervisor {
     fn start_play(&mut self, stream: &str, now: Instant) {
         let play = Play {
             link: Link::default(),
-            prev: [0; 3],
+            prev: Default::default(),
             received_first: false,
             rendered_first: false,
             video: StallWatch::default(),
@@ -571,7 +576,7 @@ impl MediaSupervisor {
                 let Some(p) = self.plays.get_mut(stream) else { return };
                 p.link.reopen(epoch);
                 // A new connection and pipeline: first-frame events report when media is back.
-                p.prev = [0; 3];
+                p.prev = Default::default();
                 p.received_first = false;
                 p.rendered_first = false;
                 p.video.stalled_since = None;
@@ -612,7 +617,7 @@ impl MediaSupervisor {
         self.epoch += 1;
         p.pipeline = Some((choice.encoder, self.epoch));
         p.encoded_at = now;
-        p.prev = [0; 3];
+        p.prev = Default::default();
         p.last_encoded = 0;
         self.out.push_back(MediaOutput::Event(EngineEvent::PublisherEncoder {
             stream_id: stream.to_string(),
@@ -701,13 +706,13 @@ impl MediaSupervisor {
                 p.encoded_at = now;
                 continue;
             };
-            if !p.first_reported && c[0] > 0 {
+            if !p.first_reported && c.captured > 0 {
                 p.first_reported = true;
                 first.push(stream.clone());
             }
-            if c[1] != p.last_encoded {
+            if c.encoded != p.last_encoded {
                 p.encoded_at = now;
-                p.last_encoded = c[1];
+                p.last_encoded = c.encoded;
             } else if now.duration_since(p.encoded_at) > stall {
                 stalled.push(stream.clone());
             }
@@ -727,7 +732,7 @@ impl MediaSupervisor {
         for (stream, p) in &mut self.plays {
             let Some((c, last_video)) = meters.player(stream) else { continue };
             let mut ev = |e| events.push((stream.clone(), e));
-            if !p.rendered_first && c[1] > 0 {
+            if !p.rendered_first && c.rendered > 0 {
                 p.rendered_first = true;
                 ev(MediaEventKind::RenderedFirstFrame);
             }
@@ -736,17 +741,17 @@ impl MediaSupervisor {
                     ev(e);
                 }
             }
-            if c[2] != p.prev[2] {
+            if c.audio != p.prev.audio {
                 p.audio_at = now;
                 if p.audio_stalled {
                     p.audio_stalled = false;
                     ev(MediaEventKind::AudioResume);
                 }
-            } else if c[2] > 0 && !p.audio_stalled && now.duration_since(p.audio_at) >= STALL {
+            } else if c.audio > 0 && !p.audio_stalled && now.duration_since(p.audio_at) >= STALL {
                 p.audio_stalled = true;
                 ev(MediaEventKind::AudioStall);
             }
-            p.prev[2] = c[2];
+            p.prev.audio = c.audio;
             // The link is up but no video renders: the keyframe the decoder needs was lost,
             // or the publisher (a browser) sends one only when asked. Ask, every second.
             let dark = p.link.connected && (!p.rendered_first || p.video.stalled_since.is_some());
@@ -778,8 +783,8 @@ impl MediaSupervisor {
             let (Some((encoder, _)), Some(c)) = (p.pipeline, meters.publisher(stream)) else { continue };
             let link = p.link.rates(secs);
             let quality = PublishQuality {
-                capture_fps: per_sec(c[0], p.prev[0], secs),
-                encode_fps: per_sec(c[1], p.prev[1], secs),
+                capture_fps: per_sec(c.captured, p.prev.captured, secs),
+                encode_fps: per_sec(c.encoded, p.prev.encoded, secs),
                 send_fps: link.fps,
                 video_kbps: link.video_kbps,
                 audio_kbps: link.audio_kbps,
@@ -807,8 +812,8 @@ impl MediaSupervisor {
             let link = p.link.rates(secs);
             let quality = PlayQuality {
                 receive_fps: link.fps,
-                decode_fps: per_sec(c[0], p.prev[0], secs),
-                render_fps: per_sec(c[1], p.prev[1], secs),
+                decode_fps: per_sec(c.decoded, p.prev.decoded, secs),
+                render_fps: per_sec(c.rendered, p.prev.rendered, secs),
                 video_kbps: link.video_kbps,
                 audio_kbps: link.audio_kbps,
                 rtt_ms: link.rtt_ms,
@@ -816,8 +821,8 @@ impl MediaSupervisor {
                 jitter_buffer_ms: f64::from(pipeline::video_jitter_ms(&self.cfg)),
                 stall_count: p.video.count,
                 stall_ms: p.video.total_ms,
-                frames_decoded: c[0],
-                audio_decoded: c[2],
+                frames_decoded: c.decoded,
+                audio_decoded: c.audio,
                 level: link.level,
                 path: link.path.to_string(),
                 video_retransmitted: p.link.stats.repaired.rtx_received,
@@ -829,8 +834,8 @@ impl MediaSupervisor {
                 video_frames_intact: p.link.stats.repaired.frames.intact,
                 video_freezes: p.link.stats.repaired.frames.freezes,
             };
-            // prev[2] is the audio stall watch's, kept by `watch_players`.
-            p.prev = [c[0], c[1], p.prev[2]];
+            // The audio count is the audio stall watch's, kept by `watch_players`.
+            p.prev = PlayCounts { audio: p.prev.audio, ..c };
             let e = EngineEvent::PlayerQualityUpdate { stream_id: stream.clone(), quality };
             self.out.push_back(MediaOutput::Event(e));
         }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::supervisor::{MediaSupervisor, Present};
-use super::{Bind, Command, MediaOutput, Meters, Note};
+use super::{Bind, Command, MediaOutput, Meters, Note, PlayCounts, PublishCounts};
 use crate::engine::PlayerState;
 use crate::engine::event::{EngineEvent, MediaEventKind, PublisherState};
 use crate::media::encoder::Encoder;
@@ -19,18 +19,18 @@ const PLAY: MediaRole = MediaRole::Play;
 
 #[derive(Default)]
 struct FakeMeters {
-    pubs: HashMap<String, [u64; 3]>,
-    plays: HashMap<String, ([u64; 3], Option<Instant>)>,
+    pubs: HashMap<String, PublishCounts>,
+    plays: HashMap<String, (PlayCounts, Option<Instant>)>,
 }
 
 impl Meters for FakeMeters {
-    fn publisher(&self, stream: &str) -> Option<[u64; 3]> {
+    fn publisher(&self, stream: &str) -> Option<PublishCounts> {
         self.pubs.get(stream).copied()
     }
     fn encoder_kbps(&self, _: &str) -> Option<u32> {
         None
     }
-    fn player(&self, stream: &str) -> Option<([u64; 3], Option<Instant>)> {
+    fn player(&self, stream: &str) -> Option<(PlayCounts, Option<Instant>)> {
         self.plays.get(stream).copied()
     }
 }
@@ -343,7 +343,7 @@ fn an_encoder_that_stops_producing_is_rebuilt() {
     let mut h = Harness::software();
     h.publish("door");
     h.commands();
-    h.meters.pubs.insert("door".into(), [10, 10, 10]);
+    h.meters.pubs.insert("door".into(), PublishCounts { captured: 10, encoded: 10, audio: 10 });
     h.advance(Duration::from_millis(200));
     let ev = h.events();
     assert!(ev.iter().any(|e| matches!(e, EngineEvent::MediaEvent { event: MediaEventKind::CapturedFirstFrame, .. })));
@@ -366,7 +366,7 @@ fn a_pipeline_slow_to_start_is_not_called_stalled_and_its_stall_clock_starts_whe
     h.advance(Duration::from_secs(8));
     assert!(!h.commands().iter().any(|c| matches!(c, Command::StopPipeline { .. })), "stalled while being built");
     // It runs, and never encodes: stalled 5 s after it started running, not before.
-    h.meters.pubs.insert("door".into(), [0, 0, 0]);
+    h.meters.pubs.insert("door".into(), PublishCounts { captured: 0, encoded: 0, audio: 0 });
     let (_, at) = h.until(Duration::from_secs(10), |c| matches!(c, Command::StopPipeline { .. }));
     assert!(at > Duration::from_secs(13) && at <= Duration::from_millis(13_400), "{at:?}");
 }
@@ -440,7 +440,7 @@ fn a_player_reports_first_frames_stalls_and_asks_for_a_keyframe_when_back() {
     h.commands();
     h.link(PLAY, "hall", epoch, ClientEvent::FirstVideoFrame);
     h.link(PLAY, "hall", epoch, ClientEvent::FirstVideoFrame);
-    h.meters.plays.insert("hall".into(), ([5, 5, 5], Some(h.now)));
+    h.meters.plays.insert("hall".into(), (PlayCounts { decoded: 5, rendered: 5, audio: 5 }, Some(h.now)));
     h.advance(Duration::from_millis(100));
     let kinds = |ev: Vec<EngineEvent>| -> Vec<MediaEventKind> {
         ev.into_iter()
@@ -456,7 +456,7 @@ fn a_player_reports_first_frames_stalls_and_asks_for_a_keyframe_when_back() {
     h.link(PLAY, "hall", epoch, ClientEvent::Disconnected);
     h.link(PLAY, "hall", epoch, ClientEvent::Connected);
     assert!(h.commands().iter().any(|c| matches!(c, Command::RequestKeyframe { stream } if stream == "hall")));
-    h.meters.plays.insert("hall".into(), ([9, 9, 9], Some(h.now)));
+    h.meters.plays.insert("hall".into(), (PlayCounts { decoded: 9, rendered: 9, audio: 9 }, Some(h.now)));
     h.advance(Duration::from_millis(100));
     let k = kinds(h.events());
     assert!(k.contains(&MediaEventKind::VideoResume) && k.contains(&MediaEventKind::AudioResume), "{k:?}");
@@ -479,17 +479,17 @@ fn a_player_whose_video_does_not_render_asks_for_a_keyframe_every_second() {
     h.connect(PLAY, "desk", epoch);
     h.commands();
     // Packets arrive, but the decoder has no keyframe: nothing renders.
-    h.meters.plays.insert("desk".into(), ([0, 0, 3], None));
+    h.meters.plays.insert("desk".into(), (PlayCounts { decoded: 0, rendered: 0, audio: 3 }, None));
     let key = |c: &Command| matches!(c, Command::RequestKeyframe { stream } if stream == "desk");
     let (_, first) = h.until(Duration::from_secs(5), key);
     assert!(first >= Duration::from_secs(1) && first <= Duration::from_millis(1300), "first request at {first:?}");
     let (_, second) = h.until(Duration::from_secs(5), key);
     assert!(second - first >= Duration::from_secs(1), "at most every second: {first:?} then {second:?}");
     // Video renders: no more requests.
-    h.meters.plays.insert("desk".into(), ([5, 5, 5], Some(h.now)));
+    h.meters.plays.insert("desk".into(), (PlayCounts { decoded: 5, rendered: 5, audio: 5 }, Some(h.now)));
     h.advance(Duration::from_millis(100));
     for _ in 0..30 {
-        h.meters.plays.insert("desk".into(), ([5, 5, 5], Some(h.now)));
+        h.meters.plays.insert("desk".into(), (PlayCounts { decoded: 5, rendered: 5, audio: 5 }, Some(h.now)));
         h.advance(Duration::from_millis(100));
         assert!(!h.commands().iter().any(key), "rendering: no keyframe request at {:?}", h.at());
     }

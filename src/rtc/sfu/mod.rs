@@ -31,8 +31,7 @@ use self::accept::Acceptor;
 use super::tcp::{Deadlines, TcpIn, TcpLinks};
 use super::udp;
 use super::{RtcError, Transport};
-use crate::proto::MediaRole;
-pub use callbox_core::rtc::sfu::{CONSENT_EXPIRY, KEYFRAME_INTERVAL, SfuCore, SfuStats, StreamKey};
+pub use callbox_core::rtc::sfu::{CONSENT_EXPIRY, KEYFRAME_INTERVAL, MediaOffer, SfuCore, SfuStats, StreamKey};
 const MAX_BATCH: usize = 64;
 /// ICE-TCP connections at most, and from one address (a NAT may hide a few devices, each
 /// with a publish and a play connection).
@@ -43,13 +42,7 @@ const MAX_TCP_PER_IP: usize = 32;
 const TCP_DEADLINES: Deadlines = Deadlines { first: Duration::from_secs(10), idle: CONSENT_EXPIRY };
 
 enum Cmd {
-    Offer {
-        session: String,
-        stream: StreamKey,
-        role: MediaRole,
-        sdp: String,
-        reply: oneshot::Sender<Result<String, RtcError>>,
-    },
+    Offer { offer: MediaOffer, reply: oneshot::Sender<Result<String, RtcError>> },
     EndStream(StreamKey),
     EndPlay(String, StreamKey),
     EndSession(String),
@@ -125,15 +118,9 @@ impl Sfu {
 
     /// Answers a device's or browser's offer for `stream`. Replaces that session's earlier
     /// connection for the same stream and role.
-    pub async fn offer(
-        &self,
-        session: &str,
-        stream: StreamKey,
-        role: MediaRole,
-        sdp: String,
-    ) -> Result<String, RtcError> {
+    pub async fn offer(&self, offer: MediaOffer) -> Result<String, RtcError> {
         let (reply, rx) = oneshot::channel();
-        let cmd = Cmd::Offer { session: session.to_string(), stream, role, sdp, reply };
+        let cmd = Cmd::Offer { offer, reply };
         self.tx.send(cmd).await.map_err(|_| RtcError::Webrtc("media relay stopped".into()))?;
         rx.await.map_err(|_| RtcError::Webrtc("media relay stopped".into()))?
     }
@@ -276,8 +263,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 fn command(core: &mut SfuCore, cmd: Cmd) {
     match cmd {
-        Cmd::Offer { session, stream, role, sdp, reply } => {
-            let _ = reply.send(core.handle_offer(Instant::now(), session, stream, role, sdp));
+        Cmd::Offer { offer, reply } => {
+            let _ = reply.send(core.handle_offer(Instant::now(), offer));
         }
         Cmd::EndStream(stream) => core.end_stream(&stream),
         Cmd::EndPlay(session, stream) => core.end_play(&session, &stream),

@@ -4,7 +4,7 @@
 
 use super::{ConnId, Output, Registry};
 use crate::proto::{ErrorCode, MediaRole};
-use crate::rtc::sfu::StreamKey;
+use crate::rtc::sfu::{MediaOffer, StreamKey};
 
 /// What the registry asks of the media relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,14 +15,8 @@ pub enum MediaOut {
         conn: ConnId,
         /// The request number to echo.
         req: u64,
-        /// The session offering.
-        session: String,
-        /// The stream (app, room, stream ID).
-        stream: StreamKey,
-        /// Which way media flows.
-        role: MediaRole,
-        /// The SDP offer.
-        sdp: String,
+        /// The offer.
+        offer: MediaOffer,
     },
     /// The stream is gone: close its publisher and players.
     EndStream(StreamKey),
@@ -73,7 +67,11 @@ impl Registry {
             MediaRole::Publish => {}
         }
         let stream = StreamKey { app_id: s.app_id, room_id: s.room_id.clone(), stream_id };
-        self.out.push_back(Output::Media(MediaOut::Offer { conn, req, session: sid.to_string(), stream, role, sdp }));
+        self.out.push_back(Output::Media(MediaOut::Offer {
+            conn,
+            req,
+            offer: MediaOffer { session: sid.to_string(), stream, role, sdp },
+        }));
     }
 
     /// The key of `stream_id` as published or played by session `sid`.

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Privileges a broadcast reports about its sender (see `ServerMsg::BroadcastMessage`).
-const DEVICE_PRIVILEGES: [&str; 1] = ["door"];
+const DEVICE_PRIVILEGES: [crate::auth::Privilege; 1] = [crate::auth::Privilege::Door];
 
 impl Registry {
     pub(super) fn set_extra_info(&mut self, conn: ConnId, req: u64, sid: &str, key: String, value: String, now: Now) {
@@ -51,7 +51,7 @@ impl Registry {
         }
         let (room_id, from) = (s.room_id.clone(), s.user.clone());
         let from_privileges: Vec<String> =
-            DEVICE_PRIVILEGES.iter().filter(|p| s.claims.has(p)).map(|p| p.to_string()).collect();
+            DEVICE_PRIVILEGES.iter().filter(|p| s.claims.has(**p)).map(|p| p.as_str().to_string()).collect();
         let message_id = self.next_message_id;
         self.next_message_id += 1;
         self.send(conn, ServerMsg::BroadcastOk { req, message_id });

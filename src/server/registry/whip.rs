@@ -17,7 +17,7 @@ impl Registry {
         room_id: &str,
         stream_id: &str,
         token: &str,
-        privilege: &str,
+        privilege: crate::auth::Privilege,
         now: Now,
     ) -> Result<Claims, Refusal> {
         ids::check_room_id(room_id).map_err(|c| refuse(400, c, "invalid room ID"))?;
@@ -43,8 +43,11 @@ impl Registry {
             return Err(refuse(403, ErrorCode::TOKEN_ROOM_MISMATCH, "token is for another room"));
         }
         if !claims.has(privilege) {
-            let code =
-                if privilege == "publish" { ErrorCode::NO_PUBLISH_PRIVILEGE } else { ErrorCode::NO_PLAY_PRIVILEGE };
+            let code = if privilege == crate::auth::Privilege::Publish {
+                ErrorCode::NO_PUBLISH_PRIVILEGE
+            } else {
+                ErrorCode::NO_PLAY_PRIVILEGE
+            };
             return Err(refuse(403, code, format!("token lacks the {privilege} privilege")));
         }
         if !claims.allows_stream(stream_id) {
@@ -66,8 +69,8 @@ impl Registry {
         if !self.media_enabled {
             return Err(refuse(503, ErrorCode::MEDIA_UNAVAILABLE, "this server relays no media"));
         }
-        let claims = self.http_claims(app_id, room_id, stream_id, token, "publish", now)?;
-        if !claims.has("login") {
+        let claims = self.http_claims(app_id, room_id, stream_id, token, crate::auth::Privilege::Publish, now)?;
+        if !claims.has(crate::auth::Privilege::Login) {
             return Err(refuse(403, ErrorCode::NO_LOGIN_PRIVILEGE, "WHIP joins the room: the token needs login"));
         }
         if claims.user_id == "*" {
@@ -194,7 +197,7 @@ impl Registry {
         if !self.media_enabled {
             return Err(refuse(503, ErrorCode::MEDIA_UNAVAILABLE, "this server relays no media"));
         }
-        self.http_claims(app_id, room_id, stream_id, token, "play", now)?;
+        self.http_claims(app_id, room_id, stream_id, token, crate::auth::Privilege::Play, now)?;
         let publisher = self.apps.get(&app_id).and_then(|a| a.streams.get(stream_id));
         if publisher.and_then(|sid| self.sessions.get(sid)).is_none_or(|s| s.room_id != room_id) {
             return Err(refuse(404, ErrorCode::STREAM_NOT_FOUND, "stream not published in this room"));

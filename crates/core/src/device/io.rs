@@ -83,3 +83,33 @@ pub fn button_key(b: Button) -> &'static str {
 pub fn button_by_key(key: &str) -> Option<Button> {
     [Button::Call, Button::Leave, Button::Mute, Button::Door].into_iter().find(|b| button_key(*b) == key)
 }
+
+/// Which GPIO backend drives the buttons and outputs (`[gpio] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GpioKind {
+    /// The Raspberry Pi's GPIO through rppal.
+    Rppal,
+    /// A Linux GPIO character device (`/dev/gpiochipN`).
+    Cdev,
+    /// Simulated: buttons pressed with `callbox gpio press`, outputs only shown.
+    Sim,
+}
+
+impl GpioKind {
+    /// Every backend, in the order the config error lists them.
+    pub const ALL: [GpioKind; 3] = [GpioKind::Rppal, GpioKind::Cdev, GpioKind::Sim];
+
+    /// The config's name: `rppal`, `cdev` or `sim`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpioKind::Rppal => "rppal",
+            GpioKind::Cdev => "cdev",
+            GpioKind::Sim => "sim",
+        }
+    }
+
+    /// The backend of a config name.
+    pub fn parse(name: &str) -> Option<GpioKind> {
+        GpioKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}

@@ -89,6 +89,26 @@ pub enum QualityLevel {
     Unknown,
 }
 
+impl QualityLevel {
+    /// The level's wire name: `excellent`, `good`, `medium`, `bad`, `die` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QualityLevel::Excellent => "excellent",
+            QualityLevel::Good => "good",
+            QualityLevel::Medium => "medium",
+            QualityLevel::Bad => "bad",
+            QualityLevel::Die => "die",
+            QualityLevel::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for QualityLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One user's network quality, as reported by its own engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserQuality {

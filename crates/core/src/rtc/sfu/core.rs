@@ -24,7 +24,7 @@ use rtc::sansio::Protocol;
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
-use super::{CONSENT_EXPIRY, SfuStats, StreamKey};
+use super::{CONSENT_EXPIRY, MediaOffer, SfuStats, StreamKey};
 use crate::proto::MediaRole;
 use crate::rtc::peer::{self, HostCandidate, PeerOpts, RtcError, Sender, Transmit, Transport};
 use crate::rtc::repair::{RedEncoder, RepairCounters};
@@ -168,14 +168,8 @@ impl SfuCore {
 
     /// Answers an offer for `stream`. Replaces that session's earlier connection for the
     /// same stream and role (and a publisher replaces the stream's previous publisher).
-    pub fn handle_offer(
-        &mut self,
-        now: Instant,
-        session: String,
-        stream: StreamKey,
-        role: MediaRole,
-        sdp: String,
-    ) -> Result<String, RtcError> {
+    pub fn handle_offer(&mut self, now: Instant, offer: MediaOffer) -> Result<String, RtcError> {
+        let MediaOffer { session, stream, role, sdp } = offer;
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
         let ufrag = peer::random_token(16);
         let mut pc = peer::build(

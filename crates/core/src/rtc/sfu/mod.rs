@@ -26,6 +26,20 @@ pub struct StreamKey {
     pub stream_id: String,
 }
 
+/// A media connection's offer on its way to the SFU: who offers, for which stream, which
+/// way media flows, and the SDP. The registry decides it may be made; the SFU answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaOffer {
+    /// The session offering (a signalling session, or a WHIP/WHEP resource's).
+    pub session: String,
+    /// The stream (app, room, stream ID).
+    pub stream: StreamKey,
+    /// Which way media flows.
+    pub role: crate::proto::MediaRole,
+    /// The SDP offer.
+    pub sdp: String,
+}
+
 /// Counters of the SFU, cumulative.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SfuStats {

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{SfuCore, StreamKey};
+use super::{MediaOffer, SfuCore, StreamKey};
 use crate::proto::MediaRole;
 use crate::rtc::client::{ClientCore, ClientEvent};
 use crate::rtc::{Kind, Transport, stun, test_rtp};
@@ -62,7 +62,10 @@ impl Net {
     fn join(&mut self, session: &str, stream: &str, role: MediaRole) -> usize {
         let addr: SocketAddr = format!("10.0.1.{}:5000", self.clients.len() + 1).parse().unwrap();
         let (mut core, offer) = ClientCore::new(self.now, role, addr, Duration::from_secs(3), None, true).unwrap();
-        let answer = self.sfu.handle_offer(self.now, session.into(), key(stream), role, offer).unwrap();
+        let answer = self
+            .sfu
+            .handle_offer(self.now, MediaOffer { session: session.into(), stream: key(stream), role, sdp: offer })
+            .unwrap();
         core.handle_answer(self.now, answer);
         self.clients.push(Client { core, addr, events: vec![], received: [0; 2], cut: false, udp_blocked: false });
         self.clients.len() - 1

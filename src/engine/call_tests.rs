@@ -1,0 +1,611 @@
+//! A whole call in memory and in virtual time: a door station (an engine core driven by the
+//! device's call controller) and a flat (an engine core as an app drives it), the real room
+//! registry and the SFU core, on an in-memory network with the real WebRTC cores
+//! (`ClientCore` on the devices, `SfuCore` on the server: ICE, DTLS, SRTP, RTCP all run).
+//! Media pipelines are fakes that make and count RTP, behind the same `Meters` and `Command`
+//! seam the GStreamer runner serves.
+//!
+//! This is the template for every rule that spans the device, the engine and the server (a
+//! ring, a door, a placement): add a case here as well as a real-process test.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::core::{CoreOutput, EngineCore, Input};
+use super::event::{EngineEvent, PublishChannel, RoomState};
+use super::media::supervisor::MediaSupervisor;
+use super::media::{Command, Meters, Note, PlayCounts, PublishCounts};
+use super::session::{APP_SIGN_TTL, CmdId, Reply, Session, SessionConfig};
+use crate::device::call::{Action, Button, CallController, CallMode, CallState, Input as CallInput, Press};
+use crate::media::MediaConfig;
+use crate::proto::{ErrorCode, MediaRole, ServerMsg, UpdateType, UserInfo};
+use crate::rtc::client::ClientCore;
+use crate::rtc::sfu::SfuCore;
+use crate::rtc::{Kind, Transport};
+use crate::server::config::{AppConfig, ServerConfig};
+use crate::server::registry::{ConnId, MediaOut, Now, Output as SrvOut, Registry};
+use callbox_core::rtc::test_rtp;
+
+const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const STEP: Duration = Duration::from_millis(5);
+const SFU: &str = "10.0.0.1:7882";
+const SIGNALLING: &str = "10.0.0.1:7880";
+/// The fake camera's frame interval (15 fps) and the fake microphone's (Opus, 20 ms).
+const FRAME: Duration = Duration::from_millis(66);
+const AUDIO: Duration = Duration::from_millis(20);
+
+/// One media connection of a device, with its real WebRTC core.
+struct Link {
+    epoch: u64,
+    core: ClientCore,
+    addr: SocketAddr,
+}
+
+/// A running fake publish pipeline.
+struct Pipe {
+    counts: PublishCounts,
+    next_frame: Instant,
+    next_audio: Instant,
+    seq: u16,
+}
+
+/// What a device's media runner would own: connections and pipelines, faked where GStreamer
+/// would be, real where WebRTC is.
+struct Media {
+    ip: IpAddr,
+    next_port: u16,
+    links: HashMap<(MediaRole, String), Link>,
+    pubs: HashMap<String, Pipe>,
+    plays: HashMap<String, (PlayCounts, Option<Instant>)>,
+    muted: bool,
+    repair: bool,
+}
+
+impl Meters for Media {
+    fn publisher(&self, stream: &str) -> Option<PublishCounts> {
+        self.pubs.get(stream).map(|p| p.counts)
+    }
+    fn encoder_kbps(&self, _: &str) -> Option<u32> {
+        None
+    }
+    fn player(&self, stream: &str) -> Option<(PlayCounts, Option<Instant>)> {
+        self.plays.get(stream).copied()
+    }
+}
+
+impl Media {
+    /// Carries out one supervisor command, as the GStreamer runner does; an offer comes back
+    /// at once.
+    fn execute(&mut self, now: Instant, cmd: Command) -> Option<Note> {
+        match cmd {
+            Command::OpenLink { role, stream, epoch, bind, silence, send_rate, .. } => {
+                let ip = self.ip;
+                let mut addr = bind.resolve(|_| Some(ip)).expect("a route");
+                addr.set_port(self.next_port);
+                self.next_port += 1;
+                let (core, offer) = ClientCore::new(now, role, addr, silence, send_rate, self.repair).unwrap();
+                self.links.insert((role, stream.clone()), Link { epoch, core, addr });
+                if role == MediaRole::Play {
+                    // A new play pipeline comes with each play link.
+                    self.plays.insert(stream.clone(), Default::default());
+                }
+                Some(Note::Offer(role, stream, epoch, offer))
+            }
+            Command::CloseLink { role, stream } => {
+                self.links.remove(&(role, stream));
+                None
+            }
+            Command::Answer { role, stream, sdp } => {
+                if let Some(l) = self.links.get_mut(&(role, stream)) {
+                    l.core.handle_answer(now, sdp);
+                }
+                None
+            }
+            Command::RequestKeyframe { stream } => {
+                if let Some(l) = self.links.get_mut(&(MediaRole::Play, stream)) {
+                    l.core.request_keyframe(now);
+                }
+                None
+            }
+            Command::StartPipeline { stream, .. } => {
+                let pipe = Pipe { counts: PublishCounts::default(), next_frame: now, next_audio: now, seq: 0 };
+                self.pubs.insert(stream, pipe);
+                None
+            }
+            Command::StopPipeline { stream } => {
+                self.pubs.remove(&stream);
+                None
+            }
+            Command::Remove { role, stream } => {
+                self.links.remove(&(role, stream.clone()));
+                match role {
+                    MediaRole::Publish => self.pubs.remove(&stream).map(|_| ()),
+                    MediaRole::Play => self.plays.remove(&stream).map(|_| ()),
+                };
+                None
+            }
+            Command::Mute(muted) => {
+                self.muted = muted;
+                None
+            }
+            // Every fake frame decodes on its own; rates and the grid change nothing here.
+            Command::ForceKeyframe { .. }
+            | Command::SetRate { .. }
+            | Command::SetAudioLoss { .. }
+            | Command::Grid(_) => None,
+        }
+    }
+
+    /// The fake pipelines: frames and audio into the publish connections, what the play
+    /// connections received counted as decoded and rendered.
+    fn run_pipelines(&mut self, now: Instant) {
+        for (stream, p) in &mut self.pubs {
+            let link = self.links.get_mut(&(MediaRole::Publish, stream.clone()));
+            let Some(link) = link else { continue };
+            while p.next_frame <= now {
+                p.seq = p.seq.wrapping_add(1);
+                link.core.send_rtp(now, Kind::Video, &test_rtp(Kind::Video, p.seq));
+                p.counts.captured += 1;
+                p.counts.encoded += 1;
+                p.next_frame += FRAME;
+            }
+            while p.next_audio <= now {
+                if !self.muted {
+                    link.core.send_rtp(now, Kind::Audio, &test_rtp(Kind::Audio, p.seq));
+                }
+                p.counts.audio += 1;
+                p.next_audio += AUDIO;
+            }
+        }
+        for ((role, stream), link) in &mut self.links {
+            while let Some((kind, _)) = link.core.poll_rtp() {
+                if *role != MediaRole::Play {
+                    continue;
+                }
+                let Some((c, last)) = self.plays.get_mut(stream) else { continue };
+                match kind {
+                    Kind::Video => {
+                        c.decoded += 1;
+                        c.rendered += 1;
+                        *last = Some(now);
+                    }
+                    Kind::Audio => c.audio += 1,
+                }
+            }
+        }
+    }
+}
+
+/// One device: its engine core, its media, and what the application saw.
+struct Device {
+    user: &'static str,
+    core: EngineCore,
+    media: Media,
+    /// The signalling connection: the engine's epoch and the registry's connection.
+    conn: Option<(u64, ConnId)>,
+    events: Vec<EngineEvent>,
+    done: HashMap<CmdId, Reply>,
+    /// The door's call controller (the flat is driven by the test, as an app would).
+    controller: Option<CallController>,
+    /// The network drops everything to and from this device.
+    cut: bool,
+}
+
+struct World {
+    at: Instant,
+    t0: Instant,
+    reg: Registry,
+    sfu: SfuCore,
+    sfu_addr: SocketAddr,
+    devices: Vec<Device>,
+    next_conn: ConnId,
+    next_cmd: CmdId,
+    next_tick: Instant,
+}
+
+fn engine(at: Instant, seed: u64) -> EngineCore {
+    let cfg = SessionConfig {
+        app_sign_ttl: APP_SIGN_TTL,
+        app_id: 1,
+        app_sign_key: Some(crate::auth::parse_secret(SECRET).unwrap()),
+        policy: Default::default(),
+        login_timeout: Duration::from_secs(5),
+        seed,
+    };
+    let media = MediaSupervisor::new(MediaConfig::small(), None, Box::new(|_: &str| true));
+    EngineCore::new(Session::new(cfg, at), Some(media))
+}
+
+impl World {
+    fn new() -> World {
+        let at = Instant::now();
+        let mut cfg: ServerConfig = toml::from_str("").unwrap();
+        cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }];
+        cfg.media.enabled = true;
+        let sfu_addr: SocketAddr = SFU.parse().unwrap();
+        World {
+            at,
+            t0: at,
+            reg: Registry::new(&cfg, at),
+            sfu: SfuCore::new(sfu_addr, vec![sfu_addr]),
+            sfu_addr,
+            devices: vec![],
+            next_conn: 1,
+            next_cmd: 1,
+            next_tick: at,
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now { at: self.at, unix_ms: 2_000_000_000_000 + self.at.duration_since(self.t0).as_millis() as u64 }
+    }
+
+    fn add(&mut self, user: &'static str, ip: [u8; 4], controller: Option<CallController>) -> usize {
+        let media = Media {
+            ip: IpAddr::from(ip),
+            next_port: 5000,
+            links: HashMap::new(),
+            pubs: HashMap::new(),
+            plays: HashMap::new(),
+            muted: false,
+            repair: MediaConfig::small().repair,
+        };
+        let core = engine(self.at, self.devices.len() as u64 + 1);
+        let d = Device { user, core, media, conn: None, events: vec![], done: HashMap::new(), controller, cut: false };
+        self.devices.push(d);
+        self.devices.len() - 1
+    }
+
+    /// An application call on device `i`'s session.
+    fn call(&mut self, i: usize, f: impl FnOnce(&mut Session, Instant, CmdId) + Send + 'static) -> CmdId {
+        self.next_cmd += 1;
+        let cmd = self.next_cmd;
+        let at = self.at;
+        self.devices[i].core.handle(at, Input::Call(Box::new(f), cmd));
+        cmd
+    }
+
+    fn login(&mut self, i: usize, room: &'static str) -> CmdId {
+        let user = UserInfo { user_id: self.devices[i].user.into(), user_name: self.devices[i].user.into() };
+        self.call(i, move |s, now, cmd| s.login(now, cmd, room.into(), user, None, true))
+    }
+
+    fn publish(&mut self, i: usize, stream: &'static str) -> CmdId {
+        self.call(i, move |s, _, cmd| s.publish(cmd, PublishChannel::Main, stream.into(), String::new()))
+    }
+
+    fn play(&mut self, i: usize, stream: String) -> CmdId {
+        self.call(i, move |s, _, cmd| s.play(cmd, stream))
+    }
+
+    /// Moves every output, message and datagram until nothing moves at this instant.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut moved = false;
+            for i in 0..self.devices.len() {
+                moved |= self.device_outputs(i);
+            }
+            moved |= self.server_outputs();
+            moved |= self.network();
+            if !moved {
+                return;
+            }
+        }
+        panic!("no quiescence");
+    }
+
+    fn device_outputs(&mut self, i: usize) -> bool {
+        let mut moved = false;
+        let now = self.now();
+        while let Some(o) = self.devices[i].core.poll_output(now.at) {
+            moved = true;
+            let d = &mut self.devices[i];
+            match o {
+                CoreOutput::Connect { epoch } => {
+                    if d.cut {
+                        d.core.handle(now.at, Input::Disconnected { epoch, refused: None });
+                        continue;
+                    }
+                    let conn = self.next_conn;
+                    self.next_conn += 1;
+                    self.reg.handle_connect(conn, now);
+                    d.conn = Some((epoch, conn));
+                    let route = crate::dial::Route {
+                        local: SocketAddr::new(d.media.ip, 40_000 + conn as u16),
+                        server: SIGNALLING.parse().unwrap(),
+                    };
+                    let unix_secs = now.unix_ms / 1000;
+                    d.core.handle(now.at, Input::Connected { epoch, route: Some(route), unix_secs });
+                }
+                CoreOutput::Send { epoch, msg } => {
+                    if let Some((e, conn)) = d.conn
+                        && e == epoch
+                        && !d.cut
+                    {
+                        self.reg.handle_message(conn, msg, now);
+                    }
+                }
+                CoreOutput::Close { epoch } => {
+                    if let Some((e, conn)) = d.conn
+                        && e == epoch
+                    {
+                        d.conn = None;
+                        if !d.cut {
+                            self.reg.handle_disconnect(conn, now);
+                        }
+                    }
+                }
+                CoreOutput::Event(e) => {
+                    if let Some(c) = &mut d.controller {
+                        for input in controller_inputs(&e) {
+                            c.handle(now.at, input);
+                        }
+                    }
+                    d.events.push(e);
+                }
+                CoreOutput::Done { cmd, result } => {
+                    d.done.insert(cmd, result);
+                }
+                CoreOutput::Media(cmd) => {
+                    if let Some(note) = d.media.execute(now.at, cmd) {
+                        d.core.handle(now.at, Input::Note(note));
+                    }
+                }
+                CoreOutput::Finished => {}
+            }
+        }
+        // The controller's actions, as the daemon's worker carries them out.
+        let actions: Vec<Action> = match &mut self.devices[i].controller {
+            Some(c) => std::iter::from_fn(|| c.poll_action()).collect(),
+            None => vec![],
+        };
+        for a in actions {
+            moved = true;
+            let stream = format!("{}-main", self.devices[i].user);
+            match a {
+                Action::Publish => {
+                    self.call(i, move |s, _, cmd| s.publish(cmd, PublishChannel::Main, stream, String::new()));
+                }
+                Action::StopPublish => {
+                    self.call(i, move |s, _, cmd| s.stop_publish(cmd, PublishChannel::Main));
+                }
+                Action::Play(s) => {
+                    self.play(i, s);
+                }
+                Action::StopPlay(st) => {
+                    self.call(i, move |s, _, cmd| s.stop_play(cmd, &st));
+                }
+                Action::Mute(m) => self.devices[i].core.handle(now.at, Input::Mute(m)),
+                _ => {}
+            }
+        }
+        moved
+    }
+
+    fn server_outputs(&mut self) -> bool {
+        let mut moved = false;
+        let now = self.now();
+        while let Some(o) = self.reg.poll_output() {
+            moved = true;
+            match o {
+                SrvOut::Send(conn, msg) => self.deliver(conn, msg),
+                SrvOut::Media(MediaOut::Offer { conn, req, offer }) => {
+                    let stream_id = offer.stream.stream_id.clone();
+                    let msg = match self.sfu.handle_offer(now.at, offer) {
+                        Ok(sdp) => ServerMsg::MediaAnswer { req, stream_id, sdp },
+                        Err(e) => ServerMsg::error(Some(req), ErrorCode::MEDIA_OFFER_REJECTED, e.to_string()),
+                    };
+                    self.deliver(conn, msg);
+                }
+                SrvOut::Media(MediaOut::EndStream(key)) => self.sfu.end_stream(&key),
+                SrvOut::Media(MediaOut::EndPlay(session, key)) => self.sfu.end_play(&session, &key),
+                SrvOut::Media(MediaOut::EndSession(session)) => self.sfu.end_session(&session),
+                SrvOut::Close(conn) => {
+                    // A device behind a cut does not hear of it.
+                    if let Some(d) = self.devices.iter_mut().find(|d| d.conn.is_some_and(|(_, c)| c == conn) && !d.cut)
+                    {
+                        let (epoch, _) = d.conn.take().unwrap();
+                        d.core.handle(now.at, Input::Disconnected { epoch, refused: None });
+                    }
+                    self.reg.handle_disconnect(conn, now);
+                }
+                SrvOut::SaveDeviceKeys(_) => {}
+            }
+        }
+        moved
+    }
+
+    fn deliver(&mut self, conn: ConnId, msg: ServerMsg) {
+        let at = self.at;
+        if let Some(d) = self.devices.iter_mut().find(|d| d.conn.is_some_and(|(_, c)| c == conn))
+            && !d.cut
+        {
+            let epoch = d.conn.unwrap().0;
+            d.core.handle(at, Input::Message { epoch, msg });
+        }
+    }
+
+    /// Datagrams between the devices' connections and the SFU (links without delay), and
+    /// the connections' events into their engines.
+    fn network(&mut self) -> bool {
+        let mut moved = false;
+        let at = self.at;
+        for d in &mut self.devices {
+            for link in d.media.links.values_mut() {
+                while let Some(t) = link.core.poll_transmit() {
+                    moved = true;
+                    if !d.cut && t.to == self.sfu_addr && t.transport == Transport::Udp {
+                        self.sfu.handle_datagram(at, link.addr, Transport::Udp, &t.data);
+                    }
+                }
+            }
+        }
+        while let Some(t) = self.sfu.poll_transmit() {
+            moved = true;
+            for d in &mut self.devices {
+                if d.cut {
+                    continue;
+                }
+                if let Some(link) = d.media.links.values_mut().find(|l| l.addr == t.to) {
+                    link.core.handle_datagram(at, self.sfu_addr, Transport::Udp, &t.data);
+                }
+            }
+        }
+        for d in &mut self.devices {
+            let mut notes = VecDeque::new();
+            for ((role, stream), link) in &mut d.media.links {
+                while let Some(e) = link.core.poll_event() {
+                    notes.push_back(Note::Link(*role, stream.clone(), link.epoch, e));
+                }
+            }
+            for note in notes {
+                moved = true;
+                d.core.handle(at, Input::Note(note));
+            }
+        }
+        moved
+    }
+
+    /// Advances virtual time in steps, running what is due, until `done` or `limit`.
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&World) -> bool) -> bool {
+        let end = self.at + limit;
+        self.settle();
+        while !done(self) {
+            if self.at >= end {
+                return false;
+            }
+            self.at += STEP;
+            let now = self.now();
+            if self.next_tick <= now.at {
+                self.reg.handle_tick(now);
+                self.next_tick = now.at + Duration::from_millis(250);
+            }
+            if self.sfu.poll_timeout().is_some_and(|t| t <= now.at) {
+                self.sfu.handle_timeout(now.at);
+            }
+            for d in &mut self.devices {
+                if d.core.poll_timeout().is_some_and(|t| t <= now.at) {
+                    d.core.handle_timeout(now.at, &d.media);
+                }
+                if let Some(c) = &mut d.controller
+                    && c.poll_timeout().is_some_and(|t| t <= now.at)
+                {
+                    c.handle_timeout(now.at);
+                }
+                for link in d.media.links.values_mut() {
+                    if link.core.poll_timeout() <= now.at {
+                        link.core.handle_timeout(now.at);
+                    }
+                }
+                d.media.run_pipelines(now.at);
+            }
+            self.settle();
+        }
+        true
+    }
+
+    fn run(&mut self, d: Duration) {
+        self.run_until(d, |_| false);
+    }
+
+    /// Video frames device `i` decoded of `stream` so far.
+    fn decoded(&self, i: usize, stream: &str) -> u64 {
+        self.devices[i].media.plays.get(stream).map_or(0, |(c, _)| c.decoded)
+    }
+
+    fn call_state(&self, i: usize) -> CallState {
+        self.devices[i].controller.as_ref().map_or(CallState::Idle, |c| c.state())
+    }
+
+    fn in_room(&self, i: usize) -> bool {
+        let last = self.devices[i].events.iter().rev().find_map(|e| match e {
+            EngineEvent::RoomStateChanged { state, .. } => Some(*state),
+            _ => None,
+        });
+        last == Some(RoomState::Connected)
+    }
+}
+
+/// What the daemon tells its call controller of an engine event.
+fn controller_inputs(e: &EngineEvent) -> Vec<CallInput> {
+    match e {
+        EngineEvent::RoomStateChanged { state: RoomState::Connected, .. } => vec![CallInput::RoomUp],
+        EngineEvent::RoomStateChanged { .. } => vec![CallInput::RoomDown],
+        EngineEvent::RoomStreamUpdate { update: UpdateType::Add, streams, .. } => {
+            streams.iter().map(|s| CallInput::StreamAdded(s.stream_id.clone())).collect()
+        }
+        EngineEvent::RoomStreamUpdate { update: UpdateType::Delete, streams, .. } => {
+            streams.iter().map(|s| CallInput::StreamRemoved(s.stream_id.clone())).collect()
+        }
+        _ => vec![],
+    }
+}
+
+/// The flat calls the door; the door rings, its call button answers; both decode the other's
+/// video; a 10 s cut of the door's network stops its media, and after it both decode again
+/// without a new login.
+#[test]
+fn a_ring_answered_by_the_call_button_survives_a_ten_second_cut() {
+    let mut w = World::new();
+    let door = w.add("door", [10, 0, 1, 1], Some(CallController::new(CallMode::Intercom, Duration::from_secs(30))));
+    let flat = w.add("flat", [10, 0, 2, 1], None);
+    w.login(door, "lobby");
+    w.login(flat, "lobby");
+    assert!(w.run_until(Duration::from_secs(5), |w| w.in_room(door) && w.in_room(flat)), "both log in");
+
+    // The flat publishes: an incoming call at the door.
+    w.publish(flat, "flat-main");
+    assert!(w.run_until(Duration::from_secs(5), |w| w.call_state(door) == CallState::Ringing), "the door rings");
+    assert_eq!(w.decoded(door, "flat-main"), 0, "nothing plays before the call is answered");
+
+    // The call button answers: the door publishes and plays; the flat plays the door.
+    let at = w.at;
+    if let Some(c) = &mut w.devices[door].controller {
+        c.handle(at, CallInput::Button(Button::Call, Press::Short));
+    }
+    let plays_door = w.run_until(Duration::from_secs(5), |w| {
+        w.devices[flat]
+            .events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::RoomStreamUpdate { update: UpdateType::Add, .. }))
+    });
+    assert!(plays_door, "the flat hears of the door's stream");
+    w.play(flat, "door-main".into());
+    let both = |w: &World| w.decoded(door, "flat-main") >= 30 && w.decoded(flat, "door-main") >= 30;
+    assert!(
+        w.run_until(Duration::from_secs(10), both),
+        "both decode: {} / {}",
+        w.decoded(door, "flat-main"),
+        w.decoded(flat, "door-main")
+    );
+    assert_eq!(w.call_state(door), CallState::InCall);
+
+    // A 10 s cut of the door's network: nothing reaches it, nothing leaves it.
+    w.devices[door].cut = true;
+    w.run(Duration::from_secs(1));
+    let (at_door, at_flat) = (w.decoded(door, "flat-main"), w.decoded(flat, "door-main"));
+    w.run(Duration::from_secs(9));
+    assert!(w.decoded(door, "flat-main") <= at_door + 2, "media stopped at the door during the cut");
+    assert!(w.decoded(flat, "door-main") <= at_flat + 2, "the door's media stopped during the cut");
+
+    // Back: media flows both ways again within 10 s, on the same session (resumed).
+    w.devices[door].cut = false;
+    let (at_door, at_flat) = (w.decoded(door, "flat-main"), w.decoded(flat, "door-main"));
+    let back = |w: &World| w.decoded(door, "flat-main") >= at_door + 30 && w.decoded(flat, "door-main") >= at_flat + 30;
+    assert!(
+        w.run_until(Duration::from_secs(10), back),
+        "media back after the cut: {} -> {} / {} -> {}",
+        at_door,
+        w.decoded(door, "flat-main"),
+        at_flat,
+        w.decoded(flat, "door-main")
+    );
+    let logins = w.devices[door]
+        .events
+        .iter()
+        .filter(|e| matches!(e, EngineEvent::RoomStateChanged { reason: super::event::RoomStateReason::Logined, .. }))
+        .count();
+    assert_eq!(logins, 1, "resumed, not logged in again");
+    assert_eq!(w.call_state(door), CallState::InCall, "the call survived the cut");
+}

@@ -1,0 +1,202 @@
+//! The engine's one sans-IO core: the signalling [`Session`] and the [`MediaSupervisor`]
+//! composed, with one input type and one output type.
+//!
+//! The seam between the two used to be the driver task's glue (session outputs rewritten
+//! for the supervisor, offers handed across, unsent offers and "network back" passed the
+//! other way). It lives here now, where it reads no clock and owns no socket, so a test can
+//! drive a whole engine in virtual time: feed it [`Input`]s, carry out its [`CoreOutput`]s
+//! (a frame to send, a command for the media runner, an event for the application).
+
+use std::time::Instant;
+
+use super::event::EngineEvent;
+use super::media::supervisor::MediaSupervisor;
+use super::media::{Command, MediaOutput, Meters, Note};
+use super::session::{CmdId, Output, Reply, Session};
+use crate::proto::{ClientMsg, ErrorCode, ServerMsg};
+
+/// A call of the application on the session (login, publish, ...), numbered by the driver.
+pub(crate) type Call = Box<dyn FnOnce(&mut Session, Instant, CmdId) + Send>;
+
+/// What goes into the core.
+pub(crate) enum Input {
+    /// The application's call, numbered `cmd`; its result comes out as [`CoreOutput::Done`].
+    Call(Call, CmdId),
+    /// The signalling connection of `epoch` is up, by this route (its local address is
+    /// where media binds).
+    Connected { epoch: u64, route: Option<crate::dial::Route>, unix_secs: u64 },
+    /// A message from the server on the connection of `epoch`.
+    Message { epoch: u64, msg: ServerMsg },
+    /// The connection of `epoch` ended or never opened; with the code of a refusal (a
+    /// certificate the engine does not trust).
+    Disconnected { epoch: u64, refused: Option<ErrorCode> },
+    /// A note from the media runner (an offer, a connection's event, a pipeline failure).
+    Note(Note),
+    /// Microphone mute on or off, on every publish pipeline and those built later.
+    Mute(bool),
+    /// Log out and finish ([`CoreOutput::Finished`] follows); `cmd` numbers the logout.
+    Destroy(CmdId),
+}
+
+/// What comes out of the core, in the order it must be carried out.
+#[derive(Debug)]
+pub(crate) enum CoreOutput {
+    /// Open the signalling connection numbered `epoch`.
+    Connect { epoch: u64 },
+    /// Send a message on the connection of `epoch`.
+    Send { epoch: u64, msg: ClientMsg },
+    /// Close the connection of `epoch`.
+    Close { epoch: u64 },
+    /// For the application.
+    Event(EngineEvent),
+    /// The call numbered `cmd` finished.
+    Done { cmd: CmdId, result: Reply },
+    /// For the media runner; a note it returns at once goes back in as [`Input::Note`]
+    /// before the next output is polled (a publish connection's offer leaves in the same turn).
+    Media(Command),
+    /// The engine is finished (destroyed): nothing more comes out.
+    Finished,
+}
+
+/// See the module docs.
+pub(crate) struct EngineCore {
+    s: Session,
+    media: Option<MediaSupervisor>,
+    /// The logout of [`Input::Destroy`]: its `Done` finishes the engine.
+    destroy: Option<CmdId>,
+    finished: bool,
+    out: std::collections::VecDeque<CoreOutput>,
+}
+
+impl EngineCore {
+    /// A core over a fresh session; `media`: the supervisor when the engine carries media.
+    pub(crate) fn new(s: Session, media: Option<MediaSupervisor>) -> Self {
+        EngineCore { s, media, destroy: None, finished: false, out: Default::default() }
+    }
+
+    /// Takes one input.
+    pub(crate) fn handle(&mut self, now: Instant, input: Input) {
+        if self.finished {
+            return;
+        }
+        match input {
+            Input::Call(f, cmd) => f(&mut self.s, now, cmd),
+            Input::Connected { epoch, route, unix_secs } => {
+                if let (Some(m), Some(route)) = (&mut self.media, route) {
+                    m.set_route(route);
+                }
+                self.s.handle_connected(now, epoch, unix_secs);
+            }
+            Input::Message { epoch, msg } => self.s.handle_message(now, epoch, msg),
+            Input::Disconnected { epoch, refused: Some(code) } => self.s.handle_connect_refused(now, epoch, code),
+            Input::Disconnected { epoch, refused: None } => self.s.handle_disconnected(now, epoch),
+            Input::Note(note) => {
+                if let Some(m) = &mut self.media {
+                    m.handle_note(now, note);
+                }
+            }
+            Input::Mute(muted) => {
+                if let Some(m) = &mut self.media {
+                    m.set_muted(muted);
+                }
+            }
+            Input::Destroy(cmd) => {
+                self.destroy = Some(cmd);
+                self.s.logout(now, cmd);
+            }
+        }
+    }
+
+    /// The session's and the media's timers; `meters` reads the running pipelines.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, meters: &dyn Meters) {
+        if self.s.poll_timeout().is_some_and(|t| t <= now) {
+            self.s.handle_timeout(now);
+        }
+        if let Some(m) = &mut self.media
+            && m.poll_timeout().is_some_and(|t| t <= now)
+        {
+            let fresh = self.s.signalling_fresh(now);
+            m.handle_timeout(now, fresh, meters);
+        }
+    }
+
+    /// When [`EngineCore::handle_timeout`] is next due.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let media = self.media.as_ref().and_then(|m| m.poll_timeout());
+        [self.s.poll_timeout(), media].into_iter().flatten().min()
+    }
+
+    /// The next output, once the session and the media have told each other what they must.
+    pub(crate) fn poll_output(&mut self, now: Instant) -> Option<CoreOutput> {
+        while self.out.is_empty() && !self.finished {
+            let moved = self.drain_session(now) | self.drain_media(now);
+            if !moved {
+                break;
+            }
+        }
+        self.out.pop_front()
+    }
+
+    /// Session outputs: frames and results out, stream states and media answers to the
+    /// supervisor. Returns whether anything came out.
+    fn drain_session(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(o) = self.s.poll_output() {
+            any = true;
+            match o {
+                Output::Connect { epoch } => self.out.push_back(CoreOutput::Connect { epoch }),
+                Output::Send { epoch, msg } => self.out.push_back(CoreOutput::Send { epoch, msg }),
+                Output::Close { epoch } => self.out.push_back(CoreOutput::Close { epoch }),
+                Output::Event(e) => {
+                    let e = match &mut self.media {
+                        Some(m) => m.handle_state(now, e),
+                        None => e,
+                    };
+                    self.out.push_back(CoreOutput::Event(e));
+                }
+                Output::Joined { fresh, ice_servers } => {
+                    if let Some(m) = &mut self.media {
+                        m.set_server_ice(ice_servers);
+                        m.handle_joined(now, fresh);
+                    }
+                }
+                Output::MediaAnswer { stream_id, role, tag, result } => {
+                    if let Some(m) = &mut self.media {
+                        m.handle_answer(now, &stream_id, role, tag, result);
+                    }
+                }
+                Output::Done { cmd, .. } if Some(cmd) == self.destroy => {
+                    self.finished = true;
+                    self.out.push_back(CoreOutput::Finished);
+                    return true;
+                }
+                Output::Done { cmd, result } => self.out.push_back(CoreOutput::Done { cmd, result }),
+            }
+        }
+        any
+    }
+
+    /// Media outputs: commands for the runner, offers into the session (or back, unsent),
+    /// events out, and "network back" to the session. Returns whether anything came out.
+    fn drain_media(&mut self, now: Instant) -> bool {
+        let Some(m) = &mut self.media else { return false };
+        let mut any = false;
+        while let Some(cmd) = m.poll_command() {
+            any = true;
+            self.out.push_back(CoreOutput::Media(cmd));
+        }
+        while let Some(o) = m.poll_output() {
+            any = true;
+            match o {
+                MediaOutput::Event(e) => self.out.push_back(CoreOutput::Event(e)),
+                MediaOutput::NetworkBack => self.s.network_back(now),
+                MediaOutput::Offer { stream, role, sdp, tag } => {
+                    if !self.s.media_offer(stream.clone(), role, sdp, tag) {
+                        m.handle_unsent(&stream, role, tag);
+                    }
+                }
+            }
+        }
+        any
+    }
+}
