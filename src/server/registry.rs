@@ -20,11 +20,13 @@ mod keys;
 mod media;
 mod reload;
 mod room;
+mod store;
 mod whip;
 
 pub use admin::{RoomView, UserView};
 pub use keys::{IssuedToken, NewDeviceKey};
 pub use media::MediaOut;
+pub use store::{MemoryStore, SharedStore};
 pub use whip::whip_media_session;
 
 use super::config::{Limits, ServerConfig};
@@ -150,10 +152,6 @@ struct Room {
 struct App {
     key: Vec<u8>,
     rooms: BTreeMap<String, Room>,
-    /// user_id -> session_id
-    users: HashMap<String, String>,
-    /// stream_id -> session_id
-    streams: HashMap<String, String>,
     logins: Bucket,
     /// Refused logins (bad or expired tokens): an attacker with only an app ID drains this
     /// one, never the bucket of logins whose credentials check out.
@@ -179,6 +177,8 @@ pub struct Registry {
     next_quality: Option<Instant>,
     next_message_id: u64,
     device_keys: crate::server::device_keys::DeviceKeys,
+    /// App-wide unique user and stream IDs: the state a cluster shares ([`SharedStore`]).
+    store: Box<dyn SharedStore>,
     /// WHIP resources by ID.
     whip: HashMap<String, whip::WhipResource>,
     /// Counters for `/metrics`.
@@ -197,8 +197,6 @@ impl Registry {
                 let app = App {
                     key,
                     rooms: BTreeMap::new(),
-                    users: HashMap::new(),
-                    streams: HashMap::new(),
                     logins: Bucket::new(limits.logins_per_sec, limits.login_burst, now),
                     refused: Bucket::new(limits.logins_per_sec, limits.login_burst, now),
                 };
@@ -222,6 +220,7 @@ impl Registry {
             next_message_id: 1,
             device_keys: Default::default(),
             whip: HashMap::new(),
+            store: Box::new(MemoryStore::default()),
             metrics: Metrics::default(),
         }
     }
@@ -500,7 +499,7 @@ impl Registry {
                 "too many logins for this app; retry later",
             );
         }
-        let previous = app.users.get(&user.user_id).cloned();
+        let previous = self.store.user(app_id, &user.user_id).map(str::to_string);
         let occupied = app.rooms.get(&room_id).map(|r| r.sessions.len()).unwrap_or(0);
         let same_room_prev = previous.as_ref().and_then(|p| self.sessions.get(p)).is_some_and(|s| s.room_id == room_id);
         if occupied - usize::from(same_room_prev) >= self.limits.max_users_per_room {
@@ -532,7 +531,7 @@ impl Registry {
         let Some(app) = self.apps.get_mut(&app_id) else {
             return self.internal(conn, Some(req), "login: the app vanished");
         };
-        app.users.insert(user.user_id.clone(), session_id.clone());
+        self.store.claim_user(app_id, &user.user_id, &session_id);
         let room = app
             .rooms
             .entry(room_id.clone())
@@ -695,9 +694,7 @@ impl Registry {
         let Some(app) = self.apps.get_mut(&s.app_id) else {
             return;
         };
-        if app.users.get(&s.user.user_id).is_some_and(|x| x == sid) {
-            app.users.remove(&s.user.user_id);
-        }
+        self.store.release_user(s.app_id, &s.user.user_id, sid);
         let mut others = Vec::new();
         if let Some(room) = app.rooms.get_mut(&s.room_id) {
             room.sessions.remove(sid);
@@ -736,10 +733,7 @@ impl Registry {
         if s.published.len() >= self.limits.max_streams_per_user {
             return self.fail(conn, Some(req), ErrorCode::TOO_MANY_STREAMS, "too many streams for one user");
         }
-        let Some(app) = self.apps.get_mut(&s.app_id) else {
-            return self.internal(conn, Some(req), "publish: the session's app vanished");
-        };
-        if app.streams.contains_key(&stream_id) {
+        if self.store.stream(s.app_id, &stream_id).is_some() {
             return self.fail(
                 conn,
                 Some(req),
@@ -757,8 +751,8 @@ impl Registry {
         let Some(s) = self.sessions.get(sid) else {
             return self.inconsistent("announce: the publishing session vanished");
         };
-        if let Some(app) = self.apps.get_mut(&s.app_id) {
-            app.streams.insert(stream_id.clone(), sid.to_string());
+        if !self.store.claim_stream(s.app_id, &stream_id, sid) {
+            return self.inconsistent("announce: the stream ID was taken meanwhile");
         }
         let room_id = s.room_id.clone();
         let info = StreamInfo { stream_id: stream_id.clone(), user: s.user.clone(), extra_info: extra_info.clone() };
@@ -792,9 +786,7 @@ impl Registry {
         };
         let info = StreamInfo { stream_id: stream_id.to_string(), user: s.user.clone(), extra_info };
         let room_id = s.room_id.clone();
-        if let Some(app) = self.apps.get_mut(&s.app_id) {
-            app.streams.remove(stream_id);
-        }
+        self.store.release_stream(s.app_id, stream_id, sid);
         tracing::info!(callbox_event = "stream_update", room_id = %room_id, stream_id = %stream_id, error_code = reason.0, "stream deleted");
         if let Some(key) = self.stream_key(sid, stream_id) {
             self.media_out(MediaOut::EndStream(key));
@@ -852,9 +844,8 @@ impl Registry {
     /// Whether `stream_id` is published (by anyone) in session `sid`'s room.
     fn published_in_room(&self, sid: &str, stream_id: &str) -> bool {
         let Some(s) = self.sessions.get(sid) else { return false };
-        self.apps
-            .get(&s.app_id)
-            .and_then(|app| app.streams.get(stream_id))
+        self.store
+            .stream(s.app_id, stream_id)
             .and_then(|owner| self.sessions.get(owner))
             .is_some_and(|o| o.room_id == s.room_id)
     }

@@ -83,7 +83,7 @@ impl Registry {
 
     /// Kicks a user out of a room (admin API). Returns false if there is no such user there.
     pub fn kick(&mut self, app_id: u32, room_id: &str, user_id: &str, now: Now) -> bool {
-        let Some(sid) = self.apps.get(&app_id).and_then(|a| a.users.get(user_id)).cloned() else {
+        let Some(sid) = self.store.user(app_id, user_id).map(str::to_string) else {
             return false;
         };
         if self.sessions.get(&sid).is_none_or(|s| s.room_id != room_id) {
@@ -97,7 +97,7 @@ impl Registry {
     pub fn gauges(&self) -> (usize, usize, usize, usize) {
         let rooms = self.apps.values().map(|a| a.rooms.len()).sum();
         let connected = self.sessions.values().filter(|s| s.conn.is_some()).count();
-        let streams = self.apps.values().map(|a| a.streams.len()).sum();
+        let streams = self.store.stream_count();
         (rooms, connected, self.sessions.len() - connected, streams)
     }
 

@@ -15,11 +15,11 @@ impl Registry {
             if !room.sessions.contains(sid) {
                 return Err(format!("session {sid} is not a member of its room {}", s.room_id));
             }
-            if app.users.get(&s.user.user_id) != Some(sid) {
+            if self.store.user(s.app_id, &s.user.user_id) != Some(sid.as_str()) {
                 return Err(format!("session {sid}: user {} maps elsewhere", s.user.user_id));
             }
             for stream in s.published.keys() {
-                if app.streams.get(stream) != Some(sid) {
+                if self.store.stream(s.app_id, stream) != Some(sid.as_str()) {
                     return Err(format!("session {sid}: stream {stream} maps elsewhere"));
                 }
             }
@@ -41,17 +41,18 @@ impl Registry {
                     }
                 }
             }
-            for (user, sid) in &app.users {
-                let s = self.sessions.get(sid).ok_or(format!("user {user}: no session {sid}"))?;
-                if s.user.user_id != *user || s.app_id != *app_id {
-                    return Err(format!("user {user}: session {sid} is someone else's"));
-                }
+        }
+        let (users, streams) = self.store.held();
+        for (app_id, user, sid) in users {
+            let s = self.sessions.get(&sid).ok_or(format!("user {user}: no session {sid}"))?;
+            if s.user.user_id != user || s.app_id != app_id {
+                return Err(format!("user {user}: session {sid} is someone else's"));
             }
-            for (stream, sid) in &app.streams {
-                let s = self.sessions.get(sid).ok_or(format!("stream {stream}: no session {sid}"))?;
-                if !s.published.contains_key(stream) || s.app_id != *app_id {
-                    return Err(format!("stream {stream}: session {sid} does not publish it"));
-                }
+        }
+        for (app_id, stream, sid) in streams {
+            let s = self.sessions.get(&sid).ok_or(format!("stream {stream}: no session {sid}"))?;
+            if !s.published.contains_key(&stream) || s.app_id != app_id {
+                return Err(format!("stream {stream}: session {sid} does not publish it"));
             }
         }
         Ok(())

@@ -38,8 +38,6 @@ impl Registry {
                     let app = App {
                         key,
                         rooms: BTreeMap::new(),
-                        users: HashMap::new(),
-                        streams: HashMap::new(),
                         logins: Bucket::new(cfg.limits.logins_per_sec, cfg.limits.login_burst, now.at),
                         refused: Bucket::new(cfg.limits.logins_per_sec, cfg.limits.login_burst, now.at),
                     };

@@ -81,16 +81,16 @@ impl Registry {
             ));
         }
         ids::check_user_id(&claims.user_id).map_err(|c| refuse(400, c, "the token's user ID is not valid"))?;
-        let Some(app) = self.apps.get(&app_id) else {
+        if !self.apps.contains_key(&app_id) {
             self.inconsistent("whip: the app vanished");
             return Err(refuse(500, ErrorCode::SERVER_INTERNAL, "internal error; retry"));
-        };
-        if app.streams.contains_key(stream_id) {
+        }
+        if self.store.stream(app_id, stream_id).is_some() {
             return Err(refuse(409, ErrorCode::STREAM_ID_IN_USE, "stream ID already published"));
         }
         let user = UserInfo { user_id: claims.user_id.clone(), user_name: claims.user_id.clone() };
         let resource = random_hex(16);
-        let existing = app.users.get(&user.user_id).cloned();
+        let existing = self.store.user(app_id, &user.user_id).map(str::to_string);
         let (sid, attached) = match existing {
             Some(sid) => {
                 let Some(s) = self.sessions.get(&sid) else {
@@ -135,7 +135,7 @@ impl Registry {
             return Err(refuse(403, ErrorCode::ROOM_FULL, "the room is full"));
         }
         let sid = random_hex(16);
-        app.users.insert(user.user_id.clone(), sid.clone());
+        self.store.claim_user(app_id, &user.user_id, &sid);
         let room = app
             .rooms
             .entry(room_id.to_string())
@@ -198,7 +198,7 @@ impl Registry {
             return Err(refuse(503, ErrorCode::MEDIA_UNAVAILABLE, "this server relays no media"));
         }
         self.http_claims(app_id, room_id, stream_id, token, crate::auth::Privilege::Play, now)?;
-        let publisher = self.apps.get(&app_id).and_then(|a| a.streams.get(stream_id));
+        let publisher = self.store.stream(app_id, stream_id);
         if publisher.and_then(|sid| self.sessions.get(sid)).is_none_or(|s| s.room_id != room_id) {
             return Err(refuse(404, ErrorCode::STREAM_NOT_FOUND, "stream not published in this room"));
         }
