@@ -16,8 +16,8 @@ SRC_URI = "${CALLBOX_GIT_URI};nobranch=1"
 # A fixed commit, so a build is reproducible and matches callbox-crates.inc: both come from
 # the same Cargo.lock. `scripts/yocto-crates.py --pin` moves the pin to HEAD (with Cargo.lock
 # committed) and rewrites the crate list; tests/yocto.rs fails while they disagree.
-SRCREV = "32125cd9aa1a3fa7e83f37377918f6a59abe3345"
-# sha256 of Cargo.lock at SRCREV: b2e7f7103443e44823314d5fd9cd6de82009fcab705d695960b4cb6b63cabaff
+SRCREV = "c2506009114b907558a243c0584e681dde79cf27"
+# sha256 of Cargo.lock at SRCREV: 1004bd8878ac308e2f0fddeb866d35663e4c8e5cf5e007e301c79b419969a3a0
 PV = "0.1.0+git"
 S = "${WORKDIR}/git"
 
