@@ -8,3 +8,15 @@ mod messages;
 
 pub use codes::ErrorCode;
 pub use messages::*;
+
+/// A stream as the server names it app-wide: app, room and stream ID. The registry, the
+/// SFU and (later) a cluster's shared store all key streams by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    /// The AppID.
+    pub app_id: u32,
+    /// The room.
+    pub room_id: String,
+    /// The stream.
+    pub stream_id: String,
+}

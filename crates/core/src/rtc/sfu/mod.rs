@@ -15,16 +15,7 @@ pub use self::core::*;
 /// (RFC 7675's consent lifetime). Media and RTCP count: agents such as libnice send a
 /// consent check only every ~25 s while their media flows.
 pub const CONSENT_EXPIRY: Duration = Duration::from_secs(30);
-/// A stream as the SFU knows it: app, room and stream ID.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StreamKey {
-    /// The AppID.
-    pub app_id: u32,
-    /// The room.
-    pub room_id: String,
-    /// The stream.
-    pub stream_id: String,
-}
+pub use crate::proto::StreamKey;
 
 /// A media connection's offer on its way to the SFU: who offers, for which stream, which
 /// way media flows, and the SDP. The registry decides it may be made; the SFU answers it.
