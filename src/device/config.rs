@@ -3,17 +3,19 @@
 //! error names its key, and the daemon exits 78 on one.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::call::CallMode;
+use super::credentials::Credentials;
 use crate::config_file::{self, ConfigError};
 use crate::media::devices::AutoDevices;
 use crate::media::encoder::Encoder;
 use crate::media::{AudioSink, AudioSource, Layout, MediaConfig, VideoSink, VideoSource};
 use crate::proto::ids;
+use crate::url::ServerUrl;
 use callbox_core::device::io::GpioKind;
 
 /// Default path of the device configuration.
@@ -359,7 +361,7 @@ impl DeviceConfig {
         if self.server.app_id == 0 {
             return Err(ConfigError::value("server.app_id", "must be set (non-zero)"));
         }
-        super::credentials::Credentials::from_config(self)?;
+        self.credentials()?;
         ids::check_room_id(&self.room.room_id)
             .map_err(|c| ConfigError::value("room.room_id", format!("invalid room ID (code {})", c.0)))?;
         ids::check_user_id(&self.room.user_id)
@@ -411,6 +413,82 @@ impl DeviceConfig {
     /// The stream this device publishes.
     pub fn stream_id(&self) -> String {
         self.call.stream_id.clone().unwrap_or_else(|| format!("{}-main", self.room.user_id))
+    }
+
+    /// The credentials `[server]` names (exactly one), checked. The credentials module
+    /// fetches tokens with them; the config only says which and checks they are usable.
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        let s = &self.server;
+        let set = [
+            ("app_sign", s.app_sign.is_some()),
+            ("token", s.token.is_some()),
+            ("token_file", s.token_file.is_some()),
+            ("device_key", s.device_key.is_some()),
+            ("device_key_file", s.device_key_file.is_some()),
+            ("token_url", s.token_url.is_some()),
+        ];
+        let named: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect();
+        match named.len() {
+            0 => {
+                return Err(ConfigError::value(
+                    "server.device_key",
+                    "say how the device logs in: device_key, device_key_file, token_url, token_file, token or app_sign",
+                ));
+            }
+            1 => {}
+            _ => {
+                return Err(ConfigError::value(
+                    &format!("server.{}", named[1]),
+                    format!("set only one of {}", named.join(", ")),
+                ));
+            }
+        }
+        if s.token_url_secret.is_some() && s.token_url.is_none() {
+            return Err(ConfigError::value("server.token_url_secret", "goes with token_url"));
+        }
+        if let Some(secret) = &s.app_sign {
+            crate::auth::parse_secret(secret).map_err(|e| ConfigError::value("server.app_sign", e.to_string()))?;
+            return Ok(Credentials::AppSign(secret.clone()));
+        }
+        if let Some(t) = &s.token {
+            if t.trim().is_empty() {
+                return Err(ConfigError::value("server.token", "is empty"));
+            }
+            return Ok(Credentials::Fixed(t.trim().to_string()));
+        }
+        if let Some(f) = &s.token_file {
+            return Ok(Credentials::File(PathBuf::from(f)));
+        }
+        if let Some(url) = &s.token_url {
+            let u = ServerUrl::parse(url).map_err(|e| ConfigError::value("server.token_url", e.to_string()))?;
+            if !u.is_tls() && !u.is_loopback() {
+                return Err(ConfigError::value(
+                    "server.token_url",
+                    "must be https:// (it carries the device's secret)",
+                ));
+            }
+            if !url.split("://").nth(1).is_some_and(|r| r.contains('/')) {
+                return Err(ConfigError::value("server.token_url", "needs the endpoint's path"));
+            }
+            let secret =
+                s.token_url_secret.clone().filter(|x| !x.trim().is_empty()).ok_or_else(|| {
+                    ConfigError::value("server.token_url_secret", "token_url needs the device's secret")
+                })?;
+            return Ok(Credentials::TokenUrl { url: u, ca_file: s.ca_file.as_ref().map(PathBuf::from), secret });
+        }
+        let key = match (&s.device_key, &s.device_key_file) {
+            (Some(k), _) => k.trim().to_string(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| ConfigError::value("server.device_key_file", format!("{f}: {e}")))?
+                .trim()
+                .to_string(),
+            (None, None) => unreachable!("one source is set"),
+        };
+        if !key.starts_with(crate::server::device_keys::KEY_PREFIX) {
+            let k = if s.device_key.is_some() { "server.device_key" } else { "server.device_key_file" };
+            return Err(ConfigError::value(k, "a device key starts with cbk_ (create one with the admin API)"));
+        }
+        Ok(Credentials::DeviceKey { url: self.server_url()?, ca_file: s.ca_file.as_ref().map(PathBuf::from), key })
     }
 
     /// The engine's credentials: AppSign or the configured token.

@@ -12,8 +12,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::config::DeviceConfig;
-use crate::config_file::ConfigError;
 use crate::dial::Dialer;
 use crate::engine::Auth;
 use crate::proto::ErrorCode;
@@ -62,81 +60,6 @@ pub struct FetchError {
 }
 
 impl Credentials {
-    /// The source `[server]` names (exactly one), checked.
-    pub fn from_config(cfg: &DeviceConfig) -> Result<Credentials, ConfigError> {
-        let s = &cfg.server;
-        let set = [
-            ("app_sign", s.app_sign.is_some()),
-            ("token", s.token.is_some()),
-            ("token_file", s.token_file.is_some()),
-            ("device_key", s.device_key.is_some()),
-            ("device_key_file", s.device_key_file.is_some()),
-            ("token_url", s.token_url.is_some()),
-        ];
-        let named: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(k, _)| *k).collect();
-        match named.len() {
-            0 => {
-                return Err(ConfigError::value(
-                    "server.device_key",
-                    "say how the device logs in: device_key, device_key_file, token_url, token_file, token or app_sign",
-                ));
-            }
-            1 => {}
-            _ => {
-                return Err(ConfigError::value(
-                    &format!("server.{}", named[1]),
-                    format!("set only one of {}", named.join(", ")),
-                ));
-            }
-        }
-        if s.token_url_secret.is_some() && s.token_url.is_none() {
-            return Err(ConfigError::value("server.token_url_secret", "goes with token_url"));
-        }
-        if let Some(secret) = &s.app_sign {
-            crate::auth::parse_secret(secret).map_err(|e| ConfigError::value("server.app_sign", e.to_string()))?;
-            return Ok(Credentials::AppSign(secret.clone()));
-        }
-        if let Some(t) = &s.token {
-            if t.trim().is_empty() {
-                return Err(ConfigError::value("server.token", "is empty"));
-            }
-            return Ok(Credentials::Fixed(t.trim().to_string()));
-        }
-        if let Some(f) = &s.token_file {
-            return Ok(Credentials::File(PathBuf::from(f)));
-        }
-        if let Some(url) = &s.token_url {
-            let u = ServerUrl::parse(url).map_err(|e| ConfigError::value("server.token_url", e.to_string()))?;
-            if !u.is_tls() && !u.is_loopback() {
-                return Err(ConfigError::value(
-                    "server.token_url",
-                    "must be https:// (it carries the device's secret)",
-                ));
-            }
-            if !url.split("://").nth(1).is_some_and(|r| r.contains('/')) {
-                return Err(ConfigError::value("server.token_url", "needs the endpoint's path"));
-            }
-            let secret =
-                s.token_url_secret.clone().filter(|x| !x.trim().is_empty()).ok_or_else(|| {
-                    ConfigError::value("server.token_url_secret", "token_url needs the device's secret")
-                })?;
-            return Ok(Credentials::TokenUrl { url: u, ca_file: s.ca_file.as_ref().map(PathBuf::from), secret });
-        }
-        let key = match (&s.device_key, &s.device_key_file) {
-            (Some(k), _) => k.trim().to_string(),
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .map_err(|e| ConfigError::value("server.device_key_file", format!("{f}: {e}")))?
-                .trim()
-                .to_string(),
-            (None, None) => unreachable!("one source is set"),
-        };
-        if !key.starts_with(crate::server::device_keys::KEY_PREFIX) {
-            let k = if s.device_key.is_some() { "server.device_key" } else { "server.device_key_file" };
-            return Err(ConfigError::value(k, "a device key starts with cbk_ (create one with the admin API)"));
-        }
-        Ok(Credentials::DeviceKey { url: cfg.server_url()?, ca_file: s.ca_file.as_ref().map(PathBuf::from), key })
-    }
-
     /// What the engine is created with: AppSign, a fixed token, or a placeholder for tokens
     /// the daemon fetches before each login.
     pub fn engine_auth(&self) -> Auth {
@@ -237,6 +160,7 @@ pub fn renewal_retry() -> crate::engine::ReconnectPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::config::DeviceConfig;
 
     fn device(server: &str) -> DeviceConfig {
         let text = format!(
@@ -265,7 +189,7 @@ mod tests {
         let mut d = device(&url);
         d.server.app_sign = None;
         d.server.token_file = Some(file.display().to_string());
-        let c = Credentials::from_config(&d).unwrap();
+        let c = d.credentials().unwrap();
         assert!(c.fetches());
         assert_eq!(c.fetch().await.unwrap_err().code, ErrorCode::TOKEN_RENEWAL_FAILED, "missing file");
         std::fs::write(&file, "first\n").unwrap();
@@ -304,16 +228,16 @@ mod tests {
         let mut d = device(&url);
         d.server.app_sign = None;
         d.server.device_key = Some(key.clone());
-        let t = Credentials::from_config(&d).unwrap().fetch().await.unwrap();
+        let t = d.credentials().unwrap().fetch().await.unwrap();
         assert_eq!(crate::auth::peek(&t).unwrap().user_id, "door");
         let mut d = device(&url);
         d.server.app_sign = None;
         d.server.token_url = Some(format!("http://{}/api/v1/token", server.addr));
         d.server.token_url_secret = Some(key);
-        let t = Credentials::from_config(&d).unwrap().fetch().await.unwrap();
+        let t = d.credentials().unwrap().fetch().await.unwrap();
         assert_eq!(crate::auth::peek(&t).unwrap().user_id, "door");
         d.server.token_url_secret = Some("cbk_wrong_00".into());
-        let e = Credentials::from_config(&d).unwrap().fetch().await.unwrap_err();
+        let e = d.credentials().unwrap().fetch().await.unwrap_err();
         assert_eq!(e.code, ErrorCode::DEVICE_KEY_INVALID, "{e}");
         server.stop().await.unwrap();
         let _ = std::fs::remove_dir_all(&dir);
@@ -322,21 +246,21 @@ mod tests {
     #[test]
     fn exactly_one_source_and_https_for_token_urls() {
         let mut d = device("wss://h");
-        assert_eq!(Credentials::from_config(&d).unwrap().kind(), "app_sign");
+        assert_eq!(d.credentials().unwrap().kind(), "app_sign");
         d.server.token = Some("t".into());
-        assert!(Credentials::from_config(&d).unwrap_err().to_string().contains("only one"));
+        assert!(d.credentials().unwrap_err().to_string().contains("only one"));
         d.server.app_sign = None;
         d.server.token = None;
-        assert!(Credentials::from_config(&d).is_err(), "none set");
+        assert!(d.credentials().is_err(), "none set");
         d.server.token_url = Some("http://backend.example.net/token".into());
         d.server.token_url_secret = Some("s".into());
-        assert!(Credentials::from_config(&d).unwrap_err().to_string().contains("https"));
+        assert!(d.credentials().unwrap_err().to_string().contains("https"));
         d.server.token_url = Some("https://backend.example.net".into());
-        assert!(Credentials::from_config(&d).unwrap_err().to_string().contains("path"));
+        assert!(d.credentials().unwrap_err().to_string().contains("path"));
         d.server.token_url = None;
         d.server.token_url_secret = None;
         d.server.device_key = Some("not-a-key".into());
-        assert!(Credentials::from_config(&d).unwrap_err().to_string().contains("cbk_"));
+        assert!(d.credentials().unwrap_err().to_string().contains("cbk_"));
     }
 
     #[test]

@@ -424,7 +424,7 @@ async fn credentials(cfg: &DeviceConfig) -> Check {
         };
     }
     use crate::engine::{Engine, EngineProfile, ReconnectPolicy, RoomConfig, UserInfo};
-    let creds = match super::credentials::Credentials::from_config(cfg) {
+    let creds = match cfg.credentials() {
         Ok(c) => c,
         Err(e) => return Check::new(Level::Fail, "credentials", e.to_string(), Some("fix the named key")),
     };

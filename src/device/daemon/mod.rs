@@ -156,9 +156,7 @@ impl Daemon {
         for w in cfg.warnings() {
             tracing::warn!(callbox_event = "config_warning", "{w}");
         }
-        let credentials = Arc::new(
-            super::credentials::Credentials::from_config(&cfg).map_err(|e| StartError::Config(e.to_string()))?,
-        );
+        let credentials = Arc::new(cfg.credentials().map_err(|e| StartError::Config(e.to_string()))?);
         let auth = credentials.engine_auth();
         let mut profile = EngineProfile::new(cfg.server.app_id, auth, cfg.server.url.clone()).with_media(media.clone());
         profile.ca_file = cfg.server.ca_file.clone().map(Into::into);
