@@ -141,11 +141,14 @@ impl Sfu {
     }
 
     /// Queues a command that must not wait (the hub and HTTP handlers call these): on a full
-    /// queue it is dropped, counted and logged.
+    /// queue it is dropped and counted, and logged as the engine's backlog logs its drops.
     fn command(&self, cmd: Cmd) {
         if let Err(mpsc::error::TrySendError::Full(cmd)) = self.tx.try_send(cmd) {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(command = cmd.name(), dropped = n, "the media relay is behind; command dropped");
+            // Logged at 1, 2, 4, 8, ... drops: a relay that stays behind cannot fill the journal.
+            if n.is_power_of_two() {
+                tracing::warn!(command = cmd.name(), dropped = n, "the media relay is behind; command dropped");
+            }
         }
     }
 
