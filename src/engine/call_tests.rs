@@ -19,12 +19,12 @@ use super::media::{Command, Meters, Note, PlayCounts, PublishCounts};
 use super::session::{APP_SIGN_TTL, CmdId, Reply, Session, SessionConfig};
 use crate::device::call::{Action, Button, CallController, CallMode, CallState, Input as CallInput, Press};
 use crate::media::MediaConfig;
-use crate::proto::{ErrorCode, MediaRole, ServerMsg, UpdateType, UserInfo};
+use crate::proto::{MediaRole, ServerMsg, UpdateType, UserInfo};
 use crate::rtc::client::ClientCore;
 use crate::rtc::sfu::SfuCore;
 use crate::rtc::{Kind, Transport};
 use crate::server::config::{AppConfig, ServerConfig};
-use crate::server::registry::{ConnId, MediaOut, Now, Output as SrvOut, Registry};
+use crate::server::registry::{ConnId, MediaOut, Now, OfferFailure, Output as SrvOut, Registry};
 use callbox_core::rtc::test_rtp;
 
 const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -390,14 +390,12 @@ impl World {
             moved = true;
             match o {
                 SrvOut::Send(conn, msg) => self.deliver(conn, msg),
-                SrvOut::Media(MediaOut::Offer { conn, req, offer }) => {
-                    let stream_id = offer.stream.stream_id.clone();
-                    let msg = match self.sfu.handle_offer(now.at, offer) {
-                        Ok(sdp) => ServerMsg::MediaAnswer { req, stream_id, sdp },
-                        Err(e) => ServerMsg::error(Some(req), ErrorCode::MEDIA_OFFER_REJECTED, e.to_string()),
-                    };
-                    self.deliver(conn, msg);
+                SrvOut::Media(MediaOut::Offer { reply, offer }) => {
+                    let answer =
+                        self.sfu.handle_offer(now.at, offer).map_err(|e| OfferFailure::Rejected(e.to_string()));
+                    self.reg.handle_media_answer(reply, answer);
                 }
+                SrvOut::Media(MediaOut::Probe(_)) | SrvOut::Http(..) => {}
                 SrvOut::Media(MediaOut::EndStream(key)) => self.sfu.end_stream(&key),
                 SrvOut::Media(MediaOut::EndPlay(session, key)) => self.sfu.end_play(&session, &key),
                 SrvOut::Media(MediaOut::EndSession(session)) => self.sfu.end_session(&session),

@@ -111,7 +111,7 @@ impl Net {
                             self.clients[i].s.handle_message(at, epoch, msg);
                         }
                     }
-                    SrvOut::Media(_) | SrvOut::SaveDeviceKeys(_) => {}
+                    SrvOut::Media(_) | SrvOut::SaveDeviceKeys(_) | SrvOut::Http(..) => {}
                     SrvOut::Close(conn) => {
                         if let Some(i) = self.client_of(conn) {
                             let epoch = self.clients[i].conn.take().unwrap().0;

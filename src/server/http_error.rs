@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::registry::Refusal;
+use super::registry::{Refusal, RefusalKind};
 use crate::proto::ErrorCode;
 
 /// A JSON error body `{"code", "name", "message"}` with `status`.
@@ -23,7 +23,47 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
 }
 
+/// The HTTP status of a kind of refusal: the one place the registry's refusals meet HTTP.
+pub(super) fn status(kind: RefusalKind) -> StatusCode {
+    match kind {
+        RefusalKind::Invalid => StatusCode::BAD_REQUEST,
+        RefusalKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        RefusalKind::UnsupportedType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        RefusalKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+        RefusalKind::NotFound => StatusCode::NOT_FOUND,
+        RefusalKind::Conflict => StatusCode::CONFLICT,
+        RefusalKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        RefusalKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// A registry refusal as its HTTP response.
 pub(super) fn refused(r: Refusal) -> Response {
-    error(StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST), r.code, &r.message)
+    error(status(r.kind), r.code, &r.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_refusal_has_its_status() {
+        let all = [
+            (RefusalKind::Invalid, 400),
+            (RefusalKind::Unauthenticated, 401),
+            (RefusalKind::Forbidden, 403),
+            (RefusalKind::NotFound, 404),
+            (RefusalKind::Conflict, 409),
+            (RefusalKind::TooLarge, 413),
+            (RefusalKind::UnsupportedType, 415),
+            (RefusalKind::RateLimited, 429),
+            (RefusalKind::Internal, 500),
+            (RefusalKind::Unavailable, 503),
+        ];
+        for (kind, code) in all {
+            assert_eq!(status(kind).as_u16(), code, "{kind:?}");
+        }
+    }
 }

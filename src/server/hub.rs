@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::config::ServerConfig;
-use super::registry::MediaOut;
-use super::registry::{ConnId, Now, Output, Registry};
+use super::registry::{ConnId, HttpAnswer, HttpId, HttpMedia, Now, Output, Refusal, RefusalKind, Registry};
+use super::registry::{MediaOut, OfferFailure, Reply};
 use crate::proto::{ClientMsg, ErrorCode, ServerMsg};
 use crate::rtc::sfu::Sfu;
 
@@ -43,9 +43,14 @@ enum Cmd {
     Invalid(ConnId, ErrorCode, String),
     Disconnect(ConnId),
     With(Job),
-    Reply(ConnId, ServerMsg),
+    Http(HttpMedia, oneshot::Sender<HttpResult>),
+    MediaAnswer(Reply, Result<String, OfferFailure>),
+    MediaGone(String),
     Shutdown(oneshot::Sender<()>),
 }
+
+/// What a WHIP/WHEP request is answered.
+type HttpResult = Result<HttpAnswer, Refusal>;
 
 /// A cheap handle to the hub task.
 #[derive(Clone)]
@@ -56,15 +61,6 @@ pub struct Hub {
     max_message_bytes: usize,
     live: Arc<(AtomicUsize, Notify)>,
     sfu: Option<Sfu>,
-    /// WHIP/WHEP offers per app (each costs a DTLS certificate and an SFU connection).
-    whip: Arc<std::sync::Mutex<WhipBuckets>>,
-}
-
-/// Per-app token buckets for WHIP/WHEP offers, with the configured rate.
-struct WhipBuckets {
-    rate: f64,
-    burst: f64,
-    apps: HashMap<u32, super::limits::Bucket>,
 }
 
 /// Counts a connection as live until dropped, so shutdown can wait for writers to flush.
@@ -90,23 +86,17 @@ impl Hub {
         let max_message_bytes = registry.max_message_bytes();
         tokio::spawn(run(registry, rx, tx.clone(), sfu.clone(), saver.clone()));
         let live = Arc::new((AtomicUsize::new(0), Notify::new()));
-        let whip = WhipBuckets { rate: cfg.limits.whip_per_sec, burst: cfg.limits.whip_burst, apps: HashMap::new() };
-        Hub {
-            state: saver,
-            tx,
-            next_conn: Arc::new(AtomicU64::new(1)),
-            max_message_bytes,
-            live,
-            sfu,
-            whip: Arc::new(std::sync::Mutex::new(whip)),
-        }
+        Hub { state: saver, tx, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, live, sfu }
     }
 
-    /// Takes one WHIP/WHEP offer from `app_id`'s budget; false when it is spent.
-    pub fn whip_allowed(&self, app_id: u32) -> bool {
-        let mut w = self.whip.lock().unwrap_or_else(|e| e.into_inner());
-        let (rate, burst, now) = (w.rate, w.burst, std::time::Instant::now());
-        w.apps.entry(app_id).or_insert_with(|| super::limits::Bucket::new(rate, burst, now)).take(now)
+    /// A WHIP/WHEP request: the registry's answer (after the media relay's, for an offer).
+    pub async fn http(&self, req: HttpMedia) -> HttpResult {
+        let gone = || Err(Refusal::new(RefusalKind::Unavailable, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down"));
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Http(req, tx)).await.is_err() {
+            return gone();
+        }
+        rx.await.unwrap_or_else(|_| gone())
     }
 
     /// The media relay, when media is enabled.
@@ -251,6 +241,7 @@ async fn run(
     saver: Option<mpsc::Sender<StateMsg>>,
 ) {
     let mut conns: HashMap<ConnId, mpsc::Sender<ToConn>> = HashMap::new();
+    let mut http = Pending::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -272,7 +263,12 @@ async fn run(
                         reg.handle_disconnect(id, now);
                     }
                     Cmd::With(job) => reply = Some(job(&mut reg, now)),
-                    Cmd::Reply(id, msg) => reg.reply(id, msg),
+                    Cmd::Http(req, tx) => {
+                        let id = http.add(tx);
+                        reg.handle_http(id, req, now);
+                    }
+                    Cmd::MediaAnswer(to, answer) => reg.handle_media_answer(to, answer),
+                    Cmd::MediaGone(session) => reg.handle_media_gone(&session),
                     Cmd::Shutdown(reply) => {
                         reg.shutdown();
                         done = Some(reply);
@@ -281,7 +277,7 @@ async fn run(
             }
             _ = tick.tick() => reg.handle_tick(Now::system()),
         }
-        deliver(&mut reg, &mut conns, &me, sfu.as_ref(), saver.as_ref());
+        deliver(&mut reg, &mut conns, &mut http, &me, sfu.as_ref(), saver.as_ref());
         if let Some(r) = reply {
             r();
         }
@@ -291,9 +287,25 @@ async fn run(
     }
 }
 
+/// WHIP/WHEP requests waiting for the registry's answer.
+#[derive(Default)]
+struct Pending {
+    next: HttpId,
+    waiting: HashMap<HttpId, oneshot::Sender<HttpResult>>,
+}
+
+impl Pending {
+    fn add(&mut self, tx: oneshot::Sender<HttpResult>) -> HttpId {
+        self.next += 1;
+        self.waiting.insert(self.next, tx);
+        self.next
+    }
+}
+
 fn deliver(
     reg: &mut Registry,
     conns: &mut HashMap<ConnId, mpsc::Sender<ToConn>>,
+    http: &mut Pending,
     me: &mpsc::Sender<Cmd>,
     sfu: Option<&Sfu>,
     saver: Option<&mpsc::Sender<StateMsg>>,
@@ -325,7 +337,17 @@ fn deliver(
                     let _ = tx.try_send(ToConn::Close);
                 }
             }
-            Output::Media(m) => media(m, me, sfu),
+            Output::Media(m) => {
+                if let Err((reply, failure)) = media(m, me, sfu) {
+                    reg.handle_media_answer(reply, Err(failure));
+                }
+            }
+            Output::Http(id, answer) => {
+                // The requester may have gone (its HTTP connection closed): nobody to tell.
+                if let Some(tx) = http.waiting.remove(&id) {
+                    let _ = tx.send(answer);
+                }
+            }
             Output::SaveDeviceKeys(text) => match saver {
                 Some(s) => {
                     if s.try_send(StateMsg::Write(text)).is_err() {
@@ -346,29 +368,40 @@ fn deliver(
     }
 }
 
-/// Hands registry decisions to the media relay. Offers are answered off the hub task and
-/// the answer comes back as a reply, so the hub never waits on the relay.
-fn media(m: MediaOut, me: &mpsc::Sender<Cmd>, sfu: Option<&Sfu>) {
-    let Some(sfu) = sfu else { return };
+/// Hands registry decisions to the media relay. Offers are answered and probes made off the
+/// hub task, and what the relay says comes back as a command, so the hub never waits on the
+/// relay. An offer with no relay to take it is handed back.
+fn media(m: MediaOut, me: &mpsc::Sender<Cmd>, sfu: Option<&Sfu>) -> Result<(), (Reply, OfferFailure)> {
+    let Some(sfu) = sfu else {
+        return match m {
+            MediaOut::Offer { reply, .. } => {
+                Err((reply, OfferFailure::Unavailable("this server relays no media".into())))
+            }
+            _ => Ok(()),
+        };
+    };
     match m {
-        MediaOut::Offer { conn, req, offer } => {
+        MediaOut::Offer { reply, offer } => {
             let (sfu, me) = (sfu.clone(), me.clone());
             tokio::spawn(async move {
-                let stream_id = offer.stream.stream_id.clone();
-                let msg = match sfu.offer(offer).await {
-                    Ok(sdp) => ServerMsg::MediaAnswer { req, stream_id, sdp },
-                    Err(crate::rtc::RtcError::BadSdp(e)) => ServerMsg::error(
-                        Some(req),
-                        ErrorCode::MEDIA_OFFER_REJECTED,
-                        format!("media offer refused: {e}"),
-                    ),
-                    Err(e) => ServerMsg::error(Some(req), ErrorCode::MEDIA_UNAVAILABLE, e.to_string()),
-                };
-                let _ = me.send(Cmd::Reply(conn, msg)).await;
+                let answer = sfu.offer(offer).await.map_err(|e| match e {
+                    crate::rtc::RtcError::BadSdp(e) => OfferFailure::Rejected(e),
+                    e => OfferFailure::Unavailable(e.to_string()),
+                });
+                let _ = me.send(Cmd::MediaAnswer(reply, answer)).await;
             });
         }
         MediaOut::EndStream(key) => sfu.end_stream(key),
         MediaOut::EndPlay(session, key) => sfu.end_play(&session, key),
         MediaOut::EndSession(session) => sfu.end_session(&session),
+        MediaOut::Probe(session) => {
+            let (sfu, me) = (sfu.clone(), me.clone());
+            tokio::spawn(async move {
+                if !sfu.session_alive(&session).await {
+                    let _ = me.send(Cmd::MediaGone(session)).await;
+                }
+            });
+        }
     }
+    Ok(())
 }

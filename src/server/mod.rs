@@ -101,7 +101,6 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
     let app = http::router(hub.clone(), cfg.dev);
     let gate = accept::Gate::new(cfg.limits.max_pending, cfg.limits.max_pending_per_ip);
     let handshake = std::time::Duration::from_secs(cfg.limits.handshake_secs);
-    tokio::spawn(whip::reap(hub.clone()));
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let hub_for_stop = hub.clone();

@@ -35,37 +35,36 @@ impl Registry {
 
     /// Connections currently open.
     pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.conns.keys().copied()
+        self.conns.ids()
     }
 
     // ---------------------------------------------------------------- admin
 
     /// The app's key bytes, when the app exists.
     pub fn app_key(&self, app_id: u32) -> Option<&[u8]> {
-        self.apps.get(&app_id).map(|a| a.key.as_slice())
+        self.apps.key(app_id)
     }
 
-    /// Room IDs with user counts; `None` if the app is unknown.
+    /// Room IDs with user and stream counts; `None` if the app is unknown.
     pub fn list_rooms(&self, app_id: u32) -> Option<Vec<(String, usize, usize)>> {
-        let app = self.apps.get(&app_id)?;
-        Some(
-            app.rooms
-                .iter()
-                .map(|(id, r)| {
-                    let streams =
-                        r.sessions.iter().filter_map(|s| self.sessions.get(s)).map(|s| s.published.len()).sum();
-                    (id.clone(), r.sessions.len(), streams)
-                })
-                .collect(),
-        )
+        if !self.apps.contains(app_id) {
+            return None;
+        }
+        let rooms = self.rooms.of_app(app_id).map(|(id, members)| {
+            let streams = members.iter().filter_map(|s| self.sessions.get(s)).map(|s| s.published.len()).sum();
+            (id.to_string(), members.len(), streams)
+        });
+        Some(rooms.collect())
     }
 
     /// One room's users and streams.
     pub fn room_view(&self, app_id: u32, room_id: &str) -> Option<RoomView> {
-        let room = self.apps.get(&app_id)?.rooms.get(room_id)?;
+        if !self.apps.contains(app_id) || !self.rooms.exists(app_id, room_id) {
+            return None;
+        }
         let mut users = Vec::new();
         let mut streams = Vec::new();
-        for s in room.sessions.iter().filter_map(|sid| self.sessions.get(sid)) {
+        for s in self.rooms.members(app_id, room_id).iter().filter_map(|sid| self.sessions.get(sid)) {
             users.push(UserView {
                 user_id: s.user.user_id.clone(),
                 user_name: s.user.user_name.clone(),
@@ -95,15 +94,15 @@ impl Registry {
 
     /// Gauges for `/metrics`: (rooms, sessions connected, sessions detached, streams).
     pub fn gauges(&self) -> (usize, usize, usize, usize) {
-        let rooms = self.apps.values().map(|a| a.rooms.len()).sum();
-        let connected = self.sessions.values().filter(|s| s.conn.is_some()).count();
+        let rooms = self.rooms.len();
+        let connected = self.sessions.iter().filter(|(_, s)| s.conn.is_some()).count();
         let streams = self.store.stream_count();
         (rooms, connected, self.sessions.len() - connected, streams)
     }
 
     /// Tells every connection the server is going away and closes it.
     pub fn shutdown(&mut self) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let conns: Vec<ConnId> = self.conns.ids().collect();
         for c in conns {
             self.send(c, ServerMsg::error(None, ErrorCode::SERVER_SHUTTING_DOWN, "server shutting down"));
             self.out.push_back(Output::Close(c));

@@ -1,18 +1,20 @@
-//! The cross-map invariants of the registry, checked by the property test after every step.
+//! The cross-part invariants of the registry, checked by the property test after every step.
 //!
-//! Sessions, rooms, the per-app user and stream maps and connections point at one another;
-//! each arrow must have its way back, or a later lookup fails (answered `SERVER_INTERNAL`
-//! now, where it used to panic the hub).
+//! Sessions, rooms, the shared store's user and stream names, connections and WHIP/WHEP
+//! resources point at one another; each arrow must have its way back, or a later lookup
+//! fails (answered `SERVER_INTERNAL` now, where it used to panic the hub).
 
 use super::Registry;
+use crate::proto::MediaRole;
 
 impl Registry {
-    /// Every cross-map arrow has its way back; the first one that does not, named.
+    /// Every cross-part arrow has its way back; the first one that does not, named.
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
-        for (sid, s) in &self.sessions {
-            let app = self.apps.get(&s.app_id).ok_or(format!("session {sid}: no app {}", s.app_id))?;
-            let room = app.rooms.get(&s.room_id).ok_or(format!("session {sid}: no room {}", s.room_id))?;
-            if !room.sessions.contains(sid) {
+        for (sid, s) in self.sessions.iter() {
+            if !self.apps.contains(s.app_id) {
+                return Err(format!("session {sid}: no app {}", s.app_id));
+            }
+            if !self.rooms.is_member(s.app_id, &s.room_id, sid) {
                 return Err(format!("session {sid} is not a member of its room {}", s.room_id));
             }
             if self.store.user(s.app_id, &s.user.user_id) != Some(sid.as_str()) {
@@ -23,22 +25,23 @@ impl Registry {
                     return Err(format!("session {sid}: stream {stream} maps elsewhere"));
                 }
             }
+            if s.pinned && !self.resources.publishes_for(sid, "") {
+                return Err(format!("session {sid}: admitted for WHIP but publishes nothing"));
+            }
             if let Some(c) = s.conn
-                && self.conns.get(&c).and_then(|c| c.session.as_ref()) != Some(sid)
+                && self.conns.session(c) != Some(sid.as_str())
             {
                 return Err(format!("session {sid}: its connection {c} does not point back"));
             }
         }
-        for (app_id, app) in &self.apps {
-            for (room_id, room) in &app.rooms {
-                if room.sessions.is_empty() {
-                    return Err(format!("app {app_id}: room {room_id} is empty but kept"));
-                }
-                for sid in &room.sessions {
-                    let s = self.sessions.get(sid).ok_or(format!("room {room_id}: member {sid} has no session"))?;
-                    if s.app_id != *app_id || s.room_id != *room_id {
-                        return Err(format!("room {room_id}: member {sid} belongs elsewhere"));
-                    }
+        for (app_id, room_id, members) in self.rooms.iter() {
+            if members.is_empty() {
+                return Err(format!("app {app_id}: room {room_id} is empty but kept"));
+            }
+            for sid in members {
+                let s = self.sessions.get(sid).ok_or(format!("room {room_id}: member {sid} has no session"))?;
+                if s.app_id != app_id || s.room_id != room_id {
+                    return Err(format!("room {room_id}: member {sid} belongs elsewhere"));
                 }
             }
         }
@@ -53,6 +56,25 @@ impl Registry {
             let s = self.sessions.get(&sid).ok_or(format!("stream {stream}: no session {sid}"))?;
             if !s.published.contains_key(&stream) || s.app_id != app_id {
                 return Err(format!("stream {stream}: session {sid} does not publish it"));
+            }
+        }
+        for (id, r) in self.resources.iter() {
+            let publisher =
+                self.store.stream(r.stream.app_id, &r.stream.stream_id).and_then(|sid| self.sessions.get(sid));
+            if publisher.is_none_or(|s| s.room_id != r.stream.room_id) {
+                return Err(format!("resource {id}: its stream {} is not published in its room", r.stream.stream_id));
+            }
+            match (&r.session, r.role) {
+                (Some(sid), MediaRole::Publish) => {
+                    let s = self.sessions.get(sid).ok_or(format!("WHIP {id}: no session {sid}"))?;
+                    if !s.published.contains_key(&r.stream.stream_id) {
+                        return Err(format!("WHIP {id}: session {sid} does not publish it"));
+                    }
+                }
+                (None, MediaRole::Play) => {}
+                _ => {
+                    return Err(format!("resource {id}: a session where its role has none, or none where it needs one"));
+                }
             }
         }
         Ok(())

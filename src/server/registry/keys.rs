@@ -1,6 +1,7 @@
 //! Credentials in the registry: admin tokens and their scope, device keys and the tokens
 //! they obtain, and what revoking a key ends.
 
+use super::refusal::{Refusal, RefusalKind as K};
 use super::*;
 use crate::server::device_keys::{DeviceKey, DeviceKeys};
 
@@ -37,34 +38,14 @@ pub struct IssuedToken {
 impl Registry {
     /// Installs the stored device keys (at start).
     pub fn load_device_keys(&mut self, keys: DeviceKeys) {
-        self.device_keys = keys;
+        self.apps.device_keys = keys;
     }
 
-    /// Refuses the claims of a token whose device key was revoked.
-    pub(super) fn check_not_revoked(&self, claims: &Claims) -> Result<(), ErrorCode> {
-        match &claims.dk {
-            Some(id) if self.device_keys.is_revoked(id) => Err(ErrorCode::DEVICE_KEY_REVOKED),
-            _ => Ok(()),
-        }
-    }
-
-    /// Checks an admin API token for `app_id` (401: ADMIN_UNAUTHORIZED, 403: ADMIN_FORBIDDEN,
-    /// 404: ADMIN_NOT_FOUND); `room_id` is the room the request is about, if any.
+    /// Checks an admin API token for `app_id` (NotFound: ADMIN_NOT_FOUND, Unauthenticated:
+    /// ADMIN_UNAUTHORIZED, Forbidden: ADMIN_FORBIDDEN); `room_id` is the room the request is
+    /// about, if any.
     pub fn admin_claims(&self, app_id: u32, token: &str, room_id: Option<&str>, now: Now) -> Result<Claims, Refusal> {
-        let app = self.apps.get(&app_id).ok_or_else(|| refuse(404, ErrorCode::ADMIN_NOT_FOUND, "no such app"))?;
-        let claims =
-            auth::verify_admin(&app.key, app_id, token, now.unix_secs(), self.limits.max_token_secs).map_err(|c| {
-                match c {
-                    ErrorCode::ADMIN_FORBIDDEN => refuse(403, c, "the token lacks the admin privilege"),
-                    _ => refuse(401, c, "token invalid, expired or for another app"),
-                }
-            })?;
-        if let (Some(mine), Some(asked)) = (&claims.room_id, room_id)
-            && mine != asked
-        {
-            return Err(refuse(403, ErrorCode::ADMIN_FORBIDDEN, format!("the token is limited to room {mine}")));
-        }
-        Ok(claims)
+        self.apps.admin_claims(app_id, token, room_id, now.unix_secs())
     }
 
     /// Creates a device key within the admin token's scope.
@@ -75,7 +56,7 @@ impl Registry {
         req: NewDeviceKey,
         now: Now,
     ) -> Result<(DeviceKey, String), Refusal> {
-        let bad = |m: &str| refuse(400, ErrorCode::ADMIN_BAD_REQUEST, m);
+        let bad = |m: &str| Refusal::new(K::Invalid, ErrorCode::ADMIN_BAD_REQUEST, m);
         ids::check_user_id(&req.user_id).map_err(|_| bad("user_id must be a valid user ID"))?;
         if req.user_id == "*" {
             return Err(bad("a device key is for one user, not *"));
@@ -86,7 +67,11 @@ impl Registry {
         let room_id = match (&admin.room_id, req.room_id) {
             (Some(mine), None) => Some(mine.clone()),
             (Some(mine), Some(r)) if &r != mine => {
-                return Err(refuse(403, ErrorCode::ADMIN_FORBIDDEN, format!("the token is limited to room {mine}")));
+                return Err(Refusal::new(
+                    K::Forbidden,
+                    ErrorCode::ADMIN_FORBIDDEN,
+                    format!("the token is limited to room {mine}"),
+                ));
             }
             (_, r) => r,
         };
@@ -95,15 +80,15 @@ impl Registry {
         if privileges.iter().any(|p| p == "admin") || !privileges.iter().any(|p| p == "login") {
             return Err(bad("a device key needs login and can never carry admin"));
         }
-        let made = self.device_keys.create(app_id, req.user_id, room_id, privileges, now.unix_secs());
+        let made = self.apps.device_keys.create(app_id, req.user_id, room_id, privileges, now.unix_secs());
         tracing::info!(callbox_event = "device_key", app_id, key = %made.0.id, user_id = %made.0.user_id, "device key created");
-        self.out.push_back(Output::SaveDeviceKeys(self.device_keys.to_json()));
+        self.out.push_back(Output::SaveDeviceKeys(self.apps.device_keys.to_json()));
         Ok(made)
     }
 
     /// The app's device keys the admin token may see.
     pub fn list_device_keys(&self, app_id: u32, admin: &Claims) -> Vec<DeviceKey> {
-        let mut keys = self.device_keys.list(app_id);
+        let mut keys = self.apps.device_keys.list(app_id);
         if let Some(room) = &admin.room_id {
             keys.retain(|k| k.room_id.as_ref() == Some(room));
         }
@@ -115,6 +100,7 @@ impl Registry {
     /// ended, or `None` when there is no such key in the admin token's scope.
     pub fn revoke_device_key(&mut self, app_id: u32, admin: &Claims, id: &str, now: Now) -> Option<usize> {
         let in_scope = self
+            .apps
             .device_keys
             .list(app_id)
             .iter()
@@ -122,14 +108,9 @@ impl Registry {
         if !in_scope {
             return None;
         }
-        self.device_keys.revoke(app_id, id)?;
-        self.out.push_back(Output::SaveDeviceKeys(self.device_keys.to_json()));
-        let ended: Vec<String> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.app_id == app_id && s.claims.dk.as_deref() == Some(id))
-            .map(|(sid, _)| sid.clone())
-            .collect();
+        self.apps.device_keys.revoke(app_id, id)?;
+        self.out.push_back(Output::SaveDeviceKeys(self.apps.device_keys.to_json()));
+        let ended = self.sessions.ids_where(|s| s.app_id == app_id && s.claims.dk.as_deref() == Some(id));
         for sid in &ended {
             self.kick_session(sid, ErrorCode::DEVICE_KEY_REVOKED, "the device key of this session was revoked", now);
         }
@@ -140,17 +121,19 @@ impl Registry {
     /// `POST /api/v1/token`: a short-lived token for exactly the key's scope. Refused keys
     /// draw on the per-address budget of refused logins.
     pub fn device_token(&mut self, presented: &str, peer: Option<IpAddr>, now: Now) -> Result<IssuedToken, Refusal> {
-        let key = match self.device_keys.check(presented) {
+        let key = match self.apps.device_keys.check(presented) {
             Ok(k) => k.clone(),
             Err(code) => {
-                if !self.refused_from(peer, now.at) {
-                    return Err(refuse(429, ErrorCode::LOGIN_RATE_LIMITED, "too many refused keys; retry later"));
+                if !self.conns.refused_from(peer, now.at) {
+                    let why = "too many refused keys; retry later";
+                    return Err(Refusal::new(K::RateLimited, ErrorCode::LOGIN_RATE_LIMITED, why));
                 }
-                return Err(refuse(401, code, "unknown, malformed or revoked device key"));
+                return Err(Refusal::new(K::Unauthenticated, code, "unknown, malformed or revoked device key"));
             }
         };
-        let Some(app) = self.apps.get(&key.app_id) else {
-            return Err(refuse(401, ErrorCode::DEVICE_KEY_INVALID, "the key's app is not on this server"));
+        let Some(app_key) = self.apps.key(key.app_id) else {
+            let why = "the key's app is not on this server";
+            return Err(Refusal::new(K::Unauthenticated, ErrorCode::DEVICE_KEY_INVALID, why));
         };
         let unix = now.unix_secs();
         let expires_in = self.limits.device_token_secs;
@@ -165,8 +148,8 @@ impl Registry {
             iat: unix,
             exp: unix + expires_in,
         };
-        let token = auth::mint(&app.key, &claims)
-            .map_err(|e| refuse(500, ErrorCode::SERVER_INTERNAL, format!("minting failed: {e}")))?;
+        let token = auth::mint(app_key, &claims)
+            .map_err(|e| Refusal::new(K::Internal, ErrorCode::SERVER_INTERNAL, format!("minting failed: {e}")))?;
         Ok(IssuedToken { token, expires_in, app_id: key.app_id, user_id: key.user_id, room_id: key.room_id })
     }
 }

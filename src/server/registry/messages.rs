@@ -1,4 +1,5 @@
-//! Messages within a room: extra info, broadcasts, and the periodic network-quality push.
+//! Messages within a room: the snapshot a session gets on login and resume, extra info,
+//! broadcasts, and the periodic network-quality push.
 
 use super::*;
 
@@ -20,19 +21,19 @@ impl Registry {
         };
         let (app_id, room_id, user) = (s.app_id, s.room_id.clone(), s.user.clone());
         let max_keys = self.limits.max_extra_info_keys;
-        let Some(room) = self.apps.get_mut(&app_id).and_then(|a| a.rooms.get_mut(&room_id)) else {
-            return self.internal(conn, Some(req), "room extra info: the session's room vanished");
-        };
-        if !room.extra_info.contains_key(&key) && room.extra_info.len() >= max_keys {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::EXTRA_INFO_TOO_LARGE,
-                "too many extra info keys in this room",
-            );
+        let info = ExtraInfo { key, value, update_user: user, update_time_ms: now.unix_ms };
+        match self.rooms.set_extra_info(app_id, &room_id, info.clone(), max_keys) {
+            Err(()) => return self.internal(conn, Some(req), "room extra info: the session's room vanished"),
+            Ok(false) => {
+                return self.fail(
+                    conn,
+                    Some(req),
+                    ErrorCode::EXTRA_INFO_TOO_LARGE,
+                    "too many extra info keys in this room",
+                );
+            }
+            Ok(true) => {}
         }
-        let info = ExtraInfo { key: key.clone(), value, update_user: user, update_time_ms: now.unix_ms };
-        room.extra_info.insert(key, info.clone());
         self.send(conn, ServerMsg::Ok { req });
         for other in self.room_others(sid) {
             self.send_session(&other, ServerMsg::ExtraInfoUpdate { room_id: room_id.clone(), info: info.clone() });
@@ -71,36 +72,51 @@ impl Registry {
     pub(super) fn push_network_quality(&mut self, now: Now) {
         let stale = Duration::from_millis(self.heartbeat_ms * 3);
         let mut sends = Vec::new();
-        for app in self.apps.values() {
-            for (room_id, room) in &app.rooms {
-                if room.sessions.len() < 2 {
-                    continue;
-                }
-                let all: Vec<UserQuality> = room
-                    .sessions
-                    .iter()
-                    .filter_map(|sid| self.sessions.get(sid))
-                    .map(|s| UserQuality {
-                        user_id: s.user.user_id.clone(),
-                        quality: if now.at.saturating_duration_since(s.last_seen) > stale {
-                            QualityLevel::Die
-                        } else {
-                            s.quality
-                        },
-                    })
-                    .collect();
-                for sid in &room.sessions {
-                    let Some(s) = self.sessions.get(sid) else {
-                        continue;
-                    };
-                    let Some(conn) = s.conn else { continue };
-                    let users = all.iter().filter(|q| q.user_id != s.user.user_id).cloned().collect();
-                    sends.push((conn, ServerMsg::NetworkQuality { room_id: room_id.clone(), users }));
-                }
+        for (_, room_id, members) in self.rooms.iter() {
+            if members.len() < 2 {
+                continue;
+            }
+            let all: Vec<UserQuality> = members
+                .iter()
+                .filter_map(|sid| self.sessions.get(sid))
+                .map(|s| UserQuality {
+                    user_id: s.user.user_id.clone(),
+                    quality: if now.at.saturating_duration_since(s.last_seen) > stale {
+                        QualityLevel::Die
+                    } else {
+                        s.quality
+                    },
+                })
+                .collect();
+            for s in members.iter().filter_map(|sid| self.sessions.get(sid)) {
+                let Some(conn) = s.conn else { continue };
+                let users = all.iter().filter(|q| q.user_id != s.user.user_id).cloned().collect();
+                sends.push((conn, ServerMsg::NetworkQuality { room_id: room_id.to_string(), users }));
             }
         }
         for (conn, msg) in sends {
             self.send(conn, msg);
         }
+    }
+
+    /// What a session sees of its room on login and resume: the others' streams, their
+    /// users (when it asked to be told of users) and the room's extra info.
+    pub(super) fn snapshot(&self, sid: &str) -> RoomSnapshot {
+        let Some(s) = self.sessions.get(sid) else {
+            return RoomSnapshot::default();
+        };
+        let mut snap = RoomSnapshot { room_id: s.room_id.clone(), ..Default::default() };
+        for o in self.rooms.others(s.app_id, &s.room_id, sid).iter().filter_map(|o| self.sessions.get(o)) {
+            if s.notify {
+                snap.users.push(o.user.clone());
+            }
+            snap.streams.extend(o.published.iter().map(|(id, extra)| StreamInfo {
+                stream_id: id.clone(),
+                user: o.user.clone(),
+                extra_info: extra.clone(),
+            }));
+        }
+        snap.extra_info = self.rooms.extra_info(s.app_id, &s.room_id);
+        snap
     }
 }

@@ -1,5 +1,7 @@
 //! Registry unit tests: several clients driven in memory with virtual time.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::proto::MediaRole;
 use crate::rtc::sfu::StreamKey;
@@ -14,6 +16,7 @@ struct World {
     closed: Vec<ConnId>,
     media: Vec<MediaOut>,
     saved: Vec<String>,
+    http: Vec<(HttpId, Result<HttpAnswer, Refusal>)>,
 }
 
 impl World {
@@ -29,6 +32,7 @@ impl World {
             closed: vec![],
             media: vec![],
             saved: vec![],
+            http: vec![],
         }
     }
 
@@ -54,6 +58,7 @@ impl World {
                 Output::Close(c) => self.closed.push(c),
                 Output::Media(m) => self.media.push(m),
                 Output::SaveDeviceKeys(text) => self.saved.push(text),
+                Output::Http(id, answer) => self.http.push((id, answer)),
             }
         }
     }
@@ -101,6 +106,54 @@ impl World {
         self.msg(conn, m);
         match self.take(conn).first() {
             Some(ServerMsg::Error { code, .. }) => *code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A WHIP (publish) or WHEP (play) POST, answered by the relay with `answer`: the
+    /// resource's location, or the refusal.
+    fn http_offer(
+        &mut self,
+        role: MediaRole,
+        room: &str,
+        stream: &str,
+        token: &str,
+        answer: Result<&str, OfferFailure>,
+    ) -> Result<String, Refusal> {
+        let req = HttpMedia::Offer {
+            role,
+            app_id: 1,
+            room_id: room.into(),
+            stream_id: stream.into(),
+            token: token.into(),
+            sdp: "v=0".into(),
+        };
+        self.reg.handle_http(7, req, self.now);
+        self.pump();
+        let offer = self.media.iter().position(|m| matches!(m, MediaOut::Offer { reply: Reply::Http { .. }, .. }));
+        if let Some(i) = offer {
+            let MediaOut::Offer { reply, offer } = self.media.remove(i) else { unreachable!() };
+            assert_eq!(offer.role, role);
+            self.reg.handle_media_answer(reply, answer.map(str::to_string));
+            self.pump();
+        }
+        match self.http.pop() {
+            Some((7, Ok(HttpAnswer::Created { location, sdp }))) => {
+                assert_eq!(sdp, "answer");
+                Ok(location)
+            }
+            Some((7, Err(r))) => Err(r),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A WHIP/WHEP DELETE of the resource at `location`.
+    fn http_end(&mut self, role: MediaRole, location: &str) -> Result<HttpAnswer, Refusal> {
+        let resource = location.rsplit('/').next().unwrap().to_string();
+        self.reg.handle_http(8, HttpMedia::End { role, resource }, self.now);
+        self.pump();
+        match self.http.pop() {
+            Some((8, answer)) => answer,
             other => panic!("{other:?}"),
         }
     }
@@ -366,10 +419,10 @@ fn device_keys_mint_scoped_tokens_and_revocation_ends_their_sessions() {
     w.pump();
     assert_eq!(w.saved.len(), 1, "stored");
     assert!(!w.saved[0].contains(key.rsplit('_').next().unwrap()));
-    assert_eq!(w.reg.create_device_key(1, &admin, req("*"), w.now).unwrap_err().status, 400);
+    assert_eq!(w.reg.create_device_key(1, &admin, req("*"), w.now).unwrap_err().kind, RefusalKind::Invalid);
     let mut room_admin = admin.clone();
     room_admin.room_id = Some("other".into());
-    assert_eq!(w.reg.create_device_key(1, &room_admin, req("x"), w.now).unwrap_err().status, 403);
+    assert_eq!(w.reg.create_device_key(1, &room_admin, req("x"), w.now).unwrap_err().kind, RefusalKind::Forbidden);
     assert!(w.reg.list_device_keys(1, &room_admin).is_empty(), "a room admin sees its room's keys only");
     assert_eq!(w.reg.list_device_keys(1, &admin).len(), 1);
 
@@ -421,13 +474,13 @@ fn admin_tokens_answer_401_or_403_and_honour_their_room() {
         c.room_id = room.map(String::from);
         auth::mint(&auth::parse_secret(SECRET).unwrap(), &c).unwrap()
     };
-    assert_eq!(w.reg.admin_claims(1, &t(&["login"], None), None, w.now).unwrap_err().status, 403);
-    assert_eq!(w.reg.admin_claims(1, "garbage", None, w.now).unwrap_err().status, 401);
-    assert_eq!(w.reg.admin_claims(9, &t(&["admin"], None), None, w.now).unwrap_err().status, 404);
+    assert_eq!(w.reg.admin_claims(1, &t(&["login"], None), None, w.now).unwrap_err().kind, RefusalKind::Forbidden);
+    assert_eq!(w.reg.admin_claims(1, "garbage", None, w.now).unwrap_err().kind, RefusalKind::Unauthenticated);
+    assert_eq!(w.reg.admin_claims(9, &t(&["admin"], None), None, w.now).unwrap_err().kind, RefusalKind::NotFound);
     let room = t(&["admin"], Some("r"));
     assert!(w.reg.admin_claims(1, &room, Some("r"), w.now).is_ok());
     let other = w.reg.admin_claims(1, &room, Some("q"), w.now).unwrap_err();
-    assert_eq!((other.status, other.code), (403, ErrorCode::ADMIN_FORBIDDEN));
+    assert_eq!((other.kind, other.code), (RefusalKind::Forbidden, ErrorCode::ADMIN_FORBIDDEN));
 }
 
 #[test]
@@ -485,7 +538,7 @@ fn media_offers_need_publish_or_play_first_and_stay_in_the_room() {
     w.msg(1, offer(4, "s", MediaRole::Publish));
     let key = StreamKey { app_id: 1, room_id: "r".into(), stream_id: "s".into() };
     assert!(
-        matches!(&w.media[..], [MediaOut::Offer { conn: 1, req: 4, offer }] if offer.stream == key && offer.role == MediaRole::Publish)
+        matches!(&w.media[..], [MediaOut::Offer { reply: Reply::Signalling { conn: 1, req: 4, .. }, offer }] if offer.stream == key && offer.role == MediaRole::Publish)
     );
     w.media.clear();
     // Playing needs `play` first, and only streams of one's own room are reachable.
@@ -499,7 +552,7 @@ fn media_offers_need_publish_or_play_first_and_stay_in_the_room() {
     w.msg(2, ClientMsg::Play { req: 3, stream_id: "s".into() });
     w.msg(2, offer(4, "s", MediaRole::Play));
     assert!(
-        matches!(&w.media[..], [MediaOut::Offer { conn: 2, offer, .. }] if offer.stream == key && offer.role == MediaRole::Play)
+        matches!(&w.media[..], [MediaOut::Offer { reply: Reply::Signalling { conn: 2, .. }, offer }] if offer.stream == key && offer.role == MediaRole::Play)
     );
     w.media.clear();
     // Stop playing, unpublish, leave: the relay is told each time.
@@ -558,12 +611,13 @@ fn random_operation_sequences_keep_the_registry_consistent() {
         // What a client would remember per connection: its session's resume credentials.
         let mut resumable: Vec<(String, String)> = Vec::new();
         let mut whip: Vec<String> = Vec::new();
+        let mut whep: Vec<String> = Vec::new();
         let mut log = Vec::new();
         // Six clients; each slot holds its current connection. A connection ID is never
         // reused (as in the hub): a dropped client comes back on a new one.
         let mut slots: Vec<(ConnId, bool)> = (1..=6).map(|c| (c, false)).collect();
         let mut next_conn: ConnId = 7;
-        for step in 0..300 {
+        for step in 0..400 {
             let slot = rng.random_range(0..slots.len());
             if !slots[slot].1 {
                 w.reg.handle_connect(slots[slot].0, w.now);
@@ -574,7 +628,7 @@ fn random_operation_sequences_keep_the_registry_consistent() {
             let user = USERS[rng.random_range(0..USERS.len())];
             let room = ROOMS[rng.random_range(0..ROOMS.len())];
             let stream = STREAMS[rng.random_range(0..STREAMS.len())].to_string();
-            let op = rng.random_range(0..14);
+            let op = rng.random_range(0..17);
             log.push(format!("{op}:c{conn}:{user}:{room}:{stream}"));
             match op {
                 0 | 1 => {
@@ -617,19 +671,41 @@ fn random_operation_sequences_keep_the_registry_consistent() {
                 ),
                 10 => {
                     let token = w.token(1, user, &["login", "publish"], 3600);
-                    if let Ok((resource, _)) = w.reg.whip_start(1, room, &stream, &token, w.now) {
-                        whip.push(resource);
+                    let answer =
+                        if rng.random_bool(0.8) { Ok("answer") } else { Err(OfferFailure::Rejected("bad".into())) };
+                    if let Ok(location) = w.http_offer(MediaRole::Publish, room, &stream, &token, answer) {
+                        whip.push(location);
                     }
-                    w.pump();
                 }
                 11 if !whip.is_empty() => {
-                    let resource = whip.swap_remove(rng.random_range(0..whip.len()));
-                    w.reg.whip_end(&resource);
-                    w.pump();
+                    let location = whip.swap_remove(rng.random_range(0..whip.len()));
+                    let _ = w.http_end(MediaRole::Publish, &location);
                 }
                 12 => {
                     w.reg.kick(1, room, user, w.now);
                     w.pump();
+                }
+                13 => {
+                    let token = w.token(1, user, &["play"], 3600);
+                    if let Ok(location) = w.http_offer(MediaRole::Play, room, &stream, &token, Ok("answer")) {
+                        whep.push(location);
+                    }
+                }
+                14 if !whip.is_empty() || !whep.is_empty() => {
+                    // The relay lost a resource's media (the probe said so).
+                    let (role, list) = if whep.is_empty() || (!whip.is_empty() && rng.random_bool(0.5)) {
+                        (MediaRole::Publish, &mut whip)
+                    } else {
+                        (MediaRole::Play, &mut whep)
+                    };
+                    let location = list.swap_remove(rng.random_range(0..list.len()));
+                    let resource = location.rsplit('/').next().unwrap();
+                    w.reg.handle_media_gone(&media_session(role, resource));
+                    w.pump();
+                }
+                15 if !whep.is_empty() => {
+                    let location = whep.swap_remove(rng.random_range(0..whep.len()));
+                    let _ = w.http_end(MediaRole::Play, &location);
                 }
                 _ => w.advance(Duration::from_millis(rng.random_range(0..8000))),
             }
@@ -653,7 +729,10 @@ fn random_operation_sequences_keep_the_registry_consistent() {
         assert!(m.logins >= 10 && m.kicks >= 1, "seed {seed}: {m:?}");
         reached.0 += m.resumes;
         reached.1 += m.heartbeat_timeouts;
-        reached.2 += w.reg.whip.len() as u64 + whip.len() as u64;
+        reached.2 += w.reg.resources.len() as u64 + whip.len() as u64;
     }
     assert!(reached.0 >= 5 && reached.1 >= 5 && reached.2 >= 1, "resumes, expiries, WHIP: {reached:?}");
 }
+
+#[path = "whip_tests.rs"]
+mod whip;
