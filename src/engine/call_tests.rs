@@ -134,6 +134,7 @@ impl Media {
             | Command::SetRate { .. }
             | Command::SetAudioLoss { .. }
             | Command::Grid(_) => None,
+            Command::InjectFault { .. } => None,
         }
     }
 

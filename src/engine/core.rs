@@ -107,6 +107,13 @@ impl EngineCore {
         }
     }
 
+    /// Makes the stream's publish pipeline fail (a test hook, carried out by the runner as
+    /// [`Command::InjectFault`]). False when the stream has no publish pipeline running.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn inject_fault(&mut self, stream: &str) -> bool {
+        self.media.as_mut().is_some_and(|m| m.inject_fault(stream))
+    }
+
     /// The session's and the media's timers; `meters` reads the running pipelines.
     pub(crate) fn handle_timeout(&mut self, now: Instant, meters: &dyn Meters) {
         if self.s.poll_timeout().is_some_and(|t| t <= now) {
@@ -147,13 +154,16 @@ impl EngineCore {
                 Output::Connect { epoch } => self.out.push_back(CoreOutput::Connect { epoch }),
                 Output::Send { epoch, msg } => self.out.push_back(CoreOutput::Send { epoch, msg }),
                 Output::Close { epoch } => self.out.push_back(CoreOutput::Close { epoch }),
-                Output::Event(e) => {
-                    let e = match &mut self.media {
-                        Some(m) => m.handle_state(now, e),
-                        None => e,
-                    };
-                    self.out.push_back(CoreOutput::Event(e));
-                }
+                Output::Event(e) => self.out.push_back(CoreOutput::Event(e)),
+                Output::Stream(change) => match &mut self.media {
+                    // The supervisor's event (and commands) come out at once, so the
+                    // application hears of the stream in the order signalling told it.
+                    Some(m) => {
+                        m.handle_stream(now, change);
+                        self.drain_media(now);
+                    }
+                    None => self.out.push_back(CoreOutput::Event(change.into_event())),
+                },
                 Output::Joined { fresh, ice_servers } => {
                     if let Some(m) = &mut self.media {
                         m.set_server_ice(ice_servers);

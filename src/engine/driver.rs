@@ -98,7 +98,9 @@ pub struct RoomConfig {
 
 enum DriverCmd {
     Call(Call, oneshot::Sender<Reply>),
+    #[cfg(feature = "test-hooks")]
     Fault(String, oneshot::Sender<bool>),
+    #[cfg(feature = "test-hooks")]
     GridFrames(oneshot::Sender<Option<u64>>),
     Mute(bool),
     Destroy(oneshot::Sender<()>),
@@ -233,8 +235,10 @@ impl Engine {
     }
 
     /// Makes the encoder of published stream `stream_id` post an error, as a failing
-    /// hardware encoder would, to exercise recovery (tests, field diagnosis). False if the
-    /// stream has no running publish pipeline.
+    /// hardware encoder would, to exercise recovery. False if the stream has no running
+    /// publish pipeline. A test hook (feature `test-hooks`): it goes through the engine core
+    /// and the media runner like every media command.
+    #[cfg(feature = "test-hooks")]
     pub async fn inject_media_fault(&self, stream_id: &str) -> bool {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(DriverCmd::Fault(stream_id.to_string(), tx)).await.is_err() {
@@ -251,7 +255,8 @@ impl Engine {
     }
 
     /// Frames the kiosk grid has composed so far (`Layout::Grid` with something to show),
-    /// or `None` when there is no grid. For status displays and checks.
+    /// or `None` when there is no grid. A test hook (feature `test-hooks`).
+    #[cfg(feature = "test-hooks")]
     pub async fn grid_frames(&self) -> Option<u64> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(DriverCmd::GridFrames(tx)).await.ok()?;
@@ -343,8 +348,6 @@ impl Driver {
             }
             let deadline = self.core.poll_timeout();
             let events = self.events.clone();
-            let mut fault = None;
-            let mut grid = None;
             tokio::select! {
                 cmd = calls.recv(), if calls_open && self.destroying.is_none() => match cmd {
                     Some(DriverCmd::Call(f, reply)) => {
@@ -359,8 +362,14 @@ impl Driver {
                         });
                         self.core.handle(Instant::now(), Input::Call(f, cmd));
                     }
-                    Some(DriverCmd::Fault(stream, reply)) => fault = Some((stream, reply)),
-                    Some(DriverCmd::GridFrames(reply)) => grid = Some(reply),
+                    #[cfg(feature = "test-hooks")]
+                    Some(DriverCmd::Fault(stream, reply)) => {
+                        let _ = reply.send(self.core.inject_fault(&stream));
+                    }
+                    #[cfg(feature = "test-hooks")]
+                    Some(DriverCmd::GridFrames(reply)) => {
+                        let _ = reply.send(self.run.as_ref().and_then(|r| r.grid_frames()));
+                    }
                     Some(DriverCmd::Mute(mute)) => self.core.handle(Instant::now(), Input::Mute(mute)),
                     Some(DriverCmd::Destroy(reply)) => self.destroy(reply),
                     None => {
@@ -396,12 +405,6 @@ impl Driver {
                     }
                     Err(_) => self.queue.clear(), // nobody listens any more
                 },
-            }
-            if let Some(reply) = grid {
-                let _ = reply.send(self.run.as_ref().and_then(|r| r.grid_frames()));
-            }
-            if let Some((stream, reply)) = fault {
-                let _ = reply.send(self.run.as_ref().is_some_and(|r| r.inject_fault(&stream)));
             }
         }
     }

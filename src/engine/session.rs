@@ -24,6 +24,46 @@ pub type CmdId = u64;
 /// A call's result: the broadcast message ID for broadcasts, 0 otherwise.
 pub type Reply = Result<u64, EngineError>;
 
+/// A stream's state as signalling sees it: the server accepted a publish, a played stream
+/// became available or went away, the application stopped one. With media, the media
+/// supervisor decides what the application hears (a stream is Publishing / Playing only once
+/// its media is up too); without, it is the application's event as it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamChange {
+    /// A published stream's state.
+    Publisher {
+        /// The stream.
+        stream_id: String,
+        /// Its state as signalling sees it.
+        state: PublisherState,
+        /// Why, when it ended or was refused.
+        error_code: ErrorCode,
+    },
+    /// A played stream's state.
+    Player {
+        /// The stream.
+        stream_id: String,
+        /// Its state as signalling sees it.
+        state: PlayerState,
+        /// Why, when it ended, was refused or is not there (yet).
+        error_code: ErrorCode,
+    },
+}
+
+impl StreamChange {
+    /// The application's event, when nothing but signalling decides it.
+    pub fn into_event(self) -> EngineEvent {
+        match self {
+            StreamChange::Publisher { stream_id, state, error_code } => {
+                EngineEvent::PublisherStateUpdate { stream_id, state, error_code }
+            }
+            StreamChange::Player { stream_id, state, error_code } => {
+                EngineEvent::PlayerStateUpdate { stream_id, state, error_code }
+            }
+        }
+    }
+}
+
 /// What the driver must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -46,6 +86,8 @@ pub enum Output {
     },
     /// Tell the application.
     Event(EngineEvent),
+    /// A stream's signalling state changed (see [`StreamChange`]).
+    Stream(StreamChange),
     /// Complete an application call.
     Done {
         /// The call.
@@ -361,7 +403,7 @@ impl Session {
     /// `stop_publishing_stream`.
     pub fn stop_publish(&mut self, cmd: CmdId, channel: PublishChannel) {
         if let Some(p) = self.publishes.remove(&channel) {
-            self.emit(EngineEvent::PublisherStateUpdate {
+            self.stream_change(StreamChange::Publisher {
                 stream_id: p.stream_id.clone(),
                 state: PublisherState::NoPublish,
                 error_code: ErrorCode::OK,
@@ -398,7 +440,7 @@ impl Session {
     /// `stop_playing_stream`.
     pub fn stop_play(&mut self, cmd: CmdId, stream_id: &str) {
         if let Some(p) = self.plays.remove(stream_id) {
-            self.emit(EngineEvent::PlayerStateUpdate {
+            self.stream_change(StreamChange::Player {
                 stream_id: stream_id.to_string(),
                 state: PlayerState::NoPlay,
                 error_code: ErrorCode::OK,
@@ -528,7 +570,7 @@ impl Session {
             }
             ServerMsg::PlayStopped { stream_id, code } => {
                 if let Some(p) = self.plays.remove(&stream_id) {
-                    self.emit(EngineEvent::PlayerStateUpdate {
+                    self.stream_change(StreamChange::Player {
                         stream_id,
                         state: PlayerState::NoPlay,
                         error_code: code,

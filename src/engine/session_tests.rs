@@ -167,6 +167,7 @@ impl Net {
                 }
             }
             Output::Event(e) => self.clients[i].events.push(e),
+            Output::Stream(c) => self.clients[i].events.push(c.into_event()),
             Output::Done { cmd, result } => {
                 self.clients[i].done.insert(cmd, result);
             }

@@ -124,6 +124,10 @@ pub(crate) enum Command {
     Remove { role: MediaRole, stream: String },
     /// Show these channels in the grid (grid layout); empty: no grid.
     Grid(Vec<String>),
+    /// Make the running publish pipeline fail as a hardware encoder would (a test hook:
+    /// its failure comes back as any pipeline failure does, and recovery follows).
+    #[cfg(any(test, feature = "test-hooks"))]
+    InjectFault { stream: String },
 }
 
 /// What the runner tells the supervisor, tagged with the epoch of the command it answers.

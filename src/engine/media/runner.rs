@@ -356,6 +356,13 @@ impl MediaRunner {
                 }
                 None
             }
+            #[cfg(any(test, feature = "test-hooks"))]
+            Command::InjectFault { stream } => {
+                if let Some(p) = self.pubs.get(&stream).and_then(|p| p.pipeline.as_ref()) {
+                    p.simulate_failure();
+                }
+                None
+            }
         }
     }
 
@@ -367,12 +374,8 @@ impl MediaRunner {
         }
     }
 
-    /// Simulates an encoder failure on a published stream (tests and diagnosis).
-    pub(crate) fn inject_fault(&self, stream: &str) -> bool {
-        self.pubs.get(stream).and_then(|p| p.pipeline.as_ref()).map(|p| p.simulate_failure()).is_some()
-    }
-
-    /// Composed grid frames so far (grid layout), for status and tests.
+    /// Composed grid frames so far (grid layout), for tests.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn grid_frames(&self) -> Option<u64> {
         self.grid.as_ref().map(|g| g.counters.snapshot()[1])
     }

@@ -14,6 +14,7 @@ use super::stall::{STALL, StallWatch};
 use super::{Bind, Command, MediaOutput, Meters, Note, PlayCounts, PublishCounts};
 use crate::engine::PlayerState;
 use crate::engine::event::{EngineEvent, MediaEventKind, PlayQuality, PublishQuality, PublisherState};
+use crate::engine::session::StreamChange;
 use crate::media::encoder::{self, Encoder};
 use crate::media::{Layout, MediaConfig, MediaError, pipeline};
 use crate::proto::{ErrorCode, MediaRole};
@@ -146,12 +147,16 @@ impl MediaSupervisor {
         [self.next_tick, self.next_quality].into_iter().flatten().chain(link_times).chain(rebuilds).min()
     }
 
-    /// Reacts to the session's publisher and player states, and returns the event the
-    /// application should see: the session's Publishing / Playing (the server accepted) is
-    /// told as PublishRequesting / PlayRequesting while the stream's media is down.
-    pub(crate) fn handle_state(&mut self, now: Instant, e: EngineEvent) -> EngineEvent {
-        let e = match e {
-            EngineEvent::PublisherStateUpdate { stream_id, state, error_code } => {
+    /// Reacts to a stream's signalling state and tells the application (as an output) what
+    /// it should see: the session's Publishing / Playing (the server accepted) is told as
+    /// PublishRequesting / PlayRequesting while the stream's media is down; anything else as
+    /// signalling says.
+    pub(crate) fn handle_stream(&mut self, now: Instant, change: StreamChange) {
+        // The stream's event goes ahead of what starting its media says (the encoder chosen),
+        // as the application expects: first the state, then its details.
+        let mark = self.out.len();
+        let e = match change {
+            StreamChange::Publisher { stream_id, state, error_code } => {
                 match state {
                     PublisherState::Publishing if !self.pubs.contains_key(&stream_id) => {
                         self.start_publish(&stream_id, now)
@@ -165,7 +170,7 @@ impl MediaSupervisor {
                     _ => EngineEvent::PublisherStateUpdate { stream_id, state, error_code },
                 }
             }
-            EngineEvent::PlayerStateUpdate { stream_id, state, error_code } => {
+            StreamChange::Player { stream_id, state, error_code } => {
                 match state {
                     PlayerState::Playing if !self.plays.contains_key(&stream_id) => self.start_play(&stream_id, now),
                     PlayerState::NoPlay => self.remove(MediaRole::Play, &stream_id),
@@ -181,8 +186,8 @@ impl MediaSupervisor {
                     _ => EngineEvent::PlayerStateUpdate { stream_id, state, error_code },
                 }
             }
-            other => other,
         };
+        self.out.insert(mark, MediaOutput::Event(e));
         self.update_grid();
         if self.pubs.is_empty() && self.plays.is_empty() {
             self.next_tick = None;
@@ -191,7 +196,17 @@ impl MediaSupervisor {
             self.next_tick.get_or_insert(now + TICK);
             self.next_quality.get_or_insert(now + QUALITY_EVERY);
         }
-        e
+    }
+
+    /// Makes the stream's publish pipeline fail as a hardware encoder would (tests: the
+    /// recovery path). False when the stream has no publish pipeline running.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn inject_fault(&mut self, stream: &str) -> bool {
+        let running = self.pubs.get(stream).is_some_and(|p| p.pipeline.is_some());
+        if running {
+            self.commands.push_back(Command::InjectFault { stream: stream.to_string() });
+        }
+        running
     }
 
     /// In the room again; `fresh` means the server has none of our media connections.

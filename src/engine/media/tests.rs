@@ -9,6 +9,7 @@ use super::supervisor::{MediaSupervisor, Present};
 use super::{Bind, Command, MediaOutput, Meters, Note, PlayCounts, PublishCounts};
 use crate::engine::PlayerState;
 use crate::engine::event::{EngineEvent, MediaEventKind, PublisherState};
+use crate::engine::session::StreamChange;
 use crate::media::encoder::Encoder;
 use crate::media::{Layout, MediaConfig, MediaError, pipeline};
 use crate::proto::{ErrorCode, MediaRole};
@@ -42,6 +43,8 @@ struct Harness {
     /// The room connection works (offers get through).
     fresh: bool,
     meters: FakeMeters,
+    /// Outputs read while looking for a stream's event, for the next `outputs()`.
+    stash: Vec<MediaOutput>,
 }
 
 impl Harness {
@@ -54,6 +57,7 @@ impl Harness {
             now,
             fresh: true,
             meters: FakeMeters::default(),
+            stash: Vec::new(),
         }
     }
 
@@ -102,7 +106,22 @@ impl Harness {
     }
 
     fn outputs(&mut self) -> Vec<MediaOutput> {
-        std::iter::from_fn(|| self.sup.poll_output()).collect()
+        let mut out = std::mem::take(&mut self.stash);
+        out.extend(std::iter::from_fn(|| self.sup.poll_output()));
+        out
+    }
+
+    /// Tells the supervisor a stream's signalling state; the event the application is told
+    /// (other outputs stay for [`Harness::outputs`]).
+    fn stream(&mut self, change: StreamChange) -> EngineEvent {
+        let mut earlier = self.outputs();
+        self.sup.handle_stream(self.now, change);
+        let mut new: Vec<MediaOutput> = std::iter::from_fn(|| self.sup.poll_output()).collect();
+        let i = new.iter().position(|o| matches!(o, MediaOutput::Event(_))).expect("the stream's event");
+        let MediaOutput::Event(e) = new.remove(i) else { unreachable!() };
+        earlier.extend(new);
+        self.stash = earlier;
+        e
     }
 
     fn events(&mut self) -> Vec<EngineEvent> {
@@ -111,21 +130,18 @@ impl Harness {
     }
 
     fn publish(&mut self, stream: &str) -> EngineEvent {
-        let e = EngineEvent::PublisherStateUpdate {
+        let c = StreamChange::Publisher {
             stream_id: stream.into(),
             state: PublisherState::Publishing,
             error_code: ErrorCode::OK,
         };
-        self.sup.handle_state(self.now, e)
+        self.stream(c)
     }
 
     fn play(&mut self, stream: &str) -> EngineEvent {
-        let e = EngineEvent::PlayerStateUpdate {
-            stream_id: stream.into(),
-            state: PlayerState::Playing,
-            error_code: ErrorCode::OK,
-        };
-        self.sup.handle_state(self.now, e)
+        let c =
+            StreamChange::Player { stream_id: stream.into(), state: PlayerState::Playing, error_code: ErrorCode::OK };
+        self.stream(c)
     }
 
     fn link(&mut self, role: MediaRole, stream: &str, epoch: u64, ev: ClientEvent) {
@@ -199,12 +215,12 @@ fn publishing_starts_a_pipeline_and_a_link_whose_offer_and_answer_pass_through()
     h.link(PUB, "door", epoch, ClientEvent::KeyframeRequested);
     assert!(matches!(&h.commands()[..], [Command::ForceKeyframe { stream }] if stream == "door"));
     // Stopping removes everything, and events of the old link are ignored.
-    let stop = EngineEvent::PublisherStateUpdate {
+    let stop = StreamChange::Publisher {
         stream_id: "door".into(),
         state: PublisherState::NoPublish,
         error_code: ErrorCode::OK,
     };
-    h.sup.handle_state(h.now, stop);
+    assert_eq!(publisher_state(&h.stream(stop)), Some((PublisherState::NoPublish, ErrorCode::OK)));
     assert!(matches!(&h.commands()[..], [Command::Remove { role: PUB, .. }]));
     h.link(PUB, "door", epoch, ClientEvent::Failed);
     assert!(h.commands().is_empty() && h.outputs().is_empty());
@@ -548,4 +564,16 @@ fn media_binds_on_the_signalling_route() {
     let mut fixed = MediaSupervisor::new(MediaConfig::default(), Some([10, 0, 0, 7].into()), none);
     fixed.set_route(crate::dial::Route { local: "192.0.2.10:40000".parse().unwrap(), server });
     assert_eq!(fixed.bind(), Bind::Ip(IpAddr::from([10, 0, 0, 7])));
+}
+
+#[test]
+fn a_test_fault_goes_to_the_runner_only_for_a_running_publish_pipeline() {
+    let mut h = Harness::software();
+    assert!(!h.sup.inject_fault("door"), "nothing published");
+    h.publish("door");
+    h.commands();
+    assert!(h.sup.inject_fault("door"));
+    assert!(matches!(&h.commands()[..], [Command::InjectFault { stream }] if stream == "door"));
+    assert!(!h.sup.inject_fault("other"));
+    assert!(h.commands().is_empty());
 }

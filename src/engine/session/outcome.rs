@@ -219,7 +219,7 @@ impl Session {
     pub(super) fn stop_all(&mut self, code: ErrorCode) {
         for (_, p) in std::mem::take(&mut self.publishes) {
             if p.state != PublisherState::NoPublish {
-                self.emit(EngineEvent::PublisherStateUpdate {
+                self.stream_change(StreamChange::Publisher {
                     stream_id: p.stream_id,
                     state: PublisherState::NoPublish,
                     error_code: code,
@@ -231,7 +231,7 @@ impl Session {
         }
         for (stream_id, p) in std::mem::take(&mut self.plays) {
             if p.state != PlayerState::NoPlay {
-                self.emit(EngineEvent::PlayerStateUpdate { stream_id, state: PlayerState::NoPlay, error_code: code });
+                self.stream_change(StreamChange::Player { stream_id, state: PlayerState::NoPlay, error_code: code });
             }
             if let Some(c) = p.cmd {
                 self.done(c, Err(EngineError::Rejected(code)));

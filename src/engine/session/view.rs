@@ -71,7 +71,7 @@ impl Session {
         }
         p.state = state;
         let stream_id = p.stream_id.clone();
-        self.emit(EngineEvent::PublisherStateUpdate { stream_id, state, error_code: code });
+        self.stream_change(StreamChange::Publisher { stream_id, state, error_code: code });
     }
 
     pub(super) fn player_state(&mut self, stream_id: &str, state: PlayerState, code: ErrorCode) {
@@ -82,7 +82,7 @@ impl Session {
             return;
         }
         p.state = state;
-        self.emit(EngineEvent::PlayerStateUpdate { stream_id: stream_id.to_string(), state, error_code: code });
+        self.stream_change(StreamChange::Player { stream_id: stream_id.to_string(), state, error_code: code });
     }
 
     pub(super) fn room_state(&mut self, reason: RoomStateReason, code: ErrorCode) {
@@ -126,6 +126,10 @@ impl Session {
 
     pub(super) fn emit(&mut self, e: EngineEvent) {
         self.out.push_back(Output::Event(e));
+    }
+
+    pub(super) fn stream_change(&mut self, c: StreamChange) {
+        self.out.push_back(Output::Stream(c));
     }
 
     pub(super) fn done(&mut self, cmd: CmdId, result: Reply) {

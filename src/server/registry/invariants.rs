@@ -73,7 +73,9 @@ impl Registry {
                 }
                 (None, MediaRole::Play) => {}
                 _ => {
-                    return Err(format!("resource {id}: a session where its role has none, or none where it needs one"));
+                    return Err(format!(
+                        "resource {id}: a session where its role has none, or none where it needs one"
+                    ));
                 }
             }
         }
