@@ -16,8 +16,8 @@ SRC_URI = "${CALLBOX_GIT_URI};nobranch=1"
 # A fixed commit, so a build is reproducible and matches callbox-crates.inc: both come from
 # the same Cargo.lock. `scripts/yocto-crates.py --pin` moves the pin to HEAD (with Cargo.lock
 # committed) and rewrites the crate list; tests/yocto.rs fails while they disagree.
-SRCREV = "c2506009114b907558a243c0584e681dde79cf27"
-# sha256 of Cargo.lock at SRCREV: 1004bd8878ac308e2f0fddeb866d35663e4c8e5cf5e007e301c79b419969a3a0
+SRCREV = "8213c92546291dbfaf461e165f6631a5e7660707"
+# sha256 of Cargo.lock at SRCREV: cd206b1ef7e613781f0a1eb73861801c2dbfb9c77abfc0bbc4e87060bff40ec5
 PV = "0.1.0+git"
 S = "${WORKDIR}/git"
 
