@@ -167,18 +167,21 @@ pub struct VideoSection {
 }
 
 impl Default for VideoSection {
+    /// The engine's defaults ([`MediaConfig::default`]); only the source and encoder are
+    /// spelled for the file (`auto`: found on the device).
     fn default() -> Self {
+        let m = MediaConfig::default();
         VideoSection {
             source: "auto".into(),
             mjpeg: false,
-            width: 640,
-            height: 480,
-            fps: 30,
-            bitrate_kbps: 1000,
-            adaptive: true,
+            width: m.width,
+            height: m.height,
+            fps: m.fps,
+            bitrate_kbps: m.bitrate_kbps,
+            adaptive: m.adaptive,
             min_bitrate_kbps: None,
             encoder: "auto".into(),
-            test_pattern: "ball".into(),
+            test_pattern: m.test_pattern,
         }
     }
 }
@@ -200,11 +203,13 @@ pub struct AudioSection {
 
 impl Default for AudioSection {
     fn default() -> Self {
-        AudioSection { source: "auto".into(), sink: "auto".into(), echo_cancel: false, dtx: false }
+        let m = MediaConfig::default();
+        AudioSection { source: "auto".into(), sink: "auto".into(), echo_cancel: m.echo_cancel, dtx: m.dtx }
     }
 }
 
-/// `[display]`.
+/// `[display]`: names of the engine's [`VideoSink`] and [`Layout`] (parsed by those types,
+/// so the file and the engine spell them one way).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DisplaySection {
@@ -216,7 +221,9 @@ pub struct DisplaySection {
 
 impl Default for DisplaySection {
     fn default() -> Self {
-        DisplaySection { sink: "auto".into(), layout: "single".into() }
+        // A device shows what it plays (GStreamer's choice of sink) unless told otherwise;
+        // the engine's own default is no display (tests, headless peers).
+        DisplaySection { sink: VideoSink::Auto.name().into(), layout: MediaConfig::default().layout.name().into() }
     }
 }
 
@@ -239,12 +246,8 @@ pub struct MediaSection {
 
 impl Default for MediaSection {
     fn default() -> Self {
-        MediaSection {
-            bind: String::new(),
-            silence_ms: MediaConfig::default().silence_ms,
-            repair: true,
-            ice_servers: vec![],
-        }
+        let m = MediaConfig::default();
+        MediaSection { bind: String::new(), silence_ms: m.silence_ms, repair: m.repair, ice_servers: m.ice_servers }
     }
 }
 
@@ -636,18 +639,8 @@ impl DeviceConfig {
                 }
             },
         };
-        let video_sink = match self.display.sink.as_str() {
-            "auto" => VideoSink::Auto,
-            "kms" => VideoSink::Kms,
-            "wayland" => VideoSink::Wayland,
-            "fake" => VideoSink::Fake,
-            s => return Err(ConfigError::value("display.sink", format!("{s:?}: must be auto, kms, wayland or fake"))),
-        };
-        let layout = match self.display.layout.as_str() {
-            "single" => Layout::Single,
-            "grid" => Layout::Grid,
-            s => return Err(ConfigError::value("display.layout", format!("{s:?}: must be single or grid"))),
-        };
+        let video_sink = self.display.sink.parse::<VideoSink>().map_err(|e| ConfigError::value("display.sink", e))?;
+        let layout = self.display.layout.parse::<Layout>().map_err(|e| ConfigError::value("display.layout", e))?;
         let encoder = match v.encoder.as_str() {
             "auto" | "" => String::new(),
             e if Encoder::from_element(e).is_some() => e.to_string(),
@@ -743,6 +736,17 @@ mod tests {
         moved.room.room_id = "other".into();
         assert_eq!(old.reload_plan(&moved), ReloadPlan { live: vec![], restart: vec!["[room]", "[gpio]"] });
         assert!(parse("[log]\nlevel = \"loud\"\n").unwrap_err().to_string().contains("log.level"));
+    }
+
+    #[test]
+    fn an_empty_file_means_the_engines_own_media_defaults() {
+        let m = parse("").unwrap().media_config(&AutoDevices::none()).unwrap();
+        // What a device decides for itself: it shows and plays what it receives.
+        let device = MediaConfig { video_sink: VideoSink::Auto, audio_sink: AudioSink::Auto, ..MediaConfig::default() };
+        assert_eq!(m, device);
+        for sink in VideoSink::ALL {
+            assert_eq!(sink.name().parse::<VideoSink>(), Ok(sink));
+        }
     }
 
     #[test]

@@ -111,6 +111,31 @@ pub enum VideoSink {
     Wayland,
 }
 
+impl VideoSink {
+    /// Every sink, as the config file names them.
+    pub const ALL: [VideoSink; 4] = [VideoSink::Auto, VideoSink::Kms, VideoSink::Wayland, VideoSink::Fake];
+
+    /// The name in a config file (`[display] sink`).
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoSink::Fake => "fake",
+            VideoSink::Auto => "auto",
+            VideoSink::Kms => "kms",
+            VideoSink::Wayland => "wayland",
+        }
+    }
+}
+
+impl std::str::FromStr for VideoSink {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        VideoSink::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("{s:?}: must be auto, kms, wayland or fake"))
+    }
+}
+
 /// Where played audio goes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -137,6 +162,26 @@ pub enum Layout {
     /// Every played stream in one compositor grid on one sink, plus the local preview
     /// (kiosks, multi-party screens).
     Grid,
+}
+
+impl Layout {
+    /// The name in a config file (`[display] layout`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Single => "single",
+            Layout::Grid => "grid",
+        }
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Layout::Single, Layout::Grid]
+            .into_iter()
+            .find(|l| l.name() == s)
+            .ok_or_else(|| format!("{s:?}: must be single or grid"))
+    }
 }
 
 /// How a device captures, encodes and plays.
