@@ -5,8 +5,9 @@
 //! `journald` forces one. The level of callbox's own lines is `[log] level` in the config,
 //! applied at start and on SIGHUP ([`set_level`]); `RUST_LOG` replaces the whole filter.
 
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
-use tracing_subscriber::{EnvFilter, Registry, reload};
+use tracing_subscriber::{Registry, reload};
 
 /// Where the logs went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,14 +85,28 @@ impl LogSection {
 }
 
 /// The running filter, replaced by [`set_level`] (at start from the config, on SIGHUP).
-static FILTER: std::sync::OnceLock<reload::Handle<EnvFilter, Registry>> = std::sync::OnceLock::new();
+static FILTER: std::sync::OnceLock<reload::Handle<Targets, Registry>> = std::sync::OnceLock::new();
+
+/// A filter of `target=level` directives and a default level, comma-separated (`warn`,
+/// `info,callbox=debug`, `callbox::server=trace`): a target matches its modules too. This is
+/// `RUST_LOG`'s usual form; its span and field filters (`[span{field}]=level`) are not
+/// taken, because they need a regex engine, and a door station's binary is smaller without
+/// one (docs/benchmarks.md). An invalid filter is refused with the reason.
+pub fn parse_filter(text: &str) -> Result<Targets, String> {
+    text.parse::<Targets>().map_err(|e| format!("{text:?}: {e} (use target=level directives, e.g. info,callbox=debug)"))
+}
 
 /// Installs the global subscriber, filtered by `RUST_LOG` (default [`default_filter`]).
 /// Falls back to stderr when journald was chosen but its socket is missing.
 pub fn init(default_level: &str) -> LogTarget {
-    let filter = || match rust_log() {
-        Some(f) => EnvFilter::new(f),
-        None => EnvFilter::new(default_filter(default_level)),
+    let ours = || parse_filter(&default_filter(default_level)).unwrap_or_default();
+    let filter = || match rust_log().map(|f| parse_filter(&f)) {
+        Some(Ok(f)) => f,
+        Some(Err(e)) => {
+            eprintln!("callbox: RUST_LOG ignored: {e}");
+            ours()
+        }
+        None => ours(),
     };
     let want = choose(std::env::var("CALLBOX_LOG").ok().as_deref(), std::env::var_os("JOURNAL_STREAM").is_some());
     if want == LogTarget::Journald {
@@ -139,7 +154,7 @@ pub fn set_level(level: &str) -> LevelChange {
         return LevelChange::RustLogWins;
     }
     match FILTER.get() {
-        Some(h) if h.reload(EnvFilter::new(default_filter(level))).is_ok() => LevelChange::Applied,
+        Some(h) if parse_filter(&default_filter(level)).is_ok_and(|f| h.reload(f).is_ok()) => LevelChange::Applied,
         _ => LevelChange::NotOurs,
     }
 }
@@ -159,11 +174,17 @@ mod tests {
     #[test]
     fn the_default_filter_keeps_callbox_and_quiets_the_rest() {
         use tracing::Level;
-        use tracing::level_filters::LevelFilter;
-        let f: EnvFilter = default_filter("info").parse().unwrap();
-        assert_eq!(f.max_level_hint(), Some(LevelFilter::from_level(Level::INFO)));
-        let text = f.to_string();
-        let directives: Vec<&str> = text.split(',').collect();
-        assert!(directives.contains(&"warn") && directives.contains(&"callbox=info"), "{text}");
+        for level in LEVELS {
+            parse_filter(&default_filter(level)).unwrap();
+        }
+        let f = parse_filter(&default_filter("info")).unwrap();
+        assert!(f.would_enable("callbox::server::hub", &Level::INFO));
+        assert!(f.would_enable("callbox_core::rtc::sfu::core", &Level::INFO), "the core crate is callbox's too");
+        assert!(!f.would_enable("callbox::server::hub", &Level::DEBUG));
+        assert!(!f.would_enable("rtc::ice", &Level::INFO) && f.would_enable("rtc::ice", &Level::WARN));
+        assert!(!f.would_enable("rtc_dtls::conn", &Level::WARN), "a known harmless warning");
+        let debug = parse_filter("info,callbox=debug").unwrap();
+        assert!(debug.would_enable("callbox::engine", &Level::DEBUG) && !debug.would_enable("rtc", &Level::DEBUG));
+        assert!(parse_filter("callbox=loud").is_err());
     }
 }

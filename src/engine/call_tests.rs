@@ -23,7 +23,7 @@ use crate::proto::{MediaRole, ServerMsg, UpdateType, UserInfo};
 use crate::rtc::client::ClientCore;
 use crate::rtc::sfu::SfuCore;
 use crate::rtc::{Kind, Transport};
-use crate::server::config::{AppConfig, ServerConfig};
+use crate::server::config::{AppConfig, RegistryConfig};
 use crate::server::registry::{ConnId, MediaOut, Now, OfferFailure, Output as SrvOut, Registry};
 use callbox_core::rtc::test_rtp;
 
@@ -221,7 +221,7 @@ fn engine(at: Instant, seed: u64) -> EngineCore {
 impl World {
     fn new() -> World {
         let at = Instant::now();
-        let mut cfg: ServerConfig = toml::from_str("").unwrap();
+        let mut cfg: RegistryConfig = toml::from_str("").unwrap();
         cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }];
         cfg.media.enabled = true;
         let sfu_addr: SocketAddr = SFU.parse().unwrap();

@@ -2,7 +2,7 @@
 //! injectable network cuts: the str0m-style "two peers progressed against each other" test.
 
 use super::*;
-use crate::server::config::{AppConfig, ServerConfig};
+use crate::server::config::{AppConfig, RegistryConfig};
 use crate::server::registry::{ConnId, Now, Output as SrvOut, Registry};
 
 const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -45,7 +45,7 @@ impl Net {
     }
 
     fn registry(grace_secs: u64, at: Instant) -> Registry {
-        let mut cfg: ServerConfig = toml::from_str("").unwrap();
+        let mut cfg: RegistryConfig = toml::from_str("").unwrap();
         cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }];
         cfg.session.grace_secs = grace_secs;
         Registry::new(&cfg, at)

@@ -78,7 +78,7 @@ impl Hub {
     /// `state` is where the device keys live (loaded by the caller; written here on change).
     pub fn spawn(cfg: &ServerConfig, sfu: Option<Sfu>, state: Option<(std::path::PathBuf, DeviceKeys)>) -> Hub {
         let (tx, rx) = mpsc::channel(HUB_QUEUE);
-        let mut registry = Registry::new(cfg, std::time::Instant::now());
+        let mut registry = Registry::new(&cfg.registry(), std::time::Instant::now());
         let saver = state.map(|(path, keys)| {
             registry.load_device_keys(keys);
             state_writer(path)

@@ -10,10 +10,9 @@ pub mod config;
 mod http;
 mod http_error;
 mod hub;
-mod metrics;
-pub mod registry;
 pub use callbox_core::server::device_keys;
-use callbox_core::server::limits;
+use callbox_core::server::metrics;
+pub use callbox_core::server::registry;
 mod whip;
 mod ws;
 
@@ -51,7 +50,7 @@ impl RunningServer {
     /// Applies a new configuration's apps, session timing and limits (what SIGHUP does);
     /// returns what changed.
     pub async fn reconfigure(&self, cfg: ServerConfig) -> Vec<String> {
-        self.hub.with(move |reg, now| reg.reconfigure(&cfg, now)).await.unwrap_or_default()
+        self.hub.with(move |reg, now| reg.reconfigure(&cfg.registry(), now)).await.unwrap_or_default()
     }
 
     /// Reads the certificate files again now (what SIGHUP does); the periodic check does

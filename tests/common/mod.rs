@@ -208,7 +208,7 @@ pub fn media_engine(url: &str) -> (Engine, Events) {
 pub fn media_engine_with(url: &str, media: MediaConfig) -> (Engine, Events) {
     // Engine logs in tests only when asked (RUST_LOG=callbox=debug cargo test ...).
     if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+        callbox::logging::init("info");
     }
     let mut p = EngineProfile::new(APP, Auth::AppSign(SECRET.into()), url).with_media(media);
     p.reconnect = fast_policy();

@@ -1,4 +1,9 @@
-//! The server's pure parts: rate limits and device keys.
+//! The server's pure parts: the registry (rooms, sessions, streams, WHIP/WHEP resources, as a
+//! sans-IO state machine) and what it runs on: its configuration, rate limits, device keys
+//! and the counters of `/metrics`.
 
+pub mod config;
 pub mod device_keys;
 pub mod limits;
+pub mod metrics;
+pub mod registry;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use super::*;
 use crate::proto::MediaRole;
 use crate::rtc::sfu::StreamKey;
-use crate::server::config::{AppConfig, ServerConfig};
+use crate::server::config::{AppConfig, RegistryConfig};
 
 const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -21,7 +21,7 @@ struct World {
 
 impl World {
     fn new(grace_secs: u64) -> Self {
-        let mut cfg: ServerConfig = toml::from_str("").unwrap();
+        let mut cfg: RegistryConfig = toml::from_str("").unwrap();
         cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }, AppConfig { app_id: 2, secret: SECRET.into() }];
         cfg.session.grace_secs = grace_secs;
         let now = Now { at: Instant::now(), unix_ms: 1_000_000_000 };

@@ -49,7 +49,7 @@ pub use resources::{REAP_AFTER, media_session};
 pub use store::{MemoryStore, SharedStore};
 pub use whip::{HttpAnswer, HttpMedia};
 
-use super::config::{Limits, ServerConfig};
+use super::config::{Limits, RegistryConfig};
 use super::limits::Bucket;
 use super::metrics::Metrics;
 use crate::auth::{self, Claims};
@@ -137,9 +137,9 @@ pub struct Registry {
 
 impl Registry {
     /// A registry for the apps and limits of `cfg`. Secrets must have been validated.
-    pub fn new(cfg: &ServerConfig, now: Instant) -> Self {
+    pub fn new(cfg: &RegistryConfig, now: Instant) -> Self {
         Registry {
-            grace: cfg.grace(),
+            grace: cfg.session.grace(),
             heartbeat_ms: cfg.session.heartbeat_ms,
             limits: cfg.limits.clone(),
             media_enabled: cfg.media.enabled,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::refusal::{Refusal, RefusalKind as K};
 use crate::auth::{self, Claims, Privilege};
 use crate::proto::{ErrorCode, ids};
-use crate::server::config::{Limits, ServerConfig};
+use crate::server::config::{Limits, RegistryConfig};
 use crate::server::device_keys::DeviceKeys;
 use crate::server::limits::Bucket;
 
@@ -47,20 +47,20 @@ pub(super) struct AppChanges {
     pub(super) lines: Vec<String>,
 }
 
-fn secrets(cfg: &ServerConfig) -> HashMap<u32, Vec<u8>> {
+fn secrets(cfg: &RegistryConfig) -> HashMap<u32, Vec<u8>> {
     cfg.apps.iter().map(|a| (a.app_id, auth::parse_secret(&a.secret).unwrap_or_default())).collect()
 }
 
 impl Apps {
     /// The apps of `cfg`. Secrets must have been validated.
-    pub(super) fn new(cfg: &ServerConfig, now: Instant) -> Self {
+    pub(super) fn new(cfg: &RegistryConfig, now: Instant) -> Self {
         let map = secrets(cfg).into_iter().map(|(id, key)| (id, App::new(key, &cfg.limits, now))).collect();
         Apps { map, device_keys: DeviceKeys::default(), max_token_secs: cfg.limits.max_token_secs }
     }
 
     /// Takes `cfg`'s apps, secrets and login budgets. Apps that are gone are forgotten here;
     /// the caller ends their sessions.
-    pub(super) fn reconfigure(&mut self, cfg: &ServerConfig, old: &Limits, now: Instant) -> AppChanges {
+    pub(super) fn reconfigure(&mut self, cfg: &RegistryConfig, old: &Limits, now: Instant) -> AppChanges {
         let wanted = secrets(cfg);
         let gone: Vec<u32> = self.map.keys().filter(|id| !wanted.contains_key(id)).copied().collect();
         let mut lines = Vec::new();
@@ -221,8 +221,8 @@ mod tests {
 
     const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-    fn cfg(apps: &[u32]) -> ServerConfig {
-        let mut cfg: ServerConfig = toml::from_str("").unwrap();
+    fn cfg(apps: &[u32]) -> RegistryConfig {
+        let mut cfg: RegistryConfig = toml::from_str("").unwrap();
         cfg.apps = apps.iter().map(|id| AppConfig { app_id: *id, secret: SECRET.into() }).collect();
         cfg.limits.logins_per_sec = 1.0;
         cfg.limits.login_burst = 1.0;

@@ -6,7 +6,7 @@ impl Registry {
     /// Applies `cfg`'s apps, session timing and limits. Returns what changed, one line each.
     /// An app that is gone takes its sessions with it (kicked with 1002055); a new secret
     /// applies to the next logins and renewals (sessions in progress keep going).
-    pub fn reconfigure(&mut self, cfg: &ServerConfig, now: Now) -> Vec<String> {
+    pub fn reconfigure(&mut self, cfg: &RegistryConfig, now: Now) -> Vec<String> {
         let mut changed = Vec::new();
         let apps = self.apps.reconfigure(cfg, &self.limits, now.at);
         for app_id in apps.gone {
@@ -17,9 +17,9 @@ impl Registry {
             changed.push(format!("app {app_id} removed ({} sessions ended)", sessions.len()));
         }
         changed.extend(apps.lines);
-        if self.grace != cfg.grace() {
+        if self.grace != cfg.session.grace() {
             changed.push(format!("session.grace_secs {} -> {}", self.grace.as_secs(), cfg.session.grace_secs));
-            self.grace = cfg.grace();
+            self.grace = cfg.session.grace();
         }
         if self.heartbeat_ms != cfg.session.heartbeat_ms {
             changed.push(format!(
