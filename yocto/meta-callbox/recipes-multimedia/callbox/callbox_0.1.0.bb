@@ -16,8 +16,8 @@ SRC_URI = "${CALLBOX_GIT_URI};nobranch=1"
 # A fixed commit, so a build is reproducible and matches callbox-crates.inc: both come from
 # the same Cargo.lock. `scripts/yocto-crates.py --pin` moves the pin to HEAD (with Cargo.lock
 # committed) and rewrites the crate list; tests/yocto.rs fails while they disagree.
-SRCREV = "8213c92546291dbfaf461e165f6631a5e7660707"
-# sha256 of Cargo.lock at SRCREV: cd206b1ef7e613781f0a1eb73861801c2dbfb9c77abfc0bbc4e87060bff40ec5
+SRCREV = "20e5aa7495a2528a24cb35e8c87d09efc63b6a29"
+# sha256 of Cargo.lock at SRCREV: 6cf65cf07bb736c517c95a1268fd71a9ecc969172fe578da93a0fa01f6fd4fba
 PV = "0.1.0+git"
 S = "${WORKDIR}/git"
 
