@@ -9,9 +9,8 @@ mod backlog;
 mod call_tests;
 mod core;
 mod driver;
-mod event;
 mod media;
-pub mod session;
+pub use callbox_core::engine::{event, session};
 
 pub use crate::proto::{ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
 pub use backlog::BACKLOG;

@@ -305,35 +305,12 @@ impl MediaConfig {
     }
 }
 
-/// What a publish pipeline's video is held to: the encoder's bitrate and the picture's
-/// size and rate (adaptation lowers them on a thin link).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VideoRate {
-    /// Encoder bitrate, kbit/s.
-    pub kbps: u32,
-    /// Picture width, pixels.
-    pub width: u32,
-    /// Picture height, pixels.
-    pub height: u32,
-    /// Frames per second.
-    pub fps: u32,
-}
+pub use callbox_core::engine::video_rate::VideoRate;
 
-impl VideoRate {
-    /// The configured maximum: full size, full rate, `bitrate_kbps`.
-    pub fn full(cfg: &MediaConfig) -> VideoRate {
-        VideoRate { kbps: cfg.bitrate_kbps, width: cfg.width, height: cfg.height, fps: cfg.fps }
-    }
-
-    /// The raw video caps of this size and rate.
-    pub fn caps(&self) -> String {
-        format!("video/x-raw,width={},height={},framerate={}/1", self.width, self.height, self.fps)
-    }
-}
-
-impl std::fmt::Display for VideoRate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}@{} {} kbit/s", self.width, self.height, self.fps, self.kbps)
+impl MediaConfig {
+    /// The configured maximum video: full size, full rate, `bitrate_kbps`.
+    pub fn full_rate(&self) -> VideoRate {
+        VideoRate { kbps: self.bitrate_kbps, width: self.width, height: self.height, fps: self.fps }
     }
 }
 

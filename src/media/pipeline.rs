@@ -193,23 +193,23 @@ mod tests {
         cfg.video_sink = VideoSink::Kms;
         assert!(grid(&cfg, &chans[..1]).contains("width=640,height=480 ! queue"));
         assert!(grid(&cfg, &chans).contains("kmssink name=gout"));
-        let p = publish(&cfg, VideoRate::full(&cfg), Encoder::X264, false);
+        let p = publish(&cfg, cfg.full_rate(), Encoder::X264, false);
         assert!(p.contains("tee name=vt") && p.contains("intervideosink channel=callbox-preview"), "{p}");
         cfg.preview = false;
-        assert!(!publish(&cfg, VideoRate::full(&cfg), Encoder::X264, false).contains("intervideosink"));
+        assert!(!publish(&cfg, cfg.full_rate(), Encoder::X264, false).contains("intervideosink"));
     }
 
     #[test]
     fn publish_variants() {
         let mut cfg = MediaConfig::small();
-        let p = publish(&cfg, VideoRate::full(&cfg), Encoder::X264, true);
+        let p = publish(&cfg, cfg.full_rate(), Encoder::X264, true);
         assert!(p.contains("videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=15/1"));
         assert!(p.contains("timeoverlay"));
-        assert!(!publish(&cfg, VideoRate::full(&cfg), Encoder::X264, false).contains("timeoverlay"));
+        assert!(!publish(&cfg, cfg.full_rate(), Encoder::X264, false).contains("timeoverlay"));
         assert!(p.contains("channels=1"));
         assert!(p.contains("opusenc name=aenc audio-type=voice bitrate=32000 frame-size=20 inband-fec=true packet-loss-percentage=10 dtx=false"));
         let off = MediaConfig { repair: false, dtx: true, ..MediaConfig::small() };
-        let p_off = publish(&off, VideoRate::full(&off), Encoder::X264, false);
+        let p_off = publish(&off, off.full_rate(), Encoder::X264, false);
         assert!(p_off.contains("inband-fec=false packet-loss-percentage=0 dtx=true"), "{p_off}");
         assert!(play(&off, "avdec_h264", "s").contains("rtpjitterbuffer latency=80 "));
         assert!(play(&cfg, "avdec_h264", "s").contains("rtpjitterbuffer latency=150 "));
@@ -231,12 +231,12 @@ mod tests {
         cfg.video = VideoSource::V4l2 { device: "/dev/video0".into(), mjpeg: true };
         cfg.audio = AudioSource::Alsa { device: "hw:1,0".into() };
         cfg.echo_cancel = true;
-        let p = publish(&cfg, VideoRate::full(&cfg), Encoder::V4l2, false);
+        let p = publish(&cfg, cfg.full_rate(), Encoder::V4l2, false);
         assert!(p.contains("v4l2src device=/dev/video0 ! image/jpeg"));
         assert!(p.contains("alsasrc device=hw:1,0"));
         assert!(p.contains("webrtcdsp echo-cancel=true"));
         cfg.video = VideoSource::Libcamera;
-        assert!(publish(&cfg, VideoRate::full(&cfg), Encoder::OpenH264, false).starts_with("libcamerasrc"));
+        assert!(publish(&cfg, cfg.full_rate(), Encoder::OpenH264, false).starts_with("libcamerasrc"));
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub(crate) struct Adapter {
 impl Adapter {
     /// At full quality until the link says otherwise.
     pub(crate) fn new(cfg: &MediaConfig) -> Adapter {
-        let full = VideoRate::full(cfg);
+        let full = cfg.full_rate();
         Adapter {
             full,
             min_kbps: cfg.min_bitrate_kbps.min(cfg.bitrate_kbps),

@@ -460,7 +460,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_publish_pipeline_is_built_off_the_drivers_task_and_installed_when_done() {
         let mut r = runner();
-        let rate = VideoRate::full(&r.config);
+        let rate = r.config.full_rate();
         let cmd = Command::StartPipeline { stream: "s".into(), epoch: 1, choice: x264(), rate };
         assert!(r.execute(cmd).is_none());
         // On a current-thread runtime nothing else ran yet: the pipeline is not there.
@@ -477,7 +477,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_build_that_a_later_command_replaced_is_dropped() {
         let mut r = runner();
-        let rate = VideoRate::full(&r.config);
+        let rate = r.config.full_rate();
         r.execute(Command::StartPipeline { stream: "s".into(), epoch: 1, choice: x264(), rate });
         r.execute(Command::StopPipeline { stream: "s".into() });
         let b = next_build(&mut r).await;
