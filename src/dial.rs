@@ -3,7 +3,6 @@
 //! daemon's token renewal and doctor all dial through here, so they verify certificates the
 //! same way and report the same code for the same failure.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,15 +64,7 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
-/// Where a connection to the server runs: this host's address on it and the server's
-/// (resolved and connected, so no lookup is needed to know the route again).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
-    /// This end.
-    pub local: SocketAddr,
-    /// The server's end.
-    pub server: SocketAddr,
-}
+pub use callbox_core::net::Route;
 
 /// Dials one server URL.
 #[derive(Debug, Clone)]

@@ -5,16 +5,14 @@
 //! [`driver`] the tokio task that connects it to the WebSocket.
 
 mod backlog;
-#[cfg(test)]
-mod call_tests;
-mod core;
 mod driver;
 mod media;
+use callbox_core::engine::core;
 pub use callbox_core::engine::{event, session};
 
 pub use crate::proto::{ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
 pub use backlog::BACKLOG;
-pub(crate) use callbox_core::engine::{error, quality, reconnect};
+pub(crate) use callbox_core::engine::{error, reconnect};
 pub use driver::{Auth, EVENT_CHANNEL, Engine, EngineProfile, RoomConfig};
 pub use error::EngineError;
 pub use event::{

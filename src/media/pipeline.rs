@@ -6,26 +6,7 @@
 use super::encoder::Encoder;
 use super::{AudioSink, AudioSource, Layout, MediaConfig, VideoRate, VideoSink, VideoSource};
 use crate::rtc::{H264_PT, OPUS_PT};
-
-/// The play pipeline's video jitter buffer, ms (reported in player quality): see
-/// [`crate::rtc::repair::PLAY_WAIT`].
-pub fn video_jitter_ms(cfg: &MediaConfig) -> u32 {
-    let wait = if cfg.repair { crate::rtc::repair::PLAY_WAIT_REPAIR } else { crate::rtc::repair::PLAY_WAIT };
-    wait.as_millis() as u32
-}
-
-/// The share of packets Opus's in-band FEC is sized for, percent, when the loss the server
-/// reports is `reported` (0..1): at least 10, because the copy a packet carries of the one
-/// before also protects the server's hop to each player, which the publisher cannot see,
-/// and because below 10 the encoder makes almost none (measured with GStreamer's opusenc:
-/// at 5, about one packet in ten carried FEC; at 10, all of them); at most 30. Zero without
-/// repair: no FEC is sent.
-pub fn opus_loss_percent(repair: bool, reported: f64) -> u32 {
-    if !repair {
-        return 0;
-    }
-    ((reported * 100.0).ceil() as u32).clamp(10, 30)
-}
+pub use callbox_core::media::rules::{PREVIEW_CHANNEL, opus_loss_percent, play_channel, video_jitter_ms};
 
 /// RTP packets are kept under this size (fits any path MTU with SRTP and IP headers).
 pub const RTP_MTU: u32 = 1200;
@@ -94,14 +75,6 @@ pub fn publish(cfg: &MediaConfig, rate: VideoRate, encoder: Encoder, overlay: bo
         dtx = cfg.dtx,
     );
     format!("{video}  {audio}{preview}")
-}
-
-/// The grid's channel for the local preview.
-pub const PREVIEW_CHANNEL: &str = "callbox-preview";
-
-/// The grid's channel for a played stream.
-pub fn play_channel(stream_id: &str) -> String {
-    format!("callbox-play-{stream_id}")
 }
 
 /// The display sink element for `sink`, named `name`.

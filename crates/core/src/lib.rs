@@ -9,17 +9,21 @@
 //! - [`proto`]: the wire protocol, ID rules, error codes and ICE server descriptions;
 //! - [`auth`]: token mint/verify; [`url`]: the one server-URL type; [`config_file`]: TOML
 //!   loading with the key named in errors;
-//! - [`engine`]: the engine's error, quality and reconnect rules;
+//! - [`engine`]: the signalling session, its events, and the engine's error, quality and
+//!   reconnect rules;
+//! - [`media`]: the media vocabulary (configuration, encoder chain, video rate, pipeline rules);
 //! - [`rtc`]: the media vocabulary and the WebRTC cores (`SfuCore`, `ClientCore`, loss repair,
 //!   keyframe pacing, STUN, TURN);
 //! - [`device`]: the call controller, the button detector and the device's I/O vocabulary;
-//! - [`server`]: rate limits and device keys.
+//! - [`server`]: the registry and what it runs on (config, rate limits, device keys, metrics).
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod config_file;
 pub mod device;
 pub mod engine;
+pub mod media;
+pub mod net;
 pub mod proto;
 pub mod rtc;
 pub mod server;

@@ -356,7 +356,7 @@ impl MediaRunner {
                 }
                 None
             }
-            #[cfg(any(test, feature = "test-hooks"))]
+            #[cfg(feature = "test-hooks")]
             Command::InjectFault { stream } => {
                 if let Some(p) = self.pubs.get(&stream).and_then(|p| p.pipeline.as_ref()) {
                     p.simulate_failure();
@@ -375,7 +375,7 @@ impl MediaRunner {
     }
 
     /// Composed grid frames so far (grid layout), for tests.
-    #[cfg(any(test, feature = "test-hooks"))]
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn grid_frames(&self) -> Option<u64> {
         self.grid.as_ref().map(|g| g.counters.snapshot()[1])
     }

@@ -247,7 +247,7 @@ pub enum EngineEvent {
         /// The stream.
         stream_id: String,
         /// What the video is held to now.
-        rate: super::video_rate::VideoRate,
+        rate: crate::media::VideoRate,
         /// Why: the target against the step's threshold.
         reason: String,
     },

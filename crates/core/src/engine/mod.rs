@@ -1,10 +1,15 @@
-//! The engine's pure parts: the signalling [`session::Session`] (login, rooms, streams,
-//! resume, back-off) as a sans-IO core, the events it tells the application, its error
-//! type, quality grading, the reconnect policy and the video rate a stream is held to.
+//! The engine's sans-IO cores: [`core::EngineCore`], which composes the signalling
+//! [`session::Session`] (login, rooms, streams, resume, back-off) and the
+//! [`media::MediaSupervisor`] (links, pipelines, adaptation, stalls), with the events they tell
+//! the application, the engine's error type, quality grading and the reconnect policy. The
+//! `callbox` crate's driver task and media runner carry out what they decide.
 
+#[cfg(test)]
+mod call_tests;
+pub mod core;
 pub mod error;
 pub mod event;
+pub mod media;
 pub mod quality;
 pub mod reconnect;
 pub mod session;
-pub mod video_rate;

@@ -26,52 +26,52 @@ use crate::media::{MediaConfig, VideoRate};
 
 /// Taken off the estimate for audio before video gets the rest, kbit/s: Opus at 32 kbit/s
 /// and the RTP, SRTP, UDP and IP headers of 50 audio packets a second.
-pub(crate) const AUDIO_KBPS: f64 = 50.0;
+pub const AUDIO_KBPS: f64 = 50.0;
 /// The share of the estimate the encoder aims at: encoders overshoot on keyframes and busy
 /// scenes, and retransmissions ride on the same path.
-pub(crate) const HEADROOM: f64 = 0.9;
+pub const HEADROOM: f64 = 0.9;
 /// Halving the frame rate stops here (or at the configured rate, if lower): below 10 fps a
 /// face at the door turns into a slide show.
-pub(crate) const MIN_FPS: u32 = 10;
+pub const MIN_FPS: u32 = 10;
 /// Below this fraction of the maximum bitrate the picture is halved in size...
-pub(crate) const HALF_SIZE_BELOW: f64 = 0.5;
+pub const HALF_SIZE_BELOW: f64 = 0.5;
 /// ...and below this fraction its frame rate is halved too.
-pub(crate) const HALF_RATE_BELOW: f64 = 0.2;
+pub const HALF_RATE_BELOW: f64 = 0.2;
 /// A step back up needs the target this many times its threshold...
-pub(crate) const UP_MARGIN: f64 = 1.3;
+pub const UP_MARGIN: f64 = 1.3;
 /// ...for this long (a step costs a keyframe: it must not flap).
-pub(crate) const UP_HOLD: Duration = Duration::from_secs(4);
+pub const UP_HOLD: Duration = Duration::from_secs(4);
 /// A step up undone within this long failed.
-pub(crate) const UP_TRIAL: Duration = Duration::from_secs(15);
+pub const UP_TRIAL: Duration = Duration::from_secs(15);
 /// The longest hold before a step up, after failed ones.
-pub(crate) const UP_HOLD_MAX: Duration = Duration::from_secs(64);
+pub const UP_HOLD_MAX: Duration = Duration::from_secs(64);
 /// A step down needs the target below its threshold for this long (one dip of the
 /// estimate is not a trend).
-pub(crate) const DOWN_HOLD: Duration = Duration::from_secs(1);
+pub const DOWN_HOLD: Duration = Duration::from_secs(1);
 /// The encoder's bitrate climbs at most this much a second (and 10 kbit/s), however fast
 /// the estimate does: the `rtc` GCC's loss half climbs about 28% a second, reaches twice a
 /// thin path's capacity before it sees it and then collapses to its floor (measured: a
 /// 500 kbit/s uplink went 200 -> 1000 -> 200 kbit/s every 11 s). Climbing at 15%, the
 /// encoder meets the path's limit more gently (the delay half may catch it with a queue
 /// before a burst of loss does).
-pub(crate) const RAMP_PER_SEC: f64 = 0.15;
+pub const RAMP_PER_SEC: f64 = 0.15;
 /// The encoder's bitrate falls at most to this share of the running one per report (one a
 /// second): the same estimator collapses to its floor on a burst of loss, far below what
 /// the path carried a moment before; three reports still take 1500 kbit/s below 330.
-pub(crate) const DOWN_PER_REPORT: f64 = 0.6;
+pub const DOWN_PER_REPORT: f64 = 0.6;
 /// A fall of more than this share in one report is a collapse: the running rate is
 /// remembered as what the path did not take...
-pub(crate) const COLLAPSE: f64 = 0.3;
+pub const COLLAPSE: f64 = 0.3;
 /// ...for this long.
-pub(crate) const CEILING_TTL: Duration = Duration::from_secs(30);
+pub const CEILING_TTL: Duration = Duration::from_secs(30);
 /// Above 85% of that rate the bitrate climbs only this much a second.
-pub(crate) const NEAR_CEILING_PER_SEC: f64 = 0.03;
+pub const NEAR_CEILING_PER_SEC: f64 = 0.03;
 /// A bitrate change smaller than this fraction of the running one is not applied.
 const MIN_CHANGE: f64 = 0.05;
 
 /// How far the picture is stepped down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Step {
+pub enum Step {
     /// Configured size and rate.
     Full,
     /// Half the width and height.
@@ -96,14 +96,14 @@ impl Step {
 
 /// A new rate for the pipeline; `step` says why when the picture's size or rate changed.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Change {
-    pub(crate) rate: VideoRate,
-    pub(crate) step: Option<String>,
+pub struct Change {
+    pub rate: VideoRate,
+    pub step: Option<String>,
 }
 
 /// See the module docs.
 #[derive(Debug, Clone)]
-pub(crate) struct Adapter {
+pub struct Adapter {
     full: VideoRate,
     min_kbps: u32,
     step: Step,
@@ -121,12 +121,12 @@ pub(crate) struct Adapter {
     /// The rate the path last did not take, and when.
     ceiling: Option<(f64, Instant)>,
     /// The last estimate the link reported (own and cap, the lower), kbit/s.
-    pub(crate) estimate_kbps: Option<f64>,
+    pub estimate_kbps: Option<f64>,
 }
 
 impl Adapter {
     /// At full quality until the link says otherwise.
-    pub(crate) fn new(cfg: &MediaConfig) -> Adapter {
+    pub fn new(cfg: &MediaConfig) -> Adapter {
         let full = cfg.full_rate();
         Adapter {
             full,
@@ -145,13 +145,13 @@ impl Adapter {
     }
 
     /// What the pipeline should run at now (a rebuilt pipeline starts there).
-    pub(crate) fn rate(&self) -> VideoRate {
+    pub fn rate(&self) -> VideoRate {
         self.applied
     }
 
     /// The link's latest estimate (`own`: the device's uplink; `cap`: its players'
     /// lowest, from the server); a change for the pipeline, if one is due.
-    pub(crate) fn update(&mut self, now: Instant, own: Option<f64>, cap: Option<f64>) -> Option<Change> {
+    pub fn update(&mut self, now: Instant, own: Option<f64>, cap: Option<f64>) -> Option<Change> {
         let estimate = match (own, cap) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b)?,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::core::{CoreOutput, EngineCore, Input};
 use super::event::{EngineEvent, PublishChannel, RoomState};
-use super::media::supervisor::MediaSupervisor;
+use super::media::MediaSupervisor;
 use super::media::{Command, Meters, Note, PlayCounts, PublishCounts};
 use super::session::{APP_SIGN_TTL, CmdId, Reply, Session, SessionConfig};
 use crate::device::call::{Action, Button, CallController, CallMode, CallState, Input as CallInput, Press};
@@ -22,10 +22,10 @@ use crate::media::MediaConfig;
 use crate::proto::{MediaRole, ServerMsg, UpdateType, UserInfo};
 use crate::rtc::client::ClientCore;
 use crate::rtc::sfu::SfuCore;
+use crate::rtc::test_rtp;
 use crate::rtc::{Kind, Transport};
 use crate::server::config::{AppConfig, RegistryConfig};
 use crate::server::registry::{ConnId, MediaOut, Now, OfferFailure, Output as SrvOut, Registry};
-use callbox_core::rtc::test_rtp;
 
 const SECRET: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 const STEP: Duration = Duration::from_millis(5);
@@ -312,7 +312,7 @@ impl World {
                     self.next_conn += 1;
                     self.reg.handle_connect(conn, now);
                     d.conn = Some((epoch, conn));
-                    let route = crate::dial::Route {
+                    let route = crate::net::Route {
                         local: SocketAddr::new(d.media.ip, 40_000 + conn as u16),
                         server: SIGNALLING.parse().unwrap(),
                     };

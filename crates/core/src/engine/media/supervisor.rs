@@ -12,11 +12,11 @@ use super::adapt::Adapter;
 use super::link::{Link, backoff, per_sec, state_event};
 use super::stall::{STALL, StallWatch};
 use super::{Bind, Command, MediaOutput, Meters, Note, PlayCounts, PublishCounts};
-use crate::engine::PlayerState;
+use crate::engine::event::PlayerState;
 use crate::engine::event::{EngineEvent, MediaEventKind, PlayQuality, PublishQuality, PublisherState};
 use crate::engine::session::StreamChange;
 use crate::media::encoder::{self, Encoder};
-use crate::media::{Layout, MediaConfig, MediaError, pipeline};
+use crate::media::{Layout, MediaConfig, MediaError, rules};
 use crate::proto::{ErrorCode, MediaRole};
 use crate::rtc::client::ClientEvent;
 
@@ -34,7 +34,7 @@ const OFFER_TIMEOUT: Duration = Duration::from_secs(5);
 const RESUME_GRACE: Duration = Duration::from_millis(500);
 
 /// Whether a GStreamer element exists (the encoder chain asks); a fake in tests.
-pub(crate) type Present = Box<dyn Fn(&str) -> bool + Send>;
+pub type Present = Box<dyn Fn(&str) -> bool + Send>;
 
 struct Pub {
     link: Link,
@@ -68,13 +68,13 @@ struct Play {
 }
 
 /// See the module docs.
-pub(crate) struct MediaSupervisor {
+pub struct MediaSupervisor {
     cfg: MediaConfig,
     /// The configured local IP for media sockets.
     bind: Option<IpAddr>,
     present: Present,
     /// The signalling connection's route: media binds to the same local address.
-    route: Option<crate::dial::Route>,
+    route: Option<crate::net::Route>,
     pubs: HashMap<String, Pub>,
     plays: HashMap<String, Play>,
     commands: VecDeque<Command>,
@@ -94,7 +94,7 @@ pub(crate) struct MediaSupervisor {
 
 impl MediaSupervisor {
     /// A supervisor with no stream. `present` says which GStreamer elements exist.
-    pub(crate) fn new(cfg: MediaConfig, bind: Option<IpAddr>, present: Present) -> Self {
+    pub fn new(cfg: MediaConfig, bind: Option<IpAddr>, present: Present) -> Self {
         MediaSupervisor {
             cfg,
             bind,
@@ -114,13 +114,13 @@ impl MediaSupervisor {
     }
 
     /// Microphone mute on or off: every publish pipeline, and those built later.
-    pub(crate) fn set_muted(&mut self, muted: bool) {
+    pub fn set_muted(&mut self, muted: bool) {
         self.run(Command::Mute(muted));
     }
 
     /// The TURN servers (with fresh credentials) from the server's login reply: the next
     /// connections use them with the configured ones.
-    pub(crate) fn set_server_ice(&mut self, servers: Vec<crate::proto::ice_servers::IceServer>) {
+    pub fn set_server_ice(&mut self, servers: Vec<crate::proto::ice_servers::IceServer>) {
         if !servers.is_empty() || !self.server_ice.is_empty() {
             tracing::debug!(count = servers.len(), "TURN servers from the server");
         }
@@ -128,17 +128,17 @@ impl MediaSupervisor {
     }
 
     /// The next command for the runner.
-    pub(crate) fn poll_command(&mut self) -> Option<Command> {
+    pub fn poll_command(&mut self) -> Option<Command> {
         self.commands.pop_front()
     }
 
     /// The next output for the driver: an offer, an event, or that the network works again.
-    pub(crate) fn poll_output(&mut self) -> Option<MediaOutput> {
+    pub fn poll_output(&mut self) -> Option<MediaOutput> {
         self.out.pop_front()
     }
 
     /// When [`MediaSupervisor::handle_timeout`] is due; `None`: no stream, nothing to do.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let links = self.pubs.values().map(|p| &p.link).chain(self.plays.values().map(|p| &p.link));
         let link_times = links.flat_map(|l| [l.retry_at, l.offer_sent.map(|t| t + OFFER_TIMEOUT)]);
         let held = |t: &Instant| self.last_timeout.is_some_and(|last| *t <= last);
@@ -151,7 +151,7 @@ impl MediaSupervisor {
     /// it should see: the session's Publishing / Playing (the server accepted) is told as
     /// PublishRequesting / PlayRequesting while the stream's media is down; anything else as
     /// signalling says.
-    pub(crate) fn handle_stream(&mut self, now: Instant, change: StreamChange) {
+    pub fn handle_stream(&mut self, now: Instant, change: StreamChange) {
         // The stream's event goes ahead of what starting its media says (the encoder chosen),
         // as the application expects: first the state, then its details.
         let mark = self.out.len();
@@ -201,7 +201,7 @@ impl MediaSupervisor {
     /// Makes the stream's publish pipeline fail as a hardware encoder would (tests: the
     /// recovery path). False when the stream has no publish pipeline running.
     #[cfg(any(test, feature = "test-hooks"))]
-    pub(crate) fn inject_fault(&mut self, stream: &str) -> bool {
+    pub fn inject_fault(&mut self, stream: &str) -> bool {
         let running = self.pubs.get(stream).is_some_and(|p| p.pipeline.is_some());
         if running {
             self.commands.push_back(Command::InjectFault { stream: stream.to_string() });
@@ -210,7 +210,7 @@ impl MediaSupervisor {
     }
 
     /// In the room again; `fresh` means the server has none of our media connections.
-    pub(crate) fn handle_joined(&mut self, now: Instant, fresh: bool) {
+    pub fn handle_joined(&mut self, now: Instant, fresh: bool) {
         for (role, stream) in self.streams() {
             if fresh {
                 self.relink(role, &stream, now);
@@ -230,14 +230,14 @@ impl MediaSupervisor {
     }
 
     /// An offer could not be sent (signalling down): keep it for the next join.
-    pub(crate) fn handle_unsent(&mut self, stream: &str, role: MediaRole, tag: u64) {
+    pub fn handle_unsent(&mut self, stream: &str, role: MediaRole, tag: u64) {
         if let Some(l) = self.link_mut(role, stream).filter(|l| l.epoch == tag) {
             l.offer_sent = None;
         }
     }
 
     /// The server's answer to an offer.
-    pub(crate) fn handle_answer(
+    pub fn handle_answer(
         &mut self,
         now: Instant,
         stream: &str,
@@ -277,7 +277,7 @@ impl MediaSupervisor {
     }
 
     /// A note from a connection or a pipeline.
-    pub(crate) fn handle_note(&mut self, now: Instant, note: Note) {
+    pub fn handle_note(&mut self, now: Instant, note: Note) {
         match note {
             Note::Offer(role, stream, epoch, sdp) => {
                 let Some(l) = self.link_mut(role, &stream).filter(|l| l.epoch == epoch) else { return };
@@ -391,7 +391,7 @@ impl MediaSupervisor {
     /// Timers: retries, offer timeouts, rebuilds, stalls, quality. `signalling_fresh`: the
     /// room connection demonstrably works (an offer sent now gets through). `meters`: the
     /// running pipelines' counters.
-    pub(crate) fn handle_timeout(&mut self, now: Instant, signalling_fresh: bool, meters: &dyn Meters) {
+    pub fn handle_timeout(&mut self, now: Instant, signalling_fresh: bool, meters: &dyn Meters) {
         self.last_timeout = Some(now);
         let links = self
             .pubs
@@ -438,7 +438,7 @@ impl MediaSupervisor {
 
     /// The route of the latest signalling connection (every connection tells it, so a
     /// changed network is followed).
-    pub(crate) fn set_route(&mut self, route: crate::dial::Route) {
+    pub fn set_route(&mut self, route: crate::net::Route) {
         self.route = Some(route);
     }
 
@@ -478,11 +478,11 @@ impl MediaSupervisor {
         }
         let mut want = Vec::new();
         if self.cfg.preview && !self.pubs.is_empty() {
-            want.push(pipeline::PREVIEW_CHANNEL.to_string());
+            want.push(rules::PREVIEW_CHANNEL.to_string());
         }
         let mut plays: Vec<&String> = self.plays.keys().collect();
         plays.sort();
-        want.extend(plays.into_iter().map(|s| pipeline::play_channel(s)));
+        want.extend(plays.into_iter().map(|s| rules::play_channel(s)));
         if want != self.grid {
             self.grid = want.clone();
             self.run(Command::Grid(want));
@@ -554,7 +554,7 @@ impl MediaSupervisor {
             encoded_at: now,
             first_reported: false,
             adapt: Adapter::new(&self.cfg),
-            audio_fec_percent: pipeline::opus_loss_percent(self.cfg.repair, 0.0),
+            audio_fec_percent: rules::opus_loss_percent(self.cfg.repair, 0.0),
         };
         self.pubs.insert(stream.to_string(), p);
         self.start_pipeline(stream, now);
@@ -701,7 +701,7 @@ impl MediaSupervisor {
     /// The server reported the audio's loss: Opus's in-band FEC is sized for it.
     fn size_audio_fec(&mut self, stream: &str, reported: Option<f64>) {
         let Some(p) = self.pubs.get_mut(stream) else { return };
-        let percent = pipeline::opus_loss_percent(self.cfg.repair, reported.unwrap_or(0.0));
+        let percent = rules::opus_loss_percent(self.cfg.repair, reported.unwrap_or(0.0));
         if percent == p.audio_fec_percent {
             return;
         }
@@ -833,7 +833,7 @@ impl MediaSupervisor {
                 audio_kbps: link.audio_kbps,
                 rtt_ms: link.rtt_ms,
                 packet_loss: link.loss,
-                jitter_buffer_ms: f64::from(pipeline::video_jitter_ms(&self.cfg)),
+                jitter_buffer_ms: f64::from(rules::video_jitter_ms(&self.cfg)),
                 stall_count: p.video.count,
                 stall_ms: p.video.total_ms,
                 frames_decoded: c.decoded,

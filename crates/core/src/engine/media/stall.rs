@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::MediaEventKind;
+use crate::engine::event::MediaEventKind;
 
 /// No rendered frame for this long is a stall.
 pub(super) const STALL: Duration = Duration::from_millis(500);

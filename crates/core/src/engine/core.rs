@@ -10,26 +10,43 @@
 use std::time::Instant;
 
 use super::event::EngineEvent;
-use super::media::supervisor::MediaSupervisor;
+use super::media::MediaSupervisor;
 use super::media::{Command, MediaOutput, Meters, Note};
 use super::session::{CmdId, Output, Reply, Session};
 use crate::proto::{ClientMsg, ErrorCode, ServerMsg};
 
 /// A call of the application on the session (login, publish, ...), numbered by the driver.
-pub(crate) type Call = Box<dyn FnOnce(&mut Session, Instant, CmdId) + Send>;
+pub type Call = Box<dyn FnOnce(&mut Session, Instant, CmdId) + Send>;
 
 /// What goes into the core.
-pub(crate) enum Input {
+pub enum Input {
     /// The application's call, numbered `cmd`; its result comes out as [`CoreOutput::Done`].
     Call(Call, CmdId),
     /// The signalling connection of `epoch` is up, by this route (its local address is
     /// where media binds).
-    Connected { epoch: u64, route: Option<crate::dial::Route>, unix_secs: u64 },
+    Connected {
+        /// Tags what comes back for this command.
+        epoch: u64,
+        /// The route of the connection (its local address is where media binds).
+        route: Option<crate::net::Route>,
+        /// Wall-clock time, Unix seconds (token lifetimes).
+        unix_secs: u64,
+    },
     /// A message from the server on the connection of `epoch`.
-    Message { epoch: u64, msg: ServerMsg },
+    Message {
+        /// Tags what comes back for this command.
+        epoch: u64,
+        /// The message.
+        msg: ServerMsg,
+    },
     /// The connection of `epoch` ended or never opened; with the code of a refusal (a
     /// certificate the engine does not trust).
-    Disconnected { epoch: u64, refused: Option<ErrorCode> },
+    Disconnected {
+        /// Tags what comes back for this command.
+        epoch: u64,
+        /// The code of a refusal (a certificate the engine does not trust).
+        refused: Option<ErrorCode>,
+    },
     /// A note from the media runner (an offer, a connection's event, a pipeline failure).
     Note(Note),
     /// Microphone mute on or off, on every publish pipeline and those built later.
@@ -40,17 +57,33 @@ pub(crate) enum Input {
 
 /// What comes out of the core, in the order it must be carried out.
 #[derive(Debug)]
-pub(crate) enum CoreOutput {
+pub enum CoreOutput {
     /// Open the signalling connection numbered `epoch`.
-    Connect { epoch: u64 },
+    Connect {
+        /// Tags what comes back for this command.
+        epoch: u64,
+    },
     /// Send a message on the connection of `epoch`.
-    Send { epoch: u64, msg: ClientMsg },
+    Send {
+        /// Tags what comes back for this command.
+        epoch: u64,
+        /// The message.
+        msg: ClientMsg,
+    },
     /// Close the connection of `epoch`.
-    Close { epoch: u64 },
+    Close {
+        /// Tags what comes back for this command.
+        epoch: u64,
+    },
     /// For the application.
     Event(EngineEvent),
     /// The call numbered `cmd` finished.
-    Done { cmd: CmdId, result: Reply },
+    Done {
+        /// The call.
+        cmd: CmdId,
+        /// Its result.
+        result: Reply,
+    },
     /// For the media runner; a note it returns at once goes back in as [`Input::Note`]
     /// before the next output is polled (a publish connection's offer leaves in the same turn).
     Media(Command),
@@ -59,7 +92,7 @@ pub(crate) enum CoreOutput {
 }
 
 /// See the module docs.
-pub(crate) struct EngineCore {
+pub struct EngineCore {
     s: Session,
     media: Option<MediaSupervisor>,
     /// The logout of [`Input::Destroy`]: its `Done` finishes the engine.
@@ -70,12 +103,12 @@ pub(crate) struct EngineCore {
 
 impl EngineCore {
     /// A core over a fresh session; `media`: the supervisor when the engine carries media.
-    pub(crate) fn new(s: Session, media: Option<MediaSupervisor>) -> Self {
+    pub fn new(s: Session, media: Option<MediaSupervisor>) -> Self {
         EngineCore { s, media, destroy: None, finished: false, out: Default::default() }
     }
 
     /// Takes one input.
-    pub(crate) fn handle(&mut self, now: Instant, input: Input) {
+    pub fn handle(&mut self, now: Instant, input: Input) {
         if self.finished {
             return;
         }
@@ -110,12 +143,12 @@ impl EngineCore {
     /// Makes the stream's publish pipeline fail (a test hook, carried out by the runner as
     /// [`Command::InjectFault`]). False when the stream has no publish pipeline running.
     #[cfg(any(test, feature = "test-hooks"))]
-    pub(crate) fn inject_fault(&mut self, stream: &str) -> bool {
+    pub fn inject_fault(&mut self, stream: &str) -> bool {
         self.media.as_mut().is_some_and(|m| m.inject_fault(stream))
     }
 
     /// The session's and the media's timers; `meters` reads the running pipelines.
-    pub(crate) fn handle_timeout(&mut self, now: Instant, meters: &dyn Meters) {
+    pub fn handle_timeout(&mut self, now: Instant, meters: &dyn Meters) {
         if self.s.poll_timeout().is_some_and(|t| t <= now) {
             self.s.handle_timeout(now);
         }
@@ -128,13 +161,13 @@ impl EngineCore {
     }
 
     /// When [`EngineCore::handle_timeout`] is next due.
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         let media = self.media.as_ref().and_then(|m| m.poll_timeout());
         [self.s.poll_timeout(), media].into_iter().flatten().min()
     }
 
     /// The next output, once the session and the media have told each other what they must.
-    pub(crate) fn poll_output(&mut self, now: Instant) -> Option<CoreOutput> {
+    pub fn poll_output(&mut self, now: Instant) -> Option<CoreOutput> {
         while self.out.is_empty() && !self.finished {
             let moved = self.drain_session(now) | self.drain_media(now);
             if !moved {

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use super::supervisor::{MediaSupervisor, Present};
 use super::{Bind, Command, MediaOutput, Meters, Note, PlayCounts, PublishCounts};
-use crate::engine::PlayerState;
+use crate::engine::event::PlayerState;
 use crate::engine::event::{EngineEvent, MediaEventKind, PublisherState};
 use crate::engine::session::StreamChange;
 use crate::media::encoder::Encoder;
-use crate::media::{Layout, MediaConfig, MediaError, pipeline};
+use crate::media::{Layout, MediaConfig, MediaError, rules};
 use crate::proto::{ErrorCode, MediaRole};
 use crate::rtc::client::ClientEvent;
 
@@ -532,11 +532,11 @@ fn the_grid_follows_the_preview_and_the_played_streams() {
     h.play("a");
     let grids: Vec<Vec<String>> =
         h.commands().into_iter().filter_map(|c| if let Command::Grid(g) = c { Some(g) } else { None }).collect();
-    assert_eq!(grids.last().unwrap(), &vec![pipeline::play_channel("a"), pipeline::play_channel("b")]);
+    assert_eq!(grids.last().unwrap(), &vec![rules::play_channel("a"), rules::play_channel("b")]);
     h.publish("door");
     let grids: Vec<Vec<String>> =
         h.commands().into_iter().filter_map(|c| if let Command::Grid(g) = c { Some(g) } else { None }).collect();
-    assert_eq!(grids[0][0], pipeline::PREVIEW_CHANNEL);
+    assert_eq!(grids[0][0], rules::PREVIEW_CHANNEL);
     h.publish("door");
     assert!(!h.commands().iter().any(|c| matches!(c, Command::Grid(_))), "unchanged: not rebuilt");
 }
@@ -549,9 +549,9 @@ fn media_binds_on_the_signalling_route() {
     let mut m = MediaSupervisor::new(MediaConfig::default(), None, none);
     assert_eq!(m.bind(), Bind::Unknown, "before any connection: no silent loopback");
     let server = "127.0.0.1:7880".parse().unwrap();
-    m.set_route(crate::dial::Route { local: "192.0.2.10:40000".parse().unwrap(), server });
+    m.set_route(crate::net::Route { local: "192.0.2.10:40000".parse().unwrap(), server });
     assert_eq!(m.bind(), Bind::Ip(IpAddr::from([192, 0, 2, 10])));
-    m.set_route(crate::dial::Route { local: "0.0.0.0:40000".parse().unwrap(), server });
+    m.set_route(crate::net::Route { local: "0.0.0.0:40000".parse().unwrap(), server });
     assert_eq!(m.bind(), Bind::Towards(server), "unspecified: the route to the server");
     assert_eq!(
         m.bind().resolve(|_| Some(IpAddr::from([10, 1, 1, 1]))),
@@ -562,7 +562,7 @@ fn media_binds_on_the_signalling_route() {
     assert!(Bind::Unknown.resolve(|_| None).unwrap_err().contains("no signalling connection"));
     let none: Present = Box::new(|_: &str| false);
     let mut fixed = MediaSupervisor::new(MediaConfig::default(), Some([10, 0, 0, 7].into()), none);
-    fixed.set_route(crate::dial::Route { local: "192.0.2.10:40000".parse().unwrap(), server });
+    fixed.set_route(crate::net::Route { local: "192.0.2.10:40000".parse().unwrap(), server });
     assert_eq!(fixed.bind(), Bind::Ip(IpAddr::from([10, 0, 0, 7])));
 }
 

@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::engine::event::PlayerState;
 use crate::engine::event::{EngineEvent, PublisherState};
 use crate::engine::reconnect::ReconnectPolicy;
-use crate::engine::{PlayerState, QualityLevel};
+use crate::proto::QualityLevel;
 use crate::proto::{ErrorCode, MediaRole};
 use crate::rtc::client::LinkStats;
 
