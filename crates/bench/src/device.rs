@@ -92,6 +92,7 @@ pub async fn footprint(window: Duration) -> anyhow::Result<Vec<Footprint>> {
         ),
     )?;
     let child = Command::new(crate::callbox_exe()?)
+        .env_remove("CALLBOX_BIN")
         .args(["device", "--config", cfg.to_str().unwrap_or_default()])
         .env("RUST_LOG", "warn")
         .env_remove("JOURNAL_STREAM")

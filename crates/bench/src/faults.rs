@@ -133,6 +133,7 @@ impl ServerLab {
             ),
         )?;
         let mut server = lab.command("server", crate::callbox_exe()?);
+        server.env_remove("CALLBOX_BIN");
         server.args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", &format!("{ip}:7880")]);
         let server = spawn_lines(server, &Arc::default(), &logs.join("server.log"))?;
         std::thread::sleep(Duration::from_millis(500));
@@ -153,6 +154,7 @@ impl ServerLab {
         lines: &Lines,
     ) -> anyhow::Result<Kill> {
         let mut c = self.lab.command(host, crate::callbox_exe()?);
+        c.env_remove("CALLBOX_BIN");
         c.env("CALLBOX_APP_SECRET", secret());
         c.args(["peer", "--server", &self.url, "--user", host, "--bind", &self.lab.host(host).addr.to_string()]);
         if let Some((_, pki)) = &self._turn {

@@ -93,7 +93,8 @@ fn main() -> ExitCode {
 }
 
 /// The `callbox` binary the benchmarks run as server, device and peer: `$CALLBOX_BIN`, or the
-/// one built next to this program (same target directory and profile).
+/// one built next to this program (same target directory and profile). Every child is started without `CALLBOX_BIN` in its environment: callbox reads `CALLBOX_*`
+/// variables as config overrides and would refuse the unknown key.
 pub(crate) fn callbox_exe() -> anyhow::Result<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("CALLBOX_BIN") {
         return Ok(p.into());

@@ -48,6 +48,7 @@ impl ServerProc {
             ),
         )?;
         let mut child = Command::new(crate::callbox_exe()?)
+            .env_remove("CALLBOX_BIN")
             .args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", listen])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
