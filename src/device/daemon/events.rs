@@ -129,9 +129,16 @@ impl Daemon {
             EngineEvent::PublisherStateUpdate { stream_id, state, error_code } => {
                 let st = state.as_str();
                 tracing::info!(callbox_event = "publisher_state", room_id = %room_id, stream_id = %stream_id, state = st, error_code = error_code.0, "publish {stream_id}: {st}");
-                self.status.publishing.retain(|p| p.stream_id != stream_id);
-                if state != PublisherState::NoPublish {
-                    let stalled = error_code == ErrorCode::PUBLISH_MEDIA_RECOVERING;
+                // Like a player's, a publisher's figures stay across its state changes (a link
+                // that recovers under loss flaps Publishing / PublishRequesting; the figures are
+                // still the stream's, and the next quality event replaces them).
+                let stalled = error_code == ErrorCode::PUBLISH_MEDIA_RECOVERING;
+                if state == PublisherState::NoPublish {
+                    self.status.publishing.retain(|p| p.stream_id != stream_id);
+                } else if let Some(p) = self.status.publishing.iter_mut().find(|p| p.stream_id == stream_id) {
+                    p.state = state;
+                    p.stalled = stalled;
+                } else {
                     self.status.publishing.push(PublishStatus { stream_id, state, stalled, quality: None });
                 }
                 self.show_media_health(now);
