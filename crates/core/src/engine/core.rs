@@ -25,7 +25,7 @@ pub enum Input {
     /// The signalling connection of `epoch` is up, by this route (its local address is
     /// where media binds).
     Connected {
-        /// Tags what comes back for this command.
+        /// The signalling connection's generation.
         epoch: u64,
         /// The route of the connection (its local address is where media binds).
         route: Option<crate::net::Route>,
@@ -34,7 +34,7 @@ pub enum Input {
     },
     /// A message from the server on the connection of `epoch`.
     Message {
-        /// Tags what comes back for this command.
+        /// The signalling connection's generation.
         epoch: u64,
         /// The message.
         msg: ServerMsg,
@@ -42,7 +42,7 @@ pub enum Input {
     /// The connection of `epoch` ended or never opened; with the code of a refusal (a
     /// certificate the engine does not trust).
     Disconnected {
-        /// Tags what comes back for this command.
+        /// The signalling connection's generation.
         epoch: u64,
         /// The code of a refusal (a certificate the engine does not trust).
         refused: Option<ErrorCode>,
@@ -60,19 +60,19 @@ pub enum Input {
 pub enum CoreOutput {
     /// Open the signalling connection numbered `epoch`.
     Connect {
-        /// Tags what comes back for this command.
+        /// The signalling connection's generation.
         epoch: u64,
     },
     /// Send a message on the connection of `epoch`.
     Send {
-        /// Tags what comes back for this command.
+        /// The signalling connection's generation.
         epoch: u64,
         /// The message.
         msg: ClientMsg,
     },
     /// Close the connection of `epoch`.
     Close {
-        /// Tags what comes back for this command.
+        /// The signalling connection's generation.
         epoch: u64,
     },
     /// For the application.
