@@ -80,7 +80,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         });
-        let user = UserInfo { user_id: format!("device-{i}"), user_name: format!("Virtual device {i}") };
+        let user = UserInfo::new(format!("device-{i}"), format!("Virtual device {i}"));
         let t0 = Instant::now();
         engine.login_room("demo", user, RoomConfig { token: None, is_user_status_notify: true }).await?;
         println!("device-{i}: logged in to `demo` in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);

@@ -110,7 +110,7 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
         m.bind = Some(a.bind);
     }
     let (engine, mut events) = Engine::create(p)?;
-    let user = UserInfo { user_id: a.user.clone(), user_name: a.user.clone() };
+    let user = UserInfo::new(a.user.clone(), a.user.clone());
     engine.login_room(&a.room, user, RoomConfig { token: None, is_user_status_notify: true }).await?;
     out(json!({"event": "state", "state": "Connected"}));
     if let Some(s) = &a.publish {

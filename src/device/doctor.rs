@@ -465,7 +465,7 @@ async fn credentials(cfg: &DeviceConfig) -> Check {
             Some("check [server] app_sign/token"),
         );
     };
-    let user = UserInfo { user_id: cfg.room.user_id.clone(), user_name: cfg.room.user_name.clone() };
+    let user = UserInfo::new(cfg.room.user_id.clone(), cfg.room.user_name.clone());
     let login = engine.login_room(&cfg.room.room_id, user, RoomConfig { token, is_user_status_notify: false });
     let r = tokio::time::timeout(Duration::from_secs(6), login).await;
     engine.destroy().await;

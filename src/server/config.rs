@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::config_file::{self, ConfigError};
 pub use callbox_core::server::config::{
-    AppConfig, DEFAULT_MEDIA_PORT, Limits, MediaConfig, RegistryConfig, SessionConfig,
+    AppConfig, CallsConfig, DEFAULT_MEDIA_PORT, Limits, MediaConfig, RING_SECS, RegistryConfig, SessionConfig,
 };
 
 /// Default listen address for HTTP and WebSocket.
@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// The media relay (SFU).
     #[serde(default)]
     pub media: MediaConfig,
+    /// Calls between members (ring time).
+    #[serde(default)]
+    pub calls: CallsConfig,
     /// TLS on the listen port (https and wss for everything on it).
     #[serde(default)]
     pub tls: TlsConfig,
@@ -129,6 +132,9 @@ impl ServerConfig {
                     format!("app_id {} appears twice", app.app_id),
                 ));
             }
+        }
+        if !RING_SECS.contains(&self.calls.ring_secs) {
+            return Err(ConfigError::value("calls.ring_secs", "must be 5..=120"));
         }
         if self.session.grace_secs == 0 {
             return Err(ConfigError::value("session.grace_secs", "must be at least 1"));
@@ -343,6 +349,7 @@ impl ServerConfig {
             session: self.session.clone(),
             limits: self.limits.clone(),
             media: self.media.clone(),
+            calls: self.calls.clone(),
         }
     }
 }

@@ -220,7 +220,7 @@ pub fn media_engine_with(url: &str, media: MediaConfig) -> (Engine, Events) {
 }
 
 pub fn user(id: &str) -> UserInfo {
-    UserInfo { user_id: id.into(), user_name: format!("{id} name") }
+    UserInfo::new(id.into(), format!("{id} name"))
 }
 
 pub fn notify() -> RoomConfig {

@@ -148,7 +148,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             let mut profile = EngineProfile::new(DEMO_APP_ID, Auth::AppSign(secret().into()), url.clone());
             profile.ca_file = ca.clone();
             let (engine, mut events) = Engine::create(profile)?;
-            let user = UserInfo { user_id: format!("bench-{i}-{t}"), user_name: String::new() };
+            let user = UserInfo::new(format!("bench-{i}-{t}"), String::new());
             let t0 = Instant::now();
             engine.login_room("bench", user, RoomConfig::default()).await?;
             login[t].push(t0.elapsed());

@@ -117,7 +117,7 @@ pub(super) fn engine(url: &str, media: MediaConfig) -> anyhow::Result<(Engine, m
 }
 
 pub(super) fn user(id: &str) -> UserInfo {
-    UserInfo { user_id: id.into(), user_name: String::new() }
+    UserInfo::new(id.into(), String::new())
 }
 
 async fn until(events: &mut mpsc::Receiver<EngineEvent>, limit: Duration, pred: impl Fn(&EngineEvent) -> bool) -> bool {

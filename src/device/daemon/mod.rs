@@ -173,7 +173,7 @@ impl Daemon {
         let (token_exp, token_exp_rx) = tokio::sync::watch::channel(0u64);
         let target = Target {
             room_id: cfg.room.room_id.clone(),
-            user: UserInfo { user_id: cfg.room.user_id.clone(), user_name: cfg.room.user_name.clone() },
+            user: UserInfo::new(cfg.room.user_id.clone(), cfg.room.user_name.clone()),
             stream_id: cfg.stream_id(),
             credentials: credentials.fetches().then(|| credentials.clone()),
             token_exp,

@@ -268,7 +268,7 @@ impl World {
     }
 
     fn login(&mut self, i: usize, room: &'static str) -> CmdId {
-        let user = UserInfo { user_id: self.devices[i].user.into(), user_name: self.devices[i].user.into() };
+        let user = UserInfo::new(self.devices[i].user.into(), self.devices[i].user.into());
         self.call(i, move |s, now, cmd| s.login(now, cmd, room.into(), user, None, true))
     }
 

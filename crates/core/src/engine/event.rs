@@ -1,6 +1,6 @@
 //! Everything the engine tells the application, as one `#[non_exhaustive]` event enum.
 
-use crate::proto::{ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
+use crate::proto::{CallPhase, ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
 
 /// Connection state of the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
@@ -160,6 +160,46 @@ pub enum EngineEvent {
         /// The sender's token privileges that devices act on (`door`), vouched for by the
         /// server.
         from_privileges: Vec<String>,
+    },
+    /// A call rings here: [`Engine::answer_call`](super::Engine) or `decline_call`. The
+    /// caller's stream may be played while it rings (early video).
+    CallIncoming {
+        /// The room.
+        room_id: String,
+        /// The call.
+        call_id: u64,
+        /// Who calls.
+        caller: UserInfo,
+        /// How long it rings before it times out, seconds.
+        ring_secs: u32,
+    },
+    /// A step of a call this engine is in: a callee rings, did not answer, answered, or the
+    /// call ended (`reason`: CALL_DECLINED, CALL_CANCELLED, CALL_TIMED_OUT, CALL_HUNG_UP,
+    /// CALL_BUSY, CALL_PEER_OFFLINE, CALL_ANSWERED_ELSEWHERE; SESSION_EXPIRED or the room's
+    /// error when this engine's own session ended).
+    CallStateUpdate {
+        /// The room.
+        room_id: String,
+        /// The call.
+        call_id: u64,
+        /// What happened.
+        state: CallPhase,
+        /// The other side of this step.
+        peer: UserInfo,
+        /// Why, for `NotAnswered` and `Ended`; 0 otherwise.
+        reason: ErrorCode,
+    },
+    /// Someone asks this door station to open its door (the server checked their right):
+    /// answer with [`Engine::answer_door`](super::Engine) within a few seconds.
+    DoorRequest {
+        /// The room.
+        room_id: String,
+        /// Echo it in the answer.
+        request_id: u64,
+        /// Who asks.
+        from: UserInfo,
+        /// Whether they are in an answered call with this station.
+        in_call: bool,
     },
     /// A published stream's state changed.
     PublisherStateUpdate {

@@ -15,8 +15,8 @@ use super::quality::PingTracker;
 use super::reconnect::{Jitter, ReconnectPolicy};
 use crate::auth::{self, Claims};
 use crate::proto::{
-    ClientMsg, ErrorCode, ExtraInfo, MediaRole, PROTOCOL_VERSION, QualityLevel, RoomSnapshot, ServerMsg, StreamInfo,
-    UpdateType, UserInfo, ids,
+    CallPhase, ClientMsg, ErrorCode, ExtraInfo, MediaRole, PROTOCOL_VERSION, QualityLevel, RingOrder, RoomSnapshot,
+    ServerMsg, StreamInfo, UpdateType, UserInfo, ids,
 };
 
 /// Identifies an application call waiting for its result.
@@ -117,6 +117,17 @@ pub enum Output {
     },
 }
 
+/// What a member does to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallStep {
+    /// Take a call that rings here.
+    Answer,
+    /// Refuse a call that rings here.
+    Decline,
+    /// Cancel a call we placed, or end an answered one.
+    HangUp,
+}
+
 /// Session settings derived from the engine profile.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -203,6 +214,9 @@ pub struct Session {
     users: BTreeMap<String, UserInfo>,
     streams: BTreeMap<String, StreamInfo>,
     extra: BTreeMap<String, ExtraInfo>,
+    /// The calls this session is in, with the other side: ended with an event of our own
+    /// when the server can no longer tell us (logout, a lost room, a new server session).
+    calls: BTreeMap<u64, UserInfo>,
     login_cmd: Option<CmdId>,
     attempt: u32,
     retry_since: Option<Instant>,
@@ -238,6 +252,7 @@ impl Session {
             users: BTreeMap::new(),
             streams: BTreeMap::new(),
             extra: BTreeMap::new(),
+            calls: BTreeMap::new(),
             login_cmd: None,
             attempt: 0,
             retry_since: None,
@@ -474,6 +489,49 @@ impl Session {
         self.send(ClientMsg::Broadcast { req, message });
     }
 
+    /// Rings `callees` (empty: every other member that can answer); completes with the
+    /// call's ID. Its course follows as [`EngineEvent::CallStateUpdate`].
+    pub fn call(&mut self, cmd: CmdId, callees: Vec<String>, order: RingOrder, ring_secs: Option<u32>) {
+        if let Err(e) = self.check_connected() {
+            return self.done(cmd, Err(e));
+        }
+        let req = self.request(Pending::Simple(cmd));
+        self.send(ClientMsg::Call { req, callees, order, ring_secs });
+    }
+
+    /// Answers, declines or hangs up call `call_id`.
+    pub fn call_step(&mut self, cmd: CmdId, call_id: u64, step: CallStep) {
+        if let Err(e) = self.check_connected() {
+            return self.done(cmd, Err(e));
+        }
+        let req = self.request(Pending::Simple(cmd));
+        self.send(match step {
+            CallStep::Answer => ClientMsg::CallAnswer { req, call_id },
+            CallStep::Decline => ClientMsg::CallDecline { req, call_id },
+            CallStep::HangUp => ClientMsg::CallHangup { req, call_id },
+        });
+    }
+
+    /// Asks door station `user_id` to open; completes once it confirmed, or with its refusal.
+    pub fn open_door(&mut self, cmd: CmdId, user_id: String) {
+        if let Err(e) = self.check_connected() {
+            return self.done(cmd, Err(e));
+        }
+        let req = self.request(Pending::Simple(cmd));
+        self.send(ClientMsg::OpenDoor { req, user_id });
+    }
+
+    /// This door station's answer to a [`EngineEvent::DoorRequest`]: `Ok` opened, or why not.
+    /// Lost (and told as DOOR_NO_ANSWER to the requester) if the room connection is down.
+    pub fn answer_door(&mut self, request_id: u64, result: Result<(), (ErrorCode, String)>) {
+        if self.phase != Phase::Connected || self.link != Link::Up {
+            tracing::warn!(request_id, "door answer not sent: not connected to the room");
+            return;
+        }
+        let (code, message) = result.err().unwrap_or((ErrorCode::OK, String::new()));
+        self.send(ClientMsg::DoorAnswer { request_id, code, message });
+    }
+
     /// `renew_token`: kept for later logins, and sent to the server when connected.
     pub fn renew_token(&mut self, cmd: CmdId, token: String) {
         let Some(room) = self.room.as_mut() else {
@@ -539,6 +597,8 @@ impl Session {
         match msg {
             ServerMsg::LoginOk { req, session_id, resume_token, room, heartbeat_ms, ice_servers, .. } => {
                 if matches!(self.pending.remove(&req), Some(Pending::Login)) {
+                    // A new server session: the calls of the old one ended there.
+                    self.end_calls(ErrorCode::SESSION_EXPIRED);
                     self.resume = Some((session_id, resume_token));
                     self.heartbeat = Duration::from_millis(heartbeat_ms.clamp(100, 60_000));
                     self.out.push_back(Output::Joined { fresh: true, ice_servers });
@@ -553,6 +613,31 @@ impl Session {
             }
             ServerMsg::Ok { req } => self.answer(now, req, Ok(0)),
             ServerMsg::BroadcastOk { req, message_id } => self.answer(now, req, Ok(message_id)),
+            ServerMsg::CallOk { req, call_id } => self.answer(now, req, Ok(call_id)),
+            ServerMsg::CallIncoming { room_id, call_id, caller, ring_secs } => {
+                self.calls.insert(call_id, caller.clone());
+                self.emit(EngineEvent::CallIncoming { room_id, call_id, caller, ring_secs });
+            }
+            ServerMsg::CallUpdate { room_id, call_id, state, peer, reason } => {
+                match state {
+                    CallPhase::Ended => {
+                        // Already ended here (this engine logged out or lost its session).
+                        if self.calls.remove(&call_id).is_none() {
+                            return;
+                        }
+                    }
+                    CallPhase::Answered => {
+                        self.calls.insert(call_id, peer.clone());
+                    }
+                    CallPhase::Ringing | CallPhase::NotAnswered => {
+                        self.calls.entry(call_id).or_insert_with(|| peer.clone());
+                    }
+                }
+                self.emit(EngineEvent::CallStateUpdate { room_id, call_id, state, peer, reason });
+            }
+            ServerMsg::DoorRequest { room_id, request_id, from, in_call } => {
+                self.emit(EngineEvent::DoorRequest { room_id, request_id, from, in_call });
+            }
             ServerMsg::Error { req: Some(req), code, message } => {
                 tracing::debug!(req, error_code = code.0, %message, "request refused");
                 self.answer(now, req, Err(code))

@@ -84,7 +84,7 @@ impl Net {
     fn login(&mut self, i: usize, user: &str, room: &str) -> CmdId {
         let cmd = self.cmd();
         let at = self.at;
-        let u = UserInfo { user_id: user.into(), user_name: user.into() };
+        let u = UserInfo::new(user.into(), user.into());
         self.clients[i].s.login(at, cmd, room.into(), u, None, true);
         cmd
     }
@@ -436,18 +436,11 @@ fn bad_ids_and_bad_tokens_fail_without_retry() {
     let a = net.add(ReconnectPolicy::default());
     let cmd = net.cmd();
     let at = net.at;
-    net.clients[a].s.login(
-        at,
-        cmd,
-        "lobby".into(),
-        UserInfo { user_id: String::new(), user_name: String::new() },
-        None,
-        false,
-    );
+    net.clients[a].s.login(at, cmd, "lobby".into(), UserInfo::new(String::new(), String::new()), None, false);
     net.settle();
     assert_eq!(net.clients[a].done[&cmd], Err(EngineError::Invalid(ErrorCode::USER_ID_EMPTY)));
     let cmd = net.cmd();
-    let u = UserInfo { user_id: "door".into(), user_name: String::new() };
+    let u = UserInfo::new("door".into(), String::new());
     net.clients[a].s.login(at, cmd, "lobby".into(), u, Some("not-a-token".into()), false);
     net.run(Duration::from_secs(10));
     assert_eq!(net.clients[a].done[&cmd], Err(EngineError::Rejected(ErrorCode::TOKEN_INVALID)));

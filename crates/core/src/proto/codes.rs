@@ -3,14 +3,14 @@
 //! Where a meaning matches a code of the Express SDKs the same number is used, so integrators
 //! recognise it (e.g. 1002033 login authentication failure, 1002050 kicked out by a login
 //! elsewhere, 1003028 stream ID in use). The ranges follow the same scheme: 1000xxx general,
-//! 1001xxx protocol, 1002xxx room, 1003xxx publish, 1004xxx play, 1005xxx admin.
+//! 1001xxx protocol, 1002xxx room, 1003xxx publish, 1004xxx play, 1005xxx admin, 1006xxx calls and doors.
 
 use serde::{Deserialize, Serialize};
 
 macro_rules! codes {
     ($( #[doc = $doc:literal] $name:ident = $num:expr ),* $(,)?) => {
         /// A numeric error code carried by events, protocol messages and HTTP bodies.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct ErrorCode(pub u32);
 
@@ -186,6 +186,40 @@ codes! {
     ADMIN_FORBIDDEN = 1005003,
     /// The admin request body is not valid (JSON, user ID, room ID or privilege names).
     ADMIN_BAD_REQUEST = 1005004,
+    /// Call: the callee declined.
+    CALL_DECLINED = 1006001,
+    /// Call: the caller gave up before it was answered.
+    CALL_CANCELLED = 1006002,
+    /// Call: nobody answered within the ring time.
+    CALL_TIMED_OUT = 1006003,
+    /// Call: the other side hung up (or logged out) during the call.
+    CALL_HUNG_UP = 1006004,
+    /// Call: the callee is already in a call (callbox has no call waiting).
+    CALL_BUSY = 1006005,
+    /// Call: the other side is not in the room, or its session ended (grace period over, kicked).
+    CALL_PEER_OFFLINE = 1006006,
+    /// Call: another callee of the group answered first.
+    CALL_ANSWERED_ELSEWHERE = 1006007,
+    /// Call: no such call, or this session is not the side that may do this to it.
+    CALL_NOT_FOUND = 1006010,
+    /// Call: nobody to ring (no callee named and no other member that can answer).
+    CALL_NO_CALLEE = 1006011,
+    /// Call: a callee is invalid (yourself, a bad user ID, more than 16, a ring time outside 5..=120 s).
+    CALL_INVALID = 1006012,
+    /// Call: the caller is already in a call.
+    CALL_SELF_BUSY = 1006013,
+    /// Door: the requester has no `door` privilege and no answered call with this door.
+    DOOR_FORBIDDEN = 1006020,
+    /// Door: the member named is not a door station (it did not say `door` at login).
+    DOOR_NOT_A_DOOR = 1006021,
+    /// Door: the door station is not in the room or not connected.
+    DOOR_OFFLINE = 1006022,
+    /// Door: the door station's relay failed; the door did not open.
+    DOOR_RELAY_FAULT = 1006023,
+    /// Door: the door station did not answer within a few seconds; whether it opened is unknown.
+    DOOR_NO_ANSWER = 1006024,
+    /// Door: the door station refused for a reason of its own (the message says which).
+    DOOR_REFUSED = 1006025,
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -19,6 +19,106 @@ pub struct UserInfo {
     /// Display name, free text.
     #[serde(default)]
     pub user_name: String,
+    /// A person (a page, an app) or a device; said by the member at login. Absent on the
+    /// wire for a person.
+    #[serde(default, skip_serializing_if = "MemberKind::is_person")]
+    pub kind: MemberKind,
+    /// What the member can do, said at login (at most [`MAX_CAPS`]; names this build does
+    /// not know are dropped). Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "known_caps")]
+    pub caps: Vec<Capability>,
+}
+
+impl UserInfo {
+    /// A person with no capabilities.
+    pub fn new(user_id: String, user_name: String) -> Self {
+        UserInfo { user_id, user_name, kind: MemberKind::Person, caps: Vec::new() }
+    }
+
+    /// A device with these capabilities.
+    pub fn device(user_id: String, user_name: String, caps: Vec<Capability>) -> Self {
+        UserInfo { user_id, user_name, kind: MemberKind::Device, caps }
+    }
+
+    /// Whether the member said it can do `cap`.
+    pub fn can(&self, cap: Capability) -> bool {
+        self.caps.contains(&cap)
+    }
+}
+
+/// The most capabilities a member may list.
+pub const MAX_CAPS: usize = 8;
+
+/// What a member is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberKind {
+    /// A person: a browser page, an app.
+    #[default]
+    Person,
+    /// A device: a door station, an indoor unit, a kiosk.
+    Device,
+}
+
+impl MemberKind {
+    fn is_person(&self) -> bool {
+        *self == MemberKind::Person
+    }
+}
+
+/// What a member can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// Takes calls: rung by a call that names no callee ("everyone who can answer").
+    Answer,
+    /// Has a door relay: `open_door` may name it.
+    Door,
+    /// Sends video.
+    Camera,
+    /// Shows video.
+    Display,
+    /// A name this build does not know (dropped when read).
+    #[serde(other)]
+    Unknown,
+}
+
+fn known_caps<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Capability>, D::Error> {
+    let mut caps: Vec<Capability> = Vec::deserialize(d)?;
+    caps.retain(|c| *c != Capability::Unknown);
+    caps.sort_unstable();
+    caps.dedup();
+    if caps.len() > MAX_CAPS {
+        return Err(serde::de::Error::custom("too many capabilities"));
+    }
+    Ok(caps)
+}
+
+/// How a call to several callees rings them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RingOrder {
+    /// All at once; the first to answer takes the call, the others stop ringing.
+    #[default]
+    Together,
+    /// One after another, each for the ring time; a decline, busy or offline callee passes
+    /// the call to the next at once.
+    InTurn,
+}
+
+/// Where a call is, as told to its members by `call_update`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallPhase {
+    /// To the caller: `peer` is ringing now.
+    Ringing,
+    /// To the caller: `peer` did not take the call (`reason` says why); the call goes on
+    /// with the callees left.
+    NotAnswered,
+    /// To both: `peer` is the other side of the answered call.
+    Answered,
+    /// To both: the call is over (`reason` says why).
+    Ended,
 }
 
 /// A published stream as seen by the room.
@@ -233,6 +333,64 @@ pub enum ClientMsg {
         /// The SDP offer.
         sdp: String,
     },
+    /// Ring members of the room. Answer: `call_ok` with the call's ID, or `error`; the call's
+    /// course follows as `call_update` messages.
+    Call {
+        /// Request number.
+        req: u64,
+        /// User IDs to ring (at most 16); empty rings every other member that can `answer`.
+        #[serde(default)]
+        callees: Vec<String>,
+        /// All together or one after another.
+        #[serde(default)]
+        order: RingOrder,
+        /// How long each callee rings, seconds (5..=120); absent: the server's `[calls]
+        /// ring_secs`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ring_secs: Option<u32>,
+    },
+    /// Take a call that rings here. Answer: `ok` or `error`.
+    CallAnswer {
+        /// Request number.
+        req: u64,
+        /// From `call_incoming`.
+        call_id: u64,
+    },
+    /// Refuse a call that rings here. Answer: `ok` or `error`.
+    CallDecline {
+        /// Request number.
+        req: u64,
+        /// From `call_incoming`.
+        call_id: u64,
+    },
+    /// End a call: the caller cancels one still ringing; either side hangs up one answered.
+    /// Answer: `ok` or `error`.
+    CallHangup {
+        /// Request number.
+        req: u64,
+        /// The call.
+        call_id: u64,
+    },
+    /// Ask one door station to open its door. Answer: `ok` once the door confirmed, or
+    /// `error` with the door's refusal, the server's (no right, not a door, offline) or
+    /// DOOR_NO_ANSWER after a few seconds.
+    OpenDoor {
+        /// Request number.
+        req: u64,
+        /// The door station's user ID.
+        user_id: String,
+    },
+    /// A door station's answer to `door_request`: code 0 opened, otherwise why not.
+    DoorAnswer {
+        /// From `door_request`.
+        request_id: u64,
+        /// 0, or DOOR_RELAY_FAULT and the like.
+        #[serde(default)]
+        code: ErrorCode,
+        /// Why not, for the requester.
+        #[serde(default)]
+        message: String,
+    },
 }
 
 /// Which way media flows on a media connection.
@@ -394,6 +552,51 @@ pub enum ServerMsg {
         stream_id: String,
         /// The SDP answer (ICE-lite, host candidates on the server's one media port).
         sdp: String,
+    },
+    /// A call was placed.
+    CallOk {
+        /// Echo of the request number.
+        req: u64,
+        /// The call, named by every later `call_update`.
+        call_id: u64,
+    },
+    /// A call rings here: answer with `call_answer` or `call_decline`. The caller's stream,
+    /// if it publishes one, may be played while ringing (early video).
+    CallIncoming {
+        /// The room.
+        room_id: String,
+        /// The call.
+        call_id: u64,
+        /// Who calls.
+        caller: UserInfo,
+        /// How long it rings here before it times out, seconds.
+        ring_secs: u32,
+    },
+    /// A step of a call this session is in. See [`CallPhase`].
+    CallUpdate {
+        /// The room.
+        room_id: String,
+        /// The call.
+        call_id: u64,
+        /// What happened.
+        state: CallPhase,
+        /// The other side of this step.
+        peer: UserInfo,
+        /// Why (`not_answered` and `ended`): CALL_DECLINED, CALL_CANCELLED, CALL_TIMED_OUT,
+        /// CALL_HUNG_UP, CALL_BUSY, CALL_PEER_OFFLINE, CALL_ANSWERED_ELSEWHERE; 0 otherwise.
+        reason: ErrorCode,
+    },
+    /// Someone asks this door station to open its door (the server checked their right);
+    /// answer with `door_answer`.
+    DoorRequest {
+        /// The room.
+        room_id: String,
+        /// Echo it in `door_answer`.
+        request_id: u64,
+        /// Who asks.
+        from: UserInfo,
+        /// Whether they are in an answered call with this station.
+        in_call: bool,
     },
     /// The session was ended by the server; the connection closes next. Do not reconnect.
     Kicked {

@@ -19,7 +19,26 @@ pub struct RegistryConfig {
     pub limits: Limits,
     /// The media relay (whether there is one; the TURN servers handed out at login).
     pub media: MediaConfig,
+    /// Calls between members.
+    pub calls: CallsConfig,
 }
+
+/// `[calls]`: calls between members of a room.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsConfig {
+    /// How long a callee rings when the call does not say, seconds (5..=120).
+    pub ring_secs: u32,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig { ring_secs: 30 }
+    }
+}
+
+/// The shortest and longest ring a call may ask for, seconds.
+pub const RING_SECS: std::ops::RangeInclusive<u32> = 5..=120;
 
 impl SessionConfig {
     /// Grace period as a duration.

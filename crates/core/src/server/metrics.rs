@@ -18,6 +18,10 @@ pub struct Metrics {
     pub heartbeat_timeouts: u64,
     /// Messages received.
     pub messages: u64,
+    /// Calls placed.
+    pub calls: u64,
+    /// Door requests forwarded to a door station.
+    pub door_requests: u64,
     /// Error answers by code.
     pub errors: BTreeMap<u32, u64>,
     /// Registry lookups that failed where they should not (answered `SERVER_INTERNAL`).
@@ -90,6 +94,8 @@ impl Metrics {
             self.heartbeat_timeouts,
         );
         counter("callbox_messages_total", "Signalling messages received.", self.messages);
+        counter("callbox_calls_total", "Calls placed between members.", self.calls);
+        counter("callbox_door_requests_total", "Door requests forwarded to a door station.", self.door_requests);
         counter(
             "callbox_registry_inconsistencies_total",
             "Registry lookups that failed where they should not (answered SERVER_INTERNAL; a bug).",

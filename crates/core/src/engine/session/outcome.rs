@@ -215,8 +215,21 @@ impl Session {
         self.logout_deadline = None;
     }
 
-    /// Every publish and play ends (logout, kick, failure), with its event.
+    /// The calls this session is in end here, with `code` as the reason (logout: hung up),
+    /// because the server will not tell this session of them any more.
+    pub(super) fn end_calls(&mut self, code: ErrorCode) {
+        let reason = if code == ErrorCode::OK { ErrorCode::CALL_HUNG_UP } else { code };
+        let room_id = self.room.as_ref().map(|r| r.room_id.clone()).unwrap_or_default();
+        for (call_id, peer) in std::mem::take(&mut self.calls) {
+            let state = crate::proto::CallPhase::Ended;
+            self.emit(EngineEvent::CallStateUpdate { room_id: room_id.clone(), call_id, state, peer, reason });
+        }
+    }
+
+    /// Every publish and play ends (logout, kick, failure), with its event, and so does
+    /// every call.
     pub(super) fn stop_all(&mut self, code: ErrorCode) {
+        self.end_calls(code);
         for (_, p) in std::mem::take(&mut self.publishes) {
             if p.state != PublisherState::NoPublish {
                 self.stream_change(StreamChange::Publisher {

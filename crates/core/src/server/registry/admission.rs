@@ -242,6 +242,10 @@ impl Registry {
     /// Removes a session: its streams (Delete to the room, PlayStopped to their players), then
     /// its user (Delete to sessions that asked), then the room if it is empty.
     pub(super) fn remove_session(&mut self, sid: &str, reason: ErrorCode) {
+        if self.sessions.get(sid).is_none() {
+            return;
+        }
+        self.calls_session_gone(sid, reason);
         let Some(s) = self.sessions.get(sid) else {
             return;
         };

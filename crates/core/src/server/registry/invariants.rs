@@ -79,6 +79,27 @@ impl Registry {
                 }
             }
         }
+        for call in self.calls.views() {
+            for sid in std::iter::once(&call.caller).chain(&call.active) {
+                let s = self.sessions.get(sid).ok_or(format!("call in {}: no session {sid}", call.room_id))?;
+                if s.room_id != call.room_id {
+                    return Err(format!("call in {}: member {sid} is in room {}", call.room_id, s.room_id));
+                }
+                if !self.calls.busy(sid) {
+                    return Err(format!("call in {}: member {sid} is not marked busy", call.room_id));
+                }
+            }
+            if call.answered && call.active.len() != 1 {
+                return Err(format!("answered call in {} has {} callees", call.room_id, call.active.len()));
+            }
+            if call.active.is_empty() {
+                return Err(format!("call in {} rings nobody and is kept", call.room_id));
+            }
+        }
+        let members: usize = self.calls.views().iter().map(|c| 1 + c.active.len()).sum();
+        if members != self.calls.membership().count() {
+            return Err(format!("{members} call members but {} sessions marked busy", self.calls.membership().count()));
+        }
         Ok(())
     }
 }

@@ -26,7 +26,10 @@ use rand::Rng;
 mod admin;
 mod admission;
 mod apps;
+mod calling;
+mod calls;
 mod conns;
+mod doors;
 #[cfg(test)]
 mod invariants;
 mod keys;
@@ -42,6 +45,8 @@ mod streams;
 mod whip;
 
 pub use admin::{RoomView, UserView};
+pub use calling::MAX_CALLEES;
+pub use doors::DOOR_ANSWER_WITHIN;
 pub use keys::{IssuedToken, NewDeviceKey};
 pub use media::{MediaOut, OfferFailure, Reply};
 pub use refusal::{Refusal, RefusalKind};
@@ -128,6 +133,13 @@ pub struct Registry {
     /// App-wide unique user and stream IDs: the state a cluster shares ([`SharedStore`]).
     store: Box<dyn SharedStore>,
     resources: resources::Resources,
+    calls: calls::Calls,
+    doors: doors::Doors,
+    /// The default ring time of a call, seconds.
+    ring_secs: u32,
+    /// The latest time the registry was given, for the steps no input carries a time to
+    /// (a session removed when its WHIP media went away).
+    clock: Instant,
     out: VecDeque<Output>,
     next_quality: Option<Instant>,
     next_message_id: u64,
@@ -150,6 +162,10 @@ impl Registry {
             apps: apps::Apps::new(cfg, now),
             store: Box::new(MemoryStore::default()),
             resources: resources::Resources::new(&cfg.limits),
+            calls: calls::Calls::default(),
+            doors: doors::Doors::default(),
+            ring_secs: cfg.calls.ring_secs,
+            clock: now,
             out: VecDeque::new(),
             next_quality: None,
             next_message_id: 1,
@@ -201,6 +217,7 @@ impl Registry {
             return;
         };
         self.metrics.messages += 1;
+        self.clock = self.clock.max(now.at);
         if !within_budget {
             let req = request_number(&msg);
             self.fail(conn, req, ErrorCode::RATE_LIMITED, "too many messages per second; slow down");
@@ -256,12 +273,29 @@ impl Registry {
             (ClientMsg::MediaOffer { req, stream_id, role, sdp }, Some(sid)) => {
                 self.media_offer(conn, req, &sid, stream_id, role, sdp)
             }
+            (ClientMsg::Call { req, callees, order, ring_secs }, Some(sid)) => {
+                self.call(conn, req, &sid, callees, order, ring_secs, now)
+            }
+            (ClientMsg::CallAnswer { req, call_id }, Some(sid)) => {
+                self.call_step(conn, req, &sid, call_id, calling::Step::Answer, now)
+            }
+            (ClientMsg::CallDecline { req, call_id }, Some(sid)) => {
+                self.call_step(conn, req, &sid, call_id, calling::Step::Decline, now)
+            }
+            (ClientMsg::CallHangup { req, call_id }, Some(sid)) => {
+                self.call_step(conn, req, &sid, call_id, calling::Step::HangUp, now)
+            }
+            (ClientMsg::OpenDoor { req, user_id }, Some(sid)) => self.open_door(conn, req, &sid, user_id, now),
+            (ClientMsg::DoorAnswer { request_id, code, message }, Some(sid)) => {
+                self.door_answer(&sid, request_id, code, message)
+            }
         }
     }
 
     /// Timers: handshake deadlines, grace expiry, token expiry warnings, network quality,
     /// probes of WHIP/WHEP media. Call every ~250 ms.
     pub fn handle_tick(&mut self, now: Now) {
+        self.clock = self.clock.max(now.at);
         // Connections that never logged in (nor resumed) are not kept.
         for id in self.conns.take_silent(now.at) {
             tracing::debug!(conn = id, "no login within the handshake deadline; closing");
@@ -311,6 +345,7 @@ impl Registry {
         for session in self.resources.due_probes(now.at) {
             self.media_out(MediaOut::Probe(session));
         }
+        self.tick_calls(now);
     }
 
     // ---------------------------------------------------------------- helpers
@@ -382,8 +417,13 @@ fn request_number(msg: &ClientMsg) -> Option<u64> {
         | ClientMsg::SetRoomExtraInfo { req, .. }
         | ClientMsg::Broadcast { req, .. }
         | ClientMsg::RenewToken { req, .. }
-        | ClientMsg::MediaOffer { req, .. } => Some(*req),
-        ClientMsg::Ping { .. } => None,
+        | ClientMsg::MediaOffer { req, .. }
+        | ClientMsg::Call { req, .. }
+        | ClientMsg::CallAnswer { req, .. }
+        | ClientMsg::CallDecline { req, .. }
+        | ClientMsg::CallHangup { req, .. }
+        | ClientMsg::OpenDoor { req, .. } => Some(*req),
+        ClientMsg::Ping { .. } | ClientMsg::DoorAnswer { .. } => None,
     }
 }
 

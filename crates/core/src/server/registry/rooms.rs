@@ -119,7 +119,7 @@ mod tests {
     use crate::proto::UserInfo;
 
     fn info(k: &str) -> ExtraInfo {
-        let user = UserInfo { user_id: "u".into(), user_name: "u".into() };
+        let user = UserInfo::new("u".into(), "u".into());
         ExtraInfo { key: k.into(), value: "v".into(), update_user: user, update_time_ms: 0 }
     }
 

@@ -76,13 +76,20 @@ impl Session {
     }
 
     /// Where a message to this session goes: its connection, or (detached) the backlog for
-    /// broadcast and token messages (room and stream changes reach it through the resume
+    /// broadcast, token and call messages (a ring reaches a callee that resumes within the
+    /// grace period; a door request is never kept) (room and stream changes reach it through the resume
     /// snapshot instead). The connection to send on, when there is one.
     pub(super) fn deliver(&mut self, msg: ServerMsg) -> Option<(ConnId, ServerMsg)> {
         match self.conn {
             Some(c) => Some((c, msg)),
             None => {
-                if matches!(msg, ServerMsg::BroadcastMessage { .. } | ServerMsg::TokenWillExpire { .. }) {
+                if matches!(
+                    msg,
+                    ServerMsg::BroadcastMessage { .. }
+                        | ServerMsg::TokenWillExpire { .. }
+                        | ServerMsg::CallIncoming { .. }
+                        | ServerMsg::CallUpdate { .. }
+                ) {
                     if self.backlog.len() >= DETACHED_BACKLOG {
                         self.backlog.pop_front();
                     }
@@ -188,7 +195,7 @@ mod tests {
             iat: 0,
             exp: 100,
         };
-        let user = UserInfo { user_id: "door".into(), user_name: "Door".into() };
+        let user = UserInfo::new("door".into(), "Door".into());
         Session::new(1, "lobby".into(), user, claims, conn, true, Bucket::new(1.0, 1.0, now), now)
     }
 
@@ -196,7 +203,7 @@ mod tests {
         ServerMsg::BroadcastMessage {
             room_id: "lobby".into(),
             message_id: id,
-            from: UserInfo { user_id: "x".into(), user_name: "x".into() },
+            from: UserInfo::new("x".into(), "x".into()),
             message: "m".into(),
             send_time_ms: 0,
             from_privileges: vec![],

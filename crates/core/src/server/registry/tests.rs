@@ -81,7 +81,7 @@ impl World {
             app_id,
             token,
             room_id: room.into(),
-            user: UserInfo { user_id: user.into(), user_name: user.to_uppercase() },
+            user: UserInfo::new(user.into(), user.to_uppercase()),
             user_status_notify: notify,
         };
         self.msg(conn, m);
@@ -100,7 +100,7 @@ impl World {
             app_id: 1,
             token: "garbage".into(),
             room_id: "lobby".into(),
-            user: UserInfo { user_id: format!("x{conn}"), user_name: "x".into() },
+            user: UserInfo::new(format!("x{conn}"), "x".into()),
             user_status_notify: false,
         };
         self.msg(conn, m);
@@ -198,7 +198,7 @@ fn login_as(user: &str, token: String) -> ClientMsg {
         app_id: 1,
         token,
         room_id: "r".into(),
-        user: UserInfo { user_id: user.into(), user_name: String::new() },
+        user: UserInfo::new(user.into(), String::new()),
         user_status_notify: false,
     }
 }
@@ -325,7 +325,7 @@ fn bad_input_answers_codes_without_touching_others() {
         app_id: 1,
         token: "x".into(),
         room_id: room.into(),
-        user: UserInfo { user_id: user.into(), user_name: String::new() },
+        user: UserInfo::new(user.into(), String::new()),
         user_status_notify: false,
     };
     w.msg(2, bad("r", ""));
@@ -441,7 +441,7 @@ fn device_keys_mint_scoped_tokens_and_revocation_ends_their_sessions() {
         app_id: 1,
         token: issued.token.clone(),
         room_id: room.into(),
-        user: UserInfo { user_id: user.into(), user_name: String::new() },
+        user: UserInfo::new(user.into(), String::new()),
         user_status_notify: false,
     };
     w.msg(1, login("flat", "r"));
@@ -604,6 +604,7 @@ fn random_operation_sequences_keep_the_registry_consistent() {
     const ROOMS: [&str; 2] = ["r1", "r2"];
     const STREAMS: [&str; 3] = ["s1", "s2", "s3"];
     let mut reached = (0u64, 0u64, 0u64); // resumes, grace expiries, WHIP resources
+    let (mut answered, mut ended, mut total_rings) = (0u64, 0u64, 0u64);
     for seed in 0..24u64 {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut w = World::new(5);
@@ -617,6 +618,8 @@ fn random_operation_sequences_keep_the_registry_consistent() {
         // reused (as in the hub): a dropped client comes back on a new one.
         let mut slots: Vec<(ConnId, bool)> = (1..=6).map(|c| (c, false)).collect();
         let mut next_conn: ConnId = 7;
+        let mut calls_placed = 0u64;
+        let mut rings: Vec<(ConnId, u64)> = Vec::new();
         for step in 0..400 {
             let slot = rng.random_range(0..slots.len());
             if !slots[slot].1 {
@@ -628,7 +631,7 @@ fn random_operation_sequences_keep_the_registry_consistent() {
             let user = USERS[rng.random_range(0..USERS.len())];
             let room = ROOMS[rng.random_range(0..ROOMS.len())];
             let stream = STREAMS[rng.random_range(0..STREAMS.len())].to_string();
-            let op = rng.random_range(0..17);
+            let op = rng.random_range(0..22);
             log.push(format!("{op}:c{conn}:{user}:{room}:{stream}"));
             match op {
                 0 | 1 => {
@@ -640,7 +643,13 @@ fn random_operation_sequences_keep_the_registry_consistent() {
                         app_id: app,
                         token,
                         room_id: room.into(),
-                        user: UserInfo { user_id: user.into(), user_name: user.into() },
+                        user: {
+                            let mut u = UserInfo::new(user.into(), user.into());
+                            if rng.random_bool(0.7) {
+                                u.caps = vec![crate::proto::Capability::Answer, crate::proto::Capability::Door];
+                            }
+                            u
+                        },
                         user_status_notify: rng.random_bool(0.5),
                     };
                     w.msg(conn, m);
@@ -707,7 +716,62 @@ fn random_operation_sequences_keep_the_registry_consistent() {
                     let location = whep.swap_remove(rng.random_range(0..whep.len()));
                     let _ = w.http_end(MediaRole::Play, &location);
                 }
+                16 | 17 => {
+                    let callees = if rng.random_bool(0.6) { vec![] } else { vec![user.to_string()] };
+                    let order = if rng.random_bool(0.5) {
+                        crate::proto::RingOrder::Together
+                    } else {
+                        crate::proto::RingOrder::InTurn
+                    };
+                    w.msg(conn, ClientMsg::Call { req, callees, order, ring_secs: Some(30) });
+                    calls_placed += 1;
+                }
+                18 | 20 => {
+                    // Mostly a call that rings here (from the messages seen), else any ID.
+                    let (conn, call_id) = match rings.pop().filter(|r| slots.iter().any(|s| s.0 == r.0)) {
+                        Some(r) if rng.random_bool(0.8) => r,
+                        _ => (conn, rng.random_range(1..=calls_placed.max(1))),
+                    };
+                    let m = match rng.random_range(0..5) {
+                        0..=2 => ClientMsg::CallAnswer { req, call_id },
+                        3 => ClientMsg::CallDecline { req, call_id },
+                        _ => ClientMsg::CallHangup { req, call_id },
+                    };
+                    w.msg(conn, m);
+                }
+                19 => {
+                    w.msg(conn, ClientMsg::OpenDoor { req, user_id: user.into() });
+                    let request_id = rng.random_range(1..=w.reg.metrics.door_requests.max(1));
+                    let code = if rng.random_bool(0.5) { ErrorCode::OK } else { ErrorCode::DOOR_RELAY_FAULT };
+                    let other = slots[rng.random_range(0..slots.len())].0;
+                    w.msg(other, ClientMsg::DoorAnswer { request_id, code, message: String::new() });
+                }
                 _ => w.advance(Duration::from_millis(rng.random_range(0..8000))),
+            }
+            for (c, msgs) in &w.outbox {
+                for m in msgs {
+                    match m {
+                        ServerMsg::CallIncoming { call_id, .. } => {
+                            total_rings += 1;
+                            rings.push((*c, *call_id))
+                        }
+                        ServerMsg::CallUpdate { state: crate::proto::CallPhase::Answered, .. } => answered += 1,
+                        ServerMsg::CallUpdate { state: crate::proto::CallPhase::Ended, .. } => ended += 1,
+                        _ => {}
+                    }
+                }
+            }
+            // A callee often answers at once (an answered call must be reached to be checked).
+            if let Some(&(c, call_id)) = rings.last()
+                && rng.random_bool(0.5)
+            {
+                rings.pop();
+                w.outbox.clear();
+                w.msg(c, ClientMsg::CallAnswer { req, call_id });
+                let told = w.outbox.values().flatten();
+                answered += told
+                    .filter(|m| matches!(m, ServerMsg::CallUpdate { state: crate::proto::CallPhase::Answered, .. }))
+                    .count() as u64;
             }
             w.outbox.clear();
             // The hub drops a connection the registry closed.
@@ -732,7 +796,14 @@ fn random_operation_sequences_keep_the_registry_consistent() {
         reached.2 += w.reg.resources.len() as u64 + whip.len() as u64;
     }
     assert!(reached.0 >= 5 && reached.1 >= 5 && reached.2 >= 1, "resumes, expiries, WHIP: {reached:?}");
+    assert!(
+        answered >= 4 && ended >= 20 && total_rings >= 10,
+        "calls answered {answered}, ended {ended}, rung {total_rings}"
+    );
 }
 
 #[path = "whip_tests.rs"]
 mod whip;
+
+#[path = "calls_tests.rs"]
+mod calls;

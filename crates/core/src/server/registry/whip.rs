@@ -154,7 +154,7 @@ impl Registry {
         if self.store.stream(app_id, stream_id).is_some() {
             return Err(Refusal::new(K::Conflict, ErrorCode::STREAM_ID_IN_USE, "stream ID already published"));
         }
-        let user = UserInfo { user_id: claims.user_id.clone(), user_name: claims.user_id.clone() };
+        let user = UserInfo::new(claims.user_id.clone(), claims.user_id.clone());
         match self.store.user(app_id, &user.user_id).map(str::to_string) {
             Some(sid) => {
                 let Some(s) = self.sessions.get(&sid) else {

@@ -1,0 +1,100 @@
+//! Door requests waiting for the door station's answer. An `open_door` names one station;
+//! the server checks the requester's right, forwards a `door_request` to that station alone
+//! and answers the requester with what the station says, or DOOR_NO_ANSWER when it says
+//! nothing within [`DOOR_ANSWER_WITHIN`] (a request is never queued for later: a door that
+//! opens a minute after it was asked is worse than one that does not open).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// How long a door station has to answer.
+pub const DOOR_ANSWER_WITHIN: Duration = Duration::from_secs(4);
+
+/// The most door requests waiting at once per server; more are refused as rate-limited.
+const MAX_WAITING: usize = 1024;
+
+/// One request waiting for its door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Waiting {
+    /// The requester's session and request number.
+    pub(super) requester: String,
+    pub(super) req: u64,
+    /// The door station's session.
+    pub(super) door: String,
+    pub(super) door_user: String,
+    until: Instant,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub(super) struct Doors {
+    waiting: BTreeMap<u64, Waiting>,
+    next_id: u64,
+}
+
+impl Doors {
+    /// A new request; its ID, or none when too many wait.
+    pub(super) fn open(
+        &mut self,
+        now: Instant,
+        requester: String,
+        req: u64,
+        door: String,
+        door_user: String,
+    ) -> Option<u64> {
+        if self.waiting.len() >= MAX_WAITING {
+            return None;
+        }
+        self.next_id += 1;
+        let until = now + DOOR_ANSWER_WITHIN;
+        self.waiting.insert(self.next_id, Waiting { requester, req, door, door_user, until });
+        Some(self.next_id)
+    }
+
+    /// The door `door` answered request `id`: the request, if it was that door's.
+    pub(super) fn answered(&mut self, door: &str, id: u64) -> Option<Waiting> {
+        if self.waiting.get(&id).is_some_and(|w| w.door == door) { self.waiting.remove(&id) } else { None }
+    }
+
+    /// Requests whose door did not answer in time.
+    pub(super) fn expired(&mut self, now: Instant) -> Vec<Waiting> {
+        let due: Vec<u64> = self.waiting.iter().filter(|(_, w)| w.until <= now).map(|(&id, _)| id).collect();
+        due.into_iter().filter_map(|id| self.waiting.remove(&id)).collect()
+    }
+
+    /// A session ended: its requests go (as requester, nobody waits; as door, they are
+    /// answered DOOR_OFFLINE by the caller of this).
+    pub(super) fn session_gone(&mut self, sid: &str) -> Vec<Waiting> {
+        self.waiting.retain(|_, w| w.requester != sid);
+        let gone: Vec<u64> = self.waiting.iter().filter(|(_, w)| w.door == sid).map(|(&id, _)| id).collect();
+        gone.into_iter().filter_map(|id| self.waiting.remove(&id)).collect()
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_answered_once_by_its_door_or_expires() {
+        let t = Instant::now();
+        let mut d = Doors::default();
+        let a = d.open(t, "desk".into(), 1, "door".into(), "door-1".into()).unwrap();
+        let b = d.open(t, "desk".into(), 2, "door".into(), "door-1".into()).unwrap();
+        assert!(d.answered("other", a).is_none(), "only the door asked may answer");
+        assert_eq!(d.answered("door", a).map(|w| w.req), Some(1));
+        assert!(d.answered("door", a).is_none(), "answered once");
+        assert!(d.expired(t + Duration::from_secs(1)).is_empty());
+        assert_eq!(d.expired(t + DOOR_ANSWER_WITHIN).iter().map(|w| w.req).collect::<Vec<_>>(), vec![2]);
+        let _ = b;
+        d.open(t, "desk".into(), 3, "door".into(), "door-1".into());
+        d.open(t, "door".into(), 4, "gate".into(), "gate-1".into());
+        assert_eq!(d.session_gone("door").iter().map(|w| w.req).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(d.len(), 0, "the gone session's own request is dropped too");
+    }
+}
