@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::call::CallMode;
+use super::call::{CallMode, Callees};
 use super::credentials::Credentials;
 use crate::config_file::{self, ConfigError};
 use crate::media::devices::AutoDevices;
 use crate::media::encoder::Encoder;
 use crate::media::{AudioSink, AudioSource, Layout, MediaConfig, VideoSink, VideoSource};
-use crate::proto::ids;
+use crate::proto::{Capability, RingOrder, UserInfo, ids};
 use crate::url::ServerUrl;
 use callbox_core::device::io::GpioKind;
 
@@ -127,13 +127,57 @@ pub struct CallSection {
     pub stream_id: Option<String>,
     /// Auto-answer delay.
     pub answer_delay_secs: u64,
-    /// An unanswered outgoing call ends after this long.
+    /// How long the call button's call rings each callee before it times out (5..=120).
     pub ring_out_secs: u64,
+    /// Whom the call button rings: a user ID or a list of them; empty (the default): every
+    /// other member of the room that can answer.
+    pub callee: CalleeList,
+    /// A list of callees rings `together` (the first to answer takes the call) or `in_turn`.
+    pub order: String,
+    /// Rung by calls that name no callee ("everyone who can answer"). Default: true, except
+    /// on a door station (`door`).
+    pub answers: Option<bool>,
+    /// Has a door relay that others may ask to open. Default: `[gpio.outputs]` names a
+    /// `door` line.
+    pub door: Option<bool>,
+}
+
+/// `[call] callee`: one user ID or a list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum CalleeList {
+    /// Nobody named: every member that can answer.
+    #[default]
+    Everyone,
+    /// One user.
+    One(String),
+    /// Several, rung together or in turn.
+    Many(Vec<String>),
+}
+
+impl CalleeList {
+    /// The user IDs named.
+    pub fn users(&self) -> Vec<String> {
+        match self {
+            CalleeList::Everyone => Vec::new(),
+            CalleeList::One(u) => vec![u.clone()],
+            CalleeList::Many(v) => v.clone(),
+        }
+    }
 }
 
 impl Default for CallSection {
     fn default() -> Self {
-        CallSection { mode: "intercom".into(), stream_id: None, answer_delay_secs: 3, ring_out_secs: 60 }
+        CallSection {
+            mode: "intercom".into(),
+            stream_id: None,
+            answer_delay_secs: 3,
+            ring_out_secs: 30,
+            callee: CalleeList::Everyone,
+            order: "together".into(),
+            answers: None,
+            door: None,
+        }
     }
 }
 
@@ -372,8 +416,9 @@ impl DeviceConfig {
         ids::check_stream_id(&self.stream_id())
             .map_err(|c| ConfigError::value("call.stream_id", format!("invalid stream ID (code {})", c.0)))?;
         self.call_mode()?;
-        if self.call.ring_out_secs == 0 {
-            return Err(ConfigError::value("call.ring_out_secs", "must be at least 1"));
+        self.callees()?;
+        if !(5..=120).contains(&self.call.ring_out_secs) {
+            return Err(ConfigError::value("call.ring_out_secs", "must be 5..=120"));
         }
         for (i, s) in self.media.ice_servers.iter().enumerate() {
             s.validate().map_err(|e| ConfigError::value(&format!("media.ice_servers[{i}]"), e))?;
@@ -532,6 +577,8 @@ impl DeviceConfig {
         let mut taken = Vec::new();
         take("call.mode", &mut self.call.mode, &new.call.mode, &mut taken);
         take("call.ring_out_secs", &mut self.call.ring_out_secs, &new.call.ring_out_secs, &mut taken);
+        take("call.callee", &mut self.call.callee, &new.call.callee, &mut taken);
+        take("call.order", &mut self.call.order, &new.call.order, &mut taken);
         take("call.answer_delay_secs", &mut self.call.answer_delay_secs, &new.call.answer_delay_secs, &mut taken);
         take("gpio.debounce_ms", &mut self.gpio.debounce_ms, &new.gpio.debounce_ms, &mut taken);
         take("gpio.long_press_ms", &mut self.gpio.long_press_ms, &new.gpio.long_press_ms, &mut taken);
@@ -581,6 +628,52 @@ impl DeviceConfig {
             out.push("server.token: a fixed token is never renewed; the device stops at its expiry; use device_key, token_url or token_file".into());
         }
         out
+    }
+
+    /// Whom the call button rings.
+    pub fn callees(&self) -> Result<Callees, ConfigError> {
+        let users = self.call.callee.users();
+        if users.len() > 16 {
+            return Err(ConfigError::value("call.callee", "at most 16 callees"));
+        }
+        for u in &users {
+            ids::check_user_id(u)
+                .map_err(|c| ConfigError::value("call.callee", format!("{u:?}: invalid user ID (code {})", c.0)))?;
+            if *u == self.room.user_id {
+                return Err(ConfigError::value("call.callee", "a device cannot call itself"));
+            }
+        }
+        let order = match self.call.order.as_str() {
+            "together" => RingOrder::Together,
+            "in_turn" => RingOrder::InTurn,
+            other => return Err(ConfigError::value("call.order", format!("{other:?}: must be together or in_turn"))),
+        };
+        Ok(Callees { users, order, ring_secs: Some(self.call.ring_out_secs.clamp(5, 120) as u32) })
+    }
+
+    /// Whether this device has a door relay others may open.
+    pub fn has_door(&self) -> bool {
+        self.call.door.unwrap_or_else(|| self.gpio.outputs.contains_key("door"))
+    }
+
+    /// Who this device is in the room: a device with a door relay, a camera, a display, and
+    /// whether it answers calls that name no callee.
+    pub fn member(&self) -> UserInfo {
+        let mut caps = Vec::new();
+        if self.call.answers.unwrap_or(!self.has_door()) {
+            caps.push(Capability::Answer);
+        }
+        if self.has_door() {
+            caps.push(Capability::Door);
+        }
+        if self.video.source != "none" {
+            caps.push(Capability::Camera);
+        }
+        if self.display.sink != VideoSink::Fake.name() {
+            caps.push(Capability::Display);
+        }
+        let name = if self.room.user_name.is_empty() { self.room.user_id.clone() } else { self.room.user_name.clone() };
+        UserInfo::device(self.room.user_id.clone(), name, caps)
     }
 
     /// The call mode.

@@ -69,9 +69,26 @@ impl Outputs {
     }
 
     /// Energises the door relay for the pulse length.
-    pub fn door_pulse(&mut self, now: Instant) {
-        self.set(now, Output::Door, LedMode::On);
+    /// The relay's error if it could not be energised (the door did not open); no backend
+    /// (GPIO unavailable) is a fault too.
+    pub fn door_pulse(&mut self, now: Instant) -> Result<(), String> {
+        self.modes.remove(&Output::Door);
+        self.modes.insert(Output::Door, LedMode::On);
+        let result = match &mut self.backend {
+            Some(b) => b.set(Output::Door, true).map_err(|e| {
+                let m = e.to_string();
+                self.last_error = Some(e);
+                m
+            }),
+            None => Err("no GPIO backend (see the gpio error at start)".into()),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(callbox_event = "gpio_error", error = %e, "door relay output failed");
+            self.modes.insert(Output::Door, LedMode::Off);
+            return result;
+        }
         self.door_off_at = Some(now + self.door_pulse);
+        result
     }
 
     /// When to call [`Outputs::handle_timeout`].
@@ -157,7 +174,7 @@ mod tests {
         assert_eq!(o.poll_timeout(), Some(t + BLINK_HALF));
         o.handle_timeout(t + BLINK_HALF);
         o.handle_timeout(t + BLINK_HALF * 2);
-        o.door_pulse(t + BLINK_HALF * 2);
+        o.door_pulse(t + BLINK_HALF * 2).unwrap();
         assert_eq!(o.modes()["door"], "on");
         o.set(t, Output::Ringing, LedMode::Off);
         o.handle_timeout(t + BLINK_HALF * 3);

@@ -20,8 +20,11 @@ pub struct Status {
     pub uptime_secs: u64,
     /// The room login.
     pub room: RoomStatus,
-    /// `idle`, `ringing` or `in_call`.
+    /// `idle`, `ringing_out`, `ringing` or `in_call`.
     pub call: String,
+    /// Who rings us or who we are in a call with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_peer: Option<String>,
     /// The microphone is muted.
     pub muted: bool,
     /// Other users in the room.
@@ -38,8 +41,17 @@ pub struct Status {
     pub gpio: GpioStatus,
     /// Door relay pulses since start.
     pub door_pulses: u64,
-    /// Door requests refused (sender without the `door` privilege).
+    /// Door requests that failed here (the relay's fault).
     pub door_refused: u64,
+    /// Door requests this station sent (its door button during a call, without a relay of
+    /// its own).
+    pub door_requests: u64,
+    /// How the last of them went: `<door>: opened` or `<door>: <code name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub door_last_result: Option<String>,
+    /// Why the last call ended (a code name: CALL_DECLINED, CALL_HUNG_UP, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_call_end: Option<String>,
     /// Ring chimes played since start.
     pub chimes: u64,
     /// The most recent errors, oldest first.
@@ -229,6 +241,9 @@ impl Status {
     pub fn summary(&self) -> String {
         let mut s =
             format!("room {} {} ({}), call {}", self.room.room_id, self.room.state, self.room.reason, self.call);
+        if let Some(p) = &self.call_peer {
+            s.push_str(&format!(" with {p}"));
+        }
         if !self.playing.is_empty() {
             let _ = write!(s, ", playing {}", self.playing.len());
         }
@@ -253,7 +268,10 @@ impl Status {
         let _ = writeln!(t, "callbox device {}  up {}", self.version, uptime(self.uptime_secs));
         let code = if r.error_code != 0 { format!(" error {}", r.error_code) } else { String::new() };
         let _ = writeln!(t, "room     {} as {}: {} ({}){code}", r.room_id, r.user_id, r.state, r.reason);
-        let _ = writeln!(t, "call     {}{}", self.call, if self.muted { ", microphone muted" } else { "" });
+        let peer = self.call_peer.as_ref().map(|p| format!(" with {p}")).unwrap_or_default();
+        let last = self.last_call_end.as_ref().map(|r| format!(" (last call ended: {r})")).unwrap_or_default();
+        let muted = if self.muted { ", microphone muted" } else { "" };
+        let _ = writeln!(t, "call     {}{peer}{muted}{last}", self.call);
         let _ = writeln!(t, "users    {}", if self.users.is_empty() { "-".into() } else { self.users.join(", ") });
         for p in &self.publishing {
             let q = p.quality.as_ref().map(|q| {
@@ -320,8 +338,15 @@ impl Status {
         if let Some(e) = &self.gpio.error {
             let _ = writeln!(t, "         {e}");
         }
-        let _ =
-            writeln!(t, "door     {} pulses, {} refused; chimes {}", self.door_pulses, self.door_refused, self.chimes);
+        let _ = writeln!(
+            t,
+            "door     {} pulses, {} failed; {} requests sent{}; chimes {}",
+            self.door_pulses,
+            self.door_refused,
+            self.door_requests,
+            self.door_last_result.as_ref().map(|r| format!(" (last: {r})")).unwrap_or_default(),
+            self.chimes
+        );
         for e in &self.last_errors {
             let _ = writeln!(t, "error    at {} code {}: {}", e.at_unix, e.code, e.message);
         }

@@ -17,9 +17,9 @@ use super::event::{EngineEvent, PublishChannel};
 pub use super::media::EngineMedia;
 use super::media::{MediaRunner, Note};
 use super::reconnect::ReconnectPolicy;
-use super::session::{CmdId, Reply, Session, SessionConfig};
+use super::session::{CallStep, CmdId, Reply, Session, SessionConfig};
 use crate::dial::Dialer;
-use crate::proto::{ClientMsg, ServerMsg, UserInfo};
+use crate::proto::{ClientMsg, ErrorCode, RingOrder, ServerMsg, UserInfo};
 use crate::url::ServerUrl;
 
 /// Events waiting in the channel before the engine holds them back in its own bounded
@@ -94,6 +94,15 @@ pub struct RoomConfig {
     pub token: Option<String>,
     /// Receive [`EngineEvent::RoomUserUpdate`].
     pub is_user_status_notify: bool,
+}
+
+/// How a call rings its callees.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions {
+    /// All together (the first answer takes it) or one after another.
+    pub order: RingOrder,
+    /// Seconds each callee rings (5..=120); `None`: the server's `[calls] ring_secs`.
+    pub ring_secs: Option<u32>,
 }
 
 enum DriverCmd {
@@ -226,6 +235,48 @@ impl Engine {
     pub async fn send_broadcast_message(&self, message: &str) -> Result<u64, EngineError> {
         let m = message.to_string();
         self.call(move |s, _, cmd| s.broadcast(cmd, m)).await
+    }
+
+    /// Rings members of the room: `callees` by user ID (empty: every other member that can
+    /// answer), together or in turn. Returns the call's ID once the server placed it; its
+    /// course follows as [`EngineEvent::CallStateUpdate`] (ringing, not answered, answered,
+    /// ended with the reason).
+    pub async fn start_call(&self, callees: &[&str], options: CallOptions) -> Result<u64, EngineError> {
+        let callees: Vec<String> = callees.iter().map(|c| c.to_string()).collect();
+        self.call(move |s, _, cmd| s.call(cmd, callees, options.order, options.ring_secs)).await
+    }
+
+    /// Answers a call that rings here ([`EngineEvent::CallIncoming`]).
+    pub async fn answer_call(&self, call_id: u64) -> Result<(), EngineError> {
+        self.call(move |s, _, cmd| s.call_step(cmd, call_id, CallStep::Answer)).await.map(|_| ())
+    }
+
+    /// Declines a call that rings here.
+    pub async fn decline_call(&self, call_id: u64) -> Result<(), EngineError> {
+        self.call(move |s, _, cmd| s.call_step(cmd, call_id, CallStep::Decline)).await.map(|_| ())
+    }
+
+    /// Hangs up: cancels a call this engine placed that still rings, or ends an answered one.
+    pub async fn hang_up_call(&self, call_id: u64) -> Result<(), EngineError> {
+        self.call(move |s, _, cmd| s.call_step(cmd, call_id, CallStep::HangUp)).await.map(|_| ())
+    }
+
+    /// Asks door station `user_id` to open its door. Returns once it confirmed; otherwise
+    /// [`EngineError::Rejected`] with DOOR_FORBIDDEN, DOOR_NOT_A_DOOR, DOOR_OFFLINE,
+    /// DOOR_RELAY_FAULT, DOOR_REFUSED or DOOR_NO_ANSWER.
+    pub async fn open_door(&self, user_id: &str) -> Result<(), EngineError> {
+        let u = user_id.to_string();
+        self.call(move |s, _, cmd| s.open_door(cmd, u)).await.map(|_| ())
+    }
+
+    /// A door station answers [`EngineEvent::DoorRequest`] `request_id`: opened, or the code
+    /// and reason it did not.
+    pub async fn answer_door(
+        &self,
+        request_id: u64,
+        result: Result<(), (ErrorCode, String)>,
+    ) -> Result<(), EngineError> {
+        self.call(move |s, _, cmd| s.answer_door(cmd, request_id, result)).await.map(|_| ())
     }
 
     /// Replaces the token (after [`EngineEvent::RoomTokenWillExpire`]).

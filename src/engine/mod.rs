@@ -10,10 +10,12 @@ mod media;
 use callbox_core::engine::core;
 pub use callbox_core::engine::{event, session};
 
-pub use crate::proto::{ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
+pub use crate::proto::{
+    CallPhase, Capability, ErrorCode, ExtraInfo, MemberKind, QualityLevel, RingOrder, StreamInfo, UpdateType, UserInfo,
+};
 pub use backlog::BACKLOG;
 pub(crate) use callbox_core::engine::{error, reconnect};
-pub use driver::{Auth, EVENT_CHANNEL, Engine, EngineProfile, RoomConfig};
+pub use driver::{Auth, CallOptions, EVENT_CHANNEL, Engine, EngineProfile, RoomConfig};
 pub use error::EngineError;
 pub use event::{
     EngineEvent, MediaEventKind, PlayQuality, PlayerState, PublishChannel, PublishQuality, PublisherState, RoomState,

@@ -1,28 +1,13 @@
 //! The daemon's reaction to engine events: the status, the call controller's inputs, one
-//! log line per change a field engineer can act on, the door broadcast and re-login.
+//! log line per change a field engineer can act on, calls, door requests and re-login.
 
 use std::time::Instant;
-
-use serde::Deserialize;
 
 use super::Daemon;
 use crate::device::call::{Action, CallState, Input, LedMode};
 use crate::device::gpio::Output;
 use crate::device::status::{PlayFigures, PlayStatus, PublishFigures, PublishStatus, Repair, StreamEntry};
 use crate::engine::{EngineEvent, ErrorCode, MediaEventKind, PlayerState, PublisherState, RoomState, UpdateType};
-
-/// The broadcast message that opens a door station's door (see docs/device.md):
-/// `{"action":"open_door"}` opens every door station in the room, `{"action":"open_door",
-/// "user_id":"lobby-door"}` only that one. Only obeyed when the sender's token has the
-/// `door` privilege, which the server vouches for.
-#[derive(Debug, Deserialize)]
-pub struct DoorMessage {
-    /// Must be `open_door`.
-    pub action: String,
-    /// Only this device (by user ID); absent: every device in the room.
-    #[serde(default)]
-    pub user_id: Option<String>,
-}
 
 /// A hint for the field engineer for codes with a usual cause.
 pub fn hint(code: ErrorCode) -> Option<&'static str> {
@@ -119,8 +104,8 @@ impl Daemon {
                     if update == UpdateType::Add {
                         self.status
                             .streams
-                            .push(StreamEntry { stream_id: s.stream_id.clone(), user_id: s.user.user_id });
-                        self.controller.handle(now, Input::StreamAdded(s.stream_id));
+                            .push(StreamEntry { stream_id: s.stream_id.clone(), user_id: s.user.user_id.clone() });
+                        self.controller.handle(now, Input::StreamAdded { stream: s.stream_id, user: s.user.user_id });
                     } else {
                         self.controller.handle(now, Input::StreamRemoved(s.stream_id));
                     }
@@ -221,8 +206,22 @@ impl Daemon {
                     tracing::info!(callbox_event = "media", stream_id = %stream_id, "{stream_id}: {event:?}");
                 }
             }
-            EngineEvent::BroadcastMessage { from, message, from_privileges, .. } => {
-                self.on_broadcast(&from.user_id, &message, &from_privileges)
+            EngineEvent::CallIncoming { call_id, caller, .. } => {
+                tracing::info!(callbox_event = "call_incoming", call_id, room_id = %room_id, peer = %caller.user_id, "call {call_id} from {}", caller.user_id);
+                self.controller.handle(now, Input::Incoming { call_id, caller: caller.user_id });
+            }
+            EngineEvent::CallStateUpdate { call_id, state, peer, reason, .. } => {
+                tracing::info!(callbox_event = "call_update", call_id, room_id = %room_id, peer = %peer.user_id, state = ?state, error_code = reason.0,
+                    "call {call_id}: {state:?} {}{}", peer.user_id, if reason.0 != 0 { format!(" ({})", reason.name()) } else { String::new() });
+                if state == crate::proto::CallPhase::Ended {
+                    self.status.last_call_end = Some(reason.name().to_string());
+                }
+                let peer = peer.user_id;
+                self.controller.handle(now, Input::CallUpdate { call_id, state, peer, reason });
+            }
+            EngineEvent::DoorRequest { request_id, from, in_call, .. } => {
+                tracing::info!(callbox_event = "door_request", request_id, from_user = %from.user_id, in_call, "door request from {}", from.user_id);
+                self.controller.handle(now, Input::DoorRequest { request_id, from: from.user_id });
             }
             EngineEvent::RoomTokenWillExpire { remaining_secs, .. } => match self.status.credentials.source.as_str() {
                 "token" => tracing::warn!(
@@ -248,22 +247,6 @@ impl Daemon {
         }
     }
 
-    fn on_broadcast(&mut self, from: &str, message: &str, privileges: &[String]) {
-        let Ok(m) = serde_json::from_str::<DoorMessage>(message) else { return };
-        if m.action != "open_door" || m.user_id.as_ref().is_some_and(|u| *u != self.cfg.room.user_id) {
-            return;
-        }
-        if privileges.iter().any(|p| p == "door") {
-            tracing::info!(callbox_event = "door_request", from_user = %from, "door opened on request of {from}");
-            self.controller.handle(Instant::now(), Input::OpenDoor);
-        } else {
-            self.status.door_refused += 1;
-            let msg = format!("door request from {from} refused: its token lacks the door privilege");
-            tracing::warn!(callbox_event = "door_refused", from_user = %from, "{msg}");
-            self.error(0, msg);
-        }
-    }
-
     /// Other users' streams the controller knows about (from the status).
     fn remote_streams(&self) -> Vec<String> {
         self.status.streams.iter().map(|s| s.stream_id.clone()).collect()
@@ -272,7 +255,8 @@ impl Daemon {
     /// After a login, makes the engine do what the call needs: a login after a refused one
     /// or a kick starts from nothing (a plain reconnect restores streams by itself).
     fn reconcile(&mut self) {
-        if self.controller.state() != CallState::InCall {
+        // A kiosk's room call (a call between members ended with the old session).
+        if self.controller.state() != CallState::InCall || self.controller.peer().is_some() {
             return;
         }
         let stream = self.cfg.stream_id();

@@ -27,9 +27,9 @@ use super::gpio::{self, Edge, Output};
 use super::outputs::Outputs;
 use super::status::{GpioStatus, RoomStatus, Status};
 use super::systemd::{Notifier, watchdog_interval};
-use crate::engine::{Engine, EngineEvent, EngineProfile, ReconnectPolicy, UserInfo};
+use crate::engine::{Engine, EngineEvent, EngineProfile, ReconnectPolicy};
 use crate::media::AudioSink;
-use worker::{Done, Target};
+use worker::{Done, Op, Target};
 
 /// A ring chime is repeated this often while ringing.
 pub const CHIME_EVERY: Duration = Duration::from_secs(3);
@@ -72,7 +72,7 @@ pub struct Daemon {
     started: Instant,
     engine: Arc<Engine>,
     events: mpsc::Receiver<EngineEvent>,
-    ops: mpsc::Sender<Action>,
+    ops: mpsc::Sender<Op>,
     done: mpsc::Receiver<Done>,
     worker: tokio::task::JoinHandle<()>,
     controller: CallController,
@@ -138,6 +138,7 @@ impl Daemon {
         let auto = auto_devices(&cfg).await;
         let media = cfg.media_config(&auto).map_err(|e| StartError::Config(e.to_string()))?;
         let mode = cfg.call_mode().map_err(|e| StartError::Config(e.to_string()))?;
+        let callees = cfg.callees().map_err(|e| StartError::Config(e.to_string()))?;
         let configured = crate::media::encoder::Encoder::from_element(&media.encoder);
         match crate::media::encoder::choose(configured, &[], crate::media::has_element) {
             Some(c) => tracing::info!(
@@ -173,7 +174,7 @@ impl Daemon {
         let (token_exp, token_exp_rx) = tokio::sync::watch::channel(0u64);
         let target = Target {
             room_id: cfg.room.room_id.clone(),
-            user: UserInfo::new(cfg.room.user_id.clone(), cfg.room.user_name.clone()),
+            user: cfg.member(),
             stream_id: cfg.stream_id(),
             credentials: credentials.fetches().then(|| credentials.clone()),
             token_exp,
@@ -236,7 +237,7 @@ impl Daemon {
         };
         let now = Instant::now();
         let d = Daemon {
-            controller: CallController::new(mode, Duration::from_secs(cfg.call.ring_out_secs)),
+            controller: CallController::new(mode, callees).with_own_door(cfg.has_door()),
             started: now,
             engine,
             events,
@@ -351,8 +352,8 @@ impl Daemon {
     /// of the next log line.
     fn apply_live(&mut self, new: &DeviceConfig) {
         let _ = self.cfg.take_live(new);
-        if let Ok(mode) = self.cfg.call_mode() {
-            self.controller.reconfigure(mode, Duration::from_secs(self.cfg.call.ring_out_secs));
+        if let (Ok(mode), Ok(callees)) = (self.cfg.call_mode(), self.cfg.callees()) {
+            self.controller.reconfigure(mode, callees);
         }
         let (debounce, long) =
             (Duration::from_millis(self.cfg.gpio.debounce_ms), Duration::from_millis(self.cfg.gpio.long_press_ms));
@@ -514,8 +515,22 @@ impl Daemon {
         let now = Instant::now();
         while let Some(a) = self.controller.poll_action() {
             match a {
-                a @ (Action::Login | Action::Publish | Action::StopPublish | Action::Play(_) | Action::StopPlay(_)) => {
-                    self.op(a)
+                a @ (Action::Login
+                | Action::Publish
+                | Action::StopPublish
+                | Action::Play(_)
+                | Action::StopPlay(_)
+                | Action::Call(_)
+                | Action::Answer(_)
+                | Action::Decline(_)
+                | Action::HangUp(_)
+                | Action::OpenDoor(_)) => self.op(a),
+                Action::OpenDoorFor { request_id, from } => {
+                    let result = self.pulse_door(now, &format!("on request of {from}"));
+                    if result.is_err() {
+                        self.status.door_refused += 1;
+                    }
+                    self.op_door(request_id, result);
                 }
                 Action::Mute(m) => {
                     tracing::info!(
@@ -534,30 +549,61 @@ impl Daemon {
                 }
                 Action::Led(led, mode) => self.outputs.set(now, led, mode),
                 Action::DoorPulse => {
-                    self.status.door_pulses += 1;
-                    tracing::info!(
-                        callbox_event = "door_open",
-                        pulse_ms = self.cfg.gpio.door_pulse_ms,
-                        "door relay pulsed"
-                    );
-                    self.outputs.door_pulse(now);
+                    let _ = self.pulse_door(now, "by the door button");
                 }
                 Action::State(s) => {
                     self.status.call = s.as_str().into();
+                    self.status.call_peer = self.controller.peer().map(str::to_string);
+                    let peer = self.status.call_peer.clone().unwrap_or_default();
                     tracing::info!(
                         callbox_event = "call_state",
                         state = s.as_str(),
+                        peer = %peer,
                         room_id = %self.cfg.room.room_id,
-                        "call {}",
-                        s.as_str()
+                        "call {}{}",
+                        s.as_str(),
+                        if peer.is_empty() { String::new() } else { format!(" with {peer}") }
                     );
                 }
             }
         }
     }
 
+    /// Pulses the door relay (`why`: who asked): Ok, or the relay's fault.
+    fn pulse_door(&mut self, now: Instant, why: &str) -> Result<(), String> {
+        match self.outputs.door_pulse(now) {
+            Ok(()) => {
+                self.status.door_pulses += 1;
+                tracing::info!(
+                    callbox_event = "door_open",
+                    pulse_ms = self.cfg.gpio.door_pulse_ms,
+                    "door relay pulsed {why}"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let msg = format!("door relay failed {why}: {e}");
+                tracing::error!(
+                    callbox_event = "door_fault",
+                    error_code = crate::proto::ErrorCode::DOOR_RELAY_FAULT.0,
+                    "{msg}"
+                );
+                self.error(crate::proto::ErrorCode::DOOR_RELAY_FAULT.0, msg.clone());
+                Err(msg)
+            }
+        }
+    }
+
+    /// Tells the server how door request `request_id` went.
+    fn op_door(&mut self, request_id: u64, result: Result<(), String>) {
+        let result = result.map_err(|m| (crate::proto::ErrorCode::DOOR_RELAY_FAULT, m));
+        if let Err(e) = self.ops.try_send(Op::AnswerDoor(request_id, result)) {
+            tracing::error!(callbox_event = "engine_busy", error = %e, "engine call queue full; door answer dropped");
+        }
+    }
+
     fn op(&mut self, op: Action) {
-        if let Err(e) = self.ops.try_send(op) {
+        if let Err(e) = self.ops.try_send(Op::Engine(op)) {
             tracing::error!(callbox_event = "engine_busy", error = %e, "engine call queue full; call dropped");
         }
     }
@@ -583,6 +629,26 @@ impl Daemon {
         if d.op == Action::Login {
             self.login_pending = false;
         }
+        if let Action::OpenDoor(door) = &d.op {
+            self.status.door_requests += 1;
+            let result = d.result.as_ref().map(|_| ()).map_err(|e| e.code());
+            self.status.door_last_result = Some(match result {
+                Ok(()) => format!("{door}: opened"),
+                Err(code) => format!("{door}: {}", code.name()),
+            });
+            self.controller.handle(Instant::now(), Input::DoorOpened(result));
+            if result.is_err() {
+                return;
+            }
+        }
+        if let Action::Call(_) = &d.op {
+            let placed = d.result.as_ref().map(|id| *id).map_err(|e| e.code());
+            if let Ok(id) = placed {
+                tracing::info!(callbox_event = "call_placed", call_id = id, "call placed");
+            }
+            self.controller.handle(Instant::now(), Input::Placed(placed));
+            self.apply_actions();
+        }
         let Err(e) = d.result else {
             if d.op == Action::Login {
                 self.login_failures = 0;
@@ -597,6 +663,11 @@ impl Daemon {
             Action::Play(_) => "play",
             Action::StopPlay(_) => "stop play",
             Action::Mute(_) => "mute",
+            Action::Call(_) => "call",
+            Action::Answer(_) => "answer",
+            Action::Decline(_) => "decline",
+            Action::HangUp(_) => "hang up",
+            Action::OpenDoor(_) => "open door",
             _ => "action",
         };
         let hint = events::hint(code).map(|h| format!("; {h}")).unwrap_or_default();
@@ -622,6 +693,7 @@ impl Daemon {
         self.status.uptime_secs = self.started.elapsed().as_secs();
         self.status.muted = self.controller.muted();
         self.status.call = self.controller.state().as_str().into();
+        self.status.call_peer = self.controller.peer().map(str::to_string);
         self.status.gpio.backend = self.outputs.backend().into();
         self.status.gpio.outputs = self.outputs.modes();
         if let Some(e) = &self.outputs.last_error {

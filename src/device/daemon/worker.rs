@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::device::call::Action;
-use crate::engine::{Engine, EngineError, PublishChannel, RoomConfig};
+use crate::engine::{CallOptions, Engine, EngineError, PublishChannel, RoomConfig};
 use crate::proto::UserInfo;
 
 /// A finished call.
@@ -15,8 +15,17 @@ use crate::proto::UserInfo;
 pub struct Done {
     /// The call.
     pub op: Action,
-    /// Its result.
-    pub result: Result<(), EngineError>,
+    /// Its result: the call's ID for [`Action::Call`], 0 otherwise.
+    pub result: Result<u64, EngineError>,
+}
+
+/// What the worker carries out.
+#[derive(Debug)]
+pub enum Op {
+    /// A controller action that is an engine call.
+    Engine(Action),
+    /// Answer a door request: opened, or the code and why not.
+    AnswerDoor(u64, Result<(), (crate::proto::ErrorCode, String)>),
 }
 
 /// What the worker needs to know.
@@ -35,16 +44,36 @@ pub struct Target {
 
 /// Runs until `ops` closes. Only the engine's actions come here (login, publish, play,
 /// mute); the daemon carries out the others (chime, LEDs, relay) itself.
-pub async fn run(engine: Arc<Engine>, target: Target, mut ops: mpsc::Receiver<Action>, done: mpsc::Sender<Done>) {
+pub async fn run(engine: Arc<Engine>, target: Target, mut ops: mpsc::Receiver<Op>, done: mpsc::Sender<Done>) {
     while let Some(op) = ops.recv().await {
+        let op = match op {
+            Op::Engine(a) => a,
+            Op::AnswerDoor(request_id, result) => {
+                if let Err(e) = engine.answer_door(request_id, result).await {
+                    tracing::warn!(request_id, error = %e, "door answer not sent");
+                }
+                continue;
+            }
+        };
         let result = match &op {
-            Action::Login => login(&engine, &target).await,
-            Action::Publish => engine.start_publishing_stream(&target.stream_id, PublishChannel::Main).await,
-            Action::StopPublish => engine.stop_publishing_stream(PublishChannel::Main).await,
-            Action::Play(s) => engine.start_playing_stream(s).await,
-            Action::StopPlay(s) => engine.stop_playing_stream(s).await,
-            Action::Mute(m) => engine.mute_microphone(*m).await,
-            Action::Chime(_) | Action::Led(..) | Action::DoorPulse | Action::State(_) => continue,
+            Action::Login => login(&engine, &target).await.map(|_| 0),
+            Action::Publish => engine.start_publishing_stream(&target.stream_id, PublishChannel::Main).await.map(|_| 0),
+            Action::StopPublish => engine.stop_publishing_stream(PublishChannel::Main).await.map(|_| 0),
+            Action::Play(s) => engine.start_playing_stream(s).await.map(|_| 0),
+            Action::StopPlay(s) => engine.stop_playing_stream(s).await.map(|_| 0),
+            Action::Mute(m) => engine.mute_microphone(*m).await.map(|_| 0),
+            Action::Call(c) => {
+                let users: Vec<&str> = c.users.iter().map(String::as_str).collect();
+                let options = CallOptions { order: c.order, ring_secs: c.ring_secs };
+                engine.start_call(&users, options).await
+            }
+            Action::Answer(id) => engine.answer_call(*id).await.map(|_| 0),
+            Action::Decline(id) => engine.decline_call(*id).await.map(|_| 0),
+            Action::HangUp(id) => engine.hang_up_call(*id).await.map(|_| 0),
+            Action::OpenDoor(door) => engine.open_door(door).await.map(|_| 0),
+            Action::Chime(_) | Action::Led(..) | Action::DoorPulse | Action::OpenDoorFor { .. } | Action::State(_) => {
+                continue;
+            }
         };
         if done.send(Done { op, result }).await.is_err() {
             return;

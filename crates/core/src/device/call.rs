@@ -1,23 +1,32 @@
-//! The device's call controller as a sans-IO state machine: room events, buttons and
-//! control commands in; what to publish and play, LEDs, the chime and the door relay out.
-//! Time is an input (`handle_timeout`), so every rule is unit-tested with virtual time.
+//! The device's call controller as a sans-IO state machine: room and call events, buttons
+//! and control commands in; what to ask the server, what to publish and play, LEDs, the
+//! chime and the door relay out. Time is an input (`handle_timeout`), so every rule is
+//! unit-tested with virtual time.
 //!
-//! States: `Idle` -> `Ringing` (intercom: someone else started publishing while we were
-//! idle) -> `InCall` (publishing our stream, playing every other stream in the room) ->
-//! `Idle`. Kiosk mode is in a call whenever another user publishes. Auto-answer answers a
-//! ring after a configured delay. An outgoing call (call button while idle) rings out for
-//! `ring_out` and ends if nobody answers; an answered call ends when the last other stream
-//! goes away or on leave.
+//! Calls are the server's: the controller asks (ring the callee, answer, decline, hang up)
+//! and follows what the server says of the call. States:
+//! - `Idle`;
+//! - `RingingOut`: the call button rang the configured callee; our stream is published at
+//!   once so the callee can see who rings (early video);
+//! - `Ringing`: a call rings here (chime, blinking LED); the call button answers, leave (or a
+//!   long press) declines, auto-answer answers after its delay;
+//! - `InCall`: answered; we publish and play the other side's streams, and only theirs.
+//!
+//! Another member joining the room or publishing in it rings nothing. Kiosk mode keeps the
+//! room call of a reception screen (in a call whenever another member publishes, playing
+//! every stream) and answers any ring at once.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 pub use super::io::{Button, LedMode, Output, Press};
+use crate::proto::{CallPhase, ErrorCode, RingOrder};
 
 /// How the device takes calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallMode {
-    /// Always in a call while another user publishes (reception kiosk, lift screen).
+    /// A room call whenever another member publishes (reception kiosk, lift screen); rings
+    /// are answered at once.
     Kiosk,
     /// Rings on an incoming call; a person answers with the call button.
     Intercom,
@@ -25,22 +34,36 @@ pub enum CallMode {
     AutoAnswer(Duration),
 }
 
+/// Whom the call button rings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Callees {
+    /// User IDs; empty: every other member of the room that can answer.
+    pub users: Vec<String>,
+    /// Together or in turn.
+    pub order: RingOrder,
+    /// Seconds each callee rings.
+    pub ring_secs: Option<u32>,
+}
+
 /// The call state, as `callbox status` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CallState {
     /// No call.
     Idle,
-    /// Someone calls; waiting for an answer.
+    /// We ring someone.
+    RingingOut,
+    /// Someone rings us.
     Ringing,
-    /// Publishing our stream and playing the others.
+    /// In a call.
     InCall,
 }
 
 impl CallState {
-    /// `idle`, `ringing` or `in_call`.
+    /// `idle`, `ringing_out`, `ringing` or `in_call`.
     pub fn as_str(self) -> &'static str {
         match self {
             CallState::Idle => "idle",
+            CallState::RingingOut => "ringing_out",
             CallState::Ringing => "ringing",
             CallState::InCall => "in_call",
         }
@@ -54,20 +77,52 @@ pub enum Input {
     RoomUp,
     /// Not in the room (reconnecting or gone).
     RoomDown,
-    /// Another user's stream appeared.
-    StreamAdded(String),
-    /// Another user's stream went away.
+    /// Another member's stream appeared.
+    StreamAdded {
+        /// The stream.
+        stream: String,
+        /// Its publisher.
+        user: String,
+    },
+    /// Another member's stream went away.
     StreamRemoved(String),
     /// A button was pressed.
     Button(Button, Press),
-    /// `callbox call join`.
+    /// `callbox call join`: as the call button (ring out, or answer).
     Join,
-    /// `callbox call leave`.
+    /// `callbox call leave`: as the leave button (hang up, cancel or decline).
     Leave,
     /// `callbox call mute` / `unmute`.
     SetMute(bool),
-    /// An authorised user asked to open the door (broadcast message).
-    OpenDoor,
+    /// The server's answer to [`Action::Call`]: the call's ID, or why it was not placed.
+    Placed(Result<u64, ErrorCode>),
+    /// A call rings here.
+    Incoming {
+        /// The call.
+        call_id: u64,
+        /// Who calls (user ID).
+        caller: String,
+    },
+    /// A step of a call we are in.
+    CallUpdate {
+        /// The call.
+        call_id: u64,
+        /// What happened.
+        state: CallPhase,
+        /// The other side of this step (user ID).
+        peer: String,
+        /// Why, for `NotAnswered` and `Ended`.
+        reason: ErrorCode,
+    },
+    /// The answer to [`Action::OpenDoor`]: opened, or why not.
+    DoorOpened(Result<(), ErrorCode>),
+    /// Someone the server allowed asks this station to open its door.
+    DoorRequest {
+        /// Echo it in the answer.
+        request_id: u64,
+        /// Who asks (user ID).
+        from: String,
+    },
 }
 
 /// What the daemon must do.
@@ -75,7 +130,7 @@ pub enum Input {
 pub enum Action {
     /// Log in to the configured room. The daemon's own (at start and after a failed or
     /// lost login), never the controller's; carried out by the engine worker like the
-    /// publish, play and mute actions.
+    /// publish, play, mute and call actions.
     Login,
     /// Publish our stream.
     Publish,
@@ -87,55 +142,133 @@ pub enum Action {
     StopPlay(String),
     /// Mute (true) or unmute the microphone.
     Mute(bool),
+    /// Ring these callees; the answer comes back as [`Input::Placed`].
+    Call(Callees),
+    /// Answer this call.
+    Answer(u64),
+    /// Decline this call.
+    Decline(u64),
+    /// Cancel or hang up this call.
+    HangUp(u64),
     /// Start (true) or stop the ring chime.
     Chime(bool),
     /// Set an LED (an [`Output`] other than the door relay): on, off, or blinking.
     Led(Output, LedMode),
-    /// Pulse the door relay.
+    /// Pulse the door relay (the station's own door button).
     DoorPulse,
-    /// The call state changed (for status, logs and STATUS=).
+    /// Ask door station `0` (the other side of our call) to open its door: the door button
+    /// of a station without a relay of its own (an indoor unit).
+    OpenDoor(String),
+    /// Pulse the door relay for door request `request_id` of `from` and answer it with how
+    /// that went.
+    OpenDoorFor {
+        /// The request.
+        request_id: u64,
+        /// Who asked.
+        from: String,
+    },
+    /// The call state changed (for status, logs and STATUS=); the peer when there is one.
     State(CallState),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Idle,
+    /// Our call: its ID once placed.
+    RingingOut {
+        id: Option<u64>,
+    },
+    Ringing {
+        id: u64,
+        caller: String,
+    },
+    InCall {
+        id: u64,
+        peer: String,
+    },
 }
 
 /// See the module docs.
 pub struct CallController {
     mode: CallMode,
-    ring_out: Duration,
-    state: CallState,
-    room_up: bool,
-    remote: BTreeSet<String>,
-    answered: bool,
+    callees: Callees,
+    call: Call,
+    /// Kiosk: in the room call.
+    kiosk_in_call: bool,
+    /// Our call was hung up before the server gave its ID: hang up when it comes.
+    pending_cancel: bool,
+    /// This station has a door relay of its own (its door button pulses it).
+    own_door: bool,
+    /// Other members' streams: stream ID -> user ID.
+    remote: BTreeMap<String, String>,
+    /// The streams we play now.
+    playing: Vec<String>,
+    publishing: bool,
     muted: bool,
     deadline: Option<Instant>,
     out: VecDeque<Action>,
 }
 
 impl CallController {
-    /// A controller in `mode`; an unanswered outgoing call ends after `ring_out`.
-    pub fn new(mode: CallMode, ring_out: Duration) -> Self {
+    /// A controller in `mode` whose call button rings `callees`.
+    pub fn new(mode: CallMode, callees: Callees) -> Self {
         CallController {
             mode,
-            ring_out,
-            state: CallState::Idle,
-            room_up: false,
-            remote: BTreeSet::new(),
-            answered: false,
+            callees,
+            call: Call::Idle,
+            kiosk_in_call: false,
+            pending_cancel: false,
+            own_door: true,
+            remote: BTreeMap::new(),
+            playing: Vec::new(),
+            publishing: false,
             muted: false,
             deadline: None,
             out: VecDeque::new(),
         }
     }
 
-    /// A new mode and ring-out time from a reloaded config: they apply from the next call;
-    /// a call under way goes on as it is.
-    pub fn reconfigure(&mut self, mode: CallMode, ring_out: Duration) {
+    /// Whether this station has a door relay of its own (default true). Without one, the
+    /// door button asks the other side of the call to open its door.
+    pub fn with_own_door(mut self, own_door: bool) -> Self {
+        self.own_door = own_door;
+        self
+    }
+
+    /// A new mode and callees from a reloaded config: they apply from the next call; a call
+    /// under way goes on as it is.
+    pub fn reconfigure(&mut self, mode: CallMode, callees: Callees) {
         self.mode = mode;
-        self.ring_out = ring_out;
+        self.callees = callees;
     }
 
     /// The current call state.
     pub fn state(&self) -> CallState {
-        self.state
+        match &self.call {
+            Call::Idle if self.kiosk_in_call => CallState::InCall,
+            Call::Idle => CallState::Idle,
+            Call::RingingOut { .. } => CallState::RingingOut,
+            Call::Ringing { .. } => CallState::Ringing,
+            Call::InCall { .. } => CallState::InCall,
+        }
+    }
+
+    /// The other side: who rings us, or who we are in a call with.
+    pub fn peer(&self) -> Option<&str> {
+        match &self.call {
+            Call::Ringing { caller, .. } => Some(caller),
+            Call::InCall { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// The call's ID, once the server gave one.
+    pub fn call_id(&self) -> Option<u64> {
+        match &self.call {
+            Call::RingingOut { id, .. } => *id,
+            Call::Ringing { id, .. } | Call::InCall { id, .. } => Some(*id),
+            Call::Idle => None,
+        }
     }
 
     /// Whether the microphone is muted.
@@ -157,127 +290,295 @@ impl CallController {
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
             Input::RoomUp => {
-                self.room_up = true;
                 self.out.push_back(Action::Led(Output::Online, LedMode::On));
             }
             Input::RoomDown => {
-                // The engine reconnects by itself and restores what was published and played;
-                // the call stays as it is, only the LED tells.
-                self.room_up = false;
+                // The engine reconnects by itself and the server keeps the call for the
+                // grace period; only the LED tells.
                 self.out.push_back(Action::Led(Output::Online, LedMode::Off));
             }
-            Input::StreamAdded(s) => {
-                if !self.remote.insert(s.clone()) {
+            Input::StreamAdded { stream, user } => {
+                if self.remote.insert(stream.clone(), user.clone()).is_some() {
                     return;
                 }
-                match self.state {
-                    CallState::InCall => {
-                        self.answered = true;
-                        self.deadline = None;
-                        self.out.push_back(Action::Play(s));
-                    }
-                    CallState::Idle => match self.mode {
-                        CallMode::Kiosk => self.enter_call(),
-                        CallMode::Intercom => self.ring(None),
-                        CallMode::AutoAnswer(d) => self.ring(Some(now + d)),
-                    },
-                    CallState::Ringing => {}
+                if self.mode == CallMode::Kiosk {
+                    return self.kiosk_stream_added(stream);
+                }
+                if matches!(&self.call, Call::InCall { peer, .. } if *peer == user) {
+                    self.play(stream);
                 }
             }
-            Input::StreamRemoved(s) => {
-                if !self.remote.remove(&s) {
+            Input::StreamRemoved(stream) => {
+                if self.remote.remove(&stream).is_none() {
                     return;
                 }
-                if self.state == CallState::InCall {
-                    self.out.push_back(Action::StopPlay(s));
-                }
-                if self.remote.is_empty() {
-                    match self.state {
-                        CallState::Ringing => self.end_call(),
-                        CallState::InCall if self.answered || self.mode == CallMode::Kiosk => self.end_call(),
-                        _ => {}
-                    }
+                self.stop_play(&stream);
+                if self.mode == CallMode::Kiosk && self.kiosk_in_call && self.remote.is_empty() {
+                    self.kiosk_leave();
                 }
             }
-            Input::Button(Button::Call, Press::Short) | Input::Join => match self.state {
-                CallState::Idle => {
-                    self.enter_call();
-                    if self.remote.is_empty() {
-                        self.deadline = Some(now + self.ring_out);
-                    }
-                }
-                CallState::Ringing => self.enter_call(),
-                CallState::InCall => {}
-            },
+            Input::Button(Button::Call, Press::Short) | Input::Join => self.call_button(),
             Input::Button(Button::Call, Press::Long) | Input::Button(Button::Leave, _) | Input::Leave => {
-                if self.state != CallState::Idle {
-                    self.end_call();
-                }
+                self.leave_button()
             }
             Input::Button(Button::Mute, _) => self.set_mute(!self.muted),
             Input::SetMute(m) => self.set_mute(m),
-            Input::Button(Button::Door, _) | Input::OpenDoor => self.out.push_back(Action::DoorPulse),
+            Input::Button(Button::Door, _) => match &self.call {
+                _ if self.own_door => self.out.push_back(Action::DoorPulse),
+                Call::InCall { peer, .. } => self.out.push_back(Action::OpenDoor(peer.clone())),
+                _ => tracing::info!("door button: no door of our own and no call whose door to open"),
+            },
+            Input::DoorOpened(result) => match result {
+                Ok(()) => tracing::info!(callbox_event = "door_opened", "the door confirmed it opened"),
+                Err(code) => tracing::warn!(
+                    callbox_event = "door_not_opened",
+                    error_code = code.0,
+                    "the door did not open: {}",
+                    code.name()
+                ),
+            },
+            Input::DoorRequest { request_id, from } => self.out.push_back(Action::OpenDoorFor { request_id, from }),
+            Input::Placed(result) => self.placed(result),
+            Input::Incoming { call_id, caller } => self.incoming(now, call_id, caller),
+            Input::CallUpdate { call_id, state, peer, reason } => self.call_update(call_id, state, peer, reason),
         }
     }
 
-    /// Timers: auto-answer, ring-out.
+    /// Timers: auto-answer.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.deadline.is_none_or(|d| d > now) {
             return;
         }
         self.deadline = None;
-        match self.state {
-            CallState::Ringing => self.enter_call(),
-            CallState::InCall if !self.answered => self.end_call(),
+        if let Call::Ringing { id, caller } = self.call.clone() {
+            tracing::info!(call_id = id, "auto-answer");
+            self.answer(id, caller);
+        }
+    }
+
+    // ------------------------------------------------------------ steps
+
+    fn call_button(&mut self) {
+        match self.call.clone() {
+            Call::Idle if self.mode == CallMode::Kiosk => self.kiosk_join(),
+            Call::Idle => {
+                self.call = Call::RingingOut { id: None };
+                self.out.push_back(Action::Call(self.callees.clone()));
+                self.state_changed();
+                self.out.push_back(Action::Led(Output::Ringing, LedMode::Blink));
+                self.publish();
+            }
+            Call::Ringing { id, caller } => self.answer(id, caller),
+            Call::RingingOut { .. } | Call::InCall { .. } => {}
+        }
+    }
+
+    fn leave_button(&mut self) {
+        match self.call.clone() {
+            Call::Idle => {
+                if self.kiosk_in_call {
+                    self.kiosk_leave();
+                }
+            }
+            Call::RingingOut { id: Some(id), .. } | Call::InCall { id, .. } => {
+                self.out.push_back(Action::HangUp(id));
+                self.to_idle();
+            }
+            Call::RingingOut { id: None, .. } => {
+                // Hung up before the server placed it: hang up once the ID comes.
+                self.to_idle();
+                self.pending_cancel = true;
+            }
+            Call::Ringing { id, .. } => {
+                self.out.push_back(Action::Decline(id));
+                self.to_idle();
+            }
+        }
+    }
+
+    fn placed(&mut self, result: Result<u64, ErrorCode>) {
+        match (&mut self.call, result) {
+            (Call::RingingOut { id, .. }, Ok(call_id)) if id.is_none() => *id = Some(call_id),
+            (_, Err(code)) if std::mem::take(&mut self.pending_cancel) => {
+                tracing::debug!(error_code = code.0, "a call hung up before it was placed was not placed");
+            }
+            (Call::RingingOut { .. }, Err(code)) => {
+                tracing::warn!(callbox_event = "call_failed", error_code = code.0, "call not placed: {}", code.name());
+                self.to_idle();
+            }
+            (_, Ok(call_id)) if std::mem::take(&mut self.pending_cancel) => {
+                self.out.push_back(Action::HangUp(call_id));
+            }
             _ => {}
         }
     }
 
-    fn ring(&mut self, answer_at: Option<Instant>) {
-        self.state = CallState::Ringing;
-        self.deadline = answer_at;
-        self.out.push_back(Action::State(CallState::Ringing));
+    fn incoming(&mut self, now: Instant, id: u64, caller: String) {
+        if self.call_id() == Some(id) {
+            return;
+        }
+        if self.call != Call::Idle {
+            // The server rings only members in no call; a late ring after our own call
+            // started is declined rather than left to time out.
+            self.out.push_back(Action::Decline(id));
+            return;
+        }
+        if self.mode == CallMode::Kiosk {
+            self.out.push_back(Action::Answer(id));
+            self.call = Call::InCall { id, peer: caller };
+            self.state_changed();
+            return self.kiosk_join();
+        }
+        self.call = Call::Ringing { id, caller };
+        self.deadline = match self.mode {
+            CallMode::AutoAnswer(d) => Some(now + d),
+            _ => None,
+        };
+        self.state_changed();
         self.out.push_back(Action::Chime(true));
         self.out.push_back(Action::Led(Output::Ringing, LedMode::Blink));
     }
 
-    fn enter_call(&mut self) {
-        if self.state == CallState::Ringing {
-            self.out.push_back(Action::Chime(false));
-            self.out.push_back(Action::Led(Output::Ringing, LedMode::Off));
+    fn call_update(&mut self, call_id: u64, state: CallPhase, peer: String, reason: ErrorCode) {
+        // Our call before its ID came back: its first update names it.
+        if let Call::RingingOut { id: id @ None, .. } = &mut self.call {
+            *id = Some(call_id);
         }
-        self.state = CallState::InCall;
-        self.deadline = None;
-        self.answered = !self.remote.is_empty();
-        self.out.push_back(Action::State(CallState::InCall));
-        self.out.push_back(Action::Led(Output::InCall, LedMode::On));
-        self.out.push_back(Action::Publish);
-        let streams: Vec<String> = self.remote.iter().cloned().collect();
-        for s in streams {
-            self.out.push_back(Action::Play(s));
+        if self.call_id() != Some(call_id) {
+            // A call of ours we gave up on (its placing failed while the server placed it
+            // all the same, seen on a resume): ended rather than left ringing.
+            if self.call == Call::Idle && state != CallPhase::Ended && !self.pending_cancel {
+                self.out.push_back(Action::HangUp(call_id));
+            }
+            return;
+        }
+        match state {
+            CallPhase::Ringing | CallPhase::NotAnswered => {
+                tracing::info!(callbox_event = "call_step", call_id, peer = %peer, error_code = reason.0,
+                    "call {call_id}: {} {}", peer, if state == CallPhase::Ringing { "rings" } else { reason.name() });
+            }
+            CallPhase::Answered => {
+                if let Call::RingingOut { .. } = self.call {
+                    self.call = Call::InCall { id: call_id, peer: peer.clone() };
+                    self.out.push_back(Action::Led(Output::Ringing, LedMode::Off));
+                    self.enter_call(&peer);
+                }
+            }
+            CallPhase::Ended => {
+                tracing::info!(callbox_event = "call_ended", call_id, peer = %peer, error_code = reason.0,
+                    "call {call_id} ended: {}", reason.name());
+                self.to_idle();
+            }
         }
     }
 
-    fn end_call(&mut self) {
-        match self.state {
-            CallState::Ringing => {
-                self.out.push_back(Action::Chime(false));
-                self.out.push_back(Action::Led(Output::Ringing, LedMode::Off));
-            }
-            CallState::InCall => {
-                self.out.push_back(Action::StopPublish);
-                let streams: Vec<String> = self.remote.iter().cloned().collect();
-                for s in streams {
-                    self.out.push_back(Action::StopPlay(s));
-                }
-                self.out.push_back(Action::Led(Output::InCall, LedMode::Off));
-            }
-            CallState::Idle => return,
-        }
-        self.state = CallState::Idle;
+    fn answer(&mut self, id: u64, caller: String) {
+        self.out.push_back(Action::Answer(id));
         self.deadline = None;
-        self.answered = false;
-        self.out.push_back(Action::State(CallState::Idle));
+        self.out.push_back(Action::Chime(false));
+        self.out.push_back(Action::Led(Output::Ringing, LedMode::Off));
+        self.call = Call::InCall { id, peer: caller.clone() };
+        self.publish();
+        self.enter_call(&caller);
+    }
+
+    /// In the call with `peer`: the LED, our stream, theirs.
+    fn enter_call(&mut self, peer: &str) {
+        self.state_changed();
+        self.out.push_back(Action::Led(Output::InCall, LedMode::On));
+        self.publish();
+        let theirs: Vec<String> = self.remote.iter().filter(|(_, u)| *u == peer).map(|(s, _)| s.clone()).collect();
+        for s in theirs {
+            self.play(s);
+        }
+    }
+
+    /// Back to idle from any state, undoing what the state did.
+    fn to_idle(&mut self) {
+        match self.call {
+            Call::Idle => return,
+            Call::Ringing { .. } => self.out.push_back(Action::Chime(false)),
+            Call::RingingOut { .. } => {}
+            Call::InCall { .. } => self.out.push_back(Action::Led(Output::InCall, LedMode::Off)),
+        }
+        self.out.push_back(Action::Led(Output::Ringing, LedMode::Off));
+        self.call = Call::Idle;
+        self.deadline = None;
+        if self.mode != CallMode::Kiosk || !self.kiosk_in_call {
+            self.stop_media();
+        }
+        self.state_changed();
+    }
+
+    // ------------------------------------------------------------ kiosk
+
+    fn kiosk_stream_added(&mut self, stream: String) {
+        if self.kiosk_in_call {
+            self.play(stream);
+        } else {
+            self.kiosk_join();
+        }
+    }
+
+    fn kiosk_join(&mut self) {
+        if self.kiosk_in_call {
+            return;
+        }
+        self.kiosk_in_call = true;
+        self.state_changed();
+        self.out.push_back(Action::Led(Output::InCall, LedMode::On));
+        self.publish();
+        let all: Vec<String> = self.remote.keys().cloned().collect();
+        for s in all {
+            self.play(s);
+        }
+    }
+
+    fn kiosk_leave(&mut self) {
+        self.kiosk_in_call = false;
+        if let Some(id) = self.call_id() {
+            self.out.push_back(Action::HangUp(id));
+            self.call = Call::Idle;
+        }
+        self.stop_media();
+        self.out.push_back(Action::Led(Output::InCall, LedMode::Off));
+        self.state_changed();
+    }
+
+    // ------------------------------------------------------------ media
+
+    fn publish(&mut self) {
+        if !self.publishing {
+            self.publishing = true;
+            self.out.push_back(Action::Publish);
+        }
+    }
+
+    fn play(&mut self, stream: String) {
+        if !self.playing.contains(&stream) {
+            self.playing.push(stream.clone());
+            self.out.push_back(Action::Play(stream));
+        }
+    }
+
+    fn stop_play(&mut self, stream: &str) {
+        if let Some(i) = self.playing.iter().position(|s| s == stream) {
+            self.playing.remove(i);
+            self.out.push_back(Action::StopPlay(stream.to_string()));
+        }
+    }
+
+    fn stop_media(&mut self) {
+        if std::mem::take(&mut self.publishing) {
+            self.out.push_back(Action::StopPublish);
+        }
+        for s in std::mem::take(&mut self.playing) {
+            self.out.push_back(Action::StopPlay(s));
+        }
+    }
+
+    fn state_changed(&mut self) {
+        self.out.push_back(Action::State(self.state()));
     }
 
     fn set_mute(&mut self, m: bool) {
@@ -289,123 +590,5 @@ impl CallController {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn drain(c: &mut CallController) -> Vec<Action> {
-        std::iter::from_fn(|| c.poll_action()).collect()
-    }
-
-    fn has(actions: &[Action], a: &Action) -> bool {
-        actions.contains(a)
-    }
-
-    #[test]
-    fn intercom_rings_answers_and_hangs_up_when_the_caller_leaves() {
-        let t = Instant::now();
-        let mut c = CallController::new(CallMode::Intercom, Duration::from_secs(60));
-        c.handle(t, Input::RoomUp);
-        c.handle(t, Input::StreamAdded("door-main".into()));
-        let a = drain(&mut c);
-        assert_eq!(c.state(), CallState::Ringing);
-        assert!(has(&a, &Action::Chime(true)) && has(&a, &Action::Led(Output::Ringing, LedMode::Blink)));
-        assert!(!has(&a, &Action::Publish), "nothing is sent before answering");
-        c.handle(t, Input::Button(Button::Call, Press::Short));
-        let a = drain(&mut c);
-        assert_eq!(c.state(), CallState::InCall);
-        assert!(has(&a, &Action::Chime(false)) && has(&a, &Action::Publish));
-        assert!(has(&a, &Action::Play("door-main".into())));
-        // A third party joins and leaves during the call.
-        c.handle(t, Input::StreamAdded("guard-main".into()));
-        assert_eq!(drain(&mut c), vec![Action::Play("guard-main".into())]);
-        c.handle(t, Input::StreamRemoved("guard-main".into()));
-        assert_eq!(drain(&mut c), vec![Action::StopPlay("guard-main".into())]);
-        // The caller hangs up: back to idle, our stream withdrawn.
-        c.handle(t, Input::StreamRemoved("door-main".into()));
-        let a = drain(&mut c);
-        assert_eq!(c.state(), CallState::Idle);
-        assert!(has(&a, &Action::StopPublish) && has(&a, &Action::State(CallState::Idle)));
-    }
-
-    #[test]
-    fn a_ring_stops_when_the_caller_gives_up_and_leave_declines() {
-        let t = Instant::now();
-        let mut c = CallController::new(CallMode::Intercom, Duration::from_secs(60));
-        c.handle(t, Input::StreamAdded("door-main".into()));
-        c.handle(t, Input::StreamRemoved("door-main".into()));
-        let a = drain(&mut c);
-        assert_eq!(c.state(), CallState::Idle);
-        assert!(has(&a, &Action::Chime(false)));
-        assert!(!has(&a, &Action::StopPublish), "never published");
-        c.handle(t, Input::StreamAdded("door-main".into()));
-        c.handle(t, Input::Button(Button::Leave, Press::Short));
-        assert_eq!(c.state(), CallState::Idle);
-    }
-
-    #[test]
-    fn kiosk_follows_the_room_and_auto_answer_waits_its_delay() {
-        let t = Instant::now();
-        let mut k = CallController::new(CallMode::Kiosk, Duration::from_secs(60));
-        k.handle(t, Input::StreamAdded("desk-main".into()));
-        assert_eq!(k.state(), CallState::InCall);
-        assert!(has(&drain(&mut k), &Action::Play("desk-main".into())));
-        k.handle(t, Input::StreamRemoved("desk-main".into()));
-        assert_eq!(k.state(), CallState::Idle);
-
-        let mut a = CallController::new(CallMode::AutoAnswer(Duration::from_secs(3)), Duration::from_secs(60));
-        a.handle(t, Input::StreamAdded("door-main".into()));
-        assert_eq!((a.state(), a.poll_timeout()), (CallState::Ringing, Some(t + Duration::from_secs(3))));
-        a.handle_timeout(t + Duration::from_secs(2));
-        assert_eq!(a.state(), CallState::Ringing);
-        a.handle_timeout(t + Duration::from_secs(3));
-        assert_eq!(a.state(), CallState::InCall);
-        assert!(has(&drain(&mut a), &Action::Publish));
-    }
-
-    #[test]
-    fn an_outgoing_call_rings_out_unless_answered() {
-        let t = Instant::now();
-        let mut c = CallController::new(CallMode::Intercom, Duration::from_secs(30));
-        c.handle(t, Input::Join);
-        assert_eq!(c.state(), CallState::InCall);
-        assert!(has(&drain(&mut c), &Action::Publish));
-        c.handle_timeout(t + Duration::from_secs(31));
-        assert_eq!(c.state(), CallState::Idle, "nobody answered");
-
-        c.handle(t, Input::Button(Button::Call, Press::Short));
-        c.handle(t + Duration::from_secs(5), Input::StreamAdded("flat-main".into()));
-        assert_eq!(c.poll_timeout(), None, "answered: no ring-out");
-        c.handle_timeout(t + Duration::from_secs(60));
-        assert_eq!(c.state(), CallState::InCall);
-        c.handle(t, Input::Button(Button::Call, Press::Long));
-        assert_eq!(c.state(), CallState::Idle, "a long press on call leaves");
-    }
-
-    #[test]
-    fn mute_door_and_online_led() {
-        let t = Instant::now();
-        let mut c = CallController::new(CallMode::Intercom, Duration::from_secs(30));
-        c.handle(t, Input::RoomUp);
-        c.handle(t, Input::Button(Button::Mute, Press::Short));
-        c.handle(t, Input::SetMute(true));
-        c.handle(t, Input::Button(Button::Door, Press::Short));
-        c.handle(t, Input::OpenDoor);
-        c.handle(t, Input::RoomDown);
-        assert_eq!(
-            drain(&mut c),
-            vec![
-                Action::Led(Output::Online, LedMode::On),
-                Action::Mute(true),
-                Action::DoorPulse,
-                Action::DoorPulse,
-                Action::Led(Output::Online, LedMode::Off),
-            ]
-        );
-        assert!(c.muted());
-        // A repeated stream add (e.g. after a reconnect snapshot) changes nothing.
-        c.handle(t, Input::StreamAdded("a".into()));
-        drain(&mut c);
-        c.handle(t, Input::StreamAdded("a".into()));
-        assert!(drain(&mut c).is_empty());
-    }
-}
+#[path = "call_tests.rs"]
+mod tests;

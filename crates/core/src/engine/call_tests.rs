@@ -16,10 +16,10 @@ use super::core::{CoreOutput, EngineCore, Input};
 use super::event::{EngineEvent, PublishChannel, RoomState};
 use super::media::MediaSupervisor;
 use super::media::{Command, Meters, Note, PlayCounts, PublishCounts};
-use super::session::{APP_SIGN_TTL, CmdId, Reply, Session, SessionConfig};
-use crate::device::call::{Action, Button, CallController, CallMode, CallState, Input as CallInput, Press};
+use super::session::{APP_SIGN_TTL, CallStep, CmdId, Reply, Session, SessionConfig};
+use crate::device::call::{Action, Button, CallController, CallMode, CallState, Callees, Input as CallInput, Press};
 use crate::media::MediaConfig;
-use crate::proto::{MediaRole, ServerMsg, UpdateType, UserInfo};
+use crate::proto::{Capability, ErrorCode, MediaRole, RingOrder, ServerMsg, UpdateType, UserInfo};
 use crate::rtc::client::ClientCore;
 use crate::rtc::sfu::SfuCore;
 use crate::rtc::test_rtp;
@@ -189,8 +189,21 @@ struct Device {
     done: HashMap<CmdId, Reply>,
     /// The door's call controller (the flat is driven by the test, as an app would).
     controller: Option<CallController>,
-    /// The network drops everything to and from this device.
+    /// The network drops every datagram to and from this device; signalling (TCP) waits
+    /// in `held` and arrives when the cut ends, if its connection is still open.
     cut: bool,
+    /// Signalling held by a cut: to the server (true) or to the device, on this connection.
+    held: Vec<(bool, ConnId, u64, MsgHeld)>,
+    /// The controller's call waiting for the server's answer.
+    placing: Option<CmdId>,
+    /// Door relay pulses for door requests.
+    door_pulses: u32,
+}
+
+/// A signalling message held by a cut.
+enum MsgHeld {
+    Client(crate::proto::ClientMsg),
+    Server(ServerMsg),
 }
 
 struct World {
@@ -253,7 +266,19 @@ impl World {
             repair: MediaConfig::small().repair,
         };
         let core = engine(self.at, self.devices.len() as u64 + 1);
-        let d = Device { user, core, media, conn: None, events: vec![], done: HashMap::new(), controller, cut: false };
+        let d = Device {
+            user,
+            core,
+            media,
+            conn: None,
+            events: vec![],
+            done: HashMap::new(),
+            controller,
+            cut: false,
+            held: vec![],
+            placing: None,
+            door_pulses: 0,
+        };
         self.devices.push(d);
         self.devices.len() - 1
     }
@@ -268,7 +293,13 @@ impl World {
     }
 
     fn login(&mut self, i: usize, room: &'static str) -> CmdId {
-        let user = UserInfo::new(self.devices[i].user.into(), self.devices[i].user.into());
+        let id = self.devices[i].user;
+        // Devices with a controller are door stations and indoor units; the others persons.
+        let user = if self.devices[i].controller.is_some() {
+            UserInfo::device(id.into(), id.into(), vec![Capability::Answer, Capability::Door, Capability::Camera])
+        } else {
+            UserInfo::new(id.into(), id.into())
+        };
         self.call(i, move |s, now, cmd| s.login(now, cmd, room.into(), user, None, true))
     }
 
@@ -322,9 +353,12 @@ impl World {
                 CoreOutput::Send { epoch, msg } => {
                     if let Some((e, conn)) = d.conn
                         && e == epoch
-                        && !d.cut
                     {
-                        self.reg.handle_message(conn, msg, now);
+                        if d.cut {
+                            d.held.push((true, conn, epoch, MsgHeld::Client(msg)));
+                        } else {
+                            self.reg.handle_message(conn, msg, now);
+                        }
                     }
                 }
                 CoreOutput::Close { epoch } => {
@@ -346,6 +380,12 @@ impl World {
                     d.events.push(e);
                 }
                 CoreOutput::Done { cmd, result } => {
+                    if d.placing == Some(cmd) {
+                        d.placing = None;
+                        if let Some(c) = &mut d.controller {
+                            c.handle(now.at, CallInput::Placed(result.clone().map_err(|e| e.code())));
+                        }
+                    }
                     d.done.insert(cmd, result);
                 }
                 CoreOutput::Media(cmd) => {
@@ -378,6 +418,23 @@ impl World {
                     self.call(i, move |s, _, cmd| s.stop_play(cmd, &st));
                 }
                 Action::Mute(m) => self.devices[i].core.handle(now.at, Input::Mute(m)),
+                Action::Call(Callees { users, order, ring_secs }) => {
+                    let cmd = self.call(i, move |s, _, cmd| s.call(cmd, users, order, ring_secs));
+                    self.devices[i].placing = Some(cmd);
+                }
+                Action::Answer(id) => {
+                    self.call(i, move |s, _, cmd| s.call_step(cmd, id, CallStep::Answer));
+                }
+                Action::Decline(id) => {
+                    self.call(i, move |s, _, cmd| s.call_step(cmd, id, CallStep::Decline));
+                }
+                Action::HangUp(id) => {
+                    self.call(i, move |s, _, cmd| s.call_step(cmd, id, CallStep::HangUp));
+                }
+                Action::OpenDoorFor { request_id, .. } => {
+                    self.devices[i].door_pulses += 1;
+                    self.call(i, move |s, _, cmd| s.answer_door(cmd, request_id, Ok(())));
+                }
                 _ => {}
             }
         }
@@ -417,12 +474,31 @@ impl World {
 
     fn deliver(&mut self, conn: ConnId, msg: ServerMsg) {
         let at = self.at;
-        if let Some(d) = self.devices.iter_mut().find(|d| d.conn.is_some_and(|(_, c)| c == conn))
-            && !d.cut
-        {
+        if let Some(d) = self.devices.iter_mut().find(|d| d.conn.is_some_and(|(_, c)| c == conn)) {
             let epoch = d.conn.unwrap().0;
-            d.core.handle(at, Input::Message { epoch, msg });
+            if d.cut {
+                d.held.push((false, conn, epoch, MsgHeld::Server(msg)));
+            } else {
+                d.core.handle(at, Input::Message { epoch, msg });
+            }
         }
+    }
+
+    /// Ends device `i`'s cut: what TCP held arrives, on connections still open at both ends.
+    fn restore(&mut self, i: usize) {
+        let now = self.now();
+        self.devices[i].cut = false;
+        for (to_server, conn, epoch, msg) in std::mem::take(&mut self.devices[i].held) {
+            if self.devices[i].conn != Some((epoch, conn)) {
+                continue;
+            }
+            match (to_server, msg) {
+                (true, MsgHeld::Client(m)) => self.reg.handle_message(conn, m, now),
+                (false, MsgHeld::Server(m)) => self.devices[i].core.handle(now.at, Input::Message { epoch, msg: m }),
+                _ => {}
+            }
+        }
+        self.settle();
     }
 
     /// Datagrams between the devices' connections and the SFU (links without delay), and
@@ -531,46 +607,71 @@ fn controller_inputs(e: &EngineEvent) -> Vec<CallInput> {
     match e {
         EngineEvent::RoomStateChanged { state: RoomState::Connected, .. } => vec![CallInput::RoomUp],
         EngineEvent::RoomStateChanged { .. } => vec![CallInput::RoomDown],
-        EngineEvent::RoomStreamUpdate { update: UpdateType::Add, streams, .. } => {
-            streams.iter().map(|s| CallInput::StreamAdded(s.stream_id.clone())).collect()
-        }
+        EngineEvent::RoomStreamUpdate { update: UpdateType::Add, streams, .. } => streams
+            .iter()
+            .map(|s| CallInput::StreamAdded { stream: s.stream_id.clone(), user: s.user.user_id.clone() })
+            .collect(),
         EngineEvent::RoomStreamUpdate { update: UpdateType::Delete, streams, .. } => {
             streams.iter().map(|s| CallInput::StreamRemoved(s.stream_id.clone())).collect()
+        }
+        EngineEvent::CallIncoming { call_id, caller, .. } => {
+            vec![CallInput::Incoming { call_id: *call_id, caller: caller.user_id.clone() }]
+        }
+        EngineEvent::CallStateUpdate { call_id, state, peer, reason, .. } => vec![CallInput::CallUpdate {
+            call_id: *call_id,
+            state: *state,
+            peer: peer.user_id.clone(),
+            reason: *reason,
+        }],
+        EngineEvent::DoorRequest { request_id, from, .. } => {
+            vec![CallInput::DoorRequest { request_id: *request_id, from: from.user_id.clone() }]
         }
         _ => vec![],
     }
 }
 
-/// The flat calls the door; the door rings, its call button answers; both decode the other's
-/// video; a 10 s cut of the door's network stops its media, and after it both decode again
-/// without a new login.
+fn intercom(callee: &str) -> Option<CallController> {
+    let callees = Callees { users: vec![callee.into()], order: RingOrder::Together, ring_secs: Some(30) };
+    Some(CallController::new(CallMode::Intercom, callees))
+}
+
+impl World {
+    fn press(&mut self, i: usize, button: Button, press: Press) {
+        let at = self.at;
+        if let Some(c) = &mut self.devices[i].controller {
+            c.handle(at, CallInput::Button(button, press));
+        }
+    }
+}
+
+/// A visitor joining and publishing rings nobody. The door's call button rings the flat;
+/// the flat's call button answers; both decode the other's video; a 10 s cut of the door's
+/// network stops its media, and after it both decode again on the same call and session;
+/// the flat opens the door (that door alone pulses); the flat hangs up and both are idle.
 #[test]
-fn a_ring_answered_by_the_call_button_survives_a_ten_second_cut() {
+fn the_door_rings_the_flat_which_answers_survives_a_ten_second_cut_opens_and_hangs_up() {
     let mut w = World::new();
-    let door = w.add("door", [10, 0, 1, 1], Some(CallController::new(CallMode::Intercom, Duration::from_secs(30))));
-    let flat = w.add("flat", [10, 0, 2, 1], None);
+    let door = w.add("door", [10, 0, 1, 1], intercom("flat"));
+    let flat = w.add("flat", [10, 0, 2, 1], intercom("door"));
+    let visitor = w.add("visitor", [10, 0, 3, 1], None);
     w.login(door, "lobby");
     w.login(flat, "lobby");
-    assert!(w.run_until(Duration::from_secs(5), |w| w.in_room(door) && w.in_room(flat)), "both log in");
+    w.login(visitor, "lobby");
+    assert!(w.run_until(Duration::from_secs(5), |w| w.in_room(door) && w.in_room(flat) && w.in_room(visitor)));
 
-    // The flat publishes: an incoming call at the door.
-    w.publish(flat, "flat-main");
-    assert!(w.run_until(Duration::from_secs(5), |w| w.call_state(door) == CallState::Ringing), "the door rings");
-    assert_eq!(w.decoded(door, "flat-main"), 0, "nothing plays before the call is answered");
+    // A visitor publishing rings nobody.
+    w.publish(visitor, "visitor-main");
+    w.run(Duration::from_secs(2));
+    assert_eq!((w.call_state(door), w.call_state(flat)), (CallState::Idle, CallState::Idle));
 
-    // The call button answers: the door publishes and plays; the flat plays the door.
-    let at = w.at;
-    if let Some(c) = &mut w.devices[door].controller {
-        c.handle(at, CallInput::Button(Button::Call, Press::Short));
-    }
-    let plays_door = w.run_until(Duration::from_secs(5), |w| {
-        w.devices[flat]
-            .events
-            .iter()
-            .any(|e| matches!(e, EngineEvent::RoomStreamUpdate { update: UpdateType::Add, .. }))
-    });
-    assert!(plays_door, "the flat hears of the door's stream");
-    w.play(flat, "door-main".into());
+    // The door's button rings the flat; the door publishes at once (early video).
+    w.press(door, Button::Call, Press::Short);
+    assert!(w.run_until(Duration::from_secs(5), |w| w.call_state(flat) == CallState::Ringing), "the flat rings");
+    assert_eq!(w.call_state(door), CallState::RingingOut);
+    assert_eq!(w.decoded(flat, "door-main"), 0, "the flat's controller plays nothing before answering");
+
+    // The flat answers with its button: both publish and play each other, not the visitor.
+    w.press(flat, Button::Call, Press::Short);
     let both = |w: &World| w.decoded(door, "flat-main") >= 30 && w.decoded(flat, "door-main") >= 30;
     assert!(
         w.run_until(Duration::from_secs(10), both),
@@ -578,7 +679,12 @@ fn a_ring_answered_by_the_call_button_survives_a_ten_second_cut() {
         w.decoded(door, "flat-main"),
         w.decoded(flat, "door-main")
     );
-    assert_eq!(w.call_state(door), CallState::InCall);
+    assert_eq!((w.call_state(door), w.call_state(flat)), (CallState::InCall, CallState::InCall));
+    assert_eq!(
+        w.decoded(flat, "visitor-main") + w.decoded(door, "visitor-main"),
+        0,
+        "media only between the call's members"
+    );
 
     // A 10 s cut of the door's network: nothing reaches it, nothing leaves it.
     w.devices[door].cut = true;
@@ -589,7 +695,7 @@ fn a_ring_answered_by_the_call_button_survives_a_ten_second_cut() {
     assert!(w.decoded(flat, "door-main") <= at_flat + 2, "the door's media stopped during the cut");
 
     // Back: media flows both ways again within 10 s, on the same session (resumed).
-    w.devices[door].cut = false;
+    w.restore(door);
     let (at_door, at_flat) = (w.decoded(door, "flat-main"), w.decoded(flat, "door-main"));
     let back = |w: &World| w.decoded(door, "flat-main") >= at_door + 30 && w.decoded(flat, "door-main") >= at_flat + 30;
     assert!(
@@ -606,5 +712,66 @@ fn a_ring_answered_by_the_call_button_survives_a_ten_second_cut() {
         .filter(|e| matches!(e, EngineEvent::RoomStateChanged { reason: super::event::RoomStateReason::Logined, .. }))
         .count();
     assert_eq!(logins, 1, "resumed, not logged in again");
-    assert_eq!(w.call_state(door), CallState::InCall, "the call survived the cut");
+    assert_eq!((w.call_state(door), w.call_state(flat)), (CallState::InCall, CallState::InCall), "the call survived");
+
+    // The flat opens the door of its call: the door pulses, the flat hears it opened. The
+    // visitor (no door privilege, no call) is refused.
+    let opened = w.call(flat, |s, _, cmd| s.open_door(cmd, "door".into()));
+    assert!(w.run_until(Duration::from_secs(3), |w| w.devices[flat].done.contains_key(&opened)));
+    assert_eq!(w.devices[flat].done[&opened], Ok(0));
+    assert_eq!(w.devices[door].door_pulses, 1);
+    let refused = w.call(visitor, |s, _, cmd| s.open_door(cmd, "door".into()));
+    assert!(w.run_until(Duration::from_secs(3), |w| w.devices[visitor].done.contains_key(&refused)));
+    assert_eq!(w.devices[visitor].done[&refused].clone().map_err(|e| e.code()), Err(ErrorCode::DOOR_FORBIDDEN));
+    assert_eq!(w.devices[door].door_pulses, 1);
+
+    // The flat hangs up: both idle, nothing published.
+    w.press(flat, Button::Leave, Press::Short);
+    assert!(
+        w.run_until(Duration::from_secs(3), |w| w.call_state(door) == CallState::Idle),
+        "the door hears the hang-up"
+    );
+    assert_eq!(w.call_state(flat), CallState::Idle);
+    let ended = w.devices[door].events.iter().any(|e| {
+        matches!(
+            e,
+            EngineEvent::CallStateUpdate { state: crate::proto::CallPhase::Ended, reason: ErrorCode::CALL_HUNG_UP, .. }
+        )
+    });
+    assert!(ended, "the door was told the flat hung up");
+}
+
+/// The door rings the flat while the flat's network is cut (within the grace period): for
+/// 5 s, the ring waits in TCP and arrives after the cut; for 9 s, the flat's engine gives
+/// the silent connection up and resumes, and the resume snapshot tells it of the ring. Either
+/// way the flat rings and can answer.
+#[test]
+fn a_ring_during_a_cut_of_the_callee_is_delivered_when_it_comes_back() {
+    for cut in [5, 9] {
+        let mut w = World::new();
+        let door = w.add("door", [10, 0, 1, 1], intercom("flat"));
+        let flat = w.add("flat", [10, 0, 2, 1], intercom("door"));
+        w.login(door, "lobby");
+        w.login(flat, "lobby");
+        assert!(w.run_until(Duration::from_secs(5), |w| w.in_room(door) && w.in_room(flat)));
+        w.devices[flat].cut = true;
+        w.run(Duration::from_millis(500));
+        w.press(door, Button::Call, Press::Short);
+        w.run(Duration::from_secs(cut) - Duration::from_millis(500));
+        assert_eq!(w.call_state(flat), CallState::Idle, "cut off: it cannot ring yet");
+        assert_eq!(w.call_state(door), CallState::RingingOut, "the door still rings out");
+        w.restore(flat);
+        let rang = w.run_until(Duration::from_secs(15), |w| w.call_state(flat) == CallState::Ringing);
+        assert!(rang, "{cut} s cut: the ring is delivered after the cut");
+        let resumes = w.devices[flat]
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e, EngineEvent::RoomStateChanged { reason: super::event::RoomStateReason::Reconnected, .. })
+            })
+            .count();
+        assert_eq!(resumes, usize::from(cut > 7), "{cut} s cut: resumed only when the link was given up");
+        w.press(flat, Button::Call, Press::Short);
+        assert!(w.run_until(Duration::from_secs(5), |w| w.call_state(door) == CallState::InCall), "{cut} s: answered");
+    }
 }

@@ -522,14 +522,15 @@ impl Session {
     }
 
     /// This door station's answer to a [`EngineEvent::DoorRequest`]: `Ok` opened, or why not.
-    /// Lost (and told as DOOR_NO_ANSWER to the requester) if the room connection is down.
-    pub fn answer_door(&mut self, request_id: u64, result: Result<(), (ErrorCode, String)>) {
+    /// Fails (and the requester is told DOOR_NO_ANSWER) if the room connection is down.
+    pub fn answer_door(&mut self, cmd: CmdId, request_id: u64, result: Result<(), (ErrorCode, String)>) {
         if self.phase != Phase::Connected || self.link != Link::Up {
             tracing::warn!(request_id, "door answer not sent: not connected to the room");
-            return;
+            return self.done(cmd, Err(EngineError::Network(ErrorCode::NETWORK_INTERRUPTED)));
         }
         let (code, message) = result.err().unwrap_or((ErrorCode::OK, String::new()));
         self.send(ClientMsg::DoorAnswer { request_id, code, message });
+        self.done(cmd, Ok(0));
     }
 
     /// `renew_token`: kept for later logins, and sent to the server when connected.
@@ -607,6 +608,7 @@ impl Session {
             }
             ServerMsg::Resumed { req, room, ice_servers } => {
                 if matches!(self.pending.remove(&req), Some(Pending::Resume)) {
+                    self.reconcile_calls(&room);
                     self.out.push_back(Output::Joined { fresh: false, ice_servers });
                     self.joined(now, room);
                 }
@@ -615,8 +617,9 @@ impl Session {
             ServerMsg::BroadcastOk { req, message_id } => self.answer(now, req, Ok(message_id)),
             ServerMsg::CallOk { req, call_id } => self.answer(now, req, Ok(call_id)),
             ServerMsg::CallIncoming { room_id, call_id, caller, ring_secs } => {
-                self.calls.insert(call_id, caller.clone());
-                self.emit(EngineEvent::CallIncoming { room_id, call_id, caller, ring_secs });
+                if self.calls.insert(call_id, caller.clone()).is_none() {
+                    self.emit(EngineEvent::CallIncoming { room_id, call_id, caller, ring_secs });
+                }
             }
             ServerMsg::CallUpdate { room_id, call_id, state, peer, reason } => {
                 match state {

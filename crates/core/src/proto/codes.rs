@@ -200,6 +200,8 @@ codes! {
     CALL_PEER_OFFLINE = 1006006,
     /// Call: another callee of the group answered first.
     CALL_ANSWERED_ELSEWHERE = 1006007,
+    /// Call: it ended while this member's connection was down, and why was not kept (engine side).
+    CALL_LOST = 1006008,
     /// Call: no such call, or this session is not the side that may do this to it.
     CALL_NOT_FOUND = 1006010,
     /// Call: nobody to ring (no callee named and no other member that can answer).

@@ -158,6 +158,40 @@ pub struct RoomSnapshot {
     pub streams: Vec<StreamInfo>,
     /// The room's extra info.
     pub extra_info: Vec<ExtraInfo>,
+    /// The call this session is in now, if any: on `resumed`, what a client that missed
+    /// messages while its connection was down needs to catch up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<CallSnapshot>,
+    /// The session's most recent call that ended, with why (on `resumed`: a call that ended
+    /// while the connection was down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_call: Option<EndedCall>,
+}
+
+/// A call as it stands, for one of its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallSnapshot {
+    /// The call.
+    pub call_id: u64,
+    /// This session placed it.
+    pub caller: bool,
+    /// It was answered.
+    pub answered: bool,
+    /// The other side: the caller (to a callee), the callee that answered (to the caller);
+    /// absent for a caller whose call still rings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<UserInfo>,
+}
+
+/// A call that ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedCall {
+    /// The call.
+    pub call_id: u64,
+    /// The other side of its end.
+    pub peer: UserInfo,
+    /// Why it ended.
+    pub reason: ErrorCode,
 }
 
 /// Add or delete, for user and stream updates.

@@ -226,6 +226,58 @@ impl Session {
         }
     }
 
+    /// A resume: the server's word on where this session's call stands replaces ours, for
+    /// what was sent on a connection that died before it arrived. A call we knew that the
+    /// server no longer has ended: with its reason when it was the last to end, else
+    /// CALL_LOST. A call the server has that we did not know is told.
+    pub(super) fn reconcile_calls(&mut self, room: &RoomSnapshot) {
+        use crate::proto::CallPhase;
+        let room_id = room.room_id.clone();
+        let current = room.call.as_ref().map(|c| c.call_id);
+        for (call_id, peer) in std::mem::take(&mut self.calls) {
+            if Some(call_id) == current {
+                self.calls.insert(call_id, peer);
+                continue;
+            }
+            let (peer, reason) = match &room.last_call {
+                Some(l) if l.call_id == call_id => (l.peer.clone(), l.reason),
+                _ => (peer, ErrorCode::CALL_LOST),
+            };
+            tracing::info!(call_id, error_code = reason.0, "the call ended while the connection was down");
+            self.emit(EngineEvent::CallStateUpdate {
+                room_id: room_id.clone(),
+                call_id,
+                state: CallPhase::Ended,
+                peer,
+                reason,
+            });
+        }
+        let Some(c) = &room.call else { return };
+        let known = self.calls.contains_key(&c.call_id);
+        let peer = c.peer.clone().unwrap_or_else(|| UserInfo::new(String::new(), String::new()));
+        if !known {
+            self.calls.insert(c.call_id, peer.clone());
+        }
+        match (c.caller, c.answered, known) {
+            // Rung while away: the ring is told now.
+            (false, false, false) => {
+                let e = EngineEvent::CallIncoming { room_id, call_id: c.call_id, caller: peer, ring_secs: 0 };
+                self.emit(e);
+            }
+            // Answered while away (by us on another connection, or the callee took ours).
+            (_, true, _) => {
+                let (call_id, state, reason) = (c.call_id, CallPhase::Answered, ErrorCode::OK);
+                self.emit(EngineEvent::CallStateUpdate { room_id, call_id, state, peer, reason });
+            }
+            // Our call, still ringing: its first update names it, if we missed it.
+            (true, false, false) => {
+                let (call_id, state, reason) = (c.call_id, CallPhase::Ringing, ErrorCode::OK);
+                self.emit(EngineEvent::CallStateUpdate { room_id, call_id, state, peer, reason });
+            }
+            _ => {}
+        }
+    }
+
     /// Every publish and play ends (logout, kick, failure), with its event, and so does
     /// every call.
     pub(super) fn stop_all(&mut self, code: ErrorCode) {

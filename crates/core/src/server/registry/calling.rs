@@ -212,8 +212,17 @@ impl Registry {
         }
     }
 
+    /// Sends what a call step tells; an end is also kept in the session for its resume
+    /// snapshot. Call messages are not kept for a detached session: its resume snapshot
+    /// says where its call stands, including what was sent on a connection that died
+    /// before it arrived.
     fn send_notes(&mut self, notes: Notes) {
         for (to, msg) in notes {
+            if let ServerMsg::CallUpdate { call_id, state: crate::proto::CallPhase::Ended, peer, reason, .. } = &msg
+                && let Some(s) = self.sessions.get_mut(&to)
+            {
+                s.last_call = Some(crate::proto::EndedCall { call_id: *call_id, peer: peer.clone(), reason: *reason });
+            }
             self.send_session(&to, msg);
         }
     }

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::proto::{CallPhase, ErrorCode, RingOrder, ServerMsg, UserInfo};
+use crate::proto::{CallPhase, CallSnapshot, ErrorCode, RingOrder, ServerMsg, UserInfo};
 
 /// Messages to sessions: what a step of a call tells whom.
 pub(super) type Notes = Vec<(String, ServerMsg)>;
@@ -125,6 +125,19 @@ impl Calls {
         } else {
             None
         }
+    }
+
+    /// The call `sid` is in, as it stands (for a resume snapshot).
+    pub(super) fn snapshot_for(&self, sid: &str) -> Option<CallSnapshot> {
+        let &call_id = self.by_session.get(sid)?;
+        let call = self.calls.get(&call_id)?;
+        let answered = call.answered().map(|i| &call.legs[i]);
+        if call.caller.sid == sid {
+            let peer = answered.map(|l| l.user().clone());
+            return Some(CallSnapshot { call_id, caller: true, answered: answered.is_some(), peer });
+        }
+        let peer = Some(call.caller.user.clone());
+        Some(CallSnapshot { call_id, caller: false, answered: answered.is_some(), peer })
     }
 
     /// Every call, for the invariants.

@@ -246,7 +246,13 @@ fn a_ring_reaches_a_callee_that_resumes_within_grace_or_ends_offline() {
     w.advance(Duration::from_secs(5));
     w.reg.handle_connect(6, w.now);
     w.msg(6, ClientMsg::Resume { req: 2, version: 1, session_id, resume_token });
-    assert_eq!(w.call_msgs(6), vec![c("incoming", "door", ErrorCode::OK)], "the ring waited in the backlog");
+    let call = w.take(6).into_iter().find_map(|m| match m {
+        ServerMsg::Resumed { room, .. } => room.call,
+        _ => None,
+    });
+    let call = call.expect("the resume snapshot names the call");
+    assert_eq!((call.call_id, call.caller, call.answered), (id, false, false));
+    assert_eq!(call.peer.map(|p| p.user_id), Some("door".into()), "rung by the door");
     w.step(6, answer(id)).unwrap();
     assert_eq!(w.call_msgs(1), vec![c("answered", "flat2", ErrorCode::OK)]);
 

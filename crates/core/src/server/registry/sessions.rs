@@ -38,6 +38,8 @@ pub(super) struct Session {
     backlog: VecDeque<ServerMsg>,
     /// A WHIP publisher: no connection and no heartbeat; ended by DELETE or by its media.
     pub(super) pinned: bool,
+    /// The most recent call of this session that ended, for its resume snapshot.
+    pub(super) last_call: Option<crate::proto::EndedCall>,
 }
 
 impl Session {
@@ -72,24 +74,19 @@ impl Session {
             broadcasts,
             backlog: VecDeque::new(),
             pinned,
+            last_call: None,
         }
     }
 
     /// Where a message to this session goes: its connection, or (detached) the backlog for
-    /// broadcast, token and call messages (a ring reaches a callee that resumes within the
-    /// grace period; a door request is never kept) (room and stream changes reach it through the resume
+    /// broadcast and token messages (a ring reaches a callee that resumes within the grace
+    /// period through the resume snapshot; a door request is never kept) (room and stream changes reach it through the resume
     /// snapshot instead). The connection to send on, when there is one.
     pub(super) fn deliver(&mut self, msg: ServerMsg) -> Option<(ConnId, ServerMsg)> {
         match self.conn {
             Some(c) => Some((c, msg)),
             None => {
-                if matches!(
-                    msg,
-                    ServerMsg::BroadcastMessage { .. }
-                        | ServerMsg::TokenWillExpire { .. }
-                        | ServerMsg::CallIncoming { .. }
-                        | ServerMsg::CallUpdate { .. }
-                ) {
+                if matches!(msg, ServerMsg::BroadcastMessage { .. } | ServerMsg::TokenWillExpire { .. }) {
                     if self.backlog.len() >= DETACHED_BACKLOG {
                         self.backlog.pop_front();
                     }
