@@ -150,68 +150,162 @@ fn playing(s: &Status, stream: &str) -> Option<u64> {
         .map(|p| p.frames_decoded)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_button_publishes_and_plays_leave_withdraws_and_a_ring_is_answered() {
-    let server = Server::start("");
-    let dev = Device::start(&server.url(), "intercom", None);
-    dev.wait("logged in", |s| {
-        s.room.state == callbox::engine::RoomState::Connected && s.gpio.outputs["online"] == "on"
+/// The door station of the test config, ringing `callee` (a TOML value) `ring_out_secs`.
+fn door(url: &str, callee: &str, ring_secs: u64) -> Device {
+    Device::start_edited(url, "intercom", None, &[], |c| {
+        c.replace("[call]\n", &format!("[call]\ncallee = {callee}\n"))
+            .replace("ring_out_secs = 60", &format!("ring_out_secs = {ring_secs}"))
     })
-    .await;
+}
 
-    let (flat, mut ev) = media_engine(&server.url());
-    flat.login_room("lobby", user("flat"), notify()).await.unwrap();
-    // An outgoing call: the call button publishes our stream. The CLI prints the status
-    // after the press was handled, not the one before it.
-    let out = dev.cli(&["gpio", "press", "call"]);
+/// An indoor unit `user` in intercom mode: it answers calls that name no callee and has no
+/// door relay of its own (its door button opens the door of its call).
+fn indoor(url: &str, user: &str) -> Device {
+    Device::start_edited(url, "intercom", None, &[], |c| {
+        c.replace("user_id = \"door\"", &format!("user_id = \"{user}\""))
+            .replace("user_name = \"Door station\"", &format!("user_name = \"{user} unit\""))
+            .replace("[call]\n", "[call]\nanswers = true\ndoor = false\ncallee = \"door\"\n")
+    })
+}
+
+fn connected(s: &Status) -> bool {
+    s.room.state == callbox::engine::RoomState::Connected
+}
+
+/// Two daemons (a door and a flat) and a visitor: the visitor joining and publishing rings
+/// nobody; the door's call button rings the flat; the flat answers and both decode each
+/// other (and not the visitor); the flat's door button opens the door, which pulses and
+/// confirms; the flat hangs up and both are idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_door_rings_the_flat_which_answers_opens_the_door_and_hangs_up() {
+    let server = Server::start("");
+    let door = door(&server.url(), "\"flat\"", 60);
+    let flat = indoor(&server.url(), "flat");
+    door.wait("door logged in", |s| connected(s) && s.gpio.outputs["online"] == "on").await;
+    flat.wait("flat logged in", connected).await;
+
+    // A visitor joins and publishes: nobody rings.
+    let (visitor, _ev) = media_engine(&server.url());
+    visitor.login_room("lobby", user("visitor"), notify()).await.unwrap();
+    visitor.start_publishing_stream("visitor-main", PublishChannel::Main).await.unwrap();
+    let seen = |s: &Status| s.streams.iter().any(|x| x.stream_id == "visitor-main");
+    let s = door.wait("the door sees the visitor's stream", seen).await;
+    assert_eq!((s.call.as_str(), s.chimes), ("idle", 0));
+    let s = flat.wait("the flat sees the visitor's stream", seen).await;
+    assert_eq!((s.call.as_str(), s.chimes), ("idle", 0), "publishing in the room rings nobody");
+
+    // The door's button rings the flat. The CLI prints the status after the press.
+    let out = door.cli(&["gpio", "press", "call"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("call ") && !text.contains("call     idle"), "{text}");
-    ev.wait("door-main added", stream_update("door-main", UpdateType::Add)).await;
-    flat.start_playing_stream("door-main").await.unwrap();
-    ev.wait("door-main rendered", rendered("door-main")).await;
-    // The flat answers by publishing; the device, in the call, plays it.
-    flat.start_publishing_stream("flat-main", PublishChannel::Main).await.unwrap();
-    let s = dev.wait("frames from flat-main", |s| playing(s, "flat-main").unwrap_or(0) > 5).await;
-    assert_eq!(s.call, "in_call");
+    assert!(out.status.success() && text.contains("call     ringing_out"), "{text}");
+    let s = flat.wait("the flat rings", |s| s.call == "ringing" && s.chimes >= 1).await;
+    assert_eq!(s.call_peer.as_deref(), Some("door"));
+    assert_eq!(s.gpio.outputs["ringing"], "blink");
+    assert!(s.publishing.is_empty(), "nothing is sent before answering");
+
+    // The flat answers: both publish and play each other.
+    flat.press("call");
+    let s = door.wait("the door decodes the flat", |s| playing(s, "flat-main").unwrap_or(0) > 5).await;
+    assert_eq!((s.call.as_str(), s.call_peer.as_deref()), ("in_call", Some("flat")));
+    assert!(playing(&s, "visitor-main").is_none(), "media only between the call's members");
+    let s = flat.wait("the flat decodes the door", |s| playing(s, "door-main").unwrap_or(0) > 5).await;
     assert_eq!(s.gpio.outputs["in_call"], "on");
+    assert!(playing(&s, "visitor-main").is_none());
 
     // The status as JSON, through the CLI, with the fields integrators rely on.
-    let out = dev.cli(&["status", "--json"]);
+    let out = door.cli(&["status", "--json"]);
     assert!(out.status.success());
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["room"]["state"], "Connected");
-    assert_eq!(j["room"]["reason"], "Logined");
-    assert_eq!(j["room"]["error_code"], 0);
     assert_eq!(j["call"], "in_call");
+    assert_eq!(j["call_peer"], "flat");
     assert_eq!(j["publishing"][0]["stream_id"], "door-main");
-    assert_eq!(j["publishing"][0]["state"], "Publishing");
     assert_eq!(j["playing"][0]["stream_id"], "flat-main");
-    assert_eq!(j["playing"][0]["state"], "Playing");
-    assert!(j["playing"][0]["frames_decoded"].as_u64().unwrap() > 5, "{j}");
     assert_eq!(j["encoder"], "x264enc");
-    let text = String::from_utf8(dev.cli(&["status"]).stdout).unwrap();
-    assert!(text.contains("call     in_call") && text.contains("flat-main Playing"), "{text}");
+    let text = String::from_utf8(door.cli(&["status"]).stdout).unwrap();
+    assert!(text.contains("call     in_call with flat") && text.contains("flat-main Playing"), "{text}");
+
+    // The flat's door button opens the door of its call: that door pulses and confirms.
+    flat.press("door");
+    let s = door.wait("the door relay pulsed", |s| s.door_pulses == 1).await;
+    assert_eq!(s.door_refused, 0);
+    let s = flat.wait("the flat sees the confirmation", |s| s.door_requests == 1 && s.door_last_result.is_some()).await;
+    assert_eq!(s.door_last_result.as_deref(), Some("door: opened"));
+    assert_eq!(s.door_pulses, 0, "the flat has no relay of its own");
+    assert!(door.log().contains("door relay pulsed on request of flat"), "{}", door.log());
 
     // Mute over the CLI.
-    assert!(dev.cli(&["call", "mute"]).status.success());
-    dev.wait("muted", |s| s.muted).await;
+    assert!(door.cli(&["call", "mute"]).status.success());
+    door.wait("muted", |s| s.muted).await;
 
-    // Leave: back to idle, our stream deleted for the flat.
-    dev.press("leave");
-    ev.wait("door-main deleted", stream_update("door-main", UpdateType::Delete)).await;
-    let s = dev.wait("idle", |s| s.call == "idle" && s.publishing.is_empty() && s.playing.is_empty()).await;
+    // The flat hangs up: both idle, nothing published or played.
+    flat.press("leave");
+    let s =
+        door.wait("the door is idle", |s| s.call == "idle" && s.publishing.is_empty() && s.playing.is_empty()).await;
+    assert_eq!(s.last_call_end.as_deref(), Some("CALL_HUNG_UP"));
     assert_eq!(s.gpio.outputs["in_call"], "off");
+    flat.wait("the flat is idle", |s| s.call == "idle" && s.publishing.is_empty()).await;
+    visitor.destroy().await;
+}
 
-    // The flat calls again: the device rings (chime played) and `callbox call join` answers.
-    flat.stop_publishing_stream(PublishChannel::Main).await.unwrap();
-    flat.start_publishing_stream("flat-main", PublishChannel::Main).await.unwrap();
-    let s = dev.wait("ringing with a chime", |s| s.call == "ringing" && s.chimes >= 1).await;
-    assert_eq!(s.gpio.outputs["ringing"], "blink");
-    assert!(s.publishing.is_empty(), "nothing is sent before answering");
-    assert!(dev.cli(&["call", "join"]).status.success());
-    ev.wait("door-main added again", stream_update("door-main", UpdateType::Add)).await;
-    dev.wait("answered", |s| s.call == "in_call" && playing(s, "flat-main").unwrap_or(0) > 0).await;
-    flat.destroy().await;
+/// Declined (the flat's leave button), cancelled (the door's leave button) and timed out
+/// (nobody answers within the ring time): both sides idle with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declined_cancelled_and_timed_out_rings_leave_both_idle_with_the_reason() {
+    let server = Server::start("");
+    let door = door(&server.url(), "\"flat\"", 5);
+    let flat = indoor(&server.url(), "flat");
+    door.wait("door logged in", connected).await;
+    flat.wait("flat logged in", connected).await;
+    let ended = |reason: &'static str| move |s: &Status| s.call == "idle" && s.last_call_end.as_deref() == Some(reason);
+
+    door.press("call");
+    flat.wait("ringing", |s| s.call == "ringing").await;
+    flat.press("leave");
+    door.wait("declined at the door", ended("CALL_DECLINED")).await;
+    flat.wait("declined at the flat", ended("CALL_DECLINED")).await;
+
+    door.press("call");
+    flat.wait("ringing again", |s| s.call == "ringing").await;
+    door.press("leave");
+    flat.wait("cancelled at the flat", ended("CALL_CANCELLED")).await;
+    let s = door.wait("idle at the door", |s| s.call == "idle").await;
+    assert!(s.publishing.is_empty(), "the early video stopped");
+
+    door.press("call");
+    flat.wait("ringing a third time", |s| s.call == "ringing").await;
+    let s = flat.wait("timed out at the flat", ended("CALL_TIMED_OUT")).await;
+    assert_eq!(s.gpio.outputs["ringing"], "off");
+    door.wait("timed out at the door", ended("CALL_TIMED_OUT")).await;
+}
+
+/// The door rings a group together: the flat and a desk (an app that says it can answer).
+/// The desk answers: the flat stops ringing, told someone else answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_ring_stops_on_the_others_when_one_answers() {
+    let server = Server::start("");
+    let door = door(&server.url(), "[\"flat\", \"desk\"]", 60);
+    let flat = indoor(&server.url(), "flat");
+    let (desk, mut ev) = media_engine(&server.url());
+    let mut desk_user = user("desk");
+    desk_user.caps = vec![callbox::proto::Capability::Answer, callbox::proto::Capability::Display];
+    desk.login_room("lobby", desk_user, notify()).await.unwrap();
+    door.wait("door logged in", connected).await;
+    flat.wait("flat logged in", connected).await;
+    door.press("call");
+    let rung = ev
+        .wait("the desk rings", |e| matches!(e, EngineEvent::CallIncoming { caller, .. } if caller.user_id == "door"))
+        .await;
+    let EngineEvent::CallIncoming { call_id, .. } = rung else { unreachable!() };
+    flat.wait("the flat rings too", |s| s.call == "ringing").await;
+    desk.answer_call(call_id).await.unwrap();
+    let s = flat.wait("the flat stops ringing", |s| s.call == "idle").await;
+    assert_eq!(s.last_call_end.as_deref(), Some("CALL_ANSWERED_ELSEWHERE"));
+    let s = door.wait("the door is in the call with the desk", |s| s.call == "in_call").await;
+    assert_eq!(s.call_peer.as_deref(), Some("desk"));
+    desk.hang_up_call(call_id).await.unwrap();
+    door.wait("the door hears the desk hang up", |s| s.call == "idle").await;
+    desk.destroy().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,11 +324,14 @@ async fn a_kiosk_joins_whenever_someone_publishes() {
     desk.destroy().await;
 }
 
+/// The door opens from its own button, and for a request from someone with the `door`
+/// privilege, to this door only; a visitor without the privilege or a call is refused by the
+/// server, and the door hears nothing of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_door_opens_from_the_button_and_an_authorised_broadcast_only() {
+async fn the_door_opens_from_the_button_and_for_an_authorised_request_only() {
     let server = Server::start("");
     let dev = Device::start(&server.url(), "intercom", None);
-    dev.wait("logged in", |s| s.room.state == callbox::engine::RoomState::Connected).await;
+    dev.wait("logged in", connected).await;
     dev.press("door");
     dev.wait("door relay energised", |s| s.door_pulses == 1 && s.gpio.outputs["door"] == "on").await;
     dev.wait("door relay released after the pulse", |s| s.gpio.outputs["door"] == "off").await;
@@ -247,16 +344,18 @@ async fn the_door_opens_from_the_button_and_an_authorised_broadcast_only() {
     let (visitor, _) = engine(&server.url());
     visitor.login_room("lobby", user("visitor"), notify()).await.unwrap();
 
-    visitor.send_broadcast_message(r#"{"action":"open_door"}"#).await.unwrap();
-    let s = dev.wait("refused", |s| s.door_refused == 1).await;
-    assert_eq!(s.door_pulses, 1, "an unauthorised request does not open");
-    assert!(s.last_errors.iter().any(|e| e.message.contains("visitor")), "{s:#?}");
-    // Addressed to another device: ignored; to us: opens.
-    guard.send_broadcast_message(r#"{"action":"open_door","user_id":"gate"}"#).await.unwrap();
-    guard.send_broadcast_message(r#"{"action":"open_door","user_id":"door"}"#).await.unwrap();
+    let refused = visitor.open_door("door").await.unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::DOOR_FORBIDDEN);
+    assert_eq!(guard.open_door("gate").await.unwrap_err().code(), ErrorCode::DOOR_OFFLINE, "no such door");
+    assert_eq!(guard.open_door("visitor").await.unwrap_err().code(), ErrorCode::DOOR_NOT_A_DOOR);
+    guard.open_door("door").await.unwrap();
     let s = dev.wait("opened for the guard", |s| s.door_pulses == 2).await;
-    assert_eq!(s.door_refused, 1);
-    assert!(dev.log().contains("door opened on request of guard"), "{}", dev.log());
+    assert_eq!(s.door_refused, 0);
+    assert!(dev.log().contains("door relay pulsed on request of guard"), "{}", dev.log());
+    // The old room-wide broadcast opens nothing.
+    guard.send_broadcast_message(r#"{"action":"open_door"}"#).await.unwrap();
+    guard.open_door("door").await.unwrap();
+    assert_eq!(dev.wait("opened once more", |s| s.door_pulses >= 3).await.door_pulses, 3);
     guard.destroy().await;
     visitor.destroy().await;
 }
