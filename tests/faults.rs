@@ -841,3 +841,138 @@ fn webrtcbin_whip_publisher_and_whep_player_are_never_dropped_while_media_flows(
     assert!(!frames_and_failed(&published).1, "the publisher's connection failed: {:?}", published.lock().unwrap());
     assert!(!frames_and_failed(&played).1, "the player's connection failed: {:?}", played.lock().unwrap());
 }
+
+/// Two intercom daemons, a door and a flat, each in a namespace of its own, and the server.
+struct Intercoms {
+    door: Option<Proc>,
+    flat: Option<Proc>,
+    server: Option<Proc>,
+    dir: tempfile::TempDir,
+    lab: Lab,
+}
+
+impl Intercoms {
+    fn start() -> Intercoms {
+        let lab = Lab::new(&["server", "door", "flat"]).expect("network namespaces (root, ip, nft)");
+        let dir = tempfile::tempdir().unwrap();
+        let server = spawn_server(&lab, dir.path(), 90, "");
+        let mut me = Intercoms { door: None, flat: None, server: Some(server), dir, lab };
+        me.door = Some(me.daemon("door", "[call]\ncallee = \"flat\"\n"));
+        me.flat = Some(me.daemon("flat", "[call]\ncallee = \"door\"\nanswers = true\ndoor = false\n"));
+        me.wait("door", "logged in", |s| s.room.state == callbox::engine::RoomState::Connected);
+        me.wait("flat", "logged in", |s| s.room.state == callbox::engine::RoomState::Connected);
+        me
+    }
+
+    fn socket(&self, who: &str) -> PathBuf {
+        self.dir.path().join(format!("{who}.sock"))
+    }
+
+    fn daemon(&self, who: &str, call: &str) -> Proc {
+        let url = format!("ws://{}:7880", self.lab.host("server").addr);
+        let text = common::device_config(&url, "intercom", &self.socket(who), "")
+            .replace("user_id = \"door\"", &format!("user_id = \"{who}\""))
+            .replace("[call]\n", call);
+        let cfg = self.dir.path().join(format!("{who}.toml"));
+        std::fs::write(&cfg, text).unwrap();
+        let log = std::fs::File::create(self.dir.path().join(format!("{who}.log"))).unwrap();
+        let child = self
+            .lab
+            .command(who, BIN)
+            .args(["device", "--config", cfg.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Proc(child)
+    }
+
+    fn request(&self, who: &str, req: &Request) -> Option<Status> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), control::request(&self.socket(who), req))
+                .await
+                .ok()?
+                .ok()
+                .and_then(|r| r.status)
+        })
+    }
+
+    fn press(&self, who: &str, button: &str) {
+        self.request(who, &Request::GpioPress { button: button.into(), long: false }).expect("pressed");
+    }
+
+    fn wait(&self, who: &str, what: &str, pred: impl Fn(&Status) -> bool) -> Status {
+        let deadline = Instant::now() + RECOVER;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(s) = self.request(who, &Request::Status) {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join(format!("{who}.log"))).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().collect();
+        panic!(
+            "{who}: timed out waiting for {what}; last {last:#?}\n{}",
+            tail[tail.len().saturating_sub(40)..].join("\n")
+        );
+    }
+
+    /// `who` decodes `stream` and more frames arrive than at the last look.
+    fn decodes(&self, who: &str, stream: &str, what: &str) {
+        let frames = |s: &Status| s.playing.iter().find(|p| p.stream_id == stream).map_or(0, |p| p.frames_decoded);
+        let before = frames(&self.wait(who, what, |s| frames(s) > 5));
+        self.wait(who, what, |s| frames(s) > before + 5);
+    }
+}
+
+impl Drop for Intercoms {
+    fn drop(&mut self) {
+        // Processes before the namespaces.
+        self.door.take();
+        self.flat.take();
+        self.server.take();
+    }
+}
+
+/// A ring while the callee's network is cut for 5 s (within the grace period) is delivered
+/// when it comes back, never lost; the call it becomes survives a 5 s cut of either side.
+#[test]
+fn a_ring_into_a_five_second_cut_is_delivered_and_the_call_survives_cuts_on_either_side() {
+    let _l = lock();
+    let ic = Intercoms::start();
+    ic.lab.apply("flat", Fault::Cut).unwrap();
+    let cut_at = Instant::now();
+    ic.press("door", "call");
+    let s = ic.wait("door", "ringing out", |s| s.call == "ringing_out");
+    assert!(s.last_call_end.is_none());
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(cut_at.elapsed()));
+    ic.lab.clear("flat").unwrap();
+    let restored = Instant::now();
+    let s = ic.wait("flat", "the ring after the cut", |s| s.call == "ringing" || s.last_call_end.is_some());
+    assert_eq!((s.call.as_str(), s.call_peer.as_deref()), ("ringing", Some("door")), "delivered, not lost: {s:#?}");
+    eprintln!("ring delivered {:.1} s after a 5 s cut of the callee", restored.elapsed().as_secs_f64());
+    ic.press("flat", "call");
+    ic.decodes("door", "flat-main", "the door decodes the flat");
+    ic.decodes("flat", "door-main", "the flat decodes the door");
+    for side in ["door", "flat"] {
+        ic.lab.apply(side, Fault::Cut).unwrap();
+        std::thread::sleep(Duration::from_secs(5));
+        ic.lab.clear(side).unwrap();
+        let restored = Instant::now();
+        ic.decodes("door", "flat-main", &format!("after a 5 s cut of the {side}: the door decodes the flat"));
+        ic.decodes("flat", "door-main", &format!("after a 5 s cut of the {side}: the flat decodes the door"));
+        eprintln!("5 s cut of the {side}: both decode again {:.1} s after it", restored.elapsed().as_secs_f64());
+        for who in ["door", "flat"] {
+            let s = ic.wait(who, "still in the call", |s| s.call == "in_call");
+            assert!(s.last_call_end.is_none(), "{who}: the call ended: {s:#?}");
+        }
+    }
+}
