@@ -38,6 +38,8 @@ enum Command {
     },
     /// Print a token signed with an app secret.
     Token(cli::TokenArgs),
+    /// Read a desk's password from stdin and print its hash for `[[desks]] password`.
+    DeskPassword,
     /// Validate a config file and exit (0 valid, 78 invalid).
     CheckConfig {
         /// The file.
@@ -132,6 +134,20 @@ fn main() -> ExitCode {
         Command::Token(args) => cli::token(args),
         Command::CheckConfig { file, kind } => cli::check_config(&file, kind),
         Command::Device { config } => cli::device(config),
+        Command::DeskPassword => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("callbox desk-password: {e}");
+                return ExitCode::from(2);
+            }
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.len() < 8 {
+                eprintln!("callbox desk-password: a password of at least 8 characters, on stdin");
+                return ExitCode::from(2);
+            }
+            println!("{}", callbox::server::desk_password_hash(password));
+            return ExitCode::SUCCESS;
+        }
         Command::Status { json, socket } => {
             cli::control(&cli::control_socket(socket.socket, socket.config), Request::Status, json)
         }

@@ -40,6 +40,58 @@ fn the_page_plays_a_device_over_ice_tcp_when_udp_is_dropped() {
     println!("browser over ICE-TCP: {r}");
 }
 
+/// The front desk: a door station rings the page, which answers, opens that door only and
+/// rides out a frozen server; screenshots of the pre-join screen, an incoming call, a call,
+/// a reconnect and the phone layout land in target/tmp/browser/desk-*.png.
+#[test]
+fn the_desk_answers_a_door_opens_it_only_and_rides_out_a_stall() {
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    let dir = tempfile::tempdir().unwrap();
+    let password = "front desk 42";
+    let server = dir.path().join("server.toml");
+    std::fs::write(
+        &server,
+        format!(
+            "[[apps]]\napp_id = {}\nsecret = \"{}\"\n[media]\nbind = \"127.0.0.1\"\nport = 0\n[[desks]]\nuser_id = \"desk\"\nname = \"Front desk\"\napp_id = {}\nroom_id = \"lobby\"\npassword = \"{}\"\n",
+            common::APP,
+            common::SECRET,
+            common::APP,
+            callbox::server::desk_password_hash(password)
+        ),
+    )
+    .unwrap();
+    let device = |name: &str, user: &str, call: &str| {
+        let sock = dir.path().join(format!("{name}.sock"));
+        let cfg = dir.path().join(format!("{name}.toml"));
+        let text = common::device_config("ws://SERVER", "intercom", &sock, "127.0.0.1")
+            .replace("user_id = \"door\"", &format!("user_id = \"{user}\""))
+            .replace("[call]\n", call);
+        std::fs::write(&cfg, text).unwrap();
+        (cfg.display().to_string(), sock.display().to_string())
+    };
+    let (door, door_sock) = device("door", "door", "[call]\ncallee = \"desk\"\n");
+    let (gate, gate_sock) = device("gate", "gate", "[call]\ncallee = \"desk\"\n").clone();
+    let gate_text =
+        std::fs::read_to_string(&gate).unwrap().replace("user_name = \"Door station\"", "user_name = \"Side gate\"");
+    std::fs::write(&gate, gate_text).unwrap();
+    let r = run_page_script(
+        "desk.mjs",
+        &[
+            &artifacts.display().to_string(),
+            &server.display().to_string(),
+            &door,
+            &door_sock,
+            &gate,
+            &gate_sock,
+            &format!("'{password}'"),
+        ],
+    );
+    for shot in ["desk-prejoin.png", "desk-incoming.png", "desk-call.png", "desk-reconnect.png", "desk-phone.png"] {
+        assert!(artifacts.join(shot).exists(), "{shot} saved");
+    }
+    println!("desk: {r}");
+}
+
 /// Runs `tests/browser/<script> <callbox binary> <args>` with node in a network namespace of
 /// its own (only `lo`); its last stdout line is the JSON result, which must say ok and exit 0.
 fn run_page_script(script: &str, args: &[&str]) -> serde_json::Value {
@@ -72,7 +124,9 @@ async fn the_page_is_served_and_dev_tokens_exist_only_in_dev_mode() {
     let server = common::Server::start("");
     let (status, body) = common::http(&server.http(), "GET", "/", None).await;
     assert_eq!(status, 200);
-    for id in ["room-state", "user-list", "stream-list", "frames-decoded", "open-door"] {
+    for id in
+        ["room-state", "doors", "incoming", "answer", "decline", "history", "prejoin", "reconnect-banner", "user-list"]
+    {
         assert!(body.contains(&format!("data-testid=\"{id}\"")), "{id}");
     }
     // The page may not be framed by another site (it can auto-publish with a token).
@@ -87,6 +141,8 @@ async fn the_page_is_served_and_dev_tokens_exist_only_in_dev_mode() {
     assert!(head.contains("content-security-policy:") && head.contains("frame-ancestors 'none'"), "{head}");
     assert!(head.contains("x-frame-options: deny"), "{head}");
     assert!(body.contains("q.delete(\"token\")"), "the page drops the token from the address bar");
+    let (status, body) = common::http(&server.http(), "GET", "/desk/info", None).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"desks":false,"dev":false}"#));
     let (status, _) = common::http(&server.http(), "GET", "/dev/token?app_id=1234&room=lobby&user=u", None).await;
     assert_eq!(status, 404, "no dev tokens without --dev");
 }

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// Calls between members (ring time).
     #[serde(default)]
     pub calls: CallsConfig,
+    /// Front-desk accounts that sign in to the browser page with a password.
+    #[serde(default)]
+    pub desks: Vec<super::desk::DeskConfig>,
     /// TLS on the listen port (https and wss for everything on it).
     #[serde(default)]
     pub tls: TlsConfig,
@@ -130,6 +133,15 @@ impl ServerConfig {
                 return Err(ConfigError::value(
                     &format!("apps[{i}].app_id"),
                     format!("app_id {} appears twice", app.app_id),
+                ));
+            }
+        }
+        for (i, d) in self.desks.iter().enumerate() {
+            super::desk::check(d).map_err(|e| ConfigError::value(&format!("desks[{i}]"), e))?;
+            if d.token_secs > self.limits.max_token_secs {
+                return Err(ConfigError::value(
+                    &format!("desks[{i}].token_secs"),
+                    "longer than [limits] max_token_secs",
                 ));
             }
         }

@@ -39,8 +39,14 @@ async fn page() -> Response {
 /// Lifetime of a token from `/dev/token`.
 const DEV_TOKEN_SECS: u64 = 600;
 
-/// Builds the router; `dev` adds `GET /dev/token`.
-pub fn router(hub: Hub, dev: bool) -> Router {
+/// Builds the router; `dev` adds `GET /dev/token`; `desks` are the front-desk accounts
+/// (`/desk/info`, `/desk/login`, `/desk/renew`).
+pub fn router(hub: Hub, dev: bool, desks: std::sync::Arc<super::desk::Desks>) -> Router {
+    let desk_routes = Router::new()
+        .route("/desk/info", get(super::desk::info))
+        .route("/desk/login", post(super::desk::login))
+        .route("/desk/renew", post(super::desk::renew))
+        .with_state((hub.clone(), desks, dev));
     let r = Router::new()
         .route("/", get(page))
         .route("/ws/v1", get(signalling))
@@ -57,7 +63,7 @@ pub fn router(hub: Hub, dev: bool) -> Router {
         .route("/whep/v1/{app_id}/{room_id}/{stream_id}", post(whip::whep_post))
         .route("/whep/v1/{app_id}/{room_id}/{stream_id}/{session}", delete(whip::whep_delete));
     let r = if dev { r.route("/dev/token", get(dev_token)) } else { r };
-    r.with_state(hub)
+    r.with_state(hub).merge(desk_routes)
 }
 
 /// `GET /dev/token?app_id=1234&room=R&user=U` (dev mode only): a 10-minute token for the dev

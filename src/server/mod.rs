@@ -7,6 +7,7 @@
 
 mod accept;
 pub mod config;
+mod desk;
 mod http;
 mod http_error;
 mod hub;
@@ -25,6 +26,11 @@ pub use config::ServerConfig;
 /// The dev app (`callbox server --dev`, `callbox demo`). Its secret is public: never use it
 /// on a reachable server.
 pub const DEV_APP_ID: u32 = 1234;
+
+/// A desk password's hash for `[[desks]] password` (`callbox desk-password`).
+pub fn desk_password_hash(password: &str) -> String {
+    desk::hash_password(password)
+}
 /// The dev app's public secret.
 pub const DEV_SECRET: &str = "6b1c1f0e2d3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9011223344";
 pub use hub::Hub;
@@ -97,7 +103,7 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("device keys: {e}")))?;
     let hub = Hub::spawn(&cfg, sfu, Some((keys_file, keys)));
     let hub_handle = hub.clone();
-    let app = http::router(hub.clone(), cfg.dev);
+    let app = http::router(hub.clone(), cfg.dev, std::sync::Arc::new(desk::Desks::new(&cfg.desks)));
     let gate = accept::Gate::new(cfg.limits.max_pending, cfg.limits.max_pending_per_ip);
     let handshake = std::time::Duration::from_secs(cfg.limits.handshake_secs);
     let (shutdown, mut rx) = tokio::sync::watch::channel(false);

@@ -64,8 +64,8 @@ try {
   page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.on("pageerror", (e) => console.error("page error:", e.message));
   const t0 = Date.now();
-  await page.goto(`http://${addr}/?app_id=1234&room=lobby&user=browser&name=Laptop&autojoin=1`);
-  await until("Connected", async () => (await page.getByTestId("room-state").textContent()) === "Connected");
+  await page.goto(`http://${addr}/?app_id=1234&room=lobby&user=browser&name=Laptop&autojoin=1&mode=room`);
+  await until("Connected", async () => (await page.getByTestId("room-state").getAttribute("data-state")) === "Connected");
   figures.join_ms = Date.now() - t0;
 
   // The browser decodes the engine's H.264 video.
@@ -105,10 +105,10 @@ try {
 
   // The server restarts (kill -9, same address): the page reconnects and plays again.
   server.proc.kill("SIGKILL");
-  await until("the page reconnecting", async () => (await page.getByTestId("room-state").textContent()) !== "Connected");
+  await until("the page reconnecting", async () => (await page.getByTestId("room-state").getAttribute("data-state")) !== "Connected");
   const t1 = Date.now();
   server = await startServer(addr);
-  await until("Connected again", async () => (await page.getByTestId("room-state").textContent()) === "Connected");
+  await until("Connected again", async () => (await page.getByTestId("room-state").getAttribute("data-state")) === "Connected");
   const mark = peer.events.length;
   await until("door-main decoding again", async () => (await frames(page, "door-main")) > 30);
   figures.back_after_restart_ms = Date.now() - t1;
@@ -126,7 +126,7 @@ try {
   await until("the watcher seeing browser-main deleted", () => watcher.events.slice(mark2).find((e) => e.event === "stream" && e.update === "delete" && e.stream_id === "browser-main"));
   await until("the watcher seeing the browser leave", () => watcher.events.slice(mark2).find((e) => e.event === "user" && e.update === "delete" && e.user_id === "browser"));
   // The server tells the others before the page has its logout reply: wait for the page too.
-  await until("the page Disconnected after leave", async () => (await page.getByTestId("room-state").textContent()) === "Disconnected");
+  await until("the page Disconnected after leave", async () => (await page.getByTestId("room-state").getAttribute("data-state")) === "Disconnected");
   if ((await page.getByTestId("user-list").locator("li").count()) !== 0) fail("user list not cleared");
   console.log(JSON.stringify({ ok: true, ...figures }));
   process.exitCode = 0;

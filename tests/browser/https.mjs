@@ -36,9 +36,9 @@ try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
   const t0 = Date.now();
-  await page.goto(`https://${name}:${port}/?app_id=1234&room=lobby&user=desk&name=Desk&autojoin=1`);
+  await page.goto(`https://${name}:${port}/?app_id=1234&room=lobby&user=desk&name=Desk&autojoin=1&mode=room`);
   if (!(await page.evaluate(() => window.isSecureContext && !!navigator.mediaDevices))) fail("not a secure context");
-  await until("Connected", async () => (await page.getByTestId("room-state").textContent()) === "Connected");
+  await until("Connected", async () => (await page.getByTestId("room-state").getAttribute("data-state")) === "Connected");
   const frames = async () => {
     const el = page.locator('.tile[data-stream-id="door-main"] [data-testid="frames-decoded"]');
     return (await el.count()) ? Number(await el.first().textContent()) : 0;

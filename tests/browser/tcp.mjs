@@ -52,7 +52,7 @@ try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => console.error("page error:", e.message));
   const t0 = Date.now();
-  await page.goto(`http://${addr}/?app_id=1234&room=lobby&user=browser&name=Laptop&autojoin=1`);
+  await page.goto(`http://${addr}/?app_id=1234&room=lobby&user=browser&name=Laptop&autojoin=1&mode=room`);
   const decoded = page.locator(`.tile[data-stream-id="door-main"] [data-testid="frames-decoded"]`);
   await until("the page decodes door-main", async () => (await decoded.count()) && Number(await decoded.first().textContent()) > 10);
   figures.first_frames_ms = Date.now() - t0;

@@ -172,7 +172,7 @@ pub enum Action {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Call {
+enum Phase {
     Idle,
     /// Our call: its ID once placed.
     RingingOut {
@@ -192,7 +192,7 @@ enum Call {
 pub struct CallController {
     mode: CallMode,
     callees: Callees,
-    call: Call,
+    call: Phase,
     /// Kiosk: in the room call.
     kiosk_in_call: bool,
     /// Our call was hung up before the server gave its ID: hang up when it comes.
@@ -215,7 +215,7 @@ impl CallController {
         CallController {
             mode,
             callees,
-            call: Call::Idle,
+            call: Phase::Idle,
             kiosk_in_call: false,
             pending_cancel: false,
             own_door: true,
@@ -245,19 +245,19 @@ impl CallController {
     /// The current call state.
     pub fn state(&self) -> CallState {
         match &self.call {
-            Call::Idle if self.kiosk_in_call => CallState::InCall,
-            Call::Idle => CallState::Idle,
-            Call::RingingOut { .. } => CallState::RingingOut,
-            Call::Ringing { .. } => CallState::Ringing,
-            Call::InCall { .. } => CallState::InCall,
+            Phase::Idle if self.kiosk_in_call => CallState::InCall,
+            Phase::Idle => CallState::Idle,
+            Phase::RingingOut { .. } => CallState::RingingOut,
+            Phase::Ringing { .. } => CallState::Ringing,
+            Phase::InCall { .. } => CallState::InCall,
         }
     }
 
     /// The other side: who rings us, or who we are in a call with.
     pub fn peer(&self) -> Option<&str> {
         match &self.call {
-            Call::Ringing { caller, .. } => Some(caller),
-            Call::InCall { peer, .. } => Some(peer),
+            Phase::Ringing { caller, .. } => Some(caller),
+            Phase::InCall { peer, .. } => Some(peer),
             _ => None,
         }
     }
@@ -265,9 +265,9 @@ impl CallController {
     /// The call's ID, once the server gave one.
     pub fn call_id(&self) -> Option<u64> {
         match &self.call {
-            Call::RingingOut { id, .. } => *id,
-            Call::Ringing { id, .. } | Call::InCall { id, .. } => Some(*id),
-            Call::Idle => None,
+            Phase::RingingOut { id, .. } => *id,
+            Phase::Ringing { id, .. } | Phase::InCall { id, .. } => Some(*id),
+            Phase::Idle => None,
         }
     }
 
@@ -304,7 +304,7 @@ impl CallController {
                 if self.mode == CallMode::Kiosk {
                     return self.kiosk_stream_added(stream);
                 }
-                if matches!(&self.call, Call::InCall { peer, .. } if *peer == user) {
+                if matches!(&self.call, Phase::InCall { peer, .. } if *peer == user) {
                     self.play(stream);
                 }
             }
@@ -325,7 +325,7 @@ impl CallController {
             Input::SetMute(m) => self.set_mute(m),
             Input::Button(Button::Door, _) => match &self.call {
                 _ if self.own_door => self.out.push_back(Action::DoorPulse),
-                Call::InCall { peer, .. } => self.out.push_back(Action::OpenDoor(peer.clone())),
+                Phase::InCall { peer, .. } => self.out.push_back(Action::OpenDoor(peer.clone())),
                 _ => tracing::info!("door button: no door of our own and no call whose door to open"),
             },
             Input::DoorOpened(result) => match result {
@@ -350,7 +350,7 @@ impl CallController {
             return;
         }
         self.deadline = None;
-        if let Call::Ringing { id, caller } = self.call.clone() {
+        if let Phase::Ringing { id, caller } = self.call.clone() {
             tracing::info!(call_id = id, "auto-answer");
             self.answer(id, caller);
         }
@@ -360,51 +360,51 @@ impl CallController {
 
     fn call_button(&mut self) {
         match self.call.clone() {
-            Call::Idle if self.mode == CallMode::Kiosk => self.kiosk_join(),
-            Call::Idle => {
-                self.call = Call::RingingOut { id: None };
+            Phase::Idle if self.mode == CallMode::Kiosk => self.kiosk_join(),
+            Phase::Idle => {
+                self.call = Phase::RingingOut { id: None };
                 self.out.push_back(Action::Call(self.callees.clone()));
                 self.state_changed();
                 self.out.push_back(Action::Led(Output::Ringing, LedMode::Blink));
                 self.publish();
             }
-            Call::Ringing { id, caller } => self.answer(id, caller),
-            Call::RingingOut { .. } | Call::InCall { .. } => {}
+            Phase::Ringing { id, caller } => self.answer(id, caller),
+            Phase::RingingOut { .. } | Phase::InCall { .. } => {}
         }
     }
 
     fn leave_button(&mut self) {
         match self.call.clone() {
-            Call::Idle => {
+            Phase::Idle => {
                 if self.kiosk_in_call {
                     self.kiosk_leave();
                 }
             }
-            Call::RingingOut { id: Some(id), .. } | Call::InCall { id, .. } => {
+            Phase::RingingOut { id: Some(id), .. } | Phase::InCall { id, .. } => {
                 self.out.push_back(Action::HangUp(id));
-                self.to_idle();
+                self.back_to_idle();
             }
-            Call::RingingOut { id: None, .. } => {
+            Phase::RingingOut { id: None, .. } => {
                 // Hung up before the server placed it: hang up once the ID comes.
-                self.to_idle();
+                self.back_to_idle();
                 self.pending_cancel = true;
             }
-            Call::Ringing { id, .. } => {
+            Phase::Ringing { id, .. } => {
                 self.out.push_back(Action::Decline(id));
-                self.to_idle();
+                self.back_to_idle();
             }
         }
     }
 
     fn placed(&mut self, result: Result<u64, ErrorCode>) {
         match (&mut self.call, result) {
-            (Call::RingingOut { id, .. }, Ok(call_id)) if id.is_none() => *id = Some(call_id),
+            (Phase::RingingOut { id, .. }, Ok(call_id)) if id.is_none() => *id = Some(call_id),
             (_, Err(code)) if std::mem::take(&mut self.pending_cancel) => {
                 tracing::debug!(error_code = code.0, "a call hung up before it was placed was not placed");
             }
-            (Call::RingingOut { .. }, Err(code)) => {
+            (Phase::RingingOut { .. }, Err(code)) => {
                 tracing::warn!(callbox_event = "call_failed", error_code = code.0, "call not placed: {}", code.name());
-                self.to_idle();
+                self.back_to_idle();
             }
             (_, Ok(call_id)) if std::mem::take(&mut self.pending_cancel) => {
                 self.out.push_back(Action::HangUp(call_id));
@@ -417,7 +417,7 @@ impl CallController {
         if self.call_id() == Some(id) {
             return;
         }
-        if self.call != Call::Idle {
+        if self.call != Phase::Idle {
             // The server rings only members in no call; a late ring after our own call
             // started is declined rather than left to time out.
             self.out.push_back(Action::Decline(id));
@@ -425,11 +425,11 @@ impl CallController {
         }
         if self.mode == CallMode::Kiosk {
             self.out.push_back(Action::Answer(id));
-            self.call = Call::InCall { id, peer: caller };
+            self.call = Phase::InCall { id, peer: caller };
             self.state_changed();
             return self.kiosk_join();
         }
-        self.call = Call::Ringing { id, caller };
+        self.call = Phase::Ringing { id, caller };
         self.deadline = match self.mode {
             CallMode::AutoAnswer(d) => Some(now + d),
             _ => None,
@@ -441,13 +441,13 @@ impl CallController {
 
     fn call_update(&mut self, call_id: u64, state: CallPhase, peer: String, reason: ErrorCode) {
         // Our call before its ID came back: its first update names it.
-        if let Call::RingingOut { id: id @ None, .. } = &mut self.call {
+        if let Phase::RingingOut { id: id @ None, .. } = &mut self.call {
             *id = Some(call_id);
         }
         if self.call_id() != Some(call_id) {
             // A call of ours we gave up on (its placing failed while the server placed it
             // all the same, seen on a resume): ended rather than left ringing.
-            if self.call == Call::Idle && state != CallPhase::Ended && !self.pending_cancel {
+            if self.call == Phase::Idle && state != CallPhase::Ended && !self.pending_cancel {
                 self.out.push_back(Action::HangUp(call_id));
             }
             return;
@@ -458,8 +458,8 @@ impl CallController {
                     "call {call_id}: {} {}", peer, if state == CallPhase::Ringing { "rings" } else { reason.name() });
             }
             CallPhase::Answered => {
-                if let Call::RingingOut { .. } = self.call {
-                    self.call = Call::InCall { id: call_id, peer: peer.clone() };
+                if let Phase::RingingOut { .. } = self.call {
+                    self.call = Phase::InCall { id: call_id, peer: peer.clone() };
                     self.out.push_back(Action::Led(Output::Ringing, LedMode::Off));
                     self.enter_call(&peer);
                 }
@@ -467,7 +467,7 @@ impl CallController {
             CallPhase::Ended => {
                 tracing::info!(callbox_event = "call_ended", call_id, peer = %peer, error_code = reason.0,
                     "call {call_id} ended: {}", reason.name());
-                self.to_idle();
+                self.back_to_idle();
             }
         }
     }
@@ -477,7 +477,7 @@ impl CallController {
         self.deadline = None;
         self.out.push_back(Action::Chime(false));
         self.out.push_back(Action::Led(Output::Ringing, LedMode::Off));
-        self.call = Call::InCall { id, peer: caller.clone() };
+        self.call = Phase::InCall { id, peer: caller.clone() };
         self.publish();
         self.enter_call(&caller);
     }
@@ -494,15 +494,15 @@ impl CallController {
     }
 
     /// Back to idle from any state, undoing what the state did.
-    fn to_idle(&mut self) {
+    fn back_to_idle(&mut self) {
         match self.call {
-            Call::Idle => return,
-            Call::Ringing { .. } => self.out.push_back(Action::Chime(false)),
-            Call::RingingOut { .. } => {}
-            Call::InCall { .. } => self.out.push_back(Action::Led(Output::InCall, LedMode::Off)),
+            Phase::Idle => return,
+            Phase::Ringing { .. } => self.out.push_back(Action::Chime(false)),
+            Phase::RingingOut { .. } => {}
+            Phase::InCall { .. } => self.out.push_back(Action::Led(Output::InCall, LedMode::Off)),
         }
         self.out.push_back(Action::Led(Output::Ringing, LedMode::Off));
-        self.call = Call::Idle;
+        self.call = Phase::Idle;
         self.deadline = None;
         if self.mode != CallMode::Kiosk || !self.kiosk_in_call {
             self.stop_media();
@@ -538,7 +538,7 @@ impl CallController {
         self.kiosk_in_call = false;
         if let Some(id) = self.call_id() {
             self.out.push_back(Action::HangUp(id));
-            self.call = Call::Idle;
+            self.call = Phase::Idle;
         }
         self.stop_media();
         self.out.push_back(Action::Led(Output::InCall, LedMode::Off));

@@ -186,6 +186,10 @@ codes! {
     ADMIN_FORBIDDEN = 1005003,
     /// The admin request body is not valid (JSON, user ID, room ID or privilege names).
     ADMIN_BAD_REQUEST = 1005004,
+    /// Desk sign-in: no such desk, or the password is wrong.
+    DESK_SIGN_IN_FAILED = 1005010,
+    /// Desk sign-in: too many failures for this desk; wait a minute.
+    DESK_SIGN_IN_LIMITED = 1005011,
     /// Call: the callee declined.
     CALL_DECLINED = 1006001,
     /// Call: the caller gave up before it was answered.

@@ -161,11 +161,11 @@ pub struct RoomSnapshot {
     /// The call this session is in now, if any: on `resumed`, what a client that missed
     /// messages while its connection was down needs to catch up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub call: Option<CallSnapshot>,
+    pub call: Option<Box<CallSnapshot>>,
     /// The session's most recent call that ended, with why (on `resumed`: a call that ended
     /// while the connection was down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_call: Option<EndedCall>,
+    pub last_call: Option<Box<EndedCall>>,
 }
 
 /// A call as it stands, for one of its members.

@@ -117,8 +117,8 @@ impl Registry {
             }));
         }
         snap.extra_info = self.rooms.extra_info(s.app_id, &s.room_id);
-        snap.call = self.calls.snapshot_for(sid);
-        snap.last_call = s.last_call.clone();
+        snap.call = self.calls.snapshot_for(sid).map(Box::new);
+        snap.last_call = s.last_call.clone().map(Box::new);
         snap
     }
 }
