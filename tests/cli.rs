@@ -209,3 +209,26 @@ async fn sighup_reloads_apps_and_survives_a_bad_file() {
     assert!(server.alive(), "SIGHUP must not kill the server");
     other.destroy().await;
 }
+
+#[test]
+fn desk_password_hashes_a_password_from_stdin_and_refuses_a_short_one() {
+    use std::io::Write;
+    let run = |input: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_callbox"))
+            .arg("desk-password")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("front desk 42\n");
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("pbkdf2-sha256$100000$") && line.trim().split('$').count() == 4, "{line}");
+    let out = run("short\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8"));
+}

@@ -255,3 +255,47 @@ async fn extra_info_broadcast_and_token_renewal() {
         e.destroy().await;
     }
 }
+
+/// A desk signs in with its password and gets a token for its room with the door privilege;
+/// the token renews itself; wrong passwords are refused with a code and limited per desk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desk_signs_in_with_its_password_renews_and_guessing_is_limited() {
+    let hash = callbox::server::desk_password_hash("front desk 42");
+    let server = Server::start(&format!(
+        "[[desks]]\nuser_id = \"desk\"\nname = \"Front desk\"\napp_id = {APP}\nroom_id = \"lobby\"\npassword = \"{hash}\"\n"
+    ));
+    let login = |pw: &str| format!(r#"{{"user_id":"desk","password":"{pw}"}}"#);
+    let (status, body) = http_json(&server.http(), "POST", "/desk/login", None, &login("wrong")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("1005010"), "{body}");
+    let (status, body) =
+        http_json(&server.http(), "POST", "/desk/login", None, r#"{"user_id":"nobody","password":"x"}"#).await;
+    assert_eq!(status, 401, "an unknown desk answers as a wrong password: {body}");
+    let (status, body) = http_json(&server.http(), "POST", "/desk/login", None, &login("front desk 42")).await;
+    assert_eq!(status, 200, "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((j["room_id"].as_str(), j["user_name"].as_str()), (Some("lobby"), Some("Front desk")));
+    let token = j["token"].as_str().unwrap().to_string();
+
+    // The token logs in as the desk and carries the door privilege (a door that is not there
+    // is offline, not forbidden).
+    let (desk, _ev) = Engine::create(EngineProfile::new(APP, Auth::Token(token.clone()), server.url())).unwrap();
+    desk.login_room("lobby", user("desk"), RoomConfig::default()).await.unwrap();
+    assert_eq!(desk.open_door("door").await.unwrap_err().code(), ErrorCode::DOOR_OFFLINE);
+
+    let (status, body) = http_json(&server.http(), "POST", "/desk/renew", Some(&token), "").await;
+    assert_eq!(status, 200, "{body}");
+    let renewed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    desk.renew_token(renewed["token"].as_str().unwrap()).await.unwrap();
+    let (status, _) = http_json(&server.http(), "POST", "/desk/renew", Some("garbage"), "").await;
+    assert_eq!(status, 401);
+
+    // Guessing: after 5 failures in a minute the desk is locked for the rest of it.
+    for _ in 0..5 {
+        http_json(&server.http(), "POST", "/desk/login", None, &login("guess")).await;
+    }
+    let (status, body) = http_json(&server.http(), "POST", "/desk/login", None, &login("front desk 42")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("1005011"), "{body}");
+    desk.destroy().await;
+}

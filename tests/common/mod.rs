@@ -431,11 +431,19 @@ impl Proxy {
 
 /// A minimal HTTP/1.1 request; returns (status, body).
 pub async fn http(addr: &str, method: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+    http_json(addr, method, path, bearer, "").await
+}
+
+/// [`http`] with a JSON body (none when empty).
+pub async fn http_json(addr: &str, method: &str, path: &str, bearer: Option<&str>, body: &str) -> (u16, String) {
     use tokio::io::AsyncReadExt;
     let mut s = TcpStream::connect(addr).await.unwrap();
     let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n");
+    let kind = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{kind}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
