@@ -2,14 +2,16 @@
 //! token, the app secret (AppSign) or, with `--dev`, the dev app's public secret, optionally publishes a test pattern and tone, plays
 //! every other stream, and prints one JSON line per event on stdout: `user`, `stream`,
 //! `first_frame`, `video_stall`, `video_resume`, `quality` (frames and audio buffers decoded per played stream),
-//! `publish_quality` (estimate, players' cap, encoder target, picture), `video_adapted`, `state`.
+//! `publish_quality` (estimate, players' cap, encoder target, picture), `video_adapted`, `state`,
+//! `call`. With `--answer` it is a desk that answers every ring instead of a room member.
 //! It stops after `--seconds` or when stdin closes, logging out first.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use callbox::engine::{
-    Auth, Engine, EngineEvent, EngineProfile, MediaEventKind, PublishChannel, RoomConfig, UpdateType, UserInfo,
+    Auth, CallPhase, Capability, Engine, EngineEvent, EngineProfile, MediaEventKind, PublishChannel, RoomConfig,
+    UpdateType, UserInfo,
 };
 use callbox::media::MediaConfig;
 use serde_json::json;
@@ -66,6 +68,12 @@ pub struct PeerArgs {
     /// Stop after this many seconds (0: when stdin closes).
     #[arg(long, default_value_t = 0)]
     seconds: u64,
+    /// Act as a desk that answers calls: say `answer` at login, play nothing of the room,
+    /// answer every ring at once, then publish (`--publish`) and play the caller's streams
+    /// until the call ends. Prints `call` lines (`incoming`, `answered`, `ended` with the
+    /// reason).
+    #[arg(long)]
+    answer: bool,
 }
 
 fn out(v: serde_json::Value) {
@@ -110,12 +118,18 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
         m.bind = Some(a.bind);
     }
     let (engine, mut events) = Engine::create(p)?;
-    let user = UserInfo::new(a.user.clone(), a.user.clone());
+    let mut user = UserInfo::new(a.user.clone(), a.user.clone());
+    if a.answer {
+        user.caps = vec![Capability::Answer, Capability::Display];
+    }
     engine.login_room(&a.room, user, RoomConfig { token: None, is_user_status_notify: true }).await?;
     out(json!({"event": "state", "state": "Connected"}));
-    if let Some(s) = &a.publish {
+    if let Some(s) = a.publish.as_ref().filter(|_| !a.answer) {
         engine.start_publishing_stream(s, PublishChannel::Main).await?;
     }
+    // --answer: the streams of each user, and whom we are in a call with.
+    let mut by_user: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut peer: Option<(u64, String)> = None;
     let stop = async {
         if a.seconds > 0 {
             tokio::time::sleep(Duration::from_secs(a.seconds)).await;
@@ -139,6 +153,14 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
                     for s in streams {
                         let add = update == UpdateType::Add;
                         out(json!({"event": "stream", "update": if add { "add" } else { "delete" }, "stream_id": s.stream_id, "user_id": s.user.user_id}));
+                        let list = by_user.entry(s.user.user_id.clone()).or_default();
+                        list.retain(|x| *x != s.stream_id);
+                        if add {
+                            list.push(s.stream_id.clone());
+                        }
+                        if a.answer && peer.as_ref().is_none_or(|(_, p)| *p != s.user.user_id) {
+                            continue;
+                        }
                         let r = if add { engine.start_playing_stream(&s.stream_id).await } else { engine.stop_playing_stream(&s.stream_id).await };
                         if let Err(e) = r {
                             out(json!({"event": "error", "message": e.to_string()}));
@@ -171,6 +193,40 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
                 Some(EngineEvent::PublisherVideoAdapted { stream_id, rate, reason }) => {
                     out(json!({"event": "video_adapted", "stream_id": stream_id, "width": rate.width,
                         "height": rate.height, "fps": rate.fps, "bitrate_kbps": rate.kbps, "reason": reason}));
+                }
+                Some(EngineEvent::CallIncoming { call_id, caller, .. }) => {
+                    out(json!({"event": "call", "state": "incoming", "call_id": call_id, "peer": caller.user_id}));
+                    if a.answer && peer.is_none() {
+                        match engine.answer_call(call_id).await {
+                            Ok(()) => {
+                                out(json!({"event": "call", "state": "answered", "call_id": call_id, "peer": caller.user_id}));
+                                if let Some(s) = &a.publish
+                                    && let Err(e) = engine.start_publishing_stream(s, PublishChannel::Main).await
+                                {
+                                    out(json!({"event": "error", "message": e.to_string()}));
+                                }
+                                for s in by_user.get(&caller.user_id).cloned().unwrap_or_default() {
+                                    let _ = engine.start_playing_stream(&s).await;
+                                }
+                                peer = Some((call_id, caller.user_id));
+                            }
+                            Err(e) => out(json!({"event": "error", "message": e.to_string()})),
+                        }
+                    }
+                }
+                Some(EngineEvent::CallStateUpdate { call_id, state, peer: who, reason, .. }) => {
+                    let st = serde_json::to_value(state).unwrap_or_default();
+                    out(json!({"event": "call", "state": st, "call_id": call_id, "peer": who.user_id, "reason": reason.name()}));
+                    if state == CallPhase::Ended && peer.as_ref().is_some_and(|(id, _)| *id == call_id) {
+                        if let Some((_, p)) = peer.take() {
+                            for s in by_user.get(&p).cloned().unwrap_or_default() {
+                                let _ = engine.stop_playing_stream(&s).await;
+                            }
+                        }
+                        if a.publish.is_some() {
+                            let _ = engine.stop_publishing_stream(PublishChannel::Main).await;
+                        }
+                    }
                 }
                 Some(EngineEvent::RoomStateChanged { state, reason, .. }) => {
                     out(json!({"event": "state", "state": format!("{state:?}"), "reason": format!("{reason:?}")}));

@@ -121,8 +121,11 @@ pub struct PlayStatus {
     /// Requested but no media arrives (cut, UDP blocked); being recovered.
     #[serde(default)]
     pub stalled: bool,
-    /// Video frames decoded so far.
+    /// Video frames decoded so far (from the quality report every 3 s).
     pub frames_decoded: u64,
+    /// Its first video frame was rendered (at once, not at the next quality report).
+    #[serde(default)]
+    pub rendered: bool,
     /// Last quality report.
     pub quality: Option<PlayFigures>,
 }
@@ -381,6 +384,7 @@ mod tests {
             state: PlayerState::Playing,
             stalled: false,
             frames_decoded: 42,
+            rendered: true,
             quality: None,
         });
         let t = s.to_text();

@@ -18,7 +18,7 @@ use callbox::server::DEV_APP_ID as DEMO_APP_ID;
 
 pub(super) type Lines = Arc<Mutex<Vec<(Instant, Value)>>>;
 
-pub(super) struct Kill(Child);
+pub(super) struct Kill(pub(super) Child);
 
 impl Drop for Kill {
     fn drop(&mut self) {

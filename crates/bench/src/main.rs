@@ -7,6 +7,7 @@
 //! recovery after a server crash, SFU fan-out; and the device daemon's RSS and CPU
 //! ([`device`]).
 
+mod calls;
 mod congestion;
 mod device;
 mod faults;
@@ -70,6 +71,11 @@ pub struct BenchArgs {
     /// 5% with 50 ms round trip, with repair and without side by side (root: namespaces).
     #[arg(long, default_value_t = 0)]
     repair_secs: u64,
+    /// Calls timed from the door's button to the desk's ring and from the answer to both
+    /// sides rendering, in network namespaces with no added delay and with 50 ms RTT (0:
+    /// skip; needs root, ip and nft).
+    #[arg(long, default_value_t = 0)]
+    calls: usize,
     /// Make every `--fault-cuts` cut this long (ms) instead of random.
     #[arg(long)]
     fault_cut_ms: Option<u64>,
@@ -269,6 +275,26 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 f.light.intact_share() * 100.0,
                 f.light.freezes as f64 * 60.0 / f.secs as f64,
             );
+        }
+    }
+    if a.calls > 0 {
+        let n = a.calls;
+        println!("calls: a door station (callbox device) rings a desk (callbox peer --answer) {n} times:");
+        for rtt in [0u64, 50] {
+            let mut f = tokio::task::spawn_blocking(move || calls::run(n, rtt)).await??;
+            let net = if rtt == 0 { "no added delay".to_string() } else { format!("{rtt} ms RTT to the server") };
+            print_stats(
+                &format!(
+                    "  {net}: button press to the desk ringing (includes the {} ms simulated press)",
+                    calls::HOLD_MS
+                ),
+                &mut f.ring,
+            );
+            if f.both.is_empty() {
+                println!("  {net}: no call rendered on both sides");
+            } else {
+                print_stats(&format!("  {net}: answer to both sides rendering video"), &mut f.both);
+            }
         }
     }
     if a.device_secs > 0 {

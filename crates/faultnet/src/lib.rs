@@ -259,6 +259,42 @@ impl Lab {
         Ok(DelayRelay { router: self.router.clone(), stop, thread: Some(thread) })
     }
 
+    /// Delays TCP from host `from` to `to`:`port` (signalling) by `delay` each way, until the
+    /// returned guard is dropped: the router rewrites the host's connections to a relay in
+    /// its namespace that holds every chunk for `delay` before passing it on. Connections
+    /// opened before stay direct.
+    pub fn delay_tcp(&self, from: &str, to: &str, port: u16, delay: Duration) -> Result<DelayRelay, LabError> {
+        let (from, to) = (self.host(from).clone(), self.host(to).clone());
+        let relay_ip = Ipv4Addr::new(10, 203, from.index as u8, 1);
+        let netns = std::fs::File::open(format!("/var/run/netns/{}", self.router))
+            .map_err(|e| LabError::Spawn(format!("open netns {}", self.router), e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let target = SocketAddrV4::new(to.addr, port);
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: as in delay_udp_lossy: setns on this thread only.
+            let joined = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
+            let listener = joined.then(|| std::net::TcpListener::bind(SocketAddrV4::new(relay_ip, 0)).ok()).flatten();
+            let Some(listener) = listener else {
+                let _ = ready_tx.send(None);
+                return;
+            };
+            let _ = ready_tx.send(listener.local_addr().ok().map(|a| a.port()));
+            tcp_relay(listener, target, delay, &stop2);
+        });
+        let relay_port = ready_rx.recv().ok().flatten().ok_or_else(|| {
+            LabError::Spawn("TCP delay relay".into(), std::io::Error::other("cannot start in the router"))
+        })?;
+        let rif = format!("r{}", from.index);
+        let rule = format!(
+            "add rule inet {TABLE} prerouting iifname \"{rif}\" ip daddr {} tcp dport {port} dnat ip to {relay_ip}:{relay_port}",
+            to.addr
+        );
+        run(Command::new("ip").args(["netns", "exec", &self.router, "nft", &rule]))?;
+        Ok(DelayRelay { router: self.router.clone(), stop, thread: Some(thread) })
+    }
+
     /// Caps the host's link at `kbit` kbit/s in `dir` with a token bucket (`tc tbf`: a
     /// 100 ms queue, then drops, as a thin DSL or LTE uplink behaves), replacing any cap
     /// there. Uplink: on the host's own interface; downlink: on the router's toward it.
@@ -392,6 +428,76 @@ fn relay(
             };
             false
         });
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One direction of a relayed TCP connection: chunks read, each due at its time.
+#[derive(Default)]
+struct Pipe {
+    queue: std::collections::VecDeque<(Instant, Vec<u8>)>,
+    eof: bool,
+    closed: bool,
+}
+
+/// Moves the bytes of every connection accepted on `listener` to and from `target`, each
+/// chunk held for `delay`.
+fn tcp_relay(listener: std::net::TcpListener, target: SocketAddrV4, delay: Duration, stop: &AtomicBool) {
+    use std::io::{ErrorKind, Read, Write};
+    let _ = listener.set_nonblocking(true);
+    // (client, upstream, client -> upstream, upstream -> client)
+    let mut conns: Vec<(std::net::TcpStream, std::net::TcpStream, Pipe, Pipe)> = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while !stop.load(Ordering::SeqCst) {
+        while let Ok((client, _)) = listener.accept() {
+            let Ok(up) = std::net::TcpStream::connect_timeout(&SocketAddr::V4(target), Duration::from_secs(3)) else {
+                continue;
+            };
+            let _ = client.set_nonblocking(true);
+            let _ = up.set_nonblocking(true);
+            let _ = client.set_nodelay(true);
+            let _ = up.set_nodelay(true);
+            conns.push((client, up, Pipe::default(), Pipe::default()));
+        }
+        let now = Instant::now();
+        for (client, up, c2u, u2c) in &mut conns {
+            for (from, pipe) in [(&mut *client, &mut *c2u), (&mut *up, &mut *u2c)] {
+                while !pipe.eof {
+                    match from.read(&mut buf) {
+                        Ok(0) => pipe.eof = true,
+                        Ok(n) => pipe.queue.push_back((now + delay, buf[..n].to_vec())),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(_) => pipe.eof = true,
+                    }
+                }
+            }
+            for (to, pipe) in [(&mut *up, &mut *c2u), (&mut *client, &mut *u2c)] {
+                while let Some((due, bytes)) = pipe.queue.front_mut() {
+                    if *due > now {
+                        break;
+                    }
+                    match to.write(bytes) {
+                        Ok(n) if n == bytes.len() => {
+                            pipe.queue.pop_front();
+                        }
+                        Ok(n) => {
+                            bytes.drain(..n);
+                            break;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            pipe.queue.clear();
+                            pipe.eof = true;
+                        }
+                    }
+                }
+                if pipe.eof && pipe.queue.is_empty() && !pipe.closed {
+                    pipe.closed = true;
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                }
+            }
+        }
+        conns.retain(|(_, _, a, b)| !(a.closed && b.closed));
         std::thread::sleep(Duration::from_millis(1));
     }
 }

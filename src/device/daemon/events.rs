@@ -143,6 +143,7 @@ impl Daemon {
                         state,
                         stalled,
                         frames_decoded: 0,
+                        rendered: false,
                         quality: None,
                     });
                 }
@@ -199,6 +200,11 @@ impl Daemon {
                 self.error(error_code.0, format!("{stream_id}: {message}{hint}"));
             }
             EngineEvent::MediaEvent { stream_id, event } => {
+                if event == MediaEventKind::RenderedFirstFrame
+                    && let Some(p) = self.status.playing.iter_mut().find(|p| p.stream_id == stream_id)
+                {
+                    p.rendered = true;
+                }
                 let stall = matches!(event, MediaEventKind::VideoStall | MediaEventKind::AudioStall);
                 if stall {
                     tracing::warn!(callbox_event = "media", stream_id = %stream_id, "{stream_id}: {event:?}");
