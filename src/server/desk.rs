@@ -197,12 +197,7 @@ pub(super) async fn renew(State((hub, desks, _)): State<(Hub, Arc<Desks>, bool)>
     let Some(desk) = auth::peek(&token).and_then(|c| desks.get(&c.user_id).cloned()) else {
         return error(StatusCode::UNAUTHORIZED, ErrorCode::DESK_SIGN_IN_FAILED, "not a desk token");
     };
-    let Some(key) = {
-        let app_id = desk.app_id;
-        hub.with(move |reg, _| reg.app_key(app_id).map(<[u8]>::to_vec))
-    }
-    .await
-    .flatten() else {
+    let Some(key) = app_key(&hub, desk.app_id).await else {
         return error(StatusCode::NOT_FOUND, ErrorCode::APP_ID_MISMATCH, "the desk's app is not configured");
     };
     match auth::verify(&key, &token, auth::unix_now(), u64::MAX) {
@@ -212,13 +207,13 @@ pub(super) async fn renew(State((hub, desks, _)): State<(Hub, Arc<Desks>, bool)>
     }
 }
 
+/// The signing key of app `app_id`, if the server hosts it.
+async fn app_key(hub: &Hub, app_id: u32) -> Option<Vec<u8>> {
+    hub.with(move |reg, _| reg.app_key(app_id).map(<[u8]>::to_vec)).await.flatten()
+}
+
 async fn issue(hub: &Hub, desk: &DeskConfig) -> Response {
-    let Some(key) = {
-        let app_id = desk.app_id;
-        hub.with(move |reg, _| reg.app_key(app_id).map(<[u8]>::to_vec))
-    }
-    .await
-    .flatten() else {
+    let Some(key) = app_key(hub, desk.app_id).await else {
         return error(StatusCode::NOT_FOUND, ErrorCode::APP_ID_MISMATCH, "the desk's app is not configured");
     };
     let now = auth::unix_now();

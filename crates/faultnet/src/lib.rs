@@ -227,6 +227,41 @@ impl Lab {
         jitter: Duration,
         loss_pct: u8,
     ) -> Result<DelayRelay, LabError> {
+        self.relay(from, to, port, "udp", move |relay_ip, target, stop| {
+            let down = std::net::UdpSocket::bind(SocketAddrV4::new(relay_ip, 0)).ok()?;
+            let port = down.local_addr().ok()?.port();
+            Some((
+                port,
+                Box::new(move || relay(down, target, delay, jitter, loss_pct, &stop)) as Box<dyn FnOnce() + Send>,
+            ))
+        })
+    }
+
+    /// Delays TCP from host `from` to `to`:`port` (signalling) by `delay` each way, until the
+    /// returned guard is dropped: the router rewrites the host's connections to a relay in
+    /// its namespace that holds every chunk for `delay` before passing it on. Connections
+    /// opened before stay direct.
+    pub fn delay_tcp(&self, from: &str, to: &str, port: u16, delay: Duration) -> Result<DelayRelay, LabError> {
+        self.relay(from, to, port, "tcp", move |relay_ip, target, stop| {
+            let listener = std::net::TcpListener::bind(SocketAddrV4::new(relay_ip, 0)).ok()?;
+            let port = listener.local_addr().ok()?.port();
+            Some((port, Box::new(move || tcp_relay(listener, target, delay, &stop)) as Box<dyn FnOnce() + Send>))
+        })
+    }
+
+    /// Starts a relay in the router's namespace (`start` binds its socket on the address
+    /// the router has toward `from` and returns its port and the loop to run) and rewrites
+    /// `from`'s `proto` traffic to `to`:`port` to it.
+    fn relay(
+        &self,
+        from: &str,
+        to: &str,
+        port: u16,
+        proto: &'static str,
+        start: impl FnOnce(Ipv4Addr, SocketAddrV4, Arc<AtomicBool>) -> Option<(u16, Box<dyn FnOnce() + Send>)>
+        + Send
+        + 'static,
+    ) -> Result<DelayRelay, LabError> {
         let (from, to) = (self.host(from).clone(), self.host(to).clone());
         let relay_ip = Ipv4Addr::new(10, 203, from.index as u8, 1);
         let netns = std::fs::File::open(format!("/var/run/netns/{}", self.router))
@@ -239,56 +274,22 @@ impl Lab {
             // SAFETY: setns on this thread only, with a valid namespace descriptor; the
             // sockets made afterwards belong to the router's namespace.
             let joined = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
-            let down = joined.then(|| std::net::UdpSocket::bind(SocketAddrV4::new(relay_ip, 0)).ok()).flatten();
-            let Some(down) = down else {
-                let _ = ready_tx.send(None);
-                return;
-            };
-            let _ = ready_tx.send(down.local_addr().ok().map(|a| a.port()));
-            relay(down, target, delay, jitter, loss_pct, &stop2);
+            match joined.then(|| start(relay_ip, target, stop2)).flatten() {
+                Some((port, run)) => {
+                    let _ = ready_tx.send(Some(port));
+                    run();
+                }
+                None => {
+                    let _ = ready_tx.send(None);
+                }
+            }
         });
         let relay_port = ready_rx.recv().ok().flatten().ok_or_else(|| {
-            LabError::Spawn("delay relay".into(), std::io::Error::other("cannot start in the router"))
+            LabError::Spawn(format!("{proto} delay relay"), std::io::Error::other("cannot start in the router"))
         })?;
         let rif = format!("r{}", from.index);
         let rule = format!(
-            "add rule inet {TABLE} prerouting iifname \"{rif}\" ip daddr {} udp dport {port} dnat ip to {relay_ip}:{relay_port}",
-            to.addr
-        );
-        run(Command::new("ip").args(["netns", "exec", &self.router, "nft", &rule]))?;
-        Ok(DelayRelay { router: self.router.clone(), stop, thread: Some(thread) })
-    }
-
-    /// Delays TCP from host `from` to `to`:`port` (signalling) by `delay` each way, until the
-    /// returned guard is dropped: the router rewrites the host's connections to a relay in
-    /// its namespace that holds every chunk for `delay` before passing it on. Connections
-    /// opened before stay direct.
-    pub fn delay_tcp(&self, from: &str, to: &str, port: u16, delay: Duration) -> Result<DelayRelay, LabError> {
-        let (from, to) = (self.host(from).clone(), self.host(to).clone());
-        let relay_ip = Ipv4Addr::new(10, 203, from.index as u8, 1);
-        let netns = std::fs::File::open(format!("/var/run/netns/{}", self.router))
-            .map_err(|e| LabError::Spawn(format!("open netns {}", self.router), e))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let target = SocketAddrV4::new(to.addr, port);
-        let stop2 = stop.clone();
-        let thread = std::thread::spawn(move || {
-            // SAFETY: as in delay_udp_lossy: setns on this thread only.
-            let joined = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
-            let listener = joined.then(|| std::net::TcpListener::bind(SocketAddrV4::new(relay_ip, 0)).ok()).flatten();
-            let Some(listener) = listener else {
-                let _ = ready_tx.send(None);
-                return;
-            };
-            let _ = ready_tx.send(listener.local_addr().ok().map(|a| a.port()));
-            tcp_relay(listener, target, delay, &stop2);
-        });
-        let relay_port = ready_rx.recv().ok().flatten().ok_or_else(|| {
-            LabError::Spawn("TCP delay relay".into(), std::io::Error::other("cannot start in the router"))
-        })?;
-        let rif = format!("r{}", from.index);
-        let rule = format!(
-            "add rule inet {TABLE} prerouting iifname \"{rif}\" ip daddr {} tcp dport {port} dnat ip to {relay_ip}:{relay_port}",
+            "add rule inet {TABLE} prerouting iifname \"{rif}\" ip daddr {} {proto} dport {port} dnat ip to {relay_ip}:{relay_port}",
             to.addr
         );
         run(Command::new("ip").args(["netns", "exec", &self.router, "nft", &rule]))?;
