@@ -666,4 +666,22 @@ mod tests {
         let p: ClientMsg = serde_json::from_str(r#"{"type":"ping","seq":4}"#).unwrap();
         assert_eq!(p, ClientMsg::Ping { seq: 4, quality: QualityLevel::Unknown });
     }
+
+    #[test]
+    fn members_say_what_they_are_and_unknown_capabilities_are_dropped() {
+        let u: UserInfo =
+            serde_json::from_str(r#"{"user_id":"door","kind":"device","caps":["door","teleport","door","camera"]}"#)
+                .unwrap();
+        assert_eq!((u.kind, u.caps.clone()), (MemberKind::Device, vec![Capability::Door, Capability::Camera]));
+        // A person with no capabilities looks as it did before members said what they are.
+        let plain = serde_json::to_string(&UserInfo::new("desk".into(), "Desk".into())).unwrap();
+        assert_eq!(plain, r#"{"user_id":"desk","user_name":"Desk"}"#);
+        let many = r#"{"user_id":"x","caps":["answer","door","camera","display","answer2","a","b","c","d","e"]}"#;
+        assert!(serde_json::from_str::<UserInfo>(many).is_ok(), "unknown names do not count");
+        let c: ClientMsg = serde_json::from_str(r#"{"type":"call","req":1}"#).unwrap();
+        assert_eq!(c, ClientMsg::Call { req: 1, callees: vec![], order: RingOrder::Together, ring_secs: None });
+        assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"call","req":1,"order":"random"}"#).is_err());
+        let d: ClientMsg = serde_json::from_str(r#"{"type":"door_answer","request_id":3}"#).unwrap();
+        assert_eq!(d, ClientMsg::DoorAnswer { request_id: 3, code: ErrorCode::OK, message: String::new() });
+    }
 }
