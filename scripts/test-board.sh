@@ -5,7 +5,7 @@
 # room server from the example config with TLS on 443 (a certificate from a CA made here),
 # then the device (v4l2 camera, ALSA microphone and speaker, cdev GPIO), both sandboxed units
 # enabled under the real systemd. A `callbox peer` here reaches the guest's server through
-# qemu's port forwarding and publishes; the guest presses the call button on the simulated
+# qemu's port forwarding as a desk that answers calls; the guest presses the call button on the simulated
 # GPIO line; the package is upgraded (both running daemons must restart), the call checked
 # (the peer decodes the board's camera, the board decodes the peer), and the package purged.
 # The rootfs and the module are cached in ~/.cache. Prints the run time.
@@ -118,7 +118,7 @@ until grep -q "CALLBOX-BOARD: server up" "$W/console.log"; do
   sleep 0.5
 done
 CALLBOX_APP_SECRET="$SECRET" "$BIN" peer --server "wss://127.0.0.1:$PORT" --ca-file "$T/ca.pem" --room lobby --user flat \
-  --publish flat-main --seconds 900 > "$W/peer.jsonl" 2> "$W/peer.log" &
+  --answer --publish flat-main --seconds 900 > "$W/peer.jsonl" 2> "$W/peer.log" &
 PIDS+=($!)
 disown $! # killed at exit without a "Killed" line
 wait $QEMU || true

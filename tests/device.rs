@@ -412,8 +412,9 @@ async fn sigterm_leaves_the_room_at_once() {
 async fn after_kill_9_the_peer_sees_the_delete_after_the_grace_period() {
     let server = Server::start("[session]\ngrace_secs = 2\n");
     let mut dev = Device::start(&server.url(), "intercom", None);
+    // The flat can answer: the door's call rings it and publishes at once (early video).
     let (flat, mut ev) = engine(&server.url());
-    flat.login_room("lobby", user("flat"), notify()).await.unwrap();
+    flat.login_room("lobby", answerer("flat"), notify()).await.unwrap();
     dev.wait("logged in", |s| s.room.state == callbox::engine::RoomState::Connected).await;
     dev.press("call");
     ev.wait("door-main added", stream_update("door-main", UpdateType::Add)).await;
@@ -564,6 +565,9 @@ async fn under_systemd_each_log_line_reaches_journald_with_its_fields() {
     });
     let dev = Device::start_with(&server.url(), "intercom", None, &[("CALLBOX_LOG", "journald")]);
     dev.wait("logged in", |s| s.room.state == callbox::engine::RoomState::Connected).await;
+    // Someone to ring, so the call button's call is placed and the door publishes.
+    let (flat, _ev) = engine(&server.url());
+    flat.login_room("lobby", answerer("flat"), notify()).await.unwrap();
     dev.press("call");
     dev.wait("publishing", |s| s.publishing.iter().any(|p| p.state == callbox::engine::PublisherState::Publishing))
         .await;

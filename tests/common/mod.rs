@@ -219,6 +219,13 @@ pub fn media_engine_with(url: &str, media: MediaConfig) -> (Engine, Events) {
     (e, Events { rx, seen: Vec::new() })
 }
 
+/// A person who says it can answer calls (a desk, a flat's app).
+pub fn answerer(id: &str) -> UserInfo {
+    let mut u = user(id);
+    u.caps = vec![callbox::proto::Capability::Answer];
+    u
+}
+
 pub fn user(id: &str) -> UserInfo {
     UserInfo::new(id.into(), format!("{id} name"))
 }

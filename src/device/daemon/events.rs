@@ -22,6 +22,11 @@ pub fn hint(code: ErrorCode) -> Option<&'static str> {
         ErrorCode::NETWORK_UNREACHABLE | ErrorCode::NETWORK_INTERRUPTED => "check the network and [server] url",
         ErrorCode::MEDIA_PIPELINE_FAILED => "check the camera/microphone ([video]/[audio] source) and `callbox doctor`",
         ErrorCode::MEDIA_ENCODER_STALLED => "the encoder stopped producing frames; see `callbox doctor`",
+        ErrorCode::CALL_NO_CALLEE => {
+            "nobody in the room can answer: set [call] callee, or log in an indoor unit or desk that answers"
+        }
+        ErrorCode::CALL_PEER_OFFLINE => "the callee is not in the room: check [call] callee and that it is logged in",
+        ErrorCode::DOOR_RELAY_FAULT => "the door relay output failed: check [gpio.outputs] door and `callbox doctor`",
         ErrorCode::PUBLISH_MEDIA_RECOVERING | ErrorCode::PLAY_MEDIA_RECOVERING => {
             "no media on the network path to the server; recovering by itself (is UDP or TCP to the server's media port allowed?)"
         }
