@@ -105,6 +105,23 @@ fn the_public_demo_secret_and_a_reachable_dev_mode_are_refused() {
     // The shipped example has no secret at all: the operator makes one.
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/server.toml")).unwrap();
     assert!(!example.contains(callbox::server::DEV_SECRET) && example.contains("openssl rand -hex 32"));
+    // Uncommenting the app the way the README (and the virtual board) does gives a valid
+    // config: the commented examples of other sections must not turn into keys of theirs.
+    let enabled = example
+        .lines()
+        .map(|l| match l {
+            "# [[apps]]" => "[[apps]]".to_string(),
+            "# app_id = 1234" => "app_id = 1234".to_string(),
+            l if l.starts_with("# secret = ") => format!("secret = \"{}\"", "ab".repeat(32)),
+            l => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("server.toml");
+    std::fs::write(&path, enabled).unwrap();
+    let out = callbox(&["check-config", "--kind", "server", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
