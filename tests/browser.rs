@@ -41,8 +41,9 @@ fn the_page_plays_a_device_over_ice_tcp_when_udp_is_dropped() {
 }
 
 /// The front desk: a door station rings the page, which answers, opens that door only and
-/// rides out a frozen server; screenshots of the pre-join screen, an incoming call, a call,
-/// a reconnect and the phone layout land in target/tmp/browser/desk-*.png.
+/// rides out a frozen server; a second browser whose user blocks the camera is told what to
+/// do. Screenshots of the pre-join screen, an incoming call, a call, a reconnect, the phone
+/// layout and the blocked camera land in target/tmp/browser/desk-*.png.
 #[test]
 fn the_desk_answers_a_door_opens_it_only_and_rides_out_a_stall() {
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
@@ -86,7 +87,14 @@ fn the_desk_answers_a_door_opens_it_only_and_rides_out_a_stall() {
             &format!("'{password}'"),
         ],
     );
-    for shot in ["desk-prejoin.png", "desk-incoming.png", "desk-call.png", "desk-reconnect.png", "desk-phone.png"] {
+    for shot in [
+        "desk-prejoin.png",
+        "desk-incoming.png",
+        "desk-call.png",
+        "desk-reconnect.png",
+        "desk-phone.png",
+        "desk-blocked.png",
+    ] {
         assert!(artifacts.join(shot).exists(), "{shot} saved");
     }
     println!("desk: {r}");

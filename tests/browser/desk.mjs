@@ -142,6 +142,21 @@ try {
   figures.history = await page.locator("#history li").textContent();
   await page.setViewportSize({ width: 390, height: 844 });
   await page.screenshot({ path: join(artifacts, "desk-phone.png"), fullPage: true });
+
+  // A browser whose user blocks the camera: the pre-join screen says what to do.
+  const blocked = await launchChromium([], true);
+  try {
+    const p2 = await (await blocked.newContext()).newPage();
+    await p2.goto(`http://${addr}/`);
+    await until("the sign-in form (blocked browser)", () => p2.locator("#desk-form").isVisible());
+    await p2.fill("#desk-user", "desk");
+    await p2.fill("#desk-password", password);
+    await p2.getByTestId("sign-in").click();
+    await until("the blocked-camera explanation", async () => (await p2.locator("#media-problem").isVisible())
+      && (await p2.locator("#media-problem").textContent()).includes("blocked"), 15000);
+    figures.blocked_text = await p2.locator("#media-problem").textContent();
+    await p2.screenshot({ path: join(artifacts, "desk-blocked.png") });
+  } finally { await blocked.close().catch(() => {}); }
   console.log(JSON.stringify({ ok: true, ...figures }));
 } catch (e) {
   const pageLog = page ? await page.locator("#log").textContent().catch(() => "") : "";

@@ -20,13 +20,15 @@ export async function until(what, fn, ms = WAIT) {
 }
 
 // Debian's Chromium, headless, with a fake camera and microphone; `extra` adds flags.
-export function launchChromium(extra = []) {
+// `askUser: true` leaves out the flag that accepts every camera prompt (then a prompt is
+// refused, as a user who clicks Block would).
+export function launchChromium(extra = [], askUser = false) {
   return chromium.launch({
     executablePath: "/usr/bin/chromium",
     headless: true,
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
       "--disable-component-update", "--disable-sync", "--use-fake-device-for-media-stream",
-      "--use-fake-ui-for-media-stream", "--allow-loopback-in-peer-connection", ...extra],
+      ...(askUser ? [] : ["--use-fake-ui-for-media-stream"]), "--allow-loopback-in-peer-connection", ...extra],
   });
 }
 
