@@ -82,12 +82,25 @@ try {
   await until("Connected", async () => (await page.getByTestId("room-state").getAttribute("data-state")) === "Connected");
   await until("both doors listed online", async () => (await page.locator('.door[data-online="true"]').count()) === 2);
 
+  // The tab is in the background (as far as the page can tell) and notifications are
+  // allowed: the ring must raise one. The Notification constructor is wrapped to see it.
+  await page.evaluate(() => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+    const Real = window.Notification;
+    window.__notified = [];
+    window.Notification = class extends Real { constructor(title, opts) { super(title, opts); window.__notified.push(title); } };
+    Object.defineProperty(window.Notification, "permission", { get: () => Real.permission });
+  });
+
   // The door's button rings the desk.
   const t0 = Date.now();
   press(doorSock, "call");
   await until("the page rings", () => page.getByTestId("incoming").isVisible());
   figures.press_to_ring_ms = Date.now() - t0;
   const title = await page.locator("#incoming-title").textContent();
+  const notified = await page.evaluate(() => window.__notified);
+  if (!(notified.length === 1 && notified[0].includes("Door station"))) fail(`background notification: ${JSON.stringify(notified)}`);
+  await page.evaluate(() => { delete document.hidden; });
   if (!title.includes("Door station")) fail(`incoming says ${title}`);
   if (!(await page.getByTestId("answer").evaluate((b) => b === document.activeElement))) fail("Answer does not have the focus");
   await until("early video of the door while ringing", () => page.evaluate(() => document.getElementById("early").videoWidth > 0), 15000);
