@@ -142,20 +142,8 @@ impl Call {
             text = text.replace("[room]", &format!("ca_file = \"{}\"\n[room]", ca.display()));
         }
         std::fs::write(&cfg, text).unwrap();
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("device.log")).unwrap();
-        let child = self
-            .lab
-            .command("device", BIN)
-            .args(["device", "--config", cfg.to_str().unwrap()])
-            .env("RUST_LOG", "info,callbox=debug")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("JOURNAL_STREAM")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.device = Some(Proc(child));
+        let log = self.dir.path().join("device.log");
+        self.device = Some(spawn_device(&self.lab, "device", &cfg, &log, "info,callbox=debug"));
     }
 
     fn start_peer(&mut self) {
@@ -190,14 +178,7 @@ impl Call {
     }
 
     fn status(&self) -> Option<Status> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(2), control::request(&self.socket, &Request::Status))
-                .await
-                .ok()?
-                .ok()
-                .and_then(|r| r.status)
-        })
+        control_status(&self.socket, &Request::Status, Duration::from_secs(2))
     }
 
     /// The peer decodes door-main in a quality window wholly after `since`.
@@ -288,6 +269,29 @@ impl Call {
     fn device_pid(&self) -> u32 {
         self.device.as_ref().unwrap().0.id()
     }
+}
+
+/// `callbox device --config cfg` in namespace `host`, its log appended to `log`.
+fn spawn_device(lab: &Lab, host: &str, cfg: &std::path::Path, log: &std::path::Path, rust_log: &str) -> Proc {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let child = lab
+        .command(host, BIN)
+        .args(["device", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", rust_log)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Proc(child)
+}
+
+/// A control request to the daemon at `socket`: the status it answers with, if it answers
+/// within `limit`.
+fn control_status(socket: &std::path::Path, req: &Request, limit: Duration) -> Option<Status> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async { tokio::time::timeout(limit, control::request(socket, req)).await.ok()?.ok()?.status })
 }
 
 /// The real server in the lab's "server" namespace (10.203.1.2:7880, media UDP 7882).
@@ -875,30 +879,11 @@ impl Intercoms {
             .replace("[call]\n", call);
         let cfg = self.dir.path().join(format!("{who}.toml"));
         std::fs::write(&cfg, text).unwrap();
-        let log = std::fs::File::create(self.dir.path().join(format!("{who}.log"))).unwrap();
-        let child = self
-            .lab
-            .command(who, BIN)
-            .args(["device", "--config", cfg.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("JOURNAL_STREAM")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Proc(child)
+        spawn_device(&self.lab, who, &cfg, &self.dir.path().join(format!("{who}.log")), "info")
     }
 
     fn request(&self, who: &str, req: &Request) -> Option<Status> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(5), control::request(&self.socket(who), req))
-                .await
-                .ok()?
-                .ok()
-                .and_then(|r| r.status)
-        })
+        control_status(&self.socket(who), req, Duration::from_secs(5))
     }
 
     fn press(&self, who: &str, button: &str) {

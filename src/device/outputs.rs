@@ -72,7 +72,6 @@ impl Outputs {
     /// The relay's error if it could not be energised (the door did not open); no backend
     /// (GPIO unavailable) is a fault too.
     pub fn door_pulse(&mut self, now: Instant) -> Result<(), String> {
-        self.modes.remove(&Output::Door);
         self.modes.insert(Output::Door, LedMode::On);
         let result = match &mut self.backend {
             Some(b) => b.set(Output::Door, true).map_err(|e| {

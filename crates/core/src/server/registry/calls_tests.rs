@@ -45,29 +45,25 @@ impl World {
     fn call(&mut self, conn: ConnId, callees: &[&str], order: RingOrder) -> Result<u64, ErrorCode> {
         let callees = callees.iter().map(|s| s.to_string()).collect();
         self.msg(conn, ClientMsg::Call { req: 50, callees, order, ring_secs: Some(10) });
-        let msgs = self.outbox.get_mut(&conn).map(std::mem::take).unwrap_or_default();
-        let mut result = None;
-        let mut rest = Vec::new();
-        for m in msgs {
-            match m {
-                ServerMsg::CallOk { req: 50, call_id } => result = Some(Ok(call_id)),
-                ServerMsg::Error { req: Some(50), code, .. } => result = Some(Err(code)),
-                other => rest.push(other),
-            }
-        }
-        self.outbox.insert(conn, rest);
-        result.expect("an answer to call")
+        self.answer_to(conn, 50)
     }
 
     fn step(&mut self, conn: ConnId, m: ClientMsg) -> Result<(), ErrorCode> {
         self.msg(conn, m);
+        self.answer_to(conn, 60).map(|_| ())
+    }
+
+    /// Takes the answer to request `req` from `conn`'s messages (the call's ID for
+    /// `call_ok`, 0 for `ok`), leaving the others.
+    fn answer_to(&mut self, conn: ConnId, req: u64) -> Result<u64, ErrorCode> {
         let msgs = self.outbox.get_mut(&conn).map(std::mem::take).unwrap_or_default();
         let mut result = None;
         let mut rest = Vec::new();
         for m in msgs {
             match m {
-                ServerMsg::Ok { req: 60 } => result = Some(Ok(())),
-                ServerMsg::Error { req: Some(60), code, .. } => result = Some(Err(code)),
+                ServerMsg::CallOk { req: r, call_id } if r == req => result = Some(Ok(call_id)),
+                ServerMsg::Ok { req: r } if r == req => result = Some(Ok(0)),
+                ServerMsg::Error { req: Some(r), code, .. } if r == req => result = Some(Err(code)),
                 other => rest.push(other),
             }
         }
