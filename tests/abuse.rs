@@ -32,7 +32,7 @@ async fn garbage_oversized_and_out_of_order_get_codes_and_disturb_nobody() {
     assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::MESSAGE_TOO_LARGE));
     raw.send_binary(vec![0, 159, 146, 150]).await;
     assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::MALFORMED_MESSAGE));
-    raw.send(&ClientMsg::Publish { req: 7, stream_id: "s".into(), extra_info: String::new() }).await;
+    raw.send(&ClientMsg::publish(7, "s", String::new())).await;
     let m = raw.recv().await;
     assert_eq!(code_of(&m), Some(ErrorCode::NOT_LOGGED_IN));
     assert!(matches!(m, ServerMsg::Error { req: Some(7), .. }), "the request number is echoed");
@@ -52,7 +52,7 @@ async fn garbage_oversized_and_out_of_order_get_codes_and_disturb_nobody() {
     assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::ALREADY_LOGGED_IN));
     // A flood is rate-limited for the flooder only.
     for i in 0..300 {
-        raw.send(&ClientMsg::Ping { seq: i, quality: callbox::proto::QualityLevel::Good }).await;
+        raw.send(&ClientMsg::ping(i, callbox::proto::QualityLevel::Good)).await;
     }
     let mut limited = false;
     for _ in 0..300 {
@@ -172,7 +172,7 @@ async fn bad_media_offers_get_codes_and_the_call_goes_on() {
         let m = raw.recv().await;
         assert_eq!(code_of(&m), Some(ErrorCode::MEDIA_OFFER_REJECTED), "{m:?}");
     }
-    raw.send(&ClientMsg::Publish { req: 7, stream_id: "mallory-main".into(), extra_info: String::new() }).await;
+    raw.send(&ClientMsg::publish(7, "mallory-main", String::new())).await;
     assert!(matches!(raw.recv().await, ServerMsg::Ok { req: 7 }));
     raw.send(&offer(8, "mallory-main", Publish, "v=0\r\n\r\n\u{0}\u{1}")).await;
     assert_eq!(code_of(&raw.recv().await), Some(ErrorCode::MEDIA_OFFER_REJECTED));

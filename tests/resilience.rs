@@ -19,7 +19,7 @@ async fn vanished_client_is_removed_after_grace_with_reason() {
     assert!(matches!(raw.login("door", "lobby").await, ServerMsg::LoginOk { .. }));
     // The server last hears from this client no earlier than now.
     let last_message = Instant::now();
-    raw.send(&ClientMsg::Publish { req: 2, stream_id: "door-main".into(), extra_info: String::new() }).await;
+    raw.send(&ClientMsg::publish(2, "door-main", String::new())).await;
     assert_eq!(raw.recv().await, ServerMsg::Ok { req: 2 });
     ew.wait("stream add", |e| matches!(e, EngineEvent::RoomStreamUpdate { update: UpdateType::Add, .. })).await;
     drop(raw); // power cut: no logout

@@ -694,16 +694,18 @@ impl DeviceConfig {
         let video = match v.source.as_str() {
             "test" => VideoSource::Test,
             "libcamera" => VideoSource::Libcamera,
+            "none" => VideoSource::None,
+            // No camera found: audio only, never the test pattern to a front desk.
             "auto" => match &auto.camera {
                 Some(c) => VideoSource::V4l2 { device: c.device.clone(), mjpeg: v.mjpeg },
-                None => VideoSource::Test,
+                None => VideoSource::None,
             },
             s => match s.strip_prefix("v4l2:") {
                 Some(dev) if dev.starts_with("/dev/") => VideoSource::V4l2 { device: dev.into(), mjpeg: v.mjpeg },
                 _ => {
                     return Err(ConfigError::value(
                         "video.source",
-                        format!("{s:?}: must be auto, v4l2:/dev/videoN, libcamera or test"),
+                        format!("{s:?}: must be auto, v4l2:/dev/videoN, libcamera, test or none"),
                     ));
                 }
             },
@@ -711,6 +713,7 @@ impl DeviceConfig {
         let a = &self.audio;
         let audio = match a.source.as_str() {
             "test" => AudioSource::Test,
+            "none" => AudioSource::None,
             "auto" => match &auto.microphone {
                 Some(m) => AudioSource::Alsa { device: m.device.clone() },
                 None => AudioSource::Test,
@@ -718,7 +721,10 @@ impl DeviceConfig {
             s => match s.strip_prefix("alsa:").filter(|d| !d.is_empty()) {
                 Some(d) => AudioSource::Alsa { device: d.into() },
                 None => {
-                    return Err(ConfigError::value("audio.source", format!("{s:?}: must be auto, alsa:<pcm> or test")));
+                    return Err(ConfigError::value(
+                        "audio.source",
+                        format!("{s:?}: must be auto, alsa:<pcm>, test or none"),
+                    ));
                 }
             },
         };
@@ -794,7 +800,8 @@ mod tests {
         assert_eq!(c.call_mode().unwrap(), CallMode::Intercom);
         assert_eq!(c.control.socket, DEFAULT_SOCKET);
         let m = c.media_config(&AutoDevices::none()).unwrap();
-        assert_eq!((m.video, m.audio), (VideoSource::Test, AudioSource::Test));
+        // No camera found: audio only, never the test pattern.
+        assert_eq!((m.video, m.audio), (VideoSource::None, AudioSource::Test));
         // `auto` takes what the device monitor found, not a fixed /dev/video0 or card 0.
         use crate::media::devices::{Found, Kind};
         let found = |kind, device: &str| Found { kind, device: device.into(), name: String::new(), formats: vec![] };
@@ -834,8 +841,14 @@ mod tests {
     #[test]
     fn an_empty_file_means_the_engines_own_media_defaults() {
         let m = parse("").unwrap().media_config(&AutoDevices::none()).unwrap();
-        // What a device decides for itself: it shows and plays what it receives.
-        let device = MediaConfig { video_sink: VideoSink::Auto, audio_sink: AudioSink::Auto, ..MediaConfig::default() };
+        // What a device decides for itself: it shows and plays what it receives, and with
+        // no camera found it publishes audio only.
+        let device = MediaConfig {
+            video: VideoSource::None,
+            video_sink: VideoSink::Auto,
+            audio_sink: AudioSink::Auto,
+            ..MediaConfig::default()
+        };
         assert_eq!(m, device);
         for sink in VideoSink::ALL {
             assert_eq!(sink.name().parse::<VideoSink>(), Ok(sink));

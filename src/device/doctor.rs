@@ -106,7 +106,8 @@ pub async fn checks(path: &Path) -> Vec<Check> {
     // What GStreamer's device monitor lists: the listing, and what `auto` takes.
     let found = media::devices::probe();
     let media = cfg.as_ref().and_then(|c| c.media_config(&media::devices::AutoDevices::choose(&found)).ok());
-    out.push(camera(media.as_ref().map(|m| &m.video), &found));
+    let auto_camera = cfg.as_ref().is_some_and(|c| c.video.source == "auto");
+    out.push(camera(media.as_ref().map(|m| &m.video), auto_camera, &found));
     out.extend(audio(media.as_ref().map(|m| (&m.audio, &m.audio_sink))));
     out.push(encoder_check(media.as_ref().map(|m| m.encoder.as_str()).unwrap_or("auto")));
     let Some(cfg) = cfg else { return out };
@@ -127,7 +128,8 @@ pub async fn checks(path: &Path) -> Vec<Check> {
     out
 }
 
-fn camera(source: Option<&VideoSource>, found_by_gstreamer: &[media::devices::Found]) -> Check {
+/// `auto`: the configured source is `auto` (what it found is `source`).
+fn camera(source: Option<&VideoSource>, auto: bool, found_by_gstreamer: &[media::devices::Found]) -> Check {
     let mut found: Vec<String> = std::fs::read_dir("/dev")
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).collect())
         .unwrap_or_default();
@@ -172,6 +174,18 @@ fn camera(source: Option<&VideoSource>, found_by_gstreamer: &[media::devices::Fo
             format!("[video] source is the test pattern; {listing}"),
             Some("set [video] source = \"auto\" or \"v4l2:/dev/videoN\" on a shipped device"),
         ),
+        Some(VideoSource::None) if auto => Check::new(
+            Level::Warn,
+            "camera",
+            format!("[video] source = \"auto\" found no camera: streams are published with audio only; {listing}"),
+            Some("plug in the camera, or set [video] source = \"none\" on a station without one"),
+        ),
+        Some(VideoSource::None) => Check::new(
+            Level::Pass,
+            "camera",
+            format!("[video] source = \"none\": streams are published with audio only; {listing}"),
+            None,
+        ),
         None => Check::new(if found.is_empty() { Level::Warn } else { Level::Pass }, "camera", listing, None),
     }
 }
@@ -204,6 +218,15 @@ fn audio(cfg: Option<(&AudioSource, &AudioSink)>) -> Vec<Check> {
         Some(AudioSource::Alsa { device }) => {
             alsa_check("microphone", "alsasrc", device, &capture, "arecord -L", "source")
         }
+        Some(AudioSource::None) => Check::new(
+            Level::Pass,
+            "microphone",
+            format!(
+                "[audio] source = \"none\": streams are published with video only; {} capture devices ({cards})",
+                capture.len()
+            ),
+            None,
+        ),
         Some(AudioSource::Test) => Check::new(
             Level::Warn,
             "microphone",
@@ -647,8 +670,14 @@ mod tests {
         assert!(!e.is_empty());
         assert!(open_alsa("alsasink", "hw:99,0").is_err());
         // libcamera passes only when GStreamer has libcamerasrc.
-        let c = camera(Some(&VideoSource::Libcamera), &[]);
+        let c = camera(Some(&VideoSource::Libcamera), false, &[]);
         assert_eq!(c.level == Level::Fail, !media::has_element("libcamerasrc"), "{c}");
+        // A station without a camera says it publishes audio only; one that expected a
+        // camera (`auto`) and found none is a warning, not the test pattern.
+        let none = camera(Some(&VideoSource::None), false, &[]);
+        assert!(none.level == Level::Pass && none.to_string().contains("audio only"), "{none}");
+        let lost = camera(Some(&VideoSource::None), true, &[]);
+        assert!(lost.level == Level::Warn && lost.to_string().contains("found no camera"), "{lost}");
         // Without a usable config, no playback device is not a PASS.
         let s = audio(None);
         let speaker = s.iter().find(|c| c.name == "speaker").unwrap();

@@ -15,7 +15,7 @@ use super::core::{Call, CoreOutput, EngineCore, Input};
 use super::error::EngineError;
 use super::event::{EngineEvent, PublishChannel};
 pub use super::media::EngineMedia;
-use super::media::{MediaRunner, Note};
+use super::media::{Control, MediaRunner, Note};
 use super::reconnect::ReconnectPolicy;
 use super::session::{CallStep, CmdId, Reply, Session, SessionConfig};
 use crate::dial::Dialer;
@@ -111,7 +111,7 @@ enum DriverCmd {
     Fault(String, oneshot::Sender<bool>),
     #[cfg(feature = "test-hooks")]
     GridFrames(oneshot::Sender<Option<u64>>),
-    Mute(bool),
+    Control(Control),
     Destroy(oneshot::Sender<()>),
 }
 
@@ -298,11 +298,63 @@ impl Engine {
         rx.await.unwrap_or(false)
     }
 
+    async fn control(&self, c: Control) -> Result<(), EngineError> {
+        self.tx.send(DriverCmd::Control(c)).await.map_err(|_| EngineError::Destroyed)
+    }
+
     /// Mutes (true) or unmutes the microphone of every published stream, now and for
     /// streams published later. Muted audio keeps flowing as silence, so players see no
-    /// stall and the stream's timing is kept.
+    /// stall and the stream's timing is kept; the room is told
+    /// ([`EngineEvent::RemoteMicStateUpdate`] `Off` at the players).
     pub async fn mute_microphone(&self, mute: bool) -> Result<(), EngineError> {
-        self.tx.send(DriverCmd::Mute(mute)).await.map_err(|_| EngineError::Destroyed)
+        self.control(Control::Microphone(!mute)).await
+    }
+
+    /// Switches the camera of every published stream on or off, now and for streams
+    /// published later, without renegotiating: off, no frame is encoded or sent (the
+    /// players get [`EngineEvent::RemoteCameraStateUpdate`] `Off`); on, the encoder starts
+    /// with a keyframe. A stream published without a camera (`VideoSource::None`) stays
+    /// audio only.
+    pub async fn enable_camera(&self, on: bool) -> Result<(), EngineError> {
+        self.control(Control::Camera(on)).await
+    }
+
+    /// Mutes (true) or unmutes the speaker: every played stream's audio, now and later.
+    pub async fn mute_speaker(&self, mute: bool) -> Result<(), EngineError> {
+        self.control(Control::Speaker(!mute)).await
+    }
+
+    /// The volume of every played stream, percent (0..=200, 100 as received); a stream's
+    /// own volume ([`Engine::set_play_volume`]) wins.
+    pub async fn set_all_play_stream_volume(&self, volume: u32) -> Result<(), EngineError> {
+        self.control(Control::Volume(volume)).await
+    }
+
+    /// The volume of one played stream, percent (0..=200); kept for a later play of it.
+    pub async fn set_play_volume(&self, stream_id: &str, volume: u32) -> Result<(), EngineError> {
+        self.control(Control::PlayVolume { stream: stream_id.to_string(), volume }).await
+    }
+
+    /// Stops (true) or resumes playing one stream's audio, without stopping the stream.
+    pub async fn mute_play_stream_audio(&self, stream_id: &str, mute: bool) -> Result<(), EngineError> {
+        self.control(Control::PlayAudio { stream: stream_id.to_string(), on: !mute }).await
+    }
+
+    /// Stops (true) or resumes decoding one played stream's video: muted, its packets are
+    /// dropped before the decoder (no CPU spent on it); resumed, a keyframe is asked for.
+    pub async fn mute_play_stream_video(&self, stream_id: &str, mute: bool) -> Result<(), EngineError> {
+        self.control(Control::PlayVideo { stream: stream_id.to_string(), on: !mute }).await
+    }
+
+    /// Starts [`EngineEvent::CapturedSoundLevelUpdate`] and
+    /// [`EngineEvent::RemoteSoundLevelUpdate`] every `interval_ms` (at least 100).
+    pub async fn start_sound_level_monitor(&self, interval_ms: u64) -> Result<(), EngineError> {
+        self.control(Control::SoundLevel(Some(Duration::from_millis(interval_ms)))).await
+    }
+
+    /// Stops the sound level events.
+    pub async fn stop_sound_level_monitor(&self) -> Result<(), EngineError> {
+        self.control(Control::SoundLevel(None)).await
     }
 
     /// Frames the kiosk grid has composed so far (`Layout::Grid` with something to show),
@@ -421,7 +473,7 @@ impl Driver {
                     Some(DriverCmd::GridFrames(reply)) => {
                         let _ = reply.send(self.run.as_ref().and_then(|r| r.grid_frames()));
                     }
-                    Some(DriverCmd::Mute(mute)) => self.core.handle(Instant::now(), Input::Mute(mute)),
+                    Some(DriverCmd::Control(c)) => self.core.handle(Instant::now(), Input::Control(c)),
                     Some(DriverCmd::Destroy(reply)) => self.destroy(reply),
                     None => {
                         // The Engine was dropped without destroy(): log out all the same.

@@ -11,7 +11,8 @@ use callbox_core::engine::core;
 pub use callbox_core::engine::{event, session};
 
 pub use crate::proto::{
-    CallPhase, Capability, ErrorCode, ExtraInfo, MemberKind, QualityLevel, RingOrder, StreamInfo, UpdateType, UserInfo,
+    CallPhase, Capability, ErrorCode, ExtraInfo, MemberKind, QualityLevel, RingOrder, StreamInfo, TrackState,
+    UpdateType, UserInfo,
 };
 pub use backlog::BACKLOG;
 pub(crate) use callbox_core::engine::{error, reconnect};
@@ -19,6 +20,6 @@ pub use driver::{Auth, CallOptions, EVENT_CHANNEL, Engine, EngineProfile, RoomCo
 pub use error::EngineError;
 pub use event::{
     EngineEvent, MediaEventKind, PlayQuality, PlayerState, PublishChannel, PublishQuality, PublisherState, RoomState,
-    RoomStateReason,
+    RoomStateReason, StreamSoundLevel,
 };
 pub use reconnect::ReconnectPolicy;

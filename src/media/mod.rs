@@ -21,7 +21,7 @@ pub use player::Player;
 pub use player::PlayerSink;
 pub use publisher::{Publisher, RtpOut};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -41,7 +41,7 @@ pub fn has_element(name: &str) -> bool {
 }
 
 pub use callbox_core::media::{
-    AudioSink, AudioSource, Layout, MediaConfig, MediaError, VideoRate, VideoSink, VideoSource, encoder,
+    AudioSink, AudioSource, Layout, MediaConfig, MediaError, SILENCE_DB, VideoRate, VideoSink, VideoSource, encoder,
 };
 
 /// Counters a pipeline updates from its streaming threads and the engine reads.
@@ -59,6 +59,11 @@ pub struct Counters {
     last_video: Mutex<Option<Instant>>,
     /// Told when a counter's first buffer passes.
     on_first: FirstHook,
+    /// The last sound levels measured, RMS dBFS as `f32` bits: 0 the stream's (captured,
+    /// or as received), 1 what is played (after the speaker's volume). 0 bits: none yet.
+    levels: [AtomicU32; 2],
+    /// The decoded picture's size, `width << 32 | height` (play; 0: none yet).
+    size: AtomicU64,
 }
 
 /// What [`Counters::on_first`] is given.
@@ -115,6 +120,32 @@ impl Counters {
     /// When the last video frame passed the out counter.
     pub fn last_video(&self) -> Option<Instant> {
         self.last_video.lock().ok().and_then(|l| *l)
+    }
+
+    /// Records a sound level (`which`: 0 the stream's, 1 what is played), RMS dBFS.
+    pub fn set_level(&self, which: usize, db: f32) {
+        let db = if db.is_finite() { db.max(SILENCE_DB) } else { SILENCE_DB };
+        // Never 0 bits (0.0 dB is stored as the next float down), so 0 means "none yet".
+        let bits = if db == 0.0 { (-f32::EPSILON).to_bits() } else { db.to_bits() };
+        self.levels[which.min(1)].store(bits, Ordering::Relaxed);
+    }
+
+    /// The last sound level measured (`which`: 0 the stream's, 1 what is played), RMS
+    /// dBFS; `None` before the first measure.
+    pub fn level(&self, which: usize) -> Option<f32> {
+        let bits = self.levels[which.min(1)].load(Ordering::Relaxed);
+        (bits != 0).then(|| f32::from_bits(bits))
+    }
+
+    /// Records the decoded picture's size.
+    pub fn set_size(&self, width: u32, height: u32) {
+        self.size.store(u64::from(width) << 32 | u64::from(height), Ordering::Relaxed);
+    }
+
+    /// The decoded picture's size, if one was decoded.
+    pub fn size(&self) -> Option<(u32, u32)> {
+        let s = self.size.load(Ordering::Relaxed);
+        (s != 0).then_some(((s >> 32) as u32, s as u32))
     }
 
     /// (video in, video out, audio) now.

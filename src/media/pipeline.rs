@@ -1,7 +1,14 @@
 //! Pipeline descriptions (`gst-launch` syntax) for publishing and playing, per source,
 //! encoder and sink. Named elements the code relies on: `vcaps` (raw video, counted as
-//! captured), `venc` (encoder, counted as encoded), `vsink`/`asink` (RTP out), `vsrc`/`asrc`
-//! (RTP in), `vdec` (decoded), `vout` (rendered), `adec` (audio decoded).
+//! captured), `camgate` (the camera switch), `venc` (encoder, counted as encoded), `micvol`
+//! (the microphone switch), `mlevel` (captured sound level), `vsink`/`asink` (RTP out),
+//! `vsrc`/`asrc` (RTP in), `vgate` (a played stream's video switch), `vdec` (decoded),
+//! `vout` (rendered), `adec` (audio decoded), `alevel` (the stream's sound level), `pvol`
+//! (speaker and volume), `olevel` (the level played).
+//!
+//! A stream without video (`VideoSource::None`) has no video branch; a player told to play
+//! no video (`video: false`) takes the video RTP into a `fakesink` without depayloading or
+//! decoding it.
 
 use super::encoder::Encoder;
 use super::{AudioSink, AudioSource, Layout, MediaConfig, VideoRate, VideoSink, VideoSource};
@@ -36,9 +43,13 @@ pub fn publish(cfg: &MediaConfig, rate: VideoRate, encoder: Encoder, overlay: bo
         VideoSource::Libcamera => {
             format!("libcamerasrc ! videoconvert ! videoscale ! videorate ! {raw} ! capsfilter name=vcaps")
         }
+        VideoSource::None => String::new(),
     };
+    // The camera switch: closed, no frame reaches the encoder or the preview (nothing is
+    // sent; reopened, the encoder is asked for a keyframe).
+    let source = if source.is_empty() { source } else { format!("{source} ! valve name=camgate drop=false") };
     // In a grid with preview, the raw picture also goes to the grid's preview tile.
-    let (source, preview) = if cfg.layout == Layout::Grid && cfg.preview {
+    let (source, preview) = if cfg.layout == Layout::Grid && cfg.preview && cfg.video != VideoSource::None {
         (
             format!("{source} ! tee name=vt"),
             format!(
@@ -48,34 +59,43 @@ pub fn publish(cfg: &MediaConfig, rate: VideoRate, encoder: Encoder, overlay: bo
     } else {
         (source, String::new())
     };
-    let video = format!(
-        "{source} ! queue max-size-buffers=2 leaky=downstream ! videoscale ! videorate ! \
-         capsfilter name=vadapt caps={adapt} ! {enc} ! \
-         rtph264pay pt={H264_PT} mtu={RTP_MTU} config-interval=-1 aggregate-mode=zero-latency ! \
-         appsink name=vsink sync=false max-buffers=256 drop=true",
-        adapt = rate.caps(),
-        enc = encoder.description(rate.kbps, fps)
-    );
+    let video = if source.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "{source} ! queue max-size-buffers=2 leaky=downstream ! videoscale ! videorate ! \
+             capsfilter name=vadapt caps={adapt} ! {enc} ! \
+             rtph264pay pt={H264_PT} mtu={RTP_MTU} config-interval=-1 aggregate-mode=zero-latency ! \
+             appsink name=vsink sync=false max-buffers=256 drop=true  ",
+            adapt = rate.caps(),
+            enc = encoder.description(rate.kbps, fps)
+        )
+    };
     let mic = match &cfg.audio {
         // A tone loud enough to be heard as voice: Opus makes in-band FEC only for frames its
         // voice detector calls active, and a quiet tone is not (measured: at volume 0.1, one
         // packet in eight carried FEC; at 0.8, all).
         AudioSource::Test => "audiotestsrc is-live=true wave=sine freq=440 volume=0.8".to_string(),
         AudioSource::Alsa { device } => format!("alsasrc device={device}"),
+        AudioSource::None => return format!("{video}{preview}"),
     };
     let aec = if cfg.echo_cancel { " ! webrtcdsp echo-cancel=true noise-suppression=true" } else { "" };
     // Mono voice: a door's microphone is one channel, and Opus's in-band FEC (a coarse copy
     // of each frame in the next packet) is only made in its SILK and hybrid (voice) modes.
     let audio = format!(
-        "{mic} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1{aec} ! volume name=micvol ! audioconvert ! \
+        "{mic} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1{aec} ! volume name=micvol ! \
+         level name=mlevel interval={LEVEL_NS} ! audioconvert ! \
          opusenc name=aenc audio-type=voice bitrate=32000 frame-size=20 inband-fec={fec} packet-loss-percentage={loss} dtx={dtx} ! \
          rtpopuspay pt={OPUS_PT} ! appsink name=asink sync=false max-buffers=256 drop=true",
         fec = cfg.repair,
         loss = opus_loss_percent(cfg.repair, 0.0),
         dtx = cfg.dtx,
     );
-    format!("{video}  {audio}{preview}")
+    format!("{video}{audio}{preview}")
 }
+
+/// How often the `level` elements measure, nanoseconds (the sound level events' period).
+pub const LEVEL_NS: u64 = 100_000_000;
 
 /// The display sink element for `sink`, named `name`.
 fn display_sink(sink: VideoSink, name: &str) -> String {
@@ -84,6 +104,7 @@ fn display_sink(sink: VideoSink, name: &str) -> String {
         VideoSink::Auto => format!("autovideosink name={name} sync=false"),
         VideoSink::Kms => format!("kmssink name={name} sync=false"),
         VideoSink::Wayland => format!("waylandsink name={name} sync=false"),
+        VideoSink::None => format!("fakesink name={name} sync=false"),
     }
 }
 
@@ -115,8 +136,9 @@ pub fn grid(cfg: &MediaConfig, channels: &[String]) -> String {
 }
 
 /// The play pipeline: appsrcs `vsrc`/`asrc` of RTP, jitter buffers, depayloaders,
-/// decoders and the configured sinks.
-pub fn play(cfg: &MediaConfig, decoder: &str, stream_id: &str) -> String {
+/// decoders and the configured sinks. `video`: decode the stream's video (false: the stream
+/// has none, or the device has no display).
+pub fn play(cfg: &MediaConfig, decoder: &str, stream_id: &str, video: bool) -> String {
     let vout = match cfg.layout {
         Layout::Grid => format!("intervideosink name=vout channel={} sync=false", play_channel(stream_id)),
         Layout::Single => display_sink(cfg.video_sink, "vout"),
@@ -130,15 +152,27 @@ pub fn play(cfg: &MediaConfig, decoder: &str, stream_id: &str) -> String {
     // webrtcdsp uses as its far-end reference.
     let probe = if cfg.echo_cancel { "webrtcechoprobe ! " } else { "" };
     let jitter = video_jitter_ms(cfg);
-    format!(
+    let vsrc = format!(
         "appsrc name=vsrc is-live=true format=time do-timestamp=true \
-         caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload={H264_PT}\" ! \
-         rtpjitterbuffer latency={jitter} do-lost=true ! rtph264depay ! h264parse ! {decoder} name=vdec ! \
-         videoconvert ! {vout}  \
+         caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload={H264_PT}\""
+    );
+    let video = if video {
+        // `vgate` closed (the application muted this stream's video): packets are dropped
+        // before the depayloader, so nothing is decoded.
+        format!(
+            "{vsrc} ! rtpjitterbuffer latency={jitter} do-lost=true ! valve name=vgate drop=false ! \
+             rtph264depay ! h264parse ! {decoder} name=vdec ! videoconvert ! {vout}"
+        )
+    } else {
+        format!("{vsrc} ! fakesink name=vnull sync=false async=false")
+    };
+    format!(
+        "{video}  \
          appsrc name=asrc is-live=true format=time do-timestamp=true \
          caps=\"application/x-rtp,media=audio,clock-rate=48000,encoding-name=OPUS,payload={OPUS_PT}\" ! \
          rtpjitterbuffer latency=60 do-lost=true ! rtpopusdepay ! opusdec name=adec plc=true use-inband-fec=true ! \
-         audioconvert ! audioresample ! {probe}{aout}"
+         audioconvert ! audioresample ! level name=alevel interval={LEVEL_NS} ! volume name=pvol ! \
+         level name=olevel interval={LEVEL_NS} ! {probe}{aout}"
     )
 }
 
@@ -184,8 +218,8 @@ mod tests {
         let off = MediaConfig { repair: false, dtx: true, ..MediaConfig::small() };
         let p_off = publish(&off, off.full_rate(), Encoder::X264, false);
         assert!(p_off.contains("inband-fec=false packet-loss-percentage=0 dtx=true"), "{p_off}");
-        assert!(play(&off, "avdec_h264", "s").contains("rtpjitterbuffer latency=80 "));
-        assert!(play(&cfg, "avdec_h264", "s").contains("rtpjitterbuffer latency=150 "));
+        assert!(play(&off, "avdec_h264", "s", true).contains("rtpjitterbuffer latency=80 "));
+        assert!(play(&cfg, "avdec_h264", "s", true).contains("rtpjitterbuffer latency=150 "));
         assert_eq!(opus_loss_percent(true, 0.0), 10);
         assert_eq!(opus_loss_percent(true, 0.123), 13);
         assert_eq!(opus_loss_percent(true, 0.9), 30);
@@ -210,23 +244,40 @@ mod tests {
         assert!(p.contains("webrtcdsp echo-cancel=true"));
         cfg.video = VideoSource::Libcamera;
         assert!(publish(&cfg, cfg.full_rate(), Encoder::OpenH264, false).starts_with("libcamerasrc"));
+        assert!(p.contains("capsfilter name=vcaps ! valve name=camgate drop=false"));
+        assert!(p.contains("volume name=micvol ! level name=mlevel"));
+        // Audio only: no camera, no encoder, no preview, whatever the layout.
+        cfg.video = VideoSource::None;
+        cfg.layout = Layout::Grid;
+        let a = publish(&cfg, cfg.full_rate(), Encoder::X264, false);
+        assert!(a.starts_with("alsasrc") && !a.contains("venc") && !a.contains("intervideosink"), "{a}");
+        // Video only.
+        cfg.video = VideoSource::Test;
+        cfg.audio = AudioSource::None;
+        let v = publish(&cfg, cfg.full_rate(), Encoder::X264, false);
+        assert!(v.contains("name=vsink") && !v.contains("opusenc"), "{v}");
     }
 
     #[test]
     fn play_variants() {
         let mut cfg = MediaConfig::small();
-        let p = play(&cfg, "avdec_h264", "s1");
+        let p = play(&cfg, "avdec_h264", "s1", true);
+        assert!(p.contains("valve name=vgate drop=false ! rtph264depay"));
+        assert!(p.contains("level name=alevel interval=100000000 ! volume name=pvol ! level name=olevel"));
+        let audio_only = play(&cfg, "avdec_h264", "s1", false);
+        assert!(!audio_only.contains("h264depay") && !audio_only.contains("vdec"), "{audio_only}");
+        assert!(audio_only.contains("fakesink name=vnull") && audio_only.contains("opusdec"));
         assert!(p.contains("avdec_h264 name=vdec"));
         assert!(p.contains("fakesink name=vout"));
         assert!(!p.contains("webrtcechoprobe"));
         cfg.video_sink = VideoSink::Kms;
         cfg.audio_sink = AudioSink::Alsa { device: "default".into() };
         cfg.echo_cancel = true;
-        let p = play(&cfg, "v4l2h264dec", "s1");
+        let p = play(&cfg, "v4l2h264dec", "s1", true);
         assert!(p.contains("kmssink name=vout"));
         assert!(p.contains("webrtcechoprobe ! alsasink name=aout device=default"));
         cfg.layout = Layout::Grid;
-        assert!(play(&cfg, "avdec_h264", "door").contains("intervideosink name=vout channel=callbox-play-door"));
+        assert!(play(&cfg, "avdec_h264", "door", true).contains("intervideosink name=vout channel=callbox-play-door"));
         assert_eq!(decoder(|d| d == "nvv4l2decoder"), "nvv4l2decoder");
         assert_eq!(decoder(|_| false), "avdec_h264");
     }

@@ -7,7 +7,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app::AppSrc;
 
-use super::running::{counters, launch, set_playing, watch_bus};
+use super::running::{counters, launch, set_playing, watch_bus, watch_size};
 use super::{Counters, MediaConfig, MediaError, has_element, pipeline};
 use crate::rtc::Kind;
 use crate::rtc::client::RtpSink;
@@ -36,15 +36,34 @@ impl RtpSink for PlayerSink {
 }
 
 impl Player {
-    /// Builds and starts the pipeline for `stream_id`; runtime errors go to `errors`.
-    pub fn start(cfg: &MediaConfig, stream_id: &str, errors: super::ErrorSink) -> Result<Player, MediaError> {
+    /// Builds and starts the pipeline for `stream_id`, with its video decoded if `video`
+    /// (false: an audio-only stream, or no display); runtime errors go to `errors`.
+    pub fn start(
+        cfg: &MediaConfig,
+        stream_id: &str,
+        video: bool,
+        errors: super::ErrorSink,
+    ) -> Result<Player, MediaError> {
         super::init()?;
         let decoder = pipeline::decoder(has_element);
-        let pipeline = launch(&pipeline::play(cfg, decoder, stream_id))?;
+        let pipeline = launch(&pipeline::play(cfg, decoder, stream_id, video))?;
         let counters = counters(&pipeline, [Some(("vdec", "src")), Some(("vout", "sink")), Some(("adec", "src"))]);
-        let bus = watch_bus(&pipeline, errors);
+        watch_size(&pipeline, "vout", "sink", &counters);
+        let bus = watch_bus(&pipeline, errors, counters.clone(), &[("alevel", 0), ("olevel", 1)]);
         set_playing(&pipeline, "the play pipeline")?;
         Ok(Player { pipeline, counters, decoder, bus })
+    }
+
+    /// Applies the play controls: video decoded or dropped before the decoder, and the
+    /// played audio's gain (0.0 silent, 1.0 as received, up to 2.0).
+    pub fn set_controls(&self, video: bool, gain: f64) {
+        if let Some(v) = self.pipeline.by_name("vgate") {
+            v.set_property("drop", !video);
+        }
+        if let Some(v) = self.pipeline.by_name("pvol") {
+            v.set_property("volume", gain.clamp(0.0, 2.0));
+            v.set_property("mute", gain <= 0.0);
+        }
     }
 
     /// The RTP entry points, for the play connection.

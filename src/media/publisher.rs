@@ -43,10 +43,10 @@ impl Publisher {
         tracing::debug!(pipeline = %desc, "publish pipeline");
         let pipeline = launch(&desc)?;
         for (name, kind) in [("vsink", Kind::Video), ("asink", Kind::Audio)] {
-            let sink = pipeline
-                .by_name(name)
-                .and_then(|e| e.downcast::<AppSink>().ok())
-                .ok_or_else(|| MediaError::Build(format!("no appsink {name}")))?;
+            // A stream without video (or audio) has no such sink.
+            let Some(sink) = pipeline.by_name(name) else { continue };
+            let sink =
+                sink.downcast::<AppSink>().map_err(|_| MediaError::Build(format!("{name} is not an appsink")))?;
             let out = rtp.clone();
             sink.set_callbacks(
                 gstreamer_app::AppSinkCallbacks::builder()
@@ -66,7 +66,7 @@ impl Publisher {
             v.set_property("mute", muted);
         }
         let counters = counters(&pipeline, [Some(("vcaps", "src")), Some(("venc", "src")), Some(("aenc", "src"))]);
-        let bus = watch_bus(&pipeline, errors);
+        let bus = watch_bus(&pipeline, errors, counters.clone(), &[("mlevel", 0)]);
         set_playing(&pipeline, "the publish pipeline")?;
         Ok(Publisher { pipeline, counters, encoder, bus })
     }
@@ -134,6 +134,17 @@ impl Publisher {
     pub fn set_muted(&self, muted: bool) {
         if let Some(v) = self.pipeline.by_name("micvol") {
             v.set_property("mute", muted);
+        }
+    }
+
+    /// Switches the camera: off, no frame reaches the encoder (nothing is sent); on again,
+    /// the encoder is asked for a keyframe so players see a picture at once.
+    pub fn set_camera(&self, on: bool) {
+        let Some(gate) = self.pipeline.by_name("camgate") else { return };
+        let was_on = !gate.property::<bool>("drop");
+        gate.set_property("drop", !on);
+        if on && !was_on {
+            self.force_keyframe();
         }
     }
 

@@ -248,7 +248,7 @@ async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) ->
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             seq += 1;
-            let ping = ClientMsg::Ping { seq, quality: callbox::proto::QualityLevel::Excellent };
+            let ping = ClientMsg::ping(seq, callbox::proto::QualityLevel::Excellent);
             if tx.send(send(ping)).await.is_err() {
                 return;
             }

@@ -98,8 +98,8 @@ pub struct Daemon {
 }
 
 /// What `auto` sources resolve to on this board (GStreamer's device monitor), logged: the
-/// journal says which camera and microphone the daemon took, or that it found none and
-/// sends the test pattern or tone.
+/// journal says which camera and microphone the daemon took, or that it found none: no
+/// camera publishes audio only, no microphone sends a test tone.
 async fn auto_devices(cfg: &DeviceConfig) -> crate::media::devices::AutoDevices {
     use crate::media::devices::{AutoDevices, probe};
     let (video, audio) = (cfg.video.source == "auto", cfg.audio.source == "auto");
@@ -109,7 +109,7 @@ async fn auto_devices(cfg: &DeviceConfig) -> crate::media::devices::AutoDevices 
     let found = tokio::task::spawn_blocking(probe).await.unwrap_or_default();
     let auto = AutoDevices::choose(&found);
     for (wanted, what, chosen, fallback) in
-        [(video, "camera", &auto.camera, "the test pattern"), (audio, "microphone", &auto.microphone, "a test tone")]
+        [(video, "camera", &auto.camera, "audio only"), (audio, "microphone", &auto.microphone, "a test tone")]
     {
         match chosen {
             Some(f) if wanted => tracing::info!(

@@ -18,7 +18,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::rtp_slot::RtpSlot;
-use super::{Command, Meters, Note, PlayCounts, PublishCounts};
+use super::{Command, Meters, Note, PlayCounts, PlaySettings, PublishCounts};
 use crate::media::{Grid, MediaConfig, Player, Publisher, RtpOut, VideoRate};
 use crate::proto::MediaRole;
 use crate::rtc::client::ClientConn;
@@ -54,6 +54,8 @@ struct RunPub {
 struct RunPlay {
     conn: Option<ClientConn>,
     player: Option<Player>,
+    /// The controls last asked for, applied to a player installed after them.
+    settings: Option<PlaySettings>,
     /// As in `RunPub`, for the player and its connection.
     build: u64,
 }
@@ -62,6 +64,7 @@ struct RunPlay {
 pub(crate) struct MediaRunner {
     config: MediaConfig,
     muted: bool,
+    camera: bool,
     pubs: HashMap<String, RunPub>,
     plays: HashMap<String, RunPlay>,
     grid: Option<Grid>,
@@ -90,6 +93,7 @@ impl MediaRunner {
             builds: 0,
             config,
             muted: false,
+            camera: true,
             pubs: HashMap::new(),
             plays: HashMap::new(),
             grid: None,
@@ -137,6 +141,7 @@ impl MediaRunner {
                 match (p, result) {
                     (Some(p), Ok(pl)) => {
                         pl.set_muted(self.muted);
+                        pl.set_camera(self.camera);
                         if let Some(r) = p.rate {
                             pl.set_rate(r);
                         }
@@ -157,6 +162,9 @@ impl MediaRunner {
                 let p = self.plays.get_mut(&stream).filter(|p| p.build == build);
                 match (p, result) {
                     (Some(p), Ok((player, conn, offer))) => {
+                        if let Some(s) = p.settings {
+                            player.set_controls(s.video, s.gain);
+                        }
                         p.player = Some(player);
                         p.conn = Some(conn);
                         Some(Note::Offer(MediaRole::Play, stream, epoch, offer))
@@ -188,7 +196,7 @@ impl MediaRunner {
     /// connection's offer, or a failure.
     pub(crate) fn execute(&mut self, cmd: Command) -> Option<Note> {
         match cmd {
-            Command::OpenLink { role: MediaRole::Publish, stream, epoch, bind, silence, ice, send_rate } => {
+            Command::OpenLink { role: MediaRole::Publish, stream, epoch, bind, silence, ice, send_rate, .. } => {
                 let bind = match bind.resolve(crate::rtc::local_ip_towards) {
                     Ok(b) => b,
                     Err(e) => return Some(Note::OpenFailed(MediaRole::Publish, stream, epoch, e)),
@@ -208,7 +216,17 @@ impl MediaRunner {
                     Err(e) => Some(Note::OpenFailed(MediaRole::Publish, stream, epoch, e.to_string())),
                 }
             }
-            Command::OpenLink { role: MediaRole::Play, stream, epoch, bind, silence, ice, .. } => {
+            Command::OpenLink {
+                role: MediaRole::Play,
+                stream,
+                epoch,
+                bind,
+                silence,
+                ice,
+                decode_video,
+                settings,
+                ..
+            } => {
                 let bind = match bind.resolve(crate::rtc::local_ip_towards) {
                     Ok(b) => b,
                     Err(e) => return Some(Note::OpenFailed(MediaRole::Play, stream, epoch, e)),
@@ -219,6 +237,7 @@ impl MediaRunner {
                 let build = self.next_build();
                 let p = self.plays.entry(stream.clone()).or_default();
                 p.build = build;
+                p.settings = Some(settings);
                 retire((p.conn.take(), p.player.take()));
                 let rendered = self.tx.clone();
                 let name = stream.clone();
@@ -230,7 +249,7 @@ impl MediaRunner {
                 let config = self.config.clone();
                 let done = self.built_tx.clone();
                 tokio::task::spawn_blocking(move || {
-                    let result = Player::start(&config, &stream, errors)
+                    let result = Player::start(&config, &stream, decode_video, errors)
                         .inspect(|pl| pl.counters.on_first(first))
                         .and_then(|pl| pl.sink().map(|s| (pl, s)))
                         .map_err(|e| format!("cannot build the play pipeline: {e}"))
@@ -310,6 +329,22 @@ impl MediaRunner {
             }
             Command::Mute(muted) => {
                 self.set_muted(muted);
+                None
+            }
+            Command::Camera(on) => {
+                self.camera = on;
+                for p in self.pubs.values().filter_map(|p| p.pipeline.as_ref()) {
+                    p.set_camera(on);
+                }
+                None
+            }
+            Command::PlayControls { stream, settings } => {
+                if let Some(p) = self.plays.get_mut(&stream) {
+                    p.settings = Some(settings);
+                    if let Some(pl) = &p.player {
+                        pl.set_controls(settings.video, settings.gain);
+                    }
+                }
                 None
             }
             Command::SetAudioLoss { stream, percent } => {
@@ -431,10 +466,19 @@ impl Meters for MediaRunner {
         self.pubs.get(stream)?.pipeline.as_ref()?.bitrate_kbps()
     }
 
+    fn sound_levels(&self, role: MediaRole, stream: &str) -> Option<[Option<f32>; 2]> {
+        let c = match role {
+            MediaRole::Publish => &self.pubs.get(stream)?.pipeline.as_ref()?.counters,
+            MediaRole::Play => &self.plays.get(stream)?.player.as_ref()?.counters,
+        };
+        Some([c.level(0), c.level(1)])
+    }
+
     fn player(&self, stream: &str) -> Option<(PlayCounts, Option<Instant>)> {
         let p = self.plays.get(stream)?.player.as_ref()?;
         let [decoded, rendered, audio] = p.counters.snapshot();
-        Some((PlayCounts { decoded, rendered, audio }, p.counters.last_video()))
+        let (width, height) = p.counters.size().unwrap_or((0, 0));
+        Some((PlayCounts { decoded, rendered, audio, width, height }, p.counters.last_video()))
     }
 }
 
@@ -493,6 +537,8 @@ mod tests {
             silence: Duration::from_secs(3),
             ice: Vec::new(),
             send_rate: None,
+            decode_video: true,
+            settings: PlaySettings { video: true, gain: 1.0 },
         };
         r.execute(open());
         r.execute(Command::CloseLink { role: MediaRole::Play, stream: "p".into() });

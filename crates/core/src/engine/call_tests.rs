@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use super::core::{CoreOutput, EngineCore, Input};
 use super::event::{EngineEvent, PublishChannel, RoomState};
 use super::media::MediaSupervisor;
-use super::media::{Command, Meters, Note, PlayCounts, PublishCounts};
+use super::media::{Command, Control, Meters, Note, PlayCounts, PublishCounts};
 use super::session::{APP_SIGN_TTL, CallStep, CmdId, Reply, Session, SessionConfig};
 use crate::device::call::{Action, Button, CallController, CallMode, CallState, Callees, Input as CallInput, Press};
 use crate::media::MediaConfig;
-use crate::proto::{Capability, ErrorCode, MediaRole, RingOrder, ServerMsg, UpdateType, UserInfo};
+use crate::proto::{Capability, ErrorCode, MediaRole, RingOrder, ServerMsg, TrackState, UpdateType, UserInfo};
 use crate::rtc::client::ClientCore;
 use crate::rtc::sfu::SfuCore;
 use crate::rtc::test_rtp;
@@ -48,6 +48,8 @@ struct Pipe {
     next_frame: Instant,
     next_audio: Instant,
     seq: u16,
+    /// The audio's own sequence numbers (a repeated one is dropped as a duplicate).
+    audio_seq: u16,
 }
 
 /// What a device's media runner would own: connections and pipelines, faked where GStreamer
@@ -60,6 +62,12 @@ struct Media {
     plays: HashMap<String, (PlayCounts, Option<Instant>)>,
     muted: bool,
     repair: bool,
+    /// The device has a camera (`VideoSource::None`: audio only), switched on.
+    has_camera: bool,
+    camera: bool,
+    /// Each play pipeline: it decodes video (built with a decoder, not muted), its gain.
+    play_video: HashMap<String, (bool, bool)>,
+    gains: HashMap<String, f64>,
 }
 
 impl Meters for Media {
@@ -79,7 +87,7 @@ impl Media {
     /// at once.
     fn execute(&mut self, now: Instant, cmd: Command) -> Option<Note> {
         match cmd {
-            Command::OpenLink { role, stream, epoch, bind, silence, send_rate, .. } => {
+            Command::OpenLink { role, stream, epoch, bind, silence, send_rate, decode_video, settings, .. } => {
                 let ip = self.ip;
                 let mut addr = bind.resolve(|_| Some(ip)).expect("a route");
                 addr.set_port(self.next_port);
@@ -89,6 +97,8 @@ impl Media {
                 if role == MediaRole::Play {
                     // A new play pipeline comes with each play link.
                     self.plays.insert(stream.clone(), Default::default());
+                    self.play_video.insert(stream.clone(), (decode_video, settings.video));
+                    self.gains.insert(stream.clone(), settings.gain);
                 }
                 Some(Note::Offer(role, stream, epoch, offer))
             }
@@ -109,7 +119,8 @@ impl Media {
                 None
             }
             Command::StartPipeline { stream, .. } => {
-                let pipe = Pipe { counts: PublishCounts::default(), next_frame: now, next_audio: now, seq: 0 };
+                let pipe =
+                    Pipe { counts: PublishCounts::default(), next_frame: now, next_audio: now, seq: 0, audio_seq: 0 };
                 self.pubs.insert(stream, pipe);
                 None
             }
@@ -129,6 +140,17 @@ impl Media {
                 self.muted = muted;
                 None
             }
+            Command::Camera(on) => {
+                self.camera = on;
+                None
+            }
+            Command::PlayControls { stream, settings } => {
+                if let Some(v) = self.play_video.get_mut(&stream) {
+                    v.1 = settings.video;
+                }
+                self.gains.insert(stream, settings.gain);
+                None
+            }
             // Every fake frame decodes on its own; rates and the grid change nothing here.
             Command::ForceKeyframe { .. }
             | Command::SetRate { .. }
@@ -146,14 +168,18 @@ impl Media {
             let Some(link) = link else { continue };
             while p.next_frame <= now {
                 p.seq = p.seq.wrapping_add(1);
-                link.core.send_rtp(now, Kind::Video, &test_rtp(Kind::Video, p.seq));
-                p.counts.captured += 1;
-                p.counts.encoded += 1;
+                // No camera, or switched off: no frame reaches the encoder, nothing is sent.
+                if self.has_camera && self.camera {
+                    link.core.send_rtp(now, Kind::Video, &test_rtp(Kind::Video, p.seq));
+                    p.counts.captured += 1;
+                    p.counts.encoded += 1;
+                }
                 p.next_frame += FRAME;
             }
             while p.next_audio <= now {
+                p.audio_seq = p.audio_seq.wrapping_add(1);
                 if !self.muted {
-                    link.core.send_rtp(now, Kind::Audio, &test_rtp(Kind::Audio, p.seq));
+                    link.core.send_rtp(now, Kind::Audio, &test_rtp(Kind::Audio, p.audio_seq));
                 }
                 p.counts.audio += 1;
                 p.next_audio += AUDIO;
@@ -165,7 +191,10 @@ impl Media {
                     continue;
                 }
                 let Some((c, last)) = self.plays.get_mut(stream) else { continue };
+                let (built, on) = self.play_video.get(stream).copied().unwrap_or((true, true));
                 match kind {
+                    // Dropped before the decoder (or no decoder at all).
+                    Kind::Video if !(built && on) => {}
                     Kind::Video => {
                         c.decoded += 1;
                         c.rendered += 1;
@@ -218,7 +247,7 @@ struct World {
     next_tick: Instant,
 }
 
-fn engine(at: Instant, seed: u64) -> EngineCore {
+fn engine(at: Instant, seed: u64, media: MediaConfig) -> EngineCore {
     let cfg = SessionConfig {
         app_sign_ttl: APP_SIGN_TTL,
         app_id: 1,
@@ -227,7 +256,7 @@ fn engine(at: Instant, seed: u64) -> EngineCore {
         login_timeout: Duration::from_secs(5),
         seed,
     };
-    let media = MediaSupervisor::new(MediaConfig::small(), None, Box::new(|_: &str| true));
+    let media = MediaSupervisor::new(media, None, Box::new(|_: &str| true));
     EngineCore::new(Session::new(cfg, at), Some(media))
 }
 
@@ -256,6 +285,17 @@ impl World {
     }
 
     fn add(&mut self, user: &'static str, ip: [u8; 4], controller: Option<CallController>) -> usize {
+        self.add_with(user, ip, controller, MediaConfig::small())
+    }
+
+    /// A device with this media configuration (no camera: `VideoSource::None`).
+    fn add_with(
+        &mut self,
+        user: &'static str,
+        ip: [u8; 4],
+        controller: Option<CallController>,
+        cfg: MediaConfig,
+    ) -> usize {
         let media = Media {
             ip: IpAddr::from(ip),
             next_port: 5000,
@@ -263,9 +303,13 @@ impl World {
             pubs: HashMap::new(),
             plays: HashMap::new(),
             muted: false,
-            repair: MediaConfig::small().repair,
+            repair: cfg.repair,
+            has_camera: cfg.video != crate::media::VideoSource::None,
+            camera: true,
+            play_video: HashMap::new(),
+            gains: HashMap::new(),
         };
-        let core = engine(self.at, self.devices.len() as u64 + 1);
+        let core = engine(self.at, self.devices.len() as u64 + 1, cfg);
         let d = Device {
             user,
             core,
@@ -774,4 +818,124 @@ fn a_ring_during_a_cut_of_the_callee_is_delivered_when_it_comes_back() {
         w.press(flat, Button::Call, Press::Short);
         assert!(w.run_until(Duration::from_secs(5), |w| w.call_state(door) == CallState::InCall), "{cut} s: answered");
     }
+}
+
+impl World {
+    /// Stream events device `i` saw: the tracks of `stream` as its RoomStreamUpdate told them.
+    fn stream_tracks(&self, i: usize, stream: &str) -> Option<(TrackState, TrackState)> {
+        self.devices[i].events.iter().find_map(|e| match e {
+            EngineEvent::RoomStreamUpdate { update: UpdateType::Add, streams, .. } => {
+                streams.iter().find(|s| s.stream_id == stream).map(|s| (s.video, s.audio))
+            }
+            _ => None,
+        })
+    }
+
+    /// Video stalls device `i` was told of for `stream`.
+    fn stalls(&self, i: usize, stream: &str) -> usize {
+        self.devices[i]
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(e, EngineEvent::MediaEvent { stream_id, event: super::event::MediaEventKind::VideoStall }
+                    if stream_id == stream)
+            })
+            .count()
+    }
+
+    fn camera_states(&self, i: usize) -> Vec<TrackState> {
+        self.devices[i]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                EngineEvent::RemoteCameraStateUpdate { state, .. } => Some(*state),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Audio packets device `i` received of `stream`.
+    fn audio(&self, i: usize, stream: &str) -> u64 {
+        self.devices[i].media.plays.get(stream).map_or(0, |(c, _)| c.audio)
+    }
+}
+
+/// A lift intercom without a camera calls the desk: its stream is announced audio only, the
+/// desk's player builds no video decoder and sees no stall, audio flows both ways, and the
+/// desk's video reaches the lift only if it has a display (here it has none: not decoded).
+#[test]
+fn a_lift_without_a_camera_calls_with_audio_only() {
+    let mut w = World::new();
+    let no_camera = MediaConfig {
+        video: crate::media::VideoSource::None,
+        video_sink: crate::media::VideoSink::None,
+        ..MediaConfig::small()
+    };
+    let lift = w.add_with("lift", [10, 0, 1, 1], intercom("desk"), no_camera);
+    let desk = w.add("desk", [10, 0, 2, 1], intercom("lift"));
+    w.login(lift, "lobby");
+    w.login(desk, "lobby");
+    assert!(w.run_until(Duration::from_secs(5), |w| w.in_room(lift) && w.in_room(desk)));
+    w.press(lift, Button::Call, Press::Short);
+    assert!(w.run_until(Duration::from_secs(5), |w| w.call_state(desk) == CallState::Ringing));
+    w.press(desk, Button::Call, Press::Short);
+    let both = |w: &World| w.audio(desk, "lift-main") >= 50 && w.audio(lift, "desk-main") >= 50;
+    assert!(w.run_until(Duration::from_secs(10), both), "audio both ways");
+    assert_eq!(w.stream_tracks(desk, "lift-main"), Some((TrackState::Absent, TrackState::On)));
+    assert_eq!(w.devices[desk].media.play_video.get("lift-main"), Some(&(false, true)), "no decoder for no video");
+    w.run(Duration::from_secs(3));
+    assert_eq!(w.decoded(desk, "lift-main"), 0);
+    assert_eq!(w.stalls(desk, "lift-main"), 0, "an audio-only stream never stalls its video");
+    assert_eq!(w.devices[lift].media.play_video.get("desk-main"), Some(&(false, true)), "the lift has no display");
+    assert_eq!(w.decoded(lift, "desk-main"), 0);
+    assert!(w.audio(lift, "desk-main") > 100, "the lift hears the desk");
+}
+
+/// In a call, the door switches its camera off: the flat is told, its video stops without
+/// a stall while audio goes on; on again, the flat is told and video is back within 1 s.
+/// The flat mutes the door's video and its speaker: nothing is decoded, the gain is 0.
+#[test]
+fn camera_off_and_on_mid_call_is_told_and_never_counts_as_a_stall() {
+    let mut w = World::new();
+    let door = w.add("door", [10, 0, 1, 1], intercom("flat"));
+    let flat = w.add("flat", [10, 0, 2, 1], intercom("door"));
+    w.login(door, "lobby");
+    w.login(flat, "lobby");
+    assert!(w.run_until(Duration::from_secs(5), |w| w.in_room(door) && w.in_room(flat)));
+    w.press(door, Button::Call, Press::Short);
+    assert!(w.run_until(Duration::from_secs(5), |w| w.call_state(flat) == CallState::Ringing));
+    w.press(flat, Button::Call, Press::Short);
+    assert!(w.run_until(Duration::from_secs(10), |w| w.decoded(flat, "door-main") >= 30));
+
+    let at = w.at;
+    w.devices[door].core.handle(at, Input::Control(Control::Camera(false)));
+    assert!(w.run_until(Duration::from_secs(2), |w| w.camera_states(flat) == [TrackState::Off]), "the flat is told");
+    w.run(Duration::from_millis(300));
+    let (video, audio) = (w.decoded(flat, "door-main"), w.audio(flat, "door-main"));
+    w.run(Duration::from_secs(3));
+    assert_eq!(w.decoded(flat, "door-main"), video, "no video while the camera is off");
+    assert!(w.audio(flat, "door-main") >= audio + 100, "audio goes on");
+    assert_eq!(w.stalls(flat, "door-main"), 0, "a camera switched off is not a stall");
+
+    let at = w.at;
+    w.devices[door].core.handle(at, Input::Control(Control::Camera(true)));
+    let back =
+        |w: &World| w.camera_states(flat) == [TrackState::Off, TrackState::On] && w.decoded(flat, "door-main") > video;
+    assert!(w.run_until(Duration::from_secs(1), back), "video back within 1 s of camera on");
+    w.run(Duration::from_secs(2));
+    assert_eq!(w.stalls(flat, "door-main"), 0);
+
+    // The flat stops decoding the door's video and mutes its speaker.
+    let at = w.at;
+    w.devices[flat].core.handle(at, Input::Control(Control::PlayVideo { stream: "door-main".into(), on: false }));
+    w.devices[flat].core.handle(at, Input::Control(Control::Speaker(false)));
+    w.run(Duration::from_millis(200));
+    let video = w.decoded(flat, "door-main");
+    w.run(Duration::from_secs(2));
+    assert_eq!(w.decoded(flat, "door-main"), video, "a muted stream's video is not decoded");
+    assert_eq!(w.devices[flat].media.gains["door-main"], 0.0);
+    assert_eq!(w.stalls(flat, "door-main"), 0);
+    let at = w.at;
+    w.devices[flat].core.handle(at, Input::Control(Control::PlayVideo { stream: "door-main".into(), on: true }));
+    assert!(w.run_until(Duration::from_secs(1), |w| w.decoded(flat, "door-main") > video + 5));
 }

@@ -51,6 +51,9 @@ pub enum Input {
     Note(Note),
     /// Microphone mute on or off, on every publish pipeline and those built later.
     Mute(bool),
+    /// A media control of the application (camera, speaker, a played stream's audio or
+    /// video, volume, sound level reports).
+    Control(super::media::Control),
     /// Log out and finish ([`CoreOutput::Finished`] follows); `cmd` numbers the logout.
     Destroy(CmdId),
 }
@@ -103,7 +106,11 @@ pub struct EngineCore {
 
 impl EngineCore {
     /// A core over a fresh session; `media`: the supervisor when the engine carries media.
-    pub fn new(s: Session, media: Option<MediaSupervisor>) -> Self {
+    pub fn new(mut s: Session, media: Option<MediaSupervisor>) -> Self {
+        if let Some(m) = &media {
+            let (video, audio) = m.local_tracks();
+            s.set_local_tracks(video, audio);
+        }
         EngineCore { s, media, destroy: None, finished: false, out: Default::default() }
     }
 
@@ -128,15 +135,22 @@ impl EngineCore {
                     m.handle_note(now, note);
                 }
             }
-            Input::Mute(muted) => {
-                if let Some(m) = &mut self.media {
-                    m.set_muted(muted);
-                }
-            }
+            Input::Mute(muted) => self.control(now, super::media::Control::Microphone(!muted)),
+            Input::Control(c) => self.control(now, c),
             Input::Destroy(cmd) => {
                 self.destroy = Some(cmd);
                 self.s.logout(now, cmd);
             }
+        }
+    }
+
+    /// Applies a media control and tells the session what the room must see of it (the
+    /// camera and microphone states of published streams).
+    fn control(&mut self, now: Instant, c: super::media::Control) {
+        if let Some(m) = &mut self.media {
+            m.control(now, c);
+            let (video, audio) = m.local_tracks();
+            self.s.set_local_tracks(video, audio);
         }
     }
 
@@ -157,6 +171,8 @@ impl EngineCore {
         {
             let fresh = self.s.signalling_fresh(now);
             m.handle_timeout(now, fresh, meters);
+            let (up, down) = m.link_quality();
+            self.s.set_media_quality(up, down);
         }
     }
 
@@ -188,6 +204,11 @@ impl EngineCore {
                 Output::Send { epoch, msg } => self.out.push_back(CoreOutput::Send { epoch, msg }),
                 Output::Close { epoch } => self.out.push_back(CoreOutput::Close { epoch }),
                 Output::Event(e) => self.out.push_back(CoreOutput::Event(e)),
+                Output::RemoteTracks { stream_id, video, audio } => {
+                    if let Some(m) = &mut self.media {
+                        m.handle_remote_tracks(now, &stream_id, video, audio);
+                    }
+                }
                 Output::Stream(change) => match &mut self.media {
                     // The supervisor's event (and commands) come out at once, so the
                     // application hears of the stream in the order signalling told it.

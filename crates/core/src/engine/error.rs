@@ -33,7 +33,7 @@ impl EngineError {
             EngineError::Invalid(c) | EngineError::Rejected(c) | EngineError::Network(c) => *c,
             EngineError::Destroyed => ErrorCode::ENGINE_DESTROYED,
             EngineError::Cancelled => ErrorCode::REQUEST_CANCELLED,
-            EngineError::Profile(_) => ErrorCode::TOKEN_INVALID,
+            EngineError::Profile(_) => ErrorCode::PROFILE_INVALID,
         }
     }
 }

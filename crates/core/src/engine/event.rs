@@ -1,6 +1,17 @@
 //! Everything the engine tells the application, as one `#[non_exhaustive]` event enum.
 
-use crate::proto::{CallPhase, ErrorCode, ExtraInfo, QualityLevel, StreamInfo, UpdateType, UserInfo};
+use crate::proto::{CallPhase, ErrorCode, ExtraInfo, QualityLevel, StreamInfo, TrackState, UpdateType, UserInfo};
+
+/// One played stream's sound level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSoundLevel {
+    /// The stream.
+    pub stream_id: String,
+    /// As received, 0..=100 (the publisher's voice: a speaking indicator).
+    pub level: f32,
+    /// As played here, after the speaker switch and the volume, 0..=100.
+    pub played: f32,
+}
 
 /// Connection state of the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
@@ -126,6 +137,29 @@ pub enum EngineEvent {
         update: UpdateType,
         /// The users.
         users: Vec<UserInfo>,
+        /// Why they left (Delete): USER_LOGGED_OUT, HEARTBEAT_TIMEOUT (power cut, network
+        /// gone past the grace period), KICKED_*; 0 for Add, and for a leave that happened
+        /// while this engine's own connection was down.
+        reason: ErrorCode,
+    },
+    /// A played or listed stream's camera was switched on or off by its publisher
+    /// (`Absent` when it has no video at all is told with the stream, not here).
+    RemoteCameraStateUpdate {
+        /// The room.
+        room_id: String,
+        /// The stream.
+        stream_id: String,
+        /// Its video now.
+        state: TrackState,
+    },
+    /// A stream's microphone was muted or unmuted by its publisher.
+    RemoteMicStateUpdate {
+        /// The room.
+        room_id: String,
+        /// The stream.
+        stream_id: String,
+        /// Its audio now.
+        state: TrackState,
     },
     /// Other users' streams were published or withdrawn: the cue to play or stop playing.
     RoomStreamUpdate {
@@ -218,6 +252,17 @@ pub enum EngineEvent {
         state: PlayerState,
         /// 0, or the error that caused it (1004025: waiting for the stream).
         error_code: ErrorCode,
+    },
+    /// The captured sound level (after the microphone switch), every interval asked for
+    /// with `start_sound_level_monitor`.
+    CapturedSoundLevelUpdate {
+        /// 0..=100 (see [`sound_level`](crate::engine::media::sound_level)).
+        level: f32,
+    },
+    /// The sound level of each played stream, with the captured one.
+    RemoteSoundLevelUpdate {
+        /// One per played stream that has audio.
+        levels: Vec<StreamSoundLevel>,
     },
     /// Network quality of a user, every 2 s (yourself with `is_local`).
     NetworkQuality {
@@ -360,6 +405,10 @@ pub struct PublishQuality {
 /// Playing figures over the last interval.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PlayQuality {
+    /// The decoded picture's width, pixels (0: no video decoded).
+    pub width: u32,
+    /// The decoded picture's height, pixels.
+    pub height: u32,
     /// Frames received per second.
     pub receive_fps: f64,
     /// Frames decoded per second.

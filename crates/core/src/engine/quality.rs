@@ -21,6 +21,19 @@ pub fn level(rtt: Duration, loss: f64) -> QualityLevel {
     }
 }
 
+/// The worse of two levels, where `Unknown` counts as no measure (the other wins).
+pub fn worse(a: QualityLevel, b: QualityLevel) -> QualityLevel {
+    match (a, b) {
+        (QualityLevel::Unknown, x) | (x, QualityLevel::Unknown) => x,
+        (a, b) => a.max(b),
+    }
+}
+
+/// The worst of several levels (`None`: none measured).
+pub fn worst(levels: impl IntoIterator<Item = QualityLevel>) -> Option<QualityLevel> {
+    levels.into_iter().filter(|l| *l != QualityLevel::Unknown).max()
+}
+
 /// The last pings and whether they were answered.
 #[derive(Debug, Default)]
 pub struct PingTracker {

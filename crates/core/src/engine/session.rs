@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use super::error::EngineError;
 use super::event::{EngineEvent, PlayerState, PublishChannel, PublisherState, RoomState, RoomStateReason};
-use super::quality::PingTracker;
+use super::quality::{PingTracker, worse};
 use super::reconnect::{Jitter, ReconnectPolicy};
 use crate::auth::{self, Claims};
 use crate::proto::{
     CallPhase, ClientMsg, ErrorCode, ExtraInfo, MediaRole, PROTOCOL_VERSION, QualityLevel, RingOrder, RoomSnapshot,
-    ServerMsg, StreamInfo, UpdateType, UserInfo, ids,
+    ServerMsg, StreamInfo, TrackState, UpdateType, UserInfo, ids,
 };
 
 /// Identifies an application call waiting for its result.
@@ -86,6 +86,16 @@ pub enum Output {
     },
     /// Tell the application.
     Event(EngineEvent),
+    /// A stream in the room has these tracks now (published, or switched on or off): its
+    /// player need not decode what is absent or off.
+    RemoteTracks {
+        /// The stream.
+        stream_id: String,
+        /// Its video.
+        video: TrackState,
+        /// Its audio.
+        audio: TrackState,
+    },
     /// A stream's signalling state changed (see [`StreamChange`]).
     Stream(StreamChange),
     /// Complete an application call.
@@ -226,6 +236,10 @@ pub struct Session {
     next_ping: Option<Instant>,
     next_quality: Option<Instant>,
     logout_deadline: Option<Instant>,
+    /// See [`Session::set_media_quality`].
+    media_quality: (Option<QualityLevel>, Option<QualityLevel>),
+    /// See [`Session::set_local_tracks`]: (video, audio).
+    local_tracks: (TrackState, TrackState),
     pings: PingTracker,
     jitter: Jitter,
     unix_base: (Instant, u64),
@@ -262,6 +276,8 @@ impl Session {
             next_ping: None,
             next_quality: None,
             logout_deadline: None,
+            media_quality: (None, None),
+            local_tracks: (TrackState::On, TrackState::On),
             pings: PingTracker::default(),
             jitter,
             unix_base: (now, 0),
@@ -316,6 +332,11 @@ impl Session {
         if let Err(code) = checked {
             return self.done(cmd, Err(EngineError::Invalid(code)));
         }
+        // As in the Express model: a user without a name is shown by its ID.
+        let mut user = user;
+        if user.user_name.is_empty() {
+            user.user_name = user.user_id.clone();
+        }
         let token = token.or_else(|| self.default_token.clone());
         if token.is_none() && self.cfg.app_sign_key.is_none() {
             return self.done(cmd, Err(EngineError::Profile("no token given and no app_sign in the profile".into())));
@@ -339,16 +360,22 @@ impl Session {
         }
         let was_connected = self.phase == Phase::Connected && self.link == Link::Up;
         self.stop_all(ErrorCode::OK);
-        self.room_state(RoomStateReason::Logout, ErrorCode::OK);
         if let Some(c) = self.login_cmd.take() {
             self.done(c, Err(EngineError::Invalid(ErrorCode::USER_LOGGED_OUT)));
         }
         if was_connected {
+            // Logout is told when the server confirms it (LogoutFailed if it never does).
             let req = self.request(Pending::Logout(cmd));
             self.send(ClientMsg::Logout { req });
             self.phase = Phase::LoggingOut;
             self.logout_deadline = Some(now + LOGOUT_WAIT);
         } else {
+            // The server still holds a session it cannot be told about: the others see the
+            // user leave when its grace period ends.
+            match self.resume.is_some() {
+                true => self.room_state(RoomStateReason::LogoutFailed, ErrorCode::NETWORK_INTERRUPTED),
+                false => self.room_state(RoomStateReason::Logout, ErrorCode::OK),
+            }
             self.reset_to_idle();
             self.done(cmd, Ok(0));
         }
@@ -649,7 +676,7 @@ impl Session {
                 tracing::warn!(error_code = code.0, %message, "server reported an error");
             }
             ServerMsg::Pong { seq, .. } => self.pings.pong(seq, now),
-            ServerMsg::UserUpdate { update, users, .. } => self.apply_users(update, users),
+            ServerMsg::UserUpdate { update, users, reason, .. } => self.apply_users(update, users, reason),
             ServerMsg::StreamUpdate { update, streams, reason, .. } => self.apply_streams(update, streams, reason),
             ServerMsg::PlayAvailable { stream_id } => {
                 if self.plays.contains_key(&stream_id) {
@@ -683,15 +710,20 @@ impl Session {
                 });
             }
             ServerMsg::NetworkQuality { room_id, users } => {
+                // A peer that measured no media side (or an older one) gives its overall level.
+                let side = |l: QualityLevel, overall| if l == QualityLevel::Unknown { overall } else { l };
                 for u in users {
                     self.emit(EngineEvent::NetworkQuality {
                         room_id: room_id.clone(),
                         user_id: u.user_id,
                         is_local: false,
-                        upstream: u.quality,
-                        downstream: u.quality,
+                        upstream: side(u.upstream, u.quality),
+                        downstream: side(u.downstream, u.quality),
                     });
                 }
+            }
+            ServerMsg::StreamStateUpdate { stream_id, video, audio, .. } => {
+                self.apply_stream_state(&stream_id, video, audio)
             }
             ServerMsg::TokenWillExpire { room_id, remaining_secs } => {
                 // AppSign: the engine holds the secret and renews by itself; the event is
@@ -736,21 +768,25 @@ impl Session {
         if self.next_ping.is_some_and(|t| t <= now) {
             self.next_ping = Some(now + self.heartbeat);
             if self.link == Link::Up {
-                let quality = self.local_quality(now);
+                let [quality, upstream, downstream] = self.local_quality(now);
+                let (upstream, downstream) = (
+                    self.media_quality.0.map_or(QualityLevel::Unknown, |_| upstream),
+                    self.media_quality.1.map_or(QualityLevel::Unknown, |_| downstream),
+                );
                 let seq = self.pings.sent(now);
-                self.send(ClientMsg::Ping { seq, quality });
+                self.send(ClientMsg::Ping { seq, quality, upstream, downstream });
             }
         }
         if self.next_quality.is_some_and(|t| t <= now) {
             self.next_quality = Some(now + QUALITY_INTERVAL);
             if let Some(room) = &self.room {
                 let (room_id, user_id) = (room.room_id.clone(), room.user.user_id.clone());
-                let q = self.local_quality(now);
-                self.emit(EngineEvent::NetworkQuality { room_id, user_id, is_local: true, upstream: q, downstream: q });
+                let [_, upstream, downstream] = self.local_quality(now);
+                self.emit(EngineEvent::NetworkQuality { room_id, user_id, is_local: true, upstream, downstream });
             }
         }
         if self.logout_deadline.is_some_and(|t| t <= now) {
-            self.finish_logout(None);
+            self.finish_logout(None, false);
         }
     }
 
@@ -764,11 +800,46 @@ impl Session {
         self.heartbeat * 3 + Duration::from_secs(1)
     }
 
-    fn local_quality(&self, now: Instant) -> QualityLevel {
+    /// Overall, upstream and downstream: each side is its media links' level where they
+    /// exist (what the receiver reports and the player measure), else the signalling round
+    /// trip's; overall is the worse side.
+    fn local_quality(&self, now: Instant) -> [QualityLevel; 3] {
         if self.link != Link::Up || self.phase != Phase::Connected {
-            return QualityLevel::Die;
+            return [QualityLevel::Die; 3];
         }
-        self.pings.level(now, self.heartbeat)
+        let signalling = self.pings.level(now, self.heartbeat);
+        let up = self.media_quality.0.unwrap_or(signalling);
+        let down = self.media_quality.1.unwrap_or(signalling);
+        [worse(up, down), up, down]
+    }
+
+    /// The media links' levels, sending and receiving side (`None`: no such link), as the
+    /// media supervisor last measured them.
+    pub fn set_media_quality(&mut self, upstream: Option<QualityLevel>, downstream: Option<QualityLevel>) {
+        self.media_quality = (upstream, downstream);
+    }
+
+    /// The camera and microphone of every stream this session publishes, now and later
+    /// (`Absent`: this engine has none). Streams already published tell the room.
+    pub fn set_local_tracks(&mut self, video: TrackState, audio: TrackState) {
+        if self.local_tracks == (video, audio) {
+            return;
+        }
+        self.local_tracks = (video, audio);
+        if self.phase != Phase::Connected || self.link != Link::Up {
+            // Sent with the publish (or again after a resume, see `joined`).
+            return;
+        }
+        let streams: Vec<String> = self
+            .publishes
+            .values()
+            .filter(|p| p.state == PublisherState::Publishing)
+            .map(|p| p.stream_id.clone())
+            .collect();
+        for stream_id in streams {
+            let req = self.request(Pending::Simple(0));
+            self.send(ClientMsg::SetStreamState { req, stream_id, video, audio });
+        }
     }
 
     fn connect(&mut self, _now: Instant) {

@@ -175,7 +175,7 @@ impl Net {
                 self.clients[i].media_answers.push((stream_id, result));
                 self.clients[i].answer_tags.push(tag);
             }
-            Output::Joined { .. } => {}
+            Output::Joined { .. } | Output::RemoteTracks { .. } => {}
         }
     }
 

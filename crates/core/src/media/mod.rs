@@ -32,6 +32,9 @@ pub enum MediaError {
     },
 }
 
+/// Silence, as sound levels are measured (RMS dBFS): quieter is counted as this.
+pub const SILENCE_DB: f32 = -100.0;
+
 /// Where video comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -48,6 +51,8 @@ pub enum VideoSource {
     },
     /// A libcamera camera (Raspberry Pi camera modules).
     Libcamera,
+    /// No camera: streams are published with audio only (lift intercoms, flat stations).
+    None,
 }
 
 /// Where audio comes from.
@@ -61,6 +66,8 @@ pub enum AudioSource {
         /// ALSA device name.
         device: String,
     },
+    /// No microphone: streams are published with video only.
+    None,
 }
 
 /// Where played video goes.
@@ -76,11 +83,15 @@ pub enum VideoSink {
     Kms,
     /// A Wayland compositor.
     Wayland,
+    /// No display: played video is not decoded at all, only audio is (a display-less
+    /// intercom saves the H.264 decode of every caller).
+    None,
 }
 
 impl VideoSink {
     /// Every sink, as the config file names them.
-    pub const ALL: [VideoSink; 4] = [VideoSink::Auto, VideoSink::Kms, VideoSink::Wayland, VideoSink::Fake];
+    pub const ALL: [VideoSink; 5] =
+        [VideoSink::Auto, VideoSink::Kms, VideoSink::Wayland, VideoSink::Fake, VideoSink::None];
 
     /// The name in a config file (`[display] sink`).
     pub fn name(self) -> &'static str {
@@ -89,6 +100,7 @@ impl VideoSink {
             VideoSink::Auto => "auto",
             VideoSink::Kms => "kms",
             VideoSink::Wayland => "wayland",
+            VideoSink::None => "none",
         }
     }
 }
@@ -99,7 +111,7 @@ impl std::str::FromStr for VideoSink {
         VideoSink::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("{s:?}: must be auto, kms, wayland or fake"))
+            .ok_or_else(|| format!("{s:?}: must be auto, kms, wayland, fake or none"))
     }
 }
 

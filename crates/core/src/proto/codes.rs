@@ -52,6 +52,8 @@ codes! {
     ENGINE_DESTROYED = 1000020,
     /// The call was superseded by a stop call before it completed.
     REQUEST_CANCELLED = 1000021,
+    /// The engine profile is unusable (server URL, AppSign secret, CA file or media configuration); the message says which.
+    PROFILE_INVALID = 1000030,
     /// The message is not valid JSON or not a known message.
     MALFORMED_MESSAGE = 1001001,
     /// The protocol version is not supported by this server.
@@ -168,6 +170,8 @@ codes! {
     MEDIA_ENCODER_STALLED = 1003037,
     /// No media reached the server for a few seconds (network cut, UDP blocked); the publish connection is being recovered.
     PUBLISH_MEDIA_RECOVERING = 1003038,
+    /// A stream's track state is not possible: neither video nor audio, or a track switched on or off that the stream was published without.
+    STREAM_STATE_INVALID = 1003039,
     /// The stream is not published (yet); the engine waits for it.
     STREAM_NOT_FOUND = 1004025,
     /// The token lacks the `play` privilege.

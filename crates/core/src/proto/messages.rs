@@ -131,6 +131,56 @@ pub struct StreamInfo {
     /// Free text set by the publisher.
     #[serde(default)]
     pub extra_info: String,
+    /// Whether its video is sent now (`off`: the camera is switched off; `absent`: the
+    /// stream has no video at all, e.g. a lift intercom without a camera). Absent on the
+    /// wire means `on`.
+    #[serde(default, skip_serializing_if = "TrackState::is_on")]
+    pub video: TrackState,
+    /// Whether its audio is sent now (`off`: the microphone is muted; `absent`: no audio).
+    #[serde(default, skip_serializing_if = "TrackState::is_on")]
+    pub audio: TrackState,
+}
+
+impl StreamInfo {
+    /// A stream with video and audio on.
+    pub fn new(stream_id: String, user: UserInfo, extra_info: String) -> Self {
+        StreamInfo { stream_id, user, extra_info, video: TrackState::On, audio: TrackState::On }
+    }
+}
+
+/// Whether one track (video or audio) of a stream is being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackState {
+    /// Sent.
+    #[default]
+    On,
+    /// Switched off by the publisher for now (camera off, microphone muted): nothing or
+    /// silence is sent, and it may come back without a new publish.
+    Off,
+    /// The stream has no such track (an audio-only or video-only stream).
+    Absent,
+}
+
+impl TrackState {
+    /// `On`.
+    pub fn is_on(&self) -> bool {
+        *self == TrackState::On
+    }
+
+    /// The wire name: `on`, `off` or `absent`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackState::On => "on",
+            TrackState::Off => "off",
+            TrackState::Absent => "absent",
+        }
+    }
+
+    /// `On` or `Off` (a track that exists).
+    pub fn on(on: bool) -> Self {
+        if on { TrackState::On } else { TrackState::Off }
+    }
 }
 
 /// One key of the room's extra info.
@@ -248,8 +298,18 @@ impl std::fmt::Display for QualityLevel {
 pub struct UserQuality {
     /// The user.
     pub user_id: String,
-    /// Its quality level.
+    /// Its quality level: the worse of `upstream` and `downstream` where it measured them,
+    /// else its signalling round trip's.
     pub quality: QualityLevel,
+    /// Its sending side: its publish links' loss and round trip as its receiver reports
+    /// say, and its bandwidth estimate against the target; `unknown` when it publishes
+    /// nothing.
+    #[serde(default)]
+    pub upstream: QualityLevel,
+    /// Its receiving side: what its play links lose and their round trip; `unknown` when it
+    /// plays nothing.
+    #[serde(default)]
+    pub downstream: QualityLevel,
 }
 
 /// Messages from a client (engine, browser) to the server.
@@ -297,6 +357,12 @@ pub enum ClientMsg {
         /// The client's measured quality level.
         #[serde(default = "unknown_quality")]
         quality: QualityLevel,
+        /// Its sending side's level (see [`UserQuality::upstream`]).
+        #[serde(default)]
+        upstream: QualityLevel,
+        /// Its receiving side's level (see [`UserQuality::downstream`]).
+        #[serde(default)]
+        downstream: QualityLevel,
     },
     /// Announce a stream. Answer: `ok` or `error`.
     Publish {
@@ -307,6 +373,24 @@ pub enum ClientMsg {
         /// Free text for players.
         #[serde(default)]
         extra_info: String,
+        /// The video's state from the start (`absent`: an audio-only stream).
+        #[serde(default, skip_serializing_if = "TrackState::is_on")]
+        video: TrackState,
+        /// The audio's state from the start (`absent`: a video-only stream).
+        #[serde(default, skip_serializing_if = "TrackState::is_on")]
+        audio: TrackState,
+    },
+    /// A published stream's camera or microphone was switched on or off (a track that is
+    /// absent stays absent). Answer: `ok`; the others in the room get `stream_state_update`.
+    SetStreamState {
+        /// Request number.
+        req: u64,
+        /// The stream (published by this session).
+        stream_id: String,
+        /// The video's state now.
+        video: TrackState,
+        /// The audio's state now.
+        audio: TrackState,
     },
     /// Withdraw a stream. Answer: `ok`.
     Unpublish {
@@ -527,6 +611,17 @@ pub enum ServerMsg {
         /// Why (delete only); 0 for add and for a plain unpublish.
         reason: ErrorCode,
     },
+    /// A stream's camera or microphone was switched on or off by its publisher.
+    StreamStateUpdate {
+        /// The room.
+        room_id: String,
+        /// The stream.
+        stream_id: String,
+        /// Its video's state now.
+        video: TrackState,
+        /// Its audio's state now.
+        audio: TrackState,
+    },
     /// A subscribed stream that was not published is now published.
     PlayAvailable {
         /// The stream.
@@ -641,6 +736,19 @@ pub enum ServerMsg {
     },
 }
 
+impl ClientMsg {
+    /// A publish with video and audio on.
+    pub fn publish(req: u64, stream_id: impl Into<String>, extra_info: impl Into<String>) -> Self {
+        let (stream_id, extra_info) = (stream_id.into(), extra_info.into());
+        ClientMsg::Publish { req, stream_id, extra_info, video: TrackState::On, audio: TrackState::On }
+    }
+
+    /// A heartbeat with the overall quality only (sides not measured).
+    pub fn ping(seq: u64, quality: QualityLevel) -> Self {
+        ClientMsg::Ping { seq, quality, upstream: QualityLevel::Unknown, downstream: QualityLevel::Unknown }
+    }
+}
+
 impl ServerMsg {
     /// Builds an error answer.
     pub fn error(req: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
@@ -664,7 +772,20 @@ mod tests {
         assert_eq!(s, r#"{"type":"error","req":3,"code":1003028,"message":"x"}"#);
         assert!(serde_json::from_str::<ClientMsg>(r#"{"type":"nope"}"#).is_err());
         let p: ClientMsg = serde_json::from_str(r#"{"type":"ping","seq":4}"#).unwrap();
-        assert_eq!(p, ClientMsg::Ping { seq: 4, quality: QualityLevel::Unknown });
+        assert_eq!(
+            p,
+            ClientMsg::Ping {
+                seq: 4,
+                quality: QualityLevel::Unknown,
+                upstream: QualityLevel::Unknown,
+                downstream: QualityLevel::Unknown
+            }
+        );
+        let s: StreamInfo =
+            serde_json::from_str(r#"{"stream_id":"s","user":{"user_id":"u"},"video":"absent"}"#).unwrap();
+        assert_eq!((s.video, s.audio), (TrackState::Absent, TrackState::On));
+        let plain = StreamInfo::new("s".into(), UserInfo::new("u".into(), "u".into()), String::new());
+        assert!(!serde_json::to_string(&plain).unwrap().contains("video"), "on is the default, not sent");
     }
 
     #[test]

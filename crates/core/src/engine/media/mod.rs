@@ -35,6 +35,7 @@ use crate::proto::MediaRole;
 use crate::rtc::client::ClientEvent;
 
 mod adapt;
+mod controls;
 mod link;
 mod stall;
 mod supervisor;
@@ -42,6 +43,7 @@ mod supervisor;
 mod tests;
 
 pub use adapt::Adapter;
+pub use controls::{Control, MAX_VOLUME, MIN_SOUND_LEVEL_INTERVAL, PlaySettings, sound_level};
 pub use supervisor::{MediaSupervisor, Present};
 
 /// Media settings of an engine.
@@ -104,7 +106,21 @@ pub enum Command {
         ice: Vec<crate::proto::ice_servers::IceServer>,
         /// Publish: the range its bandwidth estimate moves in.
         send_rate: Option<crate::rtc::client::SendRate>,
+        /// Play: build a video decoder (false: the stream has no video, or the device no
+        /// display; its video RTP is dropped undecoded).
+        decode_video: bool,
+        /// Play: what the pipeline starts set to.
+        settings: PlaySettings,
     },
+    /// Set a play pipeline's controls (video decoded or dropped, audio gain).
+    PlayControls {
+        /// The stream.
+        stream: String,
+        /// The settings.
+        settings: PlaySettings,
+    },
+    /// Camera on or off on every publish pipeline, and on those built later.
+    Camera(bool),
     /// Close the stream's connection (a player's pipeline stays until the next `OpenLink`).
     CloseLink {
         /// Publish or play.
@@ -237,6 +253,10 @@ pub struct PlayCounts {
     pub rendered: u64,
     /// Audio buffers decoded.
     pub audio: u64,
+    /// The decoded picture's width (0: none decoded).
+    pub width: u32,
+    /// The decoded picture's height.
+    pub height: u32,
 }
 
 /// The running pipelines' counters, read by the supervisor on its ticks.
@@ -247,4 +267,9 @@ pub trait Meters {
     fn encoder_kbps(&self, stream: &str) -> Option<u32>;
     /// The play pipeline's counts and when it last rendered video.
     fn player(&self, stream: &str) -> Option<(PlayCounts, Option<Instant>)>;
+    /// The last sound levels of the stream's pipeline, RMS dBFS: [the stream's (captured,
+    /// or as received), what is played (after the volume)].
+    fn sound_levels(&self, _role: MediaRole, _stream: &str) -> Option<[Option<f32>; 2]> {
+        None
+    }
 }

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::adapt::Adapter;
+use super::controls::{Control, Controls, sound_level};
 use super::link::{Link, backoff, per_sec, state_event};
 use super::stall::{STALL, StallWatch};
 use super::{Bind, Command, MediaOutput, Meters, Note, PlayCounts, PublishCounts};
@@ -17,7 +18,7 @@ use crate::engine::event::{EngineEvent, MediaEventKind, PlayQuality, PublishQual
 use crate::engine::session::StreamChange;
 use crate::media::encoder::{self, Encoder};
 use crate::media::{Layout, MediaConfig, MediaError, rules};
-use crate::proto::{ErrorCode, MediaRole};
+use crate::proto::{ErrorCode, MediaRole, QualityLevel, TrackState};
 use crate::rtc::client::ClientEvent;
 
 /// A played stream whose link is up but whose video does not render asks for a keyframe
@@ -51,6 +52,8 @@ struct Pub {
     adapt: Adapter,
     /// What Opus's in-band FEC is sized for, percent (the pipeline starts at the floor).
     audio_fec_percent: u32,
+    /// The link's level at the last quality report.
+    level: QualityLevel,
 }
 
 struct Play {
@@ -63,6 +66,11 @@ struct Play {
     audio_at: Instant,
     /// Since when the link is up but no video renders (none yet, or stalled).
     dark_since: Option<Instant>,
+    /// Since when video is expected (switched on here and at the publisher): a stall is
+    /// counted from then, not from the last frame before it was switched off.
+    video_from: Option<Instant>,
+    /// The link's level at the last quality report.
+    level: QualityLevel,
     /// The last keyframe asked for because of that.
     key_asked: Option<Instant>,
 }
@@ -90,13 +98,15 @@ pub struct MediaSupervisor {
     /// The TURN servers the server handed out at the last login (the configured ones are
     /// in `cfg`).
     server_ice: Vec<crate::proto::ice_servers::IceServer>,
+    /// The application's controls.
+    ctl: Controls,
+    next_sound: Option<Instant>,
 }
 
 impl MediaSupervisor {
     /// A supervisor with no stream. `present` says which GStreamer elements exist.
     pub fn new(cfg: MediaConfig, bind: Option<IpAddr>, present: Present) -> Self {
         MediaSupervisor {
-            cfg,
             bind,
             present,
             route: None,
@@ -110,12 +120,74 @@ impl MediaSupervisor {
             next_quality: None,
             grid: Vec::new(),
             server_ice: Vec::new(),
+            ctl: Controls::new(&cfg),
+            next_sound: None,
+            cfg,
         }
     }
 
-    /// Microphone mute on or off: every publish pipeline, and those built later.
-    pub fn set_muted(&mut self, muted: bool) {
-        self.run(Command::Mute(muted));
+    /// What published streams carry now, as the room must be told: (video, audio).
+    pub fn local_tracks(&self) -> (TrackState, TrackState) {
+        self.ctl.local_tracks()
+    }
+
+    /// An application's media control.
+    pub fn control(&mut self, now: Instant, c: Control) {
+        let camera_was = self.ctl.camera;
+        let changed = self.ctl.apply(c.clone());
+        match c {
+            Control::Camera(on) => {
+                self.run(Command::Camera(on));
+                if on != camera_was {
+                    // The stall clock starts again: no frame is encoded while it is off.
+                    for p in self.pubs.values_mut() {
+                        p.encoded_at = now;
+                    }
+                }
+            }
+            Control::Microphone(on) => self.run(Command::Mute(!on)),
+            Control::SoundLevel(_) => self.next_sound = self.ctl.sound_every.map(|d| now + d),
+            Control::PlayVideo { ref stream, on: true } => self.video_back(now, stream),
+            _ => {}
+        }
+        for stream in changed.unwrap_or_default() {
+            if self.plays.contains_key(&stream) {
+                let settings = self.ctl.settings(&stream);
+                self.run(Command::PlayControls { stream, settings });
+            }
+        }
+    }
+
+    /// The room says what a stream sends (published, or switched on or off).
+    pub fn handle_remote_tracks(&mut self, now: Instant, stream: &str, video: TrackState, audio: TrackState) {
+        let was = self.ctl.remote_video(stream);
+        self.ctl.set_remote(stream, video, audio);
+        if video == TrackState::On && was != TrackState::On {
+            self.video_back(now, stream);
+        }
+    }
+
+    /// A played stream's video is expected again: stalls count from now, and a keyframe is
+    /// asked for at once (the decoder has nothing to start from).
+    fn video_back(&mut self, now: Instant, stream: &str) {
+        if !self.ctl.expects_video(stream) {
+            return;
+        }
+        if let Some(p) = self.plays.get_mut(stream) {
+            p.video_from = Some(now);
+            p.video.stalled_since = None;
+            p.video.seen = None;
+            if p.link.connected {
+                self.run(Command::RequestKeyframe { stream: stream.to_string() });
+            }
+        }
+    }
+
+    /// The media links' levels at the last quality report, sending side and receiving side
+    /// (`None`: no such link): the worst publish link, the worst play link.
+    pub fn link_quality(&self) -> (Option<QualityLevel>, Option<QualityLevel>) {
+        use crate::engine::quality::worst;
+        (worst(self.pubs.values().map(|p| p.level)), worst(self.plays.values().map(|p| p.level)))
     }
 
     /// The TURN servers (with fresh credentials) from the server's login reply: the next
@@ -144,7 +216,8 @@ impl MediaSupervisor {
         let held = |t: &Instant| self.last_timeout.is_some_and(|last| *t <= last);
         let link_times = link_times.flatten().filter(|t| !held(t));
         let rebuilds = self.pubs.values().filter_map(|p| p.rebuild_at);
-        [self.next_tick, self.next_quality].into_iter().flatten().chain(link_times).chain(rebuilds).min()
+        let sound = self.next_sound.filter(|_| !self.pubs.is_empty() || !self.plays.is_empty());
+        [self.next_tick, self.next_quality, sound].into_iter().flatten().chain(link_times).chain(rebuilds).min()
     }
 
     /// Reacts to a stream's signalling state and tells the application (as an output) what
@@ -434,6 +507,42 @@ impl MediaSupervisor {
             self.next_quality = Some(now + QUALITY_EVERY);
             self.quality(secs, meters);
         }
+        if let (Some(t), Some(every)) = (self.next_sound, self.ctl.sound_every)
+            && t <= now
+        {
+            self.next_sound = Some(now + every);
+            self.sound_levels(meters);
+        }
+    }
+
+    /// Sound level reports: the captured level (the first published stream that has
+    /// audio), and each played stream's.
+    fn sound_levels(&mut self, meters: &dyn Meters) {
+        if self.pubs.is_empty() && self.plays.is_empty() {
+            return;
+        }
+        let mut pubs: Vec<&String> = self.pubs.keys().collect();
+        pubs.sort();
+        let captured = pubs.into_iter().find_map(|s| meters.sound_levels(MediaRole::Publish, s)?[0]);
+        if let Some(db) = captured {
+            self.out.push_back(MediaOutput::Event(EngineEvent::CapturedSoundLevelUpdate { level: sound_level(db) }));
+        }
+        let mut levels: Vec<crate::engine::event::StreamSoundLevel> = self
+            .plays
+            .keys()
+            .filter_map(|s| {
+                let [level, played] = meters.sound_levels(MediaRole::Play, s)?;
+                Some(crate::engine::event::StreamSoundLevel {
+                    stream_id: s.clone(),
+                    level: sound_level(level?),
+                    played: sound_level(played.unwrap_or(crate::media::SILENCE_DB)),
+                })
+            })
+            .collect();
+        if !levels.is_empty() {
+            levels.sort_by(|a, b| a.stream_id.cmp(&b.stream_id));
+            self.out.push_back(MediaOutput::Event(EngineEvent::RemoteSoundLevelUpdate { levels }));
+        }
     }
 
     /// The route of the latest signalling connection (every connection tells it, so a
@@ -555,6 +664,7 @@ impl MediaSupervisor {
             first_reported: false,
             adapt: Adapter::new(&self.cfg),
             audio_fec_percent: rules::opus_loss_percent(self.cfg.repair, 0.0),
+            level: QualityLevel::Unknown,
         };
         self.pubs.insert(stream.to_string(), p);
         self.start_pipeline(stream, now);
@@ -572,7 +682,10 @@ impl MediaSupervisor {
             dark_since: None,
             key_asked: None,
             audio_at: now,
+            video_from: None,
+            level: QualityLevel::Unknown,
         };
+        self.ctl.playing(stream);
         self.plays.insert(stream.to_string(), play);
         self.relink(MediaRole::Play, stream, now);
     }
@@ -613,7 +726,18 @@ impl MediaSupervisor {
             max_kbps,
             start_kbps: last.map_or(max_kbps, |k| (k as u32).clamp(min_kbps, max_kbps)),
         });
-        self.run(Command::OpenLink { role, stream: stream.to_string(), epoch, bind, silence, ice, send_rate });
+        let (decode_video, settings) = (self.ctl.decodes_video(stream), self.ctl.settings(stream));
+        self.run(Command::OpenLink {
+            role,
+            stream: stream.to_string(),
+            epoch,
+            bind,
+            silence,
+            ice,
+            send_rate,
+            decode_video,
+            settings,
+        });
     }
 
     fn start_pipeline(&mut self, stream: &str, now: Instant) {
@@ -714,8 +838,10 @@ impl MediaSupervisor {
         let stall = Duration::from_secs(self.cfg.stall_secs.max(1));
         let mut stalled = Vec::new();
         let mut first = Vec::new();
+        // Without a camera, or with it switched off, nothing is encoded and nothing stalls.
+        let video = self.ctl.local_tracks().0 == TrackState::On;
         for (stream, p) in &mut self.pubs {
-            let Some(c) = p.pipeline.and(meters.publisher(stream)) else {
+            let Some(c) = p.pipeline.and(meters.publisher(stream)).filter(|_| video) else {
                 // Not running yet (being built off the driver's task, which can take
                 // seconds): the stall clock starts when it runs.
                 p.encoded_at = now;
@@ -746,13 +872,16 @@ impl MediaSupervisor {
         let mut want_key = Vec::new();
         for (stream, p) in &mut self.plays {
             let Some((c, last_video)) = meters.player(stream) else { continue };
+            let expected = self.ctl.expects_video(stream);
             let mut ev = |e| events.push((stream.clone(), e));
             if !p.rendered_first && c.rendered > 0 {
                 p.rendered_first = true;
                 ev(MediaEventKind::RenderedFirstFrame);
             }
-            if p.rendered_first {
-                for e in p.video.check(now, last_video.unwrap_or(now)) {
+            if p.rendered_first && expected {
+                let last = last_video.unwrap_or(now);
+                let last = p.video_from.map_or(last, |from| last.max(from));
+                for e in p.video.check(now, last) {
                     ev(e);
                 }
             }
@@ -769,7 +898,7 @@ impl MediaSupervisor {
             p.prev.audio = c.audio;
             // The link is up but no video renders: the keyframe the decoder needs was lost,
             // or the publisher (a browser) sends one only when asked. Ask, every second.
-            let dark = p.link.connected && (!p.rendered_first || p.video.stalled_since.is_some());
+            let dark = expected && p.link.connected && (!p.rendered_first || p.video.stalled_since.is_some());
             match (dark, p.dark_since) {
                 (false, _) => p.dark_since = None,
                 (true, None) => p.dark_since = Some(now),
@@ -797,6 +926,11 @@ impl MediaSupervisor {
         for (stream, p) in &mut self.pubs {
             let (Some((encoder, _)), Some(c)) = (p.pipeline, meters.publisher(stream)) else { continue };
             let link = p.link.rates(secs);
+            // The estimate far under what the stream is meant to send is a weak uplink even
+            // when the receiver reports show no loss yet.
+            let target = f64::from(self.cfg.bitrate_kbps) + super::adapt::AUDIO_KBPS;
+            let starved = p.link.stats.estimate_kbps.is_some_and(|e| e > 0.0 && e < 0.3 * target);
+            p.level = if starved { link.level.max(QualityLevel::Medium) } else { link.level };
             let quality = PublishQuality {
                 capture_fps: per_sec(c.captured, p.prev.captured, secs),
                 encode_fps: per_sec(c.encoded, p.prev.encoded, secs),
@@ -825,7 +959,10 @@ impl MediaSupervisor {
         for (stream, p) in &mut self.plays {
             let Some((c, _)) = meters.player(stream) else { continue };
             let link = p.link.rates(secs);
+            p.level = link.level;
             let quality = PlayQuality {
+                width: c.width,
+                height: c.height,
                 receive_fps: link.fps,
                 decode_fps: per_sec(c.decoded, p.prev.decoded, secs),
                 render_fps: per_sec(c.rendered, p.prev.rendered, secs),

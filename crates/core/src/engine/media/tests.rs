@@ -456,7 +456,9 @@ fn a_player_reports_first_frames_stalls_and_asks_for_a_keyframe_when_back() {
     h.commands();
     h.link(PLAY, "hall", epoch, ClientEvent::FirstVideoFrame);
     h.link(PLAY, "hall", epoch, ClientEvent::FirstVideoFrame);
-    h.meters.plays.insert("hall".into(), (PlayCounts { decoded: 5, rendered: 5, audio: 5 }, Some(h.now)));
+    h.meters
+        .plays
+        .insert("hall".into(), (PlayCounts { decoded: 5, rendered: 5, audio: 5, ..Default::default() }, Some(h.now)));
     h.advance(Duration::from_millis(100));
     let kinds = |ev: Vec<EngineEvent>| -> Vec<MediaEventKind> {
         ev.into_iter()
@@ -472,7 +474,9 @@ fn a_player_reports_first_frames_stalls_and_asks_for_a_keyframe_when_back() {
     h.link(PLAY, "hall", epoch, ClientEvent::Disconnected);
     h.link(PLAY, "hall", epoch, ClientEvent::Connected);
     assert!(h.commands().iter().any(|c| matches!(c, Command::RequestKeyframe { stream } if stream == "hall")));
-    h.meters.plays.insert("hall".into(), (PlayCounts { decoded: 9, rendered: 9, audio: 9 }, Some(h.now)));
+    h.meters
+        .plays
+        .insert("hall".into(), (PlayCounts { decoded: 9, rendered: 9, audio: 9, ..Default::default() }, Some(h.now)));
     h.advance(Duration::from_millis(100));
     let k = kinds(h.events());
     assert!(k.contains(&MediaEventKind::VideoResume) && k.contains(&MediaEventKind::AudioResume), "{k:?}");
@@ -495,17 +499,24 @@ fn a_player_whose_video_does_not_render_asks_for_a_keyframe_every_second() {
     h.connect(PLAY, "desk", epoch);
     h.commands();
     // Packets arrive, but the decoder has no keyframe: nothing renders.
-    h.meters.plays.insert("desk".into(), (PlayCounts { decoded: 0, rendered: 0, audio: 3 }, None));
+    h.meters
+        .plays
+        .insert("desk".into(), (PlayCounts { decoded: 0, rendered: 0, audio: 3, ..Default::default() }, None));
     let key = |c: &Command| matches!(c, Command::RequestKeyframe { stream } if stream == "desk");
     let (_, first) = h.until(Duration::from_secs(5), key);
     assert!(first >= Duration::from_secs(1) && first <= Duration::from_millis(1300), "first request at {first:?}");
     let (_, second) = h.until(Duration::from_secs(5), key);
     assert!(second - first >= Duration::from_secs(1), "at most every second: {first:?} then {second:?}");
     // Video renders: no more requests.
-    h.meters.plays.insert("desk".into(), (PlayCounts { decoded: 5, rendered: 5, audio: 5 }, Some(h.now)));
+    h.meters
+        .plays
+        .insert("desk".into(), (PlayCounts { decoded: 5, rendered: 5, audio: 5, ..Default::default() }, Some(h.now)));
     h.advance(Duration::from_millis(100));
     for _ in 0..30 {
-        h.meters.plays.insert("desk".into(), (PlayCounts { decoded: 5, rendered: 5, audio: 5 }, Some(h.now)));
+        h.meters.plays.insert(
+            "desk".into(),
+            (PlayCounts { decoded: 5, rendered: 5, audio: 5, ..Default::default() }, Some(h.now)),
+        );
         h.advance(Duration::from_millis(100));
         assert!(!h.commands().iter().any(key), "rendering: no keyframe request at {:?}", h.at());
     }

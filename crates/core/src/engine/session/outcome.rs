@@ -30,7 +30,7 @@ impl Session {
                     self.fail_room(reason, code);
                 }
             }
-            (Pending::Logout(cmd), _) => self.finish_logout(Some(cmd)),
+            (Pending::Logout(cmd), _) => self.finish_logout(Some(cmd), true),
             (Pending::Publish(ch, stream_id), result) => {
                 let Some(p) = self.publishes.get_mut(&ch).filter(|p| p.stream_id == stream_id) else {
                     return;
@@ -102,6 +102,7 @@ impl Session {
     pub(super) fn link_lost(&mut self, now: Instant, code: ErrorCode) {
         self.handshake_deadline = None;
         self.next_ping = None;
+        let mut logouts = Vec::new();
         for (_, p) in self.pending.drain() {
             if let Pending::Simple(cmd) = p
                 && cmd != 0
@@ -110,7 +111,8 @@ impl Session {
                     .push_back(Output::Done { cmd, result: Err(EngineError::Network(ErrorCode::NETWORK_INTERRUPTED)) });
             }
             if let Pending::Logout(cmd) = p {
-                self.out.push_back(Output::Done { cmd, result: Ok(0) });
+                // Completed by `finish_logout` below, after LogoutFailed is told.
+                logouts.push(cmd);
                 self.phase = Phase::LoggingOut;
             }
             // A media offer in flight is lost with the connection: the media side keeps its
@@ -122,7 +124,12 @@ impl Session {
         }
         match self.phase {
             Phase::Idle => {}
-            Phase::LoggingOut => self.finish_logout(None),
+            Phase::LoggingOut => {
+                self.finish_logout(None, false);
+                for cmd in logouts {
+                    self.done(cmd, Ok(0));
+                }
+            }
             Phase::Connected => {
                 tracing::debug!(error_code = code.0, "connection to the server lost; reconnecting");
                 self.phase = Phase::Reconnecting;
@@ -182,7 +189,13 @@ impl Session {
         self.reset_to_idle();
     }
 
-    pub(super) fn finish_logout(&mut self, cmd: Option<CmdId>) {
+    /// The logout ends: `confirmed` by the server (Logout), or not (LogoutFailed: the
+    /// server drops the session when its grace period ends).
+    pub(super) fn finish_logout(&mut self, cmd: Option<CmdId>, confirmed: bool) {
+        match confirmed {
+            true => self.room_state(RoomStateReason::Logout, ErrorCode::OK),
+            false => self.room_state(RoomStateReason::LogoutFailed, ErrorCode::NETWORK_INTERRUPTED),
+        }
         if let Some(c) = cmd {
             self.done(c, Ok(0));
         }

@@ -11,14 +11,21 @@ impl Session {
             let gone: Vec<UserInfo> =
                 self.users.values().filter(|u| !fresh.contains_key(&u.user_id)).cloned().collect();
             let new: Vec<UserInfo> = fresh.values().filter(|u| !self.users.contains_key(&u.user_id)).cloned().collect();
-            self.apply_users(UpdateType::Delete, gone);
-            self.apply_users(UpdateType::Add, new);
+            // Gone while the connection was down: why is not known here.
+            self.apply_users(UpdateType::Delete, gone, ErrorCode::OK);
+            self.apply_users(UpdateType::Add, new, ErrorCode::OK);
         }
         let fresh: BTreeMap<String, StreamInfo> = snap.streams.into_iter().map(|s| (s.stream_id.clone(), s)).collect();
         let gone: Vec<StreamInfo> =
             self.streams.values().filter(|s| !fresh.contains_key(&s.stream_id)).cloned().collect();
         let new: Vec<StreamInfo> =
             fresh.values().filter(|s| !self.streams.contains_key(&s.stream_id)).cloned().collect();
+        // Switched on or off while the connection was down.
+        for s in fresh.values() {
+            if self.streams.contains_key(&s.stream_id) {
+                self.apply_stream_state(&s.stream_id, s.video, s.audio);
+            }
+        }
         self.apply_streams(UpdateType::Delete, gone, ErrorCode::OK);
         self.apply_streams(UpdateType::Add, new, ErrorCode::OK);
         let changed: Vec<ExtraInfo> =
@@ -32,16 +39,43 @@ impl Session {
         }
     }
 
-    pub(super) fn apply_users(&mut self, update: UpdateType, users: Vec<UserInfo>) {
+    pub(super) fn apply_users(&mut self, update: UpdateType, users: Vec<UserInfo>, reason: ErrorCode) {
         let users = apply_keyed(&mut self.users, update, users, |u| &u.user_id);
         if !users.is_empty() {
             let room_id = self.room_id();
-            self.emit(EngineEvent::RoomUserUpdate { room_id, update, users });
+            self.emit(EngineEvent::RoomUserUpdate { room_id, update, users, reason });
+        }
+    }
+
+    /// A stream's camera or microphone changed: its players' media hears it, the
+    /// application gets one event per track that changed.
+    pub(super) fn apply_stream_state(&mut self, stream_id: &str, video: TrackState, audio: TrackState) {
+        let Some(s) = self.streams.get_mut(stream_id) else { return };
+        let (old_video, old_audio) = (s.video, s.audio);
+        (s.video, s.audio) = (video, audio);
+        if (old_video, old_audio) == (video, audio) {
+            return;
+        }
+        self.out.push_back(Output::RemoteTracks { stream_id: stream_id.to_string(), video, audio });
+        let room_id = self.room_id();
+        if old_video != video {
+            let stream_id = stream_id.to_string();
+            self.emit(EngineEvent::RemoteCameraStateUpdate { room_id: room_id.clone(), stream_id, state: video });
+        }
+        if old_audio != audio {
+            let stream_id = stream_id.to_string();
+            self.emit(EngineEvent::RemoteMicStateUpdate { room_id, stream_id, state: audio });
         }
     }
 
     pub(super) fn apply_streams(&mut self, update: UpdateType, streams: Vec<StreamInfo>, reason: ErrorCode) {
         let streams = apply_keyed(&mut self.streams, update, streams, |s| &s.stream_id);
+        if update == UpdateType::Add {
+            for s in &streams {
+                let (stream_id, video, audio) = (s.stream_id.clone(), s.video, s.audio);
+                self.out.push_back(Output::RemoteTracks { stream_id, video, audio });
+            }
+        }
         if !streams.is_empty() {
             let room_id = self.room_id();
             self.emit(EngineEvent::RoomStreamUpdate { room_id, update, streams, reason });
@@ -54,7 +88,8 @@ impl Session {
         };
         let (stream_id, extra_info) = (p.stream_id.clone(), p.extra_info.clone());
         let req = self.request(Pending::Publish(ch, stream_id.clone()));
-        self.send(ClientMsg::Publish { req, stream_id, extra_info });
+        let (video, audio) = self.local_tracks;
+        self.send(ClientMsg::Publish { req, stream_id, extra_info, video, audio });
     }
 
     pub(super) fn send_play(&mut self, stream_id: &str) {

@@ -69,13 +69,9 @@ impl Registry {
                 user_id: s.user.user_id.clone(),
                 user_name: s.user.user_name.clone(),
                 connected: s.conn.is_some(),
-                quality: s.quality,
+                quality: s.quality[0],
             });
-            streams.extend(s.published.iter().map(|(id, extra)| StreamInfo {
-                stream_id: id.clone(),
-                user: s.user.clone(),
-                extra_info: extra.clone(),
-            }));
+            streams.extend(s.streams());
         }
         Some(RoomView { room_id: room_id.to_string(), users, streams })
     }

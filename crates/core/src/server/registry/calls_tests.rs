@@ -260,7 +260,7 @@ fn a_ring_reaches_a_callee_that_resumes_within_grace_or_ends_offline() {
     w.call(1, &["flat"], RingOrder::Together).unwrap();
     w.call_msgs(1);
     for seq in 0..8 {
-        w.msg(1, ClientMsg::Ping { seq, quality: crate::proto::QualityLevel::Good });
+        w.msg(1, ClientMsg::ping(seq, crate::proto::QualityLevel::Good));
         w.advance(Duration::from_secs(1));
     }
     assert_eq!(

@@ -79,13 +79,13 @@ impl Registry {
             let all: Vec<UserQuality> = members
                 .iter()
                 .filter_map(|sid| self.sessions.get(sid))
-                .map(|s| UserQuality {
-                    user_id: s.user.user_id.clone(),
-                    quality: if now.at.saturating_duration_since(s.last_seen) > stale {
-                        QualityLevel::Die
+                .map(|s| {
+                    let [quality, upstream, downstream] = if now.at.saturating_duration_since(s.last_seen) > stale {
+                        [QualityLevel::Die; 3]
                     } else {
                         s.quality
-                    },
+                    };
+                    UserQuality { user_id: s.user.user_id.clone(), quality, upstream, downstream }
                 })
                 .collect();
             for s in members.iter().filter_map(|sid| self.sessions.get(sid)) {
@@ -110,11 +110,7 @@ impl Registry {
             if s.notify {
                 snap.users.push(o.user.clone());
             }
-            snap.streams.extend(o.published.iter().map(|(id, extra)| StreamInfo {
-                stream_id: id.clone(),
-                user: o.user.clone(),
-                extra_info: extra.clone(),
-            }));
+            snap.streams.extend(o.streams());
         }
         snap.extra_info = self.rooms.extra_info(s.app_id, &s.room_id);
         snap.call = self.calls.snapshot_for(sid).map(Box::new);

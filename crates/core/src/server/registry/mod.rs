@@ -59,9 +59,10 @@ use super::limits::Bucket;
 use super::metrics::Metrics;
 use crate::auth::{self, Claims};
 use crate::proto::{
-    ClientMsg, ErrorCode, ExtraInfo, PROTOCOL_VERSION, QualityLevel, RoomSnapshot, ServerMsg, StreamInfo, UpdateType,
-    UserInfo, UserQuality, ids,
+    ClientMsg, ErrorCode, ExtraInfo, PROTOCOL_VERSION, QualityLevel, RoomSnapshot, ServerMsg, StreamInfo, TrackState,
+    UpdateType, UserInfo, UserQuality, ids,
 };
+use sessions::Published;
 
 /// Identifies one WebSocket connection, chosen by the driver.
 pub type ConnId = u64;
@@ -239,9 +240,9 @@ impl Registry {
             (ClientMsg::Login { req, .. } | ClientMsg::Resume { req, .. }, Some(_)) => {
                 self.fail(conn, Some(req), ErrorCode::ALREADY_LOGGED_IN, "this connection is already logged in")
             }
-            (ClientMsg::Ping { seq, quality }, sid) => {
+            (ClientMsg::Ping { seq, quality, upstream, downstream }, sid) => {
                 if let Some(s) = sid.and_then(|sid| self.sessions.get_mut(&sid)) {
-                    s.quality = quality;
+                    s.quality = [quality, upstream, downstream];
                 }
                 self.send(conn, ServerMsg::Pong { seq, server_time_ms: now.unix_ms });
             }
@@ -256,8 +257,11 @@ impl Registry {
             {
                 self.fail(conn, Some(req), ErrorCode::TOKEN_EXPIRED, "the session's token expired; renew it first")
             }
-            (ClientMsg::Publish { req, stream_id, extra_info }, Some(sid)) => {
-                self.publish(conn, req, &sid, stream_id, extra_info)
+            (ClientMsg::Publish { req, stream_id, extra_info, video, audio }, Some(sid)) => {
+                self.publish(conn, req, &sid, stream_id, Published { extra_info, video, audio })
+            }
+            (ClientMsg::SetStreamState { req, stream_id, video, audio }, Some(sid)) => {
+                self.set_stream_state(conn, req, &sid, &stream_id, video, audio)
             }
             (ClientMsg::Unpublish { req, stream_id }, Some(sid)) => {
                 self.unpublish(&sid, &stream_id, ErrorCode::OK);
@@ -412,6 +416,7 @@ fn request_number(msg: &ClientMsg) -> Option<u64> {
         | ClientMsg::Logout { req }
         | ClientMsg::Publish { req, .. }
         | ClientMsg::Unpublish { req, .. }
+        | ClientMsg::SetStreamState { req, .. }
         | ClientMsg::Play { req, .. }
         | ClientMsg::StopPlay { req, .. }
         | ClientMsg::SetRoomExtraInfo { req, .. }

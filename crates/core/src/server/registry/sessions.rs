@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::ConnId;
 use crate::auth::Claims;
-use crate::proto::{ErrorCode, QualityLevel, ServerMsg, UserInfo};
+use crate::proto::{ErrorCode, QualityLevel, ServerMsg, StreamInfo, TrackState, UserInfo};
 use crate::server::limits::Bucket;
 
 /// A kicked session is remembered this long, so it is told "kicked" if it tries to resume.
@@ -27,9 +27,10 @@ pub(super) struct Session {
     pub(super) notify: bool,
     pub(super) conn: Option<ConnId>,
     pub(super) last_seen: Instant,
-    pub(super) quality: QualityLevel,
-    /// stream_id -> extra info
-    pub(super) published: BTreeMap<String, String>,
+    /// Its own report: overall, sending side, receiving side.
+    pub(super) quality: [QualityLevel; 3],
+    /// What it publishes, by stream ID.
+    pub(super) published: BTreeMap<String, Published>,
     pub(super) subscriptions: BTreeSet<String>,
     pub(super) warned_expiry: bool,
     /// Told that its token expired (it can no longer publish, offer media or resume).
@@ -42,7 +43,34 @@ pub(super) struct Session {
     pub(super) last_call: Option<crate::proto::EndedCall>,
 }
 
+/// A stream a session publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Published {
+    /// Free text for players.
+    pub(super) extra_info: String,
+    /// Whether its video is sent now.
+    pub(super) video: TrackState,
+    /// Whether its audio is sent now.
+    pub(super) audio: TrackState,
+}
+
 impl Session {
+    /// How the room sees stream `id` of this session.
+    pub(super) fn stream_info(&self, id: &str, p: &Published) -> StreamInfo {
+        StreamInfo {
+            stream_id: id.to_string(),
+            user: self.user.clone(),
+            extra_info: p.extra_info.clone(),
+            video: p.video,
+            audio: p.audio,
+        }
+    }
+
+    /// Every stream this session publishes, as the room sees them.
+    pub(super) fn streams(&self) -> impl Iterator<Item = StreamInfo> + '_ {
+        self.published.iter().map(|(id, p)| self.stream_info(id, p))
+    }
+
     /// A new session for `user` in `room_id`; `conn` is its connection (none for a WHIP
     /// publisher, which is then pinned: no heartbeat, no token warnings).
     #[allow(clippy::too_many_arguments)]
@@ -66,7 +94,7 @@ impl Session {
             notify,
             conn,
             last_seen: now,
-            quality: QualityLevel::Unknown,
+            quality: [QualityLevel::Unknown; 3],
             published: BTreeMap::new(),
             subscriptions: BTreeSet::new(),
             warned_expiry: pinned,

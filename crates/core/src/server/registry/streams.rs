@@ -4,11 +4,14 @@
 use super::*;
 
 impl Registry {
-    pub(super) fn publish(&mut self, conn: ConnId, req: u64, sid: &str, stream_id: String, extra_info: String) {
+    pub(super) fn publish(&mut self, conn: ConnId, req: u64, sid: &str, stream_id: String, stream: Published) {
         if let Err(code) = ids::check_stream_id(&stream_id) {
             return self.fail(conn, Some(req), code, "invalid stream ID");
         }
-        if extra_info.len() > EXTRA_VALUE_MAX {
+        if stream.video == TrackState::Absent && stream.audio == TrackState::Absent {
+            return self.fail(conn, Some(req), ErrorCode::STREAM_STATE_INVALID, "a stream needs video or audio");
+        }
+        if stream.extra_info.len() > EXTRA_VALUE_MAX {
             return self.fail(conn, Some(req), ErrorCode::EXTRA_INFO_TOO_LARGE, "stream extra info over 1024 bytes");
         }
         let Some(s) = self.sessions.get(sid) else {
@@ -35,12 +38,60 @@ impl Registry {
             );
         }
         self.send(conn, ServerMsg::Ok { req });
-        self.announce_stream(sid, stream_id, extra_info);
+        self.announce_stream(sid, stream_id, stream);
+    }
+
+    /// The publisher switched its camera or microphone: recorded (a later snapshot shows
+    /// it) and told to the room. A track the stream was published without stays absent.
+    pub(super) fn set_stream_state(
+        &mut self,
+        conn: ConnId,
+        req: u64,
+        sid: &str,
+        stream_id: &str,
+        video: TrackState,
+        audio: TrackState,
+    ) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return self.internal(conn, Some(req), "stream state: no session behind the connection");
+        };
+        let Some(p) = s.published.get_mut(stream_id) else {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::MEDIA_NOT_PUBLISHING,
+                "this session does not publish that stream",
+            );
+        };
+        let absent = |was: TrackState, now: TrackState| (was == TrackState::Absent) != (now == TrackState::Absent);
+        if absent(p.video, video) || absent(p.audio, audio) {
+            return self.fail(
+                conn,
+                Some(req),
+                ErrorCode::STREAM_STATE_INVALID,
+                "a track's presence is fixed when the stream is published",
+            );
+        }
+        let changed = (p.video, p.audio) != (video, audio);
+        (p.video, p.audio) = (video, audio);
+        let room_id = s.room_id.clone();
+        if changed {
+            tracing::info!(callbox_event = "stream_state", room_id = %room_id, stream_id, user_id = %s.user.user_id,
+                video = video.as_str(), audio = audio.as_str(), "stream state");
+        }
+        self.send(conn, ServerMsg::Ok { req });
+        if !changed {
+            return;
+        }
+        let msg = ServerMsg::StreamStateUpdate { room_id, stream_id: stream_id.to_string(), video, audio };
+        for other in self.room_others(sid) {
+            self.send_session(&other, msg.clone());
+        }
     }
 
     /// Records an accepted publish and tells the room (StreamUpdate Add, PlayAvailable to
     /// those waiting for it).
-    pub(super) fn announce_stream(&mut self, sid: &str, stream_id: String, extra_info: String) {
+    pub(super) fn announce_stream(&mut self, sid: &str, stream_id: String, stream: Published) {
         let Some(s) = self.sessions.get(sid) else {
             return self.inconsistent("announce: the publishing session vanished");
         };
@@ -48,9 +99,9 @@ impl Registry {
             return self.inconsistent("announce: the stream ID was taken meanwhile");
         }
         let room_id = s.room_id.clone();
-        let info = StreamInfo { stream_id: stream_id.clone(), user: s.user.clone(), extra_info: extra_info.clone() };
+        let info = s.stream_info(&stream_id, &stream);
         if let Some(s) = self.sessions.get_mut(sid) {
-            s.published.insert(stream_id.clone(), extra_info);
+            s.published.insert(stream_id.clone(), stream);
         }
         tracing::info!(callbox_event = "stream_update", room_id = %room_id, stream_id = %stream_id, user_id = %info.user.user_id, "stream published");
         for other in self.room_others(sid) {
@@ -74,10 +125,10 @@ impl Registry {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        let Some(extra_info) = s.published.remove(stream_id) else {
+        let Some(p) = s.published.remove(stream_id) else {
             return;
         };
-        let info = StreamInfo { stream_id: stream_id.to_string(), user: s.user.clone(), extra_info };
+        let info = s.stream_info(stream_id, &p);
         let room_id = s.room_id.clone();
         self.store.release_stream(s.app_id, stream_id, sid);
         tracing::info!(callbox_event = "stream_update", room_id = %room_id, stream_id = %stream_id, error_code = reason.0, "stream deleted");

@@ -231,13 +231,13 @@ fn streams_unique_per_app_and_isolated_between_apps() {
     w.login(1, "a", "r", false);
     w.login(2, "b", "r", false);
     w.login_app(3, 2, "a", "r", false); // same IDs, other app
-    w.msg(1, ClientMsg::Publish { req: 2, stream_id: "s".into(), extra_info: "cam".into() });
+    w.msg(1, ClientMsg::publish(2, "s", "cam"));
     assert_eq!(w.take(1), vec![ServerMsg::Ok { req: 2 }]);
     assert_eq!(stream_updates(&w.take(2)), vec![(UpdateType::Add, "s".into(), ErrorCode::OK)]);
     assert!(w.take(3).is_empty(), "app 2 must not hear app 1");
-    w.msg(2, ClientMsg::Publish { req: 3, stream_id: "s".into(), extra_info: String::new() });
+    w.msg(2, ClientMsg::publish(3, "s", String::new()));
     assert_eq!(error_code(&w.take(2)), Some(ErrorCode::STREAM_ID_IN_USE));
-    w.msg(3, ClientMsg::Publish { req: 3, stream_id: "s".into(), extra_info: String::new() });
+    w.msg(3, ClientMsg::publish(3, "s", String::new()));
     assert_eq!(w.take(3), vec![ServerMsg::Ok { req: 3 }], "stream IDs are per app");
 }
 
@@ -248,7 +248,7 @@ fn play_waits_for_stream_and_is_stopped_with_it() {
     w.login(2, "b", "r", false);
     w.msg(2, ClientMsg::Play { req: 2, stream_id: "s".into() });
     assert_eq!(error_code(&w.take(2)), Some(ErrorCode::STREAM_NOT_FOUND));
-    w.msg(1, ClientMsg::Publish { req: 2, stream_id: "s".into(), extra_info: String::new() });
+    w.msg(1, ClientMsg::publish(2, "s", String::new()));
     let got = w.take(2);
     assert!(got.contains(&ServerMsg::PlayAvailable { stream_id: "s".into() }), "{got:?}");
     w.msg(1, ClientMsg::Unpublish { req: 3, stream_id: "s".into() });
@@ -286,7 +286,7 @@ fn duplicate_login_kicks_older_and_resume_is_refused() {
 fn resume_within_grace_is_invisible_and_grace_expiry_deletes() {
     let mut w = World::new(10);
     let (sid, tok) = w.login(1, "a", "r", false);
-    w.msg(1, ClientMsg::Publish { req: 2, stream_id: "s".into(), extra_info: String::new() });
+    w.msg(1, ClientMsg::publish(2, "s", String::new()));
     w.login(2, "b", "r", true);
     w.take(1);
     w.take(2);
@@ -303,7 +303,7 @@ fn resume_within_grace_is_invisible_and_grace_expiry_deletes() {
     // Now go silent for longer than the grace period.
     w.reg.handle_disconnect(3, w.now);
     for _ in 0..11 {
-        w.msg(2, ClientMsg::Ping { seq: 1, quality: QualityLevel::Good });
+        w.msg(2, ClientMsg::ping(1, QualityLevel::Good));
         w.advance(Duration::from_secs(1));
     }
     let seen_by_b = w.take(2);
@@ -334,11 +334,11 @@ fn bad_input_answers_codes_without_touching_others() {
     assert_eq!(error_code(&w.take(2)), Some(ErrorCode::ROOM_ID_INVALID));
     w.msg(2, bad("r", "u"));
     assert_eq!(error_code(&w.take(2)), Some(ErrorCode::TOKEN_INVALID));
-    w.msg(2, ClientMsg::Publish { req: 3, stream_id: "s".into(), extra_info: String::new() });
+    w.msg(2, ClientMsg::publish(3, "s", String::new()));
     assert_eq!(error_code(&w.take(2)), Some(ErrorCode::NOT_LOGGED_IN));
     let mut limited = 0;
     for i in 0..200 {
-        w.msg(2, ClientMsg::Ping { seq: i, quality: QualityLevel::Unknown });
+        w.msg(2, ClientMsg::ping(i, QualityLevel::Unknown));
         limited += usize::from(error_code(&w.take(2)) == Some(ErrorCode::RATE_LIMITED));
     }
     assert!(limited > 50, "rate limit applied ({limited})");
@@ -386,7 +386,7 @@ fn an_expired_token_binds_the_session_and_a_renewal_cannot_widen_it() {
         w.take(1).iter().any(|m| matches!(m, ServerMsg::Error { req: None, code: ErrorCode::TOKEN_EXPIRED, .. })),
         "told once the token expired"
     );
-    w.msg(1, ClientMsg::Publish { req: 3, stream_id: "s".into(), extra_info: String::new() });
+    w.msg(1, ClientMsg::publish(3, "s", String::new()));
     assert_eq!(error_code(&w.take(1)), Some(ErrorCode::TOKEN_EXPIRED));
     w.msg(1, offer(4, "s", MediaRole::Publish));
     assert_eq!(error_code(&w.take(1)), Some(ErrorCode::TOKEN_EXPIRED));
@@ -490,7 +490,7 @@ fn privileges_enforced_and_admin_kick() {
     let token = w.token(1, "viewer", &["login", "play"], 3600);
     w.msg(1, login_as("viewer", token));
     w.take(1);
-    w.msg(1, ClientMsg::Publish { req: 2, stream_id: "s".into(), extra_info: String::new() });
+    w.msg(1, ClientMsg::publish(2, "s", String::new()));
     assert_eq!(error_code(&w.take(1)), Some(ErrorCode::NO_PUBLISH_PRIVILEGE));
     w.login(2, "b", "r", true);
     assert!(w.reg.kick(1, "r", "viewer", w.now));
@@ -508,7 +508,7 @@ fn network_quality_of_others_every_two_seconds() {
     let mut w = World::new(90);
     w.login(1, "a", "r", false);
     w.login(2, "b", "r", false);
-    w.msg(2, ClientMsg::Ping { seq: 1, quality: QualityLevel::Good });
+    w.msg(2, ClientMsg::ping(1, QualityLevel::Good));
     w.take(1);
     w.advance(Duration::from_millis(100));
     let q: Vec<_> = w.take(1).into_iter().filter(|m| matches!(m, ServerMsg::NetworkQuality { .. })).collect();
@@ -516,7 +516,12 @@ fn network_quality_of_others_every_two_seconds() {
         q,
         vec![ServerMsg::NetworkQuality {
             room_id: "r".into(),
-            users: vec![UserQuality { user_id: "b".into(), quality: QualityLevel::Good }]
+            users: vec![UserQuality {
+                user_id: "b".into(),
+                quality: QualityLevel::Good,
+                upstream: QualityLevel::Unknown,
+                downstream: QualityLevel::Unknown
+            }]
         }]
     );
 }
@@ -533,7 +538,7 @@ fn media_offers_need_publish_or_play_first_and_stay_in_the_room() {
     w.login(3, "c", "other-room", false);
     w.msg(1, offer(2, "s", MediaRole::Publish));
     assert_eq!(error_code(&w.take(1)), Some(ErrorCode::MEDIA_NOT_PUBLISHING));
-    w.msg(1, ClientMsg::Publish { req: 3, stream_id: "s".into(), extra_info: String::new() });
+    w.msg(1, ClientMsg::publish(3, "s", String::new()));
     w.take(1);
     w.msg(1, offer(4, "s", MediaRole::Publish));
     let key = StreamKey { app_id: 1, room_id: "r".into(), stream_id: "s".into() };
@@ -670,7 +675,7 @@ fn random_operation_sequences_keep_the_registry_consistent() {
                     slots[slot] = (next_conn, false);
                     next_conn += 1;
                 }
-                5 => w.msg(conn, ClientMsg::Publish { req, stream_id: stream, extra_info: String::new() }),
+                5 => w.msg(conn, ClientMsg::publish(req, stream, "")),
                 6 => w.msg(conn, ClientMsg::Unpublish { req, stream_id: stream }),
                 7 => w.msg(conn, ClientMsg::Play { req, stream_id: stream }),
                 8 => w.msg(conn, ClientMsg::StopPlay { req, stream_id: stream }),

@@ -107,7 +107,8 @@ impl Registry {
         match role {
             MediaRole::Publish => {
                 let sid = self.whip_publisher(app_id, room_id, stream_id, claims, now)?;
-                self.announce_stream(&sid, stream_id.to_string(), String::new());
+                let info = Published { extra_info: String::new(), video: TrackState::On, audio: TrackState::On };
+                self.announce_stream(&sid, stream_id.to_string(), info);
                 let r = Resource { role, stream: stream.clone(), session: Some(sid), since: now.at };
                 self.resources.insert(resource.clone(), r);
             }

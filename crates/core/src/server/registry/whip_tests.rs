@@ -121,14 +121,14 @@ fn a_whep_player_needs_the_stream_and_ends_with_it_or_when_its_media_goes() {
     let none = w.http_offer(MediaRole::Play, "lobby", "cam", &play, Ok("answer")).unwrap_err();
     assert_eq!((none.kind, none.code), (RefusalKind::NotFound, ErrorCode::STREAM_NOT_FOUND));
     w.login(1, "door", "lobby", false);
-    w.msg(1, ClientMsg::Publish { req: 2, stream_id: "cam".into(), extra_info: String::new() });
+    w.msg(1, ClientMsg::publish(2, "cam", String::new()));
     let loc = w.http_offer(MediaRole::Play, "lobby", "cam", &play, Ok("answer")).unwrap();
     assert!(loc.starts_with("/whep/v1/1/lobby/cam/"), "{loc}");
     assert_eq!(w.http_end(MediaRole::Publish, &loc).unwrap_err().kind, RefusalKind::NotFound, "not a WHIP resource");
     w.msg(1, ClientMsg::Unpublish { req: 3, stream_id: "cam".into() });
     assert_eq!(w.http_end(MediaRole::Play, &loc).unwrap_err().kind, RefusalKind::NotFound, "ended with the stream");
     // A player whose media goes away is probed after REAP_AFTER and ended.
-    w.msg(1, ClientMsg::Publish { req: 4, stream_id: "cam".into(), extra_info: String::new() });
+    w.msg(1, ClientMsg::publish(4, "cam", String::new()));
     let loc = w.http_offer(MediaRole::Play, "lobby", "cam", &play, Ok("answer")).unwrap();
     let session = media_session(MediaRole::Play, loc.rsplit('/').next().unwrap());
     w.media.clear();
