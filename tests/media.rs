@@ -8,7 +8,10 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use callbox::engine::{EngineEvent, MediaEventKind, PlayQuality, PlayerState, PublishChannel, UpdateType};
+use callbox::engine::{
+    EngineEvent, MediaEventKind, PlayQuality, PlayerState, PublishChannel, StreamSoundLevel, TrackState, UpdateType,
+};
+use callbox::media::{MediaConfig, VideoSink, VideoSource};
 use common::*;
 
 fn play_quality(stream: &str) -> impl Fn(&EngineEvent) -> bool + '_ {
@@ -244,6 +247,158 @@ async fn a_kiosk_shows_every_played_stream_and_its_camera_in_one_grid() {
     let later = kiosk.grid_frames().await.unwrap();
     assert!(later >= first + 10, "the grid composes: {first} -> {later}");
     for e in [door, gate, kiosk] {
+        e.destroy().await;
+    }
+}
+
+/// Polls `engine`'s play counts of `stream` until `pred` holds (up to `limit`); returns how
+/// long it took.
+async fn counts_until(
+    engine: &callbox::engine::Engine,
+    stream: &str,
+    limit: Duration,
+    pred: impl Fn(&callbox::engine::PlayCounts) -> bool,
+) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if let Some(c) = engine.play_counts(stream).await
+            && pred(&c)
+        {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "play counts of {stream} did not get there within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn levels_of(e: &EngineEvent, stream: &str) -> Option<StreamSoundLevel> {
+    match e {
+        EngineEvent::RemoteSoundLevelUpdate { levels } => levels.iter().find(|l| l.stream_id == stream).cloned(),
+        _ => None,
+    }
+}
+
+/// A lift intercom without a camera (`VideoSource::None`) publishes audio only: the desk
+/// sees the stream announced without video, decodes its audio, builds no video decoder
+/// (nothing decoded, no stall), and nothing publishes a test pattern.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audio_only_station_is_heard_and_never_decoded_as_video() {
+    let server = Server::start("");
+    let (lift, mut el) =
+        media_engine_with(&server.url(), MediaConfig { video: VideoSource::None, ..MediaConfig::small() });
+    let (desk, mut ed) = media_engine(&server.url());
+    desk.login_room("lobby", user("desk"), notify()).await.unwrap();
+    lift.login_room("lobby", user("lift"), notify()).await.unwrap();
+    lift.start_publishing_stream("lift-main", PublishChannel::Main).await.unwrap();
+    let added = ed.wait("the lift's stream", stream_update("lift-main", UpdateType::Add)).await;
+    let EngineEvent::RoomStreamUpdate { streams, .. } = added else { unreachable!() };
+    assert_eq!((streams[0].video, streams[0].audio), (TrackState::Absent, TrackState::On));
+    desk.start_playing_stream("lift-main").await.unwrap();
+    counts_until(&desk, "lift-main", Duration::from_secs(10), |c| c.audio >= 100).await;
+    let (v, a, q) = decode_rates(&mut ed, "lift-main", Duration::from_secs(3)).await;
+    assert!(a >= 0.7 * 50.0, "{a:.1} audio buffers/s: {q:?}");
+    assert_eq!((v, q.frames_decoded, q.width), (0.0, 0, 0), "{q:?}");
+    let stalls = ed
+        .seen
+        .iter()
+        .filter(|e| matches!(e, EngineEvent::MediaEvent { event: MediaEventKind::VideoStall, .. }))
+        .count();
+    assert_eq!(stalls, 0, "an audio-only stream is not a stalled video");
+    // The lift encodes no video at all.
+    let pq = el.wait("lift publish quality", |e| matches!(e, EngineEvent::PublisherQualityUpdate { .. })).await;
+    let EngineEvent::PublisherQualityUpdate { quality, .. } = pq else { unreachable!() };
+    assert_eq!((quality.capture_fps, quality.encode_fps, quality.video_kbps), (0.0, 0.0, 0.0), "{quality:?}");
+    assert!(quality.audio_kbps > 0.0);
+    lift.destroy().await;
+    desk.destroy().await;
+}
+
+/// Mid-call switches, measured at the other end, not trusted from a flag: camera off stops
+/// the player's decoded frames (audio goes on) and the player is told; camera on brings
+/// frames back within 1 s. Microphone off takes the level the player measures to silence.
+/// Speaker off at the player: the stream's level stays, what is played is silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_microphone_and_speaker_switches_are_measured_at_the_other_end() {
+    let server = Server::start("");
+    let ((door, _ed), (flat, mut ef)) = door_and_flat_media(&server.url()).await;
+    flat.start_sound_level_monitor(100).await.unwrap();
+    let loud = ef.wait("the door's tone", |e| levels_of(e, "door-main").is_some_and(|l| l.level > 50.0)).await;
+    let loud = levels_of(&loud, "door-main").unwrap();
+    assert!(loud.played > 50.0, "{loud:?}");
+
+    door.enable_camera(false).await.unwrap();
+    ef.wait("camera off", |e| matches!(e, EngineEvent::RemoteCameraStateUpdate { state: TrackState::Off, .. })).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // frames in flight drain
+    let before = flat.play_counts("door-main").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = flat.play_counts("door-main").await.unwrap();
+    assert!(after.decoded <= before.decoded + 1, "video kept coming: {before:?} -> {after:?}");
+    assert!(after.audio >= before.audio + 60, "audio must go on: {before:?} -> {after:?}");
+    let t0 = Instant::now();
+    door.enable_camera(true).await.unwrap();
+    let back = counts_until(&flat, "door-main", Duration::from_secs(5), |c| c.decoded > after.decoded + 1).await;
+    println!("camera on -> player decodes again: {:.0} ms", back.as_secs_f64() * 1e3);
+    assert!(back < Duration::from_secs(1), "video back after {back:?}");
+    ef.wait("camera on", |e| matches!(e, EngineEvent::RemoteCameraStateUpdate { state: TrackState::On, .. })).await;
+    let stalls = ef
+        .seen
+        .iter()
+        .filter(|e| matches!(e, EngineEvent::MediaEvent { event: MediaEventKind::VideoStall, .. }))
+        .count();
+    assert_eq!(stalls, 0, "a camera switched off is not a stall");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+
+    door.mute_microphone(true).await.unwrap();
+    ef.wait("mic off", |e| matches!(e, EngineEvent::RemoteMicStateUpdate { state: TrackState::Off, .. })).await;
+    let quiet = ef.wait("silence at the player", |e| levels_of(e, "door-main").is_some_and(|l| l.level < 5.0)).await;
+    println!("muted: level at the player {:?} (was {:.0})", levels_of(&quiet, "door-main").unwrap(), loud.level);
+    door.mute_microphone(false).await.unwrap();
+    ef.wait("the tone again", |e| levels_of(e, "door-main").is_some_and(|l| l.level > 50.0)).await;
+
+    flat.mute_speaker(true).await.unwrap();
+    let muted = ef.wait("speaker off", |e| levels_of(e, "door-main").is_some_and(|l| l.played < 5.0)).await;
+    let muted = levels_of(&muted, "door-main").unwrap();
+    assert!(muted.level > 50.0, "the stream still carries the tone: {muted:?}");
+    flat.mute_speaker(false).await.unwrap();
+    ef.wait("speaker on", |e| levels_of(e, "door-main").is_some_and(|l| l.played > 50.0)).await;
+    door.destroy().await;
+    flat.destroy().await;
+}
+
+/// A device without a display (`VideoSink::None`) plays a stream that has video: its audio
+/// is decoded, its video never is. A muted stream's video is not decoded either, and comes
+/// back with a keyframe when unmuted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_only_play_decodes_no_video() {
+    let server = Server::start("");
+    let (door, _ed) = media_engine(&server.url());
+    let (lift, _el) =
+        media_engine_with(&server.url(), MediaConfig { video_sink: VideoSink::None, ..MediaConfig::small() });
+    let (flat, _ef) = media_engine(&server.url());
+    door.login_room("lobby", user("door"), notify()).await.unwrap();
+    door.start_publishing_stream("door-main", PublishChannel::Main).await.unwrap();
+    for (e, id) in [(&lift, "lift"), (&flat, "flat")] {
+        e.login_room("lobby", user(id), notify()).await.unwrap();
+        e.start_playing_stream("door-main").await.unwrap();
+    }
+    counts_until(&flat, "door-main", Duration::from_secs(10), |c| c.decoded >= 15).await;
+    counts_until(&lift, "door-main", Duration::from_secs(10), |c| c.audio >= 150).await;
+    let c = lift.play_counts("door-main").await.unwrap();
+    assert_eq!((c.decoded, c.rendered, c.width), (0, 0, 0), "no display, nothing decoded: {c:?}");
+    let f = flat.play_counts("door-main").await.unwrap();
+    assert_eq!((f.width, f.height), (320, 240), "{f:?}");
+
+    flat.mute_play_stream_video("door-main", true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = flat.play_counts("door-main").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = flat.play_counts("door-main").await.unwrap();
+    assert!(after.decoded <= before.decoded + 1, "muted video was decoded: {before:?} -> {after:?}");
+    assert!(after.audio >= before.audio + 60);
+    flat.mute_play_stream_video("door-main", false).await.unwrap();
+    let back = counts_until(&flat, "door-main", Duration::from_secs(5), |c| c.decoded > after.decoded + 1).await;
+    assert!(back < Duration::from_secs(2), "video back after {back:?}");
+    for e in [door, lift, flat] {
         e.destroy().await;
     }
 }

@@ -111,6 +111,8 @@ enum DriverCmd {
     Fault(String, oneshot::Sender<bool>),
     #[cfg(feature = "test-hooks")]
     GridFrames(oneshot::Sender<Option<u64>>),
+    #[cfg(feature = "test-hooks")]
+    PlayCounts(String, oneshot::Sender<Option<super::media::PlayCounts>>),
     Control(Control),
     Destroy(oneshot::Sender<()>),
 }
@@ -366,6 +368,16 @@ impl Engine {
         rx.await.ok().flatten()
     }
 
+    /// What the play pipeline of `stream` counted so far (frames decoded and rendered,
+    /// audio buffers decoded, the picture's size), or `None` when it has none. A test hook
+    /// (feature `test-hooks`): timing what the quality events report only every 3 s.
+    #[cfg(feature = "test-hooks")]
+    pub async fn play_counts(&self, stream_id: &str) -> Option<super::media::PlayCounts> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(DriverCmd::PlayCounts(stream_id.to_string(), tx)).await.ok()?;
+        rx.await.ok().flatten()
+    }
+
     /// Logs out (waiting for the server's confirmation, at most ~2 s) and stops the engine,
     /// so a process that exits right after leaves no ghost user behind.
     pub async fn destroy(self) {
@@ -470,6 +482,11 @@ impl Driver {
                         let _ = reply.send(self.core.inject_fault(&stream));
                     }
                     #[cfg(feature = "test-hooks")]
+                    #[cfg(feature = "test-hooks")]
+                    Some(DriverCmd::PlayCounts(stream, reply)) => {
+                        use super::media::Meters;
+                        let _ = reply.send(self.run.as_ref().and_then(|r| r.player(&stream)).map(|(c, _)| c));
+                    }
                     Some(DriverCmd::GridFrames(reply)) => {
                         let _ = reply.send(self.run.as_ref().and_then(|r| r.grid_frames()));
                     }

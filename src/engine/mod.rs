@@ -15,6 +15,7 @@ pub use crate::proto::{
     UpdateType, UserInfo,
 };
 pub use backlog::BACKLOG;
+pub use callbox_core::engine::media::{MAX_VOLUME, PlayCounts, sound_level};
 pub(crate) use callbox_core::engine::{error, reconnect};
 pub use driver::{Auth, CallOptions, EVENT_CHANNEL, Engine, EngineProfile, RoomConfig};
 pub use error::EngineError;
