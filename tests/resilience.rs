@@ -30,6 +30,7 @@ async fn vanished_client_is_removed_after_grace_with_reason() {
     let gone =
         ew.wait("user delete", |e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, .. })).await;
     assert!(matches!(gone, EngineEvent::RoomUserUpdate { ref users, .. } if users[0].user_id == "door"));
+    assert!(matches!(gone, EngineEvent::RoomUserUpdate { reason: ErrorCode::HEARTBEAT_TIMEOUT, .. }), "{gone:?}");
     let waited = last_message.elapsed();
     assert!(waited >= Duration::from_secs(2), "kept for the grace period, removed after {waited:?}");
     watch.destroy().await;
@@ -105,4 +106,36 @@ async fn destroy_flushes_logout_so_peers_see_the_user_leave_at_once() {
         eb.wait("door deleted", |e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, .. })).await;
     assert!(matches!(ev, EngineEvent::RoomUserUpdate { ref users, .. } if users[0].user_id == "door"));
     b.destroy().await;
+}
+
+/// A logout the server cannot be told of (the network is cut) is LogoutFailed, not Logout:
+/// the others see the user leave only when its grace period ends.
+#[tokio::test]
+async fn a_logout_into_a_cut_is_logout_failed() {
+    let server = Server::start("[session]\ngrace_secs = 2\nheartbeat_ms = 500\n");
+    let proxy = Proxy::start(server.addr).await;
+    let (a, mut ea) = engine(&proxy.url());
+    let (watch, mut ew) = engine(&server.url());
+    watch.login_room("lobby", user("watch"), notify()).await.unwrap();
+    a.login_room("lobby", user("door"), notify()).await.unwrap();
+    ew.wait("door in", |e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Add, .. })).await;
+    proxy.cut();
+    ea.wait("Reconnecting", is_reason(RoomStateReason::Reconnecting)).await;
+    a.logout_room().await.unwrap();
+    let failed = ea.wait("LogoutFailed", is_reason(RoomStateReason::LogoutFailed)).await;
+    assert!(
+        matches!(failed, EngineEvent::RoomStateChanged { error_code: ErrorCode::NETWORK_INTERRUPTED, .. }),
+        "{failed:?}"
+    );
+    assert!(!ea.seen.iter().any(is_reason(RoomStateReason::Logout)), "not confirmed, so not Logout");
+    let gone =
+        ew.wait("door gone", |e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, .. })).await;
+    assert!(matches!(gone, EngineEvent::RoomUserUpdate { reason: ErrorCode::HEARTBEAT_TIMEOUT, .. }), "{gone:?}");
+    // A confirmed logout is Logout.
+    proxy.restore();
+    a.login_room("lobby", user("door"), notify()).await.unwrap();
+    a.logout_room().await.unwrap();
+    ea.wait("Logout", is_reason(RoomStateReason::Logout)).await;
+    watch.destroy().await;
+    a.destroy().await;
 }

@@ -31,7 +31,9 @@ async fn login_logout_and_user_updates_only_with_the_flag() {
     )
     .await;
     b.logout_room().await.unwrap();
-    ea.wait("bob deleted", |e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, users, .. } if users[0].user_id == "bob")).await;
+    let gone = ea.wait("bob deleted", |e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, users, .. } if users[0].user_id == "bob")).await;
+    // A logout is told apart from a power cut (HEARTBEAT_TIMEOUT, tests/resilience.rs).
+    assert!(matches!(gone, EngineEvent::RoomUserUpdate { reason: ErrorCode::USER_LOGGED_OUT, .. }), "{gone:?}");
     ec.wait("bob deleted (carol)", |e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Delete, users, .. } if users[0].user_id == "bob")).await;
     eb.wait("Logout", is_reason(RoomStateReason::Logout)).await;
     let b_saw_users = eb.seen.iter().any(|e| matches!(e, EngineEvent::RoomUserUpdate { .. }));
@@ -298,4 +300,46 @@ async fn a_desk_signs_in_with_its_password_renews_and_guessing_is_limited() {
     assert_eq!(status, 429, "{body}");
     assert!(body.contains("1005011"), "{body}");
     desk.destroy().await;
+}
+
+/// The room cap (1002018 ROOM_FULL), the Aux channel beside Main, a user without a name
+/// shown by its ID, and an unusable profile with its own code.
+#[tokio::test]
+async fn the_room_cap_the_aux_channel_a_nameless_user_and_the_profile_code() {
+    let server = Server::start("[limits]\nmax_users_per_room = 2\n");
+    let (a, mut ea) = engine(&server.url());
+    let (b, _eb) = engine(&server.url());
+    let (c, _ec) = engine(&server.url());
+    a.login_room("lift", user("alice"), notify()).await.unwrap();
+    b.login_room("lift", callbox::proto::UserInfo::new("bob".into(), String::new()), notify()).await.unwrap();
+    let bob = ea.wait("bob", |e| matches!(e, EngineEvent::RoomUserUpdate { update: UpdateType::Add, .. })).await;
+    assert!(matches!(&bob, EngineEvent::RoomUserUpdate { users, .. } if users[0].user_name == "bob"), "{bob:?}");
+    let full = c.login_room("lift", user("carol"), notify()).await.unwrap_err();
+    assert_eq!(full.code(), ErrorCode::ROOM_FULL, "{full:?}");
+    // Another room has room for carol.
+    c.login_room("hall", user("carol"), notify()).await.unwrap();
+
+    // Main and Aux: two streams of one user; a busy channel is refused, Aux stops alone.
+    b.start_publishing_stream("bob-main", PublishChannel::Main).await.unwrap();
+    b.start_publishing_stream("bob-aux", PublishChannel::Aux).await.unwrap();
+    let busy = b.start_publishing_stream("bob-other", PublishChannel::Aux).await.unwrap_err();
+    assert_eq!(busy.code(), ErrorCode::CHANNEL_BUSY);
+    ea.wait("bob-aux", stream_update("bob-aux", UpdateType::Add)).await;
+    ea.wait("bob-main", stream_update("bob-main", UpdateType::Add)).await;
+    b.stop_publishing_stream(PublishChannel::Aux).await.unwrap();
+    ea.wait("bob-aux gone", stream_update("bob-aux", UpdateType::Delete)).await;
+    let main_gone = ea.seen.iter().any(|e| {
+        matches!(e, EngineEvent::RoomStreamUpdate { update: UpdateType::Delete, streams, .. }
+            if streams.iter().any(|s| s.stream_id == "bob-main"))
+    });
+    assert!(!main_gone, "stopping Aux leaves Main");
+
+    let bad = Engine::create(EngineProfile::new(APP, Auth::AppSign(SECRET.into()), "ftp://nowhere")).err().unwrap();
+    assert_eq!(bad.code(), ErrorCode::PROFILE_INVALID, "{bad}");
+    assert_ne!(bad.code(), ErrorCode::TOKEN_INVALID);
+    let bad = Engine::create(EngineProfile::new(APP, Auth::AppSign("not hex".into()), server.url())).err().unwrap();
+    assert_eq!(bad.code(), ErrorCode::PROFILE_INVALID);
+    for e in [a, b, c] {
+        e.destroy().await;
+    }
 }
