@@ -324,8 +324,8 @@ async fn the_room_cap_the_aux_channel_a_nameless_user_and_the_profile_code() {
     b.start_publishing_stream("bob-aux", PublishChannel::Aux).await.unwrap();
     let busy = b.start_publishing_stream("bob-other", PublishChannel::Aux).await.unwrap_err();
     assert_eq!(busy.code(), ErrorCode::CHANNEL_BUSY);
-    ea.wait("bob-aux", stream_update("bob-aux", UpdateType::Add)).await;
     ea.wait("bob-main", stream_update("bob-main", UpdateType::Add)).await;
+    ea.wait("bob-aux", stream_update("bob-aux", UpdateType::Add)).await;
     b.stop_publishing_stream(PublishChannel::Aux).await.unwrap();
     ea.wait("bob-aux gone", stream_update("bob-aux", UpdateType::Delete)).await;
     let main_gone = ea.seen.iter().any(|e| {
