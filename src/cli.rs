@@ -218,6 +218,29 @@ pub fn control_socket(socket: Option<PathBuf>, config: Option<PathBuf>) -> PathB
         .unwrap_or_else(|_| PathBuf::from(DEFAULT_SOCKET))
 }
 
+/// The control request of `callbox call <action> [value]`, or why the value is wrong.
+pub fn call_request(
+    action: callbox::device::control::CallAction,
+    value: Option<&str>,
+) -> Result<callbox::device::control::Request, String> {
+    use callbox::device::control::{CallAction as A, Request};
+    let on = |what: &str| match value {
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        _ => Err(format!("{what} takes on or off")),
+    };
+    match action {
+        A::Camera => Ok(Request::Camera { on: on("camera")? }),
+        A::Speaker => Ok(Request::Speaker { on: on("speaker")? }),
+        A::Volume => match value.and_then(|v| v.parse::<u32>().ok()) {
+            Some(percent) if percent <= callbox::engine::MAX_VOLUME => Ok(Request::Volume { percent }),
+            _ => Err("volume takes a percent, 0..=200".into()),
+        },
+        _ if value.is_some() => Err(format!("{action:?} takes no value").to_lowercase()),
+        action => Ok(Request::Call { action }),
+    }
+}
+
 /// Sends one control request and prints the answer (`json`: the status as JSON).
 pub fn control(socket: &Path, req: callbox::device::control::Request, json: bool) -> anyhow::Result<ExitCode> {
     let resp = runtime()?.block_on(callbox::device::control::request(socket, &req))?;

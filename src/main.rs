@@ -64,9 +64,11 @@ enum Command {
     },
     /// Control the running device's call.
     Call {
-        /// join, leave, mute or unmute.
+        /// join, leave, mute, unmute; camera on|off, speaker on|off, volume 0..=200.
         #[arg(value_enum)]
         action: callbox::device::control::CallAction,
+        /// `on`/`off` for camera and speaker, percent for volume.
+        value: Option<String>,
         #[command(flatten)]
         socket: SocketArgs,
     },
@@ -151,9 +153,13 @@ fn main() -> ExitCode {
         Command::Status { json, socket } => {
             cli::control(&cli::control_socket(socket.socket, socket.config), Request::Status, json)
         }
-        Command::Call { action, socket } => {
-            cli::control(&cli::control_socket(socket.socket, socket.config), Request::Call { action }, false)
-        }
+        Command::Call { action, value, socket } => match cli::call_request(action, value.as_deref()) {
+            Ok(req) => cli::control(&cli::control_socket(socket.socket, socket.config), req, false),
+            Err(e) => {
+                eprintln!("callbox call: {e}");
+                return ExitCode::from(2);
+            }
+        },
         Command::Gpio { command: GpioCommand::Press { button, long, socket } } => {
             cli::control(&cli::control_socket(socket.socket, socket.config), Request::GpioPress { button, long }, false)
         }

@@ -916,3 +916,78 @@ async fn sighup_rechecks_the_config_and_keeps_running() {
     assert!(device.log().contains("ring_out_secs"), "the bad key is named");
     assert_eq!(s.call, "idle");
 }
+
+/// A door with privacy (camera only in calls, a camera LED and a camera button) rings a
+/// lift intercom without a camera. Outside the call the door's camera and LED are off; in
+/// it they are on; the lift's stream is announced audio only and the door decodes no video
+/// of it; `callbox call camera off|on` on the door is seen at the lift as the stream's
+/// state; the lift's speaker and volume follow `callbox call`; hung up, the door's camera
+/// is off again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privacy_an_audio_only_lift_and_the_camera_and_speaker_switches() {
+    let server = Server::start("");
+    let door = Device::start_edited(&server.url(), "intercom", None, &[], |c| {
+        c.replace("[call]\n", "[call]\ncallee = \"lift\"\n")
+            .replace("[control]", "[privacy]\ncamera = \"in_calls\"\n[control]")
+            .replace("door = 14\n", "door = 14\ncamera = 15\n")
+            .replace("door = 4\n", "door = 4\ncamera = 5\n")
+    });
+    let lift = Device::start_edited(&server.url(), "intercom", None, &[], |c| {
+        c.replace("user_id = \"door\"", "user_id = \"lift\"")
+            .replace("user_name = \"Door station\"", "user_name = \"Lift 2\"")
+            .replace("[call]\n", "[call]\nanswers = true\ndoor = false\ncallee = \"door\"\n")
+            .replace("source = \"test\"\nwidth", "source = \"none\"\nwidth")
+    });
+    let s = door.wait("door idle, camera off", |s| connected(s) && s.camera == "off").await;
+    assert_eq!(s.gpio.outputs["camera"], "off", "the privacy LED is off with the camera");
+    let s = lift.wait("lift up", connected).await;
+    assert_eq!(s.camera, "none");
+    assert!(lift.log().contains("no camera: this station publishes audio only"), "{}", lift.log());
+
+    door.press("call");
+    let s = door.wait("door rings out, camera on", |s| s.call == "ringing_out" && s.camera == "on").await;
+    assert_eq!(s.gpio.outputs["camera"], "on");
+    lift.wait("the lift rings", |s| s.call == "ringing").await;
+    lift.press("call");
+    let s = lift.wait("the lift decodes the door", |s| playing(s, "door-main").unwrap_or(0) > 5).await;
+    let door_stream = s.streams.iter().find(|x| x.stream_id == "door-main").unwrap();
+    assert_eq!((door_stream.video.as_str(), door_stream.audio.as_str()), ("on", "on"));
+    let s = door.wait("the door plays the lift", |s| playing(s, "lift-main").is_some()).await;
+    let lift_stream = s.streams.iter().find(|x| x.stream_id == "lift-main").unwrap();
+    assert_eq!(lift_stream.video, "absent", "the lift is announced audio only");
+    tokio::time::sleep(Duration::from_secs(4)).await; // a quality report or more
+    let s = door.status().await.unwrap();
+    let p = s.playing.iter().find(|p| p.stream_id == "lift-main").unwrap();
+    assert_eq!(p.frames_decoded, 0, "no video decoded of an audio-only stream: {p:?}");
+
+    // The door's camera over the CLI, then its button: seen at the lift.
+    assert!(door.cli(&["call", "camera", "off"]).status.success());
+    lift.wait("the lift sees the camera off", |s| {
+        s.streams.iter().any(|x| x.stream_id == "door-main" && x.video == "off")
+    })
+    .await;
+    let s = door.wait("door camera off", |s| s.camera == "off").await;
+    assert_eq!(s.gpio.outputs["camera"], "off");
+    let text = String::from_utf8(lift.cli(&["status"]).stdout).unwrap();
+    assert!(text.contains("media    camera none, speaker on, volume 100%"), "{text}");
+    door.press("camera");
+    lift.wait("the lift sees the camera on", |s| {
+        s.streams.iter().any(|x| x.stream_id == "door-main" && x.video == "on")
+    })
+    .await;
+
+    // The lift's speaker and volume.
+    assert!(lift.cli(&["call", "speaker", "off"]).status.success());
+    lift.wait("speaker off", |s| !s.speaker).await;
+    assert!(lift.cli(&["call", "volume", "50"]).status.success());
+    let s = lift.wait("volume 50", |s| s.volume == 50).await;
+    assert!(!s.speaker);
+    let bad = lift.cli(&["call", "volume", "500"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert_eq!(lift.cli(&["call", "camera", "maybe"]).status.code(), Some(2));
+
+    // Hung up: the door's camera is off again.
+    lift.press("leave");
+    let s = door.wait("door idle, camera off again", |s| s.call == "idle" && s.camera == "off").await;
+    assert_eq!(s.gpio.outputs["camera"], "off");
+}

@@ -13,7 +13,7 @@ use super::credentials::Credentials;
 use crate::config_file::{self, ConfigError};
 use crate::media::devices::AutoDevices;
 use crate::media::encoder::Encoder;
-use crate::media::{AudioSink, AudioSource, Layout, MediaConfig, VideoSink, VideoSource};
+use crate::media::{AudioSink, AudioSource, Layout, MediaConfig, Scenario, VideoSink, VideoSource};
 use crate::proto::{Capability, RingOrder, UserInfo, ids};
 use crate::url::ServerUrl;
 use callbox_core::device::io::GpioKind;
@@ -64,6 +64,9 @@ pub struct DeviceConfig {
     /// callbox's log level (applied on SIGHUP too).
     #[serde(default)]
     pub log: crate::logging::LogSection,
+    /// When the camera may send.
+    #[serde(default)]
+    pub privacy: PrivacySection,
 }
 
 /// `[server]`.
@@ -185,18 +188,19 @@ impl Default for CallSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VideoSection {
-    /// `auto`, `v4l2:/dev/videoN`, `libcamera` or `test`.
-    pub source: String,
+    /// `auto`, `v4l2:/dev/videoN`, `libcamera`, `test` or `none` (audio only); unset:
+    /// `auto`, or `none` with `[media] scenario = "voice_call"`.
+    pub source: Option<String>,
     /// Ask a V4L2 camera for MJPEG.
     pub mjpeg: bool,
-    /// Width, pixels.
-    pub width: u32,
-    /// Height, pixels.
-    pub height: u32,
-    /// Frames per second.
-    pub fps: u32,
-    /// kbit/s: the most the encoder is given.
-    pub bitrate_kbps: u32,
+    /// Width, pixels (unset: the scenario's).
+    pub width: Option<u32>,
+    /// Height, pixels (unset: the scenario's).
+    pub height: Option<u32>,
+    /// Frames per second (unset: the scenario's).
+    pub fps: Option<u32>,
+    /// kbit/s: the most the encoder is given (unset: the scenario's).
+    pub bitrate_kbps: Option<u32>,
     /// Follow the link: the encoder's bitrate tracks the bandwidth estimate, and the
     /// picture steps down in size, then rate, on a thin link (default on).
     pub adaptive: bool,
@@ -211,17 +215,17 @@ pub struct VideoSection {
 }
 
 impl Default for VideoSection {
-    /// The engine's defaults ([`MediaConfig::default`]); only the source and encoder are
-    /// spelled for the file (`auto`: found on the device).
+    /// The engine's defaults ([`MediaConfig::default`]); the source, picture and bitrate
+    /// come from `[media] scenario` unless set, the encoder is `auto` (found on the device).
     fn default() -> Self {
         let m = MediaConfig::default();
         VideoSection {
-            source: "auto".into(),
+            source: None,
             mjpeg: false,
-            width: m.width,
-            height: m.height,
-            fps: m.fps,
-            bitrate_kbps: m.bitrate_kbps,
+            width: None,
+            height: None,
+            fps: None,
+            bitrate_kbps: None,
             adaptive: m.adaptive,
             min_bitrate_kbps: None,
             encoder: "auto".into(),
@@ -234,10 +238,13 @@ impl Default for VideoSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AudioSection {
-    /// `auto`, `alsa:<pcm>` or `test`.
+    /// `auto`, `alsa:<pcm>`, `test` or `none` (video only).
     pub source: String,
     /// `auto`, `alsa:<pcm>` or `fake`.
     pub sink: String,
+    /// The volume of what is played, percent (0..=200; `callbox call volume` changes it
+    /// until the next restart).
+    pub volume: u32,
     /// Echo cancellation.
     pub echo_cancel: bool,
     /// Opus discontinuous transmission: almost nothing is sent while the microphone hears
@@ -248,7 +255,7 @@ pub struct AudioSection {
 impl Default for AudioSection {
     fn default() -> Self {
         let m = MediaConfig::default();
-        AudioSection { source: "auto".into(), sink: "auto".into(), echo_cancel: m.echo_cancel, dtx: m.dtx }
+        AudioSection { source: "auto".into(), sink: "auto".into(), volume: 100, echo_cancel: m.echo_cancel, dtx: m.dtx }
     }
 }
 
@@ -286,12 +293,36 @@ pub struct MediaSection {
     /// This device's own TURN servers (`[[media.ice_servers]]`: `urls`, `username`,
     /// `credential`), used with those the server hands out at login.
     pub ice_servers: Vec<crate::proto::ice_servers::IceServer>,
+    /// `voice_call` (audio only), `standard_video_call` (default) or
+    /// `high_quality_video_call` (720p): the defaults of `[video]`, which its keys override.
+    pub scenario: String,
 }
 
 impl Default for MediaSection {
     fn default() -> Self {
         let m = MediaConfig::default();
-        MediaSection { bind: String::new(), silence_ms: m.silence_ms, repair: m.repair, ice_servers: m.ice_servers }
+        MediaSection {
+            bind: String::new(),
+            silence_ms: m.silence_ms,
+            repair: m.repair,
+            ice_servers: m.ice_servers,
+            scenario: Scenario::default().name().into(),
+        }
+    }
+}
+
+/// `[privacy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySection {
+    /// `always`: the camera is on whenever the switch is (default); `in_calls`: it is off
+    /// (and the `camera` LED with it) outside calls, on from the first ring to the hang-up.
+    pub camera: String,
+}
+
+impl Default for PrivacySection {
+    fn default() -> Self {
+        PrivacySection { camera: "always".into() }
     }
 }
 
@@ -373,8 +404,8 @@ impl Default for ControlSection {
     }
 }
 
-const BUTTONS: [&str; 4] = ["call", "leave", "mute", "door"];
-const OUTPUTS: [&str; 5] = ["online", "ringing", "in_call", "fault", "door"];
+const BUTTONS: [&str; 6] = ["call", "leave", "mute", "door", "camera", "speaker"];
+const OUTPUTS: [&str; 6] = ["online", "ringing", "in_call", "fault", "door", "camera"];
 
 impl DeviceConfig {
     /// The server URL, parsed.
@@ -427,6 +458,13 @@ impl DeviceConfig {
             let key = e.split(':').next().unwrap_or("video").replace("media.", "video.");
             ConfigError::value(&key, e)
         })?;
+        self.scenario()?;
+        if !matches!(self.privacy.camera.as_str(), "always" | "in_calls") {
+            return Err(ConfigError::value("privacy.camera", "must be always or in_calls"));
+        }
+        if self.audio.volume > crate::engine::MAX_VOLUME {
+            return Err(ConfigError::value("audio.volume", "must be 0..=200 (percent)"));
+        }
         if !(500..=60_000).contains(&self.media.silence_ms) {
             return Err(ConfigError::value("media.silence_ms", "must be 500 to 60000"));
         }
@@ -438,14 +476,17 @@ impl DeviceConfig {
         }
         for k in self.gpio.buttons.keys() {
             if !BUTTONS.contains(&k.as_str()) {
-                return Err(ConfigError::value(&format!("gpio.buttons.{k}"), "buttons are call, leave, mute, door"));
+                return Err(ConfigError::value(
+                    &format!("gpio.buttons.{k}"),
+                    "buttons are call, leave, mute, door, camera, speaker",
+                ));
             }
         }
         for k in self.gpio.outputs.keys() {
             if !OUTPUTS.contains(&k.as_str()) {
                 return Err(ConfigError::value(
                     &format!("gpio.outputs.{k}"),
-                    "outputs are online, ringing, in_call, fault, door",
+                    "outputs are online, ringing, in_call, fault, door, camera",
                 ));
             }
         }
@@ -666,7 +707,7 @@ impl DeviceConfig {
         if self.has_door() {
             caps.push(Capability::Door);
         }
-        if self.video.source != "none" {
+        if self.video_source() != "none" {
             caps.push(Capability::Camera);
         }
         if self.display.sink != VideoSink::Fake.name() {
@@ -674,6 +715,25 @@ impl DeviceConfig {
         }
         let name = if self.room.user_name.is_empty() { self.room.user_id.clone() } else { self.room.user_name.clone() };
         UserInfo::device(self.room.user_id.clone(), name, caps)
+    }
+
+    /// The media scenario (`[media] scenario`).
+    pub fn scenario(&self) -> Result<Scenario, ConfigError> {
+        self.media.scenario.parse().map_err(|e| ConfigError::value("media.scenario", e))
+    }
+
+    /// `[video] source`, or what the scenario implies when it is unset.
+    pub fn video_source(&self) -> &str {
+        match &self.video.source {
+            Some(s) => s,
+            None if matches!(self.scenario(), Ok(Scenario::VoiceCall)) => "none",
+            None => "auto",
+        }
+    }
+
+    /// Privacy: the camera is off outside calls (`[privacy] camera = "in_calls"`).
+    pub fn camera_in_calls_only(&self) -> bool {
+        self.privacy.camera == "in_calls"
     }
 
     /// The call mode.
@@ -691,7 +751,8 @@ impl DeviceConfig {
     /// pattern and tone.
     pub fn media_config(&self, auto: &AutoDevices) -> Result<MediaConfig, ConfigError> {
         let v = &self.video;
-        let video = match v.source.as_str() {
+        let base = self.scenario()?.config();
+        let video = match self.video_source() {
             "test" => VideoSource::Test,
             "libcamera" => VideoSource::Libcamera,
             "none" => VideoSource::None,
@@ -750,14 +811,15 @@ impl DeviceConfig {
                 ));
             }
         };
+        let bitrate_kbps = v.bitrate_kbps.unwrap_or(base.bitrate_kbps);
         Ok(MediaConfig {
             video,
-            width: v.width,
-            height: v.height,
-            fps: v.fps,
-            bitrate_kbps: v.bitrate_kbps,
+            width: v.width.unwrap_or(base.width),
+            height: v.height.unwrap_or(base.height),
+            fps: v.fps.unwrap_or(base.fps),
+            bitrate_kbps,
             adaptive: v.adaptive,
-            min_bitrate_kbps: v.min_bitrate_kbps.unwrap_or(v.bitrate_kbps.min(150)),
+            min_bitrate_kbps: v.min_bitrate_kbps.unwrap_or(bitrate_kbps.min(base.min_bitrate_kbps)),
             encoder,
             audio,
             echo_cancel: a.echo_cancel,

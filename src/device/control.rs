@@ -4,6 +4,7 @@
 //! clients. Requests go to the daemon's supervisor on a bounded channel with a oneshot reply.
 //!
 //! Request: `{"cmd":"status"}`, `{"cmd":"call","action":"join|leave|mute|unmute"}`,
+//! `{"cmd":"camera","on":false}`, `{"cmd":"speaker","on":true}`, `{"cmd":"volume","percent":80}`,
 //! `{"cmd":"gpio_press","button":"call","long":false}`.
 //! Response: `{"ok":true,"status":{...}}` or `{"ok":false,"code":"bad_request","error":"..."}`.
 
@@ -35,6 +36,21 @@ pub enum Request {
         /// What to do.
         action: CallAction,
     },
+    /// Camera on or off (`callbox call camera on|off`).
+    Camera {
+        /// On.
+        on: bool,
+    },
+    /// Speaker on or off (`callbox call speaker on|off`).
+    Speaker {
+        /// On.
+        on: bool,
+    },
+    /// The volume of what is played, percent 0..=200 (`callbox call volume N`).
+    Volume {
+        /// Percent.
+        percent: u32,
+    },
     /// Press a simulated button (backend `sim` only).
     GpioPress {
         /// `call`, `leave`, `mute` or `door`.
@@ -57,6 +73,12 @@ pub enum CallAction {
     Mute,
     /// Unmute the microphone.
     Unmute,
+    /// Camera `on` or `off`.
+    Camera,
+    /// Speaker `on` or `off`.
+    Speaker,
+    /// Volume of what is played, percent (0..=200).
+    Volume,
 }
 
 /// The answer. Every answer carries the status after the request was handled.

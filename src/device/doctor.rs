@@ -106,7 +106,7 @@ pub async fn checks(path: &Path) -> Vec<Check> {
     // What GStreamer's device monitor lists: the listing, and what `auto` takes.
     let found = media::devices::probe();
     let media = cfg.as_ref().and_then(|c| c.media_config(&media::devices::AutoDevices::choose(&found)).ok());
-    let auto_camera = cfg.as_ref().is_some_and(|c| c.video.source == "auto");
+    let auto_camera = cfg.as_ref().is_some_and(|c| c.video_source() == "auto");
     out.push(camera(media.as_ref().map(|m| &m.video), auto_camera, &found));
     out.extend(audio(media.as_ref().map(|m| (&m.audio, &m.audio_sink))));
     out.push(encoder_check(media.as_ref().map(|m| m.encoder.as_str()).unwrap_or("auto")));

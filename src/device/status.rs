@@ -27,6 +27,20 @@ pub struct Status {
     pub call_peer: Option<String>,
     /// The microphone is muted.
     pub muted: bool,
+    /// The camera: `on`, `off` (switched off, or privacy outside calls) or `none` (this
+    /// station has none: it publishes audio only).
+    #[serde(default)]
+    pub camera: String,
+    /// The speaker is on.
+    #[serde(default)]
+    pub speaker: bool,
+    /// The volume of what is played, percent.
+    #[serde(default)]
+    pub volume: u32,
+    /// This device's network quality, as its engine measures it: `upstream` from its
+    /// publish links' receiver reports, `downstream` from what its players receive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkStatus>,
     /// Other users in the room.
     pub users: Vec<String>,
     /// Other users' streams in the room.
@@ -88,6 +102,15 @@ pub struct RoomStatus {
     pub error_code: u32,
 }
 
+/// Network quality levels (`excellent` ... `die`, `unknown`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkStatus {
+    /// Sending side.
+    pub upstream: String,
+    /// Receiving side.
+    pub downstream: String,
+}
+
 /// A stream in the room.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamEntry {
@@ -95,6 +118,12 @@ pub struct StreamEntry {
     pub stream_id: String,
     /// Its user.
     pub user_id: String,
+    /// Its video: `on`, `off` (camera switched off) or `absent` (audio only).
+    #[serde(default)]
+    pub video: String,
+    /// Its audio: `on`, `off` (microphone muted) or `absent`.
+    #[serde(default)]
+    pub audio: String,
 }
 
 /// A published stream.
@@ -275,6 +304,13 @@ impl Status {
         let last = self.last_call_end.as_ref().map(|r| format!(" (last call ended: {r})")).unwrap_or_default();
         let muted = if self.muted { ", microphone muted" } else { "" };
         let _ = writeln!(t, "call     {}{peer}{muted}{last}", self.call);
+        let speaker = if self.speaker { format!("on, volume {}%", self.volume) } else { "off".into() };
+        let net = self
+            .network
+            .as_ref()
+            .map(|n| format!("  network up {} down {}", n.upstream, n.downstream))
+            .unwrap_or_default();
+        let _ = writeln!(t, "media    camera {}, speaker {speaker}{net}", self.camera);
         let _ = writeln!(t, "users    {}", if self.users.is_empty() { "-".into() } else { self.users.join(", ") });
         for p in &self.publishing {
             let q = p.quality.as_ref().map(|q| {

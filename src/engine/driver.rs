@@ -482,11 +482,11 @@ impl Driver {
                         let _ = reply.send(self.core.inject_fault(&stream));
                     }
                     #[cfg(feature = "test-hooks")]
-                    #[cfg(feature = "test-hooks")]
                     Some(DriverCmd::PlayCounts(stream, reply)) => {
                         use super::media::Meters;
                         let _ = reply.send(self.run.as_ref().and_then(|r| r.player(&stream)).map(|(c, _)| c));
                     }
+                    #[cfg(feature = "test-hooks")]
                     Some(DriverCmd::GridFrames(reply)) => {
                         let _ = reply.send(self.run.as_ref().and_then(|r| r.grid_frames()));
                     }

@@ -93,9 +93,10 @@ impl Daemon {
                     }
                 }
             }
-            EngineEvent::RoomUserUpdate { update, users, .. } => {
+            EngineEvent::RoomUserUpdate { update, users, reason, .. } => {
                 for u in users {
-                    tracing::info!(callbox_event = "user_update", room_id = %room_id, user_id = %u.user_id, update = ?update, "user {} {}", u.user_id, if update == UpdateType::Add { "joined" } else { "left" });
+                    let why = if reason.0 != 0 { format!(" ({})", reason.name()) } else { String::new() };
+                    tracing::info!(callbox_event = "user_update", room_id = %room_id, user_id = %u.user_id, update = ?update, error_code = reason.0, "user {} {}{why}", u.user_id, if update == UpdateType::Add { "joined" } else { "left" });
                     self.status.users.retain(|x| *x != u.user_id);
                     if update == UpdateType::Add {
                         self.status.users.push(u.user_id);
@@ -107,9 +108,12 @@ impl Daemon {
                     tracing::info!(callbox_event = "stream_update", room_id = %room_id, stream_id = %s.stream_id, user_id = %s.user.user_id, error_code = reason.0, "stream {} of {} {}", s.stream_id, s.user.user_id, if update == UpdateType::Add { "added" } else { "deleted" });
                     self.status.streams.retain(|x| x.stream_id != s.stream_id);
                     if update == UpdateType::Add {
-                        self.status
-                            .streams
-                            .push(StreamEntry { stream_id: s.stream_id.clone(), user_id: s.user.user_id.clone() });
+                        self.status.streams.push(StreamEntry {
+                            stream_id: s.stream_id.clone(),
+                            user_id: s.user.user_id.clone(),
+                            video: s.video.as_str().into(),
+                            audio: s.audio.as_str().into(),
+                        });
                         self.controller.handle(now, Input::StreamAdded { stream: s.stream_id, user: s.user.user_id });
                     } else {
                         self.controller.handle(now, Input::StreamRemoved(s.stream_id));
@@ -229,6 +233,25 @@ impl Daemon {
                 }
                 let peer = peer.user_id;
                 self.controller.handle(now, Input::CallUpdate { call_id, state, peer, reason });
+            }
+            EngineEvent::RemoteCameraStateUpdate { stream_id, state, .. } => {
+                tracing::info!(callbox_event = "stream_state", stream_id = %stream_id, video = state.as_str(), "camera of {stream_id} {}", state.as_str());
+                if let Some(s) = self.status.streams.iter_mut().find(|s| s.stream_id == stream_id) {
+                    s.video = state.as_str().into();
+                }
+            }
+            EngineEvent::RemoteMicStateUpdate { stream_id, state, .. } => {
+                tracing::info!(callbox_event = "stream_state", stream_id = %stream_id, audio = state.as_str(), "microphone of {stream_id} {}", state.as_str());
+                if let Some(s) = self.status.streams.iter_mut().find(|s| s.stream_id == stream_id) {
+                    s.audio = state.as_str().into();
+                }
+            }
+            EngineEvent::NetworkQuality { is_local: true, upstream, downstream, .. } => {
+                let n = super::super::status::NetworkStatus {
+                    upstream: upstream.as_str().into(),
+                    downstream: downstream.as_str().into(),
+                };
+                self.status.network = Some(n);
             }
             EngineEvent::DoorRequest { request_id, from, in_call, .. } => {
                 tracing::info!(callbox_event = "door_request", request_id, from_user = %from.user_id, in_call, "door request from {}", from.user_id);

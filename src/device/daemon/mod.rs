@@ -102,7 +102,7 @@ pub struct Daemon {
 /// camera publishes audio only, no microphone sends a test tone.
 async fn auto_devices(cfg: &DeviceConfig) -> crate::media::devices::AutoDevices {
     use crate::media::devices::{AutoDevices, probe};
-    let (video, audio) = (cfg.video.source == "auto", cfg.audio.source == "auto");
+    let (video, audio) = (cfg.video_source() == "auto", cfg.audio.source == "auto");
     if !video && !audio {
         return AutoDevices::none();
     }
@@ -211,10 +211,7 @@ impl Daemon {
         }
         let debounce = Duration::from_millis(cfg.gpio.debounce_ms);
         let long = Duration::from_millis(cfg.gpio.long_press_ms);
-        let detectors = [Button::Call, Button::Leave, Button::Mute, Button::Door]
-            .into_iter()
-            .map(|b| (b, ButtonDetector::new(debounce, long)))
-            .collect();
+        let detectors = Button::ALL.into_iter().map(|b| (b, ButtonDetector::new(debounce, long))).collect();
 
         let socket = cfg.control.socket_path();
         let listener = control::bind(&socket).await?;
@@ -231,13 +228,18 @@ impl Daemon {
                 error_code: 0,
             },
             call: "idle".into(),
+            camera: if media.video == crate::media::VideoSource::None { "none" } else { "on" }.into(),
+            speaker: true,
+            volume: cfg.audio.volume,
             gpio: GpioStatus { backend: outputs.backend().into(), outputs: outputs.modes(), error: gpio_error },
             credentials: super::status::CredentialStatus { source: credentials.kind().into(), ..Default::default() },
             ..Default::default()
         };
         let now = Instant::now();
         let d = Daemon {
-            controller: CallController::new(mode, callees).with_own_door(cfg.has_door()),
+            controller: CallController::new(mode, callees)
+                .with_own_door(cfg.has_door())
+                .with_privacy(cfg.camera_in_calls_only()),
             started: now,
             engine,
             events,
@@ -288,7 +290,15 @@ impl Daemon {
             self.cfg.room.room_id,
             self.cfg.room.user_id
         );
+        if self.status.camera == "none" {
+            tracing::info!(callbox_event = "audio_only", "no camera: this station publishes audio only");
+        }
         self.login();
+        if self.cfg.audio.volume != 100 {
+            let _ = self.ops.try_send(Op::Volume(self.cfg.audio.volume));
+        }
+        // The privacy rule's first word (the camera off outside calls).
+        self.apply_actions();
         self.publish_status();
         loop {
             let deadline = self.next_deadline();
@@ -466,8 +476,31 @@ impl Daemon {
                     CallAction::Leave => Input::Leave,
                     CallAction::Mute => Input::SetMute(true),
                     CallAction::Unmute => Input::SetMute(false),
+                    CallAction::Camera | CallAction::Speaker | CallAction::Volume => {
+                        let _ = reply.send(Response::fail("bad_request", "camera, speaker and volume take a value"));
+                        return;
+                    }
                 };
                 self.controller.handle(now, input);
+                None
+            }
+            Request::Camera { on } => {
+                tracing::info!(callbox_event = "control", "control: camera {}", if on { "on" } else { "off" });
+                self.controller.handle(now, Input::SetCamera(on));
+                None
+            }
+            Request::Speaker { on } => {
+                tracing::info!(callbox_event = "control", "control: speaker {}", if on { "on" } else { "off" });
+                self.controller.handle(now, Input::SetSpeaker(on));
+                None
+            }
+            Request::Volume { percent } if percent > crate::engine::MAX_VOLUME => {
+                Some(Response::fail("bad_request", "volume: 0..=200 (percent)"))
+            }
+            Request::Volume { percent } => {
+                tracing::info!(callbox_event = "control", percent, "control: volume {percent}%");
+                self.status.volume = percent;
+                let _ = self.ops.try_send(Op::Volume(percent));
                 None
             }
             Request::GpioPress { button, long } => match self.sim_press(&button, long) {
@@ -540,6 +573,18 @@ impl Daemon {
                         if m { "muted" } else { "unmuted" }
                     );
                     self.op(Action::Mute(m));
+                }
+                Action::Camera(on) => {
+                    tracing::info!(callbox_event = "camera", on, "camera {}", if on { "on" } else { "off" });
+                    if self.status.camera != "none" {
+                        self.status.camera = if on { "on" } else { "off" }.into();
+                    }
+                    self.op(Action::Camera(on));
+                }
+                Action::Speaker(on) => {
+                    tracing::info!(callbox_event = "speaker", on, "speaker {}", if on { "on" } else { "off" });
+                    self.status.speaker = on;
+                    self.op(Action::Speaker(on));
                 }
                 Action::Chime(on) => self.chime_at = on.then_some(now),
                 Action::Led(Output::Online, LedMode::Off)

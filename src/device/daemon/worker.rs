@@ -26,6 +26,8 @@ pub enum Op {
     Engine(Action),
     /// Answer a door request: opened, or the code and why not.
     AnswerDoor(u64, Result<(), (crate::proto::ErrorCode, String)>),
+    /// The volume of every played stream, percent.
+    Volume(u32),
 }
 
 /// What the worker needs to know.
@@ -54,6 +56,10 @@ pub async fn run(engine: Arc<Engine>, target: Target, mut ops: mpsc::Receiver<Op
                 }
                 continue;
             }
+            Op::Volume(v) => {
+                let _ = engine.set_all_play_stream_volume(v).await;
+                continue;
+            }
         };
         let result = match &op {
             Action::Login => login(&engine, &target).await.map(|_| 0),
@@ -62,6 +68,8 @@ pub async fn run(engine: Arc<Engine>, target: Target, mut ops: mpsc::Receiver<Op
             Action::Play(s) => engine.start_playing_stream(s).await.map(|_| 0),
             Action::StopPlay(s) => engine.stop_playing_stream(s).await.map(|_| 0),
             Action::Mute(m) => engine.mute_microphone(*m).await.map(|_| 0),
+            Action::Camera(on) => engine.enable_camera(*on).await.map(|_| 0),
+            Action::Speaker(on) => engine.mute_speaker(!*on).await.map(|_| 0),
             Action::Call(c) => {
                 let users: Vec<&str> = c.users.iter().map(String::as_str).collect();
                 let options = CallOptions { order: c.order, ring_secs: c.ring_secs };

@@ -94,6 +94,10 @@ pub enum Input {
     Leave,
     /// `callbox call mute` / `unmute`.
     SetMute(bool),
+    /// `callbox call camera on|off`.
+    SetCamera(bool),
+    /// `callbox call speaker on|off`.
+    SetSpeaker(bool),
     /// The server's answer to [`Action::Call`]: the call's ID, or why it was not placed.
     Placed(Result<u64, ErrorCode>),
     /// A call rings here.
@@ -142,6 +146,10 @@ pub enum Action {
     StopPlay(String),
     /// Mute (true) or unmute the microphone.
     Mute(bool),
+    /// Camera on (true) or off: the switch, and the privacy rule (off outside calls).
+    Camera(bool),
+    /// Speaker on (true) or off.
+    Speaker(bool),
     /// Ring these callees; the answer comes back as [`Input::Placed`].
     Call(Callees),
     /// Answer this call.
@@ -205,6 +213,13 @@ pub struct CallController {
     playing: Vec<String>,
     publishing: bool,
     muted: bool,
+    /// The camera switch (buttons, `callbox call camera`).
+    camera: bool,
+    /// Privacy: the camera is off outside calls (it goes on when a call starts ringing).
+    privacy: bool,
+    /// What the camera was last set to.
+    camera_sent: Option<bool>,
+    speaker: bool,
     deadline: Option<Instant>,
     out: VecDeque<Action>,
 }
@@ -223,6 +238,10 @@ impl CallController {
             playing: Vec::new(),
             publishing: false,
             muted: false,
+            camera: true,
+            privacy: false,
+            camera_sent: None,
+            speaker: true,
             deadline: None,
             out: VecDeque::new(),
         }
@@ -233,6 +252,24 @@ impl CallController {
     pub fn with_own_door(mut self, own_door: bool) -> Self {
         self.own_door = own_door;
         self
+    }
+
+    /// Privacy: the camera (and its LED) is off outside calls; it goes on when a call
+    /// starts ringing, in either direction, and off again when it ends.
+    pub fn with_privacy(mut self, privacy: bool) -> Self {
+        self.privacy = privacy;
+        self.update_camera();
+        self
+    }
+
+    /// Whether the camera sends now.
+    pub fn camera(&self) -> bool {
+        self.camera_sent.unwrap_or(self.camera)
+    }
+
+    /// Whether the speaker is on.
+    pub fn speaker(&self) -> bool {
+        self.speaker
     }
 
     /// A new mode and callees from a reloaded config: they apply from the next call; a call
@@ -323,6 +360,10 @@ impl CallController {
             }
             Input::Button(Button::Mute, _) => self.set_mute(!self.muted),
             Input::SetMute(m) => self.set_mute(m),
+            Input::Button(Button::Camera, _) => self.set_camera(!self.camera),
+            Input::SetCamera(on) => self.set_camera(on),
+            Input::Button(Button::Speaker, _) => self.set_speaker(!self.speaker),
+            Input::SetSpeaker(on) => self.set_speaker(on),
             Input::Button(Button::Door, _) => match &self.call {
                 _ if self.own_door => self.out.push_back(Action::DoorPulse),
                 Phase::InCall { peer, .. } => self.out.push_back(Action::OpenDoor(peer.clone())),
@@ -550,6 +591,8 @@ impl CallController {
     fn publish(&mut self) {
         if !self.publishing {
             self.publishing = true;
+            // The camera goes on (privacy) before the stream is announced.
+            self.update_camera();
             self.out.push_back(Action::Publish);
         }
     }
@@ -578,7 +621,31 @@ impl CallController {
     }
 
     fn state_changed(&mut self) {
+        self.update_camera();
         self.out.push_back(Action::State(self.state()));
+    }
+
+    fn set_camera(&mut self, on: bool) {
+        self.camera = on;
+        self.update_camera();
+    }
+
+    fn set_speaker(&mut self, on: bool) {
+        if self.speaker != on {
+            self.speaker = on;
+            self.out.push_back(Action::Speaker(on));
+        }
+    }
+
+    /// The camera sends when switched on and, with privacy, only while a call is under way
+    /// (or our stream is up for one); its LED says so.
+    fn update_camera(&mut self) {
+        let on = self.camera && (!self.privacy || self.publishing || self.state() != CallState::Idle);
+        if self.camera_sent != Some(on) {
+            self.camera_sent = Some(on);
+            self.out.push_back(Action::Camera(on));
+            self.out.push_back(Action::Led(Output::Camera, if on { LedMode::On } else { LedMode::Off }));
+        }
     }
 
     fn set_mute(&mut self, m: bool) {

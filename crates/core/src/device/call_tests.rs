@@ -192,3 +192,42 @@ fn an_indoor_units_door_button_opens_the_door_of_its_call() {
     c.handle(t, Input::Button(Button::Door, Press::Short));
     assert_eq!(drain(&mut c), vec![Action::OpenDoor("door".into())]);
 }
+
+/// Privacy: the camera and its LED are off outside calls, on from the first ring out (before
+/// the stream is announced) to the hang-up; the switch and the speaker follow their buttons.
+#[test]
+fn privacy_keeps_the_camera_off_outside_calls_and_the_switches_follow_their_buttons() {
+    let t = Instant::now();
+    let callees = Callees { users: vec!["flat".into()], order: RingOrder::Together, ring_secs: None };
+    let mut c = CallController::new(CallMode::Intercom, callees).with_privacy(true);
+    let first: Vec<Action> = std::iter::from_fn(|| c.poll_action()).collect();
+    assert_eq!(first, vec![Action::Camera(false), Action::Led(Output::Camera, LedMode::Off)]);
+    assert!(!c.camera());
+    c.handle(t, Input::RoomUp);
+    c.handle(t, Input::Button(Button::Call, Press::Short));
+    let ring: Vec<Action> = std::iter::from_fn(|| c.poll_action()).collect();
+    let on = ring.iter().position(|a| *a == Action::Camera(true)).expect("camera on for the call");
+    let publish = ring.iter().position(|a| *a == Action::Publish).expect("publish");
+    assert!(on < publish, "the camera goes on before the stream is announced: {ring:?}");
+    assert!(ring.contains(&Action::Led(Output::Camera, LedMode::On)));
+    // The switch turns it off even in a call, and on again.
+    let mut drain = |c: &mut CallController| std::iter::from_fn(|| c.poll_action()).collect::<Vec<_>>();
+    c.handle(t, Input::Button(Button::Camera, Press::Short));
+    assert!(drain(&mut c).contains(&Action::Camera(false)));
+    c.handle(t, Input::SetCamera(true));
+    assert!(drain(&mut c).contains(&Action::Camera(true)));
+    // Hang up: off again, LED with it.
+    c.handle(t, Input::Leave);
+    let hung = drain(&mut c);
+    assert!(hung.contains(&Action::Camera(false)) && hung.contains(&Action::Led(Output::Camera, LedMode::Off)));
+    assert!(!c.camera());
+    // The speaker toggles; setting what it is does nothing.
+    c.handle(t, Input::Button(Button::Speaker, Press::Short));
+    c.handle(t, Input::SetSpeaker(false));
+    let sp: Vec<Action> = std::iter::from_fn(|| c.poll_action()).collect();
+    assert_eq!(sp, vec![Action::Speaker(false)]);
+    assert!(!c.speaker());
+    // Without privacy the camera is simply on.
+    let mut plain = CallController::new(CallMode::Intercom, Callees::default()).with_privacy(false);
+    assert_eq!(plain.poll_action(), Some(Action::Camera(true)));
+}

@@ -15,6 +15,10 @@ pub enum Button {
     Mute,
     /// Open the door.
     Door,
+    /// Toggle the camera (a privacy switch).
+    Camera,
+    /// Toggle the speaker.
+    Speaker,
 }
 
 /// Short or long press (a long press of Call is the same as Leave, for one-button stations).
@@ -51,13 +55,16 @@ pub enum Output {
     Fault,
     /// The door relay.
     Door,
+    /// LED: the camera sends (a privacy light: off whenever the camera is off).
+    Camera,
 }
 
 impl Output {
     /// Every output, in status order.
-    pub const ALL: [Output; 5] = [Output::Online, Output::Ringing, Output::InCall, Output::Fault, Output::Door];
+    pub const ALL: [Output; 6] =
+        [Output::Online, Output::Ringing, Output::InCall, Output::Fault, Output::Door, Output::Camera];
 
-    /// The config key: `online`, `ringing`, `in_call`, `fault`, `door`.
+    /// The config key: `online`, `ringing`, `in_call`, `fault`, `door`, `camera`.
     pub fn key(self) -> &'static str {
         match self {
             Output::Online => "online",
@@ -65,8 +72,15 @@ impl Output {
             Output::InCall => "in_call",
             Output::Fault => "fault",
             Output::Door => "door",
+            Output::Camera => "camera",
         }
     }
+}
+
+impl Button {
+    /// Every button.
+    pub const ALL: [Button; 6] =
+        [Button::Call, Button::Leave, Button::Mute, Button::Door, Button::Camera, Button::Speaker];
 }
 
 /// The config key of a button: `call`, `leave`, `mute`, `door`.
@@ -76,12 +90,14 @@ pub fn button_key(b: Button) -> &'static str {
         Button::Leave => "leave",
         Button::Mute => "mute",
         Button::Door => "door",
+        Button::Camera => "camera",
+        Button::Speaker => "speaker",
     }
 }
 
 /// A button by its config key.
 pub fn button_by_key(key: &str) -> Option<Button> {
-    [Button::Call, Button::Leave, Button::Mute, Button::Door].into_iter().find(|b| button_key(*b) == key)
+    Button::ALL.into_iter().find(|b| button_key(*b) == key)
 }
 
 /// Which GPIO backend drives the buttons and outputs (`[gpio] backend`).

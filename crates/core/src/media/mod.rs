@@ -286,6 +286,55 @@ impl MediaConfig {
 
 pub use video_rate::VideoRate;
 
+/// A documented set of [`MediaConfig`] values for a kind of call (the Express model's
+/// scenarios); any key set after it still wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scenario {
+    /// Audio only: no camera, voice Opus with in-band FEC (lift intercoms, flat stations).
+    VoiceCall,
+    /// 640x480 at 30 fps, 1000 kbit/s, following the link: the default.
+    #[default]
+    StandardVideoCall,
+    /// 1280x720 at 30 fps, 2500 kbit/s (at least 300), following the link.
+    HighQualityVideoCall,
+}
+
+impl Scenario {
+    /// Every scenario.
+    pub const ALL: [Scenario; 3] = [Scenario::VoiceCall, Scenario::StandardVideoCall, Scenario::HighQualityVideoCall];
+
+    /// The name in a config file (`[media] scenario`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::VoiceCall => "voice_call",
+            Scenario::StandardVideoCall => "standard_video_call",
+            Scenario::HighQualityVideoCall => "high_quality_video_call",
+        }
+    }
+
+    /// The scenario's configuration.
+    pub fn config(self) -> MediaConfig {
+        let d = MediaConfig::default();
+        match self {
+            Scenario::VoiceCall => MediaConfig { video: VideoSource::None, repair: true, dtx: false, ..d },
+            Scenario::StandardVideoCall => d,
+            Scenario::HighQualityVideoCall => {
+                MediaConfig { width: 1280, height: 720, fps: 30, bitrate_kbps: 2500, min_bitrate_kbps: 300, ..d }
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Scenario::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("{s:?}: must be voice_call, standard_video_call or high_quality_video_call"))
+    }
+}
+
 impl MediaConfig {
     /// The configured maximum video: full size, full rate, `bitrate_kbps`.
     pub fn full_rate(&self) -> VideoRate {
