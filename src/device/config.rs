@@ -901,6 +901,27 @@ mod tests {
     }
 
     #[test]
+    fn scenarios_set_the_defaults_and_keys_still_win() {
+        let none = AutoDevices::none();
+        let voice = parse("[media]\nscenario = \"voice_call\"\n").unwrap();
+        let m = voice.media_config(&none).unwrap();
+        assert_eq!((m.video, m.repair), (VideoSource::None, true));
+        assert!(!voice.member().can(Capability::Camera), "a voice station says it has no camera");
+        let hq = parse("[media]\nscenario = \"high_quality_video_call\"\n[video]\nsource = \"test\"\n").unwrap();
+        let m = hq.media_config(&none).unwrap();
+        assert_eq!((m.width, m.height, m.bitrate_kbps, m.min_bitrate_kbps), (1280, 720, 2500, 300));
+        let mixed = parse(
+            "[media]\nscenario = \"high_quality_video_call\"\n[video]\nsource = \"test\"\nwidth = 960\nheight = 540\n",
+        )
+        .unwrap();
+        let m = mixed.media_config(&none).unwrap();
+        assert_eq!((m.width, m.height, m.bitrate_kbps), (960, 540, 2500), "a key set wins over the scenario");
+        let voice_cam = parse("[media]\nscenario = \"voice_call\"\n[video]\nsource = \"test\"\n").unwrap();
+        assert_eq!(voice_cam.media_config(&none).unwrap().video, VideoSource::Test);
+        assert!(parse("[privacy]\ncamera = \"in_calls\"\n").unwrap().camera_in_calls_only());
+    }
+
+    #[test]
     fn an_empty_file_means_the_engines_own_media_defaults() {
         let m = parse("").unwrap().media_config(&AutoDevices::none()).unwrap();
         // What a device decides for itself: it shows and plays what it receives, and with
@@ -922,6 +943,10 @@ mod tests {
         for (extra, key) in [
             ("[call]\nmode = \"party\"\n", "call.mode"),
             ("[video]\nsource = \"/dev/video0\"\n", "video.source"),
+            ("[media]\nscenario = \"loud\"\n", "media.scenario"),
+            ("[privacy]\ncamera = \"sometimes\"\n", "privacy.camera"),
+            ("[audio]\nvolume = 300\n", "audio.volume"),
+            ("[gpio.buttons]\nbell = 9\n", "gpio.buttons.bell"),
             ("[video]\nencoder = \"ffmpeg\"\n", "video.encoder"),
             ("[video]\ntest_pattern = \"snow; rm\"\n", "video.test_pattern"),
             ("[video]\nfps = 0\n", "video.fps"),

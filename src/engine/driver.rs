@@ -85,6 +85,12 @@ impl EngineProfile {
         self.media = Some(EngineMedia { config, bind: None });
         self
     }
+
+    /// With media set up for a kind of call ([`Scenario::config`](crate::media::Scenario::config));
+    /// change `media.config` afterwards to override single values.
+    pub fn with_scenario(self, scenario: crate::media::Scenario) -> Self {
+        self.with_media(scenario.config())
+    }
 }
 
 /// Per-login options.
@@ -111,7 +117,6 @@ enum DriverCmd {
     Fault(String, oneshot::Sender<bool>),
     #[cfg(feature = "test-hooks")]
     GridFrames(oneshot::Sender<Option<u64>>),
-    #[cfg(feature = "test-hooks")]
     PlayCounts(String, oneshot::Sender<Option<super::media::PlayCounts>>),
     Control(Control),
     Destroy(oneshot::Sender<()>),
@@ -369,9 +374,8 @@ impl Engine {
     }
 
     /// What the play pipeline of `stream` counted so far (frames decoded and rendered,
-    /// audio buffers decoded, the picture's size), or `None` when it has none. A test hook
-    /// (feature `test-hooks`): timing what the quality events report only every 3 s.
-    #[cfg(feature = "test-hooks")]
+    /// audio buffers decoded, the picture's size), or `None` when it has none: for timing
+    /// what the quality events report only every 3 s (tests, benchmarks, diagnostics).
     pub async fn play_counts(&self, stream_id: &str) -> Option<super::media::PlayCounts> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(DriverCmd::PlayCounts(stream_id.to_string(), tx)).await.ok()?;
@@ -481,7 +485,6 @@ impl Driver {
                     Some(DriverCmd::Fault(stream, reply)) => {
                         let _ = reply.send(self.core.inject_fault(&stream));
                     }
-                    #[cfg(feature = "test-hooks")]
                     Some(DriverCmd::PlayCounts(stream, reply)) => {
                         use super::media::Meters;
                         let _ = reply.send(self.run.as_ref().and_then(|r| r.player(&stream)).map(|(c, _)| c));

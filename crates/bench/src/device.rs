@@ -50,7 +50,7 @@ fn rss(pid: u32) -> (f64, f64) {
     (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
 }
 
-async fn wait_status(socket: &Path, what: &str, pred: impl Fn(&Status) -> bool) -> anyhow::Result<()> {
+pub(super) async fn wait_status(socket: &Path, what: &str, pred: impl Fn(&Status) -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(r) = control::request(socket, &Request::Status).await

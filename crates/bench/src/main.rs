@@ -9,6 +9,7 @@
 
 mod calls;
 mod congestion;
+mod controls;
 mod device;
 mod faults;
 mod media;
@@ -76,6 +77,13 @@ pub struct BenchArgs {
     /// skip; needs root, ip and nft).
     #[arg(long, default_value_t = 0)]
     calls: usize,
+    /// Seconds per window of the play CPU figure (a device playing one 640x480@30 stream,
+    /// video decoded and audio only, alternating twice; 0: skip).
+    #[arg(long, default_value_t = 0)]
+    play_secs: u64,
+    /// Camera off/on cycles timed at the player (0: skip).
+    #[arg(long, default_value_t = 0)]
+    camera: usize,
     /// Make every `--fault-cuts` cut this long (ms) instead of random.
     #[arg(long)]
     fault_cut_ms: Option<u64>,
@@ -296,6 +304,36 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 print_stats(&format!("  {net}: answer to both sides rendering video"), &mut f.both);
             }
         }
+    }
+    if a.play_secs > 0 {
+        println!(
+            "play CPU: a callbox device (no camera, fake audio sink) playing one 640x480@30 stream (1000 kbit/s at most):"
+        );
+        for pattern in ["ball", "snow"] {
+            let runs = controls::play_cpu(pattern, 2, Duration::from_secs(a.play_secs)).await?;
+            for r in &runs {
+                println!("  {pattern}: {:<14} {:.1}% of a core", r.mode, r.cpu * 100.0);
+            }
+            let avg = |m: &str| {
+                let v: Vec<f64> = runs.iter().filter(|r| r.mode == m).map(|r| r.cpu).collect();
+                v.iter().sum::<f64>() / v.len().max(1) as f64
+            };
+            let (video, audio) = (avg("video decoded"), avg("audio only"));
+            println!(
+                "  {pattern}: mean video decoded {:.1}%, audio only {:.1}% ({:.1} points of a core saved, {:.0}% of the cost)",
+                video * 100.0,
+                audio * 100.0,
+                (video - audio) * 100.0,
+                (1.0 - audio / video.max(1e-6)) * 100.0
+            );
+        }
+    }
+    if a.camera > 0 {
+        let t = controls::camera_times(a.camera).await?;
+        println!("camera off/on at the player ({} cycles, 640x480@30):", t.len());
+        print_stats("  camera off -> player told", &mut t.iter().map(|c| c.off_told).collect::<Vec<_>>());
+        print_stats("  camera on -> player told", &mut t.iter().map(|c| c.on_told).collect::<Vec<_>>());
+        print_stats("  camera on -> player decodes a frame", &mut t.iter().map(|c| c.on_decoded).collect::<Vec<_>>());
     }
     if a.device_secs > 0 {
         for f in device::footprint(Duration::from_secs(a.device_secs)).await? {
