@@ -3,8 +3,10 @@
 //! every other stream, and prints one JSON line per event on stdout: `user`, `stream`,
 //! `first_frame`, `video_stall`, `video_resume`, `quality` (frames and audio buffers decoded per played stream),
 //! `publish_quality` (estimate, players' cap, encoder target, picture), `video_adapted`, `state`,
-//! `call`. With `--answer` it is a desk that answers every ring instead of a room member.
-//! It stops after `--seconds` or when stdin closes, logging out first.
+//! `call`, `network` (each user's upstream and downstream level), `stream_state` (a stream's
+//! camera or microphone switched). With `--answer` it is a desk that answers every ring instead of a room member.
+//! It stops after `--seconds` or when stdin closes, logging out first. Lines on stdin switch
+//! its media: `camera on|off`, `mic on|off`, `speaker on|off`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +17,6 @@ use callbox::engine::{
 };
 use callbox::media::MediaConfig;
 use serde_json::json;
-use tokio::io::AsyncReadExt;
 
 /// Arguments of `callbox peer`.
 #[derive(clap::Args)]
@@ -62,6 +63,9 @@ pub struct PeerArgs {
     /// No loss repair (no NACK/RTX, FlexFEC or Opus in-band FEC), to compare.
     #[arg(long)]
     no_repair: bool,
+    /// Publish audio only, as a station without a camera.
+    #[arg(long)]
+    no_camera: bool,
     /// Media bind address.
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
@@ -78,6 +82,21 @@ pub struct PeerArgs {
 
 fn out(v: serde_json::Value) {
     println!("{v}");
+}
+
+/// A switch read from stdin; a `switch` line says what was done or why not.
+async fn switch(engine: &Engine, line: &str) {
+    let r = match line.split_once(' ') {
+        Some(("camera", v @ ("on" | "off"))) => engine.enable_camera(v == "on").await,
+        Some(("mic", v @ ("on" | "off"))) => engine.mute_microphone(v == "off").await,
+        Some(("speaker", v @ ("on" | "off"))) => engine.mute_speaker(v == "off").await,
+        _ if line.is_empty() => return,
+        _ => {
+            out(json!({"event": "switch", "line": line, "error": "camera|mic|speaker on|off"}));
+            return;
+        }
+    };
+    out(json!({"event": "switch", "line": line, "ok": r.is_ok()}));
 }
 
 /// `callbox peer`.
@@ -109,6 +128,9 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
         media.test_pattern = pat.clone();
     }
     media.adaptive = !a.fixed_rate;
+    if a.no_camera {
+        media.video = callbox::media::VideoSource::None;
+    }
     media.repair = !a.no_repair;
     media.min_bitrate_kbps = media.min_bitrate_kbps.min(media.bitrate_kbps);
     media.validate().map_err(|e| anyhow::anyhow!(e))?;
@@ -130,18 +152,35 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
     // --answer: the streams of each user, and whom we are in a call with.
     let mut by_user: std::collections::HashMap<String, Vec<String>> = Default::default();
     let mut peer: Option<(u64, String)> = None;
+    // stdin: one switch per line (`camera on|off`, `mic on|off`, `speaker on|off`); its end
+    // stops the peer unless `--seconds` does.
+    let (cmd_tx, mut cmds) = tokio::sync::mpsc::channel::<String>(16);
+    let until_eof = a.seconds == 0;
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if cmd_tx.send(l).await.is_err() {
+                return;
+            }
+        }
+    });
     let stop = async {
         if a.seconds > 0 {
             tokio::time::sleep(Duration::from_secs(a.seconds)).await;
         } else {
-            let mut buf = [0u8; 64];
-            while tokio::io::stdin().read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            std::future::pending::<()>().await;
         }
     };
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            c = cmds.recv() => match c {
+                None if until_eof => break,
+                None => cmds = tokio::sync::mpsc::channel(1).1,
+                Some(line) => switch(&engine, line.trim()).await,
+            },
             e = events.recv() => match e {
                 None => break,
                 Some(EngineEvent::RoomUserUpdate { update, users, .. }) => {
@@ -149,10 +188,19 @@ async fn peer(a: PeerArgs) -> anyhow::Result<ExitCode> {
                         out(json!({"event": "user", "update": if update == UpdateType::Add { "add" } else { "delete" }, "user_id": u.user_id}));
                     }
                 }
+                Some(EngineEvent::NetworkQuality { user_id, is_local, upstream, downstream, .. }) => {
+                    out(json!({"event": "network", "user_id": user_id, "local": is_local, "upstream": upstream.as_str(), "downstream": downstream.as_str()}));
+                }
+                Some(EngineEvent::RemoteCameraStateUpdate { stream_id, state, .. }) => {
+                    out(json!({"event": "stream_state", "stream_id": stream_id, "video": state.as_str()}));
+                }
+                Some(EngineEvent::RemoteMicStateUpdate { stream_id, state, .. }) => {
+                    out(json!({"event": "stream_state", "stream_id": stream_id, "audio": state.as_str()}));
+                }
                 Some(EngineEvent::RoomStreamUpdate { update, streams, .. }) => {
                     for s in streams {
                         let add = update == UpdateType::Add;
-                        out(json!({"event": "stream", "update": if add { "add" } else { "delete" }, "stream_id": s.stream_id, "user_id": s.user.user_id}));
+                        out(json!({"event": "stream", "update": if add { "add" } else { "delete" }, "stream_id": s.stream_id, "user_id": s.user.user_id, "video": s.video.as_str(), "audio": s.audio.as_str()}));
                         let list = by_user.entry(s.user.user_id.clone()).or_default();
                         list.retain(|x| *x != s.stream_id);
                         if add {

@@ -961,3 +961,60 @@ fn a_ring_into_a_five_second_cut_is_delivered_and_the_call_survives_cuts_on_eith
         }
     }
 }
+
+/// The levels the peer was last told of `user` (as the server relays that user's own
+/// report): (upstream, downstream).
+fn peer_saw_network(call: &Call, user: &str, since: Instant) -> Option<(String, String)> {
+    call.lines.lock().unwrap().iter().rev().find_map(|(t, v)| {
+        (*t >= since && v["event"] == "network" && v["user_id"] == user).then(|| {
+            (v["upstream"].as_str().unwrap_or("").to_string(), v["downstream"].as_str().unwrap_or("").to_string())
+        })
+    })
+}
+
+/// Loss on the device's uplink only: its upstream level falls (the server's receiver
+/// reports say what its publish link loses) while its downstream, what it receives, stays
+/// excellent or good; the peer is told the same of it through the server. When the loss
+/// ends, upstream comes back.
+#[test]
+fn uplink_loss_lowers_upstream_quality_only() {
+    let _l = lock();
+    let call = Call::start(45);
+    let good = |l: &str| l == "excellent" || l == "good";
+    let poor = |l: &str| l == "medium" || l == "bad";
+    let net = |call: &Call| call.status().and_then(|s| s.network).map(|n| (n.upstream, n.downstream));
+    let wait = |what: &str, limit: Duration, ok: &dyn Fn(&str, &str) -> bool| {
+        let end = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while Instant::now() < end {
+            if let Some((up, down)) = net(&call) {
+                if ok(&up, &down) {
+                    return (up, down);
+                }
+                seen.push(format!("{up}/{down}"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("{what}: the device's network stayed {seen:?}");
+    };
+    wait("before the loss", Duration::from_secs(15), &|up, down| good(up) && good(down));
+    call.lab.apply("device", Fault::LossUp(15)).unwrap();
+    let began = Instant::now();
+    let (up, down) = wait("15% uplink loss", Duration::from_secs(20), &|up, down| poor(up) && good(down));
+    println!(
+        "15% loss on the device's uplink: upstream {up}, downstream {down} after {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+    // The peer hears the same of the door through the server (reports every 2 s).
+    let end = Instant::now() + Duration::from_secs(10);
+    let relayed = loop {
+        match peer_saw_network(&call, "door", began) {
+            Some((up, down)) if poor(&up) && good(&down) => break (up, down),
+            other => assert!(Instant::now() < end, "the peer was told {other:?} of the door"),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    println!("the peer is told of the door: upstream {}, downstream {}", relayed.0, relayed.1);
+    call.lab.clear("device").unwrap();
+    wait("after the loss", Duration::from_secs(20), &|up, down| good(up) && good(down));
+}

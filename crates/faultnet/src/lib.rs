@@ -56,6 +56,8 @@ pub enum Fault {
     CutTcp,
     /// Each packet dropped with this probability, in percent.
     Loss(u8),
+    /// Each packet the host sends (its uplink only) dropped with this probability, percent.
+    LossUp(u8),
     /// TCP to or from this port dropped (a server's ICE-TCP port, say).
     CutTcpPort(u16),
 }
@@ -168,6 +170,7 @@ impl Lab {
         let chain = format!("h{}", self.host(name).index);
         let mut args = vec!["netns", "exec", &self.router, "nft", "add", "rule", "inet", TABLE, &chain];
         let pct;
+        let addr;
         match fault {
             Fault::Cut => {}
             Fault::CutUdp => args.extend(["meta", "l4proto", "udp"]),
@@ -196,6 +199,11 @@ impl Lab {
             Fault::Loss(p) => {
                 pct = p.min(100).to_string();
                 args.extend(["numgen", "random", "mod", "100", "<", &pct]);
+            }
+            Fault::LossUp(p) => {
+                pct = p.min(100).to_string();
+                addr = self.host(name).addr.to_string();
+                args.extend(["ip", "saddr", &addr, "numgen", "random", "mod", "100", "<", &pct]);
             }
         }
         args.push("drop");
