@@ -34,8 +34,8 @@ function startServer(listen) {
   });
 }
 
-function startPeer(addr, user, publish) {
-  const args = ["peer", "--dev", "--server", `ws://${addr}`, "--room", "lobby", "--user", user];
+function startPeer(addr, user, publish, extra = []) {
+  const args = ["peer", "--dev", "--server", `ws://${addr}`, "--room", "lobby", "--user", user, ...extra];
   if (publish) args.push("--publish", publish);
   const p = spawn(bin, args,
     { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, RUST_LOG: process.env.CHILD_LOG || "warn" } });
@@ -89,6 +89,46 @@ try {
   if (concealed > 0.2 * samples) fail(`the page concealed ${concealed} of ${samples} audio samples`);
   const tileUser = await page.locator('.tile[data-stream-id="door-main"] [data-testid="tile-user"]').textContent();
   if (tileUser !== "door") fail(`tile labelled ${tileUser}`);
+
+  // Media controls, both ways. The door's tone makes its tile speak; the server relays the
+  // door's network levels to its tile.
+  await until("the door's tile speaking", async () => (await tile.getAttribute("class")).includes("speaking"));
+  await until("the door's network on its tile", async () => (await tile.getByTestId("tile-network").textContent()).includes("↑"));
+  const badge = (id) => tile.getByTestId(id).isVisible();
+  peer.proc.stdin.write("camera off\n");
+  await until("the camera-off badge", async () => (await badge("tile-camera-off")) && (await tile.getAttribute("data-video")) === "off");
+  if (!(await tile.getByTestId("tile-placeholder").isVisible())) fail("a camera switched off still shows its (frozen) picture");
+  peer.proc.stdin.write("mic off\n");
+  await until("the muted badge", () => badge("tile-muted"));
+  await until("the muted door silent on its tile", async () => Number(await tile.getAttribute("data-level")) < 0.01 && !(await tile.getAttribute("class")).includes("speaking"));
+  figures.muted_level = Number(await tile.getAttribute("data-level"));
+  await page.screenshot({ path: join(artifacts, "browser-controls.png") });
+  peer.proc.stdin.write("mic on\ncamera on\n");
+  await until("the badges gone", async () => !(await badge("tile-muted")) && !(await badge("tile-camera-off")) && !(await tile.getByTestId("tile-placeholder").isVisible()));
+  const picture = await frames(page, "door-main");
+  await until("the door's picture back", async () => (await frames(page, "door-main")) > picture + 10);
+  // The page's own switches reach the engine as the stream's state.
+  const told = (what, value) => peer.events.find((e) => e.event === "stream_state" && e.stream_id === "browser-main" && e[what] === value);
+  await page.getByTestId("camera").click();
+  await until("the peer told the page's camera is off", () => told("video", "off"));
+  await page.getByTestId("camera").click();
+  await until("the peer told it is on again", () => told("video", "on"));
+  await page.getByTestId("mute").click();
+  await until("the peer told the page's microphone is off", () => told("audio", "off"));
+  await page.getByTestId("mute").click();
+  await page.getByTestId("speaker").click();
+  if (!(await page.locator('.tile[data-stream-id="door-main"] video').evaluate((v) => v.muted))) fail("speaker off left the door audible");
+  await page.getByTestId("speaker").click();
+  if (await page.locator('.tile[data-stream-id="door-main"] video').evaluate((v) => v.muted)) fail("speaker on left the door muted");
+  // A station without a camera: its tile says audio only and shows no picture.
+  const lift = startPeer(addr, "lift", "lift-main", ["--no-camera"]);
+  const liftTile = page.locator('.tile[data-stream-id="lift-main"]');
+  await until("the lift's audio-only tile", async () => (await liftTile.count()) && (await liftTile.getAttribute("data-video")) === "absent"
+    && (await liftTile.getByTestId("tile-placeholder").textContent()).includes("Audio only"));
+  await until("the lift heard", async () => Number(await liftTile.getAttribute("data-audio-samples")) > 48000);
+  await page.screenshot({ path: join(artifacts, "browser-audio-only.png") });
+  lift.proc.stdin.end();
+  await until("the lift gone", async () => (await liftTile.count()) === 0);
 
   // The engine decodes the browser's video and audio.
   await until("the peer decoding browser-main", () => peer.events.find((e) => e.event === "quality" && e.stream_id === "browser-main" && e.frames_decoded > 10 && e.audio_decoded > 0));
