@@ -212,6 +212,10 @@ pub struct VideoSection {
     /// The `videotestsrc` pattern of the test source: `ball` (default), `smpte`, or `snow`,
     /// which does not compress and fills the bitrate (benchmarks, congestion tests).
     pub test_pattern: String,
+    /// The camera's picture turned clockwise: 0, 90, 180 or 270 (a camera mounted sideways).
+    pub rotate: u16,
+    /// `none`, `horizontal` or `vertical`: the picture mirrored (after `rotate`).
+    pub flip: String,
 }
 
 impl Default for VideoSection {
@@ -230,6 +234,8 @@ impl Default for VideoSection {
             min_bitrate_kbps: None,
             encoder: "auto".into(),
             test_pattern: m.test_pattern,
+            rotate: 0,
+            flip: "none".into(),
         }
     }
 }
@@ -812,6 +818,7 @@ impl DeviceConfig {
             }
         };
         let bitrate_kbps = v.bitrate_kbps.unwrap_or(base.bitrate_kbps);
+        let flip = v.flip.parse().map_err(|e| ConfigError::value("video.flip", e))?;
         Ok(MediaConfig {
             video,
             width: v.width.unwrap_or(base.width),
@@ -828,6 +835,8 @@ impl DeviceConfig {
             audio_sink,
             silence_ms: self.media.silence_ms,
             test_pattern: v.test_pattern.clone(),
+            rotate: v.rotate,
+            flip,
             ice_servers: self.media.ice_servers.clone(),
             repair: self.media.repair,
             dtx: a.dtx,
@@ -944,6 +953,8 @@ mod tests {
             ("[call]\nmode = \"party\"\n", "call.mode"),
             ("[video]\nsource = \"/dev/video0\"\n", "video.source"),
             ("[media]\nscenario = \"loud\"\n", "media.scenario"),
+            ("[video]\nrotate = 45\n", "video.rotate"),
+            ("[video]\nflip = \"diagonal\"\n", "video.flip"),
             ("[privacy]\ncamera = \"sometimes\"\n", "privacy.camera"),
             ("[audio]\nvolume = 300\n", "audio.volume"),
             ("[gpio.buttons]\nbell = 9\n", "gpio.buttons.bell"),

@@ -353,6 +353,18 @@ impl Engine {
         self.control(Control::PlayVideo { stream: stream_id.to_string(), on: !mute }).await
     }
 
+    /// Shows the local camera's preview: a tile of the grid (`Layout::Grid`), or the single
+    /// layout's display while it plays nothing (a real display sink). The picture is the one
+    /// the encoder gets (`rotate`, `flip` applied).
+    pub async fn start_preview(&self) -> Result<(), EngineError> {
+        self.control(Control::Preview(true)).await
+    }
+
+    /// Hides the local preview.
+    pub async fn stop_preview(&self) -> Result<(), EngineError> {
+        self.control(Control::Preview(false)).await
+    }
+
     /// Starts [`EngineEvent::CapturedSoundLevelUpdate`] and
     /// [`EngineEvent::RemoteSoundLevelUpdate`] every `interval_ms` (at least 100).
     pub async fn start_sound_level_monitor(&self, interval_ms: u64) -> Result<(), EngineError> {

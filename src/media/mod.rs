@@ -41,8 +41,8 @@ pub fn has_element(name: &str) -> bool {
 }
 
 pub use callbox_core::media::{
-    AudioSink, AudioSource, Layout, MediaConfig, MediaError, SILENCE_DB, Scenario, VideoRate, VideoSink, VideoSource,
-    encoder,
+    AudioSink, AudioSource, Flip, Layout, MediaConfig, MediaError, SILENCE_DB, Scenario, VideoRate, VideoSink,
+    VideoSource, encoder,
 };
 
 /// Counters a pipeline updates from its streaming threads and the engine reads.

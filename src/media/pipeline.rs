@@ -25,7 +25,9 @@ pub const RTP_MTU: u32 = 1200;
 /// capture stays at the configured size and rate (a camera is not renegotiated), and
 /// `vadapt` scales and drops frames down to `rate`'s before the encoder.
 pub fn publish(cfg: &MediaConfig, rate: VideoRate, encoder: Encoder, overlay: bool) -> String {
-    let (w, h, fps) = (cfg.width, cfg.height, cfg.fps);
+    // The camera is asked for its own orientation: a quarter turn swaps the sides.
+    let (w, h, fps) =
+        if cfg.rotate % 180 == 90 { (cfg.height, cfg.width, cfg.fps) } else { (cfg.width, cfg.height, cfg.fps) };
     let raw = format!("video/x-raw,width={w},height={h},framerate={fps}/1");
     let source = match &cfg.video {
         VideoSource::Test => {
@@ -47,9 +49,16 @@ pub fn publish(cfg: &MediaConfig, rate: VideoRate, encoder: Encoder, overlay: bo
     };
     // The camera switch: closed, no frame reaches the encoder or the preview (nothing is
     // sent; reopened, the encoder is asked for a keyframe).
-    let source = if source.is_empty() { source } else { format!("{source} ! valve name=camgate drop=false") };
-    // In a grid with preview, the raw picture also goes to the grid's preview tile.
-    let (source, preview) = if cfg.layout == Layout::Grid && cfg.preview && cfg.video != VideoSource::None {
+    let source =
+        if source.is_empty() { source } else { format!("{source}{} ! valve name=camgate drop=false", turn(cfg)) };
+    // Where a preview can be shown (a grid tile; the single layout's real display while it
+    // plays nothing), the raw picture also goes to the preview channel: switched on and
+    // off at run time by what shows the channel, not by rebuilding this pipeline.
+    let can_preview = match cfg.layout {
+        Layout::Grid => true,
+        Layout::Single => matches!(cfg.video_sink, VideoSink::Auto | VideoSink::Kms | VideoSink::Wayland),
+    };
+    let (source, preview) = if can_preview && cfg.video != VideoSource::None {
         (
             format!("{source} ! tee name=vt"),
             format!(
@@ -96,6 +105,22 @@ pub fn publish(cfg: &MediaConfig, rate: VideoRate, encoder: Encoder, overlay: bo
 
 /// How often the `level` elements measure, nanoseconds (the sound level events' period).
 pub const LEVEL_NS: u64 = 100_000_000;
+
+/// The camera's turn and mirror (`videoflip`), before everything that uses the picture.
+fn turn(cfg: &MediaConfig) -> String {
+    let rotate = match cfg.rotate {
+        90 => " ! videoflip method=clockwise",
+        180 => " ! videoflip method=rotate-180",
+        270 => " ! videoflip method=counterclockwise",
+        _ => "",
+    };
+    let flip = match cfg.flip {
+        super::Flip::None => "",
+        super::Flip::Horizontal => " ! videoflip method=horizontal-flip",
+        super::Flip::Vertical => " ! videoflip method=vertical-flip",
+    };
+    format!("{rotate}{flip}")
+}
 
 /// The display sink element for `sink`, named `name`.
 fn display_sink(sink: VideoSink, name: &str) -> String {
@@ -202,7 +227,16 @@ mod tests {
         assert!(grid(&cfg, &chans).contains("kmssink name=gout"));
         let p = publish(&cfg, cfg.full_rate(), Encoder::X264, false);
         assert!(p.contains("tee name=vt") && p.contains("intervideosink channel=callbox-preview"), "{p}");
+        // The preview's tap stays when it starts switched off (it is switched at run time);
+        // a single layout without a real display has none.
         cfg.preview = false;
+        assert!(publish(&cfg, cfg.full_rate(), Encoder::X264, false).contains("intervideosink"));
+        cfg.layout = Layout::Single;
+        assert!(
+            publish(&cfg, cfg.full_rate(), Encoder::X264, false).contains("intervideosink"),
+            "kms: the display's preview"
+        );
+        cfg.video_sink = VideoSink::Fake;
         assert!(!publish(&cfg, cfg.full_rate(), Encoder::X264, false).contains("intervideosink"));
     }
 
@@ -256,6 +290,16 @@ mod tests {
         cfg.audio = AudioSource::None;
         let v = publish(&cfg, cfg.full_rate(), Encoder::X264, false);
         assert!(v.contains("name=vsink") && !v.contains("opusenc"), "{v}");
+        // A camera mounted sideways: asked for its own orientation, turned before the camera
+        // switch (so the preview and the encoder both get the turned picture).
+        cfg.rotate = 90;
+        cfg.flip = crate::media::Flip::Horizontal;
+        let r = publish(&cfg, cfg.full_rate(), Encoder::X264, false);
+        assert!(
+            r.contains("video/x-raw,width=240,height=320,framerate=15/1 ! capsfilter name=vcaps ! videoflip method=clockwise ! videoflip method=horizontal-flip ! valve name=camgate"),
+            "{r}"
+        );
+        assert!(r.contains("caps=video/x-raw,width=320,height=240"), "the published picture is width x height: {r}");
     }
 
     #[test]

@@ -131,6 +131,31 @@ pub enum AudioSink {
     },
 }
 
+/// A mirror of the camera's picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Flip {
+    /// As captured.
+    #[default]
+    None,
+    /// Left and right swapped.
+    Horizontal,
+    /// Top and bottom swapped.
+    Vertical,
+}
+
+impl std::str::FromStr for Flip {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Flip::None),
+            "horizontal" => Ok(Flip::Horizontal),
+            "vertical" => Ok(Flip::Vertical),
+            _ => Err(format!("{s:?}: must be none, horizontal or vertical")),
+        }
+    }
+}
+
 /// How played video is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -194,8 +219,15 @@ pub struct MediaConfig {
     pub video_sink: VideoSink,
     /// One sink per played stream, or one grid for all of them.
     pub layout: Layout,
-    /// In the grid, show the local camera too.
+    /// Show the local camera: a tile of the grid, or (single layout) the display while no
+    /// played stream is on it. Switched at run time with `Control::Preview`.
     pub preview: bool,
+    /// The camera's picture turned clockwise before the encoder and the preview: 0, 90,
+    /// 180 or 270 degrees (a camera mounted sideways). With 90 and 270, `width` x `height`
+    /// is the picture after turning (the camera is asked for `height` x `width`).
+    pub rotate: u16,
+    /// The camera's picture mirrored before the encoder and the preview (after `rotate`).
+    pub flip: Flip,
     /// Played audio sink.
     pub audio_sink: AudioSink,
     /// Seconds without an encoded buffer before the publish pipeline counts as stalled.
@@ -237,6 +269,8 @@ impl Default for MediaConfig {
             video_sink: VideoSink::Fake,
             layout: Layout::Single,
             preview: true,
+            rotate: 0,
+            flip: Flip::None,
             audio_sink: AudioSink::Fake,
             stall_secs: 5,
             silence_ms: 3000,
@@ -270,6 +304,9 @@ impl MediaConfig {
         }
         if !(50..=self.bitrate_kbps).contains(&self.min_bitrate_kbps) {
             return Err(format!("media.min_bitrate_kbps: must be between 50 and bitrate_kbps ({})", self.bitrate_kbps));
+        }
+        if ![0, 90, 180, 270].contains(&self.rotate) {
+            return Err(format!("media.rotate: {} is not 0, 90, 180 or 270", self.rotate));
         }
         if !self.test_pattern.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(format!("media.test_pattern: {:?} is not a pattern name", self.test_pattern));

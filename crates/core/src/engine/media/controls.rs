@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::media::{AudioSource, MediaConfig, VideoSink, VideoSource};
+use crate::media::{AudioSource, Layout, MediaConfig, VideoSink, VideoSource};
 use crate::proto::TrackState;
 
 /// The most a volume may be set to, percent (twice the stream's own level).
@@ -49,6 +49,9 @@ pub enum Control {
     },
     /// Sound level reports every `interval` (at least 100 ms); `None`: stop them.
     SoundLevel(Option<Duration>),
+    /// The local preview on or off (a grid tile, or the single layout's display while no
+    /// played stream is on it).
+    Preview(bool),
 }
 
 /// One played stream's own controls (kept while it is not played, for the next play).
@@ -88,6 +91,12 @@ pub(super) struct Controls {
     /// What the room said each stream sends: (video, audio).
     remote: HashMap<String, (TrackState, TrackState)>,
     pub(super) sound_every: Option<Duration>,
+    pub(super) preview: bool,
+    /// The single layout on a real display: one played stream at a time has the screen
+    /// (the others play audio only), so two streams never open two full-screen sinks.
+    one_screen: bool,
+    /// Played streams, oldest first: the oldest has the screen.
+    order: Vec<String>,
 }
 
 impl Controls {
@@ -103,7 +112,33 @@ impl Controls {
             plays: HashMap::new(),
             remote: HashMap::new(),
             sound_every: None,
+            preview: cfg.preview,
+            one_screen: cfg.layout == Layout::Single
+                && matches!(cfg.video_sink, VideoSink::Auto | VideoSink::Kms | VideoSink::Wayland),
+            order: Vec::new(),
         }
+    }
+
+    /// The single layout's screen is shared this way (see `one_screen`).
+    pub(super) fn one_screen(&self) -> bool {
+        self.one_screen
+    }
+
+    /// The played stream on the single layout's screen, if any.
+    pub(super) fn on_screen(&self) -> Option<&str> {
+        self.order.iter().find(|s| self.has_video(s)).map(String::as_str).filter(|_| self.one_screen)
+    }
+
+    /// A played stream stops. Returns the stream that takes the screen over, if this one
+    /// had it (its player must be rebuilt with a decoder).
+    pub(super) fn stopped(&mut self, stream: &str) -> Option<String> {
+        let had = self.on_screen() == Some(stream);
+        self.order.retain(|s| s != stream);
+        if had { self.on_screen().map(str::to_string) } else { None }
+    }
+
+    fn has_video(&self, stream: &str) -> bool {
+        self.has_display && self.remote_video(stream) != TrackState::Absent
     }
 
     /// What published streams carry now: (video, audio).
@@ -119,6 +154,7 @@ impl Controls {
         match c {
             Control::Camera(on) => self.camera = on,
             Control::Microphone(on) => self.microphone = on,
+            Control::Preview(on) => self.preview = on,
             Control::SoundLevel(every) => self.sound_every = every.map(|d| d.max(MIN_SOUND_LEVEL_INTERVAL)),
             Control::Speaker(on) => {
                 self.speaker = on;
@@ -147,6 +183,9 @@ impl Controls {
     /// A played stream starts: its controls are kept from before, or the defaults.
     pub(super) fn playing(&mut self, stream: &str) {
         self.plays.entry(stream.to_string()).or_default();
+        if !self.order.iter().any(|s| s == stream) {
+            self.order.push(stream.to_string());
+        }
     }
 
     /// The room says what stream `stream` sends.
@@ -160,9 +199,10 @@ impl Controls {
     }
 
     /// Whether a new play pipeline for `stream` builds a video decoder at all: not without
-    /// a display, nor for a stream that has no video.
+    /// a display, nor for a stream that has no video, nor (single layout on a real display)
+    /// for a stream that does not have the screen.
     pub(super) fn decodes_video(&self, stream: &str) -> bool {
-        self.has_display && self.remote_video(stream) != TrackState::Absent
+        self.has_video(stream) && (!self.one_screen || self.on_screen() == Some(stream))
     }
 
     /// Whether `stream`'s video is expected to render now (decoded, switched on here and at
@@ -229,6 +269,21 @@ mod tests {
         let headless = Controls::new(&MediaConfig { video_sink: VideoSink::None, ..MediaConfig::default() });
         assert!(!headless.decodes_video("door"));
         assert_eq!(sound_level(-100.0), 0.0);
+        // One screen: the oldest played stream that has video has it; the next takes over.
+        let mut one = Controls::new(&MediaConfig { video_sink: VideoSink::Kms, ..MediaConfig::default() });
+        assert!(one.one_screen());
+        one.set_remote("lift", TrackState::Absent, TrackState::On);
+        for s in ["lift", "door", "gate"] {
+            one.playing(s);
+        }
+        assert_eq!(one.on_screen(), Some("door"), "an audio-only stream does not take the screen");
+        assert!(one.decodes_video("door") && !one.decodes_video("gate") && !one.decodes_video("lift"));
+        assert_eq!(one.stopped("lift"), None);
+        assert_eq!(one.stopped("door"), Some("gate".to_string()));
+        assert!(one.decodes_video("gate"));
+        let grid =
+            Controls::new(&MediaConfig { video_sink: VideoSink::Kms, layout: Layout::Grid, ..MediaConfig::default() });
+        assert!(!grid.one_screen(), "the grid has a tile for each");
         assert_eq!(sound_level(0.0), 100.0);
         assert!((sound_level(-30.0) - 50.0).abs() < 1e-3);
     }

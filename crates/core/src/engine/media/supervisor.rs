@@ -148,6 +148,7 @@ impl MediaSupervisor {
             Control::Microphone(on) => self.run(Command::Mute(!on)),
             Control::SoundLevel(_) => self.next_sound = self.ctl.sound_every.map(|d| now + d),
             Control::PlayVideo { ref stream, on: true } => self.video_back(now, stream),
+            Control::Preview(_) => self.update_grid(),
             _ => {}
         }
         for stream in changed.unwrap_or_default() {
@@ -579,19 +580,26 @@ impl MediaSupervisor {
         self.out.push_back(MediaOutput::Event(EngineEvent::MediaEvent { stream_id: stream.to_string(), event }));
     }
 
-    /// In grid layout, shows the local preview and every played stream, asking for a new
-    /// grid when that set changes.
+    /// In grid layout, shows the local preview and every played stream; in the single
+    /// layout on a real display, the preview while no played stream has the screen. Asks
+    /// for a new grid when that set changes.
     fn update_grid(&mut self) {
-        if self.cfg.layout != Layout::Grid {
-            return;
-        }
+        let preview = self.ctl.preview && !self.pubs.is_empty() && self.ctl.local_tracks().0 != TrackState::Absent;
         let mut want = Vec::new();
-        if self.cfg.preview && !self.pubs.is_empty() {
-            want.push(rules::PREVIEW_CHANNEL.to_string());
+        match self.cfg.layout {
+            Layout::Grid => {
+                if preview {
+                    want.push(rules::PREVIEW_CHANNEL.to_string());
+                }
+                let mut plays: Vec<&String> = self.plays.keys().collect();
+                plays.sort();
+                want.extend(plays.into_iter().map(|s| rules::play_channel(s)));
+            }
+            Layout::Single if self.ctl.one_screen() && preview && self.ctl.on_screen().is_none() => {
+                want.push(rules::PREVIEW_CHANNEL.to_string());
+            }
+            Layout::Single => {}
         }
-        let mut plays: Vec<&String> = self.plays.keys().collect();
-        plays.sort();
-        want.extend(plays.into_iter().map(|s| rules::play_channel(s)));
         if want != self.grid {
             self.grid = want.clone();
             self.run(Command::Grid(want));
@@ -648,6 +656,15 @@ impl MediaSupervisor {
         };
         if had {
             self.run(Command::Remove { role, stream: stream.to_string() });
+        }
+        if role == MediaRole::Play
+            && let Some(next) = self.ctl.stopped(stream)
+            && self.plays.contains_key(&next)
+        {
+            // The screen is free: the next stream's player is rebuilt with a decoder.
+            tracing::info!(stream = %next, "the screen passes to the next played stream");
+            let now = self.last_timeout.unwrap_or_else(Instant::now);
+            self.relink(MediaRole::Play, &next, now);
         }
     }
 

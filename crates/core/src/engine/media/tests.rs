@@ -6,12 +6,12 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::supervisor::{MediaSupervisor, Present};
-use super::{Bind, Command, MediaOutput, Meters, Note, PlayCounts, PublishCounts};
+use super::{Bind, Command, Control, MediaOutput, Meters, Note, PlayCounts, PublishCounts};
 use crate::engine::event::PlayerState;
 use crate::engine::event::{EngineEvent, MediaEventKind, PublisherState};
 use crate::engine::session::StreamChange;
 use crate::media::encoder::Encoder;
-use crate::media::{Layout, MediaConfig, MediaError, rules};
+use crate::media::{Layout, MediaConfig, MediaError, VideoSink, rules};
 use crate::proto::{ErrorCode, MediaRole};
 use crate::rtc::client::ClientEvent;
 
@@ -142,6 +142,16 @@ impl Harness {
         let c =
             StreamChange::Player { stream_id: stream.into(), state: PlayerState::Playing, error_code: ErrorCode::OK };
         self.stream(c)
+    }
+
+    fn stop_play(&mut self, stream: &str) -> EngineEvent {
+        let c =
+            StreamChange::Player { stream_id: stream.into(), state: PlayerState::NoPlay, error_code: ErrorCode::OK };
+        self.stream(c)
+    }
+
+    fn control(&mut self, c: Control) {
+        self.sup.control(self.now, c);
     }
 
     fn link(&mut self, role: MediaRole, stream: &str, epoch: u64, ev: ClientEvent) {
@@ -550,6 +560,51 @@ fn the_grid_follows_the_preview_and_the_played_streams() {
     assert_eq!(grids[0][0], rules::PREVIEW_CHANNEL);
     h.publish("door");
     assert!(!h.commands().iter().any(|c| matches!(c, Command::Grid(_))), "unchanged: not rebuilt");
+}
+
+/// Preview switched at run time in the grid; in the single layout on a real display, the
+/// preview has the screen while nothing is played, the oldest played stream has it then,
+/// and the others play audio only until it is free (never two full-screen sinks).
+#[test]
+fn the_preview_switches_and_one_played_stream_has_the_single_screen() {
+    let grids = |h: &mut Harness| -> Vec<Vec<String>> {
+        h.commands().into_iter().filter_map(|c| if let Command::Grid(g) = c { Some(g) } else { None }).collect()
+    };
+    let mut h = Harness::new(MediaConfig { layout: Layout::Grid, ..MediaConfig::default() }, &["x264enc"]);
+    h.publish("door");
+    assert_eq!(grids(&mut h).last().unwrap(), &vec![rules::PREVIEW_CHANNEL.to_string()]);
+    h.control(Control::Preview(false));
+    assert_eq!(grids(&mut h).last().unwrap(), &Vec::<String>::new());
+    h.control(Control::Preview(true));
+    assert_eq!(grids(&mut h).last().unwrap(), &vec![rules::PREVIEW_CHANNEL.to_string()]);
+
+    let mut h = Harness::new(MediaConfig { video_sink: VideoSink::Kms, ..MediaConfig::default() }, &["x264enc"]);
+    h.publish("door");
+    assert_eq!(
+        grids(&mut h).last().unwrap(),
+        &vec![rules::PREVIEW_CHANNEL.to_string()],
+        "the screen shows the preview"
+    );
+    h.play("flat");
+    h.play("desk");
+    let cmds = h.commands();
+    let opens: Vec<(String, bool)> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::OpenLink { role: MediaRole::Play, stream, decode_video, .. } => {
+                Some((stream.clone(), *decode_video))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opens, vec![("flat".to_string(), true), ("desk".to_string(), false)], "one stream has the screen");
+    let last_grid = cmds.iter().rev().find_map(|c| if let Command::Grid(g) = c { Some(g.clone()) } else { None });
+    assert_eq!(last_grid, Some(Vec::new()), "the preview gives the screen up");
+    h.stop_play("flat");
+    let reopened = h.commands().into_iter().any(
+        |c| matches!(c, Command::OpenLink { role: MediaRole::Play, ref stream, decode_video: true, .. } if stream == "desk"),
+    );
+    assert!(reopened, "the screen passes to the next stream, rebuilt with a decoder");
 }
 
 /// Media binds where the signalling connection runs (no lookup of the server's name on
