@@ -991,3 +991,32 @@ async fn privacy_an_audio_only_lift_and_the_camera_and_speaker_switches() {
     let s = door.wait("door idle, camera off again", |s| s.call == "idle" && s.camera == "off").await;
     assert_eq!(s.gpio.outputs["camera"], "off");
 }
+
+/// `[video] source = "auto"` on a machine: the camera GStreamer's device monitor finds, or
+/// (none) audio only, said in the journal and the status — never the test pattern.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_without_a_camera_publishes_audio_only() {
+    let found = tokio::task::spawn_blocking(callbox::media::devices::probe).await.unwrap();
+    let camera = callbox::media::devices::AutoDevices::choose(&found).camera.is_some();
+    let server = Server::start("");
+    let d = Device::start_edited(&server.url(), "kiosk", None, &[], |c| {
+        c.replace("source = \"test\"\nwidth", "source = \"auto\"\nwidth")
+    });
+    let s = d.wait("logged in", connected).await;
+    let log = d.log();
+    if camera {
+        assert_eq!(s.camera, "on", "a camera was found: {log}");
+    } else {
+        assert_eq!(s.camera, "none", "{log}");
+        assert!(log.contains("camera: auto found none") && log.contains("audio only"), "{log}");
+    }
+    // Someone publishes: the kiosk joins and its stream says what it carries.
+    let (watch, mut ew) = media_engine(&server.url());
+    watch.login_room("lobby", user("watch"), notify()).await.unwrap();
+    watch.start_publishing_stream("watch-main", PublishChannel::Main).await.unwrap();
+    let added = ew.wait("the kiosk's stream", stream_update("door-main", UpdateType::Add)).await;
+    let EngineEvent::RoomStreamUpdate { streams, .. } = added else { unreachable!() };
+    let want = if camera { callbox::engine::TrackState::On } else { callbox::engine::TrackState::Absent };
+    assert_eq!(streams[0].video, want);
+    watch.destroy().await;
+}

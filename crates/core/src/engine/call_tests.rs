@@ -925,6 +925,24 @@ fn camera_off_and_on_mid_call_is_told_and_never_counts_as_a_stall() {
     w.run(Duration::from_secs(2));
     assert_eq!(w.stalls(flat, "door-main"), 0);
 
+    // The door's microphone: the flat is told it is off, then on.
+    let at = w.at;
+    w.devices[door].core.handle(at, Input::Mute(true));
+    let mic = |w: &World| {
+        w.devices[flat]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                EngineEvent::RemoteMicStateUpdate { state, .. } => Some(*state),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(w.run_until(Duration::from_secs(2), |w| mic(w) == [TrackState::Off]));
+    let at = w.at;
+    w.devices[door].core.handle(at, Input::Mute(false));
+    assert!(w.run_until(Duration::from_secs(2), |w| mic(w) == [TrackState::Off, TrackState::On]));
+
     // The flat stops decoding the door's video and mutes its speaker.
     let at = w.at;
     w.devices[flat].core.handle(at, Input::Control(Control::PlayVideo { stream: "door-main".into(), on: false }));
