@@ -211,7 +211,7 @@ fn privacy_keeps_the_camera_off_outside_calls_and_the_switches_follow_their_butt
     assert!(on < publish, "the camera goes on before the stream is announced: {ring:?}");
     assert!(ring.contains(&Action::Led(Output::Camera, LedMode::On)));
     // The switch turns it off even in a call, and on again.
-    let mut drain = |c: &mut CallController| std::iter::from_fn(|| c.poll_action()).collect::<Vec<_>>();
+    let drain = |c: &mut CallController| std::iter::from_fn(|| c.poll_action()).collect::<Vec<_>>();
     c.handle(t, Input::Button(Button::Camera, Press::Short));
     assert!(drain(&mut c).contains(&Action::Camera(false)));
     c.handle(t, Input::SetCamera(true));
