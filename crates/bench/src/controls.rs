@@ -4,10 +4,8 @@
 //! notification, and its decoded frames stopping and coming back).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use callbox::engine::{EngineEvent, PublishChannel, TrackState};
 use callbox::media::MediaConfig;
 use callbox::server::DEV_APP_ID;
@@ -75,16 +73,8 @@ async fn one_daemon(url: &str, dir: &Path, sink: &str, window: Duration) -> anyh
             socket.display()
         ),
     )?;
-    let mut child = Command::new(crate::callbox_exe()?)
-        .env_remove("CALLBOX_BIN")
-        .args(["device", "--config", cfg.to_str().unwrap_or_default()])
-        .env("RUST_LOG", "warn")
-        .env_remove("JOURNAL_STREAM")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting callbox device")?;
-    let pid = child.id();
+    let daemon = super::device::spawn(&cfg)?;
+    let pid = daemon.0.id();
     let playing = |s: &callbox::device::status::Status| {
         // Its first quality report: the play pipeline runs and media has flowed for 3 s.
         s.playing.iter().any(|p| p.stream_id == "door-main" && p.quality.is_some())
@@ -97,8 +87,7 @@ async fn one_daemon(url: &str, dir: &Path, sink: &str, window: Duration) -> anyh
         anyhow::Ok((proc_cpu(pid) - c0).as_secs_f64() / t0.elapsed().as_secs_f64())
     }
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(daemon);
     r
 }
 

@@ -29,7 +29,22 @@ pub struct Footprint {
     pub cpu: f64,
 }
 
-struct Daemon(Child);
+/// A `callbox device` child, killed on drop.
+pub(super) struct Daemon(pub(super) Child);
+
+/// Starts `callbox device --config cfg`, quiet.
+pub(super) fn spawn(cfg: &Path) -> anyhow::Result<Daemon> {
+    let child = Command::new(crate::callbox_exe()?)
+        .env_remove("CALLBOX_BIN")
+        .args(["device", "--config", cfg.to_str().unwrap_or_default()])
+        .env("RUST_LOG", "warn")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting callbox device")?;
+    Ok(Daemon(child))
+}
 
 impl Drop for Daemon {
     fn drop(&mut self) {
@@ -91,16 +106,7 @@ pub async fn footprint(window: Duration) -> anyhow::Result<Vec<Footprint>> {
             socket.display()
         ),
     )?;
-    let child = Command::new(crate::callbox_exe()?)
-        .env_remove("CALLBOX_BIN")
-        .args(["device", "--config", cfg.to_str().unwrap_or_default()])
-        .env("RUST_LOG", "warn")
-        .env_remove("JOURNAL_STREAM")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting callbox device")?;
-    let daemon = Daemon(child);
+    let daemon = spawn(&cfg)?;
     let pid = daemon.0.id();
     wait_status(&socket, "logged in", |s| s.room.state == callbox::engine::RoomState::Connected).await?;
     let idle = measure(pid, "logged in, idle", window).await;

@@ -854,6 +854,17 @@ impl World {
             .collect()
     }
 
+    /// Both log in to `lobby`; `caller`'s call button rings `callee`, whose call button
+    /// answers.
+    fn ring_and_answer(&mut self, caller: usize, callee: usize) {
+        self.login(caller, "lobby");
+        self.login(callee, "lobby");
+        assert!(self.run_until(Duration::from_secs(5), |w| w.in_room(caller) && w.in_room(callee)));
+        self.press(caller, Button::Call, Press::Short);
+        assert!(self.run_until(Duration::from_secs(5), |w| w.call_state(callee) == CallState::Ringing));
+        self.press(callee, Button::Call, Press::Short);
+    }
+
     /// Audio packets device `i` received of `stream`.
     fn audio(&self, i: usize, stream: &str) -> u64 {
         self.devices[i].media.plays.get(stream).map_or(0, |(c, _)| c.audio)
@@ -873,12 +884,7 @@ fn a_lift_without_a_camera_calls_with_audio_only() {
     };
     let lift = w.add_with("lift", [10, 0, 1, 1], intercom("desk"), no_camera);
     let desk = w.add("desk", [10, 0, 2, 1], intercom("lift"));
-    w.login(lift, "lobby");
-    w.login(desk, "lobby");
-    assert!(w.run_until(Duration::from_secs(5), |w| w.in_room(lift) && w.in_room(desk)));
-    w.press(lift, Button::Call, Press::Short);
-    assert!(w.run_until(Duration::from_secs(5), |w| w.call_state(desk) == CallState::Ringing));
-    w.press(desk, Button::Call, Press::Short);
+    w.ring_and_answer(lift, desk);
     let both = |w: &World| w.audio(desk, "lift-main") >= 50 && w.audio(lift, "desk-main") >= 50;
     assert!(w.run_until(Duration::from_secs(10), both), "audio both ways");
     assert_eq!(w.stream_tracks(desk, "lift-main"), Some((TrackState::Absent, TrackState::On)));
@@ -899,12 +905,7 @@ fn camera_off_and_on_mid_call_is_told_and_never_counts_as_a_stall() {
     let mut w = World::new();
     let door = w.add("door", [10, 0, 1, 1], intercom("flat"));
     let flat = w.add("flat", [10, 0, 2, 1], intercom("door"));
-    w.login(door, "lobby");
-    w.login(flat, "lobby");
-    assert!(w.run_until(Duration::from_secs(5), |w| w.in_room(door) && w.in_room(flat)));
-    w.press(door, Button::Call, Press::Short);
-    assert!(w.run_until(Duration::from_secs(5), |w| w.call_state(flat) == CallState::Ringing));
-    w.press(flat, Button::Call, Press::Short);
+    w.ring_and_answer(door, flat);
     assert!(w.run_until(Duration::from_secs(10), |w| w.decoded(flat, "door-main") >= 30));
 
     let at = w.at;
