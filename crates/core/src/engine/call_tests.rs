@@ -958,3 +958,24 @@ fn camera_off_and_on_mid_call_is_told_and_never_counts_as_a_stall() {
     w.devices[flat].core.handle(at, Input::Control(Control::PlayVideo { stream: "door-main".into(), on: true }));
     assert!(w.run_until(Duration::from_secs(1), |w| w.decoded(flat, "door-main") > video + 5));
 }
+
+/// A camera switched off while the publish is still on its way: the room ends up told the
+/// camera is off (the publish said on; the switch follows once it is accepted).
+#[test]
+fn a_switch_during_the_publish_is_not_lost() {
+    let mut w = World::new();
+    let door = w.add("door", [10, 0, 1, 1], None);
+    let flat = w.add("flat", [10, 0, 2, 1], None);
+    w.login(door, "lobby");
+    w.login(flat, "lobby");
+    assert!(w.run_until(Duration::from_secs(5), |w| w.in_room(door) && w.in_room(flat)));
+    w.publish(door, "door-main");
+    let at = w.at;
+    w.devices[door].core.handle(at, Input::Control(Control::Camera(false)));
+    assert!(w.run_until(Duration::from_secs(3), |w| w.camera_states(flat) == [TrackState::Off]), "the flat is told");
+    assert_eq!(
+        w.stream_tracks(flat, "door-main"),
+        Some((TrackState::On, TrackState::On)),
+        "announced before the switch"
+    );
+}

@@ -201,6 +201,9 @@ struct Publish {
     extra_info: String,
     state: PublisherState,
     cmd: Option<CmdId>,
+    /// The tracks the last `publish` of it said (a switch while it was under way is sent
+    /// once it is accepted).
+    sent_tracks: (TrackState, TrackState),
 }
 
 struct Play {
@@ -433,8 +436,13 @@ impl Session {
         if self.publishes.values().any(|p| p.stream_id == stream_id) {
             return self.done(cmd, Err(EngineError::Invalid(ErrorCode::STREAM_ID_IN_USE)));
         }
-        let entry =
-            Publish { stream_id: stream_id.clone(), extra_info, state: PublisherState::NoPublish, cmd: Some(cmd) };
+        let entry = Publish {
+            stream_id: stream_id.clone(),
+            extra_info,
+            state: PublisherState::NoPublish,
+            cmd: Some(cmd),
+            sent_tracks: self.local_tracks,
+        };
         self.publishes.insert(channel, entry);
         self.publisher_state(channel, PublisherState::PublishRequesting, ErrorCode::OK);
         if self.phase == Phase::Connected {

@@ -36,8 +36,15 @@ impl Session {
                     return;
                 };
                 let cmd = p.cmd.take();
+                let (sent, now_tracks) = (p.sent_tracks, self.local_tracks);
                 match result {
                     Ok(_) => {
+                        if sent != now_tracks {
+                            // Switched while the publish was under way.
+                            let req = self.request(Pending::Simple(0));
+                            let (video, audio) = now_tracks;
+                            self.send(ClientMsg::SetStreamState { req, stream_id: stream_id.clone(), video, audio });
+                        }
                         self.publisher_state(ch, PublisherState::Publishing, ErrorCode::OK);
                         if let Some(c) = cmd {
                             self.done(c, Ok(0));

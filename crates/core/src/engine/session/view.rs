@@ -83,9 +83,11 @@ impl Session {
     }
 
     pub(super) fn send_publish(&mut self, ch: PublishChannel) {
-        let Some(p) = self.publishes.get(&ch) else {
+        let tracks = self.local_tracks;
+        let Some(p) = self.publishes.get_mut(&ch) else {
             return;
         };
+        p.sent_tracks = tracks;
         let (stream_id, extra_info) = (p.stream_id.clone(), p.extra_info.clone());
         let req = self.request(Pending::Publish(ch, stream_id.clone()));
         let (video, audio) = self.local_tracks;

@@ -24,6 +24,8 @@ impl Registry {
             return self.fail(conn, Some(req), ErrorCode::STREAM_NOT_ALLOWED, "token does not allow this stream ID");
         }
         if s.published.contains_key(&stream_id) {
+            // Published again (after a resume): what it carries now counts, told as a switch.
+            let _ = self.apply_tracks(sid, &stream_id, stream.video, stream.audio);
             return self.send(conn, ServerMsg::Ok { req });
         }
         if s.published.len() >= self.limits.max_streams_per_user {
@@ -52,41 +54,42 @@ impl Registry {
         video: TrackState,
         audio: TrackState,
     ) {
+        match self.apply_tracks(sid, stream_id, video, audio) {
+            Ok(()) => self.send(conn, ServerMsg::Ok { req }),
+            Err((code, why)) => self.fail(conn, Some(req), code, why),
+        }
+    }
+
+    /// Records a published stream's tracks and tells the room when they changed.
+    fn apply_tracks(
+        &mut self,
+        sid: &str,
+        stream_id: &str,
+        video: TrackState,
+        audio: TrackState,
+    ) -> Result<(), (ErrorCode, &'static str)> {
         let Some(s) = self.sessions.get_mut(sid) else {
-            return self.internal(conn, Some(req), "stream state: no session behind the connection");
+            return Err((ErrorCode::SERVER_INTERNAL, "stream state: no session behind the connection"));
         };
         let Some(p) = s.published.get_mut(stream_id) else {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::MEDIA_NOT_PUBLISHING,
-                "this session does not publish that stream",
-            );
+            return Err((ErrorCode::MEDIA_NOT_PUBLISHING, "this session does not publish that stream"));
         };
         let absent = |was: TrackState, now: TrackState| (was == TrackState::Absent) != (now == TrackState::Absent);
         if absent(p.video, video) || absent(p.audio, audio) {
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::STREAM_STATE_INVALID,
-                "a track's presence is fixed when the stream is published",
-            );
+            return Err((ErrorCode::STREAM_STATE_INVALID, "a track's presence is fixed when the stream is published"));
         }
-        let changed = (p.video, p.audio) != (video, audio);
+        if (p.video, p.audio) == (video, audio) {
+            return Ok(());
+        }
         (p.video, p.audio) = (video, audio);
         let room_id = s.room_id.clone();
-        if changed {
-            tracing::info!(callbox_event = "stream_state", room_id = %room_id, stream_id, user_id = %s.user.user_id,
-                video = video.as_str(), audio = audio.as_str(), "stream state");
-        }
-        self.send(conn, ServerMsg::Ok { req });
-        if !changed {
-            return;
-        }
+        tracing::info!(callbox_event = "stream_state", room_id = %room_id, stream_id, user_id = %s.user.user_id,
+            video = video.as_str(), audio = audio.as_str(), "stream state");
         let msg = ServerMsg::StreamStateUpdate { room_id, stream_id: stream_id.to_string(), video, audio };
         for other in self.room_others(sid) {
             self.send_session(&other, msg.clone());
         }
+        Ok(())
     }
 
     /// Records an accepted publish and tells the room (StreamUpdate Add, PlayAvailable to

@@ -241,6 +241,61 @@ fn streams_unique_per_app_and_isolated_between_apps() {
     assert_eq!(w.take(3), vec![ServerMsg::Ok { req: 3 }], "stream IDs are per app");
 }
 
+/// Track states: announced with the stream, switched with `set_stream_state` (the room is
+/// told once per change), kept in snapshots, updated by a publish again (a resume); a track
+/// published absent stays absent; a stream needs one track.
+#[test]
+fn stream_track_states_are_announced_switched_and_kept() {
+    use crate::proto::TrackState::{Absent, Off, On};
+    let mut w = World::new(90);
+    w.login(1, "lift", "r", false);
+    w.login(2, "desk", "r", false);
+    let publish = |req, video, audio| ClientMsg::Publish {
+        req,
+        stream_id: "lift-main".into(),
+        extra_info: String::new(),
+        video,
+        audio,
+    };
+    w.msg(1, publish(2, Absent, Absent));
+    assert_eq!(error_code(&w.take(1)), Some(ErrorCode::STREAM_STATE_INVALID));
+    w.msg(1, publish(3, Absent, On));
+    assert_eq!(w.take(1), vec![ServerMsg::Ok { req: 3 }]);
+    let added = w.take(2);
+    assert!(
+        matches!(&added[..], [ServerMsg::StreamUpdate { streams, .. }] if (streams[0].video, streams[0].audio) == (Absent, On)),
+        "{added:?}"
+    );
+    let set = |req, video, audio| ClientMsg::SetStreamState { req, stream_id: "lift-main".into(), video, audio };
+    w.msg(1, set(4, Absent, Off));
+    assert_eq!(w.take(1), vec![ServerMsg::Ok { req: 4 }]);
+    let told =
+        ServerMsg::StreamStateUpdate { room_id: "r".into(), stream_id: "lift-main".into(), video: Absent, audio: Off };
+    assert_eq!(w.take(2), vec![told.clone()]);
+    w.msg(1, set(5, Absent, Off));
+    assert!(w.take(2).is_empty(), "no change, nothing told");
+    w.msg(1, set(6, On, Off));
+    assert_eq!(error_code(&w.take(1)), Some(ErrorCode::STREAM_STATE_INVALID), "a camera cannot appear");
+    w.msg(2, ClientMsg::SetStreamState { req: 7, stream_id: "lift-main".into(), video: On, audio: On });
+    assert_eq!(error_code(&w.take(2)), Some(ErrorCode::MEDIA_NOT_PUBLISHING), "only its publisher switches it");
+    // A newcomer's snapshot has the state; a publish again (after a resume) updates it.
+    w.reg.handle_connect(3, w.now);
+    let token = w.token(1, "watch", &["login", "play"], 3600);
+    let user = UserInfo::new("watch".into(), "watch".into());
+    w.msg(
+        3,
+        ClientMsg::Login { req: 1, version: 1, app_id: 1, token, room_id: "r".into(), user, user_status_notify: false },
+    );
+    let snap = w.take(3);
+    let Some(ServerMsg::LoginOk { room, .. }) = snap.first() else { panic!("{snap:?}") };
+    assert_eq!((room.streams[0].video, room.streams[0].audio), (Absent, Off));
+    w.msg(1, publish(8, Absent, On));
+    assert_eq!(w.take(1), vec![ServerMsg::Ok { req: 8 }]);
+    let on =
+        ServerMsg::StreamStateUpdate { room_id: "r".into(), stream_id: "lift-main".into(), video: Absent, audio: On };
+    assert_eq!(w.take(2), vec![on]);
+}
+
 #[test]
 fn play_waits_for_stream_and_is_stopped_with_it() {
     let mut w = World::new(90);
