@@ -374,7 +374,7 @@ async fn audio_only_play_decodes_no_video() {
     let server = Server::start("");
     let sideways = MediaConfig { rotate: 90, flip: callbox::media::Flip::Horizontal, ..MediaConfig::small() };
     let (door, _ed) = media_engine_with(&server.url(), sideways);
-    let (lift, _el) =
+    let (lift, mut el) =
         media_engine_with(&server.url(), MediaConfig { video_sink: VideoSink::None, ..MediaConfig::small() });
     let (flat, _ef) = media_engine(&server.url());
     door.login_room("lobby", user("door"), notify()).await.unwrap();
@@ -387,6 +387,10 @@ async fn audio_only_play_decodes_no_video() {
     counts_until(&lift, "door-main", Duration::from_secs(10), |c| c.audio >= 150).await;
     let c = lift.play_counts("door-main").await.unwrap();
     assert_eq!((c.decoded, c.rendered, c.width), (0, 0, 0), "no display, nothing decoded: {c:?}");
+    // Nor downloaded: the lift's play connection offers no video.
+    let q = el.wait("the lift's play quality", |e| matches!(e, EngineEvent::PlayerQualityUpdate { .. })).await;
+    let EngineEvent::PlayerQualityUpdate { quality: q, .. } = q else { unreachable!() };
+    assert!(q.video_kbps == 0.0 && q.audio_kbps > 0.0, "the lift received video: {q:?}");
     let f = flat.play_counts("door-main").await.unwrap();
     assert_eq!((f.width, f.height), (320, 240), "{f:?}");
 

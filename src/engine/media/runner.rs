@@ -201,7 +201,8 @@ impl MediaRunner {
                     Ok(b) => b,
                     Err(e) => return Some(Note::OpenFailed(MediaRole::Publish, stream, epoch, e)),
                 };
-                let opts = LinkOpts { silence, relays: self.relays(ice), send_rate, repair: self.config.repair };
+                let video = self.config.video != crate::media::VideoSource::None;
+                let opts = LinkOpts { silence, relays: self.relays(ice), send_rate, repair: self.config.repair, video };
                 let events = self.link_events(MediaRole::Publish, &stream, epoch);
                 let p = self.pubs.entry(stream.clone()).or_default();
                 p.conn = None;
@@ -231,7 +232,13 @@ impl MediaRunner {
                     Ok(b) => b,
                     Err(e) => return Some(Note::OpenFailed(MediaRole::Play, stream, epoch, e)),
                 };
-                let opts = LinkOpts { silence, relays: self.relays(ice), send_rate: None, repair: self.config.repair };
+                let opts = LinkOpts {
+                    silence,
+                    relays: self.relays(ice),
+                    send_rate: None,
+                    repair: self.config.repair,
+                    video: decode_video,
+                };
                 let events = self.link_events(MediaRole::Play, &stream, epoch);
                 let errors = self.pipeline_errors(MediaRole::Play, &stream, epoch);
                 let build = self.next_build();

@@ -47,11 +47,14 @@ pub struct LinkOpts {
     /// Loss repair: NACK/RTX and FlexFEC for video offered (`[media] repair`, on unless
     /// turned off to compare).
     pub repair: bool,
+    /// Offer video (false: audio only: a station without a camera, a player that decodes
+    /// no video, which then does not receive it either).
+    pub video: bool,
 }
 
 impl Default for LinkOpts {
     fn default() -> Self {
-        LinkOpts { silence: Duration::ZERO, relays: Relays::default(), send_rate: None, repair: true }
+        LinkOpts { silence: Duration::ZERO, relays: Relays::default(), send_rate: None, repair: true, video: true }
     }
 }
 
@@ -95,7 +98,8 @@ impl ClientConn {
         let local = socket.local_addr()?;
         let silence = if opts.silence.is_zero() { Duration::from_secs(3) } else { opts.silence };
         let relays = opts.relays;
-        let (core, offer) = ClientCore::new(Instant::now(), role, local, silence, opts.send_rate, opts.repair)?;
+        let (core, offer) =
+            ClientCore::new(Instant::now(), role, local, silence, opts.send_rate, opts.repair, opts.video)?;
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (rtp_tx, rtp_rx) = mpsc::channel(1024);
         let with_relays = relays.servers.iter().any(|s| s.turn_urls().next().is_some());

@@ -68,6 +68,8 @@ struct Media {
     /// Each play pipeline: it decodes video (built with a decoder, not muted), its gain.
     play_video: HashMap<String, (bool, bool)>,
     gains: HashMap<String, f64>,
+    /// Video RTP packets that reached each play link at all (decoded or not).
+    video_rtp: HashMap<String, u64>,
 }
 
 impl Meters for Media {
@@ -88,11 +90,13 @@ impl Media {
     fn execute(&mut self, now: Instant, cmd: Command) -> Option<Note> {
         match cmd {
             Command::OpenLink { role, stream, epoch, bind, silence, send_rate, decode_video, settings, .. } => {
+                // What the runner offers: video only where it is sent or decoded.
+                let video = if role == MediaRole::Play { decode_video } else { self.has_camera };
                 let ip = self.ip;
                 let mut addr = bind.resolve(|_| Some(ip)).expect("a route");
                 addr.set_port(self.next_port);
                 self.next_port += 1;
-                let (core, offer) = ClientCore::new(now, role, addr, silence, send_rate, self.repair).unwrap();
+                let (core, offer) = ClientCore::new(now, role, addr, silence, send_rate, self.repair, video).unwrap();
                 self.links.insert((role, stream.clone()), Link { epoch, core, addr });
                 if role == MediaRole::Play {
                     // A new play pipeline comes with each play link.
@@ -191,6 +195,9 @@ impl Media {
                     continue;
                 }
                 let Some((c, last)) = self.plays.get_mut(stream) else { continue };
+                if kind == Kind::Video {
+                    *self.video_rtp.entry(stream.clone()).or_default() += 1;
+                }
                 let (built, on) = self.play_video.get(stream).copied().unwrap_or((true, true));
                 match kind {
                     // Dropped before the decoder (or no decoder at all).
@@ -308,6 +315,7 @@ impl World {
             camera: true,
             play_video: HashMap::new(),
             gains: HashMap::new(),
+            video_rtp: HashMap::new(),
         };
         let core = engine(self.at, self.devices.len() as u64 + 1, cfg);
         let d = Device {
@@ -894,6 +902,8 @@ fn a_lift_without_a_camera_calls_with_audio_only() {
     assert_eq!(w.stalls(desk, "lift-main"), 0, "an audio-only stream never stalls its video");
     assert_eq!(w.devices[lift].media.play_video.get("desk-main"), Some(&(false, true)), "the lift has no display");
     assert_eq!(w.decoded(lift, "desk-main"), 0);
+    assert_eq!(w.devices[lift].media.video_rtp.get("desk-main"), None, "nor downloaded: no video m-line was offered");
+    assert!(w.devices[desk].media.video_rtp.get("lift-main").is_none(), "the lift sends no video");
     assert!(w.audio(lift, "desk-main") > 100, "the lift hears the desk");
 }
 

@@ -80,7 +80,9 @@ pub struct ClientCore {
 impl ClientCore {
     /// A connection for `role` whose socket is bound at `local`; gives the offer to send
     /// to the server. A connection silent for `silence` once media flowed reports
-    /// [`ClientEvent::Silent`]. `repair`: offer NACK/RTX and FlexFEC.
+    /// [`ClientEvent::Silent`]. `repair`: offer NACK/RTX and FlexFEC. `video`: offer a video
+    /// m-line (false: audio only, so an audio-only player does not even download the
+    /// stream's video, and an audio-only publisher offers none).
     pub fn new(
         now: Instant,
         role: MediaRole,
@@ -88,6 +90,7 @@ impl ClientCore {
         silence: Duration,
         send_rate: Option<SendRate>,
         repair: bool,
+        video: bool,
     ) -> Result<(ClientCore, String), RtcError> {
         let congestion = send_rate.filter(|_| role == MediaRole::Publish).map(|r| peer::Congestion {
             initial_bps: r.start_kbps as f64 * 1000.0,
@@ -99,7 +102,7 @@ impl ClientCore {
             now,
             PeerOpts { lite: false, credentials: None, congestion, repair: counters.clone(), red: false },
         )?;
-        for kind in Kind::ALL {
+        for kind in Kind::ALL.into_iter().filter(|k| video || *k != Kind::Video) {
             let init = match role {
                 MediaRole::Publish => RTCRtpTransceiverInit {
                     direction: RTCRtpTransceiverDirection::Sendonly,

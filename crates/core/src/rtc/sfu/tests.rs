@@ -61,7 +61,8 @@ impl Net {
     /// A device connection for `stream` offered, answered and handed its answer; its index.
     fn join(&mut self, session: &str, stream: &str, role: MediaRole) -> usize {
         let addr: SocketAddr = format!("10.0.1.{}:5000", self.clients.len() + 1).parse().unwrap();
-        let (mut core, offer) = ClientCore::new(self.now, role, addr, Duration::from_secs(3), None, true).unwrap();
+        let (mut core, offer) =
+            ClientCore::new(self.now, role, addr, Duration::from_secs(3), None, true, true).unwrap();
         let answer = self
             .sfu
             .handle_offer(self.now, MediaOffer { session: session.into(), stream: key(stream), role, sdp: offer })
