@@ -465,6 +465,9 @@ impl DeviceConfig {
             ConfigError::value(&key, e)
         })?;
         self.scenario()?;
+        if self.video_source() == "none" && self.audio.source == "none" {
+            return Err(ConfigError::value("audio.source", "a station needs a camera or a microphone (both are none)"));
+        }
         if !matches!(self.privacy.camera.as_str(), "always" | "in_calls") {
             return Err(ConfigError::value("privacy.camera", "must be always or in_calls"));
         }
@@ -954,6 +957,7 @@ mod tests {
             ("[video]\nsource = \"/dev/video0\"\n", "video.source"),
             ("[media]\nscenario = \"loud\"\n", "media.scenario"),
             ("[video]\nrotate = 45\n", "video.rotate"),
+            ("[video]\nsource = \"none\"\n[audio]\nsource = \"none\"\n", "audio.source"),
             ("[video]\nflip = \"diagonal\"\n", "video.flip"),
             ("[privacy]\ncamera = \"sometimes\"\n", "privacy.camera"),
             ("[audio]\nvolume = 300\n", "audio.volume"),
