@@ -851,6 +851,17 @@ impl World {
             .count()
     }
 
+    fn mic_states(&self, i: usize) -> Vec<TrackState> {
+        self.devices[i]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                EngineEvent::RemoteMicStateUpdate { state, .. } => Some(*state),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn camera_states(&self, i: usize) -> Vec<TrackState> {
         self.devices[i]
             .events
@@ -939,16 +950,7 @@ fn camera_off_and_on_mid_call_is_told_and_never_counts_as_a_stall() {
     // The door's microphone: the flat is told it is off, then on.
     let at = w.at;
     w.devices[door].core.handle(at, Input::Mute(true));
-    let mic = |w: &World| {
-        w.devices[flat]
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                EngineEvent::RemoteMicStateUpdate { state, .. } => Some(*state),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-    };
+    let mic = |w: &World| w.mic_states(flat);
     assert!(w.run_until(Duration::from_secs(2), |w| mic(w) == [TrackState::Off]));
     let at = w.at;
     w.devices[door].core.handle(at, Input::Mute(false));
