@@ -63,10 +63,10 @@ fn server_config(
     if dev {
         cfg.dev = true;
         if !cfg.apps.iter().any(|a| a.app_id == callbox::server::DEV_APP_ID) {
-            cfg.apps.push(callbox::server::config::AppConfig {
-                app_id: callbox::server::DEV_APP_ID,
-                secret: callbox::server::DEV_SECRET.into(),
-            });
+            cfg.apps.push(callbox::server::config::AppConfig::new(
+                callbox::server::DEV_APP_ID,
+                callbox::server::DEV_SECRET,
+            ));
         }
     }
     cfg.dev_public = dev_public;
@@ -101,6 +101,46 @@ pub struct TokenArgs {
 }
 
 /// `callbox token`.
+/// `callbox webhook ...`.
+#[derive(clap::Subcommand)]
+pub enum WebhookCommand {
+    /// Check a delivery's `Callbox-Signature` against its body (read from stdin): exit 0 when
+    /// it checks out, 1 when not (the reason on stderr).
+    Verify {
+        /// The app's webhook secret.
+        #[arg(long, env = "CALLBOX_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        /// The `Callbox-Signature` header's value.
+        #[arg(long)]
+        signature: String,
+        /// The largest accepted distance of its timestamp from now, seconds.
+        #[arg(long, default_value_t = 300)]
+        tolerance: u64,
+    },
+}
+
+/// Runs a `callbox webhook` command.
+pub fn webhook(c: WebhookCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        WebhookCommand::Verify { secret, signature, tolerance } => {
+            use std::io::Read;
+            let mut body = String::new();
+            std::io::stdin().read_to_string(&mut body)?;
+            let now = auth::unix_now();
+            match callbox::server::webhooks::sign::verify(secret.as_bytes(), &signature, &body, now, tolerance) {
+                Ok(()) => {
+                    println!("ok");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("callbox webhook verify: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
 pub fn token(a: TokenArgs) -> anyhow::Result<ExitCode> {
     let key = auth::parse_secret(&a.secret)?;
     auth::check_privileges(&a.privileges)?;

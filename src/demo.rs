@@ -48,7 +48,7 @@ async fn demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     callbox::media::init()?;
     let mut cfg: ServerConfig = toml::from_str("")?;
     cfg.listen = a.listen.clone();
-    cfg.apps = vec![AppConfig { app_id: DEMO_APP_ID, secret: DEMO_SECRET.into() }];
+    cfg.apps = vec![AppConfig::new(DEMO_APP_ID, DEMO_SECRET)];
     // Media stays on loopback: the demo is for this machine only.
     cfg.media.bind = "127.0.0.1".into();
     cfg.media.port = 0;

@@ -40,6 +40,11 @@ enum Command {
     Token(cli::TokenArgs),
     /// Read a desk's password from stdin and print its hash for `[[desks]] password`.
     DeskPassword,
+    /// Webhook tools for receivers.
+    Webhook {
+        #[command(subcommand)]
+        command: cli::WebhookCommand,
+    },
     /// Validate a config file and exit (0 valid, 78 invalid).
     CheckConfig {
         /// The file.
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server { config, listen, dev, dev_public } => cli::server(config, listen, dev, dev_public),
         Command::Token(args) => cli::token(args),
+        Command::Webhook { command } => cli::webhook(command),
         Command::CheckConfig { file, kind } => cli::check_config(&file, kind),
         Command::Device { config } => cli::device(config),
         Command::DeskPassword => {

@@ -178,7 +178,7 @@ mod tests {
         let secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         let mut cfg: crate::server::ServerConfig = toml::from_str("").unwrap();
         cfg.listen = "127.0.0.1:0".into();
-        cfg.apps = vec![AppConfig { app_id: 7, secret: secret.into() }];
+        cfg.apps = vec![AppConfig::new(7, secret)];
         cfg.state_dir = dir.display().to_string();
         cfg.media.enabled = false;
         let server = crate::server::start(cfg).await.unwrap();

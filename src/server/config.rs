@@ -14,6 +14,49 @@ pub use callbox_core::server::config::{
 /// Default listen address for HTTP and WebSocket.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7880";
 
+/// `[webhooks]`: how deliveries are retried and bounded, and whom the TLS client trusts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// The first retry's delay, milliseconds; it doubles per failure of the same event.
+    pub retry_ms: u64,
+    /// The longest delay between tries, milliseconds.
+    pub retry_max_ms: u64,
+    /// How long one delivery may take (connect, TLS, answer), milliseconds.
+    pub timeout_ms: u64,
+    /// Events kept per app; when full, the oldest waiting one is dropped (counted).
+    pub queue: usize,
+    /// Deliveries under way at once per app (one per room).
+    pub in_flight: usize,
+    /// CA certificates (PEM) the receivers' certificates must chain to; empty: the system's.
+    pub ca_file: String,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            retry_ms: 1000,
+            retry_max_ms: 60_000,
+            timeout_ms: 5000,
+            queue: 10_000,
+            in_flight: 4,
+            ca_file: String::new(),
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// The outbox's part.
+    pub fn outbox(&self) -> callbox_core::server::webhooks::OutboxConfig {
+        callbox_core::server::webhooks::OutboxConfig {
+            retry: Duration::from_millis(self.retry_ms.max(10)),
+            retry_max: Duration::from_millis(self.retry_max_ms.max(self.retry_ms).max(10)),
+            queue: self.queue.max(1),
+            in_flight: self.in_flight.clamp(1, 64),
+        }
+    }
+}
+
 /// The server configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +79,9 @@ pub struct ServerConfig {
     /// Calls between members (ring time).
     #[serde(default)]
     pub calls: CallsConfig,
+    /// How webhooks are delivered (each app's receiver is in `[[apps]]`).
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// Front-desk accounts that sign in to the browser page with a password.
     #[serde(default)]
     pub desks: Vec<super::desk::DeskConfig>,
@@ -129,6 +175,37 @@ impl ServerConfig {
         for (i, app) in self.apps.iter().enumerate() {
             crate::auth::parse_secret(&app.secret)
                 .map_err(|e| ConfigError::value(&format!("apps[{i}].secret"), e.to_string()))?;
+            match (&app.webhook_url, &app.webhook_secret) {
+                (Some(url), Some(secret)) => {
+                    if !url.trim().to_ascii_lowercase().starts_with("http") {
+                        return Err(ConfigError::value(
+                            &format!("apps[{i}].webhook_url"),
+                            "must be https:// or http://",
+                        ));
+                    }
+                    callbox_core::url::ServerUrl::parse(url)
+                        .map_err(|e| ConfigError::value(&format!("apps[{i}].webhook_url"), e.to_string()))?;
+                    if secret.len() < 16 {
+                        return Err(ConfigError::value(
+                            &format!("apps[{i}].webhook_secret"),
+                            "at least 16 characters (e.g. `openssl rand -hex 32`)",
+                        ));
+                    }
+                }
+                (Some(_), None) => {
+                    return Err(ConfigError::value(
+                        &format!("apps[{i}].webhook_secret"),
+                        "required with webhook_url: receivers check each delivery's signature with it",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::value(
+                        &format!("apps[{i}].webhook_url"),
+                        "webhook_secret is set without it",
+                    ));
+                }
+                (None, None) => {}
+            }
             if !seen.insert(app.app_id) {
                 return Err(ConfigError::value(
                     &format!("apps[{i}].app_id"),

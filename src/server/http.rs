@@ -55,6 +55,7 @@ pub fn router(hub: Hub, dev: bool, desks: std::sync::Arc<super::desk::Desks>) ->
         .route("/api/v1/apps/{app_id}/rooms", get(list_rooms))
         .route("/api/v1/apps/{app_id}/rooms/{room_id}", get(room))
         .route("/api/v1/apps/{app_id}/rooms/{room_id}/users/{user_id}", delete(kick))
+        .route("/api/v1/apps/{app_id}/rooms/{room_id}/users/{user_id}/door", post(open_door))
         .route("/api/v1/apps/{app_id}/device-keys", post(create_device_key).get(list_device_keys))
         .route("/api/v1/apps/{app_id}/device-keys/{id}", delete(revoke_device_key))
         .route("/api/v1/token", post(device_token))
@@ -151,6 +152,7 @@ async fn metrics(State(hub): State<Hub>) -> Response {
     } {
         text.push_str(&super::metrics::render_media(&stats));
     }
+    text.push_str(&hub.webhooks().render());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -215,6 +217,31 @@ async fn kick(
         Json(json!({"kicked": true, "room_id": room_id, "user_id": user_id})).into_response()
     } else {
         error(StatusCode::NOT_FOUND, ErrorCode::ADMIN_NOT_FOUND, "no such user in this room")
+    }
+}
+
+/// `POST /api/v1/apps/{app_id}/rooms/{room_id}/users/{user_id}/door`: opens that door
+/// station's door (no call needed: the building's backend asks). 200 once the station
+/// confirms, 409 with its reason when it refuses, 404 when the user is not in the room, 504
+/// when it does not answer within 4 s (or is not connected).
+async fn open_door(
+    State(hub): State<Hub>,
+    Path((app_id, room_id, user_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (app_id, claims) = match authorize(&hub, &app_id, Some(&room_id), &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let req = super::registry::HttpMedia::Door {
+        app_id,
+        room_id: room_id.clone(),
+        user_id: user_id.clone(),
+        by: claims.user_id.clone(),
+    };
+    match hub.http(req).await {
+        Ok(_) => Json(json!({"opened": true, "room_id": room_id, "user_id": user_id})).into_response(),
+        Err(r) => refused(r),
     }
 }
 

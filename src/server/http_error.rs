@@ -36,6 +36,7 @@ pub(super) fn status(kind: RefusalKind) -> StatusCode {
         RefusalKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         RefusalKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        RefusalKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
     }
 }
 
@@ -61,6 +62,7 @@ mod tests {
             (RefusalKind::RateLimited, 429),
             (RefusalKind::Internal, 500),
             (RefusalKind::Unavailable, 503),
+            (RefusalKind::Timeout, 504),
         ];
         for (kind, code) in all {
             assert_eq!(status(kind).as_u16(), code, "{kind:?}");

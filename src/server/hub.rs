@@ -61,6 +61,7 @@ pub struct Hub {
     max_message_bytes: usize,
     live: Arc<(AtomicUsize, Notify)>,
     sfu: Option<Sfu>,
+    webhooks: super::webhook_task::Webhooks,
 }
 
 /// Counts a connection as live until dropped, so shutdown can wait for writers to flush.
@@ -84,9 +85,10 @@ impl Hub {
             state_writer(path)
         });
         let max_message_bytes = registry.max_message_bytes();
-        tokio::spawn(run(registry, rx, tx.clone(), sfu.clone(), saver.clone()));
+        let webhooks = super::webhook_task::Webhooks::spawn(cfg);
+        tokio::spawn(run(registry, rx, tx.clone(), sfu.clone(), saver.clone(), webhooks.clone()));
         let live = Arc::new((AtomicUsize::new(0), Notify::new()));
-        Hub { state: saver, tx, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, live, sfu }
+        Hub { state: saver, tx, next_conn: Arc::new(AtomicU64::new(1)), max_message_bytes, live, sfu, webhooks }
     }
 
     /// A WHIP/WHEP request: the registry's answer (after the media relay's, for an offer).
@@ -102,6 +104,11 @@ impl Hub {
     /// The media relay, when media is enabled.
     pub fn sfu(&self) -> Option<&Sfu> {
         self.sfu.as_ref()
+    }
+
+    /// The webhook delivery task.
+    pub fn webhooks(&self) -> &super::webhook_task::Webhooks {
+        &self.webhooks
     }
 
     /// The largest text message accepted.
@@ -239,6 +246,7 @@ async fn run(
     me: mpsc::Sender<Cmd>,
     sfu: Option<Sfu>,
     saver: Option<mpsc::Sender<StateMsg>>,
+    webhooks: super::webhook_task::Webhooks,
 ) {
     let mut conns: HashMap<ConnId, mpsc::Sender<ToConn>> = HashMap::new();
     let mut http = Pending::default();
@@ -277,7 +285,7 @@ async fn run(
             }
             _ = tick.tick() => reg.handle_tick(Now::system()),
         }
-        deliver(&mut reg, &mut conns, &mut http, &me, sfu.as_ref(), saver.as_ref());
+        deliver(&mut reg, &mut conns, &mut http, &me, sfu.as_ref(), saver.as_ref(), &webhooks);
         if let Some(r) = reply {
             r();
         }
@@ -309,6 +317,7 @@ fn deliver(
     me: &mpsc::Sender<Cmd>,
     sfu: Option<&Sfu>,
     saver: Option<&mpsc::Sender<StateMsg>>,
+    webhooks: &super::webhook_task::Webhooks,
 ) {
     let mut overflowed = Vec::new();
     while let Some(out) = reg.poll_output() {
@@ -346,6 +355,17 @@ fn deliver(
                 // The requester may have gone (its HTTP connection closed): nobody to tell.
                 if let Some(tx) = http.waiting.remove(&id) {
                     let _ = tx.send(answer);
+                }
+            }
+            Output::Hook(h) => {
+                let app_id = h.app_id;
+                if !webhooks.send(h) {
+                    reg.metrics.dropped(super::metrics::Dropped::Webhook);
+                    tracing::warn!(
+                        callbox_event = "webhook_dropped",
+                        app_id,
+                        "the webhook task is behind; an event is dropped"
+                    );
                 }
             }
             Output::SaveDeviceKeys(text) => match saver {

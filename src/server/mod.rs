@@ -14,6 +14,8 @@ mod hub;
 pub use callbox_core::server::device_keys;
 use callbox_core::server::metrics;
 pub use callbox_core::server::registry;
+pub use callbox_core::server::webhooks;
+mod webhook_task;
 mod whip;
 mod ws;
 
@@ -56,6 +58,7 @@ impl RunningServer {
     /// Applies a new configuration's apps, session timing and limits (what SIGHUP does);
     /// returns what changed.
     pub async fn reconfigure(&self, cfg: ServerConfig) -> Vec<String> {
+        self.hub.webhooks().reconfigure(&cfg).await;
         self.hub.with(move |reg, now| reg.reconfigure(&cfg.registry(), now)).await.unwrap_or_default()
     }
 

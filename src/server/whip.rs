@@ -61,7 +61,7 @@ fn answer(a: Result<HttpAnswer, Refusal>) -> Response {
             }
             r
         }
-        Ok(HttpAnswer::Ended) => StatusCode::OK.into_response(),
+        Ok(HttpAnswer::Ended | HttpAnswer::DoorOpened) => StatusCode::OK.into_response(),
         Err(r) => refused(r),
     }
 }

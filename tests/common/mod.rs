@@ -136,9 +136,15 @@ fn spawn(
     let at =
         if extra.trim_start().starts_with('[') { 0 } else { extra.find("\n[").map(|i| i + 1).unwrap_or(extra.len()) };
     let (top, tables) = extra.split_at(at);
-    let text = format!(
-        "{top}\n[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[[apps]]\napp_id = {OTHER_APP}\nsecret = \"{OTHER_SECRET}\"\n{media}{tables}\n"
-    );
+    // A test that names its own apps (a webhook, say) names them all.
+    let apps = if extra.contains("[[apps]]") {
+        String::new()
+    } else {
+        format!(
+            "[[apps]]\napp_id = {APP}\nsecret = \"{SECRET}\"\n[[apps]]\napp_id = {OTHER_APP}\nsecret = \"{OTHER_SECRET}\"\n"
+        )
+    };
+    let text = format!("{top}\n{apps}{media}{tables}\n");
     std::fs::write(&cfg, text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_callbox"))
         .args(["server", "--config", cfg.to_str().unwrap(), "--listen", listen])

@@ -135,7 +135,7 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
             for with_tls in [false, true] {
                 let mut cfg: ServerConfig = toml::from_str("")?;
                 cfg.listen = "127.0.0.1:0".into();
-                cfg.apps = vec![AppConfig { app_id: DEMO_APP_ID, secret: secret().into() }];
+                cfg.apps = vec![AppConfig::new(DEMO_APP_ID, secret())];
                 cfg.limits.logins_per_sec = 10_000.0;
                 cfg.limits.login_burst = 10_000.0;
                 cfg.state_dir = pki.dir.display().to_string();

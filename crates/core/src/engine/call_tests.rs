@@ -252,6 +252,8 @@ struct World {
     next_conn: ConnId,
     next_cmd: CmdId,
     next_tick: Instant,
+    /// What the registry told the webhooks, in order.
+    hooks: Vec<crate::server::webhooks::Hook>,
 }
 
 fn engine(at: Instant, seed: u64, media: MediaConfig) -> EngineCore {
@@ -271,7 +273,11 @@ impl World {
     fn new() -> World {
         let at = Instant::now();
         let mut cfg: RegistryConfig = toml::from_str("").unwrap();
-        cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }];
+        cfg.apps = vec![AppConfig {
+            webhook_url: Some("https://backend.example/hooks".into()),
+            webhook_secret: Some("0123456789abcdef".into()),
+            ..AppConfig::new(1, SECRET)
+        }];
         cfg.media.enabled = true;
         let sfu_addr: SocketAddr = SFU.parse().unwrap();
         World {
@@ -284,6 +290,7 @@ impl World {
             next_conn: 1,
             next_cmd: 1,
             next_tick: at,
+            hooks: vec![],
         }
     }
 
@@ -519,6 +526,7 @@ impl World {
                     self.reg.handle_disconnect(conn, now);
                 }
                 SrvOut::SaveDeviceKeys(_) => {}
+                SrvOut::Hook(h) => self.hooks.push(h),
             }
         }
         moved
@@ -791,6 +799,47 @@ fn the_door_rings_the_flat_which_answers_survives_a_ten_second_cut_opens_and_han
         )
     });
     assert!(ended, "the door was told the flat hung up");
+
+    // The integrator's backend heard every step, in order, and the cut (a resume) is not
+    // an event: nobody in the room saw a change.
+    let names: Vec<String> = w
+        .hooks
+        .iter()
+        .filter(|h| h.room_id == "lobby")
+        .map(|h| {
+            use crate::server::webhooks::HookEvent as H;
+            match &h.event {
+                H::UserJoined { user } => format!("user_joined {}", user.user_id),
+                H::StreamPublished { stream_id, .. } => format!("stream_published {stream_id}"),
+                H::StreamUnpublished { stream_id, .. } => format!("stream_unpublished {stream_id}"),
+                H::CallRinging { caller, callee, .. } => format!("call_ringing {caller}>{callee}"),
+                H::CallAnswered { callee, .. } => format!("call_answered {callee}"),
+                H::CallEnded { reason, .. } => format!("call_ended {}", reason.name()),
+                H::DoorOpened { door, by } => format!("door_opened {door} by {by}"),
+                H::DoorRefused { door, by, reason } => format!("door_refused {door} by {by} {}", reason.name()),
+                other => other.name().to_string(),
+            }
+        })
+        .filter(|n| !n.starts_with("stream_"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "room_started",
+            "user_joined door",
+            "user_joined flat",
+            "user_joined visitor",
+            "call_ringing door>flat",
+            "call_answered flat",
+            "door_opened door by flat",
+            "door_refused door by visitor DOOR_FORBIDDEN",
+            "call_ended CALL_HUNG_UP",
+        ],
+        "{names:#?}"
+    );
+    assert!(w.hooks.iter().any(|h| matches!(&h.event,
+        crate::server::webhooks::HookEvent::StreamPublished { stream_id, .. } if stream_id == "door-main")));
+    assert!(w.hooks.windows(2).all(|p| p[0].ts <= p[1].ts), "timestamps do not go back");
 }
 
 /// The door rings the flat while the flat's network is cut (within the grace period): for

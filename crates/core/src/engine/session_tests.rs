@@ -46,7 +46,7 @@ impl Net {
 
     fn registry(grace_secs: u64, at: Instant) -> Registry {
         let mut cfg: RegistryConfig = toml::from_str("").unwrap();
-        cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }];
+        cfg.apps = vec![AppConfig::new(1, SECRET)];
         cfg.session.grace_secs = grace_secs;
         Registry::new(&cfg, at)
     }
@@ -111,7 +111,7 @@ impl Net {
                             self.clients[i].s.handle_message(at, epoch, msg);
                         }
                     }
-                    SrvOut::Media(_) | SrvOut::SaveDeviceKeys(_) | SrvOut::Http(..) => {}
+                    SrvOut::Media(_) | SrvOut::SaveDeviceKeys(_) | SrvOut::Http(..) | SrvOut::Hook(_) => {}
                     SrvOut::Close(conn) => {
                         if let Some(i) = self.client_of(conn) {
                             let epoch = self.clients[i].conn.take().unwrap().0;

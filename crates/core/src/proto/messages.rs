@@ -61,7 +61,8 @@ pub enum MemberKind {
 }
 
 impl MemberKind {
-    fn is_person(&self) -> bool {
+    /// Whether this is a person.
+    pub fn is_person(&self) -> bool {
         *self == MemberKind::Person
     }
 }

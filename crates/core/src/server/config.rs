@@ -108,7 +108,7 @@ impl Default for MediaConfig {
 /// Default UDP port for media.
 pub const DEFAULT_MEDIA_PORT: u16 = 7882;
 
-/// One app: its ID and secret.
+/// One app: its ID and secret, and where its events go.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
@@ -116,6 +116,20 @@ pub struct AppConfig {
     pub app_id: u32,
     /// 64 hex characters; signs the app's tokens.
     pub secret: String,
+    /// The app's webhook receiver (`https://...`, or `http://` on a trusted network).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Signs each webhook delivery (HMAC-SHA256); required with `webhook_url`, at least 16
+    /// characters.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+}
+
+impl AppConfig {
+    /// An app without a webhook.
+    pub fn new(app_id: u32, secret: impl Into<String>) -> Self {
+        AppConfig { app_id, secret: secret.into(), webhook_url: None, webhook_secret: None }
+    }
 }
 
 /// Session timing.

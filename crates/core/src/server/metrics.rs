@@ -40,6 +40,8 @@ pub enum Dropped {
     MediaCommand,
     /// A device keys write while the state writer was behind (the next change writes them all).
     DeviceKeysWrite,
+    /// A webhook event while the delivery task's queue was full.
+    Webhook,
 }
 
 impl Dropped {
@@ -49,6 +51,7 @@ impl Dropped {
             Dropped::SlowClient => "slow_client",
             Dropped::MediaCommand => "media_command",
             Dropped::DeviceKeysWrite => "device_keys_write",
+            Dropped::Webhook => "webhook",
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::refusal::{Refusal, RefusalKind as K};
 use super::sessions::Session;
 use super::*;
+use crate::server::webhooks::HookEvent;
 
 /// A session to admit: who, where, with what claims, and on which connection (none for a
 /// WHIP publisher).
@@ -24,6 +25,7 @@ impl Registry {
     /// kicked, and the room's members that asked are told the user joined. The new
     /// session's ID.
     pub(super) fn admit(&mut self, a: Admission, now: Now) -> Result<String, Refusal> {
+        self.observe(now);
         if !self.apps.contains(a.app_id) {
             self.inconsistent("admit: the app vanished");
             return Err(Refusal::internal());
@@ -50,6 +52,10 @@ impl Registry {
         if let Some(c) = conn {
             self.conns.bind(c, &sid);
         }
+        if others.is_empty() {
+            self.hook(app_id, &room_id, HookEvent::RoomStarted);
+        }
+        self.hook(app_id, &room_id, HookEvent::UserJoined { user: user.clone() });
         for other in others {
             self.send_user_update(&other, &room_id, UpdateType::Add, &user, ErrorCode::OK);
         }
@@ -265,8 +271,10 @@ impl Registry {
         }
         self.store.release_user(s.app_id, &s.user.user_id, sid);
         let (others, removed) = self.rooms.leave(s.app_id, &s.room_id, sid);
+        self.hook(s.app_id, &s.room_id, HookEvent::UserLeft { user_id: s.user.user_id.clone(), reason });
         if removed {
             tracing::info!(callbox_event = "room_removed", room_id = %s.room_id, "room empty; removed");
+            self.hook(s.app_id, &s.room_id, HookEvent::RoomFinished);
         }
         for other in others {
             self.send_user_update(&other, &s.room_id, UpdateType::Delete, &s.user, reason);

@@ -223,7 +223,7 @@ mod tests {
 
     fn cfg(apps: &[u32]) -> RegistryConfig {
         let mut cfg: RegistryConfig = toml::from_str("").unwrap();
-        cfg.apps = apps.iter().map(|id| AppConfig { app_id: *id, secret: SECRET.into() }).collect();
+        cfg.apps = apps.iter().map(|id| AppConfig::new(*id, SECRET)).collect();
         cfg.limits.logins_per_sec = 1.0;
         cfg.limits.login_burst = 1.0;
         cfg

@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use super::calls::{Callee, Notes, Party};
+use super::doors::{Request, Requester, Waiting};
 use super::*;
 use crate::proto::{Capability, RingOrder};
 use crate::server::config::RING_SECS;
+use crate::server::webhooks::HookEvent;
 
 /// The most callees one call may name.
 pub const MAX_CALLEES: usize = 16;
@@ -128,42 +130,119 @@ impl Registry {
         };
         let (app_id, room_id, from) = (s.app_id, s.room_id.clone(), s.user.clone());
         let privileged = s.claims.privileges.iter().any(|p| p == "door");
+        let in_call = self.calls.answered_peer(sid).is_some_and(|peer| self.store.user(app_id, &user_id) == Some(peer));
+        let request = Request {
+            requester: Requester::Session { sid: sid.to_string(), req },
+            by: from.user_id.clone(),
+            app_id,
+            room_id,
+            door: String::new(),
+            door_user: user_id,
+        };
+        if !privileged && !in_call {
+            tracing::info!(callbox_event = "door_refused", room_id = %request.room_id, user_id = %from.user_id, door = %request.door_user,
+                error_code = ErrorCode::DOOR_FORBIDDEN.0, "door request refused: no door privilege and no call with the door");
+            let why = "opening a door needs the door privilege or an answered call with it";
+            return self.door_result(&request, Err((ErrorCode::DOOR_FORBIDDEN, why.into())));
+        }
+        self.forward_door(request, from, in_call, now);
+    }
+
+    /// `POST /api/v1/apps/{app}/rooms/{room}/users/{user}/door` (already authorized): the
+    /// building's own backend opens one door station's door, with or without a call.
+    pub(super) fn admin_open_door(
+        &mut self,
+        id: HttpId,
+        app_id: u32,
+        room_id: String,
+        user_id: String,
+        by: String,
+        now: Now,
+    ) {
+        let in_room =
+            self.store.user(app_id, &user_id).and_then(|d| self.sessions.get(d)).is_some_and(|s| s.room_id == room_id);
+        if !in_room {
+            let r = Refusal::new(
+                RefusalKind::NotFound,
+                ErrorCode::ADMIN_NOT_FOUND,
+                format!("{user_id} is not in the room"),
+            );
+            return self.out.push_back(Output::Http(id, Err(r)));
+        }
+        let request = Request {
+            requester: Requester::Admin(id),
+            by: by.clone(),
+            app_id,
+            room_id,
+            door: String::new(),
+            door_user: user_id,
+        };
+        self.forward_door(request, UserInfo::new(by.clone(), by), false, now);
+    }
+
+    /// Forwards a checked request to its door station (or answers why it cannot be).
+    fn forward_door(&mut self, mut request: Request, from: UserInfo, in_call: bool, now: Now) {
+        let (app_id, user_id) = (request.app_id, request.door_user.clone());
         let door = self
             .store
             .user(app_id, &user_id)
             .map(str::to_string)
-            .filter(|d| self.sessions.get(d).is_some_and(|s| s.room_id == room_id));
+            .filter(|d| self.sessions.get(d).is_some_and(|s| s.room_id == request.room_id));
         let Some(door) = door else {
-            return self.fail(conn, Some(req), ErrorCode::DOOR_OFFLINE, format!("{user_id} is not in the room"));
+            return self.door_result(&request, Err((ErrorCode::DOOR_OFFLINE, format!("{user_id} is not in the room"))));
         };
         let Some(d) = self.sessions.get(&door) else {
-            return self.internal(conn, Some(req), "door: the door vanished");
+            return self.door_result(&request, Err((ErrorCode::SERVER_INTERNAL, "door: the door vanished".into())));
         };
         if !d.user.can(Capability::Door) {
-            return self.fail(conn, Some(req), ErrorCode::DOOR_NOT_A_DOOR, format!("{user_id} has no door relay"));
+            return self
+                .door_result(&request, Err((ErrorCode::DOOR_NOT_A_DOOR, format!("{user_id} has no door relay"))));
         }
-        let door_conn = d.conn;
-        let in_call = self.calls.answered_peer(sid) == Some(door.as_str());
-        if !privileged && !in_call {
-            tracing::info!(callbox_event = "door_refused", room_id = %room_id, user_id = %from.user_id, door = %user_id,
-                error_code = ErrorCode::DOOR_FORBIDDEN.0, "door request refused: no door privilege and no call with the door");
-            return self.fail(
-                conn,
-                Some(req),
-                ErrorCode::DOOR_FORBIDDEN,
-                "opening a door needs the door privilege or an answered call with it",
-            );
-        }
-        let Some(door_conn) = door_conn else {
-            return self.fail(conn, Some(req), ErrorCode::DOOR_OFFLINE, format!("{user_id} is not connected"));
+        let Some(door_conn) = d.conn else {
+            return self.door_result(&request, Err((ErrorCode::DOOR_OFFLINE, format!("{user_id} is not connected"))));
         };
-        let Some(request_id) = self.doors.open(now.at, sid.to_string(), req, door, user_id.clone()) else {
-            return self.fail(conn, Some(req), ErrorCode::RATE_LIMITED, "too many door requests waiting");
+        request.door = door;
+        let room_id = request.room_id.clone();
+        let Some(request_id) = self.doors.open(now.at, request.clone()) else {
+            return self.door_result(&request, Err((ErrorCode::RATE_LIMITED, "too many door requests waiting".into())));
         };
         self.metrics.door_requests += 1;
         tracing::info!(callbox_event = "door_request", room_id = %room_id, user_id = %from.user_id, door = %user_id, request_id, in_call,
             "door request forwarded");
         self.send(door_conn, ServerMsg::DoorRequest { room_id, request_id, from, in_call });
+    }
+
+    /// Tells the requester how its door request ended (and the webhooks).
+    fn door_result(&mut self, r: &Request, result: Result<(), (ErrorCode, String)>) {
+        let event = match &result {
+            Ok(()) => HookEvent::DoorOpened { door: r.door_user.clone(), by: r.by.clone() },
+            Err((code, _)) => HookEvent::DoorRefused { door: r.door_user.clone(), by: r.by.clone(), reason: *code },
+        };
+        self.hook(r.app_id, &r.room_id, event);
+        match &r.requester {
+            Requester::Session { sid, req } => {
+                let msg = match result {
+                    Ok(()) => ServerMsg::Ok { req: *req },
+                    Err((code, message)) => {
+                        self.metrics.error(code);
+                        ServerMsg::error(Some(*req), code, message)
+                    }
+                };
+                self.send_session(&sid.clone(), msg);
+            }
+            Requester::Admin(id) => {
+                let answer = result.map(|()| HttpAnswer::DoorOpened).map_err(|(code, message)| {
+                    let kind = match code {
+                        ErrorCode::DOOR_NO_ANSWER | ErrorCode::DOOR_OFFLINE => RefusalKind::Timeout,
+                        ErrorCode::RATE_LIMITED => RefusalKind::RateLimited,
+                        ErrorCode::SERVER_INTERNAL => RefusalKind::Internal,
+                        _ => RefusalKind::Conflict,
+                    };
+                    Refusal::new(kind, code, message)
+                });
+                self.out.push_back(Output::Http(*id, answer));
+            }
+        }
     }
 
     /// `door_answer` from a door station.
@@ -174,8 +253,8 @@ impl Registry {
         };
         tracing::info!(callbox_event = "door_answer", door = %w.door_user, request_id, error_code = code.0,
             "door answered: {}", if code == ErrorCode::OK { "opened" } else { code.name() });
-        let msg = if code == ErrorCode::OK {
-            ServerMsg::Ok { req: w.req }
+        let result = if code == ErrorCode::OK {
+            Ok(())
         } else {
             let code = if ErrorCode::ALL.iter().any(|(c, n, _)| *c == code && n.starts_with("DOOR_")) {
                 code
@@ -183,9 +262,9 @@ impl Registry {
                 ErrorCode::DOOR_REFUSED
             };
             let message = if message.is_empty() { code.name().to_string() } else { truncate(message, 256) };
-            ServerMsg::error(Some(w.req), code, message)
+            Err((code, message))
         };
-        self.send_session(&w.requester.clone(), msg);
+        self.door_result(&w.into(), result);
     }
 
     /// Ring timers and door requests that got no answer.
@@ -195,9 +274,8 @@ impl Registry {
         for w in self.doors.expired(now.at) {
             tracing::warn!(callbox_event = "door_no_answer", door = %w.door_user, error_code = ErrorCode::DOOR_NO_ANSWER.0,
                 "the door station did not answer the door request in time");
-            let msg =
-                ServerMsg::error(Some(w.req), ErrorCode::DOOR_NO_ANSWER, format!("{} did not answer", w.door_user));
-            self.send_session(&w.requester, msg);
+            let why = format!("{} did not answer", w.door_user);
+            self.door_result(&w.into(), Err((ErrorCode::DOOR_NO_ANSWER, why)));
         }
     }
 
@@ -207,8 +285,8 @@ impl Registry {
         let notes = self.calls.session_gone(self.clock, sid, reason == ErrorCode::USER_LOGGED_OUT);
         self.send_notes(notes);
         for w in self.doors.session_gone(sid) {
-            let msg = ServerMsg::error(Some(w.req), ErrorCode::DOOR_OFFLINE, format!("{} left", w.door_user));
-            self.send_session(&w.requester, msg);
+            let why = format!("{} left", w.door_user);
+            self.door_result(&w.into(), Err((ErrorCode::DOOR_OFFLINE, why)));
         }
     }
 
@@ -217,6 +295,7 @@ impl Registry {
     /// says where its call stands, including what was sent on a connection that died
     /// before it arrived.
     fn send_notes(&mut self, notes: Notes) {
+        self.hook_call_steps();
         for (to, msg) in notes {
             if let ServerMsg::CallUpdate { call_id, state: crate::proto::CallPhase::Ended, peer, reason, .. } = &msg
                 && let Some(s) = self.sessions.get_mut(&to)
@@ -241,4 +320,17 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(end);
     }
     s
+}
+
+impl From<Waiting> for Request {
+    fn from(w: Waiting) -> Self {
+        Request {
+            requester: w.requester,
+            by: w.by,
+            app_id: w.app_id,
+            room_id: w.room_id,
+            door: w.door,
+            door_user: w.door_user,
+        }
+    }
 }

@@ -105,9 +105,28 @@ pub(super) struct Calls {
     /// The call each session is in (caller, ringing or answered callee).
     by_session: HashMap<String, u64>,
     next_id: u64,
+    /// What the caller was told, in order, for the webhooks ([`Calls::take_steps`]).
+    steps: Vec<CallStep>,
+}
+
+/// A step of a call as its caller saw it: one per message to the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct CallStep {
+    pub(super) room_id: String,
+    pub(super) call_id: u64,
+    pub(super) caller: String,
+    /// The callee of this step (the last one at the end).
+    pub(super) peer: String,
+    pub(super) phase: CallPhase,
+    pub(super) reason: ErrorCode,
 }
 
 impl Calls {
+    /// The steps since the last call, oldest first.
+    pub(super) fn take_steps(&mut self) -> Vec<CallStep> {
+        std::mem::take(&mut self.steps)
+    }
+
     /// Whether `sid` is in a call.
     pub(super) fn busy(&self, sid: &str) -> bool {
         self.by_session.contains_key(sid)
@@ -208,6 +227,7 @@ impl Calls {
             }
         }
         notes.push((caller.sid.clone(), update(call, CallPhase::Answered, &callee, ErrorCode::OK)));
+        self.steps.push(step(call, CallPhase::Answered, &callee, ErrorCode::OK));
         notes.push((sid.to_string(), update(call, CallPhase::Answered, &caller.user, ErrorCode::OK)));
         Ok(notes)
     }
@@ -309,6 +329,7 @@ impl Calls {
             notes.push((sid, update(call, CallPhase::Ended, &call.caller.user, reason)));
         }
         notes.push((call.caller.sid.clone(), update(call, CallPhase::NotAnswered, &user, reason)));
+        self.steps.push(step(call, CallPhase::NotAnswered, &user, reason));
     }
 
     /// Rings who should ring now (every waiting callee together, or the next one in turn),
@@ -344,12 +365,14 @@ impl Calls {
                         };
                         notes.push((sid, incoming));
                         notes.push((caller, update(call, CallPhase::Ringing, &user, ErrorCode::OK)));
+                        self.steps.push(step(call, CallPhase::Ringing, &user, ErrorCode::OK));
                     }
                     other => {
                         let reason = if other.is_some() { ErrorCode::CALL_BUSY } else { ErrorCode::CALL_PEER_OFFLINE };
                         call.legs[i].leg = Leg::Over(reason);
                         call.last = reason;
                         notes.push((caller, update(call, CallPhase::NotAnswered, &user, reason)));
+                        self.steps.push(step(call, CallPhase::NotAnswered, &user, reason));
                     }
                 }
             }
@@ -376,9 +399,21 @@ impl Calls {
             .or_else(|| call.legs.last().map(|l| l.user().clone()))
             .unwrap_or_else(|| call.caller.user.clone());
         notes.push((call.caller.sid.clone(), update(&call, CallPhase::Ended, &peer, reason)));
+        self.steps.push(step(&call, CallPhase::Ended, &peer, reason));
         tracing::info!(callbox_event = "call_ended", call_id = id, room_id = %call.room_id, caller = %call.caller.user.user_id,
             error_code = reason.0, "call ended: {}", reason.name());
         notes
+    }
+}
+
+fn step(call: &Call, phase: CallPhase, peer: &UserInfo, reason: ErrorCode) -> CallStep {
+    CallStep {
+        room_id: call.room_id.clone(),
+        call_id: call.id,
+        caller: call.caller.user.user_id.clone(),
+        peer: peer.user_id.clone(),
+        phase,
+        reason,
     }
 }
 

@@ -352,3 +352,71 @@ fn a_door_opens_for_its_call_peer_without_the_door_privilege() {
     w.step(2, hang_up(id)).unwrap();
     assert_eq!(w.step(2, open("door")), Err(ErrorCode::DOOR_FORBIDDEN), "the call is over");
 }
+
+fn admin_door(w: &mut World, id: HttpId, user: &str) {
+    let req = HttpMedia::Door { app_id: 1, room_id: ROOM.into(), user_id: user.into(), by: "backend".into() };
+    w.reg.handle_http(id, req, w.now);
+    w.pump();
+}
+
+/// The admin API opens one door without a call: 200 once the station confirms, 409 with
+/// its reason, 404 for a user not in the room, 504 (DOOR_NO_ANSWER) for silence, and the
+/// webhooks hear each open and refusal.
+#[test]
+fn the_admin_api_opens_one_door_and_hears_its_answer() {
+    let mut w = house();
+    w.door(4, "gate");
+    w.outbox.clear();
+    admin_door(&mut w, 10, "door");
+    let reqs = door_requests(&mut w, 1);
+    assert_eq!(reqs.iter().map(|r| (r.1.as_str(), r.2)).collect::<Vec<_>>(), vec![("backend", false)]);
+    assert!(door_requests(&mut w, 4).is_empty(), "the other door hears nothing");
+    assert!(w.http.is_empty(), "no answer before the station's");
+    w.msg(1, ClientMsg::DoorAnswer { request_id: reqs[0].0, code: ErrorCode::OK, message: String::new() });
+    assert_eq!(w.http.pop(), Some((10, Ok(HttpAnswer::DoorOpened))));
+
+    admin_door(&mut w, 11, "door");
+    let id = door_requests(&mut w, 1)[0].0;
+    w.msg(1, ClientMsg::DoorAnswer { request_id: id, code: ErrorCode::DOOR_RELAY_FAULT, message: "relay: EIO".into() });
+    let (_, r) = w.http.pop().unwrap();
+    let r = r.unwrap_err();
+    assert_eq!(
+        (r.kind, r.code, r.message.as_str()),
+        (RefusalKind::Conflict, ErrorCode::DOOR_RELAY_FAULT, "relay: EIO")
+    );
+
+    admin_door(&mut w, 12, "nobody");
+    let (_, r) = w.http.pop().unwrap();
+    assert_eq!(r.unwrap_err().kind, RefusalKind::NotFound);
+    admin_door(&mut w, 13, "flat");
+    assert_eq!(w.http.pop().unwrap().1.unwrap_err().code, ErrorCode::DOOR_NOT_A_DOOR);
+
+    admin_door(&mut w, 14, "door");
+    w.take(1);
+    w.advance(DOOR_ANSWER_WITHIN);
+    let (id, r) = w.http.pop().unwrap();
+    let r = r.unwrap_err();
+    assert_eq!((id, r.kind, r.code), (14, RefusalKind::Timeout, ErrorCode::DOOR_NO_ANSWER));
+    let doors: Vec<String> = w
+        .hooks
+        .iter()
+        .filter_map(|h| match &h.event {
+            crate::server::webhooks::HookEvent::DoorOpened { door, by } => Some(format!("opened {door} {by}")),
+            crate::server::webhooks::HookEvent::DoorRefused { door, reason, .. } => {
+                Some(format!("refused {door} {}", reason.name()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        doors,
+        [
+            "opened door backend",
+            "refused door DOOR_RELAY_FAULT",
+            "refused flat DOOR_NOT_A_DOOR",
+            "refused door DOOR_NO_ANSWER"
+        ],
+        "a user not in the room is no door event"
+    );
+    w.reg.check_invariants().unwrap();
+}

@@ -7,22 +7,46 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::HttpId;
+
 /// How long a door station has to answer.
 pub const DOOR_ANSWER_WITHIN: Duration = Duration::from_secs(4);
 
 /// The most door requests waiting at once per server; more are refused as rate-limited.
 const MAX_WAITING: usize = 1024;
 
+/// Who waits for a door's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Requester {
+    /// A member: its session and request number.
+    Session { sid: String, req: u64 },
+    /// The admin API: the HTTP request to answer.
+    Admin(HttpId),
+}
+
 /// One request waiting for its door.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Waiting {
-    /// The requester's session and request number.
-    pub(super) requester: String,
-    pub(super) req: u64,
-    /// The door station's session.
+    pub(super) requester: Requester,
+    /// The requester's user ID (for the journal and the webhooks).
+    pub(super) by: String,
+    /// The door station's app, room, session and user.
+    pub(super) app_id: u32,
+    pub(super) room_id: String,
     pub(super) door: String,
     pub(super) door_user: String,
     until: Instant,
+}
+
+/// A new request, before it waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Request {
+    pub(super) requester: Requester,
+    pub(super) by: String,
+    pub(super) app_id: u32,
+    pub(super) room_id: String,
+    pub(super) door: String,
+    pub(super) door_user: String,
 }
 
 /// See the module docs.
@@ -34,20 +58,14 @@ pub(super) struct Doors {
 
 impl Doors {
     /// A new request; its ID, or none when too many wait.
-    pub(super) fn open(
-        &mut self,
-        now: Instant,
-        requester: String,
-        req: u64,
-        door: String,
-        door_user: String,
-    ) -> Option<u64> {
+    pub(super) fn open(&mut self, now: Instant, r: Request) -> Option<u64> {
         if self.waiting.len() >= MAX_WAITING {
             return None;
         }
         self.next_id += 1;
+        let Request { requester, by, app_id, room_id, door, door_user } = r;
         let until = now + DOOR_ANSWER_WITHIN;
-        self.waiting.insert(self.next_id, Waiting { requester, req, door, door_user, until });
+        self.waiting.insert(self.next_id, Waiting { requester, by, app_id, room_id, door, door_user, until });
         Some(self.next_id)
     }
 
@@ -65,7 +83,7 @@ impl Doors {
     /// A session ended: its requests go (as requester, nobody waits; as door, they are
     /// answered DOOR_OFFLINE by the caller of this).
     pub(super) fn session_gone(&mut self, sid: &str) -> Vec<Waiting> {
-        self.waiting.retain(|_, w| w.requester != sid);
+        self.waiting.retain(|_, w| !matches!(&w.requester, Requester::Session { sid: s, .. } if s == sid));
         let gone: Vec<u64> = self.waiting.iter().filter(|(_, w)| w.door == sid).map(|(&id, _)| id).collect();
         gone.into_iter().filter_map(|id| self.waiting.remove(&id)).collect()
     }
@@ -80,21 +98,39 @@ impl Doors {
 mod tests {
     use super::*;
 
+    fn req(from: &str, req: u64, door: &str) -> Request {
+        Request {
+            requester: Requester::Session { sid: from.into(), req },
+            by: from.into(),
+            app_id: 1,
+            room_id: "r".into(),
+            door: door.into(),
+            door_user: format!("{door}-1"),
+        }
+    }
+
+    fn number(w: &Waiting) -> u64 {
+        match w.requester {
+            Requester::Session { req, .. } => req,
+            Requester::Admin(id) => 1000 + id,
+        }
+    }
+
     #[test]
     fn a_request_is_answered_once_by_its_door_or_expires() {
         let t = Instant::now();
         let mut d = Doors::default();
-        let a = d.open(t, "desk".into(), 1, "door".into(), "door-1".into()).unwrap();
-        let b = d.open(t, "desk".into(), 2, "door".into(), "door-1".into()).unwrap();
+        let a = d.open(t, req("desk", 1, "door")).unwrap();
+        d.open(t, req("desk", 2, "door")).unwrap();
         assert!(d.answered("other", a).is_none(), "only the door asked may answer");
-        assert_eq!(d.answered("door", a).map(|w| w.req), Some(1));
+        assert_eq!(d.answered("door", a).map(|w| number(&w)), Some(1));
         assert!(d.answered("door", a).is_none(), "answered once");
         assert!(d.expired(t + Duration::from_secs(1)).is_empty());
-        assert_eq!(d.expired(t + DOOR_ANSWER_WITHIN).iter().map(|w| w.req).collect::<Vec<_>>(), vec![2]);
-        let _ = b;
-        d.open(t, "desk".into(), 3, "door".into(), "door-1".into());
-        d.open(t, "door".into(), 4, "gate".into(), "gate-1".into());
-        assert_eq!(d.session_gone("door").iter().map(|w| w.req).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(d.expired(t + DOOR_ANSWER_WITHIN).iter().map(number).collect::<Vec<_>>(), vec![2]);
+        d.open(t, req("desk", 3, "door"));
+        d.open(t, req("door", 4, "gate"));
+        d.open(t, Request { requester: Requester::Admin(7), ..req("", 0, "door") });
+        assert_eq!(d.session_gone("door").iter().map(number).collect::<Vec<_>>(), vec![3, 1007]);
         assert_eq!(d.len(), 0, "the gone session's own request is dropped too");
     }
 }

@@ -30,6 +30,7 @@ mod calling;
 mod calls;
 mod conns;
 mod doors;
+mod hooks;
 #[cfg(test)]
 mod invariants;
 mod keys;
@@ -83,6 +84,8 @@ pub enum Output {
     SaveDeviceKeys(String),
     /// The answer to a WHIP/WHEP request.
     Http(HttpId, Result<HttpAnswer, Refusal>),
+    /// Something an app's webhook is told (only for apps that have one).
+    Hook(crate::server::webhooks::Hook),
 }
 
 /// The time, as the registry sees it: monotonic for timers, wall clock for tokens.
@@ -141,6 +144,10 @@ pub struct Registry {
     /// The latest time the registry was given, for the steps no input carries a time to
     /// (a session removed when its WHIP media went away).
     clock: Instant,
+    /// The wall clock of the latest input, unix milliseconds (webhook timestamps).
+    unix_ms: u64,
+    /// The apps with a webhook.
+    hooked: std::collections::BTreeSet<u32>,
     out: VecDeque<Output>,
     next_quality: Option<Instant>,
     next_message_id: u64,
@@ -167,11 +174,19 @@ impl Registry {
             doors: doors::Doors::default(),
             ring_secs: cfg.calls.ring_secs,
             clock: now,
+            unix_ms: 0,
+            hooked: hooked(cfg),
             out: VecDeque::new(),
             next_quality: None,
             next_message_id: 1,
             metrics: Metrics::default(),
         }
+    }
+
+    /// Takes the time of an input.
+    fn observe(&mut self, now: Now) {
+        self.clock = self.clock.max(now.at);
+        self.unix_ms = self.unix_ms.max(now.unix_ms);
     }
 
     /// The next thing the driver must do.
@@ -191,6 +206,7 @@ impl Registry {
 
     /// A new connection from `peer` (its source address, when the transport knows it).
     pub fn handle_connect_from(&mut self, conn: ConnId, peer: Option<IpAddr>, now: Now) {
+        self.observe(now);
         self.conns.open(conn, peer, now.at);
     }
 
@@ -218,7 +234,7 @@ impl Registry {
             return;
         };
         self.metrics.messages += 1;
-        self.clock = self.clock.max(now.at);
+        self.observe(now);
         if !within_budget {
             let req = request_number(&msg);
             self.fail(conn, req, ErrorCode::RATE_LIMITED, "too many messages per second; slow down");
@@ -299,7 +315,7 @@ impl Registry {
     /// Timers: handshake deadlines, grace expiry, token expiry warnings, network quality,
     /// probes of WHIP/WHEP media. Call every ~250 ms.
     pub fn handle_tick(&mut self, now: Now) {
-        self.clock = self.clock.max(now.at);
+        self.observe(now);
         // Connections that never logged in (nor resumed) are not kept.
         for id in self.conns.take_silent(now.at) {
             tracing::debug!(conn = id, "no login within the handshake deadline; closing");
@@ -443,3 +459,8 @@ fn short(sid: &str) -> &str {
 
 #[cfg(test)]
 mod tests;
+
+/// The apps of `cfg` that have a webhook.
+fn hooked(cfg: &RegistryConfig) -> std::collections::BTreeSet<u32> {
+    cfg.apps.iter().filter(|a| a.webhook_url.is_some()).map(|a| a.app_id).collect()
+}

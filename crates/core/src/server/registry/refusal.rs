@@ -26,6 +26,8 @@ pub enum RefusalKind {
     RateLimited,
     /// The server cannot do this now (no media relay, shutting down).
     Unavailable,
+    /// What the request waits for did not answer in time (a door station).
+    Timeout,
     /// A bug: a lookup failed that should not (counted and logged).
     Internal,
 }

@@ -17,6 +17,11 @@ impl Registry {
             changed.push(format!("app {app_id} removed ({} sessions ended)", sessions.len()));
         }
         changed.extend(apps.lines);
+        let hooked = hooked(cfg);
+        if hooked != self.hooked {
+            changed.push(format!("apps with a webhook: {hooked:?}"));
+            self.hooked = hooked;
+        }
         if self.grace != cfg.session.grace() {
             changed.push(format!("session.grace_secs {} -> {}", self.grace.as_secs(), cfg.session.grace_secs));
             self.grace = cfg.session.grace();

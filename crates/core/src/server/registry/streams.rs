@@ -2,6 +2,7 @@
 //! (subscriptions, which wait for a stream not published yet), and what each tells the room.
 
 use super::*;
+use crate::server::webhooks::HookEvent;
 
 impl Registry {
     pub(super) fn publish(&mut self, conn: ConnId, req: u64, sid: &str, stream_id: String, stream: Published) {
@@ -101,12 +102,14 @@ impl Registry {
         if !self.store.claim_stream(s.app_id, &stream_id, sid) {
             return self.inconsistent("announce: the stream ID was taken meanwhile");
         }
-        let room_id = s.room_id.clone();
+        let (room_id, info_app) = (s.room_id.clone(), s.app_id);
         let info = s.stream_info(&stream_id, &stream);
         if let Some(s) = self.sessions.get_mut(sid) {
             s.published.insert(stream_id.clone(), stream);
         }
         tracing::info!(callbox_event = "stream_update", room_id = %room_id, stream_id = %stream_id, user_id = %info.user.user_id, "stream published");
+        let published = HookEvent::StreamPublished { user_id: info.user.user_id.clone(), stream_id: stream_id.clone() };
+        self.hook(info_app, &room_id, published);
         for other in self.room_others(sid) {
             let subscribed = self.sessions.get(&other).is_some_and(|o| o.subscriptions.contains(&stream_id));
             self.send_session(
@@ -132,9 +135,11 @@ impl Registry {
             return;
         };
         let info = s.stream_info(stream_id, &p);
-        let room_id = s.room_id.clone();
-        self.store.release_stream(s.app_id, stream_id, sid);
+        let (room_id, app_id) = (s.room_id.clone(), s.app_id);
+        self.store.release_stream(app_id, stream_id, sid);
         tracing::info!(callbox_event = "stream_update", room_id = %room_id, stream_id = %stream_id, error_code = reason.0, "stream deleted");
+        let user_id = info.user.user_id.clone();
+        self.hook(app_id, &room_id, HookEvent::StreamUnpublished { user_id, stream_id: stream_id.to_string(), reason });
         if let Some(key) = self.stream_key(sid, stream_id) {
             // The relay closes the stream's publisher and players, WHIP and WHEP ones included.
             self.resources.forget_stream(&key);

@@ -17,12 +17,16 @@ struct World {
     media: Vec<MediaOut>,
     saved: Vec<String>,
     http: Vec<(HttpId, Result<HttpAnswer, Refusal>)>,
+    hooks: Vec<crate::server::webhooks::Hook>,
 }
 
 impl World {
     fn new(grace_secs: u64) -> Self {
         let mut cfg: RegistryConfig = toml::from_str("").unwrap();
-        cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }, AppConfig { app_id: 2, secret: SECRET.into() }];
+        cfg.apps = vec![
+            AppConfig { webhook_url: Some("https://hooks.example/".into()), ..AppConfig::new(1, SECRET) },
+            AppConfig::new(2, SECRET),
+        ];
         cfg.session.grace_secs = grace_secs;
         let now = Now { at: Instant::now(), unix_ms: 1_000_000_000 };
         World {
@@ -33,6 +37,7 @@ impl World {
             media: vec![],
             saved: vec![],
             http: vec![],
+            hooks: vec![],
         }
     }
 
@@ -59,6 +64,7 @@ impl World {
                 Output::Media(m) => self.media.push(m),
                 Output::SaveDeviceKeys(text) => self.saved.push(text),
                 Output::Http(id, answer) => self.http.push((id, answer)),
+                Output::Hook(h) => self.hooks.push(h),
             }
         }
     }

@@ -41,6 +41,19 @@ pub enum HttpMedia {
         /// The resource ID (the last part of the location).
         resource: String,
     },
+    /// `POST /api/v1/apps/{app}/rooms/{room}/users/{user}/door`, its admin token already
+    /// checked for the room: answered once the door station confirms or refuses, or
+    /// DOOR_NO_ANSWER.
+    Door {
+        /// The app.
+        app_id: u32,
+        /// The room.
+        room_id: String,
+        /// The door station's user.
+        user_id: String,
+        /// The admin token's user (who asked, for the journal and the webhooks).
+        by: String,
+    },
 }
 
 /// What an accepted WHIP or WHEP request is answered.
@@ -55,12 +68,15 @@ pub enum HttpAnswer {
     },
     /// `200 OK`: the resource ended.
     Ended,
+    /// `200 OK`: the door station opened its door.
+    DoorOpened,
 }
 
 impl Registry {
     /// A WHIP or WHEP request from the HTTP edge; its answer comes as [`Output::Http`] with
     /// the same `id` (after the relay answered, for an offer).
     pub fn handle_http(&mut self, id: HttpId, req: HttpMedia, now: Now) {
+        self.observe(now);
         match req {
             HttpMedia::Offer { role, app_id, room_id, stream_id, token, sdp } => {
                 match self.open_resource(role, app_id, &room_id, &stream_id, &token, now) {
@@ -83,6 +99,9 @@ impl Registry {
                     Err(Refusal::new(K::NotFound, ErrorCode::STREAM_NOT_FOUND, what))
                 };
                 self.out.push_back(Output::Http(id, answer));
+            }
+            HttpMedia::Door { app_id, room_id, user_id, by } => {
+                self.admin_open_door(id, app_id, room_id, user_id, by, now)
             }
         }
     }

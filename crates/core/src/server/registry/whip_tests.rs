@@ -36,7 +36,7 @@ fn a_whip_publisher_is_admitted_like_a_login_and_leaves_with_its_last_stream() {
 fn a_whip_stream_of_a_logged_in_user_joins_its_session_and_a_full_room_refuses_a_new_one() {
     let mut w = World::new(90);
     let mut cfg: RegistryConfig = toml::from_str("").unwrap();
-    cfg.apps = vec![AppConfig { app_id: 1, secret: SECRET.into() }];
+    cfg.apps = vec![AppConfig::new(1, SECRET)];
     cfg.limits.max_users_per_room = 2;
     w.reg = Registry::new(&cfg, w.now.at);
     w.login(1, "door", "lobby", true);
