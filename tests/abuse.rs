@@ -327,3 +327,46 @@ async fn garbage_logins_from_one_address_lock_out_nobody_else() {
         e.destroy().await;
     }
 }
+
+/// Every endpoint caps its body: 413 BODY_TOO_LARGE above 64 KiB, whether or not its
+/// handler reads a body, declared or chunked; the server serves the next request.
+#[tokio::test]
+async fn oversized_http_bodies_are_refused_with_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start("");
+    // A 5 MB body declared: answered before it is sent (a client reads the answer as curl
+    // does, before it has written everything).
+    for path in ["/api/v1/token", &format!("/api/v1/apps/{APP}/device-keys"), "/desk/login"] {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer cbk_whatever\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            5 * 1024 * 1024
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 413"), "{path}: {text}");
+        assert!(text.contains("BODY_TOO_LARGE"), "{path}: {text}");
+    }
+    // Chunked, with no length declared: cut at the cap.
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let admin = token(APP, SECRET, "*", None, &["admin"], 600);
+    let head = format!(
+        "POST /api/v1/apps/{APP}/device-keys HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, "y".repeat(16 * 1024));
+    for _ in 0..8 {
+        if s.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    let (status, _) = http(&server.http(), "GET", "/healthz", None).await;
+    assert_eq!(status, 200);
+}

@@ -53,6 +53,12 @@ async fn engine_logs_in_over_wss_and_each_certificate_failure_has_its_code() {
     let expired = Server::start(&pki.tls_section("old"));
     assert_eq!(login(&expired.wss("localhost"), Some(&ca), "door").await, Err(ErrorCode::TLS_CERT_EXPIRED));
 
+    // http:// to the TLS port: an answer that names TLS, not a silent close.
+    let (status, body) = http(&server.http(), "GET", "/healthz", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("TLS_REQUIRED") && body.contains("https://"), "{body}");
+    login(&server.wss("localhost"), Some(&ca), "gate").await.expect("the TLS port still serves TLS");
+
     // wss:// to a plain port: not a TLS server.
     let plain = Server::start("");
     let url = format!("wss://localhost:{}", plain.addr.port());

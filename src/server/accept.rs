@@ -144,6 +144,10 @@ async fn tls_connection(
     pending: Pending,
     handshake: Duration,
 ) {
+    if plain_http(&stream, handshake).await {
+        tell_tls_required(stream, peer).await;
+        return;
+    }
     let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -160,6 +164,37 @@ async fn tls_connection(
         return;
     }
     connection(tls, peer, app, pending, handshake).await;
+}
+
+/// Whether the connection's first byte is that of an HTTP request line (an ASCII letter)
+/// rather than a TLS record (0x16): someone typed `http://` for an `https://` port.
+async fn plain_http(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(tokio::time::timeout(within, stream.peek(&mut first)).await, Ok(Ok(1)) if first[0].is_ascii_alphabetic())
+}
+
+/// Answers a plain HTTP request on the TLS port with a 400 that names TLS (instead of a
+/// silent close that looks like a dead server), then closes.
+async fn tell_tls_required(mut stream: tokio::net::TcpStream, peer: SocketAddr) {
+    use tokio::io::AsyncWriteExt;
+    let code = crate::proto::ErrorCode::TLS_REQUIRED;
+    let body = format!(
+        "{{\"code\":{},\"name\":\"{}\",\"message\":\"this port speaks TLS: use https:// or wss://\"}}",
+        code.0,
+        code.name()
+    );
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tracing::debug!(%peer, "plain HTTP on the TLS port; answered with TLS_REQUIRED");
+    // Read what the client sent first (a bounded amount), so closing does not reset the
+    // connection before the client reads the answer.
+    let mut buf = [0u8; 4096];
+    let _ =
+        tokio::time::timeout(Duration::from_millis(200), tokio::io::AsyncReadExt::read(&mut stream, &mut buf)).await;
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }
 
 async fn connection<IO>(stream: IO, peer: SocketAddr, app: Router, pending: Pending, handshake: Duration)

@@ -64,7 +64,30 @@ pub fn router(hub: Hub, dev: bool, desks: std::sync::Arc<super::desk::Desks>) ->
         .route("/whep/v1/{app_id}/{room_id}/{stream_id}", post(whip::whep_post))
         .route("/whep/v1/{app_id}/{room_id}/{stream_id}/{session}", delete(whip::whep_delete));
     let r = if dev { r.route("/dev/token", get(dev_token)) } else { r };
-    r.with_state(hub).merge(desk_routes)
+    r.with_state(hub).merge(desk_routes).layer(axum::middleware::from_fn(cap_body))
+}
+
+/// The largest request body of any endpoint: an SDP offer or a JSON request is far
+/// smaller, and a body is held in memory whole.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Answers 413 (BODY_TOO_LARGE) to a request whose `Content-Length` is over [`MAX_BODY`],
+/// before its handler runs (even one that reads no body); a chunked body is cut at the cap.
+async fn cap_body(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        let why = format!("the body is over {} KiB", MAX_BODY / 1024);
+        let mut r = error(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BODY_TOO_LARGE, &why);
+        // The rest of the body is not read: the connection cannot carry another request.
+        r.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        return r;
+    }
+    let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, MAX_BODY)));
+    next.run(req).await
 }
 
 /// `GET /dev/token?app_id=1234&room=R&user=U` (dev mode only): a 10-minute token for the dev

@@ -148,6 +148,8 @@ codes! {
     TLS_HANDSHAKE_FAILED = 1002073,
     /// Renewing the token failed (token URL, device key or token file); the session keeps its current token until it expires.
     TOKEN_RENEWAL_FAILED = 1002074,
+    /// Plain HTTP reached a port that speaks TLS: use `https://` or `wss://`.
+    TLS_REQUIRED = 1002075,
     /// The stream ID is already published by another user in this app.
     STREAM_ID_IN_USE = 1003028,
     /// The token lacks the `publish` privilege.
@@ -190,6 +192,8 @@ codes! {
     ADMIN_FORBIDDEN = 1005003,
     /// The admin request body is not valid (JSON, user ID, room ID or privilege names).
     ADMIN_BAD_REQUEST = 1005004,
+    /// The request body is larger than the endpoint accepts (HTTP 413).
+    BODY_TOO_LARGE = 1005005,
     /// Desk sign-in: no such desk, or the password is wrong.
     DESK_SIGN_IN_FAILED = 1005010,
     /// Desk sign-in: too many failures for this desk; wait a minute.
