@@ -9,14 +9,15 @@ set -euo pipefail
 # avdec_h264 in -libav). Tests: procps (kill), iproute2 (fault tests), chromium and
 # util-linux (unshare) for the browser test; nftables for the fault tier; python3-gi with the
 # GStreamer WebRTC introspection data and libnice for the webrtcbin interop test; pebble (a
-# test ACME CA) for the certificate-from-ACME test; coturn (turnserver) for the TURN fault test.
+# test ACME CA) for the certificate-from-ACME test; coturn (turnserver) for the TURN fault test;
+# mosquitto (a real MQTT broker, started by the test itself) for the Home Assistant test.
 PACKAGES=(pkg-config ca-certificates procps iproute2 systemd
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-alsa gstreamer1.0-x
   chromium util-linux nftables conntrack
   python3-gi gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0 gstreamer1.0-nice
-  pebble coturn)
+  pebble coturn mosquitto mosquitto-clients)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1020,3 +1020,109 @@ async fn auto_without_a_camera_publishes_audio_only() {
     assert_eq!(streams[0].video, want);
     watch.destroy().await;
 }
+
+/// Home Assistant through a real mosquitto over TLS: the door station publishes its
+/// discovery documents and `online`; a command from the broker opens the door (the relay
+/// pulses, the door event follows) and rings the flat through the same rules as the call
+/// button (the call state and the ring follow); a broker outage disturbs nothing and
+/// everything is published again when it returns; a dead station is `offline` (last will).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_over_mqtt_sees_the_door_and_drives_it() {
+    use common::mosquitto::Broker;
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf("broker", &["localhost"], false);
+    let mut broker = Broker::start(&cert, &key);
+    let sub = broker.subscribe();
+    let server = Server::start("");
+    let mqtt = format!(
+        "\n[mqtt]\nurl = \"mqtts://localhost:{}\"\nca_file = \"{}\"\n",
+        broker.tls_port,
+        pki.ca_file().display()
+    );
+    let mut door = Device::start_edited(&server.url(), "intercom", None, &[], |c| {
+        c.replace("[call]\n", "[call]\ncallee = \"flat\"\n") + &mqtt
+    });
+    let flat = indoor(&server.url(), "flat");
+    door.wait("door logged in", connected).await;
+    flat.wait("flat logged in", connected).await;
+
+    let bell = sub.wait("homeassistant/event/door/doorbell/config", "*").await;
+    let doc: serde_json::Value = serde_json::from_str(bell.split_once(' ').unwrap().1).unwrap();
+    assert_eq!(doc["event_types"], serde_json::json!(["ring"]));
+    assert_eq!(doc["device"]["name"], "Door station");
+    for t in [
+        "button/door/open_door",
+        "button/door/call",
+        "button/door/hang_up",
+        "sensor/door/call_state",
+        "event/door/door",
+    ] {
+        sub.wait(&format!("homeassistant/{t}/config"), "*").await;
+    }
+    sub.wait("callbox/door/availability", "online").await;
+    sub.wait("callbox/door/call", "idle").await;
+
+    // Open the door from Home Assistant: the relay pulses and the door event follows.
+    broker.publish("callbox/door/door/open", "PRESS");
+    door.wait("the relay pulsed", |s| s.door_pulses == 1).await;
+    sub.wait("callbox/door/door", r#"{"event_type":"opened"}"#).await;
+
+    // Call from Home Assistant: the flat rings, the ring and the state are published.
+    broker.publish("callbox/door/call/start", "PRESS");
+    flat.wait("the flat rings", |s| s.call == "ringing").await;
+    sub.wait("callbox/door/ring", r#"{"event_type":"ring"}"#).await;
+    sub.wait("callbox/door/call", "ringing_out").await;
+    flat.press("call");
+    door.wait("in the call", |s| s.call == "in_call").await;
+    sub.wait("callbox/door/call", "in_call").await;
+
+    // The broker dies: the call goes on; when it returns, everything is published again
+    // (mosquitto keeps no retained message across its restart here: the station re-sends).
+    broker.kill();
+    drop(sub);
+    let s = door.wait("the call goes on without the broker", |s| playing(s, "flat-main").unwrap_or(0) > 5).await;
+    assert_eq!(s.call, "in_call");
+    broker.restart();
+    let sub = broker.subscribe();
+    sub.wait("homeassistant/event/door/doorbell/config", "*").await;
+    sub.wait("callbox/door/availability", "online").await;
+    sub.wait("callbox/door/call", "in_call").await;
+    assert!(door.log().contains("mqtt: the broker is unreachable"), "{}", door.log());
+
+    // Hang up from Home Assistant.
+    broker.publish("callbox/door/call/hangup", "PRESS");
+    door.wait("idle", |s| s.call == "idle").await;
+    sub.wait("callbox/door/call", "idle").await;
+
+    // A station that dies is offline (its last will).
+    door.child.kill().unwrap();
+    sub.wait("callbox/door/availability", "offline").await;
+}
+
+/// The admin API's door opens the named station's relay alone, and is obeyed without a
+/// call (the building's backend asks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_pulses_the_named_door_station_alone() {
+    let server = Server::start("");
+    let door = door(&server.url(), "\"flat\"", 60);
+    let gate = Device::start_edited(&server.url(), "intercom", None, &[], |c| {
+        c.replace("user_id = \"door\"", "user_id = \"gate\"").replace("[call]\n", "[call]\ncallee = \"flat\"\n")
+    });
+    door.wait("door logged in", connected).await;
+    gate.wait("gate logged in", connected).await;
+    let admin = token(APP, SECRET, "backend", Some("lobby"), &["admin"], 600);
+    let (status, body) =
+        http_json(&server.http(), "POST", &format!("/api/v1/apps/{APP}/rooms/lobby/users/gate/door"), Some(&admin), "")
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let s = gate.wait("the gate pulsed", |s| s.door_pulses == 1).await;
+    assert_eq!(s.call, "idle", "no call was needed");
+    assert!(gate.log().contains("door relay pulsed on request of backend"), "{}", gate.log());
+    let (status, _) =
+        http_json(&server.http(), "POST", &format!("/api/v1/apps/{APP}/rooms/lobby/users/door/door"), Some(&admin), "")
+            .await;
+    assert_eq!(status, 200);
+    door.wait("the door pulsed", |s| s.door_pulses == 1).await;
+    let s = gate.wait("the gate's count", |_| true).await;
+    assert_eq!(s.door_pulses, 1, "the door's request did not pulse the gate");
+}

@@ -67,6 +67,9 @@ pub struct DeviceConfig {
     /// When the camera may send.
     #[serde(default)]
     pub privacy: PrivacySection,
+    /// Home Assistant over MQTT (opt-in).
+    #[serde(default)]
+    pub mqtt: Option<super::mqtt::MqttSection>,
 }
 
 /// `[server]`.
@@ -442,6 +445,9 @@ impl DeviceConfig {
             crate::tls::client::roots(Some(Path::new(ca)))
                 .map_err(|e| ConfigError::value("server.ca_file", e.to_string()))?;
         }
+        if let Some(m) = &self.mqtt {
+            m.validate().map_err(|(key, e)| ConfigError::value(key, e))?;
+        }
         if self.server.app_id == 0 {
             return Err(ConfigError::value("server.app_id", "must be set (non-zero)"));
         }
@@ -592,7 +598,8 @@ impl DeviceConfig {
     /// The engine's credentials: AppSign or the configured token.
     /// The sections that differ from `other` (`[server]`, `[call]`, ...).
     pub fn changed_sections(&self, other: &DeviceConfig) -> Vec<&'static str> {
-        let pairs: [(&'static str, String, String); 9] = [
+        let pairs: [(&'static str, String, String); 10] = [
+            ("[mqtt]", format!("{:?}", self.mqtt), format!("{:?}", other.mqtt)),
             ("[server]", format!("{:?}", self.server), format!("{:?}", other.server)),
             ("[room]", format!("{:?}", self.room), format!("{:?}", other.room)),
             ("[call]", format!("{:?}", self.call), format!("{:?}", other.call)),

@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod doctor;
 pub mod gpio;
+pub mod mqtt;
 pub mod outputs;
 pub mod status;
 pub mod systemd;

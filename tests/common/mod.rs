@@ -2,6 +2,8 @@
 //! can cut connections, a raw WebSocket client, a minimal HTTP client and event waiting.
 #![allow(dead_code)]
 
+pub mod mosquitto;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};

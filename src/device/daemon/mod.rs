@@ -95,6 +95,8 @@ pub struct Daemon {
     login_failures: u32,
     relogin_at: Option<Instant>,
     socket: PathBuf,
+    /// Home Assistant over MQTT (`[mqtt]`), and the commands it sends.
+    mqtt: Option<(super::mqtt::Mqtt, mpsc::Receiver<super::mqtt::Command>)>,
 }
 
 /// What `auto` sources resolve to on this board (GStreamer's device monitor), logged: the
@@ -235,8 +237,31 @@ impl Daemon {
             credentials: super::status::CredentialStatus { source: credentials.kind().into(), ..Default::default() },
             ..Default::default()
         };
+        let mqtt = match &cfg.mqtt {
+            None => None,
+            Some(m) => {
+                let device = super::mqtt::HaDevice {
+                    discovery_prefix: m.discovery_prefix.clone(),
+                    topic_prefix: if m.topic_prefix.is_empty() {
+                        format!("callbox/{}", cfg.room.user_id)
+                    } else {
+                        m.topic_prefix.clone()
+                    },
+                    user_id: cfg.room.user_id.clone(),
+                    name: if cfg.room.user_name.is_empty() {
+                        cfg.room.user_id.clone()
+                    } else {
+                        cfg.room.user_name.clone()
+                    },
+                    door: cfg.has_door(),
+                    version: crate::BUILD.into(),
+                };
+                Some(super::mqtt::Mqtt::spawn(m, device).map_err(StartError::Config)?)
+            }
+        };
         let now = Instant::now();
         let d = Daemon {
+            mqtt,
             controller: CallController::new(mode, callees)
                 .with_own_door(cfg.has_door())
                 .with_privacy(cfg.camera_in_calls_only()),
@@ -308,6 +333,7 @@ impl Daemon {
                 Some(edge) = self.edges.recv() => self.on_edge(edge),
                 Some((req, reply)) = self.control.recv() => self.on_request(req, reply),
                 Some(n) = self.notes.recv() => self.on_note(n),
+                Some(c) = async { match &mut self.mqtt { Some((_, rx)) => rx.recv().await, None => std::future::pending().await } } => self.on_mqtt(c),
                 _ = sleep_until(deadline.into()) => self.on_timeout(Instant::now()),
                 _ = term.recv() => break,
                 _ = int.recv() => break,
@@ -445,6 +471,23 @@ impl Daemon {
     fn button(&mut self, b: Button, p: Press) {
         tracing::info!(callbox_event = "button", button = gpio::button_key(b), press = ?p, "button {} ({p:?} press)", gpio::button_key(b));
         self.controller.handle(Instant::now(), Input::Button(b, p));
+    }
+
+    /// A command from Home Assistant: the same inputs as the buttons (and `callbox call`).
+    fn on_mqtt(&mut self, c: super::mqtt::Command) {
+        use super::mqtt::Command;
+        let input = match c {
+            Command::OpenDoor => Input::Button(Button::Door, Press::Short),
+            Command::Call => Input::Join,
+            Command::HangUp => Input::Leave,
+        };
+        self.controller.handle(Instant::now(), input);
+    }
+
+    fn mqtt(&self, u: super::mqtt::Update) {
+        if let Some((m, _)) = &self.mqtt {
+            m.update(u);
+        }
     }
 
     fn on_note(&mut self, n: Note) {
@@ -597,6 +640,10 @@ impl Daemon {
                     let _ = self.pulse_door(now, "by the door button");
                 }
                 Action::State(s) => {
+                    self.mqtt(super::mqtt::Update::State(s));
+                    if s == CallState::RingingOut {
+                        self.mqtt(super::mqtt::Update::Ring);
+                    }
                     self.status.call = s.as_str().into();
                     self.status.call_peer = self.controller.peer().map(str::to_string);
                     let peer = self.status.call_peer.clone().unwrap_or_default();
@@ -616,6 +663,12 @@ impl Daemon {
 
     /// Pulses the door relay (`why`: who asked): Ok, or the relay's fault.
     fn pulse_door(&mut self, now: Instant, why: &str) -> Result<(), String> {
+        let r = self.pulse_door_relay(now, why);
+        self.mqtt(super::mqtt::Update::Door(r.clone()));
+        r
+    }
+
+    fn pulse_door_relay(&mut self, now: Instant, why: &str) -> Result<(), String> {
         match self.outputs.door_pulse(now) {
             Ok(()) => {
                 self.status.door_pulses += 1;
@@ -764,6 +817,9 @@ impl Daemon {
         self.notifier.stopping();
         self.notifier.status("stopping");
         let in_call = self.controller.state() != CallState::Idle;
+        if let Some((m, _)) = &self.mqtt {
+            m.stop(Duration::from_secs(2)).await;
+        }
         self.worker.abort();
         let _ = (&mut self.worker).await;
         let now = Instant::now();
