@@ -16,8 +16,8 @@ SRC_URI = "${CALLBOX_GIT_URI};nobranch=1"
 # A fixed commit, so a build is reproducible and matches callbox-crates.inc: both come from
 # the same Cargo.lock. `scripts/yocto-crates.py --pin` moves the pin to HEAD (with Cargo.lock
 # committed) and rewrites the crate list; tests/yocto.rs fails while they disagree.
-SRCREV = "20e5aa7495a2528a24cb35e8c87d09efc63b6a29"
-# sha256 of Cargo.lock at SRCREV: 6cf65cf07bb736c517c95a1268fd71a9ecc969172fe578da93a0fa01f6fd4fba
+SRCREV = "7dcdc40249993c022e2caf1a71a9b0e5b8f60116"
+# sha256 of Cargo.lock at SRCREV: a8602671b29739a78f69280c5b22b532f8c94b68cec02817a3bec36181a0b510
 PV = "0.1.0+git"
 S = "${WORKDIR}/git"
 
