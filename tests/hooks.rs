@@ -382,3 +382,101 @@ async fn the_admin_api_opens_the_named_door_and_reports_its_answer() {
         .collect();
     assert_eq!(doors, ["door_opened door ", "door_refused gate DOOR_RELAY_FAULT", "door_refused door DOOR_NO_ANSWER"]);
 }
+
+/// One raw HTTP GET: status, headers and body bytes (a JPEG is not text).
+async fn get_bytes(addr: &str, path: &str, bearer: &str) -> (u16, String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..at]).to_string();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head, buf[at + 4..].to_vec())
+}
+
+/// Decodes a JPEG to RGB with GStreamer: (width, height, pixels).
+fn decode_jpeg(jpeg: &[u8]) -> (usize, usize, Vec<u8>) {
+    use gstreamer as gst;
+    use gstreamer::prelude::*;
+    gst::init().unwrap();
+    let p = gst::parse::launch(
+        "appsrc name=src caps=image/jpeg ! jpegdec ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = p.by_name("src").unwrap().downcast::<gstreamer_app::AppSrc>().unwrap();
+    let sink = p.by_name("sink").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    src.push_buffer(gst::Buffer::from_slice(jpeg.to_vec())).unwrap();
+    src.end_of_stream().unwrap();
+    let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10)).expect("the snapshot is a decodable JPEG");
+    let s = sample.caps().unwrap().structure(0).unwrap().to_owned();
+    let (w, h) = (s.get::<i32>("width").unwrap() as usize, s.get::<i32>("height").unwrap() as usize);
+    let map = sample.buffer().unwrap().map_readable().unwrap();
+    // RGB rows are padded to 4 bytes.
+    let stride = (w * 3).div_ceil(4) * 4;
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for row in 0..h {
+        rgb.extend_from_slice(&map.as_slice()[row * stride..row * stride + w * 3]);
+    }
+    drop(map);
+    p.set_state(gst::State::Null).unwrap();
+    (w, h, rgb)
+}
+
+/// The snapshot of a stream publishing SMPTE colour bars is a JPEG of its size whose top
+/// bars have the bars' colours; an admin token or a play token may fetch it, a login-only
+/// token may not; an unknown stream is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_a_jpeg_of_the_stream_s_latest_picture() {
+    let server = Server::start("");
+    let media = callbox::media::MediaConfig { test_pattern: "smpte".into(), ..callbox::media::MediaConfig::small() };
+    let (cam, mut ev) = media_engine_with(&server.url(), media);
+    cam.login_room("lobby", user("door"), RoomConfig::default()).await.unwrap();
+    cam.start_publishing_stream("door-main", callbox::engine::PublishChannel::Main).await.unwrap();
+    ev.wait("publishing", |e| {
+        matches!(e, EngineEvent::PublisherStateUpdate { state: callbox::engine::PublisherState::Publishing, .. })
+    })
+    .await;
+    let path = format!("/api/v1/apps/{APP}/rooms/lobby/streams/door-main/snapshot.jpg");
+    let admin = token(APP, SECRET, "backend", Some("lobby"), &["admin"], 600);
+    // The first keyframe may still be on its way: 503 until the SFU has one.
+    let deadline = Instant::now() + WAIT;
+    let (head, jpeg) = loop {
+        let (status, head, body) = get_bytes(&server.http(), &path, &admin).await;
+        if status == 200 {
+            break (head, body);
+        }
+        assert_eq!(status, 503, "{head}");
+        assert!(Instant::now() < deadline, "no snapshot: {head}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(head.to_ascii_lowercase().contains("content-type: image/jpeg"), "{head}");
+    assert!(head.contains("320x240"), "{head}");
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8], "a JPEG");
+    let (w, h, rgb) = decode_jpeg(&jpeg);
+    assert_eq!((w, h), (320, 240));
+    // The top bars: grey, yellow, cyan, green, magenta, red, blue (75 %).
+    let bars: [[u8; 3]; 7] =
+        [[191, 191, 191], [191, 191, 0], [0, 191, 191], [0, 191, 0], [191, 0, 191], [191, 0, 0], [0, 0, 191]];
+    for (i, want) in bars.iter().enumerate() {
+        let x = (2 * i + 1) * w / 14;
+        let at = (60 * w + x) * 3;
+        let got = &rgb[at..at + 3];
+        for c in 0..3 {
+            assert!(got[c].abs_diff(want[c]) < 48, "bar {i} at x={x}: {got:?}, want {want:?}");
+        }
+    }
+
+    let player = token(APP, SECRET, "desk", Some("lobby"), &["login", "play"], 600);
+    assert_eq!(get_bytes(&server.http(), &path, &player).await.0, 200);
+    let login_only = token(APP, SECRET, "desk", Some("lobby"), &["login"], 600);
+    assert_eq!(get_bytes(&server.http(), &path, &login_only).await.0, 403);
+    let other = format!("/api/v1/apps/{APP}/rooms/lobby/streams/nothing/snapshot.jpg");
+    assert_eq!(get_bytes(&server.http(), &other, &admin).await.0, 404);
+    cam.destroy().await;
+}

@@ -15,6 +15,7 @@ pub mod pipeline;
 mod player;
 mod publisher;
 mod running;
+pub mod snapshot;
 
 pub use grid::Grid;
 pub use player::Player;

@@ -56,6 +56,7 @@ pub fn router(hub: Hub, dev: bool, desks: std::sync::Arc<super::desk::Desks>) ->
         .route("/api/v1/apps/{app_id}/rooms/{room_id}", get(room))
         .route("/api/v1/apps/{app_id}/rooms/{room_id}/users/{user_id}", delete(kick))
         .route("/api/v1/apps/{app_id}/rooms/{room_id}/users/{user_id}/door", post(open_door))
+        .route("/api/v1/apps/{app_id}/rooms/{room_id}/streams/{stream_id}/snapshot.jpg", get(snapshot))
         .route("/api/v1/apps/{app_id}/device-keys", post(create_device_key).get(list_device_keys))
         .route("/api/v1/apps/{app_id}/device-keys/{id}", delete(revoke_device_key))
         .route("/api/v1/token", post(device_token))
@@ -265,6 +266,69 @@ async fn open_door(
     match hub.http(req).await {
         Ok(_) => Json(json!({"opened": true, "room_id": room_id, "user_id": user_id})).into_response(),
         Err(r) => refused(r),
+    }
+}
+
+/// How long a snapshot may wait for the stream's first keyframe (its publisher is asked for
+/// one when the SFU has none yet).
+const SNAPSHOT_KEYFRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Snapshots decoded at once; more are answered 429 (each costs a decoder's CPU).
+const SNAPSHOTS_AT_ONCE: usize = 2;
+
+/// `GET /api/v1/apps/{app_id}/rooms/{room_id}/streams/{stream_id}/snapshot.jpg` (an admin
+/// token for the room, or a token with `play` for the stream): a JPEG of the stream's latest
+/// keyframe, decoded here (nothing is asked of the publishing device).
+async fn snapshot(
+    State(hub): State<Hub>,
+    Path((app_id, room_id, stream_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    static BUSY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(SNAPSHOTS_AT_ONCE);
+    let Ok(app_id) = app_id.parse::<u32>() else {
+        return error(StatusCode::NOT_FOUND, ErrorCode::ADMIN_NOT_FOUND, "no such app");
+    };
+    let Some(token) = bearer(&headers) else {
+        return error(StatusCode::UNAUTHORIZED, ErrorCode::ADMIN_UNAUTHORIZED, "missing bearer token");
+    };
+    let access = hub.with(move |reg, now| reg.snapshot_access(app_id, &room_id, &stream_id, &token, now)).await;
+    let key = match access {
+        Some(Ok(k)) => k,
+        Some(Err(r)) => return refused(r),
+        None => return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::SERVER_SHUTTING_DOWN, "shutting down"),
+    };
+    let Some(sfu) = hub.sfu() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::MEDIA_UNAVAILABLE, "this server relays no media");
+    };
+    let Ok(_permit) = BUSY.try_acquire() else {
+        return error(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RATE_LIMITED, "snapshots are being decoded; retry");
+    };
+    let until = tokio::time::Instant::now() + SNAPSHOT_KEYFRAME_WAIT;
+    let packets = loop {
+        if let Some(p) = sfu.keyframe(key.clone()).await {
+            break p;
+        }
+        if tokio::time::Instant::now() >= until {
+            let why = "no keyframe of the stream yet (its publisher was asked for one); retry";
+            return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::STREAM_NOT_FOUND, why);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let decoded = tokio::task::spawn_blocking(move || {
+        crate::media::snapshot::jpeg(packets, 85, std::time::Duration::from_secs(3))
+    })
+    .await;
+    match decoded {
+        Ok(Ok(s)) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg".to_string()),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+                (header::HeaderName::from_static("x-callbox-size"), format!("{}x{}", s.width, s.height)),
+            ],
+            s.jpeg,
+        )
+            .into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::MEDIA_PIPELINE_FAILED, &e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::SERVER_INTERNAL, &e.to_string()),
     }
 }
 

@@ -48,6 +48,7 @@ enum Cmd {
     EndSession(String),
     Stats(oneshot::Sender<SfuStats>),
     Alive(String, oneshot::Sender<bool>),
+    Keyframe(StreamKey, oneshot::Sender<Option<Vec<Vec<u8>>>>),
 }
 
 impl Cmd {
@@ -59,6 +60,7 @@ impl Cmd {
             Cmd::EndSession(_) => "end_session",
             Cmd::Stats(_) => "stats",
             Cmd::Alive(..) => "alive",
+            Cmd::Keyframe(..) => "keyframe",
         }
     }
 }
@@ -165,6 +167,14 @@ impl Sfu {
             return false;
         }
         rx.await.unwrap_or(false)
+    }
+
+    /// The stream's latest complete keyframe as RTP datagrams (none yet: its publisher is
+    /// asked for one, and a later call may have it).
+    pub async fn keyframe(&self, stream: StreamKey) -> Option<Vec<Vec<u8>>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Cmd::Keyframe(stream, reply)).await.ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Relay counters.
@@ -277,6 +287,9 @@ fn command(core: &mut SfuCore, cmd: Cmd) {
         }
         Cmd::Stats(reply) => {
             let _ = reply.send(core.stats());
+        }
+        Cmd::Keyframe(stream, reply) => {
+            let _ = reply.send(core.keyframe(Instant::now(), &stream));
         }
     }
 }

@@ -313,7 +313,7 @@ pub struct FrameLog {
 }
 
 /// True if an H.264 RTP payload (RFC 6184) carries an IDR slice or an SPS.
-fn h264_key(payload: &[u8]) -> bool {
+pub(crate) fn h264_key(payload: &[u8]) -> bool {
     let Some(&b0) = payload.first() else { return false };
     let nal = match b0 & 0x1f {
         // FU-A: the type is in the FU header.

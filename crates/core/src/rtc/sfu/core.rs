@@ -83,6 +83,8 @@ pub struct SfuCore {
     repaired: Arc<RepairCounters>,
     next_expiry_scan: Option<Instant>,
     out: VecDeque<Transmit>,
+    /// Each stream's latest keyframe (snapshots).
+    keyframes: super::keyframes::Keyframes,
 }
 
 impl SfuCore {
@@ -101,6 +103,7 @@ impl SfuCore {
             stats: SfuStats::default(),
             repaired: Arc::default(),
             next_expiry_scan: None,
+            keyframes: Default::default(),
             out: VecDeque::new(),
         }
     }
@@ -139,8 +142,21 @@ impl SfuCore {
         self.conns.values().any(|c| c.session == session)
     }
 
+    /// The stream's latest complete keyframe as RTP datagrams; none yet: the publisher is
+    /// asked for one (at most every [`KEYFRAME_INTERVAL`]) and `None` is returned.
+    pub fn keyframe(&mut self, now: Instant, stream: &StreamKey) -> Option<Vec<Vec<u8>>> {
+        match self.keyframes.latest(stream) {
+            Some(k) => Some(k.rtp()),
+            None => {
+                self.request_keyframe(now, stream, false);
+                None
+            }
+        }
+    }
+
     /// The stream is gone: close its publisher and players.
     pub fn end_stream(&mut self, stream: &StreamKey) {
+        self.keyframes.forget(stream);
         let mut ids: Vec<u64> = self.players.get(stream).cloned().unwrap_or_default();
         ids.extend(self.publisher.get(stream));
         for id in ids {
@@ -461,6 +477,10 @@ impl SfuCore {
 
     fn forward(&mut self, now: Instant, stream: &StreamKey, mut media: Vec<(Kind, rtc::rtp::Packet)>) {
         self.stats.packets_in += media.len() as u64;
+        for (_, p) in media.iter().filter(|(k, _)| *k == Kind::Video) {
+            let h = &p.header;
+            self.keyframes.observe(stream, h.sequence_number, h.timestamp, h.marker, &p.payload);
+        }
         let Some(players) = self.players.get(stream) else { return };
         // Header extension IDs (mid, abs-send-time, transport-cc, ...) are negotiated per
         // connection: the publisher's mean something else, or nothing, to a player (a browser's

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 mod core;
+pub mod keyframes;
 #[cfg(test)]
 mod tests;
 

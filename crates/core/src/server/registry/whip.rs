@@ -279,3 +279,29 @@ impl Registry {
         true
     }
 }
+
+impl Registry {
+    /// `GET .../rooms/{room}/streams/{stream}/snapshot.jpg`: the stream's key, when the
+    /// bearer may see it (an admin token for the room, or a token with `play` for the stream)
+    /// and the stream is published in the room.
+    pub fn snapshot_access(
+        &self,
+        app_id: u32,
+        room_id: &str,
+        stream_id: &str,
+        token: &str,
+        now: Now,
+    ) -> Result<StreamKey, Refusal> {
+        if !self.media_enabled {
+            return Err(Refusal::new(K::Unavailable, ErrorCode::MEDIA_UNAVAILABLE, "this server relays no media"));
+        }
+        if self.admin_claims(app_id, token, Some(room_id), now).is_err() {
+            self.apps.bearer_claims(app_id, room_id, stream_id, token, Privilege::Play, now.unix_secs())?;
+        }
+        let publisher = self.store.stream(app_id, stream_id);
+        if publisher.and_then(|sid| self.sessions.get(sid)).is_none_or(|s| s.room_id != room_id) {
+            return Err(Refusal::new(K::NotFound, ErrorCode::STREAM_NOT_FOUND, "stream not published in this room"));
+        }
+        Ok(StreamKey { app_id, room_id: room_id.to_string(), stream_id: stream_id.to_string() })
+    }
+}
