@@ -120,7 +120,7 @@ mod tests {
 
     /// FU-A fragments of an IDR (type 5): start, middle, end.
     fn fu(start: bool, end: bool) -> bytes::Bytes {
-        let header = 0x80 * u8::from(start) | 0x40 * u8::from(end) | 5;
+        let header = (0x80 * u8::from(start)) | (0x40 * u8::from(end)) | 5;
         bytes::Bytes::from(vec![0x7c, header, 1, 2, 3])
     }
 
