@@ -478,5 +478,10 @@ async fn a_snapshot_is_a_jpeg_of_the_stream_s_latest_picture() {
     assert_eq!(get_bytes(&server.http(), &path, &login_only).await.0, 403);
     let other = format!("/api/v1/apps/{APP}/rooms/lobby/streams/nothing/snapshot.jpg");
     assert_eq!(get_bytes(&server.http(), &other, &admin).await.0, 404);
+    // The description integrators generate clients from names this endpoint.
+    let (status, body) = http(&server.http(), "GET", "/api/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let spec: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(spec["paths"]["/api/v1/apps/{app_id}/rooms/{room_id}/streams/{stream_id}/snapshot.jpg"]["get"].is_object());
     cam.destroy().await;
 }

@@ -60,6 +60,7 @@ pub fn router(hub: Hub, dev: bool, desks: std::sync::Arc<super::desk::Desks>) ->
         .route("/api/v1/apps/{app_id}/device-keys", post(create_device_key).get(list_device_keys))
         .route("/api/v1/apps/{app_id}/device-keys/{id}", delete(revoke_device_key))
         .route("/api/v1/token", post(device_token))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/whip/v1/{app_id}/{room_id}/{stream_id}", post(whip::whip_post))
         .route("/whip/v1/{app_id}/{room_id}/{stream_id}/{session}", delete(whip::whip_delete))
         .route("/whep/v1/{app_id}/{room_id}/{stream_id}", post(whip::whep_post))
@@ -269,6 +270,13 @@ async fn open_door(
     }
 }
 
+/// The admin API's OpenAPI 3.1 description (docs/openapi.json, from scripts/openapi.py).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 /// How long a snapshot may wait for the stream's first keyframe (its publisher is asked for
 /// one when the SFU has none yet).
 const SNAPSHOT_KEYFRAME_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -412,6 +420,27 @@ async fn device_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `/api/v1` route of the router, with each of its methods, is in the OpenAPI
+    /// description integrators generate clients from.
+    #[test]
+    fn every_admin_route_is_in_the_openapi_description() {
+        let spec: serde_json::Value = serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON");
+        assert_eq!(spec["openapi"], "3.1.0");
+        let source = include_str!("http.rs");
+        let mut seen = 0;
+        for line in source.lines().map(str::trim).filter(|l| l.starts_with(".route(\"/api/v1")) {
+            let path = line.split('"').nth(1).unwrap();
+            let methods = line.split_once(", ").unwrap().1;
+            for m in ["get", "post", "delete"] {
+                if methods.contains(&format!("{m}(")) {
+                    assert!(spec["paths"][path][m].is_object(), "{m} {path} is not in docs/openapi.json");
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 10, "routes found: {seen}");
+    }
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {
