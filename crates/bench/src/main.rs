@@ -12,6 +12,7 @@ mod congestion;
 mod controls;
 mod device;
 mod faults;
+mod hooks;
 mod media;
 mod repair;
 mod tls;
@@ -84,6 +85,15 @@ pub struct BenchArgs {
     /// Camera off/on cycles timed at the player (0: skip).
     #[arg(long, default_value_t = 0)]
     camera: usize,
+    /// Webhook figures: this many events timed to their webhook, then a burst (0: skip).
+    #[arg(long, default_value_t = 0)]
+    hooks: usize,
+    /// Users in the webhook throughput burst (each joins and leaves: two events).
+    #[arg(long, default_value_t = 400)]
+    hooks_burst: usize,
+    /// Snapshot rounds timed to their first byte, ORC as usual and ORC_CODE=backup (0: skip).
+    #[arg(long, default_value_t = 0)]
+    snapshots: usize,
     /// Make every `--fault-cuts` cut this long (ms) instead of random.
     #[arg(long)]
     fault_cut_ms: Option<u64>,
@@ -187,6 +197,12 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     drop(pki);
     callbox::media::init()?;
+    if a.hooks > 0 {
+        hooks::run(a.hooks, a.hooks_burst).await?;
+    }
+    if a.snapshots > 0 {
+        hooks::snapshot_ttfb(a.snapshots).await?;
+    }
     let mut ff = if a.media_iterations > 0 { media::first_frame(a.media_iterations).await? } else { Vec::new() };
     if !ff.is_empty() {
         print_stats("first remote frame (start_publishing_stream call -> player rendered, 640x480@30)", &mut ff);

@@ -36,6 +36,11 @@ pub struct ServerProc {
 impl ServerProc {
     /// Starts a server on loopback (`listen` and media `port`, 0 for any).
     pub fn start(listen: &str, media_port: u16) -> anyhow::Result<ServerProc> {
+        ServerProc::start_with(listen, media_port, &[])
+    }
+
+    /// [`ServerProc::start`] with `env` set for the server process (e.g. `ORC_CODE`).
+    pub fn start_with(listen: &str, media_port: u16, env: &[(&str, &str)]) -> anyhow::Result<ServerProc> {
         let dir = std::env::temp_dir().join(format!("callbox-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("server.toml");
@@ -51,6 +56,7 @@ impl ServerProc {
             .env_remove("CALLBOX_BIN")
             .args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", listen])
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

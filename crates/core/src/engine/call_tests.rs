@@ -254,6 +254,11 @@ struct World {
     next_tick: Instant,
     /// What the registry told the webhooks, in order.
     hooks: Vec<crate::server::webhooks::Hook>,
+    /// Answers to HTTP requests (the admin API's door).
+    http: Vec<(
+        crate::server::registry::HttpId,
+        Result<crate::server::registry::HttpAnswer, crate::server::registry::Refusal>,
+    )>,
 }
 
 fn engine(at: Instant, seed: u64, media: MediaConfig) -> EngineCore {
@@ -291,6 +296,7 @@ impl World {
             next_cmd: 1,
             next_tick: at,
             hooks: vec![],
+            http: vec![],
         }
     }
 
@@ -512,7 +518,8 @@ impl World {
                         self.sfu.handle_offer(now.at, offer).map_err(|e| OfferFailure::Rejected(e.to_string()));
                     self.reg.handle_media_answer(reply, answer);
                 }
-                SrvOut::Media(MediaOut::Probe(_)) | SrvOut::Http(..) => {}
+                SrvOut::Media(MediaOut::Probe(_)) => {}
+                SrvOut::Http(id, answer) => self.http.push((id, answer)),
                 SrvOut::Media(MediaOut::EndStream(key)) => self.sfu.end_stream(&key),
                 SrvOut::Media(MediaOut::EndPlay(session, key)) => self.sfu.end_play(&session, &key),
                 SrvOut::Media(MediaOut::EndSession(session)) => self.sfu.end_session(&session),
@@ -965,6 +972,43 @@ fn a_lift_without_a_camera_calls_with_audio_only() {
     assert_eq!(w.devices[lift].media.video_rtp.get("desk-main"), None, "nor downloaded: no video m-line was offered");
     assert!(!w.devices[desk].media.video_rtp.contains_key("lift-main"), "the lift sends no video");
     assert!(w.audio(lift, "desk-main") > 100, "the lift hears the desk");
+}
+
+/// The building's backend opens the door over the admin API with no call: only the named
+/// station's relay pulses, the request is answered once it confirmed, and the webhooks
+/// hear it; a station that does not answer is DOOR_NO_ANSWER.
+#[test]
+fn the_admin_api_opens_one_door_without_a_call() {
+    use crate::server::registry::{HttpAnswer, HttpMedia};
+    let mut w = World::new();
+    let door = w.add("door", [10, 0, 1, 1], intercom("flat"));
+    let gate = w.add("gate", [10, 0, 3, 1], intercom("flat"));
+    let flat = w.add("flat", [10, 0, 2, 1], intercom("door"));
+    for i in [door, gate, flat] {
+        w.login(i, "lobby");
+    }
+    assert!(w.run_until(Duration::from_secs(5), |w| w.in_room(door) && w.in_room(gate) && w.in_room(flat)));
+    let now = w.now();
+    let ask = HttpMedia::Door { app_id: 1, room_id: "lobby".into(), user_id: "gate".into(), by: "backend".into() };
+    w.reg.handle_http(7, ask, now);
+    assert!(w.run_until(Duration::from_secs(3), |w| !w.http.is_empty()));
+    assert_eq!(w.http.pop(), Some((7, Ok(HttpAnswer::DoorOpened))));
+    assert_eq!((w.devices[gate].door_pulses, w.devices[door].door_pulses), (1, 0), "the gate alone");
+    assert_eq!((w.call_state(gate), w.call_state(flat)), (CallState::Idle, CallState::Idle), "no call needed");
+    assert!(w.hooks.iter().any(|h| matches!(&h.event,
+        crate::server::webhooks::HookEvent::DoorOpened { door, by } if door == "gate" && by == "backend")));
+    // A station cut off the network does not answer: DOOR_OFFLINE once it is detached, or
+    // DOOR_NO_ANSWER while the server still thinks it is there.
+    w.devices[door].cut = true;
+    let now = w.now();
+    let ask = HttpMedia::Door { app_id: 1, room_id: "lobby".into(), user_id: "door".into(), by: "backend".into() };
+    w.reg.handle_http(8, ask, now);
+    assert!(w.run_until(Duration::from_secs(6), |w| !w.http.is_empty()));
+    let (id, answer) = w.http.pop().unwrap();
+    let code = answer.unwrap_err().code;
+    assert_eq!(id, 8);
+    assert!(matches!(code, ErrorCode::DOOR_NO_ANSWER | ErrorCode::DOOR_OFFLINE), "{code:?}");
+    assert_eq!(w.devices[door].door_pulses, 0);
 }
 
 /// In a call, the door switches its camera off: the flat is told, its video stops without
