@@ -16,8 +16,8 @@ SRC_URI = "${CALLBOX_GIT_URI};nobranch=1"
 # A fixed commit, so a build is reproducible and matches callbox-crates.inc: both come from
 # the same Cargo.lock. `scripts/yocto-crates.py --pin` moves the pin to HEAD (with Cargo.lock
 # committed) and rewrites the crate list; tests/yocto.rs fails while they disagree.
-SRCREV = "7dcdc40249993c022e2caf1a71a9b0e5b8f60116"
-# sha256 of Cargo.lock at SRCREV: a8602671b29739a78f69280c5b22b532f8c94b68cec02817a3bec36181a0b510
+SRCREV = "792aaecfa588f108cc384606c23b2a56fb587cd6"
+# sha256 of Cargo.lock at SRCREV: 7742318d530a1a2ab917353785cb9c7265eca8761cad972da82475181eb1753a
 PV = "0.1.0+git"
 S = "${WORKDIR}/git"
 
