@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::calls::{Callee, Notes, Party};
-use super::doors::{Request, Requester, Waiting};
+use super::doors::{Request, Requester};
 use super::*;
 use crate::proto::{Capability, RingOrder};
 use crate::server::config::RING_SECS;
@@ -264,7 +264,7 @@ impl Registry {
             let message = if message.is_empty() { code.name().to_string() } else { truncate(message, 256) };
             Err((code, message))
         };
-        self.door_result(&w.into(), result);
+        self.door_result(&w, result);
     }
 
     /// Ring timers and door requests that got no answer.
@@ -275,7 +275,7 @@ impl Registry {
             tracing::warn!(callbox_event = "door_no_answer", door = %w.door_user, error_code = ErrorCode::DOOR_NO_ANSWER.0,
                 "the door station did not answer the door request in time");
             let why = format!("{} did not answer", w.door_user);
-            self.door_result(&w.into(), Err((ErrorCode::DOOR_NO_ANSWER, why)));
+            self.door_result(&w, Err((ErrorCode::DOOR_NO_ANSWER, why)));
         }
     }
 
@@ -286,7 +286,7 @@ impl Registry {
         self.send_notes(notes);
         for w in self.doors.session_gone(sid) {
             let why = format!("{} left", w.door_user);
-            self.door_result(&w.into(), Err((ErrorCode::DOOR_OFFLINE, why)));
+            self.door_result(&w, Err((ErrorCode::DOOR_OFFLINE, why)));
         }
     }
 
@@ -320,17 +320,4 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(end);
     }
     s
-}
-
-impl From<Waiting> for Request {
-    fn from(w: Waiting) -> Self {
-        Request {
-            requester: w.requester,
-            by: w.by,
-            app_id: w.app_id,
-            room_id: w.room_id,
-            door: w.door,
-            door_user: w.door_user,
-        }
-    }
 }

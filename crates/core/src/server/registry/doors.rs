@@ -24,21 +24,7 @@ pub(super) enum Requester {
     Admin(HttpId),
 }
 
-/// One request waiting for its door.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Waiting {
-    pub(super) requester: Requester,
-    /// The requester's user ID (for the journal and the webhooks).
-    pub(super) by: String,
-    /// The door station's app, room, session and user.
-    pub(super) app_id: u32,
-    pub(super) room_id: String,
-    pub(super) door: String,
-    pub(super) door_user: String,
-    until: Instant,
-}
-
-/// A new request, before it waits.
+/// A door request: who asks, and which station's door.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Request {
     pub(super) requester: Requester,
@@ -52,7 +38,7 @@ pub(super) struct Request {
 /// See the module docs.
 #[derive(Debug, Default)]
 pub(super) struct Doors {
-    waiting: BTreeMap<u64, Waiting>,
+    waiting: BTreeMap<u64, (Request, Instant)>,
     next_id: u64,
 }
 
@@ -63,29 +49,31 @@ impl Doors {
             return None;
         }
         self.next_id += 1;
-        let Request { requester, by, app_id, room_id, door, door_user } = r;
-        let until = now + DOOR_ANSWER_WITHIN;
-        self.waiting.insert(self.next_id, Waiting { requester, by, app_id, room_id, door, door_user, until });
+        self.waiting.insert(self.next_id, (r, now + DOOR_ANSWER_WITHIN));
         Some(self.next_id)
     }
 
     /// The door `door` answered request `id`: the request, if it was that door's.
-    pub(super) fn answered(&mut self, door: &str, id: u64) -> Option<Waiting> {
-        if self.waiting.get(&id).is_some_and(|w| w.door == door) { self.waiting.remove(&id) } else { None }
+    pub(super) fn answered(&mut self, door: &str, id: u64) -> Option<Request> {
+        if self.waiting.get(&id).is_some_and(|(r, _)| r.door == door) {
+            self.waiting.remove(&id).map(|(r, _)| r)
+        } else {
+            None
+        }
     }
 
     /// Requests whose door did not answer in time.
-    pub(super) fn expired(&mut self, now: Instant) -> Vec<Waiting> {
-        let due: Vec<u64> = self.waiting.iter().filter(|(_, w)| w.until <= now).map(|(&id, _)| id).collect();
-        due.into_iter().filter_map(|id| self.waiting.remove(&id)).collect()
+    pub(super) fn expired(&mut self, now: Instant) -> Vec<Request> {
+        let due: Vec<u64> = self.waiting.iter().filter(|(_, (_, until))| *until <= now).map(|(&id, _)| id).collect();
+        due.into_iter().filter_map(|id| self.waiting.remove(&id)).map(|(r, _)| r).collect()
     }
 
     /// A session ended: its requests go (as requester, nobody waits; as door, they are
     /// answered DOOR_OFFLINE by the caller of this).
-    pub(super) fn session_gone(&mut self, sid: &str) -> Vec<Waiting> {
-        self.waiting.retain(|_, w| !matches!(&w.requester, Requester::Session { sid: s, .. } if s == sid));
-        let gone: Vec<u64> = self.waiting.iter().filter(|(_, w)| w.door == sid).map(|(&id, _)| id).collect();
-        gone.into_iter().filter_map(|id| self.waiting.remove(&id)).collect()
+    pub(super) fn session_gone(&mut self, sid: &str) -> Vec<Request> {
+        self.waiting.retain(|_, (r, _)| !matches!(&r.requester, Requester::Session { sid: s, .. } if s == sid));
+        let gone: Vec<u64> = self.waiting.iter().filter(|(_, (r, _))| r.door == sid).map(|(&id, _)| id).collect();
+        gone.into_iter().filter_map(|id| self.waiting.remove(&id)).map(|(r, _)| r).collect()
     }
 
     #[cfg(test)]
@@ -109,7 +97,7 @@ mod tests {
         }
     }
 
-    fn number(w: &Waiting) -> u64 {
+    fn number(w: &Request) -> u64 {
         match w.requester {
             Requester::Session { req, .. } => req,
             Requester::Admin(id) => 1000 + id,
