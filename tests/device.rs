@@ -1061,6 +1061,7 @@ async fn home_assistant_over_mqtt_sees_the_door_and_drives_it() {
     }
     sub.wait("callbox/door/availability", "online").await;
     sub.wait("callbox/door/call", "idle").await;
+    door.wait("status says connected", |s| s.mqtt.as_deref() == Some("connected")).await;
 
     // Open the door from Home Assistant: the relay pulses and the door event follows.
     broker.publish("callbox/door/door/open", "PRESS");
@@ -1082,6 +1083,9 @@ async fn home_assistant_over_mqtt_sees_the_door_and_drives_it() {
     drop(sub);
     let s = door.wait("the call goes on without the broker", |s| playing(s, "flat-main").unwrap_or(0) > 5).await;
     assert_eq!(s.call, "in_call");
+    door.wait("status says unreachable", |s| s.mqtt.as_deref() == Some("unreachable")).await;
+    let s = door.wait("the call still goes on", |s| s.call == "in_call").await;
+    assert!(playing(&s, "flat-main").unwrap_or(0) > 5);
     broker.restart();
     let sub = broker.subscribe();
     sub.wait("homeassistant/event/door/doorbell/config", "*").await;

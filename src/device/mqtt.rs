@@ -14,6 +14,9 @@ use callbox_core::device::call::CallState;
 pub use callbox_core::device::mqtt::{BrokerUrl, Command, HaDevice, Message};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::ReconnectPolicy;
@@ -87,7 +90,13 @@ pub enum Update {
 /// A handle to the MQTT task.
 pub struct Mqtt {
     tx: mpsc::Sender<Update>,
+    state: Arc<AtomicU8>,
 }
+
+/// The broker connection as `callbox status` shows it.
+const CONNECTING: u8 = 0;
+const CONNECTED: u8 = 1;
+const UNREACHABLE: u8 = 2;
 
 impl Mqtt {
     /// Starts the task for `device` on `section`'s broker; the commands arrive on the
@@ -110,8 +119,18 @@ impl Mqtt {
         }
         let (tx, rx) = mpsc::channel(64);
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
-        tokio::spawn(run(opts, section.url.clone(), device, rx, cmd_tx));
-        Ok((Mqtt { tx }, cmd_rx))
+        let state = Arc::new(AtomicU8::new(CONNECTING));
+        tokio::spawn(run(opts, section.url.clone(), device, rx, cmd_tx, state.clone()));
+        Ok((Mqtt { tx, state }, cmd_rx))
+    }
+
+    /// `connecting`, `connected` or `unreachable`.
+    pub fn state(&self) -> &'static str {
+        match self.state.load(Ordering::Relaxed) {
+            CONNECTED => "connected",
+            UNREACHABLE => "unreachable",
+            _ => "connecting",
+        }
     }
 
     /// Hands over an update without waiting (a full queue drops it: the broker is behind).
@@ -142,6 +161,7 @@ async fn run(
     device: HaDevice,
     mut rx: mpsc::Receiver<Update>,
     commands: mpsc::Sender<Command>,
+    shown: Arc<AtomicU8>,
 ) {
     let (client, mut events) = AsyncClient::new(opts, 64);
     let policy = ReconnectPolicy::doubling(Duration::from_millis(500), Duration::from_secs(30));
@@ -161,6 +181,7 @@ async fn run(
                             tracing::info!(callbox_event = "mqtt_connected", broker = %url, after_failures = failures,
                                 "mqtt: connected; Home Assistant discovery published");
                             connected = true;
+                            shown.store(CONNECTED, Ordering::Relaxed);
                             failures = 0;
                             for m in device.discovery() {
                                 publish(&client, m);
@@ -187,6 +208,7 @@ async fn run(
                                     "mqtt: the broker is unreachable; retrying (calls are not affected)");
                             }
                             connected = false;
+                            shown.store(UNREACHABLE, Ordering::Relaxed);
                             retry_at = Some(tokio::time::Instant::now() + policy.ceiling(failures));
                             failures = failures.saturating_add(1);
                         }

@@ -41,6 +41,10 @@ pub struct Status {
     /// publish links' receiver reports, `downstream` from what its players receive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkStatus>,
+    /// The MQTT broker (`[mqtt]`): `connecting`, `connected` or `unreachable`; absent
+    /// without `[mqtt]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<String>,
     /// Other users in the room.
     pub users: Vec<String>,
     /// Other users' streams in the room.
@@ -311,6 +315,9 @@ impl Status {
             .map(|n| format!("  network up {} down {}", n.upstream, n.downstream))
             .unwrap_or_default();
         let _ = writeln!(t, "media    camera {}, speaker {speaker}{net}", self.camera);
+        if let Some(m) = &self.mqtt {
+            let _ = writeln!(t, "mqtt     {m}");
+        }
         let _ = writeln!(t, "users    {}", if self.users.is_empty() { "-".into() } else { self.users.join(", ") });
         for p in &self.publishing {
             let q = p.quality.as_ref().map(|q| {

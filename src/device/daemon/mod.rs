@@ -794,6 +794,7 @@ impl Daemon {
         self.status.call_peer = self.controller.peer().map(str::to_string);
         self.status.gpio.backend = self.outputs.backend().into();
         self.status.gpio.outputs = self.outputs.modes();
+        self.status.mqtt = self.mqtt.as_ref().map(|(m, _)| m.state().into());
         if let Some(e) = &self.outputs.last_error {
             self.status.gpio.error = Some(e.to_string());
         }
