@@ -94,7 +94,7 @@ impl Registry {
             })
             .collect();
         let ring = Duration::from_secs(u64::from(ring));
-        match self.calls.place(now.at, room_id.clone(), caller, callees, order, ring) {
+        match self.calls.place(now.at, (app_id, room_id.clone()), caller, callees, order, ring) {
             Ok((call_id, notes)) => {
                 self.metrics.calls += 1;
                 tracing::info!(callbox_event = "call_placed", call_id, room_id = %room_id, user_id = %self.user_of(sid),

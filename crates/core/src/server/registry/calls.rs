@@ -72,6 +72,7 @@ impl CallLeg {
 #[derive(Debug)]
 struct Call {
     id: u64,
+    app_id: u32,
     room_id: String,
     caller: Party,
     order: RingOrder,
@@ -112,6 +113,7 @@ pub(super) struct Calls {
 /// A step of a call as its caller saw it: one per message to the caller.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct CallStep {
+    pub(super) app_id: u32,
     pub(super) room_id: String,
     pub(super) call_id: u64,
     pub(super) caller: String,
@@ -189,7 +191,7 @@ impl Calls {
     pub(super) fn place(
         &mut self,
         now: Instant,
-        room_id: String,
+        (app_id, room_id): (u32, String),
         caller: Party,
         callees: Vec<Callee>,
         order: RingOrder,
@@ -202,7 +204,8 @@ impl Calls {
         let id = self.next_id;
         self.by_session.insert(caller.sid.clone(), id);
         let legs = callees.into_iter().map(|callee| CallLeg { callee, leg: Leg::Waiting }).collect();
-        self.calls.insert(id, Call { id, room_id, caller, order, ring, legs, last: ErrorCode::CALL_PEER_OFFLINE });
+        self.calls
+            .insert(id, Call { id, app_id, room_id, caller, order, ring, legs, last: ErrorCode::CALL_PEER_OFFLINE });
         let mut notes = Notes::new();
         self.advance(id, now, &mut notes);
         Ok((id, notes))
@@ -408,6 +411,7 @@ impl Calls {
 
 fn step(call: &Call, phase: CallPhase, peer: &UserInfo, reason: ErrorCode) -> CallStep {
     CallStep {
+        app_id: call.app_id,
         room_id: call.room_id.clone(),
         call_id: call.id,
         caller: call.caller.user.user_id.clone(),
