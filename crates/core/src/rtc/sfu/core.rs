@@ -477,10 +477,9 @@ impl SfuCore {
 
     fn forward(&mut self, now: Instant, stream: &StreamKey, mut media: Vec<(Kind, rtc::rtp::Packet)>) {
         self.stats.packets_in += media.len() as u64;
-        for (_, p) in media.iter().filter(|(k, _)| *k == Kind::Video) {
-            let h = &p.header;
-            self.keyframes.observe(stream, h.sequence_number, h.timestamp, h.marker, &p.payload);
-        }
+        let video = media.iter().filter(|(k, _)| *k == Kind::Video);
+        let video = video.map(|(_, p)| (p.header.sequence_number, p.header.timestamp, p.header.marker, &p.payload));
+        self.keyframes.observe_all(stream, video);
         let Some(players) = self.players.get(stream) else { return };
         // Header extension IDs (mid, abs-send-time, transport-cc, ...) are negotiated per
         // connection: the publisher's mean something else, or nothing, to a player (a browser's

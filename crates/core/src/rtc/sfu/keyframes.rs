@@ -57,6 +57,36 @@ impl Keyframe {
     }
 }
 
+impl Slot {
+    fn observe(&mut self, seq: u16, ts: u32, marker: bool, payload: &bytes::Bytes, starts: bool) {
+        match &mut self.building {
+            Some(b) if b.ts == ts => {
+                if b.packets.len() >= MAX_PACKETS {
+                    self.building = None;
+                    return;
+                }
+                b.packets.push((seq, payload.clone()));
+            }
+            _ if starts => self.building = Some(Building { ts, packets: vec![(seq, payload.clone())] }),
+            _ => {
+                self.building = None;
+                return;
+            }
+        }
+        if marker && let Some(mut b) = self.building.take() {
+            // Order by sequence from the first one seen (wrapping), and require no gap.
+            let first = b.packets.iter().map(|(s, _)| *s).min_by_key(|s| s.wrapping_sub(b.packets[0].0) as i16);
+            let Some(first) = first else { return };
+            b.packets.sort_by_key(|(s, _)| s.wrapping_sub(first));
+            b.packets.dedup_by_key(|(s, _)| *s);
+            let whole = b.packets.iter().enumerate().all(|(i, (s, _))| s.wrapping_sub(first) as usize == i);
+            if whole {
+                self.done = Some(Keyframe { ts, payloads: b.packets.into_iter().map(|(_, p)| p).collect() });
+            }
+        }
+    }
+}
+
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct Keyframes {
@@ -66,35 +96,24 @@ pub struct Keyframes {
 impl Keyframes {
     /// A video packet of `stream` was received.
     pub fn observe(&mut self, stream: &StreamKey, seq: u16, ts: u32, marker: bool, payload: &bytes::Bytes) {
-        let starts = crate::rtc::repair::h264_key(payload);
-        let slot = match self.streams.get_mut(stream) {
-            Some(s) => s,
-            None if starts => self.streams.entry(stream.clone()).or_default(),
-            None => return,
-        };
-        match &mut slot.building {
-            Some(b) if b.ts == ts => {
-                if b.packets.len() >= MAX_PACKETS {
-                    slot.building = None;
-                    return;
-                }
-                b.packets.push((seq, payload.clone()));
+        self.observe_all(stream, [(seq, ts, marker, payload)]);
+    }
+
+    /// Video packets of `stream`, as they came: the stream is looked up once for all of
+    /// them (this runs for every forwarded batch).
+    pub fn observe_all<'a>(
+        &mut self,
+        stream: &StreamKey,
+        packets: impl IntoIterator<Item = (u16, u32, bool, &'a bytes::Bytes)>,
+    ) {
+        let mut slot = self.streams.get_mut(stream);
+        for (seq, ts, marker, payload) in packets {
+            let starts = crate::rtc::repair::h264_key(payload);
+            if slot.is_none() && starts {
+                slot = Some(self.streams.entry(stream.clone()).or_default());
             }
-            _ if starts => slot.building = Some(Building { ts, packets: vec![(seq, payload.clone())] }),
-            _ => {
-                slot.building = None;
-                return;
-            }
-        }
-        if marker && let Some(mut b) = slot.building.take() {
-            // Order by sequence from the first one seen (wrapping), and require no gap.
-            let first = b.packets.iter().map(|(s, _)| *s).min_by_key(|s| s.wrapping_sub(b.packets[0].0) as i16);
-            let Some(first) = first else { return };
-            b.packets.sort_by_key(|(s, _)| s.wrapping_sub(first));
-            b.packets.dedup_by_key(|(s, _)| *s);
-            let whole = b.packets.iter().enumerate().all(|(i, (s, _))| s.wrapping_sub(first) as usize == i);
-            if whole {
-                slot.done = Some(Keyframe { ts, payloads: b.packets.into_iter().map(|(_, p)| p).collect() });
+            if let Some(s) = slot.as_deref_mut() {
+                s.observe(seq, ts, marker, payload, starts);
             }
         }
     }
