@@ -66,6 +66,8 @@ pub struct Counters {
     levels: [AtomicU32; 2],
     /// The decoded picture's size, `width << 32 | height` (play; 0: none yet).
     size: AtomicU64,
+    /// The video jitter buffer's wait now, ms (play; 0: not set yet).
+    jitter_ms: AtomicU32,
 }
 
 /// What [`Counters::on_first`] is given.
@@ -148,6 +150,16 @@ impl Counters {
     pub fn size(&self) -> Option<(u32, u32)> {
         let s = self.size.load(Ordering::Relaxed);
         (s != 0).then_some(((s >> 32) as u32, s as u32))
+    }
+
+    /// Records the video jitter buffer's wait.
+    pub fn set_jitter(&self, wait: std::time::Duration) {
+        self.jitter_ms.store(wait.as_millis() as u32, Ordering::Relaxed);
+    }
+
+    /// The video jitter buffer's wait, ms (0: not set yet).
+    pub fn jitter_ms(&self) -> u32 {
+        self.jitter_ms.load(Ordering::Relaxed)
     }
 
     /// (video in, video out, audio) now.

@@ -13,6 +13,7 @@
 use super::encoder::Encoder;
 use super::{AudioSink, AudioSource, Layout, MediaConfig, VideoRate, VideoSink, VideoSource};
 use crate::rtc::{H264_PT, OPUS_PT};
+pub use callbox_core::media::jitter::JitterWait;
 pub use callbox_core::media::rules::{PREVIEW_CHANNEL, opus_loss_percent, play_channel, video_jitter_ms};
 
 /// RTP packets are kept under this size (fits any path MTU with SRTP and IP headers).
@@ -176,7 +177,8 @@ pub fn play(cfg: &MediaConfig, decoder: &str, stream_id: &str, video: bool) -> S
     // With echo cancellation, played audio passes the probe that the capture side's
     // webrtcdsp uses as its far-end reference.
     let probe = if cfg.echo_cancel { "webrtcechoprobe ! " } else { "" };
-    let jitter = video_jitter_ms(cfg);
+    // The wait starts short and the player's JitterWait sets it as it measures.
+    let jitter = JitterWait::START.as_millis();
     let vsrc = format!(
         "appsrc name=vsrc is-live=true format=time do-timestamp=true \
          caps=\"application/x-rtp,media=video,clock-rate=90000,encoding-name=H264,payload={H264_PT}\""
@@ -185,7 +187,7 @@ pub fn play(cfg: &MediaConfig, decoder: &str, stream_id: &str, video: bool) -> S
         // `vgate` closed (the application muted this stream's video): packets are dropped
         // before the depayloader, so nothing is decoded.
         format!(
-            "{vsrc} ! rtpjitterbuffer latency={jitter} do-lost=true ! valve name=vgate drop=false ! \
+            "{vsrc} ! rtpjitterbuffer name=vjit latency={jitter} do-lost=true ! valve name=vgate drop=false ! \
              rtph264depay ! h264parse ! {decoder} name=vdec ! videoconvert ! {vout}"
         )
     } else {
@@ -252,8 +254,9 @@ mod tests {
         let off = MediaConfig { repair: false, dtx: true, ..MediaConfig::small() };
         let p_off = publish(&off, off.full_rate(), Encoder::X264, false);
         assert!(p_off.contains("inband-fec=false packet-loss-percentage=0 dtx=true"), "{p_off}");
-        assert!(play(&off, "avdec_h264", "s", true).contains("rtpjitterbuffer latency=80 "));
-        assert!(play(&cfg, "avdec_h264", "s", true).contains("rtpjitterbuffer latency=150 "));
+        // Both start short: the player's JitterWait grows the wait as it measures.
+        assert!(play(&off, "avdec_h264", "s", true).contains("rtpjitterbuffer name=vjit latency=10 "));
+        assert!(play(&cfg, "avdec_h264", "s", true).contains("rtpjitterbuffer name=vjit latency=10 "));
         assert_eq!(opus_loss_percent(true, 0.0), 10);
         assert_eq!(opus_loss_percent(true, 0.123), 13);
         assert_eq!(opus_loss_percent(true, 0.9), 30);

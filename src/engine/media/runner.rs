@@ -485,7 +485,8 @@ impl Meters for MediaRunner {
         let p = self.plays.get(stream)?.player.as_ref()?;
         let [decoded, rendered, audio] = p.counters.snapshot();
         let (width, height) = p.counters.size().unwrap_or((0, 0));
-        Some((PlayCounts { decoded, rendered, audio, width, height }, p.counters.last_video()))
+        let jitter_ms = p.counters.jitter_ms();
+        Some((PlayCounts { decoded, rendered, audio, width, height, jitter_ms }, p.counters.last_video()))
     }
 }
 

@@ -7,6 +7,7 @@
 use serde::Deserialize;
 
 pub mod encoder;
+pub mod jitter;
 pub mod rules;
 mod video_rate;
 

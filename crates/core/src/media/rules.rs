@@ -4,8 +4,9 @@
 
 use super::MediaConfig;
 
-/// The play pipeline's video jitter buffer, ms (reported in player quality): see
-/// [`crate::rtc::repair::PLAY_WAIT`].
+/// The most the play pipeline's video jitter buffer waits for a missing packet, ms: see
+/// [`crate::rtc::repair::PLAY_WAIT`]. It starts shorter and grows to this on loss
+/// ([`super::jitter::JitterWait`]).
 pub fn video_jitter_ms(cfg: &MediaConfig) -> u32 {
     let wait = if cfg.repair { crate::rtc::repair::PLAY_WAIT_REPAIR } else { crate::rtc::repair::PLAY_WAIT };
     wait.as_millis() as u32

@@ -257,6 +257,8 @@ pub struct PlayCounts {
     pub width: u32,
     /// The decoded picture's height.
     pub height: u32,
+    /// The video jitter buffer's wait now, ms (0: not known; the ceiling is reported).
+    pub jitter_ms: u32,
 }
 
 /// The running pipelines' counters, read by the supervisor on its ticks.

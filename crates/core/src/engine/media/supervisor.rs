@@ -987,7 +987,10 @@ impl MediaSupervisor {
                 audio_kbps: link.audio_kbps,
                 rtt_ms: link.rtt_ms,
                 packet_loss: link.loss,
-                jitter_buffer_ms: f64::from(rules::video_jitter_ms(&self.cfg)),
+                jitter_buffer_ms: f64::from(match c.jitter_ms {
+                    0 => rules::video_jitter_ms(&self.cfg),
+                    ms => ms,
+                }),
                 stall_count: p.video.count,
                 stall_ms: p.video.total_ms,
                 frames_decoded: c.decoded,
