@@ -207,6 +207,14 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if !ff.is_empty() {
         print_stats("first remote frame (start_publishing_stream call -> player rendered, 640x480@30)", &mut ff);
     }
+    if a.media_iterations > 0 {
+        let (mut late, gops) = media::late_join(a.media_iterations).await?;
+        print_stats(
+            "first frame, late joiner (start_playing_stream call -> rendered, stream running, 640x480@30)",
+            &mut late,
+        );
+        println!("  joining players sent the kept GOP by the server: {gops} of {}", a.media_iterations);
+    }
     if a.restarts > 0 {
         let mut rs = media::restart_recovery(a.restarts).await?;
         if !rs.is_empty() {

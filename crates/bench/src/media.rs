@@ -164,6 +164,49 @@ pub async fn first_frame(iterations: usize) -> anyhow::Result<Vec<Duration>> {
     Ok(out)
 }
 
+/// A player that joins a running stream: its `start_playing_stream` call to its first
+/// rendered frame, at a random point of the publisher's 2 s GOP. Also how many joins the
+/// server served from its kept GOP (read from `/metrics`).
+pub async fn late_join(iterations: usize) -> anyhow::Result<(Vec<Duration>, u64)> {
+    let server = ServerProc::start("127.0.0.1:0", 0)?;
+    let (a, mut ea) = engine(&server.url(), MediaConfig::default())?;
+    a.login_room("bench-late", user("door"), RoomConfig::default()).await?;
+    a.start_publishing_stream("late-main", PublishChannel::Main).await?;
+    until(&mut ea, Duration::from_secs(10), |e| matches!(e, EngineEvent::PublisherQualityUpdate { .. })).await;
+    let mut out = Vec::new();
+    for i in 0..iterations {
+        // Spread over the GOP: 0.1 s to 2.0 s after the last join's.
+        tokio::time::sleep(Duration::from_millis(100 + (i as u64 * 677) % 1900)).await;
+        let (b, mut eb) = engine(&server.url(), MediaConfig::default())?;
+        b.login_room("bench-late", user(&format!("late-{i}")), RoomConfig::default()).await?;
+        let t0 = Instant::now();
+        b.start_playing_stream("late-main").await?;
+        if until(&mut eb, Duration::from_secs(10), rendered).await {
+            out.push(t0.elapsed());
+            if std::env::var_os("BENCH_EACH").is_some() {
+                eprintln!("late joiner {i}: {:?}", t0.elapsed());
+            }
+        } else {
+            eprintln!("late joiner {i}: no frame within 10 s");
+        }
+        b.destroy().await;
+    }
+    let gops = metric(&server.url(), "callbox_media_gops_sent_total").await.unwrap_or(0.0) as u64;
+    a.destroy().await;
+    Ok((out, gops))
+}
+
+/// One un-labelled series of the server's `/metrics`.
+pub async fn metric(url: &str, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url.strip_prefix("ws://")?.trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(host).await.ok()?;
+    s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    body.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Server SIGKILLed and restarted mid-call: from the restarted server listening to the
 /// player rendering again (320x240@15).
 pub async fn restart_recovery(iterations: usize) -> anyhow::Result<Vec<Duration>> {

@@ -146,6 +146,12 @@ pub fn render_media(m: &crate::rtc::sfu::SfuStats) -> String {
         "Keyframe requests sent to publishers.",
         m.keyframe_requests,
     );
+    one(
+        "callbox_media_gops_sent_total",
+        "counter",
+        "Joining players sent the pictures since the stream's last keyframe (no keyframe request needed).",
+        m.gops_sent,
+    );
     let name = "callbox_media_repaired_total";
     let _ = writeln!(
         s,

@@ -466,9 +466,14 @@ impl SfuCore {
         if role == MediaRole::Publish && !media.is_empty() {
             let stream = c.stream.clone();
             self.forward(now, &stream, media);
-        } else if role == MediaRole::Play && (wants_key || joined) {
+        } else if role == MediaRole::Play && joined {
             let stream = c.stream.clone();
-            self.request_keyframe(now, &stream, joined);
+            if !self.send_gop(now, id, &stream) {
+                self.request_keyframe(now, &stream, true);
+            }
+        } else if role == MediaRole::Play && wants_key {
+            let stream = c.stream.clone();
+            self.request_keyframe(now, &stream, false);
         }
         if closed {
             self.remove(id);
@@ -477,13 +482,10 @@ impl SfuCore {
 
     fn forward(&mut self, now: Instant, stream: &StreamKey, mut media: Vec<(Kind, rtc::rtp::Packet)>) {
         self.stats.packets_in += media.len() as u64;
-        let video = media.iter().filter(|(k, _)| *k == Kind::Video);
-        let video = video.map(|(_, p)| (p.header.sequence_number, p.header.timestamp, p.header.marker, &p.payload));
-        self.keyframes.observe_all(stream, video);
-        let Some(players) = self.players.get(stream) else { return };
         // Header extension IDs (mid, abs-send-time, transport-cc, ...) are negotiated per
         // connection: the publisher's mean something else, or nothing, to a player (a browser's
-        // audio mid would route its packets to our video). Dropped once, before the copies.
+        // audio mid would route its packets to our video). Dropped once, before the copies
+        // (and before the GOP keeps them).
         for (_, packet) in &mut media {
             let h = &mut packet.header;
             h.extension = false;
@@ -491,6 +493,9 @@ impl SfuCore {
             h.extensions.clear();
             h.extensions_padding = 0;
         }
+        let video = media.iter().filter(|(k, _)| *k == Kind::Video).map(|(_, p)| p);
+        self.keyframes.observe_all(stream, video);
+        let Some(players) = self.players.get(stream) else { return };
         for pid in players {
             let Some(p) = self.conns.get_mut(pid) else { continue };
             for (kind, packet) in &media {
@@ -507,6 +512,24 @@ impl SfuCore {
             }
             peer::drain(&mut p.pc, &mut self.out);
         }
+    }
+
+    /// Sends a player that just connected the stream's pictures since its latest keyframe
+    /// (kept by [`super::keyframes::Keyframes`]), so it starts decoding at once; false when
+    /// none is kept (the publisher is asked instead).
+    fn send_gop(&mut self, now: Instant, id: u64, stream: &StreamKey) -> bool {
+        let Some(gop) = self.keyframes.gop(stream) else { return false };
+        let Some(p) = self.conns.get_mut(&id) else { return false };
+        let Some(sender) = p.senders.get(&Kind::Video) else { return false };
+        let mut sent = 0;
+        for packet in gop {
+            sent += u64::from(sender.write(&mut p.pc, now, packet.clone()));
+        }
+        self.stats.packets_out += sent;
+        self.stats.gops_sent += 1;
+        peer::drain(&mut p.pc, &mut self.out);
+        tracing::debug!(id, stream = %stream.stream_id, packets = gop.len(), "joining player sent the GOP so far");
+        sent > 0
     }
 
     /// Reads each player's estimate and tells each publisher the lowest among its stream's

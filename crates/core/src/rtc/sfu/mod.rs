@@ -47,6 +47,8 @@ pub struct SfuStats {
     pub packets_out: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests: u64,
+    /// Joining players sent the kept pictures since the stream's last keyframe instead.
+    pub gops_sent: u64,
     /// Bitrate caps (REMB: the lowest of the stream's players' estimates) sent to publishers.
     pub bitrate_caps: u64,
     /// Publishers' lost video packets that arrived again as retransmissions (RTX).
