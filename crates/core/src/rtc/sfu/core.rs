@@ -526,7 +526,7 @@ impl SfuCore {
             sent += u64::from(sender.write(&mut p.pc, now, packet.clone()));
         }
         self.stats.packets_out += sent;
-        self.stats.gops_sent += 1;
+        self.stats.gops_sent += u64::from(sent > 0);
         peer::drain(&mut p.pc, &mut self.out);
         tracing::debug!(id, stream = %stream.stream_id, packets = gop.len(), "joining player sent the GOP so far");
         sent > 0

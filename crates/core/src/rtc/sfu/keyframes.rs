@@ -203,6 +203,10 @@ mod tests {
         StreamKey { app_id: 1, room_id: "r".into(), stream_id: "s".into() }
     }
 
+    /// An SPS alone, and a non-IDR slice.
+    const SPS: bytes::Bytes = bytes::Bytes::from_static(&[0x67, 0x42, 0, 0x1f]);
+    const DELTA: bytes::Bytes = bytes::Bytes::from_static(&[0x41, 1, 2]);
+
     /// FU-A fragments of an IDR (type 5): start, middle, end.
     fn fu(start: bool, end: bool) -> bytes::Bytes {
         let header = (0x80 * u8::from(start)) | (0x40 * u8::from(end)) | 5;
@@ -217,8 +221,7 @@ mod tests {
     #[test]
     fn a_whole_keyframe_is_kept_and_a_broken_one_is_not() {
         let mut k = Keyframes::default();
-        let sps = bytes::Bytes::from_static(&[0x67, 0x42, 0, 0x1f]);
-        let delta = bytes::Bytes::from_static(&[0x41, 1, 2]);
+        let (sps, delta) = (SPS, DELTA);
         k.observe(&key(), &pkt(9, 100, true, &delta));
         assert!(k.latest(&key()).is_none(), "no keyframe seen");
         k.observe(&key(), &pkt(10, 200, false, &sps));
@@ -248,8 +251,7 @@ mod tests {
     #[test]
     fn the_gop_starts_at_the_keyframe_with_its_sps_and_follows_it() {
         let mut k = Keyframes::default();
-        let sps = bytes::Bytes::from_static(&[0x67, 0x42, 0, 0x1f]);
-        let delta = bytes::Bytes::from_static(&[0x41, 1, 2]);
+        let (sps, delta) = (SPS, DELTA);
         k.observe(&key(), &pkt(9, 100, true, &delta));
         assert!(k.gop(&key()).is_none(), "no keyframe yet: nothing a player could start on");
         k.observe(&key(), &pkt(10, 200, false, &sps));
@@ -277,7 +279,7 @@ mod tests {
         // As rtph264pay sends x264's sliced keyframe: a slice, the SPS/PPS in a STAP-A, slices.
         let mut k = Keyframes::default();
         let stap = bytes::Bytes::from_static(&[0x78, 0, 4, 0x67, 0x42, 0, 0x1f, 0, 2, 0x68, 0xce]);
-        let delta = bytes::Bytes::from_static(&[0x41, 1, 2]);
+        let delta = DELTA;
         k.observe(&key(), &pkt(100, 7, false, &fu(true, true)));
         k.observe(&key(), &pkt(101, 7, false, &stap));
         k.observe(&key(), &pkt(102, 7, true, &fu(true, true)));

@@ -19,6 +19,8 @@ struct Client {
     addr: SocketAddr,
     events: Vec<ClientEvent>,
     received: [u64; 2],
+    /// The first video packets received, as the client handed them on (RTP).
+    first_video: Vec<bytes::Bytes>,
     /// The network drops everything to and from this client.
     cut: bool,
     /// The network drops this client's UDP (TCP passes).
@@ -68,7 +70,15 @@ impl Net {
             .handle_offer(self.now, MediaOffer { session: session.into(), stream: key(stream), role, sdp: offer })
             .unwrap();
         core.handle_answer(self.now, answer);
-        self.clients.push(Client { core, addr, events: vec![], received: [0; 2], cut: false, udp_blocked: false });
+        self.clients.push(Client {
+            core,
+            addr,
+            events: vec![],
+            received: [0; 2],
+            first_video: vec![],
+            cut: false,
+            udp_blocked: false,
+        });
         self.clients.len() - 1
     }
 
@@ -105,8 +115,11 @@ impl Net {
                 while let Some(e) = c.core.poll_event() {
                     c.events.push(e);
                 }
-                while let Some((kind, _)) = c.core.poll_rtp() {
+                while let Some((kind, rtp)) = c.core.poll_rtp() {
                     c.received[kind as usize] += 1;
+                    if kind == Kind::Video && c.first_video.len() < 8 {
+                        c.first_video.push(rtp);
+                    }
                 }
             }
             if !moved {
@@ -310,4 +323,56 @@ fn the_server_reports_a_publishers_audio_loss_back_to_it() {
     assert!((0.1..=0.3).contains(&loss), "reported audio loss {loss}");
     // 30 were not sent; the last report, a second or less before, counted most of them.
     assert!((15..=30).contains(&stats.lost), "reported lost {}", stats.lost);
+}
+
+/// A video packet with `payload` (RFC 6184).
+fn h264(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> bytes::Bytes {
+    use rtc::shared::marshal::Marshal;
+    let header = rtc::rtp::header::Header {
+        version: 2,
+        payload_type: crate::rtc::H264_PT,
+        sequence_number: seq,
+        timestamp: ts,
+        ssrc: 42,
+        marker,
+        ..Default::default()
+    };
+    rtc::rtp::Packet { header, payload: bytes::Bytes::copy_from_slice(payload) }.marshal().unwrap().freeze()
+}
+
+#[test]
+fn a_late_player_starts_on_the_kept_keyframe_with_its_parameter_sets_first() {
+    let mut net = Net::new();
+    let publisher = net.join("door", "s", MediaRole::Publish);
+    assert!(net.run_until(Duration::from_secs(5), |n| n.connected(publisher)));
+    // As rtph264pay sends x264's sliced keyframe: the first slice, the SPS/PPS (STAP-A), the
+    // second slice; then two frames that refer to it.
+    let slice = [0x65, 0x88, 1, 2];
+    let stap = [0x78, 0, 4, 0x67, 0x42, 0, 0x1f, 0, 2, 0x68, 0xce];
+    for (seq, ts, marker, payload) in [
+        (10, 3000, false, &slice[..]),
+        (11, 3000, false, &stap[..]),
+        (12, 3000, true, &slice[..]),
+        (13, 6000, true, &[0x41, 1][..]),
+        (14, 9000, true, &[0x41, 2][..]),
+    ] {
+        net.clients[publisher].core.send_rtp(net.now, Kind::Video, &h264(seq, ts, marker, payload));
+    }
+    net.pump();
+    let player = net.join("desk", "s", MediaRole::Play);
+    assert!(net.run_until(Duration::from_secs(5), |n| n.clients[player].first_video.len() >= 6));
+    let got: Vec<(u16, u32, Vec<u8>)> = net.clients[player]
+        .first_video
+        .iter()
+        .map(|raw| {
+            use rtc::shared::marshal::Unmarshal;
+            let p = rtc::rtp::Packet::unmarshal(&mut raw.clone()).unwrap();
+            (p.header.sequence_number, p.header.timestamp, p.payload.to_vec())
+        })
+        .collect();
+    assert_eq!(got[0], (9, 3000, stap.to_vec()), "first the parameter sets, under the number before the keyframe's");
+    let seqs: Vec<u16> = got.iter().map(|g| g.0).collect();
+    assert_eq!(seqs, [9, 10, 11, 12, 13, 14], "then the keyframe and the frames since, in order");
+    assert_eq!(net.count(publisher, keyframe_requested), 0, "nobody asked the publisher");
+    assert_eq!(net.sfu.stats().gops_sent, 1);
 }
