@@ -704,16 +704,23 @@ fn a_thin_uplink_or_a_thin_player_brings_the_encoder_down_and_video_keeps_decodi
 #[test]
 fn added_delay_and_jitter_keep_media_decoding() {
     let _l = lock();
-    let call = Call::start(45);
     // The device's media to and from the server held 150-180 ms each way (300 ms or more
-    // added round trip, packets reordered by the jitter), for 20 s. Its ICE-TCP path to the
-    // media port is closed: the delay is on UDP only, and a link renegotiated meanwhile
-    // would take the undelayed TCP path (CI once read a 1 ms RTT at the end).
+    // added round trip, packets reordered by the jitter) from the first packet, for 20 s.
+    // The relay rewrites new flows only (a flow already in conntrack keeps its path, and
+    // CI once read a 1 ms RTT when the first call's UDP pair was up before the relay), so
+    // it is in place before anything starts. Its ICE-TCP path to the media port is closed:
+    // the delay is on UDP only, and a link renegotiated meanwhile would take the undelayed
+    // TCP path.
+    let lab = Lab::new(&["server", "device", "peer"]).expect("network namespaces (root, ip, nft)");
+    let mut call = Call::new(lab, 45, false);
     call.lab.apply("device", Fault::CutTcpPort(7882)).unwrap();
     let relay =
         call.lab.delay_udp("device", "server", 7882, Duration::from_millis(150), Duration::from_millis(30)).unwrap();
+    call.start_server();
+    call.start_device();
+    call.start_peer();
+    call.wait_both_decode(Instant::now(), "300 ms added delay with jitter");
     let began = Instant::now();
-    call.wait_both_decode(began, "300 ms added delay with jitter");
     std::thread::sleep(Duration::from_secs(20).saturating_sub(began.elapsed()));
     let s = call.status().expect("status");
     let rtt = s.publishing.iter().find_map(|p| p.quality.as_ref().map(|q| q.rtt_ms)).unwrap_or(0.0);
