@@ -67,7 +67,7 @@ async fn connect_via(
 
 #[tokio::test]
 async fn publish_forwards_to_every_player() {
-    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![], Some(0)).unwrap();
+    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![], Some(0), 2).unwrap();
     let (publisher, _pub_events) = connect(&sfu, "p", MediaRole::Publish, None).await;
     let tx = publisher.rtp_sender();
     // Media flows continuously, as from an encoder.
@@ -94,7 +94,7 @@ async fn publish_forwards_to_every_player() {
     tokio::time::timeout(Duration::from_secs(10), all).await.expect("both players receive >= 90% of both kinds");
     feeder.abort();
     let stats = sfu.stats().await.unwrap();
-    assert_eq!((stats.publishers, stats.players), (1, 2));
+    assert_eq!((stats.publishers, stats.players, stats.shards), (1, 2, 2), "two shards, one socket each");
     // Each joining player was sent the kept GOP or made the SFU ask the publisher.
     assert!(stats.keyframe_requests + stats.gops_sent >= 2, "{stats:?}");
     assert!(stats.packets_out >= stats.packets_in, "{stats:?}");
@@ -106,7 +106,7 @@ async fn publish_forwards_to_every_player() {
 
 #[tokio::test]
 async fn garbage_offer_is_refused_and_the_sfu_lives_on() {
-    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![], Some(0)).unwrap();
+    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![], Some(0), 2).unwrap();
     assert!(sfu.offer(offer_for("x", MediaRole::Publish, "not sdp".into())).await.is_err());
     assert!(sfu.offer(offer_for("x", MediaRole::Play, "v=0\r\n".into())).await.is_err());
     // A well-formed offer that only sends VP8: nothing the SFU could forward.
@@ -164,7 +164,7 @@ async fn lossy_relay(sfu: std::net::SocketAddr, percent: u32) -> std::net::Socke
 
 #[tokio::test]
 async fn nack_repairs_loss_between_the_sfu_and_a_player() {
-    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![], Some(0)).unwrap();
+    let sfu = Sfu::start("127.0.0.1:0".parse().unwrap(), vec![], Some(0), 2).unwrap();
     let (publisher, _) = connect(&sfu, "p", MediaRole::Publish, None).await;
     let tx = publisher.rtp_sender();
     let feeder = tokio::spawn(async move {
@@ -224,7 +224,7 @@ impl RtpSink for Arrivals {
 async fn failing_ice_tcp_accepts_do_not_hold_up_forwarding() {
     let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let a = attempts.clone();
-    let sfu = Sfu::start_with("127.0.0.1:0".parse().unwrap(), vec![], Some(0), move |_| FailingAccept(a)).unwrap();
+    let sfu = Sfu::start_with("127.0.0.1:0".parse().unwrap(), vec![], Some(0), 2, move |_| FailingAccept(a)).unwrap();
     let (publisher, _) = connect(&sfu, "p", MediaRole::Publish, None).await;
     let tx = publisher.rtp_sender();
     let feeder = tokio::spawn(async move {

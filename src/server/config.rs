@@ -290,6 +290,9 @@ impl ServerConfig {
         if !(60..=7 * 86_400).contains(&m.turn_ttl_secs) {
             return Err(ConfigError::value("media.turn_ttl_secs", "must be 60 to 604800"));
         }
+        if m.shards > callbox_core::rtc::sfu::shard::MAX_SHARDS {
+            return Err(ConfigError::value("media.shards", "must be 0 (one per core) to 64"));
+        }
         Ok(())
     }
 

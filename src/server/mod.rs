@@ -89,9 +89,10 @@ pub async fn start(cfg: ServerConfig) -> std::io::Result<RunningServer> {
         let announce =
             cfg.media_announce().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let tcp = cfg.media_tcp_port();
-        let sfu = crate::rtc::sfu::Sfu::start(bind, announce.clone(), tcp)
+        let shards = cfg.media.shard_count();
+        let sfu = crate::rtc::sfu::Sfu::start(bind, announce.clone(), tcp, shards)
             .map_err(|e| std::io::Error::other(format!("media port {bind} (UDP, TCP {tcp:?}): {e}")))?;
-        tracing::info!(addr = %sfu.addr, tcp = ?sfu.tcp_addr, ?announce, "media relay listening (UDP and ICE-TCP)");
+        tracing::info!(addr = %sfu.addr, tcp = ?sfu.tcp_addr, ?announce, shards, "media relay listening (UDP and ICE-TCP)");
         Some(sfu)
     } else {
         None

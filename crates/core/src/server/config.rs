@@ -74,6 +74,21 @@ pub struct MediaConfig {
     pub turn_secret: String,
     /// How long handed-out TURN credentials are valid, seconds.
     pub turn_ttl_secs: u64,
+    /// How many shards forward media, each on its own core with its own socket on the one
+    /// port (`SO_REUSEPORT`); 0: one per core the server may run on (`taskset` and cgroup
+    /// limits count), 1 to 64: that many.
+    pub shards: usize,
+}
+
+impl MediaConfig {
+    /// The number of shards `shards` asks for on this machine.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .clamp(1, crate::rtc::sfu::shard::MAX_SHARDS)
+    }
 }
 
 impl MediaConfig {
@@ -101,6 +116,7 @@ impl Default for MediaConfig {
             turn_urls: vec![],
             turn_secret: String::new(),
             turn_ttl_secs: 86_400,
+            shards: 0,
         }
     }
 }

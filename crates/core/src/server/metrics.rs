@@ -152,6 +152,24 @@ pub fn render_media(m: &crate::rtc::sfu::SfuStats) -> String {
         "Joining players sent the pictures since the stream's last keyframe (no keyframe request needed).",
         m.gops_sent,
     );
+    one(
+        "callbox_media_shards",
+        "gauge",
+        "Shards forwarding media, each with its own core and socket.",
+        m.shards as u64,
+    );
+    one(
+        "callbox_media_shard_hops_total",
+        "counter",
+        "Datagrams that arrived at another shard's socket and were handed to their connection's shard.",
+        m.shard_hops,
+    );
+    one(
+        "callbox_media_shard_drops_total",
+        "counter",
+        "Messages between shards dropped because the receiving shard was behind.",
+        m.shard_drops,
+    );
     let name = "callbox_media_repaired_total";
     let _ = writeln!(
         s,

@@ -24,6 +24,7 @@ use rtc::sansio::Protocol;
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 
+use super::shard::{ShardMsg, Shards};
 use super::{CONSENT_EXPIRY, MediaOffer, SfuStats, StreamKey};
 use crate::proto::MediaRole;
 use crate::rtc::peer::{self, HostCandidate, PeerOpts, RtcError, Sender, Transmit, Transport};
@@ -85,6 +86,15 @@ pub struct SfuCore {
     out: VecDeque<Transmit>,
     /// Each stream's latest keyframe (snapshots).
     keyframes: super::keyframes::Keyframes,
+    /// How many shards, and which this is (see [`super::shard`]).
+    shards: Shards,
+    index: usize,
+    /// Addresses whose connection lives on another shard, and which.
+    foreign: HashMap<(Transport, SocketAddr), usize>,
+    /// Streams whose home this is: the other shards with players of it, and the lowest
+    /// estimate among those players as last told.
+    remote: HashMap<StreamKey, HashMap<usize, Option<f64>>>,
+    to_shards: VecDeque<(usize, ShardMsg)>,
 }
 
 impl SfuCore {
@@ -105,6 +115,64 @@ impl SfuCore {
             next_expiry_scan: None,
             keyframes: Default::default(),
             out: VecDeque::new(),
+            shards: Shards::new(1),
+            index: 0,
+            foreign: HashMap::new(),
+            remote: HashMap::new(),
+            to_shards: VecDeque::new(),
+        }
+    }
+
+    /// Makes this core shard `index` of `shards` (see [`super::shard`]).
+    pub fn on_shard(mut self, index: usize, shards: Shards) -> SfuCore {
+        self.shards = shards;
+        self.index = index.min(shards.count() - 1);
+        self
+    }
+
+    /// The next message for another shard, and which.
+    pub fn poll_shard_msg(&mut self) -> Option<(usize, ShardMsg)> {
+        self.to_shards.pop_front()
+    }
+
+    /// A message from another shard (see [`ShardMsg`]).
+    pub fn handle_shard_msg(&mut self, now: Instant, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Datagram { from, transport, data, shard } => {
+                self.receive(now, from, transport, &data, true);
+                if !self.by_addr.contains_key(&(transport, from)) {
+                    // Not ours after all (a stale check, a closed connection): the sender
+                    // stops handing that address over.
+                    self.to_shards.push_back((shard, ShardMsg::Forget(vec![(transport, from)])));
+                }
+            }
+            ShardMsg::Media { stream, packets } => self.forward_local(now, &stream, &packets),
+            ShardMsg::Gop { stream, packets } => self.keyframes.observe_all(&stream, &packets),
+            ShardMsg::Players { stream, shard, any } => {
+                if any {
+                    if let Some(gop) = self.keyframes.gop(&stream) {
+                        let msg = ShardMsg::Gop { stream: stream.clone(), packets: gop.to_vec() };
+                        self.to_shards.push_back((shard, msg));
+                    }
+                    self.remote.entry(stream).or_default().entry(shard).or_insert(None);
+                } else if let Some(m) = self.remote.get_mut(&stream) {
+                    m.remove(&shard);
+                    if m.is_empty() {
+                        self.remote.remove(&stream);
+                    }
+                }
+            }
+            ShardMsg::KeyframeWanted { stream, force } => self.request_keyframe(now, &stream, force),
+            ShardMsg::Estimate { stream, shard, bps } => {
+                if let Some(e) = self.remote.get_mut(&stream).and_then(|m| m.get_mut(&shard)) {
+                    *e = Some(bps);
+                }
+            }
+            ShardMsg::Forget(addrs) => {
+                for a in addrs {
+                    self.foreign.remove(&a);
+                }
+            }
         }
     }
 
@@ -130,6 +198,7 @@ impl SfuCore {
     /// Counters, with the connections now.
     pub fn stats(&self) -> SfuStats {
         let mut s = self.stats;
+        s.shards = 1;
         s.publishers = self.publisher.len();
         s.players = self.players.values().map(Vec::len).sum();
         s.over_tcp = self.conns.values().filter(|c| c.connected && c.path == Transport::Tcp).count();
@@ -187,7 +256,7 @@ impl SfuCore {
     pub fn handle_offer(&mut self, now: Instant, offer: MediaOffer) -> Result<String, RtcError> {
         let MediaOffer { session, stream, role, sdp } = offer;
         let offer = RTCSessionDescription::offer(sdp).map_err(|e| RtcError::BadSdp(e.to_string()))?;
-        let ufrag = peer::random_token(16);
+        let ufrag = Shards::ufrag(self.index, &peer::random_token(14));
         let mut pc = peer::build(
             now,
             PeerOpts {
@@ -273,7 +342,15 @@ impl SfuCore {
             MediaRole::Publish => {
                 self.publisher.insert(stream.clone(), id);
             }
-            MediaRole::Play => self.players.entry(stream.clone()).or_default().push(id),
+            MediaRole::Play => {
+                let players = self.players.entry(stream.clone()).or_default();
+                players.push(id);
+                let home = self.shards.home(&stream);
+                if players.len() == 1 && home != self.index {
+                    let msg = ShardMsg::Players { stream: stream.clone(), shard: self.index, any: true };
+                    self.to_shards.push_back((home, msg));
+                }
+            }
         }
         tracing::debug!(id, ?role, stream = %stream.stream_id, "media connection answered");
         let conn = Conn {
@@ -303,13 +380,33 @@ impl SfuCore {
     /// address must be an ICE check whose USERNAME names a connection's ufrag. A plain
     /// binding request (`callbox doctor`) is answered with the address it came from;
     /// anything else is dropped (a stale peer after a restart, noise).
+    ///
+    /// With shards, a datagram for another shard's connection (its address known to be, or
+    /// its ICE check naming, another shard) is handed over ([`SfuCore::poll_shard_msg`]).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, transport: Transport, data: &[u8]) {
+        self.receive(now, from, transport, data, false);
+    }
+
+    /// [`SfuCore::handle_datagram`]; `hopped`: it came from another shard, and is never
+    /// handed on again.
+    fn receive(&mut self, now: Instant, from: SocketAddr, transport: Transport, data: &[u8], hopped: bool) {
         let id = match self.by_addr.get(&(transport, from)) {
             Some(id) => *id,
             None => {
+                if !hopped && let Some(&owner) = self.foreign.get(&(transport, from)) {
+                    self.hop(owner, from, transport, data);
+                    return;
+                }
                 // Decoded once: an ICE check names a connection, a plain request is answered.
                 let stun = stun::Received::parse(data);
-                let known = stun.as_ref().and_then(|m| m.local_ufrag()).and_then(|u| self.by_ufrag.get(u.as_str()));
+                let ufrag = stun.as_ref().and_then(|m| m.local_ufrag());
+                let owner = ufrag.as_deref().and_then(|u| self.shards.owner_of_ufrag(u));
+                if !hopped && let Some(owner) = owner.filter(|o| *o != self.index) {
+                    self.foreign.insert((transport, from), owner);
+                    self.hop(owner, from, transport, data);
+                    return;
+                }
+                let known = ufrag.and_then(|u| self.by_ufrag.get(u.as_str()));
                 let Some(id) = known.copied() else {
                     if let Some(resp) = stun.and_then(|m| m.binding_success(from)) {
                         self.out.push_back(Transmit {
@@ -340,9 +437,17 @@ impl SfuCore {
         self.after_input(now, id);
     }
 
-    /// Whether datagrams from `from` reach a media connection (an ICE check named one).
+    /// Whether datagrams from `from` reach a media connection (an ICE check named one, of
+    /// this shard or another).
     pub fn knows(&self, transport: Transport, from: SocketAddr) -> bool {
-        self.by_addr.contains_key(&(transport, from))
+        self.by_addr.contains_key(&(transport, from)) || self.foreign.contains_key(&(transport, from))
+    }
+
+    /// Hands a datagram to the shard that owns its connection.
+    fn hop(&mut self, owner: usize, from: SocketAddr, transport: Transport, data: &[u8]) {
+        self.stats.shard_hops += 1;
+        let msg = ShardMsg::Datagram { from, transport, data: data.to_vec(), shard: self.index };
+        self.to_shards.push_back((owner, msg));
     }
 
     /// Runs what is due at `now`: the connections' timers and the consent expiry.
@@ -382,6 +487,11 @@ impl SfuCore {
         for a in &c.addrs {
             self.by_addr.remove(a);
         }
+        if self.shards.count() > 1 && !c.addrs.is_empty() {
+            for shard in (0..self.shards.count()).filter(|s| *s != self.index) {
+                self.to_shards.push_back((shard, ShardMsg::Forget(c.addrs.clone())));
+            }
+        }
         match c.role {
             MediaRole::Publish => {
                 if self.publisher.get(&c.stream) == Some(&id) {
@@ -393,6 +503,11 @@ impl SfuCore {
                     v.retain(|p| *p != id);
                     if v.is_empty() {
                         self.players.remove(&c.stream);
+                        let home = self.shards.home(&c.stream);
+                        if home != self.index {
+                            let msg = ShardMsg::Players { stream: c.stream.clone(), shard: self.index, any: false };
+                            self.to_shards.push_back((home, msg));
+                        }
                     }
                 }
             }
@@ -493,12 +608,28 @@ impl SfuCore {
             h.extensions.clear();
             h.extensions_padding = 0;
         }
+        match self.remote.get(stream) {
+            Some(shards) => {
+                // Shared with the other shards' players, not copied per player.
+                let packets: Arc<[(Kind, rtc::rtp::Packet)]> = media.into();
+                for shard in shards.keys() {
+                    let msg = ShardMsg::Media { stream: stream.clone(), packets: packets.clone() };
+                    self.to_shards.push_back((*shard, msg));
+                }
+                self.forward_local(now, stream, &packets);
+            }
+            None => self.forward_local(now, stream, &media),
+        }
+    }
+
+    /// Writes a publisher's packets to this shard's players of `stream` (and keeps its GOP).
+    fn forward_local(&mut self, now: Instant, stream: &StreamKey, media: &[(Kind, rtc::rtp::Packet)]) {
         let video = media.iter().filter(|(k, _)| *k == Kind::Video).map(|(_, p)| p);
         self.keyframes.observe_all(stream, video);
         let Some(players) = self.players.get(stream) else { return };
         for pid in players {
             let Some(p) = self.conns.get_mut(pid) else { continue };
-            for (kind, packet) in &media {
+            for (kind, packet) in media {
                 let Some(sender) = p.senders.get(kind) else { continue };
                 let sent = match sender.red.filter(|_| *kind == Kind::Audio) {
                     Some(red_pt) => {
@@ -547,7 +678,18 @@ impl SfuCore {
                 *l = l.min(bps);
             }
         }
+        for (stream, m) in &self.remote {
+            for bps in m.values().flatten() {
+                let l = lowest.entry(stream.clone()).or_insert(*bps);
+                *l = l.min(*bps);
+            }
+        }
         for (stream, bps) in lowest {
+            let home = self.shards.home(&stream);
+            if home != self.index {
+                self.to_shards.push_back((home, ShardMsg::Estimate { stream, shard: self.index, bps }));
+                continue;
+            }
             let Some(c) = self.publisher.get(&stream).and_then(|id| self.conns.get_mut(id)) else { continue };
             let Some((receiver, ssrc)) = c.video_receiver else { continue };
             if let Some(mut r) = c.pc.rtp_receiver(receiver) {
@@ -562,13 +704,20 @@ impl SfuCore {
 
     /// The lowest estimate among `stream`'s players, bit/s, as last read.
     pub fn players_estimate(&self, stream: &StreamKey) -> Option<f64> {
-        let ids = self.players.get(stream)?;
-        ids.iter().filter_map(|id| self.conns.get(id)?.estimate_bps).reduce(f64::min)
+        let ids = self.players.get(stream).into_iter().flatten();
+        let local = ids.filter_map(|id| self.conns.get(id)?.estimate_bps);
+        let remote = self.remote.get(stream).into_iter().flat_map(|m| m.values().flatten().copied());
+        local.chain(remote).reduce(f64::min)
     }
 
     /// Asks the stream's publisher for a keyframe (a joining player always, a player's
     /// PLI/FIR at most every [`KEYFRAME_INTERVAL`]).
     fn request_keyframe(&mut self, now: Instant, stream: &StreamKey, force: bool) {
+        let home = self.shards.home(stream);
+        if home != self.index {
+            self.to_shards.push_back((home, ShardMsg::KeyframeWanted { stream: stream.clone(), force }));
+            return;
+        }
         let Some(id) = self.publisher.get(stream).copied() else { return };
         let Some(c) = self.conns.get_mut(&id) else { return };
         if !force && c.last_keyframe_request.is_some_and(|t| now.duration_since(t) < KEYFRAME_INTERVAL) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 mod core;
 pub mod keyframes;
+pub mod shard;
 #[cfg(test)]
 mod tests;
 
@@ -55,4 +56,30 @@ pub struct SfuStats {
     pub rtx_received: u64,
     /// Publishers' lost video packets rebuilt from FlexFEC.
     pub fec_rebuilt: u64,
+    /// Datagrams that arrived at another shard's socket and were handed to their
+    /// connection's shard.
+    pub shard_hops: u64,
+    /// Shards (1 from each core, summed).
+    pub shards: usize,
+    /// Messages between shards dropped on a full queue (counted by the task that runs them).
+    pub shard_drops: u64,
+}
+
+impl std::ops::AddAssign for SfuStats {
+    /// Sums two shards' counters.
+    fn add_assign(&mut self, o: SfuStats) {
+        self.publishers += o.publishers;
+        self.players += o.players;
+        self.over_tcp += o.over_tcp;
+        self.packets_in += o.packets_in;
+        self.packets_out += o.packets_out;
+        self.keyframe_requests += o.keyframe_requests;
+        self.gops_sent += o.gops_sent;
+        self.bitrate_caps += o.bitrate_caps;
+        self.rtx_received += o.rtx_received;
+        self.fec_rebuilt += o.fec_rebuilt;
+        self.shard_hops += o.shard_hops;
+        self.shards += o.shards;
+        self.shard_drops += o.shard_drops;
+    }
 }
