@@ -15,6 +15,7 @@ mod faults;
 mod hooks;
 mod media;
 mod repair;
+mod sfu;
 mod tls;
 
 use std::process::ExitCode;
@@ -50,6 +51,20 @@ pub struct BenchArgs {
     /// Seconds each fan-out figure is measured over.
     #[arg(long, default_value_t = 10)]
     fanout_secs: u64,
+    /// SFU scaling: the server pinned to each of these core counts in turn (0: skip), with
+    /// a synthetic publisher and players that count datagrams without decrypting them, and
+    /// a plain UDP relay on one core beside it.
+    #[arg(long, default_value = "1,2", value_delimiter = ',')]
+    sfu_cores: Vec<usize>,
+    /// Players in the SFU scaling figure.
+    #[arg(long, default_value_t = 40)]
+    sfu_players: usize,
+    /// The synthetic publisher's packets per second in the SFU scaling figure.
+    #[arg(long, default_value_t = 1000)]
+    sfu_pps: u32,
+    /// Seconds each SFU scaling figure is measured over.
+    #[arg(long, default_value_t = 10)]
+    sfu_secs: u64,
     /// Seconds each device-daemon footprint figure is measured over (0: skip).
     #[arg(long, default_value_t = 10)]
     device_secs: u64,
@@ -232,6 +247,30 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 f.packets_per_sec,
                 f.server_cpu * 100.0,
                 per_10k * 100.0
+            );
+        }
+    }
+    let cores: Vec<usize> = a.sfu_cores.iter().copied().filter(|n| *n > 0).collect();
+    if !cores.is_empty() {
+        let window = Duration::from_secs(a.sfu_secs);
+        let (players, pps) = (a.sfu_players, a.sfu_pps);
+        let limit = tokio::task::spawn_blocking(move || sfu::plain_relay(players, pps, window)).await??;
+        let figures = sfu::scaling(&cores, players, pps, window).await?;
+        for f in &figures {
+            println!(
+                "SFU on {} core(s), {} players, {} packets/s sent ({:.0} received): {:.0} packets/s forwarded ({:.0} counted by the players), server CPU {:.2} cores (busiest threads {:.2}, {:.2}), {:.2} us per forwarded packet ({:.1}x a plain UDP relay's {:.2} us)",
+                f.cores,
+                f.players,
+                pps,
+                f.in_pps,
+                f.forwarded_pps,
+                f.received_pps,
+                f.server_cpu,
+                f.busiest_threads[0],
+                f.busiest_threads[1],
+                f.us_per_packet(),
+                f.us_per_packet() / limit,
+                limit,
             );
         }
     }

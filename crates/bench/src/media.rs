@@ -41,6 +41,16 @@ impl ServerProc {
 
     /// [`ServerProc::start`] with `env` set for the server process (e.g. `ORC_CODE`).
     pub fn start_with(listen: &str, media_port: u16, env: &[(&str, &str)]) -> anyhow::Result<ServerProc> {
+        ServerProc::spawn(listen, media_port, env, None)
+    }
+
+    /// [`ServerProc::start`] pinned to `cpus` (`taskset -c`, e.g. "0" or "0-1"); the server
+    /// makes one media shard per core it may run on.
+    pub fn start_pinned(listen: &str, media_port: u16, cpus: &str) -> anyhow::Result<ServerProc> {
+        ServerProc::spawn(listen, media_port, &[], Some(cpus))
+    }
+
+    fn spawn(listen: &str, media_port: u16, env: &[(&str, &str)], cpus: Option<&str>) -> anyhow::Result<ServerProc> {
         let dir = std::env::temp_dir().join(format!("callbox-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("server.toml");
@@ -52,7 +62,17 @@ impl ServerProc {
                 secret()
             ),
         )?;
-        let mut child = Command::new(crate::callbox_exe()?)
+        let exe = crate::callbox_exe()?;
+        let mut cmd = match cpus {
+            // taskset execs the server: the child's PID is the server's.
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpus).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let mut child = cmd
             .env_remove("CALLBOX_BIN")
             .args(["server", "--config", cfg.to_str().unwrap_or_default(), "--listen", listen])
             .env("RUST_LOG", "warn")
@@ -88,16 +108,25 @@ impl ServerProc {
     pub fn cpu(&self) -> Duration {
         proc_cpu(self.child.id())
     }
+
+    /// Each server thread's CPU time so far, by thread ID.
+    pub fn threads_cpu(&self) -> Vec<(u32, Duration)> {
+        let dir = format!("/proc/{}/task", self.child.id());
+        let Ok(tasks) = std::fs::read_dir(dir) else { return vec![] };
+        tasks
+            .filter_map(|t| {
+                let t = t.ok()?;
+                let tid = t.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+                Some((tid, crate::sfu::stat_cpu(&stat)))
+            })
+            .collect()
+    }
 }
 
 /// CPU time (user + system) process `pid` has used, from /proc.
 pub fn proc_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 =
-        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    crate::sfu::stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
 }
 
 impl Drop for ServerProc {
