@@ -114,8 +114,15 @@ impl Sfu {
         let mut accepted = Some(accepted);
         let drops = Arc::new(AtomicU64::new(0));
         for (index, ((socket, cmds), inbox)) in sockets.into_iter().zip(cmd_rx).zip(in_rx).enumerate() {
-            let shard =
-                task::Shard { index, core: core(index), cmds, inbox, peers: in_tx.clone(), drops: drops.clone() };
+            let shard = task::Shard {
+                index,
+                core: core(index),
+                cmds,
+                inbox,
+                peers: in_tx.clone(),
+                drops: drops.clone(),
+                batch: Vec::new(),
+            };
             if index == 0 {
                 let socket = tokio::net::UdpSocket::from_std(socket)?;
                 tokio::spawn(task::run(shard, socket, accepted.take().flatten()));

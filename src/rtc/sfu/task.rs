@@ -68,6 +68,8 @@ pub(super) struct Shard {
     /// Messages to other shards dropped on a full queue (the receiving shard is behind;
     /// media lost this way is repaired as any loss is).
     pub drops: Arc<AtomicU64>,
+    /// UDP datagrams gathered for one `sendmmsg` (kept to reuse its allocation).
+    pub batch: Vec<Transmit>,
 }
 
 impl Shard {
@@ -75,12 +77,22 @@ impl Shard {
     fn flush(&mut self, socket: &UdpSocket, tcp: &mut TcpLinks) {
         while let Some(t) = self.core.poll_transmit() {
             match t.transport {
-                Transport::Udp => udp::send(socket, &t),
+                Transport::Udp => {
+                    self.batch.push(t);
+                    if self.batch.len() == udp::MAX_BATCH {
+                        udp::send_batch(socket, &self.batch);
+                        self.batch.clear();
+                    }
+                }
                 Transport::Tcp if self.index == 0 => {
                     tcp.send(t.to, &t.data);
                 }
                 Transport::Tcp => self.hand(0, ShardIn::Tcp(t)),
             }
+        }
+        if !self.batch.is_empty() {
+            udp::send_batch(socket, &self.batch);
+            self.batch.clear();
         }
         while let Some((to, msg)) = self.core.poll_shard_msg() {
             self.hand(to, ShardIn::Msg(msg));
