@@ -53,7 +53,8 @@ impl Drop for Daemon {
     }
 }
 
-fn rss(pid: u32) -> (f64, f64) {
+/// Process `pid`'s RSS and peak RSS, MiB.
+pub(crate) fn rss(pid: u32) -> (f64, f64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb = |key: &str| {
         s.lines()

@@ -62,6 +62,9 @@ pub struct BenchArgs {
     /// The synthetic publisher's packets per second in the SFU scaling figure.
     #[arg(long, default_value_t = 1000)]
     sfu_pps: u32,
+    /// Idle signalling sessions (logged in, no media) for the per-session memory figure (0: skip).
+    #[arg(long, default_value_t = 1000)]
+    idle_sessions: usize,
     /// Seconds each SFU scaling figure is measured over.
     #[arg(long, default_value_t = 10)]
     sfu_secs: u64,
@@ -272,7 +275,15 @@ async fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 f.us_per_packet() / limit,
                 limit,
             );
+            println!("SFU on {} core(s): server RSS {:.3} MiB per player connected", f.cores, f.rss_per_player_mib);
         }
+    }
+    if a.idle_sessions > 0 {
+        let kib = sfu::idle_sessions(a.idle_sessions).await?;
+        println!(
+            "idle signalling sessions: server RSS {kib:.1} KiB per session ({} logged in, no media)",
+            a.idle_sessions
+        );
     }
     for (n, grace, fixed, what) in [
         (a.fault_cuts, 45, a.fault_cut_ms.map(Duration::from_millis), "network cuts of 0.5-10 s within grace"),

@@ -109,6 +109,11 @@ impl ServerProc {
         proc_cpu(self.child.id())
     }
 
+    /// The server's RSS, MiB.
+    pub fn rss_mib(&self) -> f64 {
+        crate::device::rss(self.child.id()).0
+    }
+
     /// Each server thread's CPU time so far, by thread ID.
     pub fn threads_cpu(&self) -> Vec<(u32, Duration)> {
         let dir = format!("/proc/{}/task", self.child.id());

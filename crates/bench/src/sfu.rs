@@ -40,6 +40,8 @@ pub struct Scaling {
     pub server_cpu: f64,
     /// The two busiest server threads' CPU, in cores.
     pub busiest_threads: [f64; 2],
+    /// The server's RSS growth per player connected, MiB.
+    pub rss_per_player_mib: f64,
 }
 
 impl Scaling {
@@ -57,11 +59,14 @@ pub async fn scaling(cores: &[usize], players: usize, pps: u32, window: Duration
         let server = ServerProc::start_pinned("127.0.0.1:0", 0, &cpus)?;
         let stop = Arc::new(AtomicBool::new(false));
         let publisher = Client::start(&server.url(), "camera", MediaRole::Publish, pps, stop.clone()).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss0 = server.rss_mib();
         let mut counted = Vec::new();
         for i in 0..players {
             counted.push(Client::start(&server.url(), &format!("viewer-{i}"), MediaRole::Play, 0, stop.clone()).await?);
         }
         tokio::time::sleep(Duration::from_secs(2)).await; // every connection settled
+        let rss_per_player_mib = (server.rss_mib() - rss0) / players.max(1) as f64;
         let total = || counted.iter().map(|c| c.count.load(Ordering::Relaxed)).sum::<u64>();
         let url = server.url();
         let counter = |name: &'static str| {
@@ -93,6 +98,7 @@ pub async fn scaling(cores: &[usize], players: usize, pps: u32, window: Duration
             received_pps: r1.saturating_sub(r0) as f64 / secs,
             server_cpu: (c1.saturating_sub(c0)).as_secs_f64() / secs,
             busiest_threads: [per_thread.first().copied().unwrap_or(0.0), per_thread.get(1).copied().unwrap_or(0.0)],
+            rss_per_player_mib,
         });
     }
     Ok(out)
@@ -111,36 +117,78 @@ impl Drop for Client {
     }
 }
 
+type WsTx = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+type WsRx = futures_util::stream::SplitStream<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+>;
+
+fn send(m: ClientMsg) -> Message {
+    Message::Text(serde_json::to_string(&m).unwrap_or_default().into())
+}
+
+/// A signalling session logged in to `room` as `name` with `privilege` (and `login`).
+async fn login(url: &str, room: &str, name: &str, privilege: &str) -> anyhow::Result<(WsTx, WsRx)> {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("{url}/ws/v1")).await?;
+    let (mut tx, rx) = ws.split();
+    let now = auth::unix_now();
+    let claims = Claims {
+        app_id: DEV_APP_ID,
+        user_id: name.into(),
+        room_id: None,
+        privileges: vec!["login".into(), privilege.into()],
+        streams: None,
+        nbf: None,
+        dk: None,
+        iat: now,
+        exp: now + 3600,
+    };
+    let token = auth::mint(&auth::parse_secret(secret())?, &claims)?;
+    tx.send(send(ClientMsg::Login {
+        req: 1,
+        version: PROTOCOL_VERSION,
+        app_id: DEV_APP_ID,
+        token,
+        room_id: room.into(),
+        user: user(name),
+        user_status_notify: false,
+    }))
+    .await?;
+    Ok((tx, rx))
+}
+
+/// The server's RSS growth per idle signalling session (logged in, no media), KiB: `n`
+/// sessions over rooms of 50.
+pub async fn idle_sessions(n: usize) -> anyhow::Result<f64> {
+    let server = ServerProc::start("127.0.0.1:0", 0)?;
+    // One session first, so what every server has once is not counted.
+    let first = login(&server.url(), "idle-warm", "warm", "play").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss0 = server.rss_mib();
+    let mut sessions = Vec::with_capacity(n);
+    for i in 0..n {
+        let (tx, mut rx) = login(&server.url(), &format!("idle-{}", i / 50), &format!("idle-{i}"), "play").await?;
+        // Logged in before the next: the server's answer.
+        loop {
+            let Some(Ok(Message::Text(t))) = rx.next().await else { anyhow::bail!("signalling closed") };
+            if matches!(serde_json::from_str::<ServerMsg>(t.as_str()), Ok(ServerMsg::LoginOk { .. })) {
+                break;
+            }
+        }
+        sessions.push((tx, rx));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let per = (server.rss_mib() - rss0) * 1024.0 / n.max(1) as f64;
+    drop((sessions, first));
+    Ok(per)
+}
+
 impl Client {
     async fn start(url: &str, name: &str, role: MediaRole, pps: u32, stop: Arc<AtomicBool>) -> anyhow::Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("{url}/ws/v1")).await?;
-        let (mut tx, mut rx) = ws.split();
-        let now = auth::unix_now();
         let privilege = if role == MediaRole::Publish { "publish" } else { "play" };
-        let claims = Claims {
-            app_id: DEV_APP_ID,
-            user_id: name.into(),
-            room_id: None,
-            privileges: vec!["login".into(), privilege.into()],
-            streams: None,
-            nbf: None,
-            dk: None,
-            iat: now,
-            exp: now + 3600,
-        };
-        let token = auth::mint(&auth::parse_secret(secret())?, &claims)?;
-        let send = |m: ClientMsg| Message::Text(serde_json::to_string(&m).unwrap_or_default().into());
-        let room_id = "bench-scaling".to_string();
-        tx.send(send(ClientMsg::Login {
-            req: 1,
-            version: PROTOCOL_VERSION,
-            app_id: DEV_APP_ID,
-            token,
-            room_id,
-            user: user(name),
-            user_status_notify: false,
-        }))
-        .await?;
+        let (mut tx, mut rx) = login(url, "bench-scaling", name, privilege).await?;
         let stream = "scaling-main";
         let first = match role {
             MediaRole::Publish => ClientMsg::publish(2, stream, ""),
