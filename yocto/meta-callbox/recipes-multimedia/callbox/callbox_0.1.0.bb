@@ -16,8 +16,8 @@ SRC_URI = "${CALLBOX_GIT_URI};nobranch=1"
 # A fixed commit, so a build is reproducible and matches callbox-crates.inc: both come from
 # the same Cargo.lock. `scripts/yocto-crates.py --pin` moves the pin to HEAD (with Cargo.lock
 # committed) and rewrites the crate list; tests/yocto.rs fails while they disagree.
-SRCREV = "792aaecfa588f108cc384606c23b2a56fb587cd6"
-# sha256 of Cargo.lock at SRCREV: 7742318d530a1a2ab917353785cb9c7265eca8761cad972da82475181eb1753a
+SRCREV = "a045ea042b020f9b6ffca7ebbf7abb56d3576c57"
+# sha256 of Cargo.lock at SRCREV: 133869e5612258fc19f3bda9c945e24c526c76f29f195784aaf71469666f3aa2
 PV = "0.1.0+git"
 S = "${WORKDIR}/git"
 
