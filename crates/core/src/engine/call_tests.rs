@@ -22,6 +22,7 @@ use crate::media::MediaConfig;
 use crate::proto::{Capability, ErrorCode, MediaRole, RingOrder, ServerMsg, TrackState, UpdateType, UserInfo};
 use crate::rtc::client::ClientCore;
 use crate::rtc::sfu::SfuCore;
+use crate::rtc::sfu::shard::{self, Shards};
 use crate::rtc::test_rtp;
 use crate::rtc::{Kind, Transport};
 use crate::server::config::{AppConfig, RegistryConfig};
@@ -246,7 +247,9 @@ struct World {
     at: Instant,
     t0: Instant,
     reg: Registry,
-    sfu: SfuCore,
+    /// The SFU's shards (see `rtc::sfu::shard`), and the rules that place connections.
+    sfu: Vec<SfuCore>,
+    shards: Shards,
     sfu_addr: SocketAddr,
     devices: Vec<Device>,
     next_conn: ConnId,
@@ -276,6 +279,11 @@ fn engine(at: Instant, seed: u64, media: MediaConfig) -> EngineCore {
 
 impl World {
     fn new() -> World {
+        World::sharded(1)
+    }
+
+    /// A world whose SFU runs in `n` shards.
+    fn sharded(n: usize) -> World {
         let at = Instant::now();
         let mut cfg: RegistryConfig = toml::from_str("").unwrap();
         cfg.apps = vec![AppConfig {
@@ -289,7 +297,8 @@ impl World {
             at,
             t0: at,
             reg: Registry::new(&cfg, at),
-            sfu: SfuCore::new(sfu_addr, vec![sfu_addr]),
+            sfu: (0..n).map(|i| SfuCore::new(sfu_addr, vec![sfu_addr]).on_shard(i, Shards::new(n))).collect(),
+            shards: Shards::new(n),
             sfu_addr,
             devices: vec![],
             next_conn: 1,
@@ -514,15 +523,20 @@ impl World {
             match o {
                 SrvOut::Send(conn, msg) => self.deliver(conn, msg),
                 SrvOut::Media(MediaOut::Offer { reply, offer }) => {
+                    let on = self.shards.of_offer(&offer);
                     let answer =
-                        self.sfu.handle_offer(now.at, offer).map_err(|e| OfferFailure::Rejected(e.to_string()));
+                        self.sfu[on].handle_offer(now.at, offer).map_err(|e| OfferFailure::Rejected(e.to_string()));
                     self.reg.handle_media_answer(reply, answer);
                 }
                 SrvOut::Media(MediaOut::Probe(_)) => {}
                 SrvOut::Http(id, answer) => self.http.push((id, answer)),
-                SrvOut::Media(MediaOut::EndStream(key)) => self.sfu.end_stream(&key),
-                SrvOut::Media(MediaOut::EndPlay(session, key)) => self.sfu.end_play(&session, &key),
-                SrvOut::Media(MediaOut::EndSession(session)) => self.sfu.end_session(&session),
+                SrvOut::Media(MediaOut::EndStream(key)) => self.sfu.iter_mut().for_each(|s| s.end_stream(&key)),
+                SrvOut::Media(MediaOut::EndPlay(session, key)) => {
+                    self.sfu[self.shards.player(&session, &key)].end_play(&session, &key)
+                }
+                SrvOut::Media(MediaOut::EndSession(session)) => {
+                    self.sfu.iter_mut().for_each(|s| s.end_session(&session))
+                }
                 SrvOut::Close(conn) => {
                     // A device behind a cut does not hear of it.
                     if let Some(d) = self.devices.iter_mut().find(|d| d.conn.is_some_and(|(_, c)| c == conn) && !d.cut)
@@ -578,12 +592,15 @@ impl World {
                 while let Some(t) = link.core.poll_transmit() {
                     moved = true;
                     if !d.cut && t.to == self.sfu_addr && t.transport == Transport::Udp {
-                        self.sfu.handle_datagram(at, link.addr, Transport::Udp, &t.data);
+                        let land = shard::landing(self.sfu.len(), link.addr, Transport::Udp);
+                        self.sfu[land].handle_datagram(at, link.addr, Transport::Udp, &t.data);
                     }
                 }
             }
         }
-        while let Some(t) = self.sfu.poll_transmit() {
+        moved |= shard::exchange(&mut self.sfu, at);
+        let out: Vec<_> = self.sfu.iter_mut().flat_map(|s| std::iter::from_fn(|| s.poll_transmit())).collect();
+        for t in out {
             moved = true;
             for d in &mut self.devices {
                 if d.cut {
@@ -623,8 +640,10 @@ impl World {
                 self.reg.handle_tick(now);
                 self.next_tick = now.at + Duration::from_millis(250);
             }
-            if self.sfu.poll_timeout().is_some_and(|t| t <= now.at) {
-                self.sfu.handle_timeout(now.at);
+            for s in &mut self.sfu {
+                if s.poll_timeout().is_some_and(|t| t <= now.at) {
+                    s.handle_timeout(now.at);
+                }
             }
             for d in &mut self.devices {
                 if d.core.poll_timeout().is_some_and(|t| t <= now.at) {
@@ -717,7 +736,20 @@ impl World {
 /// the flat opens the door (that door alone pulses); the flat hangs up and both are idle.
 #[test]
 fn the_door_rings_the_flat_which_answers_survives_a_ten_second_cut_opens_and_hangs_up() {
-    let mut w = World::new();
+    door_rings_flat(World::new());
+}
+
+/// The same call with the SFU in three shards: each party's connections where the offer
+/// placed them, their datagrams landing on any shard's socket.
+#[test]
+fn the_same_call_with_the_sfu_on_three_shards() {
+    let w = door_rings_flat(World::sharded(3));
+    let hops: u64 = w.sfu.iter().map(|s| s.stats().shard_hops).sum();
+    assert!(hops > 0, "some datagrams landed on another shard's socket and were handed over");
+}
+
+/// Returns the world at the end, for a caller's own checks.
+fn door_rings_flat(mut w: World) -> World {
     let door = w.add("door", [10, 0, 1, 1], intercom("flat"));
     let flat = w.add("flat", [10, 0, 2, 1], intercom("door"));
     let visitor = w.add("visitor", [10, 0, 3, 1], None);
@@ -847,6 +879,7 @@ fn the_door_rings_the_flat_which_answers_survives_a_ten_second_cut_opens_and_han
     assert!(w.hooks.iter().any(|h| matches!(&h.event,
         crate::server::webhooks::HookEvent::StreamPublished { stream_id, .. } if stream_id == "door-main")));
     assert!(w.hooks.windows(2).all(|p| p[0].ts <= p[1].ts), "timestamps do not go back");
+    w
 }
 
 /// The door rings the flat while the flat's network is cut (within the grace period): for

@@ -148,6 +148,38 @@ pub enum ShardMsg {
     Forget(Vec<(Transport, SocketAddr)>),
 }
 
+/// Test support: the shard whose socket a datagram from `from` lands on, UDP spread by
+/// address (as the kernel hashes over `SO_REUSEPORT` sockets), ICE-TCP at shard 0, which
+/// owns the listener.
+#[cfg(test)]
+pub(crate) fn landing(shards: usize, from: SocketAddr, transport: Transport) -> usize {
+    match (transport, from.ip()) {
+        (Transport::Tcp, _) => 0,
+        (Transport::Udp, std::net::IpAddr::V4(ip)) => (usize::from(ip.octets()[3]) + usize::from(from.port())) % shards,
+        (Transport::Udp, _) => 0,
+    }
+}
+
+/// Test support: delivers every message between `shards` until none is left; whether any
+/// moved.
+#[cfg(test)]
+pub(crate) fn exchange(shards: &mut [super::SfuCore], now: std::time::Instant) -> bool {
+    let mut moved = false;
+    loop {
+        let mut any = false;
+        for i in 0..shards.len() {
+            while let Some((to, msg)) = shards[i].poll_shard_msg() {
+                any = true;
+                shards[to].handle_shard_msg(now, msg);
+            }
+        }
+        if !any {
+            return moved;
+        }
+        moved = true;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,17 +106,12 @@ impl Net {
                         Transport::Tcp => c.tcp_addr(),
                     };
                     if !c.cut && t.to == self.sfu_addr {
-                        let land = landing(self.shards.len(), from, t.transport);
+                        let land = super::shard::landing(self.shards.len(), from, t.transport);
                         self.shards[land].handle_datagram(self.now, from, t.transport, &t.data);
                     }
                 }
             }
-            for i in 0..self.shards.len() {
-                while let Some((to, msg)) = self.shards[i].poll_shard_msg() {
-                    moved = true;
-                    self.shards[to].handle_shard_msg(self.now, msg);
-                }
-            }
+            moved |= super::shard::exchange(&mut self.shards, self.now);
             let out: Vec<_> = self.shards.iter_mut().flat_map(|s| std::iter::from_fn(|| s.poll_transmit())).collect();
             for t in out {
                 moved = true;
@@ -220,16 +215,6 @@ impl Net {
             self.clients[i].core.send_rtp(self.now, Kind::Audio, &test_rtp(Kind::Audio, seq));
         }
         self.pump();
-    }
-}
-
-/// The shard whose socket a datagram from `from` lands on: UDP spread by address (as the
-/// kernel hashes over `SO_REUSEPORT` sockets), ICE-TCP at shard 0, which owns the listener.
-fn landing(shards: usize, from: SocketAddr, transport: Transport) -> usize {
-    match (transport, from.ip()) {
-        (Transport::Tcp, _) => 0,
-        (Transport::Udp, std::net::IpAddr::V4(ip)) => (usize::from(ip.octets()[3]) + usize::from(from.port())) % shards,
-        (Transport::Udp, _) => 0,
     }
 }
 
