@@ -73,6 +73,7 @@ fn check_config_names_the_key_and_exits_78() {
         ("[limits]\nmessages_per_sec = 0\n", "limits.messages_per_sec"),
         ("[media]\nturn_urls = [\"turns:relay.example.com:443\"]\n", "media.turn_secret"),
         ("[media]\nturn_urls = [\"relay.example.com\"]\nturn_secret = \"s\"\n", "media.turn_urls[0]"),
+        ("[media]\nshards = 65\n", "media.shards"),
     ];
     for (text, key) in cases {
         let f = dir.path().join("bad.toml");

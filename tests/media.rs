@@ -113,7 +113,9 @@ async fn a_late_player_decodes_within_two_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_engines_all_decode_each_other() {
-    let server = Server::start("");
+    // The SFU in four shards (more than this machine's cores): twelve players of four
+    // streams spread over them, every datagram landing on any shard's socket.
+    let server = Server::start("[media]\nbind = \"127.0.0.1\"\nport = 0\nshards = 4\n");
     let mut peers = Vec::new();
     for i in 0..4 {
         let (e, ev) = media_engine(&server.url());
@@ -137,6 +139,10 @@ async fn four_engines_all_decode_each_other() {
         })
         .await;
         assert!(!got.borrow().contains(&format!("dev{i}-main")));
+    }
+    let (_, metrics) = http(&server.http(), "GET", "/metrics", None).await;
+    for line in ["callbox_media_shards 4", "callbox_media_publishers 4", "callbox_media_players 12"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
     for (e, _) in peers {
         e.destroy().await;
