@@ -125,6 +125,59 @@ pub async fn footprint(window: Duration) -> anyhow::Result<Vec<Footprint>> {
         measure(pid, "in a call: publishing 640x480@30 (x264enc) and playing one 640x480@30 stream", window).await;
     peer.destroy().await;
     drop(daemon);
+    let bare = bare_pipeline(&dir, window).await?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(vec![idle, call])
+    Ok(vec![idle, call, bare])
+}
+
+/// The same media work without the daemon, side by side: one `gst-launch-1.0` with the
+/// daemon's capture and encoders into fake sinks (test pattern and tone, 640x480@30 x264enc
+/// at 1000 kbps, Opus 32 kbit/s) and a decoder fed, at its real rate, a recording of a peer's
+/// 640x480@30 stream made first. No WebRTC, no SRTP, no signalling: what is left of the
+/// daemon's figure is callbox's own cost. (The peer's audio is not decoded here.)
+async fn bare_pipeline(dir: &Path, window: Duration) -> anyhow::Result<Footprint> {
+    let rec = dir.join("peer.mkv");
+    let frames = 30 * (window.as_secs() + 10);
+    let record = format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width=640,height=480,framerate=30/1 ! \
+         videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=1000 key-int-max=30 ! h264parse ! \
+         matroskamux ! filesink location={}",
+        rec.display()
+    );
+    let ok = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(record.split_whitespace())
+        .stdout(Stdio::null())
+        .status()
+        .context("gst-launch-1.0")?
+        .success();
+    anyhow::ensure!(ok, "recording the peer's stream failed");
+    let run = format!(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=480,framerate=30/1 ! timeoverlay ! \
+         queue max-size-buffers=2 leaky=downstream ! videoscale ! videorate ! videoconvert ! \
+         x264enc tune=zerolatency speed-preset=ultrafast bitrate=1000 key-int-max=30 byte-stream=true ! \
+         h264parse config-interval=-1 ! rtph264pay pt=102 mtu=1200 config-interval=-1 ! fakesink sync=false \
+         audiotestsrc is-live=true wave=sine freq=440 volume=0.8 ! audioconvert ! audioresample ! \
+         audio/x-raw,rate=48000,channels=1 ! level interval=100000000 ! audioconvert ! \
+         opusenc audio-type=voice bitrate=32000 frame-size=20 inband-fec=true ! rtpopuspay pt=111 ! fakesink sync=false \
+         filesrc location={} ! matroskademux ! h264parse ! avdec_h264 ! videoconvert ! fakesink sync=true",
+        rec.display()
+    );
+    let mut child = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(run.split_whitespace())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("gst-launch-1.0")?;
+    tokio::time::sleep(Duration::from_secs(3)).await; // past start-up, as the daemon was
+    let f = measure(
+        child.id(),
+        "for comparison, not the daemon: the bare GStreamer pipelines of that call (one gst-launch-1.0, no WebRTC)",
+        window,
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(f)
 }
