@@ -19,6 +19,7 @@
 /// The build identity: the package version and the git commit (`0.1.0 (3f2a9c1b7e10)`).
 pub const BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BUILD_COMMIT_ID"), ")");
 
+pub(crate) mod deadline;
 pub mod device;
 pub mod dial;
 pub mod engine;

@@ -18,6 +18,7 @@ pub use super::media::EngineMedia;
 use super::media::{Control, MediaRunner, Note};
 use super::reconnect::ReconnectPolicy;
 use super::session::{CallStep, CmdId, Reply, Session, SessionConfig};
+use crate::deadline::sleep_until;
 use crate::dial::Dialer;
 use crate::proto::{ClientMsg, ErrorCode, RingOrder, ServerMsg, UserInfo};
 use crate::url::ServerUrl;
@@ -624,13 +625,6 @@ impl Driver {
 async fn next_note(run: &mut Option<MediaRunner>) -> Option<Note> {
     match run {
         Some(r) => r.next_note().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
 }

@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use callbox::auth::{self, Claims};
 use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, MediaEventKind, PublishChannel, RoomConfig, UserInfo};
 use callbox::media::MediaConfig;
-use callbox::proto::{ClientMsg, MediaRole, PROTOCOL_VERSION, ServerMsg};
+use callbox::proto::{ClientMsg, MediaRole, ServerMsg};
 use callbox::rtc::Kind;
 use callbox::rtc::client::{ClientConn, RtpSink};
 use futures_util::{SinkExt, StreamExt};
@@ -278,32 +277,8 @@ impl RtpSink for Counter {
 
 /// A player without decoding: signalling by hand, one play connection, a packet counter.
 async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) -> anyhow::Result<RawPlayer> {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("{url}/ws/v1")).await?;
-    let (mut tx, mut rx) = ws.split();
-    let now = auth::unix_now();
-    let claims = Claims {
-        app_id: DEMO_APP_ID,
-        user_id: format!("viewer-{i}"),
-        room_id: None,
-        privileges: vec!["login".into(), "play".into()],
-        streams: None,
-        nbf: None,
-        dk: None,
-        iat: now,
-        exp: now + 3600,
-    };
-    let token = auth::mint(&auth::parse_secret(secret())?, &claims)?;
-    let send = |m: ClientMsg| Message::Text(serde_json::to_string(&m).unwrap_or_default().into());
-    tx.send(send(ClientMsg::Login {
-        req: 1,
-        version: PROTOCOL_VERSION,
-        app_id: DEMO_APP_ID,
-        token,
-        room_id: "bench-fanout".into(),
-        user: user(&format!("viewer-{i}")),
-        user_status_notify: false,
-    }))
-    .await?;
+    let (mut tx, mut rx) = crate::sfu::login(url, "bench-fanout", &format!("viewer-{i}"), "play").await?;
+    let send = crate::sfu::send;
     tx.send(send(ClientMsg::Play { req: 2, stream_id: stream.into() })).await?;
     // Counted frames are the figure: the connection's events are not needed.
     let (conn, sdp) = ClientConn::start(

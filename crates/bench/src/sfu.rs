@@ -125,12 +125,13 @@ type WsRx = futures_util::stream::SplitStream<
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 >;
 
-fn send(m: ClientMsg) -> Message {
+/// A client message as a WebSocket text frame.
+pub(crate) fn send(m: ClientMsg) -> Message {
     Message::Text(serde_json::to_string(&m).unwrap_or_default().into())
 }
 
 /// A signalling session logged in to `room` as `name` with `privilege` (and `login`).
-async fn login(url: &str, room: &str, name: &str, privilege: &str) -> anyhow::Result<(WsTx, WsRx)> {
+pub(crate) async fn login(url: &str, room: &str, name: &str, privilege: &str) -> anyhow::Result<(WsTx, WsRx)> {
     let (ws, _) = tokio_tungstenite::connect_async(format!("{url}/ws/v1")).await?;
     let (mut tx, rx) = ws.split();
     let now = auth::unix_now();

@@ -12,6 +12,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{CONSENT_EXPIRY, MediaOffer, SfuCore, SfuStats, StreamKey};
+use crate::deadline::sleep_until;
 use crate::rtc::tcp::{Deadlines, TcpIn, TcpLinks};
 use crate::rtc::{RtcError, Transport, udp};
 
@@ -186,14 +187,6 @@ async fn next_accepted(
 ) -> Option<(TcpStream, SocketAddr)> {
     match accepted {
         Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Sleeps until `deadline`, or for ever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }
