@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use callbox::auth::{self, Claims};
 use callbox::engine::{Auth, Engine, EngineEvent, EngineProfile, MediaEventKind, PublishChannel, RoomConfig, UserInfo};
 use callbox::media::MediaConfig;
-use callbox::proto::{ClientMsg, MediaRole, ServerMsg};
+use callbox::proto::{ClientMsg, MediaRole, PROTOCOL_VERSION, ServerMsg};
 use callbox::rtc::Kind;
 use callbox::rtc::client::{ClientConn, RtpSink};
 use futures_util::{SinkExt, StreamExt};
@@ -122,7 +123,7 @@ impl ServerProc {
                 let t = t.ok()?;
                 let tid = t.file_name().to_str()?.parse().ok()?;
                 let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-                Some((tid, crate::sfu::stat_cpu(&stat)))
+                Some((tid, stat_cpu(&stat)))
             })
             .collect()
     }
@@ -130,7 +131,7 @@ impl ServerProc {
 
 /// CPU time (user + system) process `pid` has used, from /proc.
 pub fn proc_cpu(pid: u32) -> Duration {
-    crate::sfu::stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+    stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
 }
 
 impl Drop for ServerProc {
@@ -139,6 +140,58 @@ impl Drop for ServerProc {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(self.dir.join("server.toml"));
     }
+}
+
+/// User + system time from a /proc `stat` line.
+pub fn stat_cpu(stat: &str) -> Duration {
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+type WsTx = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+type WsRx = futures_util::stream::SplitStream<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+>;
+
+/// A client message as a WebSocket text frame.
+pub(crate) fn send(m: ClientMsg) -> Message {
+    Message::Text(serde_json::to_string(&m).unwrap_or_default().into())
+}
+
+/// A signalling session logged in to `room` as `name` with `privilege` (and `login`).
+pub(crate) async fn login(url: &str, room: &str, name: &str, privilege: &str) -> anyhow::Result<(WsTx, WsRx)> {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("{url}/ws/v1")).await?;
+    let (mut tx, rx) = ws.split();
+    let now = auth::unix_now();
+    let claims = Claims {
+        app_id: DEMO_APP_ID,
+        user_id: name.into(),
+        room_id: None,
+        privileges: vec!["login".into(), privilege.into()],
+        streams: None,
+        nbf: None,
+        dk: None,
+        iat: now,
+        exp: now + 3600,
+    };
+    let token = auth::mint(&auth::parse_secret(secret())?, &claims)?;
+    tx.send(send(ClientMsg::Login {
+        req: 1,
+        version: PROTOCOL_VERSION,
+        app_id: DEMO_APP_ID,
+        token,
+        room_id: room.into(),
+        user: user(name),
+        user_status_notify: false,
+    }))
+    .await?;
+    Ok((tx, rx))
 }
 
 pub(super) fn engine(url: &str, media: MediaConfig) -> anyhow::Result<(Engine, mpsc::Receiver<EngineEvent>)> {
@@ -277,8 +330,7 @@ impl RtpSink for Counter {
 
 /// A player without decoding: signalling by hand, one play connection, a packet counter.
 async fn raw_player(url: &str, i: usize, stream: &str, count: Arc<AtomicU64>) -> anyhow::Result<RawPlayer> {
-    let (mut tx, mut rx) = crate::sfu::login(url, "bench-fanout", &format!("viewer-{i}"), "play").await?;
-    let send = crate::sfu::send;
+    let (mut tx, mut rx) = login(url, "bench-fanout", &format!("viewer-{i}"), "play").await?;
     tx.send(send(ClientMsg::Play { req: 2, stream_id: stream.into() })).await?;
     // Counted frames are the figure: the connection's events are not needed.
     let (conn, sdp) = ClientConn::start(

@@ -12,17 +12,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use callbox::auth::{self, Claims};
-use callbox::proto::{ClientMsg, MediaRole, PROTOCOL_VERSION, ServerMsg};
+use callbox::proto::{ClientMsg, MediaRole, ServerMsg};
 use callbox::rtc::client::{ClientCore, ClientEvent};
 use callbox::rtc::{H264_PT, Kind, Transport};
-use callbox::server::DEV_APP_ID;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::media::{ServerProc, metric, user};
-use super::secret;
+use super::media::{ServerProc, login, metric, send};
 
 /// One figure: the server on `cores` cores forwarding to `players`.
 pub struct Scaling {
@@ -115,49 +112,6 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-type WsTx = futures_util::stream::SplitSink<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    Message,
->;
-type WsRx = futures_util::stream::SplitStream<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
->;
-
-/// A client message as a WebSocket text frame.
-pub(crate) fn send(m: ClientMsg) -> Message {
-    Message::Text(serde_json::to_string(&m).unwrap_or_default().into())
-}
-
-/// A signalling session logged in to `room` as `name` with `privilege` (and `login`).
-pub(crate) async fn login(url: &str, room: &str, name: &str, privilege: &str) -> anyhow::Result<(WsTx, WsRx)> {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("{url}/ws/v1")).await?;
-    let (mut tx, rx) = ws.split();
-    let now = auth::unix_now();
-    let claims = Claims {
-        app_id: DEV_APP_ID,
-        user_id: name.into(),
-        room_id: None,
-        privileges: vec!["login".into(), privilege.into()],
-        streams: None,
-        nbf: None,
-        dk: None,
-        iat: now,
-        exp: now + 3600,
-    };
-    let token = auth::mint(&auth::parse_secret(secret())?, &claims)?;
-    tx.send(send(ClientMsg::Login {
-        req: 1,
-        version: PROTOCOL_VERSION,
-        app_id: DEV_APP_ID,
-        token,
-        room_id: room.into(),
-        user: user(name),
-        user_status_notify: false,
-    }))
-    .await?;
-    Ok((tx, rx))
 }
 
 /// The server's RSS growth per idle signalling session (logged in, no media), KiB: `n`
@@ -386,14 +340,5 @@ fn pin_this_thread(cpus: &str) -> anyhow::Result<()> {
 
 /// The calling thread's CPU time (user + system), from /proc.
 fn thread_cpu() -> Duration {
-    stat_cpu(&std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default())
-}
-
-/// User + system time from a /proc `stat` line.
-pub fn stat_cpu(stat: &str) -> Duration {
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 =
-        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    super::media::stat_cpu(&std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default())
 }

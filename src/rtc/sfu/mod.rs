@@ -101,7 +101,8 @@ impl Sfu {
                 None => core,
             }
         };
-        let accepted = listener.map(|l| accept::spawn(acceptor(l)));
+        // Taken by shard 0, which holds the ICE-TCP links.
+        let mut accepted = listener.map(|l| accept::spawn(acceptor(l)));
         let (mut cmd_tx, mut cmd_rx, mut in_tx, mut in_rx) = (vec![], vec![], vec![], vec![]);
         for _ in 0..rules.count() {
             let (tx, rx) = mpsc::channel(CMD_QUEUE);
@@ -111,7 +112,6 @@ impl Sfu {
             in_tx.push(tx);
             in_rx.push(rx);
         }
-        let mut accepted = Some(accepted);
         let drops = Arc::new(AtomicU64::new(0));
         for (index, ((socket, cmds), inbox)) in sockets.into_iter().zip(cmd_rx).zip(in_rx).enumerate() {
             let shard = task::Shard {
@@ -125,7 +125,7 @@ impl Sfu {
             };
             if index == 0 {
                 let socket = tokio::net::UdpSocket::from_std(socket)?;
-                tokio::spawn(task::run(shard, socket, accepted.take().flatten()));
+                tokio::spawn(task::run(shard, socket, accepted.take()));
             } else {
                 std::thread::Builder::new().name(format!("callbox-sfu-{index}")).spawn(move || {
                     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
