@@ -38,6 +38,11 @@ const CAP_TTL: Duration = Duration::from_secs(3);
 const DAMAGE_KEY_INTERVAL: Duration = Duration::from_millis(500);
 /// How often [`ClientEvent::Stats`] is reported.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// A connection not up (ICE and DTLS) this long after the answer has failed. Under heavy
+/// loss the DTLS handshake can give up (its retransmissions exhausted) while ICE stays
+/// connected, and the peer connection then never reports failure: without this limit the
+/// stream would wait for ever instead of being renegotiated.
+pub const CONNECT_LIMIT: Duration = Duration::from_secs(15);
 
 /// See the module docs.
 pub struct ClientCore {
@@ -52,6 +57,8 @@ pub struct ClientCore {
     connected: bool,
     answered: bool,
     failed: bool,
+    /// Until the connection is up: when it fails for not coming up ([`CONNECT_LIMIT`]).
+    connect_by: Option<Instant>,
     watch: SilenceWatch,
     stats: LinkStats,
     next_stats: Instant,
@@ -136,6 +143,7 @@ impl ClientCore {
             connected: false,
             answered: false,
             failed: false,
+            connect_by: None,
             watch: SilenceWatch::new(silence),
             stats: LinkStats::default(),
             next_stats: now + STATS_INTERVAL,
@@ -165,6 +173,7 @@ impl ClientCore {
             self.fail();
             return;
         }
+        self.connect_by = Some(now + CONNECT_LIMIT);
         self.process(now);
     }
 
@@ -340,6 +349,9 @@ impl ClientCore {
         if let Some(t) = self.watch.deadline() {
             deadline = deadline.min(t);
         }
+        if let Some(t) = self.connect_by {
+            deadline = deadline.min(t);
+        }
         for r in &mut self.relays {
             if let Some(t) = r.poll_timeout() {
                 deadline = deadline.min(t);
@@ -456,6 +468,13 @@ impl ClientCore {
         {
             self.damage_key_request = Some(now);
             self.request_keyframe(now);
+        }
+        if self.connected {
+            self.connect_by = None;
+        } else if self.connect_by.is_some_and(|t| now >= t) {
+            tracing::warn!(role = ?self.role, "not connected within the limit after the answer; failing");
+            self.fail();
+            return;
         }
         if self.watch.check(now, self.connected) == Liveness::Silent {
             tracing::warn!(role = ?self.role, "nothing from the server for the silence limit");

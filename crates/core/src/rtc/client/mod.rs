@@ -7,7 +7,7 @@ use crate::proto::ice_servers::TurnTransport;
 
 mod core;
 
-pub use self::core::ClientCore;
+pub use self::core::{CONNECT_LIMIT, ClientCore};
 
 /// What a connection reports.
 #[derive(Debug, Clone)]

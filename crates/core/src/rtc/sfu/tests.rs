@@ -27,6 +27,8 @@ struct Client {
     cut: bool,
     /// The network drops this client's UDP (TCP passes).
     udp_blocked: bool,
+    /// The network drops the SFU's DTLS records to this client (ICE passes).
+    dtls_dropped: bool,
 }
 
 impl Client {
@@ -89,6 +91,7 @@ impl Net {
             first_video: vec![],
             cut: false,
             udp_blocked: false,
+            dtls_dropped: false,
         });
         self.clients.len() - 1
     }
@@ -121,6 +124,7 @@ impl Net {
                 };
                 match self.clients.iter_mut().find(|c| to(c)) {
                     Some(c) if c.cut || (c.udp_blocked && t.transport == Transport::Udp) => {}
+                    Some(c) if c.dtls_dropped && t.data.first().is_some_and(|b| (20..=63).contains(b)) => {}
                     Some(c) => c.core.handle_datagram(self.now, self.sfu_addr, t.transport, &t.data),
                     None => self.strays.push((t.to, t.data.to_vec())),
                 }
@@ -531,4 +535,19 @@ fn with_shards_a_connection_whose_address_moves_stays_on_its_shard() {
     assert!(net.stats().shard_hops > hops, "a new address landing elsewhere was handed to the owner");
     assert!(net.session_alive(&session));
     assert_eq!(net.count(player, |e| matches!(e, ClientEvent::Failed)), 0);
+}
+
+#[test]
+fn a_connection_whose_dtls_never_completes_fails_at_the_connect_limit() {
+    use crate::rtc::client::CONNECT_LIMIT;
+    let mut net = Net::new();
+    let publisher = net.join("door", "s", MediaRole::Publish);
+    // ICE checks pass, the handshake does not: the device's DTLS gives up while ICE stays up,
+    // as under heavy loss. The connection must fail, so the stream is renegotiated.
+    net.clients[publisher].dtls_dropped = true;
+    let failed = |e: &ClientEvent| matches!(e, ClientEvent::Failed);
+    net.run_until(CONNECT_LIMIT - Duration::from_secs(1), |_| false);
+    assert_eq!(net.count(publisher, failed), 0, "not before the limit");
+    assert!(!net.connected(publisher));
+    assert!(net.run_until(Duration::from_secs(2), |n| n.count(publisher, failed) == 1), "failed at the limit");
 }
